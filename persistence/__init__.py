@@ -1,0 +1,1 @@
+"""The persistence service: owns chat sessions and messages."""

@@ -1,0 +1,65 @@
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Query, Response
+
+from persistence.api.params import NO_NUL, Cursor, Limit
+from persistence.deps import SessionDep
+from persistence.schemas import FavoriteSet, Page, SessionCreate, SessionRead, SessionRename, SessionUpdate
+from persistence.services import sessions
+
+router = APIRouter(prefix="/sessions", tags=["sessions"])
+
+
+@router.post("", status_code=201)
+def create_session(body: SessionCreate, db: SessionDep) -> SessionRead:
+    """Start a chat session."""
+    return SessionRead.model_validate(sessions.create_session(db, body))
+
+
+@router.get("")
+def list_sessions(
+    db: SessionDep,
+    user_id: Annotated[str | None, Query(max_length=255, pattern=NO_NUL)] = None,
+    favorite: bool | None = None,
+    q: Annotated[str | None, Query(max_length=200, pattern=NO_NUL, description="Text in the title.")] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> Page[SessionRead]:
+    """List sessions, favorites first, then newest activity first."""
+    rows, next_cursor = sessions.list_sessions(db, limit=limit, user_id=user_id, favorite=favorite, q=q, cursor=cursor)
+    return Page[SessionRead](items=[SessionRead.model_validate(row) for row in rows], next_cursor=next_cursor)
+
+
+@router.get("/{session_id}")
+def get_session(session_id: uuid.UUID, db: SessionDep) -> SessionRead:
+    """Get one session."""
+    return SessionRead.model_validate(sessions.get_session(db, session_id))
+
+
+@router.patch("/{session_id}")
+def update_session(session_id: uuid.UUID, body: SessionUpdate, db: SessionDep) -> SessionRead:
+    """Change a session's title, favorite flag or metadata."""
+    return SessionRead.model_validate(sessions.update_session(db, session_id, body))
+
+
+@router.put("/{session_id}")
+def rename_session(session_id: uuid.UUID, body: SessionRename, db: SessionDep) -> SessionRead:
+    """Rename a session."""
+    return SessionRead.model_validate(sessions.update_session(db, session_id, SessionUpdate(title=body.title)))
+
+
+@router.patch("/{session_id}/favorite")
+def favorite_session(
+    session_id: uuid.UUID, db: SessionDep, body: Annotated[FavoriteSet | None, Body()] = None
+) -> SessionRead:
+    """Toggle the favorite flag, or set it with {"is_favorite": bool}."""
+    value = body.is_favorite if body is not None else None
+    return SessionRead.model_validate(sessions.set_favorite(db, session_id, value))
+
+
+@router.delete("/{session_id}", status_code=204)
+def delete_session(session_id: uuid.UUID, db: SessionDep) -> Response:
+    """Delete a session and all its messages."""
+    sessions.delete_session(db, session_id)
+    return Response(status_code=204)

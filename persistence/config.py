@@ -1,0 +1,35 @@
+from typing import ClassVar
+
+from pydantic import Field, SecretStr
+from sqlalchemy import URL, make_url
+
+from shared import ServiceSettings, split_keys
+
+DEFAULT_DATABASE_URL = "sqlite:///data/persistence.db"
+
+
+class Settings(ServiceSettings):
+    service_name: ClassVar[str] = "persistence"
+
+    api_key: SecretStr
+    database_url: str = DEFAULT_DATABASE_URL
+    db_password: SecretStr | None = None
+    db_pool_size: int = Field(default=20, ge=1, le=500)
+    db_max_overflow: int = Field(default=20, ge=0, le=500)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    lease_seconds: float = Field(default=30.0, gt=0, le=3600)
+    migrate_on_start: bool = True
+
+    @property
+    def api_keys(self) -> tuple[str, ...]:
+        return split_keys(self.api_key)
+
+    @property
+    def sqlalchemy_url(self) -> URL:
+        """The database URL, with ``DB_PASSWORD`` filled in where the URL has no password."""
+        url = make_url(self.database_url)
+        if url.drivername in ("postgresql", "postgres"):
+            url = url.set(drivername="postgresql+psycopg")
+        if self.db_password is not None and url.password is None and not url.drivername.startswith("sqlite"):
+            url = url.set(password=self.db_password.get_secret_value())
+        return url

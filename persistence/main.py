@@ -1,0 +1,55 @@
+"""The persistence service. Run with: uvicorn persistence.main:create_app --factory --port 8000"""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+
+from persistence.api import health, legacy, messages, sessions
+from persistence.config import Settings
+from persistence.db import create_db_engine, create_sessionmaker, migrate
+from persistence.deps import ApiKeyDep
+from persistence.errors import register_error_handlers
+from persistence.middleware import BodyLimitMiddleware
+from shared import SettingsError, load_settings
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    if settings is None:
+        try:
+            settings = load_settings(Settings)
+        except SettingsError as exc:
+            raise SystemExit(str(exc)) from None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_db_engine(
+            settings.sqlalchemy_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
+        )
+        if settings.migrate_on_start:
+            await run_in_threadpool(migrate, engine)
+        app.state.engine = engine
+        app.state.sessionmaker = create_sessionmaker(engine)
+        logger.info("persistence ready on %s", engine.url.render_as_string(hide_password=True))
+        try:
+            yield
+        finally:
+            engine.dispose()
+
+    app = FastAPI(
+        title="Chat persistence",
+        summary="Chat sessions, messages and the life of every answer.",
+        version="1.0.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.add_middleware(BodyLimitMiddleware, max_body_size=settings.max_body_bytes)
+    register_error_handlers(app)
+    app.include_router(health.router)
+    for router in (sessions.router, messages.router, legacy.router):
+        app.include_router(router, dependencies=[ApiKeyDep])
+    return app

@@ -1,0 +1,180 @@
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
+
+from pydantic import AliasChoices, Field, StringConstraints, model_validator
+
+from shared import InputModel, JSONObject, MessageRole, MessageStatus, ReadModel, UTCDatetime
+
+Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+UserId = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+Owner = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+Context = JSONObject | list[Any]
+LeaseSeconds = Annotated[float, Field(gt=0, le=3600)]
+
+T = TypeVar("T")
+
+
+class Page(ReadModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = Field(description="Pass as `cursor` to get the next page; null on the last page.")
+
+
+class PatchModel(InputModel):
+    """A partial update: absent fields stay as they are; `null` clears only the fields that may be empty."""
+
+    not_nullable: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="after")
+    def _no_null_for_required(self) -> "PatchModel":
+        for name in self.not_nullable & self.model_fields_set:
+            if getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null")
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        return self.model_dump(exclude_unset=True)
+
+
+# Sessions
+
+
+class SessionCreate(InputModel):
+    user_id: UserId = "anonymous"
+    title: Title = "New chat"
+    is_favorite: bool = False
+    metadata: JSONObject | None = None
+
+
+class SessionUpdate(PatchModel):
+    not_nullable = frozenset({"title", "is_favorite"})
+
+    title: Title | None = None
+    is_favorite: bool | None = None
+    metadata: JSONObject | None = None
+
+
+class SessionRename(InputModel):
+    title: Title
+
+
+class FavoriteSet(InputModel):
+    is_favorite: bool
+
+
+class SessionRead(ReadModel):
+    id: uuid.UUID
+    user_id: str
+    title: str
+    is_favorite: bool
+    # The ORM attribute is metadata_ ("metadata" is taken by SQLAlchemy).
+    metadata: JSONObject | None = Field(validation_alias=AliasChoices("metadata_", "metadata"))
+    created_at: datetime
+    updated_at: datetime
+
+
+# Messages
+
+
+class MessageCreate(InputModel):
+    id: uuid.UUID | None = Field(
+        default=None, description="Client-chosen id: retrying with the same id and body is safe."
+    )
+    role: MessageRole
+    content: str = ""
+    context: Context | None = None
+    status: Literal[MessageStatus.PENDING, MessageStatus.COMPLETE, MessageStatus.FAILED] | None = Field(
+        default=None,
+        description="Defaults to `pending` for assistant messages, `complete` otherwise. "
+        "A message becomes `in_progress` only by being claimed.",
+    )
+    error: str | None = None
+    rating: bool | None = None
+    model: Annotated[str, StringConstraints(max_length=200)] | None = None
+    sent_at: UTCDatetime | None = None
+
+
+class MessageUpdate(PatchModel):
+    not_nullable = frozenset({"status", "content"})
+
+    status: MessageStatus | None = None
+    error: str | None = None
+    rating: bool | None = None
+    model: Annotated[str, StringConstraints(max_length=200)] | None = None
+    finish_reason: Annotated[str, StringConstraints(max_length=64)] | None = None
+    usage: JSONObject | None = None
+    content: str | None = None
+
+
+class AppendRequest(InputModel):
+    offset: int = Field(ge=0, description="Length of the content (in characters) the text goes after.")
+    text: str
+    owner: Owner | None = Field(default=None, description="When given, the append fails unless it holds the lease.")
+    lease_seconds: LeaseSeconds | None = Field(default=None, description="New lease length; the default applies.")
+
+
+class AppendResult(ReadModel):
+    id: uuid.UUID
+    length: int
+    version: int
+    status: MessageStatus
+    lease_expires_at: datetime | None
+
+
+class ClaimRequest(InputModel):
+    owner: Owner
+    lease_seconds: LeaseSeconds | None = None
+
+
+class MessageRead(ReadModel):
+    id: uuid.UUID
+    session_id: uuid.UUID
+    role: MessageRole
+    content: str
+    context: Context | None
+    status: MessageStatus
+    error: str | None
+    rating: bool | None
+    model: str | None
+    finish_reason: str | None
+    usage: JSONObject | None
+    attempts: int
+    version: int
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    sent_at: datetime
+    created_at: datetime
+    updated_at: datetime
+
+
+# The original message API, kept for its existing clients.
+
+LegacyRole = Literal["human", "ai", "user", "assistant"]
+
+
+class LegacyMessageCreate(InputModel):
+    chat_id: uuid.UUID
+    content: str
+    role: LegacyRole
+    sent_at: UTCDatetime
+    rating: bool | None = None
+
+
+class LegacyMessageUpdate(PatchModel):
+    not_nullable = frozenset({"content"})
+
+    content: str | None = None
+    rating: bool | None = None
+
+
+class LegacyMessageRead(ReadModel):
+    message_id: uuid.UUID = Field(validation_alias=AliasChoices("message_id", "id"))
+    chat_id: uuid.UUID = Field(validation_alias=AliasChoices("chat_id", "session_id"))
+    content: str
+    rating: bool | None
+    sent_at: datetime
+    role: MessageRole
+
+
+class Health(ReadModel):
+    status: str

@@ -1,0 +1,54 @@
+"""The original message API (chat_id, human/ai roles), kept working on top of sessions and messages."""
+
+import uuid
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from persistence.models import Message
+from persistence.schemas import LegacyMessageCreate, LegacyMessageUpdate, MessageCreate, SessionCreate
+from persistence.services import messages, sessions
+from shared import MessageRole, MessageStatus
+
+LEGACY_USER_ID = "legacy"
+_ROLES = {
+    "human": MessageRole.USER,
+    "ai": MessageRole.ASSISTANT,
+    "user": MessageRole.USER,
+    "assistant": MessageRole.ASSISTANT,
+}
+
+
+def _ensure_session(db: Session, chat_id: uuid.UUID, first_message: str) -> None:
+    if sessions.session_exists(db, chat_id):
+        return
+    title = " ".join(first_message.split())[:80] or "New chat"
+    try:
+        with db.begin_nested():  # two first messages of one chat may race to create its session
+            sessions.create_session(db, SessionCreate(user_id=LEGACY_USER_ID, title=title), session_id=chat_id)
+    except IntegrityError:
+        pass
+
+
+def create_message(db: Session, data: LegacyMessageCreate) -> Message:
+    _ensure_session(db, data.chat_id, data.content)
+    message, _ = messages.create_message(
+        db,
+        data.chat_id,
+        MessageCreate(
+            role=_ROLES[data.role],
+            content=data.content,
+            status=MessageStatus.COMPLETE,
+            rating=data.rating,
+            sent_at=data.sent_at,
+        ),
+    )
+    return message
+
+
+def update_message(db: Session, message_id: uuid.UUID, data: LegacyMessageUpdate) -> Message:
+    return messages.edit_message(db, message_id, data.changes())
+
+
+def list_messages(db: Session, chat_id: uuid.UUID, limit: int) -> list[Message]:
+    return messages.newest_messages(db, chat_id, limit)

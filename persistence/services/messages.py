@@ -1,0 +1,294 @@
+"""Messages and the life of every answer: every query on the messages table lives here.
+
+Appends and claims are single conditional UPDATEs, so they are atomic on SQLite and PostgreSQL alike:
+of two concurrent requests racing for the same row, exactly one matches its condition.
+"""
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Row, and_, case, func, literal, literal_column, or_, select, tuple_, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnClause
+
+from persistence.models import Message, UTCDateTime, utcnow
+from persistence.pagination import decode_cursor, encode_cursor
+from persistence.schemas import AppendRequest, ClaimRequest, MessageCreate, MessageUpdate
+from persistence.services.sessions import session_exists, touch_session
+from shared import Conflict, MessageRole, MessageStatus, NotFound, PreconditionFailed
+
+Status = MessageStatus
+
+TRANSITIONS: dict[MessageStatus, frozenset[MessageStatus]] = {
+    Status.PENDING: frozenset({Status.IN_PROGRESS, Status.FAILED}),
+    Status.IN_PROGRESS: frozenset({Status.COMPLETE, Status.FAILED, Status.PENDING}),
+    Status.FAILED: frozenset({Status.IN_PROGRESS, Status.PENDING}),
+    Status.COMPLETE: frozenset(),
+}
+
+# A literal (not a bound parameter) so the planner can use the partial index ix_messages_stale.
+_IN_PROGRESS_SQL: ColumnClause[str] = literal_column("'in_progress'")
+
+_CHRONOLOGICAL = (Message.created_at, Message.id)
+
+
+def _not_found(message_id: uuid.UUID) -> NotFound:
+    return NotFound(f"message {message_id} not found")
+
+
+def _at(moment: datetime) -> Any:
+    """A timestamp parameter typed like the columns it is compared with or written to."""
+    return literal(moment, UTCDateTime())
+
+
+def _same_request(message: Message, session_id: uuid.UUID, data: MessageCreate) -> bool:
+    return (
+        message.session_id == session_id
+        and message.role == data.role
+        and message.content == data.content
+        and message.context == data.context
+    )
+
+
+def create_message(db: Session, session_id: uuid.UUID, data: MessageCreate) -> tuple[Message, bool]:
+    """Store a message; returns it and whether it is new (False: an idempotent replay of an earlier create)."""
+    # Taking the session row first also serialises creates in one session, so a replay that
+    # races its original sees the committed original below instead of a duplicate-key error.
+    touch_session(db, session_id)
+    if data.id is not None and (existing := db.get(Message, data.id)) is not None:
+        if not _same_request(existing, session_id, data):
+            raise Conflict(f"message {data.id} already exists with a different body", code="id_conflict")
+        return existing, False
+    default_status = Status.PENDING if data.role == MessageRole.ASSISTANT else Status.COMPLETE
+    now = utcnow()
+    message = Message(
+        id=data.id or uuid.uuid4(),
+        session_id=session_id,
+        role=data.role,
+        content=data.content,
+        context=data.context,
+        status=data.status or default_status,
+        error=data.error,
+        rating=data.rating,
+        model=data.model,
+        sent_at=data.sent_at or now,
+        created_at=now,
+        updated_at=now,
+    )
+    db.add(message)
+    try:
+        db.flush()
+    except IntegrityError as exc:  # the id is taken in another session, by a concurrent request
+        raise Conflict(f"message {message.id} already exists with a different body") from exc
+    return message, True
+
+
+def get_message(db: Session, message_id: uuid.UUID) -> Message:
+    message = db.get(Message, message_id)
+    if message is None:
+        raise _not_found(message_id)
+    return message
+
+
+def list_messages(
+    db: Session,
+    session_id: uuid.UUID,
+    *,
+    limit: int,
+    cursor: str | None = None,
+    status: MessageStatus | None = None,
+) -> tuple[list[Message], str | None]:
+    """Chronological, one keyset page at a time."""
+    stmt = select(Message).where(Message.session_id == session_id)
+    if status is not None:
+        stmt = stmt.where(Message.status == status)
+    if cursor is not None:
+        stmt = stmt.where(tuple_(*_CHRONOLOGICAL) > tuple_(*decode_cursor(cursor, datetime, uuid.UUID)))
+    rows = list(db.scalars(stmt.order_by(*_CHRONOLOGICAL).limit(limit + 1)))
+    if not rows and not session_exists(db, session_id):
+        raise NotFound(f"session {session_id} not found")
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    return rows[:limit], encode_cursor(last.created_at, last.id)
+
+
+def last_message(db: Session, session_id: uuid.UUID, role: MessageRole | None = None) -> Message:
+    stmt = select(Message).where(Message.session_id == session_id)
+    if role is not None:
+        stmt = stmt.where(Message.role == role)
+    message = db.scalar(stmt.order_by(*(column.desc() for column in _CHRONOLOGICAL)).limit(1))
+    if message is not None:
+        return message
+    if not session_exists(db, session_id):
+        raise NotFound(f"session {session_id} not found")
+    raise NotFound(f"session {session_id} has no {role.value + ' ' if role else ''}messages", code="no_message")
+
+
+def newest_messages(db: Session, session_id: uuid.UUID, limit: int) -> list[Message]:
+    stmt = select(Message).where(Message.session_id == session_id)
+    return list(db.scalars(stmt.order_by(*(column.desc() for column in _CHRONOLOGICAL)).limit(limit)))
+
+
+def _lock(db: Session, message_id: uuid.UUID) -> Message:
+    message = db.scalar(
+        select(Message).where(Message.id == message_id).with_for_update().execution_options(populate_existing=True)
+    )
+    if message is None:
+        raise _not_found(message_id)
+    return message
+
+
+def update_message(
+    db: Session, message_id: uuid.UUID, data: MessageUpdate, *, if_match: int | None, lease_seconds: float
+) -> Message:
+    message = _lock(db, message_id)
+    if if_match is not None and message.version != if_match:
+        raise PreconditionFailed(f"message is at version {message.version}, not {if_match}", version=message.version)
+    changes = data.changes()
+    new_status = changes.pop("status", message.status)
+    if message.status == Status.COMPLETE and (new_status != Status.COMPLETE or set(changes) - {"rating"}):
+        raise Conflict("a complete message is final: only its rating can change", status=message.status)
+    if new_status != message.status:
+        if new_status not in TRANSITIONS[message.status]:
+            raise Conflict(
+                f"a message cannot go from {message.status} to {new_status}",
+                status=message.status,
+                code="illegal_transition",
+            )
+        _enter_status(message, new_status, lease_seconds)
+        changes["status"] = new_status
+    if changes:
+        for name, value in changes.items():
+            setattr(message, name, value)
+        message.version += 1
+        db.flush()
+    return message
+
+
+def _enter_status(message: Message, status: MessageStatus, lease_seconds: float) -> None:
+    if status == Status.IN_PROGRESS:
+        # Set by hand rather than claimed: nobody owns it, but crash recovery must still find it.
+        message.lease_owner = None
+        message.lease_expires_at = utcnow() + timedelta(seconds=lease_seconds)
+    else:
+        message.lease_owner = None
+        message.lease_expires_at = None
+
+
+def edit_message(db: Session, message_id: uuid.UUID, changes: dict[str, Any]) -> Message:
+    """An edit by the original message API: content and rating, whatever the status."""
+    message = _lock(db, message_id)
+    if changes:
+        for name, value in changes.items():
+            setattr(message, name, value)
+        message.version += 1
+        db.flush()
+    return message
+
+
+def append_text(db: Session, message_id: uuid.UUID, data: AppendRequest, *, lease_seconds: float) -> Row[Any]:
+    """Append ``data.text`` at ``data.offset``, which must be the current length: a retried append is a 409."""
+    now = utcnow()
+    expires = now + timedelta(seconds=data.lease_seconds or lease_seconds)
+    conditions = [
+        Message.id == message_id,
+        func.length(Message.content) == data.offset,
+        Message.status != Status.COMPLETE,
+    ]
+    if data.owner is not None:
+        conditions.append(Message.lease_owner == data.owner)
+    row = db.execute(
+        update(Message)
+        .where(*conditions)
+        .values(
+            content=Message.content + data.text,
+            version=Message.version + 1,
+            updated_at=_at(now),
+            lease_expires_at=case((Message.status == Status.IN_PROGRESS, _at(expires)), else_=Message.lease_expires_at),
+        )
+        .returning(
+            Message.id,
+            func.length(Message.content).label("length"),
+            Message.version,
+            Message.status,
+            Message.lease_expires_at,
+        )
+        .execution_options(synchronize_session=False)
+    ).one_or_none()
+    if row is not None:
+        return row
+    _explain_failed_append(db, message_id, data)
+    raise AssertionError("unreachable")
+
+
+def _explain_failed_append(db: Session, message_id: uuid.UUID, data: AppendRequest) -> None:
+    row = db.execute(
+        select(Message.status, func.length(Message.content), Message.lease_owner).where(Message.id == message_id)
+    ).one_or_none()
+    if row is None:
+        raise _not_found(message_id)
+    status, length, owner = row
+    if status == Status.COMPLETE:
+        raise Conflict("a complete message cannot be appended to", status=status, length=length)
+    if data.owner is not None and owner != data.owner:
+        raise Conflict(f"the lease is held by {owner!r}", code="lease_lost", status=status, lease_owner=owner)
+    raise Conflict(f"offset {data.offset} is not the current length {length}", code="offset_mismatch", length=length)
+
+
+def claim_message(db: Session, message_id: uuid.UUID, data: ClaimRequest, *, lease_seconds: float) -> Message:
+    """Take the right to generate an answer: a pending or failed one, or one whose lease has expired.
+
+    Claiming again while holding a live lease renews it (a heartbeat) and is not a new attempt.
+    """
+    now = utcnow()
+    expires = now + timedelta(seconds=data.lease_seconds or lease_seconds)
+    live = and_(Message.status == Status.IN_PROGRESS, Message.lease_expires_at > _at(now))
+    renewal = and_(live, Message.lease_owner == data.owner)
+    claimable = or_(
+        Message.status.in_([Status.PENDING, Status.FAILED]),
+        and_(Message.status == Status.IN_PROGRESS, ~live),
+        renewal,
+    )
+    message = db.scalar(
+        update(Message)
+        .where(Message.id == message_id, Message.role == MessageRole.ASSISTANT, claimable)
+        .values(
+            status=Status.IN_PROGRESS,
+            lease_owner=data.owner,
+            lease_expires_at=_at(expires),
+            attempts=case((renewal, Message.attempts), else_=Message.attempts + 1),
+            error=case((renewal, Message.error), else_=None),
+            version=Message.version + 1,
+            updated_at=_at(now),
+        )
+        .returning(Message)
+        .execution_options(populate_existing=True, synchronize_session=False)
+    )
+    if message is not None:
+        return message
+    current = get_message(db, message_id)
+    if current.role != MessageRole.ASSISTANT:
+        raise Conflict("only assistant messages are generated, so only they can be claimed", role=current.role)
+    if current.status == Status.COMPLETE:
+        raise Conflict("the message is already complete", status=current.status)
+    raise Conflict(
+        f"the message is being generated by {current.lease_owner!r}",
+        code="lease_held",
+        status=current.status,
+        lease_owner=current.lease_owner,
+        lease_expires_at=current.lease_expires_at.isoformat() if current.lease_expires_at else None,
+    )
+
+
+def list_stale(db: Session, limit: int) -> list[Message]:
+    """In-progress answers whose lease expired: their generator died and they need recovering."""
+    stmt = (
+        select(Message)
+        .where(Message.status == _IN_PROGRESS_SQL, Message.lease_expires_at < _at(utcnow()))
+        .order_by(Message.lease_expires_at)
+        .limit(limit)
+    )
+    return list(db.scalars(stmt))

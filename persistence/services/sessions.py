@@ -1,0 +1,105 @@
+"""Chat sessions: every query on the sessions table lives here."""
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import delete, select, tuple_, update
+from sqlalchemy.orm import Session
+
+from persistence.models import ChatSession, utcnow
+from persistence.pagination import decode_cursor, encode_cursor
+from persistence.schemas import SessionCreate, SessionUpdate
+from shared import NotFound
+
+
+def create_session(db: Session, data: SessionCreate, session_id: uuid.UUID | None = None) -> ChatSession:
+    chat = ChatSession(
+        id=session_id or uuid.uuid4(),
+        user_id=data.user_id,
+        title=data.title,
+        is_favorite=data.is_favorite,
+        metadata_=data.metadata,
+    )
+    db.add(chat)
+    db.flush()
+    return chat
+
+
+def get_session(db: Session, session_id: uuid.UUID) -> ChatSession:
+    chat = db.get(ChatSession, session_id)
+    if chat is None:
+        raise NotFound(f"session {session_id} not found")
+    return chat
+
+
+def session_exists(db: Session, session_id: uuid.UUID) -> bool:
+    return db.scalar(select(ChatSession.id).where(ChatSession.id == session_id)) is not None
+
+
+def list_sessions(
+    db: Session,
+    *,
+    limit: int,
+    user_id: str | None = None,
+    favorite: bool | None = None,
+    q: str | None = None,
+    cursor: str | None = None,
+) -> tuple[list[ChatSession], str | None]:
+    """Favorites first, then newest activity first."""
+    stmt = select(ChatSession)
+    if user_id is not None:
+        stmt = stmt.where(ChatSession.user_id == user_id)
+    if favorite is not None:
+        stmt = stmt.where(ChatSession.is_favorite == favorite)
+    if q:
+        pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        stmt = stmt.where(ChatSession.title.ilike(pattern, escape="\\"))
+    key = (ChatSession.is_favorite, ChatSession.updated_at, ChatSession.id)
+    if cursor is not None:
+        stmt = stmt.where(tuple_(*key) < tuple_(*decode_cursor(cursor, bool, datetime, uuid.UUID)))
+    rows = list(db.scalars(stmt.order_by(*(column.desc() for column in key)).limit(limit + 1)))
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    return rows[:limit], encode_cursor(last.is_favorite, last.updated_at, last.id)
+
+
+def update_session(db: Session, session_id: uuid.UUID, data: SessionUpdate) -> ChatSession:
+    chat = get_session(db, session_id)
+    for name, value in data.changes().items():
+        setattr(chat, "metadata_" if name == "metadata" else name, value)
+    db.flush()
+    return chat
+
+
+def set_favorite(db: Session, session_id: uuid.UUID, is_favorite: bool | None) -> ChatSession:
+    """Set the flag, or toggle it when no value is given (atomically, so two toggles cancel out)."""
+    value = ~ChatSession.is_favorite if is_favorite is None else is_favorite
+    chat = db.scalar(
+        update(ChatSession)
+        .where(ChatSession.id == session_id)
+        .values(is_favorite=value)
+        .returning(ChatSession)
+        .execution_options(populate_existing=True)
+    )
+    if chat is None:
+        raise NotFound(f"session {session_id} not found")
+    return chat
+
+
+def touch_session(db: Session, session_id: uuid.UUID) -> None:
+    """Mark new activity in a session (it moves to the top of the list); 404 if it does not exist."""
+    result = db.execute(
+        update(ChatSession)
+        .where(ChatSession.id == session_id)
+        .values(updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount == 0:  # type: ignore[attr-defined]
+        raise NotFound(f"session {session_id} not found")
+
+
+def delete_session(db: Session, session_id: uuid.UUID) -> None:
+    result = db.execute(delete(ChatSession).where(ChatSession.id == session_id))
+    if result.rowcount == 0:  # type: ignore[attr-defined]
+        raise NotFound(f"session {session_id} not found")

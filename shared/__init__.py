@@ -1,0 +1,36 @@
+"""Code both services import: settings with Docker-secret loading, and the chat vocabulary."""
+
+from shared.enums import MessageRole, MessageStatus
+from shared.errors import (
+    BadRequest,
+    Conflict,
+    DomainError,
+    NotFound,
+    PreconditionFailed,
+    ServiceUnavailable,
+    Unauthorized,
+)
+from shared.schemas import InputModel, JSONObject, ReadModel, UTCDatetime
+from shared.security import key_matches
+from shared.settings import ServiceSettings, SettingsError, load_settings, split_keys
+
+__all__ = [
+    "BadRequest",
+    "Conflict",
+    "DomainError",
+    "InputModel",
+    "JSONObject",
+    "MessageRole",
+    "MessageStatus",
+    "NotFound",
+    "PreconditionFailed",
+    "ReadModel",
+    "ServiceSettings",
+    "ServiceUnavailable",
+    "SettingsError",
+    "UTCDatetime",
+    "Unauthorized",
+    "key_matches",
+    "load_settings",
+    "split_keys",
+]

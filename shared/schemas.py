@@ -1,0 +1,53 @@
+"""Pydantic bases for request and response bodies, shared by both services."""
+
+import math
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
+
+MAX_JSON_DEPTH = 32
+
+
+def _check_storable(value: Any, depth: int = 0) -> None:
+    """Reject what a database cannot store faithfully: NUL characters and NaN/Infinity."""
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("text must not contain NUL characters")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("numbers must be finite (no NaN or Infinity)")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_storable(key, depth + 1)
+            _check_storable(item, depth + 1)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _check_storable(item, depth + 1)
+
+
+class ReadModel(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class InputModel(BaseModel):
+    """A request body: unknown fields are errors, and every string and number must be storable."""
+
+    model_config = ConfigDict(extra="forbid", from_attributes=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        _check_storable(data)
+        return data
+
+
+def _as_utc(value: datetime) -> datetime:
+    # Older clients send naive timestamps; they have always meant UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+UTCDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+JSONObject = dict[str, Any]

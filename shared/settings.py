@@ -1,0 +1,111 @@
+"""Settings loading shared by both services.
+
+Every secret follows one convention: ``NAME`` in the environment, or ``NAME_FILE``
+naming a file that holds it (Docker secrets), or ``secrets/name.txt`` for local runs.
+"""
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar, get_args
+
+from pydantic import SecretStr, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+SECRETS_DIR_ENV = "SECRETS_DIR"
+
+
+class SettingsError(Exception):
+    """The configuration cannot be used; the message says which setting and why."""
+
+
+def _is_secret(field: FieldInfo) -> bool:
+    annotation = field.annotation
+    return annotation is SecretStr or SecretStr in get_args(annotation)
+
+
+def secrets_dir() -> Path:
+    return Path(os.environ.get(SECRETS_DIR_ENV, "secrets"))
+
+
+def secret_sources(name: str) -> str:
+    """Where a secret is looked for, in the words of an error message."""
+    env = name.upper()
+    return f"set {env}, or {env}_FILE to a file holding it, or write it to {secrets_dir() / f'{name}.txt'}"
+
+
+class SecretFilesSource(PydanticBaseSettingsSource):
+    """Reads each ``SecretStr`` field from ``NAME_FILE``, else from ``<SECRETS_DIR>/name.txt``."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # __call__ reads every field at once
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, field in self.settings_cls.model_fields.items():
+            if not _is_secret(field):
+                continue
+            env = name.upper()
+            file_var = f"{env}_FILE"
+            explicit = os.environ.get(file_var)
+            if explicit and os.environ.get(env):
+                raise SettingsError(f"{env} and {file_var} are both set: keep one of them")
+            if explicit:
+                path = Path(explicit)
+                if not path.is_file():
+                    raise SettingsError(f"{file_var} names {path}, which is not a readable file")
+                value = path.read_text(encoding="utf-8").strip()
+                if not value:
+                    raise SettingsError(f"{file_var} names {path}, which is empty")
+                values[name] = value
+                continue
+            local = secrets_dir() / f"{name}.txt"
+            if local.is_file() and (value := local.read_text(encoding="utf-8").strip()):
+                values[name] = value
+        return values
+
+
+class ServiceSettings(BaseSettings):
+    """Base of each service's settings: environment first, then secret files, then defaults."""
+
+    model_config = SettingsConfigDict(extra="ignore", env_ignore_empty=True)
+
+    service_name: ClassVar[str] = "service"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, SecretFilesSource(settings_cls))
+
+
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
+
+
+def load_settings(cls: type[SettingsT], **overrides: Any) -> SettingsT:
+    """Build the settings, turning pydantic's errors into one line that says what to fix."""
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = str(error["loc"][0]) if error["loc"] else "?"
+            field = cls.model_fields.get(name)
+            if error["type"] == "missing" and field is not None and _is_secret(field):
+                problems.append(f"missing secret {name.upper()}: {secret_sources(name)}")
+            else:
+                problems.append(f"invalid setting {name.upper()}: {error['msg']}")
+        raise SettingsError(f"{cls.service_name}: " + "; ".join(problems)) from None
+
+
+def split_keys(secret: SecretStr | None) -> tuple[str, ...]:
+    """Several keys may share one secret, one per line, so that keys can rotate."""
+    if secret is None:
+        return ()
+    lines = (line.strip() for line in secret.get_secret_value().splitlines())
+    return tuple(line for line in lines if line and not line.startswith("#"))
