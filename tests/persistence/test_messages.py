@@ -1,0 +1,217 @@
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.persistence.conftest import claim, new_answer, new_message, new_session, random_id
+
+CONTEXT = {"documents": [{"id": "doc-1", "text": "Paris is in France.", "score": 0.93}]}
+
+
+def test_create_user_message_defaults_to_complete(client: TestClient) -> None:
+    session = new_session(client)
+    response = client.post(
+        f"/sessions/{session['id']}/messages", json={"role": "user", "content": "Où est Paris?", "context": CONTEXT}
+    )
+    assert response.status_code == 201
+    body = response.json()
+    assert (body["role"], body["status"], body["content"], body["context"]) == (
+        "user",
+        "complete",
+        "Où est Paris?",
+        CONTEXT,
+    )
+    assert (body["attempts"], body["version"], body["lease_owner"]) == (0, 1, None)
+    assert response.headers["etag"] == '"1"'
+    assert client.get(f"/messages/{body['id']}").json() == body
+
+
+def test_create_assistant_message_defaults_to_pending(client: TestClient) -> None:
+    session = new_session(client)
+    body = new_message(client, session["id"], role="assistant", content="")
+    assert body["status"] == "pending"
+    system = new_message(client, session["id"], role="system", content="Be brief.")
+    assert system["status"] == "complete"
+
+
+def test_create_accepts_explicit_fields(client: TestClient) -> None:
+    session = new_session(client)
+    body = new_message(
+        client,
+        session["id"],
+        role="assistant",
+        content="partial",
+        status="failed",
+        error="upstream timeout",
+        model="gpt-4o-mini",
+        sent_at="2025-01-02T03:04:05+02:00",
+    )
+    assert (body["status"], body["error"], body["model"]) == ("failed", "upstream timeout", "gpt-4o-mini")
+    assert body["sent_at"] == "2025-01-02T01:04:05Z"
+
+
+def test_create_in_unknown_session_is_404(client: TestClient) -> None:
+    response = client.post(f"/sessions/{random_id()}/messages", json={"role": "user", "content": "hi"})
+    assert response.status_code == 404
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"role": "robot", "content": "x"},
+        {"content": "x"},
+        {"role": "user", "content": "x", "status": "in_progress"},
+        {"role": "user", "content": "x", "status": "done"},
+        {"role": "user", "content": "x", "unknown": 1},
+        {"role": "user", "content": 5},
+        {"role": "user", "content": "x", "id": "not-a-uuid"},
+    ],
+)
+def test_create_rejects_bad_bodies(client: TestClient, body: dict) -> None:
+    session = new_session(client)
+    response = client.post(f"/sessions/{session['id']}/messages", json=body)
+    assert response.status_code == 422, response.text
+    assert client.get(f"/sessions/{session['id']}/messages").json()["items"] == []
+
+
+def test_create_with_client_id_is_idempotent(client: TestClient) -> None:
+    session = new_session(client)
+    message_id = random_id()
+    body = {"id": message_id, "role": "user", "content": "hello", "context": CONTEXT}
+    first = client.post(f"/sessions/{session['id']}/messages", json=body)
+    again = client.post(f"/sessions/{session['id']}/messages", json=body)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json() == first.json()
+    assert len(client.get(f"/sessions/{session['id']}/messages").json()["items"]) == 1
+
+
+@pytest.mark.parametrize("change", [{"content": "other"}, {"role": "system"}, {"context": {"x": 1}}])
+def test_create_with_reused_id_and_other_body_is_409(client: TestClient, change: dict) -> None:
+    session = new_session(client)
+    body = {"id": random_id(), "role": "user", "content": "hello"}
+    assert client.post(f"/sessions/{session['id']}/messages", json=body).status_code == 201
+    response = client.post(f"/sessions/{session['id']}/messages", json=body | change)
+    assert response.status_code == 409
+    assert response.json()["code"] == "id_conflict"
+    assert client.get(f"/messages/{body['id']}").json()["content"] == "hello"
+
+
+def test_create_with_id_of_another_session_is_409(client: TestClient) -> None:
+    first, second = new_session(client), new_session(client)
+    body = {"id": random_id(), "role": "user", "content": "hello"}
+    assert client.post(f"/sessions/{first['id']}/messages", json=body).status_code == 201
+    assert client.post(f"/sessions/{second['id']}/messages", json=body).status_code == 409
+
+
+def test_list_is_chronological_and_pages(client: TestClient) -> None:
+    session = new_session(client)
+    created = [new_message(client, session["id"], content=f"m{i}")["id"] for i in range(5)]
+    seen, cursor = [], None
+    while True:
+        params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+        page = client.get(f"/sessions/{session['id']}/messages", params=params).json()
+        seen += [m["id"] for m in page["items"]]
+        if not (cursor := page["next_cursor"]):
+            break
+    assert seen == created
+
+
+def test_list_filters_by_status(client: TestClient) -> None:
+    session = new_session(client)
+    new_message(client, session["id"])
+    answer = new_message(client, session["id"], role="assistant", content="")
+    page = client.get(f"/sessions/{session['id']}/messages", params={"status": "pending"}).json()
+    assert [m["id"] for m in page["items"]] == [answer["id"]]
+    assert client.get(f"/sessions/{session['id']}/messages", params={"status": "nope"}).status_code == 422
+
+
+def test_list_of_unknown_session_is_404_and_of_empty_one_is_empty(client: TestClient) -> None:
+    assert client.get(f"/sessions/{random_id()}/messages").status_code == 404
+    session = new_session(client)
+    assert client.get(f"/sessions/{session['id']}/messages").json() == {"items": [], "next_cursor": None}
+
+
+def test_last_message_optionally_by_role(client: TestClient) -> None:
+    session = new_session(client)
+    url = f"/sessions/{session['id']}/messages/last"
+    assert client.get(url).json()["code"] == "no_message"
+    new_message(client, session["id"], content="q1")
+    answer = new_message(client, session["id"], role="assistant", content="a1")
+    question = new_message(client, session["id"], content="q2")
+    assert client.get(url).json()["id"] == question["id"]
+    assert client.get(url, params={"role": "assistant"}).json()["id"] == answer["id"]
+    assert client.get(url, params={"role": "system"}).status_code == 404
+    assert client.get(f"/sessions/{random_id()}/messages/last").json()["code"] == "not_found"
+
+
+def test_get_unknown_message_is_404(client: TestClient) -> None:
+    assert client.get(f"/messages/{random_id()}").status_code == 404
+
+
+def test_patch_updates_fields_and_bumps_version(client: TestClient) -> None:
+    answer = new_answer(client)
+    claim(client, answer["id"])
+    response = client.patch(
+        f"/messages/{answer['id']}",
+        json={
+            "status": "complete",
+            "model": "gpt-4o-mini",
+            "finish_reason": "stop",
+            "usage": {"prompt_tokens": 10, "completion_tokens": 3},
+            "content": "Paris.",
+        },
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "complete"
+    assert (body["model"], body["finish_reason"], body["content"]) == ("gpt-4o-mini", "stop", "Paris.")
+    assert body["usage"] == {"prompt_tokens": 10, "completion_tokens": 3}
+    assert (body["lease_owner"], body["lease_expires_at"]) == (None, None)
+    assert body["version"] == 3
+    assert response.headers["etag"] == '"3"'
+
+
+def test_patch_with_empty_body_changes_nothing(client: TestClient) -> None:
+    answer = new_answer(client)
+    body = client.patch(f"/messages/{answer['id']}", json={}).json()
+    assert body["version"] == answer["version"]
+
+
+def test_complete_message_is_final_except_rating(client: TestClient) -> None:
+    session = new_session(client)
+    message = new_message(client, session["id"])
+    url = f"/messages/{message['id']}"
+    for change in ({"content": "edited"}, {"status": "failed"}, {"error": "x"}, {"rating": True, "model": "m"}):
+        response = client.patch(url, json=change)
+        assert response.status_code == 409, change
+        assert response.json()["status"] == "complete"
+    assert client.patch(url, json={"rating": True}).json()["rating"] is True
+    assert client.patch(url, json={"rating": False, "status": "complete"}).json()["rating"] is False
+    assert client.patch(url, json={"rating": None}).json()["rating"] is None
+    assert client.get(url).json()["content"] == "hi"
+
+
+def test_if_match_guards_concurrent_edits(client: TestClient) -> None:
+    answer = new_answer(client)
+    url = f"/messages/{answer['id']}"
+    etag = client.get(url).headers["etag"]
+    first = client.patch(url, json={"error": "first"}, headers={"If-Match": etag})
+    assert first.status_code == 200
+    stale = client.patch(url, json={"error": "second"}, headers={"If-Match": etag})
+    assert stale.status_code == 412
+    assert stale.json()["version"] == 2
+    assert client.get(url).json()["error"] == "first"
+    # The ETag as sent, a weak one, a bare number and "*" are all understood.
+    assert client.patch(url, json={"error": "a"}, headers={"If-Match": '"2"'}).headers["etag"] == '"3"'
+    assert client.patch(url, json={"error": "b"}, headers={"If-Match": 'W/"3"'}).headers["etag"] == '"4"'
+    assert client.patch(url, json={"error": "c"}, headers={"If-Match": "4"}).headers["etag"] == '"5"'
+    assert client.patch(url, json={"error": "d"}, headers={"If-Match": "*"}).headers["etag"] == '"6"'
+    assert client.patch(url, json={"error": "x"}, headers={"If-Match": "abc"}).status_code == 400
+
+
+@pytest.mark.parametrize("body", [{"status": None}, {"content": None}, {"status": "done"}, {"version": 9}])
+def test_patch_rejects_bad_bodies(client: TestClient, body: dict) -> None:
+    answer = new_answer(client)
+    assert client.patch(f"/messages/{answer['id']}", json=body).status_code == 422
+
+
+def test_patch_unknown_message_is_404(client: TestClient) -> None:
+    assert client.patch(f"/messages/{random_id()}", json={"rating": True}).status_code == 404
