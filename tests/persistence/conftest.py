@@ -91,11 +91,11 @@ def new_answer(client: TestClient | httpx.Client, **fields: Any) -> dict[str, An
     return new_message(client, session["id"], role="assistant", content="", **fields)
 
 
-def claim(client: TestClient | httpx.Client, message_id: str, owner: str = "g1", **fields: Any) -> httpx.Response:
+def claim(client: TestClient | httpx.Client, message_id: str, owner: str = "g1", **fields: Any) -> Any:
     return client.post(f"/messages/{message_id}/claim", json={"owner": owner} | fields)
 
 
-def append(client: TestClient | httpx.Client, message_id: str, offset: int, text: str, **fields: Any) -> httpx.Response:
+def append(client: TestClient | httpx.Client, message_id: str, offset: int, text: str, **fields: Any) -> Any:
     return client.post(f"/messages/{message_id}/append", json={"offset": offset, "text": text} | fields)
 
 

@@ -1,4 +1,5 @@
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -14,7 +15,7 @@ def test_create_session_returns_it_with_defaults(client: TestClient) -> None:
     assert body["title"] == "New chat"
     assert body["is_favorite"] is False
     assert body["metadata"] is None
-    assert datetime.fromisoformat(body["created_at"]).utcoffset().total_seconds() == 0
+    assert datetime.fromisoformat(body["created_at"]).utcoffset() == timedelta(0)
 
 
 def test_create_and_get_session_with_metadata(client: TestClient) -> None:
@@ -121,7 +122,7 @@ def test_list_pages_with_keyset_cursor(client: TestClient) -> None:
     seen: list[str] = []
     cursor = None
     for _ in range(10):
-        params = {"user_id": "u1", "limit": 3} | ({"cursor": cursor} if cursor else {})
+        params: dict[str, Any] = {"user_id": "u1", "limit": 3} | ({"cursor": cursor} if cursor else {})
         page = client.get("/sessions", params=params).json()
         seen += _ids(page)
         cursor = page["next_cursor"]

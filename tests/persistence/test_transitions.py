@@ -25,7 +25,8 @@ def _answer_in(client: TestClient, status: str) -> dict:
         assert claim(client, answer["id"]).status_code == 200
     if status in ("complete", "failed"):
         assert client.patch(f"/messages/{answer['id']}", json={"status": status}).status_code == 200
-    return client.get(f"/messages/{answer['id']}").json()
+    stored: dict = client.get(f"/messages/{answer['id']}").json()
+    return stored
 
 
 @pytest.mark.parametrize(
