@@ -107,7 +107,7 @@ class MessageUpdate(PatchModel):
 
 
 class AppendRequest(InputModel):
-    offset: int = Field(ge=0, description="Length of the content (in characters) the text goes after.")
+    offset: int = Field(ge=0, le=2**31, description="Length of the content (in characters) the text goes after.")
     text: str
     owner: Owner | None = Field(default=None, description="When given, the append fails unless it holds the lease.")
     lease_seconds: LeaseSeconds | None = Field(default=None, description="New lease length; the default applies.")

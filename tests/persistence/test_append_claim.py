@@ -100,6 +100,7 @@ def test_append_unknown_message_is_404(client: TestClient) -> None:
         {"text": "x"},
         {"offset": "0", "text": 1},
         {"offset": 0.5, "text": "x"},
+        {"offset": 10**30, "text": "x"},
     ],
 )
 def test_append_rejects_bad_bodies(client: TestClient, body: dict) -> None:
