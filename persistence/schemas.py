@@ -40,6 +40,9 @@ class PatchModel(InputModel):
 
 
 class SessionCreate(InputModel):
+    id: uuid.UUID | None = Field(
+        default=None, description="Client-chosen id: creating it again returns the stored session (200)."
+    )
     user_id: UserId = "anonymous"
     title: Title = "New chat"
     is_favorite: bool = False

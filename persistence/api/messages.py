@@ -1,5 +1,5 @@
 import uuid
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 
@@ -42,9 +42,12 @@ def list_messages(
     limit: Limit = 50,
     cursor: Cursor = None,
     status: MessageStatus | None = None,
+    order: Literal["asc", "desc"] = "asc",
 ) -> Page[MessageRead]:
-    """List a session's messages in the order they were written."""
-    rows, next_cursor = messages.list_messages(db, session_id, limit=limit, cursor=cursor, status=status)
+    """List a session's messages in the order they were written (or newest first with order=desc)."""
+    rows, next_cursor = messages.list_messages(
+        db, session_id, limit=limit, cursor=cursor, status=status, newest_first=order == "desc"
+    )
     return Page[MessageRead](items=[MessageRead.model_validate(row) for row in rows], next_cursor=next_cursor)
 
 

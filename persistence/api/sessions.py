@@ -12,9 +12,12 @@ router = APIRouter(prefix="/sessions", tags=["sessions"])
 
 
 @router.post("", status_code=201)
-def create_session(body: SessionCreate, db: SessionDep) -> SessionRead:
-    """Start a chat session."""
-    return SessionRead.model_validate(sessions.create_session(db, body))
+def create_session(body: SessionCreate, db: SessionDep, response: Response) -> SessionRead:
+    """Start a chat session; repeating a create with the same id returns the stored one (200)."""
+    chat, created = sessions.create_session(db, body)
+    if not created:
+        response.status_code = 200
+    return SessionRead.model_validate(chat)
 
 
 @router.get("")

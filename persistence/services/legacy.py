@@ -2,13 +2,12 @@
 
 import uuid
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from persistence.models import Message
 from persistence.schemas import LegacyMessageCreate, LegacyMessageUpdate, MessageCreate, SessionCreate
 from persistence.services import messages, sessions
-from shared import MessageRole, MessageStatus
+from shared import MessageRole, MessageStatus, NotFound
 
 LEGACY_USER_ID = "legacy"
 _ROLES = {
@@ -20,14 +19,9 @@ _ROLES = {
 
 
 def _ensure_session(db: Session, chat_id: uuid.UUID, first_message: str) -> None:
-    if sessions.session_exists(db, chat_id):
-        return
-    title = " ".join(first_message.split())[:80] or "New chat"
-    try:
-        with db.begin_nested():  # two first messages of one chat may race to create its session
-            sessions.create_session(db, SessionCreate(user_id=LEGACY_USER_ID, title=title), session_id=chat_id)
-    except IntegrityError:
-        pass
+    if not sessions.session_exists(db, chat_id):
+        title = " ".join(first_message.split())[:80] or "New chat"
+        sessions.create_session(db, SessionCreate(id=chat_id, user_id=LEGACY_USER_ID, title=title))
 
 
 def create_message(db: Session, data: LegacyMessageCreate) -> Message:
@@ -51,4 +45,8 @@ def update_message(db: Session, message_id: uuid.UUID, data: LegacyMessageUpdate
 
 
 def list_messages(db: Session, chat_id: uuid.UUID, limit: int) -> list[Message]:
-    return messages.newest_messages(db, chat_id, limit)
+    try:
+        rows, _ = messages.list_messages(db, chat_id, limit=limit, newest_first=True)
+    except NotFound:  # the original API lists an unknown chat as empty
+        return []
+    return rows

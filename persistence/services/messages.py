@@ -99,14 +99,18 @@ def list_messages(
     limit: int,
     cursor: str | None = None,
     status: MessageStatus | None = None,
+    newest_first: bool = False,
 ) -> tuple[list[Message], str | None]:
-    """Chronological, one keyset page at a time."""
+    """Chronological (or newest first), one keyset page at a time."""
     stmt = select(Message).where(Message.session_id == session_id)
     if status is not None:
         stmt = stmt.where(Message.status == status)
+    key = tuple_(*_CHRONOLOGICAL)
     if cursor is not None:
-        stmt = stmt.where(tuple_(*_CHRONOLOGICAL) > tuple_(*decode_cursor(cursor, datetime, uuid.UUID)))
-    rows = list(db.scalars(stmt.order_by(*_CHRONOLOGICAL).limit(limit + 1)))
+        after = tuple_(*decode_cursor(cursor, datetime, uuid.UUID))
+        stmt = stmt.where(key < after if newest_first else key > after)
+    order = [column.desc() for column in _CHRONOLOGICAL] if newest_first else list(_CHRONOLOGICAL)
+    rows = list(db.scalars(stmt.order_by(*order).limit(limit + 1)))
     if not rows and not session_exists(db, session_id):
         raise NotFound(f"session {session_id} not found")
     if len(rows) <= limit:
@@ -125,11 +129,6 @@ def last_message(db: Session, session_id: uuid.UUID, role: MessageRole | None = 
     if not session_exists(db, session_id):
         raise NotFound(f"session {session_id} not found")
     raise NotFound(f"session {session_id} has no {role.value + ' ' if role else ''}messages", code="no_message")
-
-
-def newest_messages(db: Session, session_id: uuid.UUID, limit: int) -> list[Message]:
-    stmt = select(Message).where(Message.session_id == session_id)
-    return list(db.scalars(stmt.order_by(*(column.desc() for column in _CHRONOLOGICAL)).limit(limit)))
 
 
 def _lock(db: Session, message_id: uuid.UUID) -> Message:

@@ -4,6 +4,7 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import delete, select, tuple_, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from persistence.models import ChatSession, utcnow
@@ -12,9 +13,21 @@ from persistence.schemas import SessionCreate, SessionUpdate
 from shared import NotFound
 
 
-def create_session(db: Session, data: SessionCreate, session_id: uuid.UUID | None = None) -> ChatSession:
+def create_session(db: Session, data: SessionCreate) -> tuple[ChatSession, bool]:
+    """Store a session; returns it and whether it is new (False: its client-chosen id already exists)."""
+    if data.id is not None:
+        try:
+            with db.begin_nested():  # a retry may race the original create
+                chat = _insert_session(db, data, data.id)
+        except IntegrityError:
+            return get_session(db, data.id), False
+        return chat, True
+    return _insert_session(db, data, uuid.uuid4()), True
+
+
+def _insert_session(db: Session, data: SessionCreate, session_id: uuid.UUID) -> ChatSession:
     chat = ChatSession(
-        id=session_id or uuid.uuid4(),
+        id=session_id,
         user_id=data.user_id,
         title=data.title,
         is_favorite=data.is_favorite,

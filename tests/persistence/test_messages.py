@@ -215,3 +215,14 @@ def test_patch_rejects_bad_bodies(client: TestClient, body: dict) -> None:
 
 def test_patch_unknown_message_is_404(client: TestClient) -> None:
     assert client.patch(f"/messages/{random_id()}", json={"rating": True}).status_code == 404
+
+
+def test_list_newest_first_pages_backwards(client: TestClient) -> None:
+    session = new_session(client)
+    created = [new_message(client, session["id"], content=f"m{i}")["id"] for i in range(5)]
+    url = f"/sessions/{session['id']}/messages"
+    first = client.get(url, params={"order": "desc", "limit": 3}).json()
+    rest = client.get(url, params={"order": "desc", "limit": 3, "cursor": first["next_cursor"]}).json()
+    assert [m["id"] for m in first["items"] + rest["items"]] == created[::-1]
+    assert rest["next_cursor"] is None
+    assert client.get(url, params={"order": "sideways"}).status_code == 422

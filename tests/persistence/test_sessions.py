@@ -146,3 +146,12 @@ def test_list_rejects_forged_cursor(client: TestClient, cursor: str) -> None:
     response = client.get("/sessions", params={"cursor": cursor})
     assert response.status_code == 400
     assert "invalid cursor" in response.json()["detail"]
+
+
+def test_create_with_client_id_is_idempotent(client: TestClient) -> None:
+    session_id = random_id()
+    first = client.post("/sessions", json={"id": session_id, "title": "Once"})
+    again = client.post("/sessions", json={"id": session_id, "title": "Once"})
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json() == first.json()
+    assert len(client.get("/sessions").json()["items"]) == 1
