@@ -11,9 +11,9 @@ from persistence.api import health, legacy, messages, sessions
 from persistence.config import Settings
 from persistence.db import create_db_engine, create_sessionmaker, migrate
 from persistence.deps import ApiKeyDep
-from persistence.errors import register_error_handlers
-from persistence.middleware import BodyLimitMiddleware
+from persistence.errors import register_persistence_error_handlers
 from shared import SettingsError, load_settings
+from shared.asgi import BodyLimitMiddleware
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.add_middleware(BodyLimitMiddleware, max_body_size=settings.max_body_bytes)
-    register_error_handlers(app)
+    register_persistence_error_handlers(app)
     app.include_router(health.router)
     for router in (sessions.router, messages.router, legacy.router):
         app.include_router(router, dependencies=[ApiKeyDep])

@@ -1,0 +1,96 @@
+"""The one error shape of both services, for Starlette apps: {"detail": str, "code": str, ...context}.
+
+Framework glue only at the Starlette level, so shared/ stays free of FastAPI.
+"""
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from shared.errors import DomainError
+
+logger = logging.getLogger(__name__)
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_media_type",
+}
+
+
+def error_response(
+    status_code: int, detail: str, code: str, headers: Mapping[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    return JSONResponse({"detail": detail, "code": code, **extra}, status_code=status_code, headers=headers)
+
+
+async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DomainError)
+    return error_response(exc.status_code, exc.detail, exc.code, **exc.extra)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    # Only location, message and type: echoing the input could return megabytes or secrets.
+    errors = [
+        {"loc": list(error.get("loc", ())), "msg": error.get("msg", ""), "type": error.get("type", "")}
+        for error in exc.errors()  # type: ignore[attr-defined]
+    ]
+    first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+    where = ".".join(str(part) for part in first["loc"])
+    detail = f"{where}: {first['msg']}" if where else str(first["msg"])
+    return error_response(422, detail, "invalid_request", errors=errors)
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, str(exc.detail), code, headers=exc.headers)
+
+
+async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error", exc_info=exc)
+    return error_response(500, "internal error", "internal_error")
+
+
+def register_error_handlers(app: Starlette, validation_error: type[Exception]) -> None:
+    """Render every error in the one shape; ``validation_error`` is the framework's (it has ``.errors()``)."""
+    handlers: dict[type[Exception], Callable[[Request, Exception], Any]] = {
+        DomainError: _domain_error,
+        validation_error: _validation_error,
+        HTTPException: _http_error,
+        Exception: _unexpected,
+    }
+    for exc_class, handler in handlers.items():
+        app.add_exception_handler(exc_class, handler)
+
+
+class BodyLimitMiddleware:
+    """413 for oversize bodies, in the one error shape.
+
+    Starlette's limit (used for bodies sent without a Content-Length) raises an HTTPException that the
+    handler above renders; but for a declared Content-Length it answers in plain text, so that is caught here.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_size: int) -> None:
+        self.app = RequestBodyLimitMiddleware(app, max_body_size)
+        self.max_body_size = max_body_size
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            declared = Headers(scope=scope).get("content-length", "")
+            if declared.isdigit() and int(declared) > self.max_body_size:
+                detail = f"request body is larger than {self.max_body_size} bytes"
+                await error_response(413, detail, "too_large")(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
