@@ -1,0 +1,21 @@
+from fastapi import APIRouter
+
+from chat_gateway.deps import PersistenceDep
+from chat_gateway.schemas import Health
+from shared import ServiceUnavailable
+
+router = APIRouter(prefix="/health", tags=["health"])
+
+
+@router.get("")
+async def health() -> Health:
+    """Liveness: the process is up."""
+    return Health(status="ok")
+
+
+@router.get("/ready", responses={503: {"description": "The persistence service is unreachable."}})
+async def ready(persistence: PersistenceDep) -> Health:
+    """Readiness: the persistence service answers."""
+    if not await persistence.ready():
+        raise ServiceUnavailable("persistence service unreachable", code="not_ready")
+    return Health(status="ready")

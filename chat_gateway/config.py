@@ -1,0 +1,51 @@
+import os
+import socket
+import uuid
+from typing import ClassVar, Literal
+
+from pydantic import Field, SecretStr
+
+from shared import ServiceSettings, split_keys
+
+
+def _instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Settings(ServiceSettings):
+    service_name: ClassVar[str] = "chat_gateway"
+
+    # The persistence service and its key (the same secret the persistence service reads).
+    api_base_url: str = "http://localhost:8000"
+    api_key: SecretStr
+
+    # The upstream: OpenAI or any OpenAI-compatible server. Without a key chat calls answer 503.
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    openai_model: str = "gpt-4o-mini"
+    upstream_timeout_seconds: float = Field(default=60.0, gt=0)
+
+    # Optional keys clients of the gateway must send in x-api-key (one per line).
+    chat_api_keys: SecretStr | None = None
+
+    instance_id: str = Field(default_factory=_instance_id, min_length=1, max_length=200)
+    lease_seconds: float = Field(default=15.0, gt=0, le=3600)
+    flush_interval_seconds: float = Field(default=0.25, gt=0)
+    flush_bytes: int = Field(default=1024, ge=1)
+    history_budget_chars: int = Field(default=24_000, ge=0)
+
+    # One retry policy for the upstream: starting a stream and continuing an interrupted one.
+    retry_attempts: int = Field(default=4, ge=1, le=20)
+    retry_max_seconds: float = Field(default=60.0, gt=0)
+    retry_initial_wait: float = Field(default=0.5, ge=0)
+    retry_max_wait: float = Field(default=20.0, ge=0)
+    persistence_retry_attempts: int = Field(default=5, ge=1, le=20)
+
+    recovery_interval_seconds: float = Field(default=10.0, gt=0)
+    recovery_mode: Literal["resume", "fail"] = "resume"
+    reattach_poll_seconds: float = Field(default=0.25, gt=0)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+
+    @property
+    def client_keys(self) -> tuple[str, ...]:
+        return split_keys(self.chat_api_keys)

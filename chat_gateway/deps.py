@@ -1,0 +1,41 @@
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader
+
+from chat_gateway.config import Settings
+from chat_gateway.persistence import PersistenceClient
+from chat_gateway.service import Answers
+from shared import Unauthorized, key_matches
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_persistence(request: Request) -> PersistenceClient:
+    persistence: PersistenceClient = request.app.state.persistence
+    return persistence
+
+
+def get_answers(request: Request) -> Answers:
+    answers: Answers = request.app.state.answers
+    return answers
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+PersistenceDep = Annotated[PersistenceClient, Depends(get_persistence)]
+AnswersDep = Annotated[Answers, Depends(get_answers)]
+
+_client_key_header = APIKeyHeader(
+    name="x-api-key", auto_error=False, description="One of CHAT_API_KEYS, when client auth is on."
+)
+
+
+def require_client_key(settings: SettingsDep, key: Annotated[str | None, Security(_client_key_header)]) -> None:
+    if settings.client_keys and not key_matches(key, settings.client_keys):
+        raise Unauthorized("missing or invalid x-api-key header")
+
+
+ClientKeyDep = Depends(require_client_key)

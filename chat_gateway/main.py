@@ -1,0 +1,75 @@
+"""The chat gateway. Run with: uvicorn chat_gateway.main:create_app --factory --port 8100"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+
+from chat_gateway.api import chat, health
+from chat_gateway.config import Settings
+from chat_gateway.deps import ClientKeyDep
+from chat_gateway.persistence import PersistenceClient
+from chat_gateway.service import Answers
+from chat_gateway.upstream import create_client
+from shared import SettingsError, load_settings, split_keys
+from shared.asgi import BodyLimitMiddleware, register_error_handlers
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    if settings is None:
+        try:
+            settings = load_settings(Settings)
+        except SettingsError as exc:
+            raise SystemExit(str(exc)) from None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        http = httpx.AsyncClient(
+            base_url=settings.api_base_url,
+            headers={"x-api-key": split_keys(settings.api_key)[0]},
+            timeout=httpx.Timeout(30.0, connect=5.0),
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=100),
+        )
+        persistence = PersistenceClient(
+            http,
+            attempts=settings.persistence_retry_attempts,
+            initial_wait=settings.retry_initial_wait / 5,
+            max_wait=min(2.0, settings.retry_max_wait),
+        )
+        client = create_client(settings)
+        if client is None:
+            logger.warning("no upstream key configured: chat calls will answer 503")
+        answers = Answers(settings, persistence, client)
+        app.state.persistence = persistence
+        app.state.answers = answers
+        recovery = asyncio.create_task(answers.recovery_loop(), name="recovery")
+        try:
+            yield
+        finally:
+            recovery.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await recovery
+            await answers.shutdown()
+            await http.aclose()
+            if client is not None:
+                await client.close()
+
+    app = FastAPI(
+        title="Chat gateway",
+        summary="Streams answers from an OpenAI-compatible server and records every one durably.",
+        version="1.0.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.add_middleware(BodyLimitMiddleware, max_body_size=settings.max_body_bytes)
+    register_error_handlers(app, RequestValidationError)
+    app.include_router(health.router)
+    app.include_router(chat.router, dependencies=[ClientKeyDep])
+    return app

@@ -1,0 +1,125 @@
+"""The gateway's only way to the data: the persistence API, over one pooled httpx client."""
+
+import uuid
+from typing import Any
+
+import httpx
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from chat_gateway.schemas import StoredMessage, StoredSession
+from shared import Conflict, DomainError, MessageStatus, NotFound, PreconditionFailed, ServiceUnavailable
+
+
+class _Retriable(Exception):
+    """A 5xx from persistence: worth another try."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(f"persistence answered {response.status_code}")
+        self.response = response
+
+
+class PersistenceError(DomainError):
+    status_code = 502
+    code = "persistence_error"
+
+
+def _is_retriable(exc: BaseException) -> bool:
+    return isinstance(exc, _Retriable | httpx.TransportError)
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    try:
+        body: dict[str, Any] = response.json()
+    except ValueError:
+        body = {}
+    detail = str(body.pop("detail", response.text[:200]))
+    code = body.pop("code", None)
+    if response.status_code == 404:
+        raise NotFound(detail, code=code, **body)
+    if response.status_code == 409:
+        raise Conflict(detail, code=code, **body)
+    if response.status_code == 412:
+        raise PreconditionFailed(detail, code=code, **body)
+    raise PersistenceError(f"persistence rejected a request: {detail}", persistence_status=response.status_code)
+
+
+class PersistenceClient:
+    def __init__(self, http: httpx.AsyncClient, *, attempts: int, initial_wait: float, max_wait: float) -> None:
+        self.http = http
+        self._attempts = attempts
+        self._initial_wait = initial_wait
+        self._max_wait = max_wait
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Send with retries on connection errors and 5xx; every write carries an id or offset, so retries are safe."""
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self._attempts),
+                wait=wait_exponential_jitter(initial=self._initial_wait, max=self._max_wait),
+                retry=retry_if_exception(_is_retriable),
+                reraise=True,
+            ):
+                with attempt:
+                    response = await self.http.request(method, path, **kwargs)
+                    if response.status_code >= 500:
+                        raise _Retriable(response)
+        except (_Retriable, httpx.TransportError) as exc:
+            raise ServiceUnavailable(f"persistence service unreachable: {exc}", code="persistence_unavailable") from exc
+        _raise_for(response)
+        return response.json() if response.content else None
+
+    async def ready(self) -> bool:
+        try:
+            return (await self.http.get("/health/ready")).is_success
+        except httpx.TransportError:
+            return False
+
+    async def create_session(self, session_id: uuid.UUID, user_id: str, title: str) -> StoredSession:
+        body = {"id": str(session_id), "user_id": user_id, "title": title}
+        return StoredSession.model_validate(await self._request("POST", "/sessions", json=body))
+
+    async def create_message(self, session_id: uuid.UUID, body: dict[str, Any]) -> StoredMessage:
+        data = await self._request("POST", f"/sessions/{session_id}/messages", json=body)
+        return StoredMessage.model_validate(data)
+
+    async def get_message(self, message_id: uuid.UUID) -> StoredMessage:
+        return StoredMessage.model_validate(await self._request("GET", f"/messages/{message_id}"))
+
+    async def last_message(self, session_id: uuid.UUID, role: str) -> StoredMessage:
+        data = await self._request("GET", f"/sessions/{session_id}/messages/last", params={"role": role})
+        return StoredMessage.model_validate(data)
+
+    async def history_page(
+        self, session_id: uuid.UUID, cursor: str | None, limit: int = 100
+    ) -> tuple[list[StoredMessage], str | None]:
+        """Complete messages, newest first."""
+        params: dict[str, Any] = {"order": "desc", "status": MessageStatus.COMPLETE.value, "limit": limit}
+        if cursor:
+            params["cursor"] = cursor
+        page = await self._request("GET", f"/sessions/{session_id}/messages", params=params)
+        return [StoredMessage.model_validate(item) for item in page["items"]], page["next_cursor"]
+
+    async def update_message(self, message_id: uuid.UUID, changes: dict[str, Any]) -> StoredMessage:
+        return StoredMessage.model_validate(await self._request("PATCH", f"/messages/{message_id}", json=changes))
+
+    async def append(self, message_id: uuid.UUID, offset: int, text: str, *, owner: str, lease_seconds: float) -> int:
+        """Append at ``offset``; returns the new length. A lost response retried is recognised, not doubled."""
+        body = {"offset": offset, "text": text, "owner": owner, "lease_seconds": lease_seconds}
+        try:
+            result = await self._request("POST", f"/messages/{message_id}/append", json=body)
+        except Conflict as exc:
+            # Our earlier try landed but its answer was lost: the length already includes this text.
+            if exc.code == "offset_mismatch" and exc.extra.get("length") == offset + len(text):
+                return offset + len(text)
+            raise
+        return int(result["length"])
+
+    async def claim(self, message_id: uuid.UUID, owner: str, lease_seconds: float) -> StoredMessage:
+        body = {"owner": owner, "lease_seconds": lease_seconds}
+        return StoredMessage.model_validate(await self._request("POST", f"/messages/{message_id}/claim", json=body))
+
+    async def stale(self, limit: int = 50) -> list[StoredMessage]:
+        data = await self._request("GET", "/messages/stale", params={"limit": limit})
+        return [StoredMessage.model_validate(item) for item in data]

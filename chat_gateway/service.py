@@ -1,0 +1,229 @@
+"""Chats and answers: start one, attach to it, follow it, cancel it, resume it, recover it after a crash."""
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+from openai import AsyncOpenAI
+
+from chat_gateway.config import Settings
+from chat_gateway.generation import Generation, StreamEvent
+from chat_gateway.persistence import PersistenceClient
+from chat_gateway.schemas import ChatRequest, StoredMessage
+from shared import Conflict, MessageRole, MessageStatus, ServiceUnavailable
+
+logger = logging.getLogger(__name__)
+
+_IDS = uuid.UUID("5f1d0c3e-8a59-4a8e-9a43-6d1c2f0b7e21")
+TERMINAL = frozenset({MessageStatus.COMPLETE, MessageStatus.FAILED})
+NO_UPSTREAM = (
+    "no upstream key is configured: set OPENAI_API_KEY, or OPENAI_API_KEY_FILE to a file holding it, "
+    "or write it to secrets/openai_api_key.txt (any value for a local server that needs none)"
+)
+
+
+def _chat_ids(idempotency_key: str | None, user_id: str) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
+    """Ids of the session, question and answer of one chat request.
+
+    With an Idempotency-Key they are derived from it, so a retried request finds the same rows (and the
+    same answer) instead of starting a second, billed generation. Without one they are random, and still
+    make the gateway's own retries of each write safe.
+    """
+    if idempotency_key is None:
+        return uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    seed = hashlib.sha256(f"{user_id}\x00{idempotency_key}".encode()).hexdigest()
+    return tuple(uuid.uuid5(_IDS, f"{seed}:{part}") for part in ("session", "user", "answer"))  # type: ignore[return-value]
+
+
+def title_from(message: str) -> str:
+    words = " ".join(message.split())
+    return (words[:77] + "...") if len(words) > 80 else words or "New chat"
+
+
+def _lease_is_live(message: StoredMessage) -> bool:
+    return message.lease_expires_at is not None and message.lease_expires_at > datetime.now(UTC)
+
+
+def _final_event(message: StoredMessage) -> StreamEvent:
+    offset = len(message.content)
+    if message.status == MessageStatus.COMPLETE:
+        usage = {k: v for k, v in (message.usage or {}).items() if isinstance(v, int)}
+        return StreamEvent("done", offset, status=message.status, finish_reason=message.finish_reason, usage=usage)
+    return StreamEvent("error", offset, status=message.status, error=message.error)
+
+
+class Answers:
+    """The answers this instance generates, and every way to reach an answer wherever it is generated."""
+
+    def __init__(self, settings: Settings, persistence: PersistenceClient, client: AsyncOpenAI | None) -> None:
+        self.settings = settings
+        self.persistence = persistence
+        self.client = client
+        self._live: dict[uuid.UUID, Generation] = {}
+        self._claiming: set[uuid.UUID] = set()
+
+    def live(self, message_id: uuid.UUID) -> Generation | None:
+        return self._live.get(message_id)
+
+    def _require_upstream(self) -> AsyncOpenAI:
+        if self.client is None:
+            raise ServiceUnavailable(NO_UPSTREAM, code="no_upstream")
+        return self.client
+
+    async def start_chat(self, request: ChatRequest, idempotency_key: str | None) -> StoredMessage:
+        """Store the question and a pending answer, and start generating it (or attach to it, on a retry)."""
+        self._require_upstream()
+        session_ids, user_id, answer_id = _chat_ids(idempotency_key, request.user_id)
+        session_id = request.session_id or session_ids
+        if request.session_id is None:
+            await self.persistence.create_session(session_id, request.user_id, title_from(request.message))
+        model = request.model or self.settings.openai_model
+        question = {"id": str(user_id), "role": "user", "content": request.message, "context": request.context}
+        try:
+            await self.persistence.create_message(session_id, question)
+        except Conflict as exc:
+            raise Conflict(
+                "this Idempotency-Key was used for a different request", code="idempotency_conflict"
+            ) from exc
+        answer_body = {"id": str(answer_id), "role": "assistant", "content": "", "model": model}
+        try:
+            answer = await self.persistence.create_message(session_id, answer_body)
+        except Conflict:
+            answer = await self.persistence.get_message(answer_id)  # a retry: the answer has grown since
+        await self._generate_if_free(answer, model=model, resume=False)
+        return answer
+
+    async def _generate_if_free(self, answer: StoredMessage, *, model: str | None, resume: bool) -> None:
+        """Claim the answer and generate it here, unless it is finished or someone else generates it.
+
+        ``resume`` also takes a failed answer, and raises 409 when the answer cannot be taken.
+        """
+        if answer.role != MessageRole.ASSISTANT:
+            raise Conflict("only assistant messages can be generated", role=answer.role)
+        if answer.id in self._live or answer.id in self._claiming:
+            if resume:
+                raise Conflict("the answer is being generated", code="in_progress", status=answer.status)
+            return
+        takeable = answer.status == MessageStatus.PENDING or (
+            answer.status == MessageStatus.IN_PROGRESS and not _lease_is_live(answer)
+        )
+        if resume:
+            takeable = takeable or answer.status == MessageStatus.FAILED
+        if not takeable:
+            if resume:
+                raise Conflict(f"the answer cannot be resumed: it is {answer.status}", status=answer.status)
+            return
+        client = self._require_upstream()
+        self._claiming.add(answer.id)
+        try:
+            claimed = await self.persistence.claim(answer.id, self.settings.instance_id, self.settings.lease_seconds)
+        except Conflict:
+            if resume:
+                raise
+            return  # another gateway won the claim: follow it through persistence
+        finally:
+            self._claiming.discard(answer.id)
+        generation = Generation(
+            claimed,
+            model=model or claimed.model or self.settings.openai_model,
+            settings=self.settings,
+            persistence=self.persistence,
+            client=client,
+            on_finish=self._forget,
+        )
+        self._live[claimed.id] = generation
+        generation.start()
+
+    def _forget(self, generation: Generation) -> None:
+        self._live.pop(generation.message_id, None)
+
+    async def resume(self, message_id: uuid.UUID) -> StoredMessage:
+        answer = await self.persistence.get_message(message_id)
+        await self._generate_if_free(answer, model=None, resume=True)
+        return answer
+
+    async def resume_session(self, session_id: uuid.UUID) -> StoredMessage:
+        answer = await self.persistence.last_message(session_id, MessageRole.ASSISTANT.value)
+        await self._generate_if_free(answer, model=None, resume=True)
+        return answer
+
+    async def cancel(self, message_id: uuid.UUID) -> StoredMessage:
+        """Stop an answer for good (unlike a disconnect): partial text saved, status failed, error 'cancelled'."""
+        if (generation := self._live.get(message_id)) is not None:
+            generation.stop("cancelled")
+            await generation.done.wait()
+            return await self.persistence.get_message(message_id)
+        answer = await self.persistence.get_message(message_id)
+        if answer.status == MessageStatus.COMPLETE:
+            raise Conflict("the answer is already complete", status=answer.status)
+        if answer.status == MessageStatus.FAILED:
+            return answer
+        # Generated elsewhere: its next write finds the lease gone and stops.
+        return await self.persistence.update_message(message_id, {"status": "failed", "error": "cancelled"})
+
+    async def follow(self, message_id: uuid.UUID, offset: int) -> AsyncIterator[StreamEvent]:
+        """The answer's text from ``offset`` on, live, until it ends: here or in another gateway."""
+        while True:
+            if (generation := self._live.get(message_id)) is not None:
+                async for event in generation.events(offset):
+                    if event.kind == "handoff":
+                        break
+                    yield event
+                    offset = event.offset
+                else:
+                    return
+            message = await self.persistence.get_message(message_id)
+            if len(message.content) > offset:
+                yield StreamEvent("delta", len(message.content), text=message.content[offset:])
+                offset = len(message.content)
+            if message.status in TERMINAL:
+                yield _final_event(message)
+                return
+            await asyncio.sleep(self.settings.reattach_poll_seconds)
+
+    async def outcome(self, message_id: uuid.UUID) -> StoredMessage:
+        """Wait for the answer to end and return it as stored."""
+        async for event in self.follow(message_id, 0):
+            if event.kind in ("done", "error"):
+                break
+        return await self.persistence.get_message(message_id)
+
+    # Crash recovery
+
+    async def recover_once(self) -> int:
+        """Take over answers whose gateway died (lease expired while in progress); returns how many."""
+        taken = 0
+        for answer in await self.persistence.stale():
+            if answer.id in self._live or answer.id in self._claiming:
+                continue
+            if self.settings.recovery_mode == "fail":
+                with contextlib.suppress(Conflict):
+                    changes: dict[str, Any] = {"status": "failed", "error": "abandoned: its gateway stopped"}
+                    await self.persistence.update_message(answer.id, changes)
+                    taken += 1
+                continue
+            with contextlib.suppress(Conflict):
+                await self._generate_if_free(answer, model=None, resume=False)
+                taken += answer.id in self._live
+        return taken
+
+    async def recovery_loop(self) -> None:
+        while True:
+            try:
+                if (count := await self.recover_once()) > 0:
+                    logger.info("recovered %d orphaned answer(s)", count)
+            except Exception as exc:  # keep scanning: persistence may be restarting
+                logger.warning("recovery scan failed: %s", exc)
+            await asyncio.sleep(self.settings.recovery_interval_seconds)
+
+    async def shutdown(self) -> None:
+        """Save what every live answer has and release it for another instance to continue."""
+        generations = list(self._live.values())
+        for generation in generations:
+            generation.stop("shutdown")
+        await asyncio.gather(*(g.done.wait() for g in generations))

@@ -1,0 +1,138 @@
+"""The LLM side: one retry policy (tenacity) for starting a stream and for continuing an interrupted one."""
+
+import email.utils
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import openai
+from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletionMessageParam
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+from tenacity.wait import wait_base
+
+from chat_gateway.config import Settings
+
+logger = logging.getLogger(__name__)
+
+TRANSIENT_STATUSES = frozenset({408, 409, 429})
+
+
+class StreamInterrupted(Exception):
+    """The upstream ended the stream before the answer was finished."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth another try: connection trouble, timeouts, 429 and 5xx; never 400/401/403/404."""
+    if isinstance(exc, StreamInterrupted | openai.APIConnectionError | httpx.TransportError):
+        return True
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code in TRANSIENT_STATUSES or exc.status_code >= 500
+    return False
+
+
+def retry_after_seconds(exc: BaseException | None) -> float | None:
+    """The upstream's Retry-After (seconds or an HTTP date), when it sent one."""
+    if not isinstance(exc, openai.APIStatusError):
+        return None
+    value = exc.response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+class wait_retry_after(wait_base):  # noqa: N801 - named like tenacity's own waits
+    """Wait what the upstream asked for (capped), else exponential backoff with jitter."""
+
+    def __init__(self, fallback: wait_base, cap: float) -> None:
+        self.fallback = fallback
+        self.cap = cap
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        asked = retry_after_seconds(retry_state.outcome.exception() if retry_state.outcome else None)
+        if asked is not None:
+            return min(asked, self.cap)
+        return float(self.fallback(retry_state))
+
+
+def _log_retry(state: RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome else None
+    logger.warning("upstream attempt %d failed, retrying: %r", state.attempt_number, exc)
+
+
+def retrying(settings: Settings) -> AsyncRetrying:
+    return AsyncRetrying(
+        before_sleep=_log_retry,
+        stop=stop_after_attempt(settings.retry_attempts) | stop_after_delay(settings.retry_max_seconds),
+        wait=wait_retry_after(
+            wait_exponential_jitter(initial=settings.retry_initial_wait, max=settings.retry_max_wait),
+            cap=settings.retry_max_wait,
+        ),
+        retry=retry_if_exception(is_transient),
+        reraise=True,
+    )
+
+
+@dataclass
+class Chunk:
+    text: str = ""
+    finish_reason: str | None = None
+    model: str | None = None
+    usage: dict[str, Any] | None = None
+
+
+@dataclass
+class Usage:
+    """Tokens over every attempt of one answer: what it really cost."""
+
+    totals: dict[str, int] = field(default_factory=dict)
+
+    def add(self, usage: dict[str, Any]) -> None:
+        for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+            if isinstance(usage.get(key), int):
+                self.totals[key] = self.totals.get(key, 0) + usage[key]
+
+
+async def stream_chunks(
+    client: AsyncOpenAI, model: str, messages: list[ChatCompletionMessageParam]
+) -> AsyncIterator[Chunk]:
+    stream = await client.chat.completions.create(
+        model=model, messages=messages, stream=True, stream_options={"include_usage": True}
+    )
+    try:
+        async for event in stream:
+            chunk = Chunk(model=event.model or None)
+            if event.usage is not None:
+                chunk.usage = event.usage.model_dump(exclude_none=True)
+            if event.choices:
+                choice = event.choices[0]
+                chunk.text = choice.delta.content or "" if choice.delta else ""
+                chunk.finish_reason = choice.finish_reason
+            yield chunk
+    finally:
+        await stream.close()
+
+
+def create_client(settings: Settings) -> AsyncOpenAI | None:
+    if settings.openai_api_key is None:
+        return None
+    return AsyncOpenAI(
+        api_key=settings.openai_api_key.get_secret_value(),
+        base_url=settings.openai_base_url,
+        max_retries=0,  # tenacity is the one retry loop
+        timeout=settings.upstream_timeout_seconds,
+    )

@@ -1,0 +1,161 @@
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from tests.conftest import serve
+from tests.fake_openai import create_fake_openai
+
+PERSISTENCE_KEY = "e2e-persistence-key"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Service:
+    """A service run as users run it: uvicorn in its own process, on a loopback port."""
+
+    def __init__(self, app: str, env: dict[str, str], log: Path) -> None:
+        self.app = app
+        self.env = env
+        self.log = log
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "Service":
+        command = [sys.executable, "-m", "uvicorn", self.app, "--factory", "--port", str(self.port)]
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{self.app} did not start:\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.05)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(timeout=30)
+
+    def restart(self) -> None:
+        self.kill(signal.SIGTERM)
+        self.start()
+
+
+def _base_env(tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.endswith(("_KEY", "_KEY_FILE", "_URL"))}
+    secrets = tmp / "no-secrets"
+    secrets.mkdir(exist_ok=True)
+    return env | {"SECRETS_DIR": str(secrets), "API_KEY": PERSISTENCE_KEY}
+
+
+@pytest.fixture(scope="module")
+def persistence(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    tmp = tmp_path_factory.mktemp("persistence")
+    env = _base_env(tmp) | {"DATABASE_URL": f"sqlite:///{tmp / 'chat.db'}", "LEASE_SECONDS": "2"}
+    service = Service("persistence.main:create_app", env, tmp / "persistence.log").start()
+    yield service
+    service.kill(signal.SIGTERM)
+
+
+@pytest.fixture(scope="module")
+def _fake_openai_server() -> Iterator[tuple[FastAPI, str]]:
+    app = create_fake_openai()
+    with serve(app) as url:
+        yield app, url
+
+
+@pytest.fixture
+def fake_openai(_fake_openai_server: tuple[FastAPI, str]) -> FastAPI:
+    app, _ = _fake_openai_server
+    app.state.plans.clear()
+    app.state.requests.clear()
+    return app
+
+
+def gateway_env(tmp: Path, persistence_url: str, upstream_url: str | None, **extra: str) -> dict[str, str]:
+    env = _base_env(tmp) | {
+        "API_BASE_URL": persistence_url,
+        "RETRY_INITIAL_WAIT": "0",
+        "RETRY_MAX_WAIT": "0",
+        "LEASE_SECONDS": "1.5",
+        "RECOVERY_INTERVAL_SECONDS": "0.25",
+        "FLUSH_INTERVAL_SECONDS": "0.05",
+        "REATTACH_POLL_SECONDS": "0.05",
+        "OPENAI_MODEL": "fake-model",
+    }
+    if upstream_url is not None:
+        env |= {"OPENAI_API_KEY": "sk-fake", "OPENAI_BASE_URL": f"{upstream_url}/v1"}
+    return env | extra
+
+
+@pytest.fixture
+def gateway(
+    tmp_path: Path, persistence: Service, _fake_openai_server: tuple[FastAPI, str], fake_openai: FastAPI
+) -> Iterator[Service]:
+    _, upstream = _fake_openai_server
+    env = gateway_env(tmp_path, persistence.url, upstream)
+    service = Service("chat_gateway.main:create_app", env, tmp_path / "gateway.log").start()
+    yield service
+    service.kill(signal.SIGTERM)
+
+
+@pytest.fixture
+def store(persistence: Service) -> Iterator[httpx.Client]:
+    """Reads what the persistence service stored."""
+    with httpx.Client(base_url=persistence.url, headers={"x-api-key": PERSISTENCE_KEY}, timeout=30) as client:
+        yield client
+
+
+@dataclass
+class Event:
+    event: str
+    id: str | None
+    data: dict[str, Any]
+
+
+def sse_events(response: httpx.Response) -> Iterator[Event]:
+    """Parse a text/event-stream response as it arrives."""
+    event, event_id, data = "message", None, list[str]()
+    for line in response.iter_lines():
+        if line == "":
+            if data:
+                yield Event(event, event_id, json.loads("\n".join(data)))
+            event, event_id, data = "message", None, []
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("id:"):
+            event_id = line[3:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
+
+
+def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(interval)

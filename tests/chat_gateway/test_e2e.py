@@ -1,0 +1,271 @@
+"""End to end: the persistence service and the gateway as real processes, a fake upstream on 127.0.0.1.
+
+Every scenario asserts the final stored answer exactly.
+"""
+
+import random
+import signal
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+from fastapi import FastAPI
+
+from tests.chat_gateway.conftest import Service, gateway_env, sse_events, wait_for
+from tests.fake_openai import TEXT, Plan, tokens
+
+
+def _stored(store: httpx.Client, message_id: str) -> dict:
+    response = store.get(f"/messages/{message_id}")
+    assert response.status_code == 200
+    body: dict = response.json()
+    return body
+
+
+def _finished(store: httpx.Client, message_id: str) -> dict:
+    finished: dict = wait_for(lambda: (m := _stored(store, message_id))["status"] in ("complete", "failed") and m)
+    return finished
+
+
+def test_json_chat_stores_question_and_answer(gateway: Service, store: httpx.Client, fake_openai: FastAPI) -> None:
+    context = {"documents": [{"text": "Lyon is in France."}]}
+    response = httpx.post(f"{gateway.url}/chat", json={"message": "Tell me about Lyon", "context": context}, timeout=30)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["response"], body["status"]) == (TEXT, "complete")
+    answer = _stored(store, body["message_id"])
+    assert (answer["content"], answer["finish_reason"], answer["model"]) == (TEXT, "stop", "fake-model")
+    assert answer["usage"]["completion_tokens"] == len(tokens(TEXT))
+    messages = store.get(f"/sessions/{body['session_id']}/messages").json()["items"]
+    assert [(m["role"], m["status"]) for m in messages] == [("user", "complete"), ("assistant", "complete")]
+    assert messages[0]["context"] == context
+    session = store.get(f"/sessions/{body['session_id']}").json()
+    assert session["title"] == "Tell me about Lyon"
+    sent = fake_openai.state.requests[0]["messages"]
+    assert sent[0]["role"] == "system"
+    assert "Lyon is in France." in sent[0]["content"]
+    assert sent[-1] == {"role": "user", "content": "Tell me about Lyon"}
+
+
+def test_streamed_chat_and_history_of_a_second_turn(
+    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    with httpx.stream("POST", f"{gateway.url}/chat", json={"message": "hi", "stream": True}, timeout=30) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = list(sse_events(response))
+    assert events[0].event == "start"
+    deltas = [e for e in events if e.event == "delta"]
+    assert "".join(e.data["text"] for e in deltas) == TEXT
+    offsets = [int(e.id or 0) for e in deltas]
+    assert offsets == sorted(offsets)
+    assert offsets[-1] == len(TEXT)
+    assert events[-1].event == "done"
+    assert events[-1].data["status"] == "complete"
+    ids = events[0].data
+    assert _stored(store, ids["message_id"])["content"] == TEXT
+    # A second turn in the same session sends the first one as history.
+    second = httpx.post(
+        f"{gateway.url}/chat",
+        json={"message": "and then?", "session_id": ids["session_id"]},
+        headers={"accept": "application/json"},
+        timeout=30,
+    ).json()
+    assert second["session_id"] == ids["session_id"]
+    sent = fake_openai.state.requests[-1]["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "user"]
+    assert sent[1]["content"] == TEXT
+
+
+def test_disconnect_then_reattach_with_last_event_id(
+    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    fake_openai.state.plans.append(Plan(delay=0.02))
+    seen, last_id, message_id = "", "0", ""
+    with httpx.stream("POST", f"{gateway.url}/chat", json={"message": "hi", "stream": True}, timeout=30) as response:
+        for event in sse_events(response):
+            if event.event == "start":
+                message_id = event.data["message_id"]
+            if event.event == "delta":
+                seen += event.data["text"]
+                last_id = event.id or "0"
+                if len(seen) > 40:
+                    break  # the client goes away mid-answer
+    assert int(last_id) == len(seen) < len(TEXT)
+    url = f"{gateway.url}/chat/messages/{message_id}/stream"
+    with httpx.stream("GET", url, headers={"last-event-id": last_id}, timeout=30) as response:
+        rest = list(sse_events(response))
+    assert seen + "".join(e.data["text"] for e in rest if e.event == "delta") == TEXT
+    assert rest[-1].event == "done"
+    assert _finished(store, message_id)["content"] == TEXT
+    # A finished answer replays from any offset.
+    with httpx.stream("GET", url, params={"offset": 10}, timeout=30) as response:
+        replay = list(sse_events(response))
+    assert "".join(e.data["text"] for e in replay if e.event == "delta") == TEXT[10:]
+
+
+def test_upstream_drop_is_continued_without_repeating_text(
+    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    drop_at = random.randint(1, len(tokens(TEXT)) - 8)
+    # Dropped twice; the last continuation repeats the end of the partial answer, which is cut at the join.
+    fake_openai.state.plans.extend([Plan(drop_after=drop_at), Plan(drop_after=3), Plan(repeat_overlap=12)])
+    body = httpx.post(f"{gateway.url}/chat", json={"message": "hi"}, timeout=30).json()
+    assert body["response"] == TEXT
+    assert _stored(store, body["message_id"])["content"] == TEXT
+    requests = fake_openai.state.requests
+    assert len(requests) == 3, (drop_at, [r["messages"][-1] for r in requests])
+    partial = requests[2]["messages"][-1]
+    assert partial["role"] == "assistant"
+    assert TEXT.startswith(partial["content"])
+    assert partial["content"]
+    assert requests[2]["messages"][-2]["role"] == "system"
+
+
+def test_rate_limit_with_retry_after_is_retried(gateway: Service, store: httpx.Client, fake_openai: FastAPI) -> None:
+    fake_openai.state.plans.extend([Plan(status=429, retry_after="1"), Plan(status=503)])
+    body = httpx.post(f"{gateway.url}/chat", json={"message": "hi"}, timeout=30).json()
+    assert body["response"] == TEXT
+    assert len(fake_openai.state.requests) == 3
+
+
+def test_client_error_is_not_retried_and_fails_the_answer(
+    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    fake_openai.state.plans.append(Plan(status=400))
+    response = httpx.post(f"{gateway.url}/chat", json={"message": "hi"}, timeout=30)
+    assert response.status_code == 502
+    body = response.json()
+    assert (body["code"], body["partial"]) == ("answer_failed", "")
+    assert "400" in body["error"]
+    assert len(fake_openai.state.requests) == 1
+    assert _stored(store, body["message_id"])["status"] == "failed"
+
+
+def test_resume_after_failure_continues_the_partial_answer(
+    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    fake_openai.state.plans.extend([Plan(drop_after=6), Plan(status=401)])
+    failed = httpx.post(f"{gateway.url}/chat", json={"message": "hi"}, timeout=30).json()
+    stored = _stored(store, failed["message_id"])
+    assert stored["status"] == "failed"
+    assert stored["content"] == "".join(tokens(TEXT)[:6]) == failed["partial"]
+    resumed = httpx.post(f"{gateway.url}/chat/sessions/{failed['session_id']}/resume", timeout=30)
+    assert resumed.status_code == 200, resumed.text
+    assert resumed.json()["response"] == TEXT
+    final = _stored(store, failed["message_id"])
+    assert (final["content"], final["status"], final["attempts"]) == (TEXT, "complete", 2)
+    again = httpx.post(f"{gateway.url}/chat/messages/{failed['message_id']}/resume", timeout=30)
+    assert again.status_code == 409
+
+
+def test_two_concurrent_resumes_start_one_generation(
+    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    fake_openai.state.plans.extend([Plan(drop_after=4), Plan(status=401), Plan(delay=0.01)])
+    failed = httpx.post(f"{gateway.url}/chat", json={"message": "hi"}, timeout=30).json()
+    barrier = threading.Barrier(2)
+
+    def resume(_: int) -> httpx.Response:
+        barrier.wait()
+        return httpx.post(f"{gateway.url}/chat/messages/{failed['message_id']}/resume", timeout=30)
+
+    with ThreadPoolExecutor(2) as pool:
+        responses = list(pool.map(resume, range(2)))
+    assert Counter(r.status_code for r in responses) == {200: 1, 409: 1}
+    assert len(fake_openai.state.requests) == 3
+    assert _stored(store, failed["message_id"])["content"] == TEXT
+
+
+def test_cancel_keeps_the_partial_text_and_can_be_resumed(
+    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    fake_openai.state.plans.append(Plan(delay=0.05))
+    with httpx.stream("POST", f"{gateway.url}/chat", json={"message": "hi", "stream": True}, timeout=30) as response:
+        events = sse_events(response)
+        message_id = next(events).data["message_id"]
+        next(e for e in events if e.event == "delta")
+        cancelled = httpx.post(f"{gateway.url}/chat/messages/{message_id}/cancel", timeout=30)
+        rest = list(events)
+    assert cancelled.status_code == 200
+    assert cancelled.json()["status"] == "failed"
+    assert rest[-1].event == "error"
+    assert rest[-1].data["error"] == "cancelled"
+    stored = _stored(store, message_id)
+    assert (stored["status"], stored["error"]) == ("failed", "cancelled")
+    assert stored["content"]
+    assert TEXT.startswith(stored["content"])
+    assert stored["content"] != TEXT
+    resumed = httpx.post(f"{gateway.url}/chat/messages/{message_id}/resume", timeout=30).json()
+    assert resumed["response"] == TEXT
+
+
+def test_idempotent_retry_attaches_to_the_same_answer(
+    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    fake_openai.state.plans.append(Plan(delay=0.01))
+    headers = {"idempotency-key": "retry-me-1"}
+    request = {"message": "hi", "user_id": "alice"}
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(
+            lambda _: httpx.post(f"{gateway.url}/chat", json=request, headers=headers, timeout=30), range(2)
+        )
+    third = httpx.post(f"{gateway.url}/chat", json=request, headers=headers, timeout=30)
+    bodies = [r.json() for r in (first, second, third)]
+    assert {b["message_id"] for b in bodies} == {bodies[0]["message_id"]}
+    assert all(b["response"] == TEXT for b in bodies)
+    assert len(fake_openai.state.requests) == 1
+    assert len(store.get(f"/sessions/{bodies[0]['session_id']}/messages").json()["items"]) == 2
+    other = httpx.post(f"{gateway.url}/chat", json={"message": "other", "user_id": "alice"}, headers=headers)
+    assert other.status_code == 409
+
+
+def test_gateway_killed_mid_stream_is_recovered_by_the_next_one(
+    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    fake_openai.state.plans.extend([Plan(delay=0.05), Plan(delay=0.01)])
+    with httpx.stream("POST", f"{gateway.url}/chat", json={"message": "hi", "stream": True}, timeout=30) as response:
+        events = sse_events(response)
+        message_id = next(events).data["message_id"]
+        for _ in range(8):
+            next(e for e in events if e.event == "delta")
+        wait_for(lambda: _stored(store, message_id)["content"])
+        gateway.kill(signal.SIGKILL)
+    assert _stored(store, message_id)["status"] == "in_progress"
+    gateway.start()  # a new instance: it finds the orphan once its lease expires
+    final = _finished(store, message_id)
+    assert (final["content"], final["status"], final["attempts"]) == (TEXT, "complete", 2)
+
+
+def test_persistence_restarted_mid_stream_loses_nothing(
+    gateway: Service, persistence: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    fake_openai.state.plans.append(Plan(delay=0.03))
+    text, restarter = "", threading.Timer(0.5, persistence.start)
+    with httpx.stream("POST", f"{gateway.url}/chat", json={"message": "hi", "stream": True}, timeout=60) as response:
+        events = sse_events(response)
+        message_id = next(events).data["message_id"]
+        for event in events:
+            if event.event == "delta":
+                text += event.data["text"]
+                if len(text) > 30 and not restarter.is_alive() and not restarter.finished.is_set():
+                    persistence.kill(signal.SIGKILL)
+                    restarter.start()  # the client's stream goes on while persistence is down
+            elif event.event in ("done", "error"):
+                assert event.event == "done", event.data
+    restarter.join()
+    assert text == TEXT
+    assert _finished(store, message_id)["content"] == TEXT
+
+
+def test_without_upstream_key_chat_is_503_with_how_to(tmp_path: Path, persistence: Service) -> None:
+    env = gateway_env(tmp_path, persistence.url, None)
+    service = Service("chat_gateway.main:create_app", env, tmp_path / "gateway.log").start()
+    try:
+        response = httpx.post(f"{service.url}/chat", json={"message": "hi"}, timeout=30)
+        assert response.status_code == 503
+        assert "OPENAI_API_KEY" in response.json()["detail"]
+        assert httpx.get(f"{service.url}/health/ready").status_code == 200
+    finally:
+        service.kill(signal.SIGTERM)

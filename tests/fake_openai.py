@@ -1,0 +1,106 @@
+"""A fake OpenAI-compatible streaming server for the tests.
+
+It answers every chat completion with TEXT, token by token, and continues TEXT from a trailing assistant
+message the way llama.cpp and vLLM do. Each request takes the next scripted ``Plan`` (default: behave):
+drop the connection after k tokens, answer an error status (with Retry-After), stall before the first
+token, or go slowly.
+"""
+
+import asyncio
+import json
+import re
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+TEXT = (
+    "Lyon sits where the Rhone meets the Saone. Its old town keeps Renaissance courtyards, "
+    "hidden passages called traboules, and small restaurants known as bouchons that serve "
+    "quenelles, sausages and pralines. From the hill of Fourviere the whole city opens below."
+)
+MODEL = "fake-model"
+
+
+def tokens(text: str) -> list[str]:
+    return re.findall(r"\S+\s*|\s+", text)
+
+
+@dataclass
+class Plan:
+    drop_after: int | None = None  # close the connection abruptly after this many tokens
+    status: int | None = None  # answer this HTTP error instead of streaming
+    retry_after: str | None = None
+    stall: float = 0.0  # seconds before the first token
+    delay: float = 0.0  # seconds between tokens
+    repeat_overlap: int = 0  # on a continuation, first repeat this many characters of the partial answer
+
+
+class Dropped(Exception):
+    pass
+
+
+def _chunk(content: str | None, finish_reason: str | None = None) -> bytes:
+    delta = {"content": content} if content is not None else {}
+    body = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": MODEL,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+    }
+    return f"data: {json.dumps(body)}\n\n".encode()
+
+
+def _usage_chunk(prompt: int, completion: int) -> bytes:
+    usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    body = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": MODEL}
+    return f"data: {json.dumps(body | {'choices': [], 'usage': usage})}\n\n".encode()
+
+
+def remaining_text(messages: list[dict[str, Any]], plan: Plan) -> str:
+    """TEXT, or its rest when the last message is a partial answer to continue."""
+    if messages and messages[-1].get("role") == "assistant":
+        partial = messages[-1].get("content") or ""
+        rest = TEXT[len(partial) :] if TEXT.startswith(partial) else ""
+        return (partial[-plan.repeat_overlap :] if plan.repeat_overlap else "") + rest
+    return TEXT
+
+
+def create_fake_openai() -> FastAPI:
+    app = FastAPI()
+    app.state.plans = deque()
+    app.state.requests = []
+
+    @app.post("/v1/chat/completions")
+    async def completions(request: Request) -> Any:
+        body = await request.json()
+        app.state.requests.append(body)
+        plan: Plan = app.state.plans.popleft() if app.state.plans else Plan()
+        if plan.status is not None:
+            headers = {"retry-after": plan.retry_after} if plan.retry_after else {}
+            error = {"error": {"message": f"scripted {plan.status}", "type": "fake", "code": None}}
+            return JSONResponse(error, status_code=plan.status, headers=headers)
+        text = remaining_text(body["messages"], plan)
+        parts = tokens(text)
+        prompt_tokens = sum(len(tokens(str(m.get("content") or ""))) for m in body["messages"])
+
+        async def stream() -> AsyncIterator[bytes]:
+            await asyncio.sleep(plan.stall)
+            for index, part in enumerate(parts):
+                if plan.drop_after is not None and index >= plan.drop_after:
+                    raise Dropped  # uvicorn closes the connection mid-stream
+                yield _chunk(part)
+                await asyncio.sleep(plan.delay)
+            yield _chunk(None, "stop")
+            if (body.get("stream_options") or {}).get("include_usage"):
+                yield _usage_chunk(prompt_tokens, len(parts))
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+    return app
