@@ -4,10 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-HOST ?= 127.0.0.1
-PERSISTENCE_PORT ?= 8000
 
-.PHONY: install secrets run run-persistence migrate test lint format clean
+.PHONY: install secrets run run-persistence run-gateway migrate test lint format clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,11 +18,16 @@ install: $(STAMP)
 secrets: $(STAMP)
 	$(BIN)/python scripts/ensure_secrets.py secrets
 
-run: run-persistence
+# Both services, as listed in the Procfile; Ctrl-C stops both.
+run: install secrets
+	exec $(BIN)/honcho start
 
-# The same command the persistence container runs; migrations are applied at start-up.
+# One service each, so they can be restarted independently.
 run-persistence: install secrets
-	exec $(BIN)/uvicorn persistence.main:create_app --factory --host $(HOST) --port $(PERSISTENCE_PORT)
+	exec $(BIN)/honcho start persistence
+
+run-gateway: install secrets
+	exec $(BIN)/honcho start gateway
 
 migrate: install
 	$(BIN)/alembic -c persistence/alembic.ini upgrade head

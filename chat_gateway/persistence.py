@@ -57,7 +57,9 @@ class PersistenceClient:
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(self._attempts),
-                wait=wait_exponential_jitter(initial=self._initial_wait, max=self._max_wait),
+                wait=wait_exponential_jitter(
+                    multiplier=self._initial_wait, jitter=self._initial_wait, max=self._max_wait
+                ),
                 retry=retry_if_exception(_is_retriable),
                 reraise=True,
             ):

@@ -79,7 +79,9 @@ def retrying(settings: Settings) -> AsyncRetrying:
         before_sleep=_log_retry,
         stop=stop_after_attempt(settings.retry_attempts) | stop_after_delay(settings.retry_max_seconds),
         wait=wait_retry_after(
-            wait_exponential_jitter(initial=settings.retry_initial_wait, max=settings.retry_max_wait),
+            wait_exponential_jitter(
+                multiplier=settings.retry_initial_wait, jitter=settings.retry_initial_wait, max=settings.retry_max_wait
+            ),
             cap=settings.retry_max_wait,
         ),
         retry=retry_if_exception(is_transient),

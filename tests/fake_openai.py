@@ -104,3 +104,11 @@ def create_fake_openai() -> FastAPI:
         return StreamingResponse(stream(), media_type="text/event-stream")
 
     return app
+
+
+if __name__ == "__main__":  # for trying the gateway by hand: python -m tests.fake_openai [port]
+    import sys
+
+    import uvicorn
+
+    uvicorn.run(create_fake_openai(), host="127.0.0.1", port=int(sys.argv[1]) if len(sys.argv) > 1 else 8200)

@@ -159,3 +159,8 @@ def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.05) -> A
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(interval)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"

@@ -1,0 +1,102 @@
+"""The gateway's own HTTP surface: client auth and bad input, before any call leaves the process."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from chat_gateway.config import Settings
+from chat_gateway.main import create_app
+
+OPEN_PATHS = {"/health", "/health/ready"}
+ID = "00000000-0000-0000-0000-000000000000"
+
+
+def _app(**overrides: object) -> TestClient:
+    settings = Settings(
+        api_key=SecretStr("persistence-key"),
+        api_base_url="http://127.0.0.1:1",  # nothing listens: these tests never get that far
+        openai_api_key=SecretStr("sk-test"),
+        recovery_interval_seconds=3600,
+        persistence_retry_attempts=1,
+        max_body_bytes=4096,
+        **overrides,  # type: ignore[arg-type]
+    )
+    return TestClient(create_app(settings))
+
+
+@pytest.fixture
+def open_gateway() -> Iterator[TestClient]:
+    with _app() as client:
+        yield client
+
+
+@pytest.fixture
+def locked_gateway() -> Iterator[TestClient]:
+    with _app(chat_api_keys=SecretStr("client-key\nnext-key")) as client:
+        yield client
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"message": ""},
+        {"message": "hi", "unknown": 1},
+        {"message": "hi\x00"},
+        {"message": "hi", "session_id": "nope"},
+        {"message": "hi", "stream": "sometimes"},
+        {"message": "hi", "user_id": "u" * 300},
+    ],
+)
+def test_bad_chat_bodies_are_422(open_gateway: TestClient, body: dict) -> None:
+    response = open_gateway.post("/chat", json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "invalid_request"
+
+
+def test_oversize_and_malformed_requests(open_gateway: TestClient) -> None:
+    assert open_gateway.post("/chat", json={"message": "x" * 5000}).status_code == 413
+    json_type = {"content-type": "application/json"}
+    assert open_gateway.post("/chat", content="{", headers=json_type).status_code == 422
+    nan = '{"message": "hi", "context": {"x": NaN}}'
+    assert open_gateway.post("/chat", content=nan, headers=json_type).status_code == 422
+    assert open_gateway.get(f"/chat/messages/{ID}/stream", headers={"last-event-id": "abc"}).status_code == 422
+    assert open_gateway.get(f"/chat/messages/{ID}/stream", params={"offset": -1}).status_code == 422
+    assert open_gateway.post("/chat/messages/not-a-uuid/cancel").status_code == 422
+
+
+def test_persistence_down_is_503_not_500(open_gateway: TestClient) -> None:
+    response = open_gateway.post("/chat", json={"message": "hi"})
+    assert response.status_code == 503
+    assert response.json()["code"] == "persistence_unavailable"
+    assert open_gateway.get("/health/ready").status_code == 503
+    assert open_gateway.get("/health").status_code == 200
+
+
+def test_client_auth_protects_every_chat_route(locked_gateway: TestClient) -> None:
+    paths = locked_gateway.app.openapi()["paths"]  # type: ignore[attr-defined]
+    routes = [(m.upper(), p.replace("{message_id}", ID).replace("{session_id}", ID)) for p in paths for m in paths[p]]
+    protected = [(m, p) for m, p in routes if p not in OPEN_PATHS]
+    assert len(protected) == 5
+    for method, path in protected:
+        for headers in ({}, {"x-api-key": "wrong"}):
+            response = locked_gateway.request(method, path, headers=headers, json={"message": "hi"})
+            assert response.status_code == 401, (method, path)
+            assert response.json()["code"] == "unauthorized"
+    # A valid key gets past auth (and on to the unreachable persistence service).
+    response = locked_gateway.post("/chat", json={"message": "hi"}, headers={"x-api-key": "next-key"})
+    assert response.status_code == 503
+    assert locked_gateway.get("/health").status_code == 200
+    assert locked_gateway.get("/docs").status_code == 200
+
+
+def test_missing_persistence_key_stops_start_up(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("API_KEY", "API_KEY_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SECRETS_DIR", str(tmp_path))
+    with pytest.raises(SystemExit) as info:
+        create_app()
+    assert str(info.value).startswith("chat_gateway: missing secret API_KEY")

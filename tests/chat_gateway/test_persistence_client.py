@@ -1,0 +1,99 @@
+import uuid
+
+import httpx
+import pytest
+import respx
+
+from chat_gateway.persistence import PersistenceClient, PersistenceError
+from shared import Conflict, NotFound, ServiceUnavailable
+
+BASE = "http://persistence.test"
+MESSAGE_ID = uuid.uuid4()
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def client():
+    async with httpx.AsyncClient(base_url=BASE) as http:
+        yield PersistenceClient(http, attempts=3, initial_wait=0, max_wait=0)
+
+
+def _message(**fields):
+    return {
+        "id": str(MESSAGE_ID),
+        "session_id": str(uuid.uuid4()),
+        "role": "assistant",
+        "content": "",
+        "status": "pending",
+        "created_at": "2026-01-01T00:00:00Z",
+    } | fields
+
+
+@respx.mock
+async def test_retries_5xx_and_connection_errors_then_succeeds(client: PersistenceClient) -> None:
+    route = respx.get(f"{BASE}/messages/{MESSAGE_ID}").mock(
+        side_effect=[httpx.ConnectError("down"), httpx.Response(503), httpx.Response(200, json=_message())]
+    )
+    message = await client.get_message(MESSAGE_ID)
+    assert message.id == MESSAGE_ID
+    assert route.call_count == 3
+
+
+@respx.mock
+async def test_gives_up_with_503_after_bounded_attempts(client: PersistenceClient) -> None:
+    route = respx.get(f"{BASE}/messages/{MESSAGE_ID}").mock(return_value=httpx.Response(500))
+    with pytest.raises(ServiceUnavailable):
+        await client.get_message(MESSAGE_ID)
+    assert route.call_count == 3
+
+
+@respx.mock
+async def test_4xx_is_not_retried_and_keeps_its_meaning(client: PersistenceClient) -> None:
+    route = respx.post(f"{BASE}/messages/{MESSAGE_ID}/claim").mock(
+        return_value=httpx.Response(409, json={"detail": "held", "code": "lease_held", "lease_owner": "g2"})
+    )
+    with pytest.raises(Conflict) as info:
+        await client.claim(MESSAGE_ID, "g1", 10)
+    assert (info.value.code, info.value.extra["lease_owner"]) == ("lease_held", "g2")
+    assert route.call_count == 1
+    respx.get(f"{BASE}/messages/{MESSAGE_ID}").mock(return_value=httpx.Response(404, json={"detail": "gone"}))
+    with pytest.raises(NotFound):
+        await client.get_message(MESSAGE_ID)
+    respx.patch(f"{BASE}/messages/{MESSAGE_ID}").mock(return_value=httpx.Response(422, json={"detail": "bad"}))
+    with pytest.raises(PersistenceError):
+        await client.update_message(MESSAGE_ID, {"status": "nope"})
+
+
+@respx.mock
+async def test_append_whose_answer_was_lost_is_recognised(client: PersistenceClient) -> None:
+    """The first try was stored but its answer lost; the retry's 409 shows our text is already there."""
+    route = respx.post(f"{BASE}/messages/{MESSAGE_ID}/append").mock(
+        side_effect=[
+            httpx.ReadError("connection reset"),
+            httpx.Response(409, json={"detail": "mismatch", "code": "offset_mismatch", "length": 15}),
+        ]
+    )
+    assert await client.append(MESSAGE_ID, 10, "hello", owner="g1", lease_seconds=5) == 15
+    assert route.call_count == 2
+    assert route.calls[0].request.content == route.calls[1].request.content
+
+
+@respx.mock
+async def test_append_at_a_truly_wrong_offset_is_a_conflict(client: PersistenceClient) -> None:
+    respx.post(f"{BASE}/messages/{MESSAGE_ID}/append").mock(
+        return_value=httpx.Response(409, json={"detail": "mismatch", "code": "offset_mismatch", "length": 99})
+    )
+    with pytest.raises(Conflict):
+        await client.append(MESSAGE_ID, 10, "hello", owner="g1", lease_seconds=5)
+
+
+@respx.mock
+async def test_every_request_carries_what_the_api_needs(client: PersistenceClient) -> None:
+    route = respx.get(f"{BASE}/sessions/{MESSAGE_ID}/messages").mock(
+        return_value=httpx.Response(200, json={"items": [_message(status="complete")], "next_cursor": "abc"})
+    )
+    items, cursor = await client.history_page(MESSAGE_ID, None)
+    assert (len(items), cursor) == (1, "abc")
+    params = route.calls[0].request.url.params
+    assert (params["order"], params["status"]) == ("desc", "complete")
