@@ -269,3 +269,80 @@ def test_without_upstream_key_chat_is_503_with_how_to(tmp_path: Path, persistenc
         assert httpx.get(f"{service.url}/health/ready").status_code == 200
     finally:
         service.kill(signal.SIGTERM)
+
+
+def test_lease_is_renewed_while_the_upstream_is_silent(
+    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    fake_openai.state.plans.append(Plan(stall=4.0))  # far longer than the 1.5 s lease
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(httpx.post, f"{gateway.url}/chat", json={"message": "hi"}, timeout=30)
+        answer_id = wait_for(lambda: _in_progress(store))
+        for _ in range(15):
+            assert answer_id not in {m["id"] for m in store.get("/messages/stale").json()}
+            threading.Event().wait(0.2)
+        body = pending.result().json()
+    final = _stored(store, body["message_id"])
+    assert (final["content"], final["attempts"]) == (TEXT, 1)
+    assert len(fake_openai.state.requests) == 1
+
+
+def _in_progress(store: httpx.Client) -> str | None:
+    sessions = store.get("/sessions", params={"limit": 1}).json()["items"]
+    if not sessions:
+        return None
+    last = store.get(f"/sessions/{sessions[0]['id']}/messages/last", params={"role": "assistant"})
+    if last.status_code != 200 or last.json()["status"] != "in_progress":
+        return None
+    message_id: str = last.json()["id"]
+    return message_id
+
+
+def test_partial_text_is_written_in_batches(gateway: Service, store: httpx.Client, fake_openai: FastAPI) -> None:
+    fake_openai.state.plans.append(Plan(delay=0.01))
+    body = httpx.post(f"{gateway.url}/chat", json={"message": "hi"}, timeout=30).json()
+    final = _stored(store, body["message_id"])
+    writes = final["version"] - 3  # minus the create, the claim and the final status
+    assert 1 <= writes <= len(tokens(TEXT)) // 2, writes
+
+
+def test_stopped_gateway_releases_its_answers_to_another(
+    tmp_path: Path, gateway: Service, persistence: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    fake_openai.state.plans.extend([Plan(delay=0.05), Plan()])
+    with httpx.stream("POST", f"{gateway.url}/chat", json={"message": "hi", "stream": True}, timeout=30) as response:
+        events = sse_events(response)
+        message_id = next(events).data["message_id"]
+        next(e for e in events if e.event == "delta")
+        gateway.kill(signal.SIGTERM)
+    released = _stored(store, message_id)
+    assert released["status"] == "in_progress"
+    assert released["content"]
+    assert message_id in {m["id"] for m in store.get("/messages/stale").json()}  # no wait for the lease
+    upstream = gateway.env["OPENAI_BASE_URL"].removesuffix("/v1")
+    env = gateway_env(tmp_path, persistence.url, upstream)
+    other = Service("chat_gateway.main:create_app", env, tmp_path / "other.log").start()
+    try:
+        final = _finished(store, message_id)
+    finally:
+        other.kill(signal.SIGTERM)
+    assert (final["content"], final["status"], final["attempts"]) == (TEXT, "complete", 2)
+
+
+def test_recovery_can_mark_orphans_failed_instead(
+    tmp_path: Path, gateway: Service, persistence: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    fake_openai.state.plans.append(Plan(delay=0.05))
+    with httpx.stream("POST", f"{gateway.url}/chat", json={"message": "hi", "stream": True}, timeout=30) as response:
+        events = sse_events(response)
+        message_id = next(events).data["message_id"]
+        next(e for e in events if e.event == "delta")
+        wait_for(lambda: _stored(store, message_id)["content"])
+        gateway.kill(signal.SIGKILL)
+    gateway.env["RECOVERY_MODE"] = "fail"
+    gateway.start()
+    final = _finished(store, message_id)
+    assert final["status"] == "failed"
+    assert final["error"].startswith("abandoned")
+    assert final["content"]
+    assert TEXT.startswith(final["content"])
