@@ -16,18 +16,14 @@ from chat_gateway.deps import ClientKeyDep
 from chat_gateway.persistence import PersistenceClient
 from chat_gateway.service import Answers
 from chat_gateway.upstream import create_client
-from shared import SettingsError, load_settings, split_keys
+from shared import load_settings_or_exit, split_keys
 from shared.asgi import BodyLimitMiddleware, register_error_handlers
 
 logger = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    if settings is None:
-        try:
-            settings = load_settings(Settings)
-        except SettingsError as exc:
-            raise SystemExit(str(exc)) from None
+    settings = settings or load_settings_or_exit(Settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -12,18 +12,14 @@ from persistence.config import Settings
 from persistence.db import create_db_engine, create_sessionmaker, migrate
 from persistence.deps import ApiKeyDep
 from persistence.errors import register_persistence_error_handlers
-from shared import SettingsError, load_settings
+from shared import load_settings_or_exit
 from shared.asgi import BodyLimitMiddleware
 
 logger = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    if settings is None:
-        try:
-            settings = load_settings(Settings)
-        except SettingsError as exc:
-            raise SystemExit(str(exc)) from None
+    settings = settings or load_settings_or_exit(Settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

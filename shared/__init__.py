@@ -12,7 +12,7 @@ from shared.errors import (
 )
 from shared.schemas import InputModel, JSONObject, ReadModel, UTCDatetime
 from shared.security import key_matches
-from shared.settings import ServiceSettings, SettingsError, load_settings, split_keys
+from shared.settings import ServiceSettings, SettingsError, load_settings, load_settings_or_exit, split_keys
 
 __all__ = [
     "BadRequest",
@@ -32,5 +32,6 @@ __all__ = [
     "Unauthorized",
     "key_matches",
     "load_settings",
+    "load_settings_or_exit",
     "split_keys",
 ]

@@ -103,6 +103,14 @@ def load_settings(cls: type[SettingsT], **overrides: Any) -> SettingsT:
         raise SettingsError(f"{cls.service_name}: " + "; ".join(problems)) from None
 
 
+def load_settings_or_exit(cls: type[SettingsT]) -> SettingsT:
+    """For start-up: a bad configuration ends the process with its one-line message, not a traceback."""
+    try:
+        return load_settings(cls)
+    except SettingsError as exc:
+        raise SystemExit(str(exc)) from None
+
+
 def split_keys(secret: SecretStr | None) -> tuple[str, ...]:
     """Several keys may share one secret, one per line, so that keys can rotate."""
     if secret is None:

@@ -7,13 +7,15 @@ import random
 import signal
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 from fastapi import FastAPI
 
-from tests.chat_gateway.conftest import Service, gateway_env, sse_events, wait_for
+from tests.chat_gateway.conftest import Event, Service, gateway_env, sse_events, wait_for
 from tests.fake_openai import TEXT, Plan, tokens
 
 
@@ -27,6 +29,17 @@ def _stored(store: httpx.Client, message_id: str) -> dict:
 def _finished(store: httpx.Client, message_id: str) -> dict:
     finished: dict = wait_for(lambda: (m := _stored(store, message_id))["status"] in ("complete", "failed") and m)
     return finished
+
+
+@contextmanager
+def streaming_chat(gateway: Service, deltas: int = 1) -> Iterator[tuple[str, Iterator[Event]]]:
+    """A streamed chat, once its first ``deltas`` deltas have arrived: its answer's id and the rest of the events."""
+    with httpx.stream("POST", f"{gateway.url}/chat", json={"message": "hi", "stream": True}, timeout=30) as response:
+        events = sse_events(response)
+        message_id = next(events).data["message_id"]
+        for _ in range(deltas):
+            next(e for e in events if e.event == "delta")
+        yield message_id, events
 
 
 def test_json_chat_stores_question_and_answer(gateway: Service, store: httpx.Client, fake_openai: FastAPI) -> None:
@@ -182,10 +195,7 @@ def test_cancel_keeps_the_partial_text_and_can_be_resumed(
     gateway: Service, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     fake_openai.state.plans.append(Plan(delay=0.05))
-    with httpx.stream("POST", f"{gateway.url}/chat", json={"message": "hi", "stream": True}, timeout=30) as response:
-        events = sse_events(response)
-        message_id = next(events).data["message_id"]
-        next(e for e in events if e.event == "delta")
+    with streaming_chat(gateway) as (message_id, events):
         cancelled = httpx.post(f"{gateway.url}/chat/messages/{message_id}/cancel", timeout=30)
         rest = list(events)
     assert cancelled.status_code == 200
@@ -225,11 +235,7 @@ def test_gateway_killed_mid_stream_is_recovered_by_the_next_one(
     gateway: Service, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     fake_openai.state.plans.extend([Plan(delay=0.05), Plan(delay=0.01)])
-    with httpx.stream("POST", f"{gateway.url}/chat", json={"message": "hi", "stream": True}, timeout=30) as response:
-        events = sse_events(response)
-        message_id = next(events).data["message_id"]
-        for _ in range(8):
-            next(e for e in events if e.event == "delta")
+    with streaming_chat(gateway, deltas=8) as (message_id, _):
         wait_for(lambda: _stored(store, message_id)["content"])
         gateway.kill(signal.SIGKILL)
     assert _stored(store, message_id)["status"] == "in_progress"
@@ -310,10 +316,7 @@ def test_stopped_gateway_releases_its_answers_to_another(
     tmp_path: Path, gateway: Service, persistence: Service, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     fake_openai.state.plans.extend([Plan(delay=0.05), Plan()])
-    with httpx.stream("POST", f"{gateway.url}/chat", json={"message": "hi", "stream": True}, timeout=30) as response:
-        events = sse_events(response)
-        message_id = next(events).data["message_id"]
-        next(e for e in events if e.event == "delta")
+    with streaming_chat(gateway) as (message_id, _):
         gateway.kill(signal.SIGTERM)
     released = _stored(store, message_id)
     assert released["status"] == "in_progress"
@@ -333,10 +336,7 @@ def test_recovery_can_mark_orphans_failed_instead(
     tmp_path: Path, gateway: Service, persistence: Service, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     fake_openai.state.plans.append(Plan(delay=0.05))
-    with httpx.stream("POST", f"{gateway.url}/chat", json={"message": "hi", "stream": True}, timeout=30) as response:
-        events = sse_events(response)
-        message_id = next(events).data["message_id"]
-        next(e for e in events if e.event == "delta")
+    with streaming_chat(gateway) as (message_id, _):
         wait_for(lambda: _stored(store, message_id)["content"])
         gateway.kill(signal.SIGKILL)
     gateway.env["RECOVERY_MODE"] = "fail"
