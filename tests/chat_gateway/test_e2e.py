@@ -346,3 +346,22 @@ def test_recovery_can_mark_orphans_failed_instead(
     assert final["error"].startswith("abandoned")
     assert final["content"]
     assert TEXT.startswith(final["content"])
+
+
+def test_reattach_through_another_gateway_follows_the_answer(
+    tmp_path: Path, gateway: Service, persistence: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    fake_openai.state.plans.append(Plan(delay=0.03))
+    env = gateway_env(tmp_path, persistence.url, gateway.env["OPENAI_BASE_URL"].removesuffix("/v1"))
+    other = Service("chat_gateway.main:create_app", env, tmp_path / "other.log").start()
+    try:
+        with streaming_chat(gateway, deltas=2) as (message_id, _):
+            url = f"{other.url}/chat/messages/{message_id}/stream"
+            with httpx.stream("GET", url, params={"offset": 0}, timeout=30) as response:
+                events = list(sse_events(response))
+    finally:
+        other.kill(signal.SIGTERM)
+    assert "".join(e.data["text"] for e in events if e.event == "delta") == TEXT
+    assert events[-1].event == "done"
+    final = _stored(store, message_id)
+    assert (final["content"], final["lease_owner"], final["attempts"]) == (TEXT, None, 1)
