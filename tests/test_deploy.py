@@ -15,13 +15,14 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from pydantic_settings import BaseSettings
 
 from chat_gateway.config import Settings as GatewaySettings
 from persistence.config import Settings as PersistenceSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILES = ["docker-compose.yaml", "docker-compose.chat.yaml"]
-IMAGES = {
+IMAGES: dict[str, tuple[str, type[BaseSettings], int]] = {
     "persistence": ("Dockerfile", PersistenceSettings, 8000),
     "gateway": ("Dockerfile.chat", GatewaySettings, 8100),
 }
