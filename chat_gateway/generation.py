@@ -18,10 +18,11 @@ from typing import Literal
 from openai import AsyncOpenAI
 
 from chat_gateway.config import Settings
+from chat_gateway.metrics import ACTIVE_GENERATIONS, TOKENS, UPSTREAM_ERRORS
 from chat_gateway.persistence import PersistenceClient
 from chat_gateway.prompt import OverlapTrimmer, build_messages, load_history
 from chat_gateway.schemas import StoredMessage
-from chat_gateway.upstream import StreamInterrupted, Usage, retrying, stream_chunks
+from chat_gateway.upstream import StreamInterrupted, Usage, error_kind, retrying, stream_chunks
 from shared import Conflict, MessageStatus, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
@@ -135,6 +136,7 @@ class Generation:
     # The run
 
     async def _run(self) -> None:
+        ACTIVE_GENERATIONS.inc()
         writer = asyncio.create_task(self._writer())
         status: MessageStatus | None
         error: str | None
@@ -148,6 +150,7 @@ class Generation:
             error = reason
         except Exception as exc:
             logger.warning("answer %s failed: %s", self.message_id, describe(exc))
+            UPSTREAM_ERRORS.labels(error_kind(exc)).inc()
             status, error = MessageStatus.FAILED, describe(exc)
         finally:
             # Not cancelled: an append cut off in flight may be stored without us knowing its new length.
@@ -157,6 +160,7 @@ class Generation:
         try:
             await self._finish(status, error)
         finally:
+            ACTIVE_GENERATIONS.dec()
             self.done.set()
             self._notify()
             self._on_finish(self)
@@ -178,6 +182,8 @@ class Generation:
                 self.usage.add(chunk.usage)
             if chunk.model:
                 self.model_used = chunk.model
+            if chunk.text:
+                TOKENS.inc()
             self._emit(trimmer.feed(chunk.text))
             finish_reason = chunk.finish_reason or finish_reason
         self._emit(trimmer.flush())

@@ -18,12 +18,26 @@ from chat_gateway.service import Answers
 from chat_gateway.upstream import create_client
 from shared import load_settings_or_exit, split_keys
 from shared.asgi import BodyLimitMiddleware, register_error_handlers
+from shared.observability import (
+    REQUEST_ID_HEADER,
+    RequestMiddleware,
+    configure_logging,
+    metrics_endpoint,
+    request_id,
+)
 
 logger = logging.getLogger(__name__)
 
 
+async def _pass_request_id(request: httpx.Request) -> None:
+    """One chat can be followed across both services: persistence logs the gateway's request id."""
+    if (rid := request_id.get()) is not None:
+        request.headers[REQUEST_ID_HEADER] = rid
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings_or_exit(Settings)
+    configure_logging(settings.log_level)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -32,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             headers={"x-api-key": split_keys(settings.api_key)[0]},
             timeout=httpx.Timeout(30.0, connect=5.0),
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=100),
+            event_hooks={"request": [_pass_request_id]},
         )
         persistence = PersistenceClient(
             http,
@@ -65,7 +80,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.add_middleware(BodyLimitMiddleware, max_body_size=settings.max_body_bytes)
+    app.add_middleware(RequestMiddleware, service="chat_gateway")  # outermost: sees every response
     register_error_handlers(app, RequestValidationError)
+    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     app.include_router(health.router)
     app.include_router(chat.router, dependencies=[ClientKeyDep])
     return app

@@ -13,6 +13,7 @@ from openai import AsyncOpenAI
 
 from chat_gateway.config import Settings
 from chat_gateway.generation import Generation, StreamEvent
+from chat_gateway.metrics import RECOVERED, RESUMES
 from chat_gateway.persistence import PersistenceClient
 from chat_gateway.schemas import ChatRequest, StoredMessage
 from shared import Conflict, MessageRole, MessageStatus, ServiceUnavailable
@@ -143,13 +144,14 @@ class Answers:
         self._live.pop(generation.message_id, None)
 
     async def resume(self, message_id: uuid.UUID) -> StoredMessage:
-        answer = await self.persistence.get_message(message_id)
-        await self._generate_if_free(answer, model=None, resume=True)
-        return answer
+        return await self._resume(await self.persistence.get_message(message_id))
 
     async def resume_session(self, session_id: uuid.UUID) -> StoredMessage:
-        answer = await self.persistence.last_message(session_id, MessageRole.ASSISTANT.value)
+        return await self._resume(await self.persistence.last_message(session_id, MessageRole.ASSISTANT.value))
+
+    async def _resume(self, answer: StoredMessage) -> StoredMessage:
         await self._generate_if_free(answer, model=None, resume=True)
+        RESUMES.inc()
         return answer
 
     async def cancel(self, message_id: uuid.UUID) -> StoredMessage:
@@ -210,6 +212,7 @@ class Answers:
             with contextlib.suppress(Conflict):
                 await self._generate_if_free(answer, model=None, resume=False)
                 taken += answer.id in self._live
+        RECOVERED.inc(taken)
         return taken
 
     async def recovery_loop(self) -> None:

@@ -22,6 +22,7 @@ from tenacity import (
 from tenacity.wait import wait_base
 
 from chat_gateway.config import Settings
+from chat_gateway.metrics import RETRIES, UPSTREAM_ERRORS
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,21 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, openai.APIStatusError):
         return exc.status_code in TRANSIENT_STATUSES or exc.status_code >= 500
     return False
+
+
+def error_kind(exc: BaseException) -> str:
+    """A metric label for an upstream error."""
+    if isinstance(exc, StreamInterrupted):
+        return "interrupted"
+    if isinstance(exc, openai.APITimeoutError):
+        return "timeout"
+    if isinstance(exc, openai.APIConnectionError | httpx.TransportError):
+        return "connection"
+    if isinstance(exc, openai.APIStatusError):
+        if exc.status_code == 429:
+            return "rate_limit"
+        return "server_error" if exc.status_code >= 500 else "client_error"
+    return "other"
 
 
 def retry_after_seconds(exc: BaseException | None) -> float | None:
@@ -72,6 +88,9 @@ class wait_retry_after(wait_base):  # noqa: N801 - named like tenacity's own wai
 def _log_retry(state: RetryCallState) -> None:
     exc = state.outcome.exception() if state.outcome else None
     logger.warning("upstream attempt %d failed, retrying: %r", state.attempt_number, exc)
+    if exc is not None:
+        RETRIES.inc()
+        UPSTREAM_ERRORS.labels(error_kind(exc)).inc()
 
 
 def retrying(settings: Settings) -> AsyncRetrying:

@@ -14,12 +14,14 @@ from persistence.deps import ApiKeyDep
 from persistence.errors import register_persistence_error_handlers
 from shared import load_settings_or_exit
 from shared.asgi import BodyLimitMiddleware
+from shared.observability import RequestMiddleware, configure_logging, metrics_endpoint
 
 logger = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings_or_exit(Settings)
+    configure_logging(settings.log_level)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -44,7 +46,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.add_middleware(BodyLimitMiddleware, max_body_size=settings.max_body_bytes)
+    app.add_middleware(RequestMiddleware, service="persistence")  # outermost: sees every response
     register_persistence_error_handlers(app)
+    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     app.include_router(health.router)
     for router in (sessions.router, messages.router, legacy.router):
         app.include_router(router, dependencies=[ApiKeyDep])

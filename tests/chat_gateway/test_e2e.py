@@ -3,6 +3,7 @@
 Every scenario asserts the final stored answer exactly.
 """
 
+import json
 import random
 import signal
 import threading
@@ -365,3 +366,19 @@ def test_reattach_through_another_gateway_follows_the_answer(
     assert events[-1].event == "done"
     final = _stored(store, message_id)
     assert (final["content"], final["lease_owner"], final["attempts"]) == (TEXT, None, 1)
+
+
+def test_request_id_follows_a_chat_into_persistence_and_metrics_count_it(
+    gateway: Service, persistence: Service, fake_openai: FastAPI
+) -> None:
+    response = httpx.post(f"{gateway.url}/chat", json={"message": "hi"}, headers={"x-request-id": "chat-7"}, timeout=30)
+    assert response.headers["x-request-id"] == "chat-7"
+    logged = [json.loads(line) for line in persistence.log.read_text().splitlines() if line.startswith("{")]
+    paths = {entry["path"] for entry in logged if entry.get("request_id") == "chat-7"}
+    assert "/sessions" in paths
+    assert any(path.endswith("/claim") for path in paths)
+    assert any(path.endswith("/append") for path in paths)  # written by the generation task
+    metrics = httpx.get(f"{gateway.url}/metrics").text
+    assert 'http_requests_total{method="POST",route="/chat",service="chat_gateway",status="200"}' in metrics
+    tokens_line = next(line for line in metrics.splitlines() if line.startswith("chat_streamed_tokens_total "))
+    assert float(tokens_line.split()[1]) >= len(tokens(TEXT))
