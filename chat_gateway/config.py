@@ -44,7 +44,7 @@ class Settings(ServiceSettings):
     recovery_interval_seconds: float = Field(default=10.0, gt=0)
     recovery_mode: Literal["resume", "fail"] = "resume"
     reattach_poll_seconds: float = Field(default=0.25, gt=0)
-    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    rate_limit: str | None = "60/minute"  # per client key: each chat may cost real money
 
     @property
     def client_keys(self) -> tuple[str, ...]:

@@ -17,14 +17,9 @@ from chat_gateway.persistence import PersistenceClient
 from chat_gateway.service import Answers
 from chat_gateway.upstream import create_client
 from shared import load_settings_or_exit, split_keys
-from shared.asgi import BodyLimitMiddleware, register_error_handlers
-from shared.observability import (
-    REQUEST_ID_HEADER,
-    RequestMiddleware,
-    configure_logging,
-    metrics_endpoint,
-    request_id,
-)
+from shared.asgi import register_error_handlers
+from shared.observability import REQUEST_ID_HEADER, configure_logging, request_id
+from shared.stack import install_middleware
 
 logger = logging.getLogger(__name__)
 
@@ -79,10 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.add_middleware(BodyLimitMiddleware, max_body_size=settings.max_body_bytes)
-    app.add_middleware(RequestMiddleware, service="chat_gateway")  # outermost: sees every response
+    install_middleware(app, service="chat_gateway", settings=settings)
     register_error_handlers(app, RequestValidationError)
-    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     app.include_router(health.router)
     app.include_router(chat.router, dependencies=[ClientKeyDep])
     return app

@@ -16,7 +16,6 @@ class Settings(ServiceSettings):
     db_password: SecretStr | None = None
     db_pool_size: int = Field(default=20, ge=1, le=500)
     db_max_overflow: int = Field(default=20, ge=0, le=500)
-    max_body_bytes: int = Field(default=1_048_576, ge=1024)
     lease_seconds: float = Field(default=30.0, gt=0, le=3600)
     migrate_on_start: bool = True
 

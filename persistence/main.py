@@ -13,8 +13,8 @@ from persistence.db import create_db_engine, create_sessionmaker, migrate
 from persistence.deps import ApiKeyDep
 from persistence.errors import register_persistence_error_handlers
 from shared import load_settings_or_exit
-from shared.asgi import BodyLimitMiddleware
-from shared.observability import RequestMiddleware, configure_logging, metrics_endpoint
+from shared.observability import configure_logging
+from shared.stack import install_middleware
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +45,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.add_middleware(BodyLimitMiddleware, max_body_size=settings.max_body_bytes)
-    app.add_middleware(RequestMiddleware, service="persistence")  # outermost: sees every response
+    install_middleware(app, service="persistence", settings=settings)
     register_persistence_error_handlers(app)
-    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     app.include_router(health.router)
     for router in (sessions.router, messages.router, legacy.router):
         app.include_router(router, dependencies=[ApiKeyDep])

@@ -8,7 +8,8 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar, get_args
 
-from pydantic import SecretStr, ValidationError
+from limits import parse as parse_limit
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -73,6 +74,23 @@ class ServiceSettings(BaseSettings):
     service_name: ClassVar[str] = "service"
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Comma-separated origins allowed by CORS; empty: no CORS headers at all.
+    cors_origins: str = ""
+
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # Requests per API key (or client address), e.g. "120/minute"; empty: no limit.
+    rate_limit: str | None = None
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _parse_rate_limit(cls, value: str | None) -> str | None:
+        if value:
+            parse_limit(value)  # raises ValueError naming the bad value
+        return value or None
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
     @classmethod
     def settings_customise_sources(

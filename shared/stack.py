@@ -1,0 +1,26 @@
+"""The middleware stack both services share."""
+
+from starlette.applications import Starlette
+from starlette.middleware.cors import CORSMiddleware
+
+from shared.asgi import BodyLimitMiddleware
+from shared.observability import RequestMiddleware, metrics_endpoint
+from shared.ratelimit import RateLimitMiddleware
+from shared.settings import ServiceSettings
+
+
+def install_middleware(app: Starlette, *, service: str, settings: ServiceSettings) -> None:
+    """The stack both services share, outermost first: request id and log line, CORS, rate limit, body limit."""
+    app.add_middleware(BodyLimitMiddleware, max_body_size=settings.max_body_bytes)
+    if settings.rate_limit:
+        app.add_middleware(RateLimitMiddleware, limit=settings.rate_limit)
+    if settings.cors_origin_list:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["ETag", "Retry-After", "X-Request-ID", "X-RateLimit-Limit", "X-RateLimit-Remaining"],
+        )
+    app.add_middleware(RequestMiddleware, service=service)
+    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
