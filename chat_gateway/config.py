@@ -43,6 +43,8 @@ class Settings(ServiceSettings):
 
     recovery_interval_seconds: float = Field(default=10.0, gt=0)
     recovery_mode: Literal["resume", "fail"] = "resume"
+    # On SIGTERM, running answers get this long to finish before they are saved and released.
+    shutdown_grace_seconds: float = Field(default=20.0, ge=0)
     reattach_poll_seconds: float = Field(default=0.25, gt=0)
     rate_limit: str | None = "60/minute"  # per client key: each chat may cost real money
 

@@ -62,7 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             recovery.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await recovery
-            await answers.shutdown()
+            await answers.shutdown(settings.shutdown_grace_seconds)
             await http.aclose()
             if client is not None:
                 await client.close()

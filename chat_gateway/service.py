@@ -67,11 +67,14 @@ class Answers:
         self.client = client
         self._live: dict[uuid.UUID, Generation] = {}
         self._claiming: set[uuid.UUID] = set()
+        self.draining = False
 
     def live(self, message_id: uuid.UUID) -> Generation | None:
         return self._live.get(message_id)
 
     def _require_upstream(self) -> AsyncOpenAI:
+        if self.draining:
+            raise ServiceUnavailable("this gateway is shutting down: retry on another", code="shutting_down")
         if self.client is None:
             raise ServiceUnavailable(NO_UPSTREAM, code="no_upstream")
         return self.client
@@ -224,9 +227,16 @@ class Answers:
                 logger.warning("recovery scan failed: %s", exc)
             await asyncio.sleep(self.settings.recovery_interval_seconds)
 
-    async def shutdown(self) -> None:
-        """Save what every live answer has and release it for another instance to continue."""
-        generations = list(self._live.values())
-        for generation in generations:
+    async def shutdown(self, grace_seconds: float) -> None:
+        """Take no new work; let running answers finish within the grace period; release the rest.
+
+        A released answer has its text saved and its lease expired, so any gateway resumes it at once.
+        """
+        self.draining = True
+        running = [asyncio.ensure_future(g.done.wait()) for g in self._live.values()]
+        if running and grace_seconds > 0:
+            await asyncio.wait(running, timeout=grace_seconds)
+        leftovers = list(self._live.values())
+        for generation in leftovers:
             generation.stop("shutdown")
-        await asyncio.gather(*(g.done.wait() for g in generations))
+        await asyncio.gather(*running, *(g.done.wait() for g in leftovers))

@@ -313,10 +313,23 @@ def test_partial_text_is_written_in_batches(gateway: Service, store: httpx.Clien
     assert 1 <= writes <= len(tokens(TEXT)) // 2, writes
 
 
-def test_stopped_gateway_releases_its_answers_to_another(
+def test_stopped_gateway_finishes_answers_within_its_grace_period(
+    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    fake_openai.state.plans.append(Plan(delay=0.03))
+    with streaming_chat(gateway) as (message_id, _):
+        gateway.kill(signal.SIGTERM)  # returns once the process has exited
+    final = _stored(store, message_id)
+    assert (final["content"], final["status"], final["attempts"]) == (TEXT, "complete", 1)
+
+
+def test_stopped_gateway_releases_what_outlives_the_grace_period(
     tmp_path: Path, gateway: Service, persistence: Service, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
-    fake_openai.state.plans.extend([Plan(delay=0.05), Plan()])
+    gateway.kill(signal.SIGTERM)
+    gateway.env["SHUTDOWN_GRACE_SECONDS"] = "0.3"
+    gateway.start()
+    fake_openai.state.plans.extend([Plan(delay=0.1), Plan()])
     with streaming_chat(gateway) as (message_id, _):
         gateway.kill(signal.SIGTERM)
     released = _stored(store, message_id)
