@@ -181,3 +181,61 @@ class LegacyMessageRead(ReadModel):
 
 class Health(ReadModel):
     status: str
+
+
+# Export and import of a whole session.
+
+ExportFormat = Literal["durable-chat/session"]
+ExportVersion = Literal[1]
+
+
+class ExportedMessage(InputModel):
+    id: uuid.UUID
+    role: MessageRole
+    content: str
+    context: Context | None = None
+    status: MessageStatus
+    error: str | None = None
+    rating: bool | None = None
+    model: Annotated[str, StringConstraints(max_length=200)] | None = None
+    finish_reason: Annotated[str, StringConstraints(max_length=64)] | None = None
+    usage: JSONObject | None = None
+    attempts: int = Field(default=0, ge=0)
+    sent_at: UTCDatetime
+    created_at: UTCDatetime
+    updated_at: UTCDatetime
+
+
+class ExportedSession(InputModel):
+    id: uuid.UUID
+    user_id: UserId
+    title: Title
+    is_favorite: bool = False
+    # Read from the ORM attribute metadata_ on export, from "metadata" on import.
+    metadata: JSONObject | None = Field(default=None, validation_alias=AliasChoices("metadata_", "metadata"))
+    created_at: UTCDatetime
+    updated_at: UTCDatetime
+
+
+class SessionExport(InputModel):
+    """A complete, versioned document of one session: exported, and accepted back by import."""
+
+    format: ExportFormat = "durable-chat/session"
+    version: ExportVersion = 1
+    session: ExportedSession
+    messages: list[ExportedMessage]
+
+    @model_validator(mode="after")
+    def _unique_message_ids(self) -> "SessionExport":
+        seen: set[uuid.UUID] = set()
+        for index, message in enumerate(self.messages):
+            if message.id in seen:
+                raise ValueError(f"messages[{index}].id {message.id} appears twice")
+            seen.add(message.id)
+        return self
+
+
+class ImportResult(ReadModel):
+    session: SessionRead
+    messages: int
+    remapped: bool = Field(description="True when ids were taken and new ones were given.")

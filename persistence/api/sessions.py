@@ -1,12 +1,22 @@
 import uuid
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Query, Response
+from fastapi.responses import PlainTextResponse
 
 from persistence.api.params import NO_NUL, Cursor, Limit
 from persistence.deps import SessionDep
-from persistence.schemas import FavoriteSet, Page, SessionCreate, SessionRead, SessionRename, SessionUpdate
-from persistence.services import sessions
+from persistence.schemas import (
+    FavoriteSet,
+    ImportResult,
+    Page,
+    SessionCreate,
+    SessionExport,
+    SessionRead,
+    SessionRename,
+    SessionUpdate,
+)
+from persistence.services import sessions, transfer
 
 router = APIRouter(prefix="/sessions", tags=["sessions"])
 
@@ -18,6 +28,13 @@ def create_session(body: SessionCreate, db: SessionDep, response: Response) -> S
     if not created:
         response.status_code = 200
     return SessionRead.model_validate(chat)
+
+
+@router.post("/import", status_code=201)
+def import_session(body: SessionExport, db: SessionDep) -> ImportResult:
+    """Import a session document made by export; ids are kept, or replaced when taken."""
+    chat, remapped = transfer.import_session(db, body)
+    return ImportResult(session=SessionRead.model_validate(chat), messages=len(body.messages), remapped=remapped)
 
 
 @router.get("")
@@ -38,6 +55,21 @@ def list_sessions(
 def get_session(session_id: uuid.UUID, db: SessionDep) -> SessionRead:
     """Get one session."""
     return SessionRead.model_validate(sessions.get_session(db, session_id))
+
+
+@router.get(
+    "/{session_id}/export",
+    response_model=SessionExport,
+    responses={200: {"content": {"text/markdown": {}}, "description": "The document, as JSON or Markdown."}},
+)
+def export_session(
+    session_id: uuid.UUID, db: SessionDep, format: Literal["json", "md"] = "json"
+) -> SessionExport | PlainTextResponse:
+    """Export a session with all its messages: a versioned JSON document, or readable Markdown."""
+    document = transfer.export_session(db, session_id)
+    if format == "md":
+        return PlainTextResponse(transfer.to_markdown(document), media_type="text/markdown; charset=utf-8")
+    return document
 
 
 @router.patch("/{session_id}")

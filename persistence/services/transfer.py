@@ -1,0 +1,71 @@
+"""Export a session as a document (JSON or Markdown) and import such a document back."""
+
+import uuid
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from persistence.models import ChatSession, Message, utcnow
+from persistence.schemas import ExportedMessage, ExportedSession, SessionExport
+from persistence.services.sessions import get_session
+from shared import MessageStatus
+
+
+def export_session(db: Session, session_id: uuid.UUID) -> SessionExport:
+    chat = get_session(db, session_id)
+    messages = db.scalars(
+        select(Message).where(Message.session_id == session_id).order_by(Message.created_at, Message.id)
+    )
+    return SessionExport(
+        session=ExportedSession.model_validate(chat),
+        messages=[ExportedMessage.model_validate(message) for message in messages],
+    )
+
+
+def _taken(db: Session, model: type[ChatSession] | type[Message], ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    return set(db.scalars(select(model.id).where(model.id.in_(ids)))) if ids else set()
+
+
+def import_session(db: Session, document: SessionExport) -> tuple[ChatSession, bool]:
+    """Store the document in one transaction (all of it or nothing); returns the session and whether ids changed.
+
+    Ids are kept unless taken: a taken session id gives the session and all its messages new ids; a taken
+    message id gives that message a new one.
+    """
+    remap_all = bool(_taken(db, ChatSession, [document.session.id]))
+    taken = set() if remap_all else _taken(db, Message, [m.id for m in document.messages])
+    data = document.session
+    chat = ChatSession(
+        id=uuid.uuid4() if remap_all else data.id,
+        user_id=data.user_id,
+        title=data.title,
+        is_favorite=data.is_favorite,
+        metadata_=data.metadata,
+        created_at=data.created_at,
+        updated_at=data.updated_at,
+    )
+    db.add(chat)
+    now = utcnow()
+    for message in document.messages:
+        fields = message.model_dump(exclude={"id"})
+        # An answer imported mid-generation has nobody generating it: its lease is over, so it is resumed.
+        lease = now if message.status == MessageStatus.IN_PROGRESS else None
+        new_id = uuid.uuid4() if remap_all or message.id in taken else message.id
+        db.add(Message(id=new_id, session_id=chat.id, lease_expires_at=lease, **fields))
+    db.flush()
+    return chat, remap_all or bool(taken)
+
+
+def to_markdown(document: SessionExport) -> str:
+    session = document.session
+    lines = [
+        f"# {session.title}",
+        "",
+        f"*Session `{session.id}` of {session.user_id}, started {session.created_at:%Y-%m-%d %H:%M} UTC.*",
+    ]
+    for message in document.messages:
+        heading = f"## {message.role.value.capitalize()} · {message.sent_at:%Y-%m-%d %H:%M}"
+        if message.status != MessageStatus.COMPLETE:
+            heading += f" ({message.status.value}{': ' + message.error if message.error else ''})"
+        lines += ["", heading, "", message.content or "*(empty)*"]
+    return "\n".join(lines) + "\n"
