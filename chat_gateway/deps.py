@@ -1,7 +1,7 @@
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
-from fastapi.security import APIKeyHeader
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from chat_gateway.config import Settings
 from chat_gateway.persistence import PersistenceClient
@@ -33,9 +33,18 @@ _client_key_header = APIKeyHeader(
 )
 
 
-def require_client_key(settings: SettingsDep, key: Annotated[str | None, Security(_client_key_header)]) -> None:
-    if settings.client_keys and not key_matches(key, settings.client_keys):
-        raise Unauthorized("missing or invalid x-api-key header")
+_bearer = HTTPBearer(auto_error=False, description="The same keys, as OpenAI clients send them.")
+
+
+def require_client_key(
+    settings: SettingsDep,
+    key: Annotated[str | None, Security(_client_key_header)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+) -> None:
+    if not settings.client_keys:
+        return
+    if not key_matches(key or (bearer.credentials if bearer else None), settings.client_keys):
+        raise Unauthorized("missing or invalid x-api-key header (or Authorization: Bearer key)")
 
 
 ClientKeyDep = Depends(require_client_key)

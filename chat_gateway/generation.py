@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletionMessageParam
 
 from chat_gateway.config import Settings
 from chat_gateway.metrics import ACTIVE_GENERATIONS, TOKENS, UPSTREAM_ERRORS
 from chat_gateway.persistence import PersistenceClient
-from chat_gateway.prompt import OverlapTrimmer, build_messages, load_history
+from chat_gateway.prompt import OverlapTrimmer, build_messages, load_history, with_partial
 from chat_gateway.schemas import StoredMessage
 from chat_gateway.upstream import StreamInterrupted, Usage, error_kind, retrying, stream_chunks
 from shared import Conflict, MessageStatus, ServiceUnavailable
@@ -61,8 +62,10 @@ class Generation:
         persistence: PersistenceClient,
         client: AsyncOpenAI,
         on_finish: Callable[["Generation"], None],
+        prompt: list[ChatCompletionMessageParam] | None = None,
     ) -> None:
         self.answer = answer
+        self.prompt = prompt  # given by the client (OpenAI-compatible calls); else built from the history
         self.message_id: uuid.UUID = answer.id
         self.model = model
         self.settings = settings
@@ -166,18 +169,20 @@ class Generation:
             self._on_finish(self)
 
     async def _generate(self) -> None:
-        history = await load_history(
-            self.persistence, self.answer.session_id, self.answer, self.settings.history_budget_chars
-        )
+        if self.prompt is None:
+            history = await load_history(
+                self.persistence, self.answer.session_id, self.answer, self.settings.history_budget_chars
+            )
+            self.prompt = build_messages(history)
         async for attempt in retrying(self.settings):
             with attempt:
-                await self._stream_once(history)
+                await self._stream_once(self.prompt)
 
-    async def _stream_once(self, history: list[StoredMessage]) -> None:
+    async def _stream_once(self, prompt: list[ChatCompletionMessageParam]) -> None:
         partial = self.text
         trimmer = OverlapTrimmer(partial)
         finish_reason = None
-        async for chunk in stream_chunks(self.client, self.model, build_messages(history, partial)):
+        async for chunk in stream_chunks(self.client, self.model, with_partial(prompt, partial)):
             if chunk.usage:
                 self.usage.add(chunk.usage)
             if chunk.model:

@@ -54,22 +54,30 @@ def _chat_message(role: MessageRole, content: str) -> ChatCompletionMessageParam
     return {"role": "user", "content": content}
 
 
-def build_messages(history: list[StoredMessage], partial: str = "") -> list[ChatCompletionMessageParam]:
-    """History as chat messages; the newest user message's context goes in a system message just before it.
-
-    A partial answer goes last, as an assistant message: the form OpenAI-compatible servers
-    (llama.cpp, vLLM, DeepSeek) continue from; the instruction to continue comes before it, never after.
-    """
+def build_messages(history: list[StoredMessage]) -> list[ChatCompletionMessageParam]:
+    """History as chat messages; the newest user message's context goes in a system message just before it."""
     last_user = max((i for i, m in enumerate(history) if m.role == MessageRole.USER), default=None)
     messages: list[ChatCompletionMessageParam] = []
     for index, message in enumerate(history):
         if index == last_user and message.context:
             messages.append({"role": "system", "content": "Context:\n" + render_context(message.context)})
         messages.append(_chat_message(message.role, message.content))
-    if partial:
-        messages.append({"role": "system", "content": CONTINUE_INSTRUCTION})
-        messages.append({"role": "assistant", "content": partial})
     return messages
+
+
+def with_partial(messages: list[ChatCompletionMessageParam], partial: str) -> list[ChatCompletionMessageParam]:
+    """The prompt to continue a partial answer from.
+
+    The partial answer goes last, as an assistant message: the form OpenAI-compatible servers
+    (llama.cpp, vLLM, DeepSeek) continue from; the instruction to continue comes before it, never after.
+    """
+    if not partial:
+        return messages
+    return [
+        *messages,
+        {"role": "system", "content": CONTINUE_INSTRUCTION},
+        {"role": "assistant", "content": partial},
+    ]
 
 
 class OverlapTrimmer:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletionMessageParam
 
 from chat_gateway.config import Settings
 from chat_gateway.generation import Generation, StreamEvent
@@ -79,12 +80,23 @@ class Answers:
             raise ServiceUnavailable(NO_UPSTREAM, code="no_upstream")
         return self.client
 
-    async def start_chat(self, request: ChatRequest, idempotency_key: str | None) -> StoredMessage:
-        """Store the question and a pending answer, and start generating it (or attach to it, on a retry)."""
+    async def start_chat(
+        self,
+        request: ChatRequest,
+        idempotency_key: str | None,
+        *,
+        prompt: list[ChatCompletionMessageParam] | None = None,
+        create_session: bool = False,
+    ) -> StoredMessage:
+        """Store the question and a pending answer, and start generating it (or attach to it, on a retry).
+
+        ``prompt`` replaces the prompt built from the stored history (OpenAI clients send their own);
+        ``create_session`` creates ``request.session_id`` when it does not exist yet.
+        """
         self._require_upstream()
         session_ids, user_id, answer_id = _chat_ids(idempotency_key, request.user_id)
         session_id = request.session_id or session_ids
-        if request.session_id is None:
+        if request.session_id is None or create_session:
             await self.persistence.create_session(session_id, request.user_id, title_from(request.message))
         model = request.model or self.settings.openai_model
         question = {"id": str(user_id), "role": "user", "content": request.message, "context": request.context}
@@ -99,10 +111,17 @@ class Answers:
             answer = await self.persistence.create_message(session_id, answer_body)
         except Conflict:
             answer = await self.persistence.get_message(answer_id)  # a retry: the answer has grown since
-        await self._generate_if_free(answer, model=model, resume=False)
+        await self._generate_if_free(answer, model=model, resume=False, prompt=prompt)
         return answer
 
-    async def _generate_if_free(self, answer: StoredMessage, *, model: str | None, resume: bool) -> None:
+    async def _generate_if_free(
+        self,
+        answer: StoredMessage,
+        *,
+        model: str | None,
+        resume: bool,
+        prompt: list[ChatCompletionMessageParam] | None = None,
+    ) -> None:
         """Claim the answer and generate it here, unless it is finished or someone else generates it.
 
         ``resume`` also takes a failed answer, and raises 409 when the answer cannot be taken.
@@ -139,6 +158,7 @@ class Answers:
             persistence=self.persistence,
             client=client,
             on_finish=self._forget,
+            prompt=prompt,
         )
         self._live[claimed.id] = generation
         generation.start()

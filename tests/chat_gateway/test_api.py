@@ -80,17 +80,31 @@ def test_client_auth_protects_every_chat_route(locked_gateway: TestClient) -> No
     paths = locked_gateway.app.openapi()["paths"]  # type: ignore[attr-defined]
     routes = [(m.upper(), p.replace("{message_id}", ID).replace("{session_id}", ID)) for p in paths for m in paths[p]]
     protected = [(m, p) for m, p in routes if p not in OPEN_PATHS]
-    assert len(protected) == 5
+    assert len(protected) == 7
     for method, path in protected:
         for headers in ({}, {"x-api-key": "wrong"}):
             response = locked_gateway.request(method, path, headers=headers, json={"message": "hi"})
             assert response.status_code == 401, (method, path)
-            assert response.json()["code"] == "unauthorized"
+            body = response.json()
+            code = body["error"]["code"] if path.startswith("/v1/") else body["code"]
+            assert code == "unauthorized"
     # A valid key gets past auth (and on to the unreachable persistence service).
     response = locked_gateway.post("/chat", json={"message": "hi"}, headers={"x-api-key": "next-key"})
     assert response.status_code == 503
     assert locked_gateway.get("/health").status_code == 200
     assert locked_gateway.get("/docs").status_code == 200
+
+
+def test_openai_routes_take_a_bearer_key_and_answer_errors_in_openai_shape(locked_gateway: TestClient) -> None:
+    assert locked_gateway.get("/v1/models", headers={"authorization": "Bearer client-key"}).status_code == 200
+    refused = locked_gateway.get("/v1/models", headers={"authorization": "Bearer nope"})
+    assert refused.status_code == 401
+    assert refused.json()["error"]["type"] == "authentication_error"
+    invalid = locked_gateway.post(
+        "/v1/chat/completions", json={"messages": "hi"}, headers={"authorization": "Bearer client-key"}
+    )
+    assert invalid.status_code == 400
+    assert set(invalid.json()["error"]) == {"message", "type", "param", "code"}
 
 
 def test_missing_persistence_key_stops_start_up(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import openai
+import pytest
 from fastapi import FastAPI
 
 from tests.chat_gateway.conftest import Event, Service, gateway_env, sse_events, wait_for
@@ -395,3 +397,63 @@ def test_request_id_follows_a_chat_into_persistence_and_metrics_count_it(
     assert 'http_requests_total{method="POST",route="/chat",service="chat_gateway",status="200"}' in metrics
     tokens_line = next(line for line in metrics.splitlines() if line.startswith("chat_streamed_tokens_total "))
     assert float(tokens_line.split()[1]) >= len(tokens(TEXT))
+
+
+def test_the_openai_sdk_works_by_changing_only_base_url(
+    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="any", max_retries=0)
+    first_turn = [{"role": "system", "content": "Be nice."}, {"role": "user", "content": "hi"}]
+    raw = client.chat.completions.with_raw_response.create(model="fake-model", messages=first_turn)  # type: ignore[arg-type]
+    session_id = raw.headers["x-session-id"]
+    completion = raw.parse()
+    assert completion.object == "chat.completion"
+    assert completion.choices[0].message.content == TEXT
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage is not None
+    assert completion.usage.completion_tokens == len(tokens(TEXT))
+    assert fake_openai.state.requests[-1]["messages"] == first_turn
+
+    # The next turn sends the whole history, streamed with usage: only the new turn is stored.
+    history = [*first_turn, {"role": "assistant", "content": TEXT}, {"role": "user", "content": "more"}]
+    stream = client.chat.completions.create(  # type: ignore[call-overload]
+        model="fake-model",
+        messages=history,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_headers={"X-Session-Id": session_id},
+    )
+    text, finish_reason, usage = "", None, None
+    for chunk in stream:
+        if chunk.choices:
+            text += chunk.choices[0].delta.content or ""
+            finish_reason = chunk.choices[0].finish_reason or finish_reason
+        usage = chunk.usage or usage
+    assert (text, finish_reason) == (TEXT, "stop")
+    assert usage is not None
+    assert usage.completion_tokens == len(tokens(TEXT))
+    stored = store.get(f"/sessions/{session_id}/messages").json()["items"]
+    assert [(m["role"], m["content"]) for m in stored] == [
+        ("user", "hi"),
+        ("assistant", TEXT),
+        ("user", "more"),
+        ("assistant", TEXT),
+    ]
+    assert fake_openai.state.requests[-1]["messages"] == history
+    assert [model.id for model in client.models.list()] == ["fake-model"]
+
+
+def test_openai_errors_come_back_in_openai_shape(gateway: Service, fake_openai: FastAPI) -> None:
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="any", max_retries=0)
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="m", messages=[{"role": "assistant", "content": "prefill"}])
+    assert info.value.status_code == 400
+    assert "last message must be a user message" in info.value.message
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="m", messages=[])
+    fake_openai.state.plans.append(Plan(status=401))
+    with pytest.raises(openai.APIStatusError) as failed:
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+    assert failed.value.status_code == 502
+    assert isinstance(failed.value.body, dict)
+    assert failed.value.body["type"] == "api_error"

@@ -3,7 +3,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from chat_gateway.prompt import CONTINUE_INSTRUCTION, OverlapTrimmer, build_messages, load_history
+from chat_gateway.prompt import CONTINUE_INSTRUCTION, OverlapTrimmer, build_messages, load_history, with_partial
 from chat_gateway.schemas import StoredMessage
 from shared import MessageRole, MessageStatus
 
@@ -38,7 +38,7 @@ def test_context_goes_in_a_system_message_before_the_newest_question() -> None:
 
 
 def test_partial_answer_goes_last_with_the_instruction_before_it() -> None:
-    messages = build_messages([_message("user", "q", 0)], partial="Half an ans")
+    messages = with_partial(build_messages([_message("user", "q", 0)]), "Half an ans")
     assert messages[-1] == {"role": "assistant", "content": "Half an ans"}
     assert messages[-2] == {"role": "system", "content": CONTINUE_INSTRUCTION}
 

@@ -1,0 +1,184 @@
+"""OpenAI's Chat Completions wire format, so OpenAI clients work by changing only their base_url.
+
+Every call is stored like /chat: only the new turn (the last, user, message) is stored, since OpenAI
+clients send the whole history each time; the answer is durable the same way.
+"""
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, FastAPI, Header, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from openai.types.chat import ChatCompletionMessageParam
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
+
+from chat_gateway.deps import AnswersDep, SettingsDep
+from chat_gateway.generation import StreamEvent
+from chat_gateway.schemas import ChatRequest
+from chat_gateway.service import Answers
+from shared import BadRequest, DomainError, MessageStatus
+
+router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
+
+SESSION_HEADER = "X-Session-Id"
+_SESSION_KEYS = uuid.UUID("0b9e4f3a-55c1-4c52-9a57-b1a1f1d6c0de")
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+class OpenAIMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(str(part.get("text", "")) for part in self.content if part.get("type") == "text")
+        return self.content or ""
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class CompletionRequest(BaseModel):
+    # Other OpenAI parameters (temperature, ...) are accepted and not passed on.
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = Field(default=None, max_length=200)
+    messages: list[OpenAIMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = Field(default=None, max_length=255)
+    metadata: dict[str, str] | None = None
+
+
+def _session_id(header: str | None, body: CompletionRequest) -> uuid.UUID | None:
+    """X-Session-Id, else metadata.session_id, else user: a UUID as given, any other key mapped to one."""
+    key = header or (body.metadata or {}).get("session_id") or body.user
+    if not key:
+        return None
+    try:
+        return uuid.UUID(key)
+    except ValueError:
+        return uuid.uuid5(_SESSION_KEYS, key)
+
+
+def _completion_id(message_id: uuid.UUID) -> str:
+    return f"chatcmpl-{message_id.hex}"
+
+
+def _sse(body: dict[str, Any]) -> str:
+    return f"data: {json.dumps(body)}\n\n"
+
+
+async def _chunks(answers: Answers, message_id: uuid.UUID, model: str, include_usage: bool) -> AsyncIterator[str]:
+    base = {"id": _completion_id(message_id), "object": "chat.completion.chunk", "created": int(time.time())}
+    base["model"] = model
+
+    def chunk(delta: dict[str, str], finish_reason: str | None = None) -> str:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        return _sse(base | {"choices": [choice]} | ({"usage": None} if include_usage else {}))
+
+    yield chunk({"role": "assistant", "content": ""})
+    event: StreamEvent
+    async for event in answers.follow(message_id, 0):
+        if event.kind == "delta":
+            yield chunk({"content": event.text})
+        elif event.kind == "done":
+            yield chunk({}, event.finish_reason or "stop")
+            if include_usage:
+                yield _sse(base | {"choices": [], "usage": event.usage or None})
+            yield "data: [DONE]\n\n"
+        else:
+            yield _sse({"error": {"message": f"the answer failed: {event.error}", "type": "api_error"}})
+
+
+@router.post("/chat/completions", response_model=None)
+async def chat_completions(
+    body: CompletionRequest,
+    answers: AnswersDep,
+    settings: SettingsDep,
+    x_session_id: Annotated[str | None, Header(max_length=255)] = None,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> Response:
+    """Chat Completions, streamed or not, in OpenAI's exact format; the session comes back in X-Session-Id."""
+    last = body.messages[-1]
+    if last.role != "user" or not last.text():
+        raise BadRequest("the last message must be a user message with text", code="invalid_value")
+    model = body.model or settings.openai_model
+    prompt: list[ChatCompletionMessageParam] = [m.model_dump(exclude_none=True) for m in body.messages]  # type: ignore[misc]
+    session_id = _session_id(x_session_id, body)
+    request = ChatRequest(message=last.text(), session_id=session_id, user_id=body.user or "anonymous", model=model)
+    answer = await answers.start_chat(request, idempotency_key, prompt=prompt, create_session=True)
+    headers = {SESSION_HEADER: str(answer.session_id)}
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        stream = _chunks(answers, answer.id, model, include_usage)
+        return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
+    final = await answers.outcome(answer.id)
+    if final.status == MessageStatus.FAILED:
+        error = {"message": f"the answer failed: {final.error}", "type": "api_error", "param": None, "code": None}
+        return JSONResponse({"error": error}, status_code=502, headers=headers)
+    completion = {
+        "id": _completion_id(final.id),
+        "object": "chat.completion",
+        "created": int(final.created_at.timestamp()),
+        "model": final.model or model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": final.content, "refusal": None},
+                "logprobs": None,
+                "finish_reason": final.finish_reason or "stop",
+            }
+        ],
+        "usage": final.usage,
+    }
+    return JSONResponse(completion, headers=headers)
+
+
+@router.get("/models")
+async def list_models(settings: SettingsDep) -> dict[str, Any]:
+    """The model this gateway answers with by default, in OpenAI's list format."""
+    model = {"id": settings.openai_model, "object": "model", "created": 0, "owned_by": "durable-chat"}
+    return {"object": "list", "data": [model]}
+
+
+Handler = Callable[[Request, Exception], Awaitable[Response]]
+
+
+def use_openai_errors_under_v1(app: FastAPI) -> None:
+    """Under /v1, render every error as OpenAI does ({"error": {...}}), so OpenAI clients understand it."""
+    for exc_class in (DomainError, RequestValidationError, HTTPException):
+        standard: Handler = app.exception_handlers[exc_class]  # type: ignore[assignment]
+
+        async def handler(request: Request, exc: Exception, standard: Handler = standard) -> Response:
+            response = await standard(request, exc)
+            if not request.url.path.startswith("/v1/"):
+                return response
+            ours = json.loads(bytes(response.body))
+            status = 400 if response.status_code == 422 else response.status_code
+            error = {
+                "message": ours["detail"],
+                "type": _ERROR_TYPES.get(status, "api_error"),
+                "param": None,
+                "code": ours["code"],
+            }
+            headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "content-type")}
+            return JSONResponse({"error": error}, status_code=status, headers=headers)
+
+        app.add_exception_handler(exc_class, handler)
