@@ -10,7 +10,7 @@ import httpx
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 
-from chat_gateway.api import chat, health, openai_compat
+from chat_gateway.api import chat, health, openai_compat, sessions
 from chat_gateway.api.openai_compat import use_openai_errors_under_v1
 from chat_gateway.config import Settings
 from chat_gateway.deps import ClientKeyDep
@@ -79,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     register_error_handlers(app, RequestValidationError)
     app.include_router(health.router)
     app.include_router(chat.router, dependencies=[ClientKeyDep])
+    app.include_router(sessions.router, dependencies=[ClientKeyDep])
     app.include_router(openai_compat.router, dependencies=[ClientKeyDep])
     use_openai_errors_under_v1(app)
     return app

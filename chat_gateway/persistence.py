@@ -82,6 +82,27 @@ class PersistenceClient:
         body = {"id": str(session_id), "user_id": user_id, "title": title}
         return StoredSession.model_validate(await self._request("POST", "/sessions", json=body))
 
+    async def list_sessions(self, params: dict[str, Any]) -> Any:
+        return await self._request("GET", "/sessions", params=params)
+
+    async def list_messages(self, session_id: uuid.UUID, params: dict[str, Any]) -> Any:
+        return await self._request("GET", f"/sessions/{session_id}/messages", params=params)
+
+    async def rename_session(self, session_id: uuid.UUID, title: str) -> Any:
+        return await self._request("PUT", f"/sessions/{session_id}", json={"title": title})
+
+    async def favorite_session(self, session_id: uuid.UUID, body: dict[str, bool] | None) -> Any:
+        return await self._request("PATCH", f"/sessions/{session_id}/favorite", json=body)
+
+    async def delete_session(self, session_id: uuid.UUID) -> None:
+        await self._request("DELETE", f"/sessions/{session_id}")
+
+    async def export_session(self, session_id: uuid.UUID, fmt: str) -> httpx.Response:
+        """The export as persistence sent it (JSON or Markdown), errors raised as usual."""
+        response = await self.http.get(f"/sessions/{session_id}/export", params={"format": fmt})
+        _raise_for(response)
+        return response
+
     async def create_message(self, session_id: uuid.UUID, body: dict[str, Any]) -> StoredMessage:
         data = await self._request("POST", f"/sessions/{session_id}/messages", json=body)
         return StoredMessage.model_validate(data)

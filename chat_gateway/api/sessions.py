@@ -1,0 +1,78 @@
+"""Session management for gateway clients (the terminal client among them), relayed to persistence."""
+
+import uuid
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Query, Response
+
+from chat_gateway.deps import PersistenceDep
+
+router = APIRouter(prefix="/chat/sessions", tags=["sessions"])
+
+# Persistence validates every value again; these bounds only keep nonsense from travelling.
+Limit = Annotated[int, Query(ge=1, le=200)]
+
+
+@router.get("")
+async def list_sessions(
+    persistence: PersistenceDep,
+    user_id: Annotated[str | None, Query(max_length=255)] = None,
+    limit: Limit = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> dict[str, Any]:
+    """List sessions, favorites first, then newest activity first."""
+    params = {"limit": limit} | ({"user_id": user_id} if user_id else {}) | ({"cursor": cursor} if cursor else {})
+    page: dict[str, Any] = await persistence.list_sessions(params)
+    return page
+
+
+@router.get("/{session_id}/messages")
+async def list_messages(
+    session_id: uuid.UUID,
+    persistence: PersistenceDep,
+    limit: Limit = 200,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> dict[str, Any]:
+    """A session's messages, oldest first."""
+    params: dict[str, Any] = {"limit": limit} | ({"cursor": cursor} if cursor else {})
+    page: dict[str, Any] = await persistence.list_messages(session_id, params)
+    return page
+
+
+@router.put("/{session_id}")
+async def rename_session(
+    session_id: uuid.UUID,
+    persistence: PersistenceDep,
+    title: Annotated[str, Body(embed=True, min_length=1, max_length=500)],
+) -> dict[str, Any]:
+    """Rename a session."""
+    session: dict[str, Any] = await persistence.rename_session(session_id, title)
+    return session
+
+
+@router.patch("/{session_id}/favorite")
+async def favorite_session(
+    session_id: uuid.UUID,
+    persistence: PersistenceDep,
+    is_favorite: Annotated[bool | None, Body(embed=True)] = None,
+) -> dict[str, Any]:
+    """Toggle the favorite flag, or set it with {"is_favorite": bool}."""
+    body = None if is_favorite is None else {"is_favorite": is_favorite}
+    session: dict[str, Any] = await persistence.favorite_session(session_id, body)
+    return session
+
+
+@router.delete("/{session_id}", status_code=204)
+async def delete_session(session_id: uuid.UUID, persistence: PersistenceDep) -> Response:
+    """Delete a session and its messages."""
+    await persistence.delete_session(session_id)
+    return Response(status_code=204)
+
+
+@router.get("/{session_id}/export", responses={200: {"content": {"text/markdown": {}, "application/json": {}}}})
+async def export_session(
+    session_id: uuid.UUID, persistence: PersistenceDep, format: Literal["json", "md"] = "json"
+) -> Response:
+    """Export a session as a versioned JSON document or as Markdown."""
+    exported = await persistence.export_session(session_id, format)
+    return Response(exported.content, media_type=exported.headers.get("content-type"))
