@@ -85,6 +85,9 @@ class PersistenceClient:
     async def list_sessions(self, params: dict[str, Any]) -> Any:
         return await self._request("GET", "/sessions", params=params)
 
+    async def search(self, params: dict[str, Any]) -> Any:
+        return await self._request("GET", "/search", params=params)
+
     async def list_messages(self, session_id: uuid.UUID, params: dict[str, Any]) -> Any:
         return await self._request("GET", f"/sessions/{session_id}/messages", params=params)
 

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
-from persistence.api import health, legacy, messages, sessions
+from persistence.api import health, legacy, messages, search, sessions
 from persistence.config import Settings
 from persistence.db import create_db_engine, create_sessionmaker, migrate
 from persistence.deps import ApiKeyDep
@@ -48,6 +48,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_middleware(app, service="persistence", settings=settings)
     register_persistence_error_handlers(app)
     app.include_router(health.router)
-    for router in (sessions.router, messages.router, legacy.router):
+    for router in (sessions.router, messages.router, legacy.router, search.router):
         app.include_router(router, dependencies=[ApiKeyDep])
     return app

@@ -18,6 +18,14 @@ NAMING_CONVENTION = {
 }
 
 
+# Search structures live only in the migrations (engine-specific SQL): schema comparison leaves them alone.
+SEARCH_OBJECTS = ("messages_fts", "sessions_fts", "ix_messages_search", "ix_sessions_search")
+
+
+def is_search_object(name: str | None) -> bool:
+    return name is not None and name.startswith(SEARCH_OBJECTS)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

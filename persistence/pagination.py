@@ -8,12 +8,12 @@ from datetime import datetime
 from shared import BadRequest
 
 
-def encode_cursor(*key: bool | datetime | uuid.UUID) -> str:
+def encode_cursor(*key: bool | int | datetime | uuid.UUID) -> str:
     parts = [k.isoformat() if isinstance(k, datetime) else str(k) if isinstance(k, uuid.UUID) else k for k in key]
     return base64.urlsafe_b64encode(json.dumps(parts, separators=(",", ":")).encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, *types: type) -> tuple[bool | datetime | uuid.UUID, ...]:
+def decode_cursor(cursor: str, *types: type) -> tuple[bool | int | datetime | uuid.UUID, ...]:
     """Decode a cursor made by encode_cursor with values of ``types``; anything else is a 400."""
     try:
         parts = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
@@ -24,8 +24,10 @@ def decode_cursor(cursor: str, *types: type) -> tuple[bool | datetime | uuid.UUI
         raise BadRequest("invalid cursor: pass back a next_cursor exactly as it was returned") from exc
 
 
-def _parse(kind: type, part: object) -> bool | datetime | uuid.UUID:
+def _parse(kind: type, part: object) -> bool | int | datetime | uuid.UUID:
     if kind is bool and isinstance(part, bool):
+        return part
+    if kind is int and isinstance(part, int) and not isinstance(part, bool) and 0 <= part <= 10_000:
         return part
     if kind is datetime and isinstance(part, str):
         value = datetime.fromisoformat(part)

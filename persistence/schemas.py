@@ -239,3 +239,14 @@ class ImportResult(ReadModel):
     session: SessionRead
     messages: int
     remapped: bool = Field(description="True when ids were taken and new ones were given.")
+
+
+class SearchHit(ReadModel):
+    kind: Literal["message", "session"] = Field(description="A message's text matched, or a session's title.")
+    session_id: uuid.UUID
+    message_id: uuid.UUID | None
+    title: str
+    role: MessageRole | None
+    snippet: str = Field(description="The matching text, matched words between ** and **.")
+    rank: float = Field(description="Relevance: higher is better (only compare within one result list).")
+    created_at: datetime

@@ -1,4 +1,4 @@
-"""Session management for gateway clients (the terminal client among them), relayed to persistence."""
+"""Sessions and search for gateway clients (the terminal client among them), relayed to persistence."""
 
 import uuid
 from typing import Annotated, Any, Literal
@@ -7,13 +7,28 @@ from fastapi import APIRouter, Body, Query, Response
 
 from chat_gateway.deps import PersistenceDep
 
-router = APIRouter(prefix="/chat/sessions", tags=["sessions"])
+router = APIRouter(prefix="/chat", tags=["sessions"])
 
 # Persistence validates every value again; these bounds only keep nonsense from travelling.
 Limit = Annotated[int, Query(ge=1, le=200)]
 
 
-@router.get("")
+@router.get("/search")
+async def search(
+    persistence: PersistenceDep,
+    q: Annotated[str, Query(min_length=1, max_length=200)],
+    user_id: Annotated[str | None, Query(max_length=255)] = None,
+    limit: Limit = 20,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> dict[str, Any]:
+    """Search complete messages and session titles: most relevant first, with highlighted snippets."""
+    params: dict[str, Any] = {"q": q, "limit": limit}
+    params |= ({"user_id": user_id} if user_id else {}) | ({"cursor": cursor} if cursor else {})
+    page: dict[str, Any] = await persistence.search(params)
+    return page
+
+
+@router.get("/sessions")
 async def list_sessions(
     persistence: PersistenceDep,
     user_id: Annotated[str | None, Query(max_length=255)] = None,
@@ -26,7 +41,7 @@ async def list_sessions(
     return page
 
 
-@router.get("/{session_id}/messages")
+@router.get("/sessions/{session_id}/messages")
 async def list_messages(
     session_id: uuid.UUID,
     persistence: PersistenceDep,
@@ -39,7 +54,7 @@ async def list_messages(
     return page
 
 
-@router.put("/{session_id}")
+@router.put("/sessions/{session_id}")
 async def rename_session(
     session_id: uuid.UUID,
     persistence: PersistenceDep,
@@ -50,7 +65,7 @@ async def rename_session(
     return session
 
 
-@router.patch("/{session_id}/favorite")
+@router.patch("/sessions/{session_id}/favorite")
 async def favorite_session(
     session_id: uuid.UUID,
     persistence: PersistenceDep,
@@ -62,14 +77,16 @@ async def favorite_session(
     return session
 
 
-@router.delete("/{session_id}", status_code=204)
+@router.delete("/sessions/{session_id}", status_code=204)
 async def delete_session(session_id: uuid.UUID, persistence: PersistenceDep) -> Response:
     """Delete a session and its messages."""
     await persistence.delete_session(session_id)
     return Response(status_code=204)
 
 
-@router.get("/{session_id}/export", responses={200: {"content": {"text/markdown": {}, "application/json": {}}}})
+@router.get(
+    "/sessions/{session_id}/export", responses={200: {"content": {"text/markdown": {}, "application/json": {}}}}
+)
 async def export_session(
     session_id: uuid.UUID, persistence: PersistenceDep, format: Literal["json", "md"] = "json"
 ) -> Response:

@@ -5,7 +5,7 @@ from sqlalchemy import Connection
 
 from persistence.config import DEFAULT_DATABASE_URL
 from persistence.db import create_db_engine
-from persistence.models import Base
+from persistence.models import Base, is_search_object
 
 
 def _run(connection: Connection) -> None:
@@ -13,6 +13,7 @@ def _run(connection: Connection) -> None:
         connection=connection,
         target_metadata=Base.metadata,
         compare_type=True,
+        include_name=lambda name, _type, _parents: not is_search_object(name),
         # SQLite can only change a table by copying it; batch mode writes that for us.
         render_as_batch=True,
     )

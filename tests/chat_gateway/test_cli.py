@@ -53,6 +53,11 @@ def test_a_conversation_then_every_session_command(gateway: Service, fake_openai
     assert markdown.startswith("# Lyon trip\n")
     assert '"format": "durable-chat/session"' in _chat(gateway, "export", session, "--format", "json").stdout
 
+    found = httpx.get(f"{gateway.url}/chat/search", params={"q": "quenelles", "user_id": "cli-user"}).json()
+    # Both answers of the conversation mention it.
+    assert [(hit["kind"], hit["session_id"]) for hit in found["items"]] == [("message", session)] * 2
+    assert "**quenelles**" in found["items"][0]["snippet"]
+
     assert _chat(gateway, "delete", session).stdout.strip() == "deleted"
     assert _chat(gateway, "sessions").stdout.strip() == ""
     missing = _chat(gateway, "show", session)
