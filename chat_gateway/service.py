@@ -39,7 +39,7 @@ def _chat_ids(idempotency_key: str | None, user_id: str) -> tuple[uuid.UUID, uui
     if idempotency_key is None:
         return uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     seed = hashlib.sha256(f"{user_id}\x00{idempotency_key}".encode()).hexdigest()
-    return tuple(uuid.uuid5(_IDS, f"{seed}:{part}") for part in ("session", "user", "answer"))  # type: ignore[return-value]
+    return uuid.uuid5(_IDS, f"{seed}:session"), uuid.uuid5(_IDS, f"{seed}:user"), uuid.uuid5(_IDS, f"{seed}:answer")
 
 
 def title_from(message: str) -> str:

@@ -1,9 +1,13 @@
+import logging
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 
-from shared.asgi import error_response, logger, register_error_handlers
+from shared.asgi import error_response, register_error_handlers
+
+logger = logging.getLogger(__name__)
 
 
 async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
