@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install secrets run run-persistence run-gateway migrate test lint format clean local-llm
+.PHONY: install secrets run run-persistence run-gateway migrate test lint format clean local-llm bench bench-quick bench-deps
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,17 @@ lint: install
 
 test: lint
 	$(BIN)/pytest
+
+# Benchmarks (never part of `make test`); results and commands in docs/benchmarks.md.
+bench-deps: install
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	command -v pgbench >/dev/null || (apt-get update -qq && apt-get install -y -qq postgresql-client)
+
+bench: bench-deps
+	$(BIN)/python -m bench.persistence_throughput
+
+bench-quick: bench-deps
+	$(BIN)/python -m bench.persistence_throughput --quick
 
 format: install
 	$(BIN)/ruff check --fix .

@@ -33,8 +33,14 @@ def postgres_url_or_skip() -> sa.URL:
 @contextmanager
 def fresh_postgres_database() -> Iterator[str]:
     """A new, empty database on the test server, dropped afterwards."""
-    base = postgres_url_or_skip()
-    name = f"test_{uuid.uuid4().hex[:12]}"
+    with temporary_database(postgres_url_or_skip()) as url:
+        yield url
+
+
+@contextmanager
+def temporary_database(base: sa.URL, prefix: str = "test") -> Iterator[str]:
+    """A new, empty database on the server of ``base``, dropped afterwards (also used by bench/)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(sa.text(f'CREATE DATABASE "{name}"'))

@@ -29,16 +29,17 @@ def free_port() -> int:
 class Service:
     """A service run as users run it: uvicorn in its own process, on a loopback port."""
 
-    def __init__(self, app: str, env: dict[str, str], log: Path) -> None:
+    def __init__(self, app: str, env: dict[str, str], log: Path, extra_args: tuple[str, ...] = ()) -> None:
         self.app = app
         self.env = env
         self.log = log
+        self.extra_args = extra_args
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> "Service":
-        command = [sys.executable, "-m", "uvicorn", self.app, "--factory", "--port", str(self.port)]
+        command = [sys.executable, "-m", "uvicorn", self.app, "--factory", "--port", str(self.port), *self.extra_args]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
