@@ -24,6 +24,10 @@ class ChatResponse(ReadModel):
     message_id: uuid.UUID
     status: MessageStatus
 
+    @classmethod
+    def of(cls, answer: "StoredMessage") -> "ChatResponse":
+        return cls(response=answer.content, session_id=answer.session_id, message_id=answer.id, status=answer.status)
+
 
 class StoredMessage(ReadModel):
     """A message as the persistence service returns it (fields the gateway uses)."""

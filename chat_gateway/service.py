@@ -70,9 +70,6 @@ class Answers:
         self._claiming: set[uuid.UUID] = set()
         self.draining = False
 
-    def live(self, message_id: uuid.UUID) -> Generation | None:
-        return self._live.get(message_id)
-
     def _require_upstream(self) -> AsyncOpenAI:
         if self.draining:
             raise ServiceUnavailable("this gateway is shutting down: retry on another", code="shutting_down")

@@ -54,7 +54,7 @@ async def _respond(
             message_id=str(final.id),
             partial=final.content,
         )
-    return ChatResponse(response=final.content, session_id=final.session_id, message_id=final.id, status=final.status)
+    return ChatResponse.of(final)
 
 
 StreamQuery = Annotated[bool | None, Query(description="Answer with Server-Sent Events.")]
@@ -89,7 +89,7 @@ async def reattach(
 async def cancel(message_id: uuid.UUID, answers: AnswersDep) -> ChatResponse:
     """Stop an answer: its partial text is kept and it ends failed with error 'cancelled' (resumable)."""
     final = await answers.cancel(message_id)
-    return ChatResponse(response=final.content, session_id=final.session_id, message_id=final.id, status=final.status)
+    return ChatResponse.of(final)
 
 
 @router.post("/messages/{message_id}/resume", responses=RESPONSES, response_model=ChatResponse)

@@ -159,27 +159,23 @@ def update_message(
             )
         _enter_status(message, new_status, lease_seconds)
         changes["status"] = new_status
-    if changes:
-        for name, value in changes.items():
-            setattr(message, name, value)
-        message.version += 1
-        db.flush()
-    return message
+    return _apply(db, message, changes)
 
 
 def _enter_status(message: Message, status: MessageStatus, lease_seconds: float) -> None:
-    if status == Status.IN_PROGRESS:
-        # Set by hand rather than claimed: nobody owns it, but crash recovery must still find it.
-        message.lease_owner = None
-        message.lease_expires_at = utcnow() + timedelta(seconds=lease_seconds)
-    else:
-        message.lease_owner = None
-        message.lease_expires_at = None
+    message.lease_owner = None
+    # Set in progress by hand rather than claimed: nobody owns it, but crash recovery must still find it.
+    in_progress = status == Status.IN_PROGRESS
+    message.lease_expires_at = utcnow() + timedelta(seconds=lease_seconds) if in_progress else None
 
 
 def edit_message(db: Session, message_id: uuid.UUID, changes: dict[str, Any]) -> Message:
     """An edit by the original message API: content and rating, whatever the status."""
-    message = _lock(db, message_id)
+    return _apply(db, _lock(db, message_id), changes)
+
+
+def _apply(db: Session, message: Message, changes: dict[str, Any]) -> Message:
+    """Write the changes; a message that changed gets a new version."""
     if changes:
         for name, value in changes.items():
             setattr(message, name, value)
