@@ -14,8 +14,9 @@ class Settings(ServiceSettings):
     api_key: SecretStr
     database_url: str = DEFAULT_DATABASE_URL
     db_password: SecretStr | None = None
-    db_pool_size: int = Field(default=20, ge=1, le=500)
-    db_max_overflow: int = Field(default=20, ge=0, le=500)
+    # Connections per process, and as many threads to use them: more threads than that only fight over the
+    # GIL (docs/benchmarks.md); requests beyond it wait their turn on the event loop.
+    db_pool_size: int = Field(default=4, ge=1, le=500)
     lease_seconds: float = Field(default=30.0, gt=0, le=3600)
     migrate_on_start: bool = True
 

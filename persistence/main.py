@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from persistence.api import health, legacy, messages, search, sessions
 from persistence.config import Settings
-from persistence.db import create_db_engine, create_sessionmaker, migrate
+from persistence.db import Database, create_db_engine, create_sessionmaker, migrate
 from persistence.deps import ApiKeyDep
 from persistence.errors import register_persistence_error_handlers
 from shared import load_settings_or_exit
@@ -25,13 +25,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_db_engine(
-            settings.sqlalchemy_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
-        )
+        engine = create_db_engine(settings.sqlalchemy_url, pool_size=settings.db_pool_size)
         if settings.migrate_on_start:
             await run_in_threadpool(migrate, engine)
         app.state.engine = engine
-        app.state.sessionmaker = create_sessionmaker(engine)
+        app.state.database = Database(create_sessionmaker(engine), threads=settings.db_pool_size)
         logger.info("persistence ready on %s", engine.url.render_as_string(hide_password=True))
         try:
             yield

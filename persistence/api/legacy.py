@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from persistence.deps import SessionDep
+from persistence.deps import DbDep
 from persistence.schemas import LegacyMessageCreate, LegacyMessageRead, LegacyMessageUpdate
 from persistence.services import legacy
 
@@ -13,20 +13,20 @@ router = APIRouter(prefix="/messages", tags=["original message API"])
 
 
 @router.post("/")
-def create_message(body: LegacyMessageCreate, db: SessionDep) -> LegacyMessageRead:
+async def create_message(body: LegacyMessageCreate, db: DbDep) -> LegacyMessageRead:
     """Store a message of a chat (original API); the chat's session is created on first use."""
-    return LegacyMessageRead.model_validate(legacy.create_message(db, body))
+    return LegacyMessageRead.model_validate(await db.run(legacy.create_message, body))
 
 
 @router.put("/{message_id}")
-def update_message(message_id: uuid.UUID, body: LegacyMessageUpdate, db: SessionDep) -> LegacyMessageRead:
+async def update_message(message_id: uuid.UUID, body: LegacyMessageUpdate, db: DbDep) -> LegacyMessageRead:
     """Change a message's content and/or rating (original API)."""
-    return LegacyMessageRead.model_validate(legacy.update_message(db, message_id, body))
+    return LegacyMessageRead.model_validate(await db.run(legacy.update_message, message_id, body))
 
 
 @router.get("/")
-def list_messages(
-    chat_id: uuid.UUID, db: SessionDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+async def list_messages(
+    chat_id: uuid.UUID, db: DbDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> list[LegacyMessageRead]:
     """List a chat's messages, newest first (original API)."""
-    return [LegacyMessageRead.model_validate(row) for row in legacy.list_messages(db, chat_id, limit)]
+    return [LegacyMessageRead.model_validate(row) for row in await db.run(legacy.list_messages, chat_id, limit)]

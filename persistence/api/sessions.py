@@ -5,7 +5,7 @@ from fastapi import APIRouter, Body, Query, Response
 from fastapi.responses import PlainTextResponse
 
 from persistence.api.params import NO_NUL, Cursor, Limit
-from persistence.deps import SessionDep
+from persistence.deps import DbDep
 from persistence.schemas import (
     FavoriteSet,
     ImportResult,
@@ -22,24 +22,24 @@ router = APIRouter(prefix="/sessions", tags=["sessions"])
 
 
 @router.post("", status_code=201)
-def create_session(body: SessionCreate, db: SessionDep, response: Response) -> SessionRead:
+async def create_session(body: SessionCreate, db: DbDep, response: Response) -> SessionRead:
     """Start a chat session; repeating a create with the same id returns the stored one (200)."""
-    chat, created = sessions.create_session(db, body)
+    chat, created = await db.run(sessions.create_session, body)
     if not created:
         response.status_code = 200
     return SessionRead.model_validate(chat)
 
 
 @router.post("/import", status_code=201)
-def import_session(body: SessionExport, db: SessionDep) -> ImportResult:
+async def import_session(body: SessionExport, db: DbDep) -> ImportResult:
     """Import a session document made by export; ids are kept, or replaced when taken."""
-    chat, remapped = transfer.import_session(db, body)
+    chat, remapped = await db.run(transfer.import_session, body)
     return ImportResult(session=SessionRead.model_validate(chat), messages=len(body.messages), remapped=remapped)
 
 
 @router.get("")
-def list_sessions(
-    db: SessionDep,
+async def list_sessions(
+    db: DbDep,
     user_id: Annotated[str | None, Query(max_length=255, pattern=NO_NUL)] = None,
     favorite: bool | None = None,
     q: Annotated[str | None, Query(max_length=200, pattern=NO_NUL, description="Text in the title.")] = None,
@@ -47,14 +47,16 @@ def list_sessions(
     cursor: Cursor = None,
 ) -> Page[SessionRead]:
     """List sessions, favorites first, then newest activity first."""
-    rows, next_cursor = sessions.list_sessions(db, limit=limit, user_id=user_id, favorite=favorite, q=q, cursor=cursor)
+    rows, next_cursor = await db.run(
+        sessions.list_sessions, limit=limit, user_id=user_id, favorite=favorite, q=q, cursor=cursor
+    )
     return Page[SessionRead](items=[SessionRead.model_validate(row) for row in rows], next_cursor=next_cursor)
 
 
 @router.get("/{session_id}")
-def get_session(session_id: uuid.UUID, db: SessionDep) -> SessionRead:
+async def get_session(session_id: uuid.UUID, db: DbDep) -> SessionRead:
     """Get one session."""
-    return SessionRead.model_validate(sessions.get_session(db, session_id))
+    return SessionRead.model_validate(await db.run(sessions.get_session, session_id))
 
 
 @router.get(
@@ -62,39 +64,40 @@ def get_session(session_id: uuid.UUID, db: SessionDep) -> SessionRead:
     response_model=SessionExport,
     responses={200: {"content": {"text/markdown": {}}, "description": "The document, as JSON or Markdown."}},
 )
-def export_session(
-    session_id: uuid.UUID, db: SessionDep, format: Literal["json", "md"] = "json"
+async def export_session(
+    session_id: uuid.UUID, db: DbDep, format: Literal["json", "md"] = "json"
 ) -> SessionExport | PlainTextResponse:
     """Export a session with all its messages: a versioned JSON document, or readable Markdown."""
-    document = transfer.export_session(db, session_id)
+    document = await db.run(transfer.export_session, session_id)
     if format == "md":
         return PlainTextResponse(transfer.to_markdown(document), media_type="text/markdown; charset=utf-8")
     return document
 
 
 @router.patch("/{session_id}")
-def update_session(session_id: uuid.UUID, body: SessionUpdate, db: SessionDep) -> SessionRead:
+async def update_session(session_id: uuid.UUID, body: SessionUpdate, db: DbDep) -> SessionRead:
     """Change a session's title, favorite flag or metadata."""
-    return SessionRead.model_validate(sessions.update_session(db, session_id, body))
+    return SessionRead.model_validate(await db.run(sessions.update_session, session_id, body))
 
 
 @router.put("/{session_id}")
-def rename_session(session_id: uuid.UUID, body: SessionRename, db: SessionDep) -> SessionRead:
+async def rename_session(session_id: uuid.UUID, body: SessionRename, db: DbDep) -> SessionRead:
     """Rename a session."""
-    return SessionRead.model_validate(sessions.update_session(db, session_id, SessionUpdate(title=body.title)))
+    changes = SessionUpdate(title=body.title)
+    return SessionRead.model_validate(await db.run(sessions.update_session, session_id, changes))
 
 
 @router.patch("/{session_id}/favorite")
-def favorite_session(
-    session_id: uuid.UUID, db: SessionDep, body: Annotated[FavoriteSet | None, Body()] = None
+async def favorite_session(
+    session_id: uuid.UUID, db: DbDep, body: Annotated[FavoriteSet | None, Body()] = None
 ) -> SessionRead:
     """Toggle the favorite flag, or set it with {"is_favorite": bool}."""
     value = body.is_favorite if body is not None else None
-    return SessionRead.model_validate(sessions.set_favorite(db, session_id, value))
+    return SessionRead.model_validate(await db.run(sessions.set_favorite, session_id, value))
 
 
 @router.delete("/{session_id}", status_code=204)
-def delete_session(session_id: uuid.UUID, db: SessionDep) -> Response:
+async def delete_session(session_id: uuid.UUID, db: DbDep) -> Response:
     """Delete a session and all its messages."""
-    sessions.delete_session(db, session_id)
+    await db.run(sessions.delete_session, session_id)
     return Response(status_code=204)

@@ -12,7 +12,7 @@ from tests.persistence.conftest import append, claim, new_answer, new_message, n
 
 def _expire_lease(app: FastAPI, message_id: str) -> None:
     """Pretend the lease holder died a minute ago."""
-    with app.state.sessionmaker.begin() as db:
+    with app.state.database.sessionmaker.begin() as db:
         db.execute(
             sa.update(Message)
             .where(Message.id == uuid.UUID(message_id))

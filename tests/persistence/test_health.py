@@ -1,6 +1,8 @@
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from persistence.main import create_app
+from tests.conftest import fresh_postgres_database
 from tests.persistence.conftest import make_settings
 
 
@@ -31,3 +33,23 @@ def test_database_down_gives_503_not_500() -> None:
         response = client.get("/sessions")
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
+
+
+def test_pool_recovers_after_the_database_drops_every_connection() -> None:
+    # No pre-ping (a round trip on every request): a dropped connection fails the request that holds
+    # it with a 503, and SQLAlchemy then replaces every connection older than the failure.
+    with fresh_postgres_database() as url, TestClient(create_app(make_settings(url))) as client:
+        headers = {"x-api-key": "test-key"}
+        for _ in range(8):  # several pooled connections, all idle afterwards
+            assert client.get("/sessions", headers=headers).status_code == 200
+        admin = sa.create_engine(sa.make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            dropped = connection.execute(
+                sa.text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = :db"),
+                {"db": sa.make_url(url).database},
+            ).scalar_one()
+        admin.dispose()
+        assert dropped >= 1
+        statuses = [client.get("/sessions", headers=headers).status_code for _ in range(8)]
+    # Only the request that found its connection dead fails, with a status clients retry.
+    assert statuses == [503] + [200] * 7
