@@ -1,1 +1,0 @@
-function request() return wrk.format("GET", "/health") end
