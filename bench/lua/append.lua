@@ -1,10 +1,11 @@
 -- Each wrk thread (one connection each) appends to its own answers, tracking the offset it is told.
 -- After 100 chunks (about 4 KiB, a typical answer) it moves on to its next answer.
--- Arguments: api key, number of sessions (unused), number of threads.
+-- Arguments: api key, number of sessions (unused), number of threads, answers to skip per thread
+-- (so the warm-up and the measured run never append to the same answer).
 package.path = package.path .. ";" .. debug.getinfo(1, "S").source:match("@(.*/)") .. "?.lua"
 local common = require("common")
 local counter = 1
-local key, clients, answer, path, offset, chunks
+local key, clients, skip, answer, path, offset, chunks
 local text = "a streamed chunk of about forty characters"
 
 function setup(thread)
@@ -13,13 +14,13 @@ function setup(thread)
 end
 
 local function next_answer()
-  answer = answer and answer + clients or number
+  answer = answer and answer + clients or number + clients * skip
   path = "/messages/" .. common.message_id(answer) .. "/append"
   offset, chunks = 0, 0
 end
 
 function init(args)
-  key, clients = args[1], tonumber(args[3])
+  key, clients, skip = args[1], tonumber(args[3]), tonumber(args[4] or "0")
   next_answer()
 end
 

@@ -8,7 +8,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, and_, case, func, literal, literal_column, or_, select, tuple_, update
+from sqlalchemy import Row, and_, case, func, insert, literal, literal_column, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnClause
@@ -32,6 +32,7 @@ TRANSITIONS: dict[MessageStatus, frozenset[MessageStatus]] = {
 _IN_PROGRESS_SQL: ColumnClause[str] = literal_column("'in_progress'")
 
 _CHRONOLOGICAL = (Message.created_at, Message.id)
+_TABLE = Message.metadata.tables[Message.__tablename__]
 
 
 def _not_found(message_id: uuid.UUID) -> NotFound:
@@ -53,7 +54,7 @@ def _same_request(message: Message, session_id: uuid.UUID, data: MessageCreate) 
 
 
 def create_message(db: Session, session_id: uuid.UUID, data: MessageCreate) -> tuple[Message, bool]:
-    """Store a message; returns it and whether it is new (False: an idempotent replay of an earlier create)."""
+    """Store a message; returns it (not attached to ``db``) and whether it is new (False: a replay)."""
     # Taking the session row first also serialises creates in one session, so a replay that
     # races its original sees the committed original below instead of a duplicate-key error.
     touch_session(db, session_id)
@@ -63,25 +64,33 @@ def create_message(db: Session, session_id: uuid.UUID, data: MessageCreate) -> t
         return existing, False
     default_status = Status.PENDING if data.role == MessageRole.ASSISTANT else Status.COMPLETE
     now = utcnow()
-    message = Message(
-        id=data.id or uuid.uuid4(),
-        session_id=session_id,
-        role=data.role,
-        content=data.content,
-        context=data.context,
-        status=data.status or default_status,
-        error=data.error,
-        rating=data.rating,
-        model=data.model,
-        sent_at=data.sent_at or now,
-        created_at=now,
-        updated_at=now,
-    )
-    db.add(message)
+    values = {
+        "id": data.id or uuid.uuid4(),
+        "session_id": session_id,
+        "role": data.role,
+        "content": data.content,
+        "context": data.context,
+        "status": data.status or default_status,
+        "error": data.error,
+        "rating": data.rating,
+        "model": data.model,
+        "finish_reason": None,
+        "usage": None,
+        "attempts": 0,
+        "version": 1,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "sent_at": data.sent_at or now,
+        "created_at": now,
+        "updated_at": now,
+    }
+    # A plain INSERT rather than session.add + flush: the unit of work cost more CPU than the statement
+    # on this, the busiest write (docs/benchmarks.md). The returned object is complete without a reload.
     try:
-        db.flush()
+        db.execute(insert(_TABLE).values(values))
     except IntegrityError as exc:  # the id is taken in another session, by a concurrent request
-        raise Conflict(f"message {message.id} already exists with a different body") from exc
+        raise Conflict(f"message {values['id']} already exists with a different body") from exc
+    message = Message(**values)
     return message, True
 
 

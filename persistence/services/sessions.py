@@ -12,6 +12,8 @@ from persistence.pagination import decode_cursor, encode_cursor
 from persistence.schemas import SessionCreate, SessionUpdate
 from shared import NotFound
 
+_TABLE = ChatSession.metadata.tables[ChatSession.__tablename__]
+
 
 def create_session(db: Session, data: SessionCreate) -> tuple[ChatSession, bool]:
     """Store a session; returns it and whether it is new (False: its client-chosen id already exists)."""
@@ -102,12 +104,9 @@ def set_favorite(db: Session, session_id: uuid.UUID, is_favorite: bool | None) -
 
 def touch_session(db: Session, session_id: uuid.UUID) -> None:
     """Mark new activity in a session (it moves to the top of the list); 404 if it does not exist."""
-    result = db.execute(
-        update(ChatSession)
-        .where(ChatSession.id == session_id)
-        .values(updated_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
+    # On the table, not the entity: the ORM's bulk-update path cost more CPU than the statement (it runs
+    # on every message create).
+    result = db.execute(update(_TABLE).where(_TABLE.c.id == session_id).values(updated_at=utcnow()))
     if result.rowcount == 0:  # type: ignore[attr-defined]
         raise NotFound(f"session {session_id} not found")
 
