@@ -1,0 +1,418 @@
+"""The gateway's cost (benchmarks 3 to 6 of docs/benchmarks.md), against a fast fake upstream.
+
+3. Relay cost: time to first chunk and total stream time at concurrency 1, 16 and 64, straight from the
+   upstream vs through the gateway (persistence on PostgreSQL), and the gateway's CPU per relayed chunk
+   (from its own /proc accounting).
+4. Write amplification: persistence requests per 1,000 streamed tokens and bytes sent to persistence per
+   byte of answer, counted by a proxy between the gateway and persistence, at a steady token rate.
+5. Resume savings: answers break off at 80% and the gateway resumes them; tokens the upstream sent for
+   the resumes vs for a whole answer.
+6. Memory: the gateway's resident memory with 200 streams open at once.
+
+Every service runs in its own process, as users run them; the clients and the proxy run here.
+
+    python -m bench.gateway [--quick]
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+import sqlalchemy as sa
+
+from bench.persistence_throughput import RESULTS
+from tests.chat_gateway.conftest import Service, free_port
+from tests.conftest import DEFAULT_TEST_DATABASE_URL, temporary_database
+
+KEY = "bench-key"
+CHUNKS = 200  # tokens per answer, one per upstream chunk
+ANSWER = "".join(f"w{i} " for i in range(CHUNKS))
+QUESTION = {"role": "user", "content": "Tell me about Lyon."}
+
+
+# Processes
+
+
+def _env(tmp: str, **values: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.endswith(("_KEY", "_KEY_FILE", "_URL"))}
+    return env | {"SECRETS_DIR": tmp, "LOG_LEVEL": "WARNING", "RATE_LIMIT": "1000000/second", **values}
+
+
+@contextmanager
+def upstream(*args: str) -> Iterator[str]:
+    """bench.upstream in its own process; yields its base URL."""
+    port = free_port()
+    command = [sys.executable, "-m", "bench.upstream", str(port), "--chunks", str(CHUNKS), *args]
+    process = subprocess.Popen(command)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(f"{url}/stats", timeout=1)
+                break
+            except httpx.TransportError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the bench upstream did not start") from None
+                time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@contextmanager
+def gateway(tmp: str, persistence_url: str, upstream_url: str) -> Iterator[Service]:
+    env = _env(
+        tmp,
+        API_KEY=KEY,
+        API_BASE_URL=persistence_url,
+        OPENAI_API_KEY="sk-bench",
+        OPENAI_BASE_URL=f"{upstream_url}/v1",
+        OPENAI_MODEL="bench",
+        RETRY_INITIAL_WAIT="0",
+        RETRY_MAX_WAIT="0",
+    )
+    service = Service("chat_gateway.main:create_app", env, Path(tmp) / f"gateway-{free_port()}.log").start()
+    try:
+        yield service
+    finally:
+        service.kill(signal.SIGTERM)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+# Clients
+
+
+@dataclass
+class Stream:
+    started: float  # perf_counter
+    first_chunk: float  # seconds after started
+    total: float
+    chunks: int
+    text: str
+
+
+async def stream(client: httpx.AsyncClient, url: str) -> Stream:
+    body = {"model": "bench", "stream": True, "messages": [QUESTION]}
+    started = time.perf_counter()
+    first, parts = 0.0, []
+    async with client.stream("POST", f"{url}/v1/chat/completions", json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: {"):
+                continue
+            choices = json.loads(line[6:])["choices"]
+            if choices and (content := choices[0]["delta"].get("content")):
+                first = first or time.perf_counter() - started
+                parts.append(content)
+    return Stream(started, first, time.perf_counter() - started, len(parts), "".join(parts))
+
+
+async def streams(url: str, concurrency: int, count: int) -> list[Stream]:
+    """``count`` streams, ``concurrency`` at a time."""
+    limits = httpx.Limits(max_connections=concurrency + 8)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one() -> Stream:
+            async with gate:
+                return await stream(client, url)
+
+        results = await asyncio.gather(*(one() for _ in range(count)))
+    # The gateway may relay several upstream chunks as one, so the text is what must be whole.
+    if broken := [s for s in results if s.text != ANSWER]:
+        raise RuntimeError(f"{len(broken)} streams were incomplete (first: {broken[0].text[-40:]!r})")
+    return results
+
+
+def p50_ms(values: list[float]) -> float:
+    return statistics.median(values) * 1000
+
+
+class CountingProxy:
+    """A TCP proxy in front of persistence that counts the HTTP requests and bytes sent to it."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.requests: dict[str, int] = {}
+        self.wire_bytes = 0
+        self.body_bytes = 0
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def _connection(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        await asyncio.gather(
+            self._requests(client_reader, writer), self._pipe(reader, client_writer), return_exceptions=True
+        )
+        client_writer.close()
+        writer.close()
+
+    async def _requests(self, source: asyncio.StreamReader, target: asyncio.StreamWriter) -> None:
+        # HTTP/1.1 requests one after another: a head, then Content-Length bytes of body.
+        while head := await source.readuntil(b"\r\n\r\n"):
+            lines = head.decode("latin-1").split("\r\n")
+            method = lines[0].split(" ", 1)[0]
+            length = next((int(h.split(":", 1)[1]) for h in lines if h.lower().startswith("content-length:")), 0)
+            body = await source.readexactly(length)
+            self.requests[method] = self.requests.get(method, 0) + 1
+            self.wire_bytes += len(head) + length
+            self.body_bytes += length
+            target.write(head + body)
+            await target.drain()
+
+    @staticmethod
+    async def _pipe(source: asyncio.StreamReader, target: asyncio.StreamWriter) -> None:
+        while data := await source.read(65536):
+            target.write(data)
+            await target.drain()
+        target.close()
+
+
+# Benchmarks
+
+
+@dataclass
+class Relay:
+    concurrency: int
+    streams: int
+    direct_first_chunk_p50_ms: float
+    gateway_first_chunk_p50_ms: float
+    added_first_chunk_p50_ms: float
+    direct_total_p50_ms: float
+    gateway_total_p50_ms: float
+    gateway_cpu_us_per_chunk: float
+
+
+def relay(upstream_url: str, gateway_service: Service, levels: list[tuple[int, int]]) -> list[Relay]:
+    assert gateway_service.process is not None
+    pid = gateway_service.process.pid
+    asyncio.run(streams(gateway_service.url, 4, 8))  # warm-up: connections, caches
+    results = []
+    for concurrency, count in levels:
+        direct = asyncio.run(streams(upstream_url, concurrency, count))
+        before = cpu_seconds(pid)
+        through = asyncio.run(streams(gateway_service.url, concurrency, count))
+        cpu = cpu_seconds(pid) - before
+        first_direct, first_gateway = p50_ms([s.first_chunk for s in direct]), p50_ms([s.first_chunk for s in through])
+        results.append(
+            Relay(
+                concurrency,
+                count,
+                first_direct,
+                first_gateway,
+                first_gateway - first_direct,
+                p50_ms([s.total for s in direct]),
+                p50_ms([s.total for s in through]),
+                cpu / (count * CHUNKS) * 1e6,
+            )
+        )
+    return results
+
+
+@dataclass
+class Amplification:
+    answers: int
+    tokens: int
+    answer_bytes: int
+    requests: dict[str, int]
+    writes_per_1000_tokens: float
+    body_bytes_per_answer_byte: float
+    wire_bytes_per_answer_byte: float
+
+
+def amplification(tmp: str, persistence: Service, upstream_url: str, answers: int) -> Amplification:
+    async def run() -> Amplification:
+        proxy = CountingProxy(persistence.port)
+        proxy_url = await proxy.start()
+        with ExitStack() as stack:
+            # Started from a thread: the proxy must keep serving while the gateway starts.
+            service = await asyncio.to_thread(stack.enter_context, gateway(tmp, proxy_url, upstream_url))
+            proxy.requests.clear()
+            proxy.wire_bytes = proxy.body_bytes = 0
+            done = await streams(service.url, answers, answers)
+            await asyncio.sleep(0.5)  # the final writes after the last chunk was relayed
+            counted = dict(proxy.requests), proxy.wire_bytes, proxy.body_bytes
+            await asyncio.to_thread(stack.close)
+        proxy.server.close()
+        requests, wire_bytes, body_bytes = counted
+        writes = sum(n for method, n in requests.items() if method in ("POST", "PATCH", "PUT", "DELETE"))
+        tokens = len(done) * CHUNKS
+        answer_bytes = sum(len(s.text.encode()) for s in done)
+        return Amplification(
+            answers,
+            tokens,
+            answer_bytes,
+            requests,
+            writes / tokens * 1000,
+            body_bytes / answer_bytes,
+            wire_bytes / answer_bytes,
+        )
+
+    return asyncio.run(run())
+
+
+@dataclass
+class Resume:
+    answers: int
+    fresh_tokens: int
+    resumed_tokens: int
+    resume_cost_vs_regenerating: float
+    complete_and_whole: bool
+
+
+def resume(gateway_service: Service, upstream_url: str, persistence: Service, answers: int) -> Resume:
+    httpx.post(f"{upstream_url}/stats/reset")
+    done = asyncio.run(streams(gateway_service.url, 1, answers))
+    stats = httpx.get(f"{upstream_url}/stats").json()
+    with httpx.Client(base_url=persistence.url, headers={"x-api-key": KEY}) as store:
+        stored = store.get("/sessions", params={"limit": answers}).json()["items"]
+        last = [store.get(f"/sessions/{s['id']}/messages/last", params={"role": "assistant"}).json() for s in stored]
+    whole = all(s.text == ANSWER for s in done) and all(
+        m["status"] == "complete" and m["content"] == ANSWER for m in last
+    )
+    return Resume(
+        answers,
+        stats["fresh_tokens"],
+        stats["resumed_tokens"],
+        stats["resumed_tokens"] / (answers * CHUNKS),
+        whole,
+    )
+
+
+@dataclass
+class Memory:
+    streams: int
+    rss_idle_mib: float
+    rss_peak_mib: float
+    all_open_at_once: bool
+
+
+def memory(gateway_service: Service, count: int) -> Memory:
+    assert gateway_service.process is not None
+    pid = gateway_service.process.pid
+    idle = rss_mib(pid)
+
+    async def run() -> tuple[float, list[Stream]]:
+        peak = idle
+        task = asyncio.ensure_future(streams(gateway_service.url, count, count))
+        while not task.done():
+            peak = max(peak, rss_mib(pid))
+            await asyncio.sleep(0.1)
+        return peak, await task
+
+    peak, done = asyncio.run(run())
+    # Open at once: the last stream to start got its first chunk before the first one to end ended.
+    all_open = max(s.started + s.first_chunk for s in done) < min(s.started + s.total for s in done)
+    return Memory(count, idle, peak, all_open)
+
+
+@dataclass
+class Report:
+    relay: list[Relay] = field(default_factory=list)
+    amplification: list[Amplification] = field(default_factory=list)
+    resume: Resume | None = None
+    memory: Memory | None = None
+
+
+def main(argv: list[str] | None = None) -> Report:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a few streams each: checks the harness only")
+    parser.add_argument("--database-url", default=os.environ.get("TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL))
+    args = parser.parse_args(argv)
+    quick = args.quick
+    levels = [(1, 5), (16, 16), (64, 64)] if quick else [(1, 40), (16, 160), (64, 256)]
+    report = Report()
+    with (
+        temporary_database(sa.make_url(args.database_url), prefix="bench") as url,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        env = _env(tmp, API_KEY=KEY, DATABASE_URL=url)
+        persistence = Service("persistence.main:create_app", env, Path(tmp) / "persistence.log")
+        persistence.extra_args = ("--workers", str(os.cpu_count() or 2))
+        persistence.start()
+        try:
+            with upstream() as fast, gateway(tmp, persistence.url, fast) as service:
+                print("3. relay cost ...", flush=True)
+                report.relay = relay(fast, service, levels)
+                print("4. write amplification (fast upstream) ...", flush=True)
+                report.amplification.append(amplification(tmp, persistence, fast, 4 if quick else 20))
+            with upstream("--delay", "0.02") as paced:  # 50 tokens/s, a typical hosted model
+                print("4. write amplification (50 tokens/s) ...", flush=True)
+                report.amplification.append(amplification(tmp, persistence, paced, 4 if quick else 20))
+            with upstream("--drop-at", "0.8") as breaking, gateway(tmp, persistence.url, breaking) as service:
+                print("5. resume savings ...", flush=True)
+                report.resume = resume(service, breaking, persistence, 3 if quick else 20)
+            with upstream("--delay", "0.05") as slow, gateway(tmp, persistence.url, slow) as service:
+                print("6. memory ...", flush=True)
+                report.memory = memory(service, 20 if quick else 200)
+        finally:
+            persistence.kill(signal.SIGTERM)
+    print_report(report)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / ("gateway-quick.json" if quick else "gateway.json")).write_text(
+        json.dumps(asdict(report), indent=2) + "\n"
+    )
+    return report
+
+
+def print_report(report: Report) -> None:
+    print("\n3. relay cost (p50; 'added' = through the gateway minus direct)")
+    print(
+        f"{'conc':>4} {'streams':>7} {'TTFC direct':>11} {'TTFC gateway':>12} {'added':>7} {'total direct':>12}"
+        f" {'total gateway':>13} {'CPU/chunk':>9}"
+    )
+    for r in report.relay:
+        print(
+            f"{r.concurrency:4} {r.streams:7} {r.direct_first_chunk_p50_ms:9.2f}ms"
+            f" {r.gateway_first_chunk_p50_ms:10.2f}ms {r.added_first_chunk_p50_ms:5.2f}ms"
+            f" {r.direct_total_p50_ms:10.1f}ms {r.gateway_total_p50_ms:11.1f}ms"
+            f" {r.gateway_cpu_us_per_chunk:7.1f}us"
+        )
+    print("\n4. write amplification")
+    for a in report.amplification:
+        print(
+            f"  {a.answers} answers, {a.tokens} tokens: {a.writes_per_1000_tokens:.1f} writes per 1,000 tokens"
+            f" {a.requests}; body bytes / answer bytes {a.body_bytes_per_answer_byte:.2f}"
+            f" (with HTTP heads {a.wire_bytes_per_answer_byte:.2f})"
+        )
+    if r5 := report.resume:
+        print(
+            f"\n5. resume: {r5.resumed_tokens} tokens resumed vs {r5.answers * CHUNKS} to regenerate:"
+            f" {r5.resume_cost_vs_regenerating:.2f} (answers complete and whole: {r5.complete_and_whole})"
+        )
+    if m := report.memory:
+        print(
+            f"\n6. memory: {m.streams} open streams: RSS {m.rss_peak_mib:.0f} MiB at peak,"
+            f" {m.rss_idle_mib:.0f} MiB idle (all open at once: {m.all_open_at_once})"
+        )
+
+
+if __name__ == "__main__":
+    main()
