@@ -53,7 +53,8 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 
-test: lint
+# bench-deps: the tests run `make bench-quick` in miniature (tests/bench), which needs wrk and pgbench.
+test: lint bench-deps
 	$(BIN)/pytest
 
 # Benchmarks (never part of `make test`); results and commands in docs/benchmarks.md.
@@ -61,11 +62,13 @@ bench-deps: install
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	command -v pgbench >/dev/null || (apt-get update -qq && apt-get install -y -qq postgresql-client)
 
+BENCHMARKS := persistence_throughput scale gateway
+
 bench: bench-deps
-	$(BIN)/python -m bench.persistence_throughput
+	set -e; for b in $(BENCHMARKS); do $(BIN)/python -m bench.$$b; done
 
 bench-quick: bench-deps
-	$(BIN)/python -m bench.persistence_throughput --quick
+	set -e; for b in $(BENCHMARKS); do $(BIN)/python -m bench.$$b --quick; done
 
 format: install
 	$(BIN)/ruff check --fix .

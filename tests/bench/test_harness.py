@@ -1,0 +1,63 @@
+"""`make bench-quick` in miniature: every benchmark runs a few seconds and reports what it measured.
+
+The numbers are not checked (the machine is shared and noisy): only that each harness still works end to
+end, so `make bench` does not rot between the times someone runs it.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.persistence_throughput import RESULTS
+from tests.conftest import postgres_url_or_skip
+
+ROOT = Path(__file__).parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _tools() -> None:
+    postgres_url_or_skip()
+    for tool in ("wrk", "pgbench"):
+        if shutil.which(tool) is None:
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"{tool} is missing: `make bench-deps` installs it")
+            pytest.skip(f"{tool} is missing (make bench-deps)")
+
+
+def run_quick(name: str) -> object:
+    result = RESULTS / f"{name.removesuffix('_throughput')}-quick.json"
+    result.unlink(missing_ok=True)
+    subprocess.run([sys.executable, "-m", f"bench.{name}", "--quick"], cwd=ROOT, check=True, timeout=600)
+    return json.loads(result.read_text())
+
+
+def test_persistence_throughput() -> None:
+    results = run_quick("persistence_throughput")
+    assert isinstance(results, list)
+    assert [r["name"] for r in results] == ["create message", "append text", "read 50 messages", "list sessions"]
+    assert all(r["api_rps"] > 0 and r["raw_tps"] > 0 and r["ratio"] > 0 for r in results)
+
+
+def test_scale() -> None:
+    results = run_quick("scale")
+    assert isinstance(results, list)
+    assert [r["operation"] for r in results] == ["read newest page", "append text"]
+    assert all(r["big_p50_ms"] > 0 and r["small_p50_ms"] > 0 for r in results)
+
+
+def test_gateway() -> None:
+    report = run_quick("gateway")
+    assert isinstance(report, dict)
+    assert [r["concurrency"] for r in report["relay"]] == [1, 16, 64]
+    assert all(r["gateway_cpu_us_per_chunk"] > 0 for r in report["relay"])
+    assert len(report["amplification"]) == 2
+    assert all(a["writes_per_1000_tokens"] > 0 for a in report["amplification"])
+    # Resumed answers must come out whole: the savings only count if nothing was lost.
+    assert report["resume"]["complete_and_whole"] is True
+    assert 0 < report["resume"]["resume_cost_vs_regenerating"] < 1
+    assert report["memory"]["most_open_at_once"] == report["memory"]["streams"]
