@@ -33,22 +33,16 @@ from pathlib import Path
 import httpx
 import sqlalchemy as sa
 
-from bench.persistence_throughput import RESULTS
+from bench.common import KEY, save_results, service_env
 from tests.chat_gateway.conftest import Service, free_port
 from tests.conftest import DEFAULT_TEST_DATABASE_URL, temporary_database
 
-KEY = "bench-key"
 CHUNKS = 200  # tokens per answer, one per upstream chunk
 ANSWER = "".join(f"w{i} " for i in range(CHUNKS))
 QUESTION = {"role": "user", "content": "Tell me about Lyon."}
 
 
 # Processes
-
-
-def _env(tmp: str, **values: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.endswith(("_KEY", "_KEY_FILE", "_URL"))}
-    return env | {"SECRETS_DIR": tmp, "LOG_LEVEL": "WARNING", "RATE_LIMIT": "1000000/second", **values}
 
 
 @contextmanager
@@ -76,8 +70,9 @@ def upstream(*args: str) -> Iterator[str]:
 
 @contextmanager
 def gateway(tmp: str, persistence_url: str, upstream_url: str) -> Iterator[Service]:
-    env = _env(
+    env = service_env(
         tmp,
+        RATE_LIMIT="1000000/second",  # the default suits real clients, not a load generator
         API_KEY=KEY,
         API_BASE_URL=persistence_url,
         OPENAI_API_KEY="sk-bench",
@@ -359,10 +354,9 @@ def main(argv: list[str] | None = None) -> Report:
         temporary_database(sa.make_url(args.database_url), prefix="bench") as url,
         tempfile.TemporaryDirectory() as tmp,
     ):
-        env = _env(tmp, API_KEY=KEY, DATABASE_URL=url)
-        persistence = Service("persistence.main:create_app", env, Path(tmp) / "persistence.log")
-        persistence.extra_args = ("--workers", str(os.cpu_count() or 2))
-        persistence.start()
+        env = service_env(tmp, API_KEY=KEY, DATABASE_URL=url)
+        workers = ("--workers", str(os.cpu_count() or 2))
+        persistence = Service("persistence.main:create_app", env, Path(tmp) / "persistence.log", workers).start()
         try:
             with upstream() as fast, gateway(tmp, persistence.url, fast) as service:
                 print("3. relay cost ...", flush=True)
@@ -381,10 +375,7 @@ def main(argv: list[str] | None = None) -> Report:
         finally:
             persistence.kill(signal.SIGTERM)
     print_report(report)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / ("gateway-quick.json" if quick else "gateway.json")).write_text(
-        json.dumps(asdict(report), indent=2) + "\n"
-    )
+    save_results("gateway", quick, asdict(report))
     return report
 
 

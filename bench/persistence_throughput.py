@@ -8,7 +8,6 @@ as a fraction of its raw figure, the number that holds on a shared, noisy machin
 """
 
 import argparse
-import json
 import os
 import re
 import signal
@@ -20,13 +19,11 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from bench.common import HERE, KEY, checkpoint, run_wrk, save_results, service_env
 from persistence.db import create_db_engine, migrate
 from tests.chat_gateway.conftest import Service
 from tests.conftest import DEFAULT_TEST_DATABASE_URL, temporary_database
 
-HERE = Path(__file__).parent
-RESULTS = HERE / "results"
-KEY = "bench-key"
 ANSWERS_PER_CLIENT = 400  # appends rotate over these, so no answer grows past a few KiB
 
 # name, wrk script, pgbench script, target (API rate / raw rate)
@@ -86,24 +83,8 @@ def seed(url: str, sessions: int, per_session: int, clients: int) -> None:
             {"answers": clients * ANSWERS_PER_CLIENT},
         )
         db.execute(sa.text("ANALYZE"))
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as db:
-        # Flush the seeding to disk now, not during the first measurement.
-        db.execute(sa.text("CHECKPOINT"))
+    checkpoint(engine)
     engine.dispose()
-
-
-def run_wrk(url: str, script: str, seconds: int, clients: int, *args: str) -> tuple[float, float, float]:
-    command = ["wrk", f"-t{clients}", f"-c{clients}", f"-d{seconds}s", "--latency", "-s", str(HERE / "lua" / script)]
-    output = subprocess.run([*command, url, "--", *args], capture_output=True, text=True, check=True).stdout
-    if match := re.search(r"Non-2xx or 3xx responses: (\d+)", output):
-        raise RuntimeError(f"{script}: {match.group(1)} failed requests:\n{output}")
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
-
-    def percentile(p: str) -> float:
-        value, unit = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)", output, re.MULTILINE).groups()  # type: ignore[union-attr]
-        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-    return rps, percentile("50"), percentile("99")
 
 
 def run_pgbench(url: str, script: str, seconds: int, clients: int, sessions: int) -> tuple[float, float]:
@@ -133,8 +114,7 @@ def main(argv: list[str] | None = None) -> list[Result]:
         tempfile.TemporaryDirectory() as tmp,
     ):
         seed(url, sessions, per_session, args.concurrency)
-        env = {k: v for k, v in os.environ.items() if not k.endswith(("_KEY", "_KEY_FILE", "_URL"))}
-        env |= {"API_KEY": KEY, "DATABASE_URL": url, "SECRETS_DIR": tmp, "LOG_LEVEL": "WARNING"}
+        env = service_env(tmp, API_KEY=KEY, DATABASE_URL=url)
         service = Service("persistence.main:create_app", env, Path(tmp) / "log", ("--workers", str(args.workers)))
         service.start()
         try:
@@ -159,10 +139,7 @@ def main(argv: list[str] | None = None) -> list[Result]:
         goal = f">= {result.target}" if result.target else "-"
         figures = f"{result.api_rps:10.0f} {result.api_p50_ms:8.2f} {result.api_p99_ms:8.2f}"
         print(f"{result.name:18} {figures} {result.raw_tps:9.0f} {result.ratio:6.3f} {goal:>7}")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / ("persistence-quick.json" if args.quick else "persistence.json")).write_text(
-        json.dumps([asdict(r) for r in results], indent=2) + "\n"
-    )
+    save_results("persistence_throughput", args.quick, [asdict(r) for r in results])
     return results
 
 

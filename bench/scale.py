@@ -8,7 +8,6 @@ sessions are measured alternately, in the same run.
 """
 
 import argparse
-import json
 import os
 import signal
 import statistics
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from bench.persistence_throughput import KEY, RESULTS, run_wrk
+from bench.common import KEY, checkpoint, run_wrk, save_results, service_env
 from persistence.db import create_db_engine, migrate
 from tests.chat_gateway.conftest import Service
 from tests.conftest import DEFAULT_TEST_DATABASE_URL, temporary_database
@@ -87,8 +86,7 @@ def seed(url: str, big: int, table: int) -> None:
             {"small": SMALL_ANSWERS},
         )
         db.execute(sa.text("ANALYZE"))
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as db:
-        db.execute(sa.text("CHECKPOINT"))
+    checkpoint(engine)
     engine.dispose()
 
 
@@ -108,8 +106,7 @@ def main(argv: list[str] | None = None) -> list[Scale]:
     ):
         print(f"seeding {table:,} messages ...", flush=True)
         seed(url, big, table)
-        env = {k: v for k, v in os.environ.items() if not k.endswith(("_KEY", "_KEY_FILE", "_URL"))}
-        env |= {"API_KEY": KEY, "DATABASE_URL": url, "SECRETS_DIR": tmp, "LOG_LEVEL": "WARNING"}
+        env = service_env(tmp, API_KEY=KEY, DATABASE_URL=url)
         service = Service("persistence.main:create_app", env, Path(tmp) / "log").start()
         try:
             for name, script, args_for in CASES:
@@ -126,10 +123,7 @@ def main(argv: list[str] | None = None) -> list[Scale]:
     print(f"{'operation':18} {'big p50 ms':>10} {'small p50 ms':>12} {'ratio':>6}  (target <= 1.3)")
     for r in results:
         print(f"{r.operation:18} {r.big_p50_ms:10.2f} {r.small_p50_ms:12.2f} {r.ratio:6.2f}")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / ("scale-quick.json" if args.quick else "scale.json")).write_text(
-        json.dumps([asdict(r) for r in results], indent=2) + "\n"
-    )
+    save_results("scale", args.quick, [asdict(r) for r in results])
     return results
 
 

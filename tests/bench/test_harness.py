@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.persistence_throughput import RESULTS
+from bench.common import RESULTS
 from tests.conftest import postgres_url_or_skip
 
 ROOT = Path(__file__).parents[2]
@@ -30,7 +30,7 @@ def _tools() -> None:
 
 
 def run_quick(name: str) -> object:
-    result = RESULTS / f"{name.removesuffix('_throughput')}-quick.json"
+    result = RESULTS / f"{name}-quick.json"
     result.unlink(missing_ok=True)
     subprocess.run([sys.executable, "-m", f"bench.{name}", "--quick"], cwd=ROOT, check=True, timeout=600)
     return json.loads(result.read_text())

@@ -1,0 +1,47 @@
+"""What the benchmarks share: the services' environment, wrk, seeding and where results go."""
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import sqlalchemy as sa
+
+HERE = Path(__file__).parent
+RESULTS = HERE / "results"
+KEY = "bench-key"  # the persistence API key, and the gateway's key to persistence
+
+
+def service_env(tmp: str, **values: str) -> dict[str, str]:
+    """The environment for a service under test: none of the caller's keys or URLs, quiet logs."""
+    env = {k: v for k, v in os.environ.items() if not k.endswith(("_KEY", "_KEY_FILE", "_URL"))}
+    return env | {"SECRETS_DIR": tmp, "LOG_LEVEL": "WARNING", **values}
+
+
+def checkpoint(engine: sa.Engine) -> None:
+    """Flush what the seeding wrote to disk now, not during the first measurement."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as db:
+        db.execute(sa.text("CHECKPOINT"))
+
+
+def save_results(benchmark: str, quick: bool, results: object) -> None:
+    """bench/results/BENCHMARK.json (BENCHMARK-quick.json for --quick, which git ignores)."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{benchmark}{'-quick' if quick else ''}.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def run_wrk(url: str, script: str, seconds: int, clients: int, *args: str) -> tuple[float, float, float]:
+    """Requests/s, p50 and p99 (ms) of bench/lua/SCRIPT; any failed request is an error."""
+    command = ["wrk", f"-t{clients}", f"-c{clients}", f"-d{seconds}s", "--latency", "-s", str(HERE / "lua" / script)]
+    output = subprocess.run([*command, url, "--", *args], capture_output=True, text=True, check=True).stdout
+    if match := re.search(r"Non-2xx or 3xx responses: (\d+)", output):
+        raise RuntimeError(f"{script}: {match.group(1)} failed requests:\n{output}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+
+    def percentile(p: str) -> float:
+        value, unit = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)", output, re.MULTILINE).groups()  # type: ignore[union-attr]
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    return rps, percentile("50"), percentile("99")
