@@ -23,7 +23,7 @@ from chat_gateway.metrics import ACTIVE_GENERATIONS, TOKENS, UPSTREAM_ERRORS
 from chat_gateway.persistence import PersistenceClient
 from chat_gateway.prompt import OverlapTrimmer, build_messages, load_history, with_partial
 from chat_gateway.schemas import StoredMessage
-from chat_gateway.upstream import StreamInterrupted, Usage, error_kind, retrying, stream_chunks
+from chat_gateway.upstream import StreamInterrupted, Usage, error_kind, open_stream, read_chunks, retrying
 from shared import Conflict, MessageStatus, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
@@ -182,7 +182,8 @@ class Generation:
         partial = self.text
         trimmer = OverlapTrimmer(partial)
         finish_reason = None
-        async for chunk in stream_chunks(self.client, self.model, with_partial(prompt, partial)):
+        stream = await open_stream(self.client, self.model, with_partial(prompt, partial))
+        async for chunk in read_chunks(stream):
             if chunk.usage:
                 self.usage.add(chunk.usage)
             if chunk.model:

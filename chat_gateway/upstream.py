@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import openai
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, AsyncStream
 from openai.types.chat import ChatCompletionMessageParam
 from tenacity import (
     AsyncRetrying,
@@ -128,21 +128,33 @@ class Usage:
                 self.totals[key] = self.totals.get(key, 0) + usage[key]
 
 
-async def stream_chunks(
+async def open_stream(
     client: AsyncOpenAI, model: str, messages: list[ChatCompletionMessageParam]
-) -> AsyncIterator[Chunk]:
-    stream = await client.chat.completions.create(
-        model=model, messages=messages, stream=True, stream_options={"include_usage": True}
+) -> AsyncStream[object]:
+    """Send a streamed completion request; returns once the upstream has answered with its headers.
+
+    Through the SDK's generic ``post`` with ``cast_to=object``, so each chunk comes as the JSON the
+    upstream sent: building the SDK's typed chunk models cost more CPU than all the rest of the relay
+    (docs/benchmarks.md), for the four fields read here. Errors are raised by the SDK as usual.
+    """
+    body = {"model": model, "messages": messages, "stream": True, "stream_options": {"include_usage": True}}
+    return await client.post(
+        "/chat/completions", cast_to=object, body=body, stream=True, stream_cls=AsyncStream[object]
     )
+
+
+async def read_chunks(stream: AsyncStream[object]) -> AsyncIterator[Chunk]:
+    """The stream's chunks (closed at the end, or when the reader stops early)."""
     try:
         async for event in stream:
-            chunk = Chunk(model=event.model or None)
-            if event.usage is not None:
-                chunk.usage = event.usage.model_dump(exclude_none=True)
-            if event.choices:
-                choice = event.choices[0]
-                chunk.text = choice.delta.content or "" if choice.delta else ""
-                chunk.finish_reason = choice.finish_reason
+            if not isinstance(event, dict):
+                continue
+            usage = event.get("usage")
+            chunk = Chunk(model=event.get("model") or None, usage=usage if isinstance(usage, dict) else None)
+            if choices := event.get("choices"):
+                choice = choices[0]
+                chunk.text = (choice.get("delta") or {}).get("content") or ""
+                chunk.finish_reason = choice.get("finish_reason")
             yield chunk
     finally:
         await stream.close()

@@ -9,7 +9,8 @@ import anyio
 import anyio.to_thread
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy import URL, Connection, Engine, Table, create_engine, event, make_url, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -87,6 +88,11 @@ class Database:
     def _transaction(self, function: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         with self.sessionmaker.begin() as session:
             return function(session, *args, **kwargs)
+
+
+def insert_on_conflict(db: Session, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT that can say ON CONFLICT, for the database ``db`` is bound to (both spell it alike)."""
+    return postgresql.insert(table) if db.get_bind().dialect.name == "postgresql" else sqlite.insert(table)
 
 
 def alembic_config(connection: Connection | None = None) -> Config:

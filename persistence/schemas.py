@@ -109,11 +109,27 @@ class MessageUpdate(PatchModel):
     content: str | None = None
 
 
+class AnswerFinish(InputModel):
+    """How an answer ended, stored with its last text."""
+
+    status: Literal[MessageStatus.COMPLETE, MessageStatus.FAILED]
+    error: str | None = None
+    finish_reason: Annotated[str, StringConstraints(max_length=64)] | None = None
+    usage: JSONObject | None = None
+    model: Annotated[str, StringConstraints(max_length=200)] | None = Field(
+        default=None, description="The model that answered, when it differs from the stored one."
+    )
+
+
 class AppendRequest(InputModel):
     offset: int = Field(ge=0, le=2**31, description="Length of the content (in characters) the text goes after.")
     text: str
     owner: Owner | None = Field(default=None, description="When given, the append fails unless it holds the lease.")
     lease_seconds: LeaseSeconds | None = Field(default=None, description="New lease length; the default applies.")
+    finish: AnswerFinish | None = Field(
+        default=None,
+        description="End the answer with this text: it must be in progress, and its lease is released.",
+    )
 
 
 class AppendResult(ReadModel):
@@ -126,6 +142,39 @@ class AppendResult(ReadModel):
 
 class ClaimRequest(InputModel):
     owner: Owner
+    lease_seconds: LeaseSeconds | None = None
+
+
+# Turns: a question and its answer, stored together before the answer is generated.
+
+
+class TurnSession(InputModel):
+    """The session to create, with the path's id, when it does not exist yet."""
+
+    user_id: UserId = "anonymous"
+    title: Title = "New chat"
+
+
+class TurnQuestion(InputModel):
+    id: uuid.UUID | None = Field(default=None, description="Client-chosen id: retrying the turn is then safe.")
+    content: str
+    context: Context | None = None
+
+
+class TurnAnswer(InputModel):
+    id: uuid.UUID | None = Field(default=None, description="Client-chosen id: retrying the turn is then safe.")
+    model: Annotated[str, StringConstraints(max_length=200)] | None = None
+
+
+class TurnCreate(InputModel):
+    session: TurnSession | None = Field(
+        default=None, description="When given, the session is created if it does not exist (else 404)."
+    )
+    question: TurnQuestion
+    answer: TurnAnswer = Field(default_factory=TurnAnswer)
+    owner: Owner | None = Field(
+        default=None, description="When given, the answer is stored claimed by it (in progress); else pending."
+    )
     lease_seconds: LeaseSeconds | None = None
 
 
@@ -148,6 +197,11 @@ class MessageRead(ReadModel):
     sent_at: datetime
     created_at: datetime
     updated_at: datetime
+
+
+class TurnRead(ReadModel):
+    question: MessageRead
+    answer: MessageRead
 
 
 # The original message API, kept for its existing clients.

@@ -14,6 +14,8 @@ from persistence.schemas import (
     MessageRead,
     MessageUpdate,
     Page,
+    TurnCreate,
+    TurnRead,
 )
 from persistence.services import messages
 from shared import MessageRole, MessageStatus
@@ -33,6 +35,19 @@ async def create_message(session_id: uuid.UUID, body: MessageCreate, db: DbDep, 
     if not created:
         response.status_code = 200
     return _with_etag(message, response)
+
+
+@router.post("/sessions/{session_id}/turns", status_code=201)
+async def start_turn(
+    session_id: uuid.UUID, body: TurnCreate, db: DbDep, settings: SettingsDep, response: Response
+) -> TurnRead:
+    """Store a question and its answer at once, the answer claimed if an owner is given; a replay is a 200."""
+    question, answer, created = await db.run(
+        messages.start_turn, session_id, body, lease_seconds=settings.lease_seconds
+    )
+    if not created:
+        response.status_code = 200
+    return TurnRead(question=MessageRead.model_validate(question), answer=MessageRead.model_validate(answer))
 
 
 @router.get("/sessions/{session_id}/messages")

@@ -13,10 +13,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnClause
 
+from persistence.db import insert_on_conflict
 from persistence.models import Message, UTCDateTime, utcnow
 from persistence.pagination import decode_cursor, encode_cursor
-from persistence.schemas import AppendRequest, ClaimRequest, MessageCreate, MessageUpdate
-from persistence.services.sessions import session_exists, touch_session
+from persistence.schemas import AppendRequest, ClaimRequest, MessageCreate, MessageUpdate, TurnCreate
+from persistence.services.sessions import open_session, session_exists, touch_session
 from shared import Conflict, MessageRole, MessageStatus, NotFound, PreconditionFailed
 
 Status = MessageStatus
@@ -44,13 +45,37 @@ def _at(moment: datetime) -> Any:
     return literal(moment, UTCDateTime())
 
 
-def _same_request(message: Message, session_id: uuid.UUID, data: MessageCreate) -> bool:
+def _same_request(
+    message: Message, session_id: uuid.UUID, role: MessageRole, content: str, context: object | None
+) -> bool:
     return (
         message.session_id == session_id
-        and message.role == data.role
-        and message.content == data.content
-        and message.context == data.context
+        and message.role == role
+        and message.content == content
+        and message.context == context
     )
+
+
+def _new_row(session_id: uuid.UUID, message_id: uuid.UUID | None, now: datetime, **values: Any) -> dict[str, Any]:
+    """Every column of a new message: the defaults, then ``values``."""
+    return {
+        "id": message_id or uuid.uuid4(),
+        "session_id": session_id,
+        "content": "",
+        "context": None,
+        "error": None,
+        "rating": None,
+        "model": None,
+        "finish_reason": None,
+        "usage": None,
+        "attempts": 0,
+        "version": 1,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "sent_at": now,
+        "created_at": now,
+        "updated_at": now,
+    } | values
 
 
 def create_message(db: Session, session_id: uuid.UUID, data: MessageCreate) -> tuple[Message, bool]:
@@ -59,39 +84,98 @@ def create_message(db: Session, session_id: uuid.UUID, data: MessageCreate) -> t
     # races its original sees the committed original below instead of a duplicate-key error.
     touch_session(db, session_id)
     if data.id is not None and (existing := db.get(Message, data.id)) is not None:
-        if not _same_request(existing, session_id, data):
+        if not _same_request(existing, session_id, data.role, data.content, data.context):
             raise Conflict(f"message {data.id} already exists with a different body", code="id_conflict")
         return existing, False
     default_status = Status.PENDING if data.role == MessageRole.ASSISTANT else Status.COMPLETE
     now = utcnow()
-    values = {
-        "id": data.id or uuid.uuid4(),
-        "session_id": session_id,
-        "role": data.role,
-        "content": data.content,
-        "context": data.context,
-        "status": data.status or default_status,
-        "error": data.error,
-        "rating": data.rating,
-        "model": data.model,
-        "finish_reason": None,
-        "usage": None,
-        "attempts": 0,
-        "version": 1,
-        "lease_owner": None,
-        "lease_expires_at": None,
-        "sent_at": data.sent_at or now,
-        "created_at": now,
-        "updated_at": now,
-    }
+    values = _new_row(
+        session_id,
+        data.id,
+        now,
+        role=data.role,
+        content=data.content,
+        context=data.context,
+        status=data.status or default_status,
+        error=data.error,
+        rating=data.rating,
+        model=data.model,
+        sent_at=data.sent_at or now,
+    )
     # A plain INSERT rather than session.add + flush: the unit of work cost more CPU than the statement
     # on this, the busiest write (docs/benchmarks.md). The returned object is complete without a reload.
     try:
         db.execute(insert(_TABLE).values(values))
     except IntegrityError as exc:  # the id is taken in another session, by a concurrent request
         raise Conflict(f"message {values['id']} already exists with a different body") from exc
-    message = Message(**values)
-    return message, True
+    return Message(**values), True
+
+
+def start_turn(
+    db: Session, session_id: uuid.UUID, data: TurnCreate, *, lease_seconds: float
+) -> tuple[Message, Message, bool]:
+    """Store a question and its answer with one INSERT, the answer claimed by ``data.owner`` when given.
+
+    Returns both (not attached to ``db``) and whether they are new; a replay of a stored turn returns
+    the turn as it is now (its answer may have grown), without claiming it.
+    """
+    if data.session is not None:
+        open_session(db, session_id, data.session.user_id, data.session.title)
+    else:
+        touch_session(db, session_id)  # also serialises turns in one session, as in create_message
+    now = utcnow()
+    question = _new_row(
+        session_id,
+        data.question.id,
+        now,
+        role=MessageRole.USER,
+        content=data.question.content,
+        context=data.question.context,
+        status=Status.COMPLETE,
+    )
+    claim: dict[str, Any] = {}
+    if data.owner is not None:
+        expires = now + timedelta(seconds=data.lease_seconds or lease_seconds)
+        claim = {"status": Status.IN_PROGRESS, "lease_owner": data.owner, "lease_expires_at": expires, "attempts": 1}
+    # A microsecond later, so the answer sorts after its question whatever their ids.
+    later = now + timedelta(microseconds=1)
+    answer = (
+        _new_row(
+            session_id,
+            data.answer.id,
+            later,
+            role=MessageRole.ASSISTANT,
+            status=Status.PENDING,
+            model=data.answer.model,
+            sent_at=later,
+        )
+        | claim
+    )
+    stmt = insert_on_conflict(db, _TABLE).values([question, answer]).on_conflict_do_nothing()
+    inserted = set(db.scalars(stmt.returning(_TABLE.c.id)))
+    if inserted == {question["id"], answer["id"]}:
+        return Message(**question), Message(**answer), True
+    return _stored_turn(db, session_id, question, answer, inserted)
+
+
+def _stored_turn(
+    db: Session, session_id: uuid.UUID, question: dict[str, Any], answer: dict[str, Any], inserted: set[uuid.UUID]
+) -> tuple[Message, Message, bool]:
+    """A turn whose ids were taken: a replay of the same turn, or a conflict."""
+    stored_question, stored_answer = _stored(db, question, inserted), _stored(db, answer, inserted)
+    if not _same_request(stored_question, session_id, MessageRole.USER, question["content"], question["context"]):
+        raise Conflict(f"message {question['id']} already exists with a different body", code="id_conflict")
+    if stored_answer.session_id != session_id or stored_answer.role != MessageRole.ASSISTANT:
+        raise Conflict(f"message {answer['id']} already exists and is not this turn's answer", code="id_conflict")
+    return stored_question, stored_answer, False
+
+
+def _stored(db: Session, row: dict[str, Any], inserted: set[uuid.UUID]) -> Message:
+    if row["id"] in inserted:
+        return Message(**row)
+    if (message := db.get(Message, row["id"])) is None:  # deleted since the INSERT found it
+        raise Conflict(f"message {row['id']} changed during the request: retry it", code="retry")
+    return message
 
 
 def get_message(db: Session, message_id: uuid.UUID) -> Message:
@@ -204,15 +288,20 @@ def append_text(db: Session, message_id: uuid.UUID, data: AppendRequest, *, leas
     ]
     if data.owner is not None:
         conditions.append(Message.lease_owner == data.owner)
+    values: dict[str, Any] = {
+        "content": Message.content + data.text,
+        "version": Message.version + 1,
+        "updated_at": _at(now),
+        "lease_expires_at": case((Message.status == Status.IN_PROGRESS, _at(expires)), else_=Message.lease_expires_at),
+    }
+    if data.finish is not None:
+        # The last text and how the answer ended, in the one conditional statement.
+        conditions.append(Message.status == Status.IN_PROGRESS)
+        values |= data.finish.model_dump(exclude_unset=True) | {"lease_owner": None, "lease_expires_at": None}
     row = db.execute(
         update(Message)
         .where(*conditions)
-        .values(
-            content=Message.content + data.text,
-            version=Message.version + 1,
-            updated_at=_at(now),
-            lease_expires_at=case((Message.status == Status.IN_PROGRESS, _at(expires)), else_=Message.lease_expires_at),
-        )
+        .values(values)
         .returning(
             Message.id,
             func.length(Message.content).label("length"),
@@ -238,7 +327,16 @@ def _explain_failed_append(db: Session, message_id: uuid.UUID, data: AppendReque
     if status == Status.COMPLETE:
         raise Conflict("a complete message cannot be appended to", status=status, length=length)
     if data.owner is not None and owner != data.owner:
-        raise Conflict(f"the lease is held by {owner!r}", code="lease_lost", status=status, lease_owner=owner)
+        raise Conflict(
+            f"the lease is held by {owner!r}", code="lease_lost", status=status, lease_owner=owner, length=length
+        )
+    if data.finish is not None and status != Status.IN_PROGRESS:
+        raise Conflict(
+            f"only an answer in progress can be finished; it is {status}",
+            code="illegal_transition",
+            status=status,
+            length=length,
+        )
     raise Conflict(f"offset {data.offset} is not the current length {length}", code="offset_mismatch", length=length)
 
 

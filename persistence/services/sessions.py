@@ -7,6 +7,7 @@ from sqlalchemy import delete, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from persistence.db import insert_on_conflict
 from persistence.models import ChatSession, utcnow
 from persistence.pagination import decode_cursor, encode_cursor
 from persistence.schemas import SessionCreate, SessionUpdate
@@ -109,6 +110,14 @@ def touch_session(db: Session, session_id: uuid.UUID) -> None:
     result = db.execute(update(_TABLE).where(_TABLE.c.id == session_id).values(updated_at=utcnow()))
     if result.rowcount == 0:  # type: ignore[attr-defined]
         raise NotFound(f"session {session_id} not found")
+
+
+def open_session(db: Session, session_id: uuid.UUID, user_id: str, title: str) -> None:
+    """Create the session when it does not exist, else mark new activity in it: one statement either way."""
+    now = utcnow()
+    values = {"user_id": user_id, "title": title, "is_favorite": False, "metadata": None}
+    stmt = insert_on_conflict(db, _TABLE).values(id=session_id, created_at=now, updated_at=now, **values)
+    db.execute(stmt.on_conflict_do_update(index_elements=[_TABLE.c.id], set_={"updated_at": now}))
 
 
 def delete_session(db: Session, session_id: uuid.UUID) -> None:

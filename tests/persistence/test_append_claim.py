@@ -183,3 +183,56 @@ def test_stale_lists_only_in_progress_with_expired_lease(client: TestClient, app
     assert [m["id"] for m in stale.json()] == [dead["id"]]
     assert pending["id"] not in {m["id"] for m in stale.json()}
     assert client.get("/messages/stale", params={"limit": 0}).status_code == 422
+
+
+def _claimed_answer(client: TestClient, owner: str = "g1") -> str:
+    answer = new_answer(client)
+    assert claim(client, answer["id"], owner).status_code == 200
+    assert append(client, answer["id"], 0, "Partial ", owner=owner).status_code == 200
+    return str(answer["id"])
+
+
+def test_a_finishing_append_stores_the_last_text_and_the_outcome(client: TestClient) -> None:
+    answer_id = _claimed_answer(client)
+    finish = {"status": "complete", "finish_reason": "stop", "usage": {"total_tokens": 7}, "model": "m2"}
+    response = append(client, answer_id, 8, "answer.", owner="g1", finish=finish)
+    assert response.status_code == 200, response.text
+    assert (response.json()["status"], response.json()["length"]) == ("complete", 15)
+    stored = client.get(f"/messages/{answer_id}").json()
+    assert stored["content"] == "Partial answer."
+    assert (stored["status"], stored["finish_reason"], stored["usage"], stored["model"]) == (
+        "complete",
+        "stop",
+        {"total_tokens": 7},
+        "m2",
+    )
+    assert (stored["lease_owner"], stored["lease_expires_at"]) == (None, None)
+
+
+def test_a_failing_append_keeps_the_partial_text(client: TestClient) -> None:
+    answer_id = _claimed_answer(client)
+    response = append(client, answer_id, 8, "", owner="g1", finish={"status": "failed", "error": "upstream 500"})
+    assert response.status_code == 200, response.text
+    stored = client.get(f"/messages/{answer_id}").json()
+    assert (stored["status"], stored["error"], stored["content"]) == ("failed", "upstream 500", "Partial ")
+
+
+def test_a_retried_finishing_append_is_409_and_doubles_nothing(client: TestClient) -> None:
+    answer_id = _claimed_answer(client)
+    assert append(client, answer_id, 8, "done", owner="g1", finish={"status": "complete"}).status_code == 200
+    again = append(client, answer_id, 8, "done", owner="g1", finish={"status": "complete"})
+    assert again.status_code == 409
+    assert (again.json()["status"], again.json()["length"]) == ("complete", 12)
+    assert client.get(f"/messages/{answer_id}").json()["content"] == "Partial done"
+
+
+def test_only_the_lease_holder_finishes_an_answer_in_progress(client: TestClient) -> None:
+    answer_id = _claimed_answer(client)
+    response = append(client, answer_id, 8, "x", owner="g2", finish={"status": "complete"})
+    assert (response.status_code, response.json()["code"]) == (409, "lease_lost")
+    pending = new_answer(client)
+    response = append(client, pending["id"], 0, "x", finish={"status": "complete"})
+    assert (response.status_code, response.json()["code"]) == (409, "illegal_transition")
+    assert client.get(f"/messages/{pending['id']}").json()["status"] == "pending"
+    response = append(client, answer_id, 8, "x", owner="g1", finish={"status": "in_progress"})
+    assert response.status_code == 422

@@ -1,0 +1,122 @@
+"""POST /sessions/{id}/turns: a question and its answer stored at once, the answer already claimed."""
+
+from typing import Any
+
+import httpx
+from fastapi.testclient import TestClient
+
+from tests.persistence.conftest import append, new_answer, new_session, random_id
+from tests.persistence.test_concurrency import _race
+
+
+def turn_body(**fields: Any) -> dict[str, Any]:
+    question = {"id": random_id(), "content": "What is Lyon famous for?"}
+    return {"question": question, "answer": {"id": random_id(), "model": "m1"}, "owner": "g1"} | fields
+
+
+def test_a_turn_creates_the_session_and_stores_the_answer_claimed(client: TestClient) -> None:
+    session_id = random_id()
+    body = turn_body(session={"user_id": "u9", "title": "Lyon"})
+    response = client.post(f"/sessions/{session_id}/turns", json=body)
+    assert response.status_code == 201, response.text
+    question, answer = response.json()["question"], response.json()["answer"]
+    assert (question["id"], question["role"], question["status"]) == (body["question"]["id"], "user", "complete")
+    assert question["content"] == "What is Lyon famous for?"
+    assert (answer["id"], answer["role"], answer["status"]) == (body["answer"]["id"], "assistant", "in_progress")
+    assert (answer["lease_owner"], answer["attempts"], answer["model"], answer["content"]) == ("g1", 1, "m1", "")
+    assert answer["lease_expires_at"] is not None
+    session = client.get(f"/sessions/{session_id}").json()
+    assert (session["user_id"], session["title"]) == ("u9", "Lyon")
+    stored = client.get(f"/sessions/{session_id}/messages").json()["items"]
+    assert [m["id"] for m in stored] == [question["id"], answer["id"]]  # the question first, whatever the ids
+
+
+def test_a_turn_in_an_existing_session_keeps_it_and_marks_activity(client: TestClient) -> None:
+    session = new_session(client, title="Kept")
+    response = client.post(f"/sessions/{session['id']}/turns", json=turn_body(session={"title": "Other"}))
+    assert response.status_code == 201, response.text
+    after = client.get(f"/sessions/{session['id']}").json()
+    assert after["title"] == "Kept"
+    assert after["updated_at"] > session["updated_at"]
+    response = client.post(f"/sessions/{session['id']}/turns", json=turn_body())
+    assert response.status_code == 201, response.text
+
+
+def test_a_turn_in_an_unknown_session_is_404_unless_it_creates_it(client: TestClient) -> None:
+    response = client.post(f"/sessions/{random_id()}/turns", json=turn_body())
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
+
+
+def test_without_an_owner_the_answer_is_pending(client: TestClient) -> None:
+    session = new_session(client)
+    body = turn_body()
+    del body["owner"], body["answer"]
+    response = client.post(f"/sessions/{session['id']}/turns", json=body)
+    assert response.status_code == 201, response.text
+    answer = response.json()["answer"]
+    assert (answer["status"], answer["lease_owner"], answer["attempts"]) == ("pending", None, 0)
+
+
+def test_a_replayed_turn_returns_what_is_stored_now(client: TestClient) -> None:
+    session_id = random_id()
+    body = turn_body(session={})
+    first = client.post(f"/sessions/{session_id}/turns", json=body)
+    assert first.status_code == 201
+    answer_id = body["answer"]["id"]
+    assert append(client, answer_id, 0, "Silk.", owner="g1").status_code == 200
+    again = client.post(f"/sessions/{session_id}/turns", json=body | {"owner": "g2"})
+    assert again.status_code == 200, again.text
+    answer = again.json()["answer"]
+    assert (answer["content"], answer["lease_owner"], answer["attempts"]) == ("Silk.", "g1", 1)  # not re-claimed
+    assert len(client.get(f"/sessions/{session_id}/messages").json()["items"]) == 2
+
+
+def test_a_replay_with_another_question_is_409_and_changes_nothing(client: TestClient) -> None:
+    session_id = random_id()
+    body = turn_body(session={})
+    assert client.post(f"/sessions/{session_id}/turns", json=body).status_code == 201
+    changed = body | {"question": body["question"] | {"content": "Something else"}}
+    response = client.post(f"/sessions/{session_id}/turns", json=changed)
+    assert response.status_code == 409
+    assert response.json()["code"] == "id_conflict"
+    contents = [m["content"] for m in client.get(f"/sessions/{session_id}/messages").json()["items"]]
+    assert contents == ["What is Lyon famous for?", ""]
+
+
+def test_an_answer_id_taken_elsewhere_is_409_and_stores_nothing(client: TestClient) -> None:
+    elsewhere = new_answer(client)
+    session = new_session(client)
+    body = turn_body(answer={"id": elsewhere["id"]})
+    response = client.post(f"/sessions/{session['id']}/turns", json=body)
+    assert response.status_code == 409
+    assert client.get(f"/sessions/{session['id']}/messages").json()["items"] == []
+    assert client.get(f"/messages/{body['question']['id']}").status_code == 404
+
+
+def test_turns_racing_to_create_one_session_all_land_in_it(live: httpx.Client, live_url: str) -> None:
+    session_id = random_id()
+    responses = _race(
+        live_url, 8, lambda http, i: http.post(f"/sessions/{session_id}/turns", json=turn_body(session={}))
+    )
+    assert [r.status_code for r in responses] == [201] * 8, [r.text for r in responses]
+    stored = live.get(f"/sessions/{session_id}/messages", params={"limit": 100}).json()["items"]
+    assert len(stored) == 16
+    assert live.get("/sessions").json()["items"][0]["id"] == session_id
+
+
+def test_bad_turns_are_422(client: TestClient) -> None:
+    session = new_session(client)
+    bodies: list[dict[str, Any]] = [
+        {},
+        {"question": {}},
+        {"question": {"content": 1}},
+        turn_body(owner=""),
+        turn_body(lease_seconds=0),
+        turn_body(session={"title": ""}),
+        turn_body(question={"content": "x", "role": "assistant"}),
+    ]
+    for body in bodies:
+        response = client.post(f"/sessions/{session['id']}/turns", json=body)
+        assert response.status_code == 422, (body, response.text)
+    assert client.get(f"/sessions/{session['id']}/messages").json()["items"] == []
