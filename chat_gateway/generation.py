@@ -13,9 +13,9 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, AsyncStream
 from openai.types.chat import ChatCompletionMessageParam
 
 from chat_gateway.config import Settings
@@ -23,7 +23,15 @@ from chat_gateway.metrics import ACTIVE_GENERATIONS, TOKENS, UPSTREAM_ERRORS
 from chat_gateway.persistence import PersistenceClient
 from chat_gateway.prompt import OverlapTrimmer, build_messages, load_history, with_partial
 from chat_gateway.schemas import StoredMessage
-from chat_gateway.upstream import StreamInterrupted, Usage, error_kind, open_stream, read_chunks, retrying
+from chat_gateway.upstream import (
+    StreamInterrupted,
+    Usage,
+    discard,
+    error_kind,
+    open_stream,
+    read_chunks,
+    retrying,
+)
 from shared import Conflict, MessageStatus, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
@@ -63,9 +71,11 @@ class Generation:
         client: AsyncOpenAI,
         on_finish: Callable[["Generation"], None],
         prompt: list[ChatCompletionMessageParam] | None = None,
+        opening: "asyncio.Task[AsyncStream[object]] | None" = None,
     ) -> None:
         self.answer = answer
-        self.prompt = prompt  # given by the client (OpenAI-compatible calls); else built from the history
+        self.prompt = prompt  # known up front (a client's own, or a new chat's); else built from the history
+        self._opening = opening  # the first attempt's stream, requested with ``prompt`` while the turn was stored
         self.message_id: uuid.UUID = answer.id
         self.model = model
         self.settings = settings
@@ -156,6 +166,8 @@ class Generation:
             UPSTREAM_ERRORS.labels(error_kind(exc)).inc()
             status, error = MessageStatus.FAILED, describe(exc)
         finally:
+            if self._opening is not None:  # stopped before the first attempt began
+                await discard(self._opening)
             # Not cancelled: an append cut off in flight may be stored without us knowing its new length.
             self._closing = True
             self._flush_now.set()
@@ -182,7 +194,11 @@ class Generation:
         partial = self.text
         trimmer = OverlapTrimmer(partial)
         finish_reason = None
-        stream = await open_stream(self.client, self.model, with_partial(prompt, partial))
+        if self._opening is not None:
+            opening, self._opening = self._opening, None
+            stream = await opening
+        else:
+            stream = await open_stream(self.client, self.model, with_partial(prompt, partial))
         async for chunk in read_chunks(stream):
             if chunk.usage:
                 self.usage.add(chunk.usage)
@@ -210,8 +226,11 @@ class Generation:
             if len(self.text) > self._saved or time.monotonic() - self._last_write >= heartbeat:
                 await self._write()
 
-    async def _write(self, lease_seconds: float | None = None) -> bool:
-        """Save the unsaved text (or just renew the lease); False when persistence is unreachable."""
+    async def _write(self, lease_seconds: float | None = None, finish: dict[str, Any] | None = None) -> bool:
+        """Save the unsaved text (or just renew the lease; or end the answer, with ``finish``).
+
+        False when persistence is unreachable.
+        """
         end = len(self.text)
         try:
             self._saved = await self.persistence.append(
@@ -220,13 +239,14 @@ class Generation:
                 self.text[self._saved : end],
                 owner=self.settings.instance_id,
                 lease_seconds=lease_seconds or self.settings.lease_seconds,
+                finish=finish,
             )
         except ServiceUnavailable as exc:
             logger.warning("answer %s: text kept in memory, persistence unreachable: %s", self.message_id, exc)
             return False
         except Conflict as exc:
             if exc.code == "offset_mismatch" and await self._caught_up():
-                return await self._write(lease_seconds)
+                return await self._write(lease_seconds, finish)
             # Cancelled, or taken over after our lease expired: the answer is no longer ours to write.
             logger.warning("answer %s: lease lost (%s)", self.message_id, exc.detail)
             self.stop("lease_lost")
@@ -246,41 +266,39 @@ class Generation:
             return True
         return False
 
-    async def _flush_all(self) -> bool:
+    async def _flush_all(self, lease_seconds: float | None = None, finish: dict[str, Any] | None = None) -> bool:
+        """Save all the text with one last write, retried until persistence answers or the deadline passes."""
         deadline = time.monotonic() + self.settings.retry_max_seconds
         while True:
-            if await self._write() and self._saved == len(self.text):
+            if await self._write(lease_seconds, finish) and self._saved == len(self.text):
                 return True
             if time.monotonic() > deadline:
                 return False
             await asyncio.sleep(min(1.0, self.settings.flush_interval_seconds))
 
+    def _finish_fields(self, status: MessageStatus, error: str | None) -> dict[str, Any]:
+        fields: dict[str, Any] = {"status": status.value, "error": error, "finish_reason": self.finish_reason}
+        if self.usage.totals:
+            fields["usage"] = self.usage.totals
+        if (model := self.model_used or self.model) != self.answer.model:
+            fields["model"] = model
+        return fields
+
     async def _finish(self, status: MessageStatus | None, error: str | None) -> None:
+        """Save the rest of the text and how the answer ended, in one write."""
         if self._stop_reason == "lease_lost":
             self.status = None
             return
+        # Shutdown (no status): saved with its lease released, so another instance (or this one,
+        # restarted) continues it at once.
+        finish = None if status is None else self._finish_fields(status, error)
         try:
-            saved = await self._flush_all()
+            saved = await self._flush_all(RELEASED_LEASE_SECONDS if status is None else None, finish)
         except Conflict:
             self.status = None
             return
         if not saved:
             # The lease runs out and crash recovery continues from what was saved.
             self.status, self.error = MessageStatus.FAILED, "persistence unreachable: answer left to recovery"
-            return
-        if status is None:  # shutdown: let another instance (or this one, restarted) continue it
-            await self._write(lease_seconds=RELEASED_LEASE_SECONDS)
-            self.status = None
-            return
-        changes: dict[str, object] = {"status": status.value, "error": error, "finish_reason": self.finish_reason}
-        if self.usage.totals:
-            changes["usage"] = self.usage.totals
-        if self.model_used or self.model:
-            changes["model"] = self.model_used or self.model
-        try:
-            await self.persistence.update_message(self.message_id, changes)
-        except (Conflict, ServiceUnavailable) as exc:
-            logger.warning("answer %s: final status not saved: %s", self.message_id, exc)
-            self.status = None
             return
         self.status, self.error = status, error

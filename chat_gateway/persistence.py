@@ -53,6 +53,11 @@ class PersistenceClient:
         self._max_wait = max_wait
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The JSON body of ``_send``'s response (None when empty)."""
+        response = await self._send(method, path, **kwargs)
+        return response.json() if response.content else None
+
+    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Send with retries on connection errors and 5xx; every write carries an id or offset, so retries are safe."""
         try:
             async for attempt in AsyncRetrying(
@@ -70,7 +75,7 @@ class PersistenceClient:
         except (_Retriable, httpx.TransportError) as exc:
             raise ServiceUnavailable(f"persistence service unreachable: {exc}", code="persistence_unavailable") from exc
         _raise_for(response)
-        return response.json() if response.content else None
+        return response
 
     async def ready(self) -> bool:
         try:
@@ -127,17 +132,39 @@ class PersistenceClient:
         page = await self._request("GET", f"/sessions/{session_id}/messages", params=params)
         return [StoredMessage.model_validate(item) for item in page["items"]], page["next_cursor"]
 
+    async def start_turn(self, session_id: uuid.UUID, body: dict[str, Any]) -> tuple[StoredMessage, bool]:
+        """Store a question and its answer; returns the answer and whether the turn is new (else a replay)."""
+        response = await self._send("POST", f"/sessions/{session_id}/turns", json=body)
+        return StoredMessage.model_validate(response.json()["answer"]), response.status_code == 201
+
     async def update_message(self, message_id: uuid.UUID, changes: dict[str, Any]) -> StoredMessage:
         return StoredMessage.model_validate(await self._request("PATCH", f"/messages/{message_id}", json=changes))
 
-    async def append(self, message_id: uuid.UUID, offset: int, text: str, *, owner: str, lease_seconds: float) -> int:
-        """Append at ``offset``; returns the new length. A lost response retried is recognised, not doubled."""
-        body = {"offset": offset, "text": text, "owner": owner, "lease_seconds": lease_seconds}
+    async def append(
+        self,
+        message_id: uuid.UUID,
+        offset: int,
+        text: str,
+        *,
+        owner: str,
+        lease_seconds: float,
+        finish: dict[str, Any] | None = None,
+    ) -> int:
+        """Append at ``offset`` (and end the answer, with ``finish``); returns the new length.
+
+        A lost response retried is recognised, not doubled.
+        """
+        body: dict[str, Any] = {"offset": offset, "text": text, "owner": owner, "lease_seconds": lease_seconds}
+        if finish is not None:
+            body["finish"] = finish
         try:
             result = await self._request("POST", f"/messages/{message_id}/append", json=body)
         except Conflict as exc:
             # Our earlier try landed but its answer was lost: the length already includes this text.
-            if exc.code == "offset_mismatch" and exc.extra.get("length") == offset + len(text):
+            landed = exc.extra.get("length") == offset + len(text)
+            if landed and exc.code == "offset_mismatch" and finish is None:
+                return offset + len(text)
+            if landed and finish is not None and exc.extra.get("status") == finish["status"]:
                 return offset + len(text)
             raise
         return int(result["length"])

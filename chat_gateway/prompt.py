@@ -54,14 +54,22 @@ def _chat_message(role: MessageRole, content: str) -> ChatCompletionMessageParam
     return {"role": "user", "content": content}
 
 
+def question_messages(content: str, context: Any) -> list[ChatCompletionMessageParam]:
+    """The newest user message, its context (if any) in a system message just before it."""
+    if not context:
+        return [{"role": "user", "content": content}]
+    return [{"role": "system", "content": "Context:\n" + render_context(context)}, {"role": "user", "content": content}]
+
+
 def build_messages(history: list[StoredMessage]) -> list[ChatCompletionMessageParam]:
-    """History as chat messages; the newest user message's context goes in a system message just before it."""
+    """History as chat messages, the newest user message as ``question_messages`` puts it."""
     last_user = max((i for i, m in enumerate(history) if m.role == MessageRole.USER), default=None)
     messages: list[ChatCompletionMessageParam] = []
     for index, message in enumerate(history):
-        if index == last_user and message.context:
-            messages.append({"role": "system", "content": "Context:\n" + render_context(message.context)})
-        messages.append(_chat_message(message.role, message.content))
+        if index == last_user:
+            messages.extend(question_messages(message.content, message.context))
+        else:
+            messages.append(_chat_message(message.role, message.content))
     return messages
 
 

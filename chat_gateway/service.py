@@ -9,14 +9,16 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, AsyncStream
 from openai.types.chat import ChatCompletionMessageParam
 
 from chat_gateway.config import Settings
 from chat_gateway.generation import Generation, StreamEvent
 from chat_gateway.metrics import RECOVERED, RESUMES
 from chat_gateway.persistence import PersistenceClient
+from chat_gateway.prompt import question_messages
 from chat_gateway.schemas import ChatRequest, StoredMessage
+from chat_gateway.upstream import discard, open_stream
 from shared import Conflict, MessageRole, MessageStatus, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
@@ -85,30 +87,52 @@ class Answers:
         prompt: list[ChatCompletionMessageParam] | None = None,
         create_session: bool = False,
     ) -> StoredMessage:
-        """Store the question and a pending answer, and start generating it (or attach to it, on a retry).
+        """Store the question and its answer, and start generating it (or attach to it, on a retry).
 
         ``prompt`` replaces the prompt built from the stored history (OpenAI clients send their own);
         ``create_session`` creates ``request.session_id`` when it does not exist yet.
+
+        One request to persistence stores the turn with the answer claimed. When the prompt is known
+        without the history and the turn is surely new (no Idempotency-Key), the upstream request is sent
+        at the same time; its text reaches nobody until the turn is stored, and it is dropped if storing fails.
         """
-        self._require_upstream()
-        session_ids, user_id, answer_id = _chat_ids(idempotency_key, request.user_id)
+        client = self._require_upstream()
+        session_ids, question_id, answer_id = _chat_ids(idempotency_key, request.user_id)
         session_id = request.session_id or session_ids
-        if request.session_id is None or create_session:
-            await self.persistence.create_session(session_id, request.user_id, title_from(request.message))
         model = request.model or self.settings.openai_model
-        question = {"id": str(user_id), "role": "user", "content": request.message, "context": request.context}
+        new_session = request.session_id is None
+        if prompt is None and new_session:
+            prompt = question_messages(request.message, request.context)  # the whole history of a new chat
+        question: dict[str, Any] = {"id": str(question_id), "content": request.message}
+        if request.context is not None:
+            question["context"] = request.context
+        turn: dict[str, Any] = {
+            "question": question,
+            "answer": {"id": str(answer_id), "model": model},
+            "owner": self.settings.instance_id,
+            "lease_seconds": self.settings.lease_seconds,
+        }
+        if new_session or create_session:
+            turn["session"] = {"user_id": request.user_id, "title": title_from(request.message)}
+        opening = None
+        if prompt is not None and idempotency_key is None:
+            opening = asyncio.create_task(open_stream(client, model, prompt))
         try:
-            await self.persistence.create_message(session_id, question)
-        except Conflict as exc:
-            raise Conflict(
-                "this Idempotency-Key was used for a different request", code="idempotency_conflict"
-            ) from exc
-        answer_body = {"id": str(answer_id), "role": "assistant", "content": "", "model": model}
-        try:
-            answer = await self.persistence.create_message(session_id, answer_body)
-        except Conflict:
-            answer = await self.persistence.get_message(answer_id)  # a retry: the answer has grown since
-        await self._generate_if_free(answer, model=model, resume=False, prompt=prompt)
+            answer, created = await self.persistence.start_turn(session_id, turn)
+        except BaseException as exc:
+            if opening is not None:
+                await discard(opening)
+            if isinstance(exc, Conflict):
+                raise Conflict(
+                    "this Idempotency-Key was used for a different request", code="idempotency_conflict"
+                ) from exc
+            raise
+        if created:
+            self._start(answer, client, model=model, prompt=prompt, opening=opening)
+        else:  # a retry: attach to the answer, or take it over if its generator is gone
+            if opening is not None:
+                await discard(opening)
+            await self._generate_if_free(answer, model=model, resume=False, prompt=prompt)
         return answer
 
     async def _generate_if_free(
@@ -148,6 +172,18 @@ class Answers:
             return  # another gateway won the claim: follow it through persistence
         finally:
             self._claiming.discard(answer.id)
+        self._start(claimed, client, model=model, prompt=prompt)
+
+    def _start(
+        self,
+        claimed: StoredMessage,
+        client: AsyncOpenAI,
+        *,
+        model: str | None,
+        prompt: list[ChatCompletionMessageParam] | None,
+        opening: "asyncio.Task[AsyncStream[object]] | None" = None,
+    ) -> None:
+        """Generate an answer this instance holds the lease of."""
         generation = Generation(
             claimed,
             model=model or claimed.model or self.settings.openai_model,
@@ -156,6 +192,7 @@ class Answers:
             client=client,
             on_finish=self._forget,
             prompt=prompt,
+            opening=opening,
         )
         self._live[claimed.id] = generation
         generation.start()

@@ -1,5 +1,6 @@
 """The LLM side: one retry policy (tenacity) for starting a stream and for continuing an interrupted one."""
 
+import asyncio
 import email.utils
 import logging
 import time
@@ -158,6 +159,14 @@ async def read_chunks(stream: AsyncStream[object]) -> AsyncIterator[Chunk]:
             yield chunk
     finally:
         await stream.close()
+
+
+async def discard(opening: "asyncio.Task[AsyncStream[object]]") -> None:
+    """Abandon a stream opened ahead of time: cancel the request, or close the stream it opened."""
+    opening.cancel()
+    await asyncio.wait([opening])
+    if not opening.cancelled() and opening.exception() is None:
+        await opening.result().close()
 
 
 def create_client(settings: Settings) -> AsyncOpenAI | None:

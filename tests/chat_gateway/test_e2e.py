@@ -390,8 +390,7 @@ def test_request_id_follows_a_chat_into_persistence_and_metrics_count_it(
     assert response.headers["x-request-id"] == "chat-7"
     logged = [json.loads(line) for line in persistence.log.read_text().splitlines() if line.startswith("{")]
     paths = {entry["path"] for entry in logged if entry.get("request_id") == "chat-7"}
-    assert "/sessions" in paths
-    assert any(path.endswith("/claim") for path in paths)
+    assert any(path.endswith("/turns") for path in paths)
     assert any(path.endswith("/append") for path in paths)  # written by the generation task
     metrics = httpx.get(f"{gateway.url}/metrics").text
     assert 'http_requests_total{method="POST",route="/chat",service="chat_gateway",status="200"}' in metrics
