@@ -151,8 +151,9 @@ def start_turn(
         )
         | claim
     )
-    stmt = insert_on_conflict(db, _TABLE).values([question, answer]).on_conflict_do_nothing()
-    inserted = set(db.scalars(stmt.returning(_TABLE.c.id)))
+    # Both rows in one statement: SQLAlchemy sends an executemany with RETURNING as one multi-row INSERT.
+    stmt = insert_on_conflict(db, _TABLE).on_conflict_do_nothing().returning(_TABLE.c.id)
+    inserted = set(db.scalars(stmt, [question, answer]))
     if inserted == {question["id"], answer["id"]}:
         return Message(**question), Message(**answer), True
     return _stored_turn(db, session_id, question, answer, inserted)
