@@ -30,8 +30,9 @@ class Settings(ServiceSettings):
 
     instance_id: str = Field(default_factory=_instance_id, min_length=1, max_length=200)
     lease_seconds: float = Field(default=15.0, gt=0, le=3600)
-    flush_interval_seconds: float = Field(default=0.25, gt=0)
-    flush_bytes: int = Field(default=1024, ge=1)
+    # How much text a crash may lose (resume regenerates it) against how many writes an answer costs.
+    flush_interval_seconds: float = Field(default=1.0, gt=0)
+    flush_bytes: int = Field(default=4096, ge=1)
     history_budget_chars: int = Field(default=24_000, ge=0)
 
     # One retry policy for the upstream: starting a stream and continuing an interrupted one.

@@ -75,6 +75,7 @@ def create_fake_openai() -> FastAPI:
     app = FastAPI()
     app.state.plans = deque()
     app.state.requests = []
+    app.state.open_streams = 0  # streams being sent right now
 
     @app.post("/v1/chat/completions")
     async def completions(request: Request) -> Any:
@@ -90,16 +91,20 @@ def create_fake_openai() -> FastAPI:
         prompt_tokens = sum(len(tokens(str(m.get("content") or ""))) for m in body["messages"])
 
         async def stream() -> AsyncIterator[bytes]:
-            await asyncio.sleep(plan.stall)
-            for index, part in enumerate(parts):
-                if plan.drop_after is not None and index >= plan.drop_after:
-                    raise Dropped  # uvicorn closes the connection mid-stream
-                yield _chunk(part)
-                await asyncio.sleep(plan.delay)
-            yield _chunk(None, "stop")
-            if (body.get("stream_options") or {}).get("include_usage"):
-                yield _usage_chunk(prompt_tokens, len(parts))
-            yield b"data: [DONE]\n\n"
+            app.state.open_streams += 1
+            try:
+                await asyncio.sleep(plan.stall)
+                for index, part in enumerate(parts):
+                    if plan.drop_after is not None and index >= plan.drop_after:
+                        raise Dropped  # uvicorn closes the connection mid-stream
+                    yield _chunk(part)
+                    await asyncio.sleep(plan.delay)
+                yield _chunk(None, "stop")
+                if (body.get("stream_options") or {}).get("include_usage"):
+                    yield _usage_chunk(prompt_tokens, len(parts))
+                yield b"data: [DONE]\n\n"
+            finally:
+                app.state.open_streams -= 1
 
         return StreamingResponse(stream(), media_type="text/event-stream")
 

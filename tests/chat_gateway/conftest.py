@@ -91,7 +91,14 @@ def fake_openai(_fake_openai_server: tuple[FastAPI, str]) -> FastAPI:
     app, _ = _fake_openai_server
     app.state.plans.clear()
     app.state.requests.clear()
+    app.state.open_streams = 0
     return app
+
+
+@pytest.fixture
+def fake_openai_url(_fake_openai_server: tuple[FastAPI, str], fake_openai: FastAPI) -> str:
+    """The fake upstream's base URL (its state reset, as with ``fake_openai``)."""
+    return _fake_openai_server[1]
 
 
 def gateway_env(tmp: Path, persistence_url: str, upstream_url: str | None, **extra: str) -> dict[str, str]:

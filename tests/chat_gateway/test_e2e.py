@@ -3,9 +3,11 @@
 Every scenario asserts the final stored answer exactly.
 """
 
+import contextlib
 import json
 import random
 import signal
+import socket
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -278,6 +280,52 @@ def test_without_upstream_key_chat_is_503_with_how_to(tmp_path: Path, persistenc
         assert httpx.get(f"{service.url}/health/ready").status_code == 200
     finally:
         service.kill(signal.SIGTERM)
+
+
+@contextmanager
+def _hanging_up_server(after: float) -> Iterator[str]:
+    """A server that takes every connection and closes it ``after`` seconds later without answering."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                connection, _ = listener.accept()
+                threading.Timer(after, connection.close).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        listener.close()
+
+
+def test_an_openai_call_is_sent_upstream_while_its_turn_is_stored_and_dropped_if_storing_fails(
+    tmp_path: Path, fake_openai: FastAPI, fake_openai_url: str
+) -> None:
+    """Persistence hangs up on every request: the turn cannot be stored, so no answer may be given."""
+    fake, upstream = fake_openai, fake_openai_url
+    fake.state.plans.append(Plan(delay=0.05))  # a long answer: still streaming when dropped
+    body = {"model": "fake-model", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    with _hanging_up_server(after=0.3) as broken:
+        env = gateway_env(tmp_path, broken, upstream, PERSISTENCE_RETRY_ATTEMPTS="2")
+        service = Service("chat_gateway.main:create_app", env, tmp_path / "gateway.log").start()
+        try:
+            response = httpx.post(f"{service.url}/v1/chat/completions", json=body, timeout=30)
+            assert response.status_code == 503, response.text
+            assert response.json()["error"]["code"] == "persistence_unavailable"
+            assert len(fake.state.requests) == 1  # sent at once, not after the turn was stored
+            wait_for(lambda: fake.state.open_streams == 0)  # and abandoned
+            # With an Idempotency-Key the turn may be a retry of a stored one: nothing goes out before it is known.
+            headers = {"Idempotency-Key": "k1"}
+            retry = httpx.post(f"{service.url}/v1/chat/completions", json=body, headers=headers, timeout=30)
+            assert retry.status_code == 503
+            assert len(fake.state.requests) == 1
+        finally:
+            service.kill(signal.SIGTERM)
 
 
 def test_lease_is_renewed_while_the_upstream_is_silent(

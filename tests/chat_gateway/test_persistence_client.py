@@ -97,3 +97,42 @@ async def test_every_request_carries_what_the_api_needs(client: PersistenceClien
     assert (len(items), cursor) == (1, "abc")
     params = route.calls[0].request.url.params
     assert (params["order"], params["status"]) == ("desc", "complete")
+
+
+@respx.mock
+async def test_a_turn_says_whether_it_is_new(client: PersistenceClient) -> None:
+    session_id = uuid.uuid4()
+    turn = {"question": _message(role="user", status="complete"), "answer": _message(status="in_progress")}
+    route = respx.post(f"{BASE}/sessions/{session_id}/turns").mock(
+        side_effect=[httpx.Response(201, json=turn), httpx.Response(200, json=turn)]
+    )
+    answer, created = await client.start_turn(session_id, {"question": {"content": "hi"}})
+    assert (answer.id, answer.status, created) == (MESSAGE_ID, "in_progress", True)
+    assert (await client.start_turn(session_id, {"question": {"content": "hi"}}))[1] is False
+    assert route.call_count == 2
+
+
+@respx.mock
+@pytest.mark.parametrize(
+    ("finish", "conflict"),
+    [
+        ({"status": "complete"}, {"detail": "complete", "code": "conflict", "status": "complete", "length": 15}),
+        ({"status": "failed"}, {"detail": "lease", "code": "lease_lost", "status": "failed", "length": 15}),
+    ],
+)
+async def test_a_finishing_append_whose_answer_was_lost_is_recognised(
+    client: PersistenceClient, finish: dict[str, str], conflict: dict[str, object]
+) -> None:
+    route = respx.post(f"{BASE}/messages/{MESSAGE_ID}/append").mock(
+        side_effect=[httpx.ReadError("connection reset"), httpx.Response(409, json=conflict)]
+    )
+    assert await client.append(MESSAGE_ID, 10, "hello", owner="g1", lease_seconds=5, finish=finish) == 15
+    assert route.call_count == 2
+
+
+@respx.mock
+async def test_a_finishing_append_on_an_answer_ended_otherwise_is_a_conflict(client: PersistenceClient) -> None:
+    conflict = {"detail": "lease", "code": "lease_lost", "status": "failed", "length": 15}
+    respx.post(f"{BASE}/messages/{MESSAGE_ID}/append").mock(return_value=httpx.Response(409, json=conflict))
+    with pytest.raises(Conflict):  # cancelled by someone else: ours was "complete"
+        await client.append(MESSAGE_ID, 10, "hello", owner="g1", lease_seconds=5, finish={"status": "complete"})
