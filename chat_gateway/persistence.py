@@ -6,7 +6,7 @@ from typing import Any
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from chat_gateway.schemas import StoredMessage, StoredSession
+from chat_gateway.schemas import StoredMessage
 from shared import Conflict, DomainError, MessageStatus, NotFound, PreconditionFailed, ServiceUnavailable
 
 
@@ -83,10 +83,6 @@ class PersistenceClient:
         except httpx.TransportError:
             return False
 
-    async def create_session(self, session_id: uuid.UUID, user_id: str, title: str) -> StoredSession:
-        body = {"id": str(session_id), "user_id": user_id, "title": title}
-        return StoredSession.model_validate(await self._request("POST", "/sessions", json=body))
-
     async def list_sessions(self, params: dict[str, Any]) -> Any:
         return await self._request("GET", "/sessions", params=params)
 
@@ -110,10 +106,6 @@ class PersistenceClient:
         response = await self.http.get(f"/sessions/{session_id}/export", params={"format": fmt})
         _raise_for(response)
         return response
-
-    async def create_message(self, session_id: uuid.UUID, body: dict[str, Any]) -> StoredMessage:
-        data = await self._request("POST", f"/sessions/{session_id}/messages", json=body)
-        return StoredMessage.model_validate(data)
 
     async def get_message(self, message_id: uuid.UUID) -> StoredMessage:
         return StoredMessage.model_validate(await self._request("GET", f"/messages/{message_id}"))

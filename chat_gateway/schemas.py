@@ -51,13 +51,5 @@ class StoredMessage(ReadModel):
     created_at: datetime
 
 
-class StoredSession(ReadModel):
-    model_config = ConfigDict(extra="ignore")
-
-    id: uuid.UUID
-    user_id: str
-    title: str
-
-
 class Health(ReadModel):
     status: str
