@@ -147,7 +147,6 @@ def start_turn(
             role=MessageRole.ASSISTANT,
             status=Status.PENDING,
             model=data.answer.model,
-            sent_at=later,
         )
         | claim
     )
