@@ -16,6 +16,8 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Any constant works: it only has to be the same for every process migrating one database.
 _MIGRATION_LOCK_ID = 720_431_977
+# The execution option of connections that send no BEGIN (see _begin_by_hand).
+AUTOCOMMIT = "persistence_autocommit"
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -25,8 +27,9 @@ def create_db_engine(url: str | URL, *, pool_size: int = 4) -> Engine:
     url = make_url(url)
     if url.get_backend_name() == "sqlite":
         return _create_sqlite_engine(url)
-    return create_engine(
+    engine = create_engine(
         url,
+        isolation_level="AUTOCOMMIT",
         pool_size=pool_size,
         # Room for start-up migrations and /health/ready beside a full pool of request threads.
         max_overflow=2,
@@ -34,17 +37,17 @@ def create_db_engine(url: str | URL, *, pool_size: int = 4) -> Engine:
         # flight fail (503, which clients retry) and SQLAlchemy replaces every older connection.
         connect_args={"connect_timeout": 5},
     )
+    _begin_by_hand(engine, "BEGIN")
+    return engine
 
 
 def _create_sqlite_engine(url: URL) -> Engine:
     if url.database and url.database != ":memory:":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    engine = create_engine(url, isolation_level="AUTOCOMMIT", connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # SQLAlchemy, not the sqlite3 module, decides when a transaction begins (see _on_begin).
-        dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
@@ -52,18 +55,24 @@ def _create_sqlite_engine(url: URL) -> Engine:
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
-    @event.listens_for(engine, "begin")
-    def _on_begin(connection: Connection) -> None:
-        # A deferred transaction that reads and then writes fails at once with "database is locked"
-        # when another writer got in between; taking the write lock up front makes writers queue instead.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
+    # A deferred transaction that reads and then writes fails at once with "database is locked" when
+    # another writer got in between; taking the write lock up front makes writers queue instead.
+    _begin_by_hand(engine, "BEGIN IMMEDIATE")
     return engine
 
 
-def create_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    # Responses are built after the commit, from the objects the request already loaded.
-    return sessionmaker(engine, expire_on_commit=False)
+def _begin_by_hand(engine: Engine, begin: str) -> None:
+    """Connections stay in the driver's autocommit mode, and SQLAlchemy's transactions send ``begin`` themselves.
+
+    A transaction costs what it did (the driver would have sent BEGIN too, and COMMIT still goes out), while
+    a connection with the AUTOCOMMIT execution option sends a statement alone: a request that is one
+    statement makes one round trip, not three.
+    """
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        if not connection.get_execution_options().get(AUTOCOMMIT):
+            connection.exec_driver_sql(begin)
 
 
 class Database:
@@ -72,27 +81,43 @@ class Database:
     One `run` per request is the unit of work: committed when the function returns, rolled back when it
     raises. It is the only hop to the thread pool a request makes, so routes are `async def` and do the
     rest (validation, serialisation) on the event loop.
+
+    `run_autocommit` is `run` without the transaction, for a function whose one write is a single statement
+    and whose reads need no common snapshot: each statement commits on its own.
     """
 
-    def __init__(self, sessionmaker: sessionmaker[Session], *, threads: int) -> None:
-        self.sessionmaker = sessionmaker
+    def __init__(self, engine: Engine, *, threads: int) -> None:
+        # Responses are built after the commit, from the objects the request already loaded.
+        self._transaction = sessionmaker(engine, expire_on_commit=False)
+        self._autocommit = sessionmaker(engine.execution_options(**{AUTOCOMMIT: True}), expire_on_commit=False)
         # As many threads as pooled connections: a thread never waits for a connection, and no more
         # threads than can do useful work contend for the GIL.
         self._limiter = anyio.CapacityLimiter(threads)
 
     async def run(self, function: Callable[Concatenate[Session, P], T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._in_thread(partial(_call, self._transaction, function, *args, **kwargs))
+
+    async def run_autocommit(
+        self, function: Callable[Concatenate[Session, P], T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        return await self._in_thread(partial(_call, self._autocommit, function, *args, **kwargs))
+
+    async def _in_thread(self, call: Callable[[], T]) -> T:
         # Not cancellable: a client that goes away still lets the transaction finish (or roll back) cleanly.
-        call = partial(self._transaction, function, *args, **kwargs)
         return await anyio.to_thread.run_sync(call, limiter=self._limiter)
 
-    def _transaction(self, function: Callable[Concatenate[Session, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
-        with self.sessionmaker.begin() as session:
-            return function(session, *args, **kwargs)
+
+def _call(
+    sessions: sessionmaker[Session], function: Callable[Concatenate[Session, P], T], /, *args: Any, **kwargs: Any
+) -> T:
+    with sessions.begin() as session:
+        return function(session, *args, **kwargs)
 
 
-def insert_on_conflict(db: Session, table: Table) -> postgresql.Insert | sqlite.Insert:
-    """An INSERT that can say ON CONFLICT, for the database ``db`` is bound to (both spell it alike)."""
-    return postgresql.insert(table) if db.get_bind().dialect.name == "postgresql" else sqlite.insert(table)
+def insert_on_conflict(db: Session | str, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT that can say ON CONFLICT, for the database ``db`` is bound to, or of that dialect name."""
+    dialect = db if isinstance(db, str) else db.get_bind().dialect.name
+    return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
 
 
 def alembic_config(connection: Connection | None = None) -> Config:

@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from persistence.api import health, legacy, messages, search, sessions
 from persistence.config import Settings
-from persistence.db import Database, create_db_engine, create_sessionmaker, migrate
+from persistence.db import Database, create_db_engine, migrate
 from persistence.deps import ApiKeyDep
 from persistence.errors import register_persistence_error_handlers
 from shared import load_settings_or_exit
@@ -29,7 +29,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.migrate_on_start:
             await run_in_threadpool(migrate, engine)
         app.state.engine = engine
-        app.state.database = Database(create_sessionmaker(engine), threads=settings.db_pool_size)
+        app.state.database = Database(engine, threads=settings.db_pool_size)
         logger.info("persistence ready on %s", engine.url.render_as_string(hide_password=True))
         try:
             yield

@@ -24,7 +24,7 @@ def _ping(db: Session) -> None:
 async def ready(db: DbDep) -> Health:
     """Readiness: the database answers."""
     try:
-        await db.run(_ping)
+        await db.run_autocommit(_ping)
     except SQLAlchemyError as exc:
         raise ServiceUnavailable("database unreachable", code="not_ready") from exc
     return Health(status="ready")

@@ -29,4 +29,5 @@ async def list_messages(
     chat_id: uuid.UUID, db: DbDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> list[LegacyMessageRead]:
     """List a chat's messages, newest first (original API)."""
-    return [LegacyMessageRead.model_validate(row) for row in await db.run(legacy.list_messages, chat_id, limit)]
+    rows = await db.run_autocommit(legacy.list_messages, chat_id, limit)
+    return [LegacyMessageRead.model_validate(row) for row in rows]

@@ -31,7 +31,7 @@ def _with_etag(message: Message, response: Response) -> MessageRead:
 @router.post("/sessions/{session_id}/messages", status_code=201)
 async def create_message(session_id: uuid.UUID, body: MessageCreate, db: DbDep, response: Response) -> MessageRead:
     """Add a message; repeating a create with the same id and body returns the stored one (200)."""
-    message, created = await db.run(messages.create_message, session_id, body)
+    message, created = await db.run_autocommit(messages.create_message, session_id, body)
     if not created:
         response.status_code = 200
     return _with_etag(message, response)
@@ -60,10 +60,11 @@ async def list_messages(
     order: Literal["asc", "desc"] = "asc",
 ) -> Page[MessageRead]:
     """List a session's messages in the order they were written (or newest first with order=desc)."""
-    rows, next_cursor = await db.run(
+    rows, next_cursor = await db.run_autocommit(
         messages.list_messages, session_id, limit=limit, cursor=cursor, status=status, newest_first=order == "desc"
     )
-    return Page[MessageRead](items=[MessageRead.model_validate(row) for row in rows], next_cursor=next_cursor)
+    # One validation of the whole page, from the rows' attributes.
+    return Page[MessageRead](items=rows, next_cursor=next_cursor)
 
 
 @router.get("/sessions/{session_id}/messages/last")
@@ -71,19 +72,19 @@ async def last_message(
     session_id: uuid.UUID, db: DbDep, response: Response, role: MessageRole | None = None
 ) -> MessageRead:
     """Get a session's newest message, optionally of one role."""
-    return _with_etag(await db.run(messages.last_message, session_id, role), response)
+    return _with_etag(await db.run_autocommit(messages.last_message, session_id, role), response)
 
 
 @router.get("/messages/stale")
 async def list_stale_messages(db: DbDep, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> list[MessageRead]:
     """List in-progress answers whose lease expired (their generator died)."""
-    return [MessageRead.model_validate(row) for row in await db.run(messages.list_stale, limit)]
+    return [MessageRead.model_validate(row) for row in await db.run_autocommit(messages.list_stale, limit)]
 
 
 @router.get("/messages/{message_id}")
 async def get_message(message_id: uuid.UUID, db: DbDep, response: Response) -> MessageRead:
     """Get one message; its version is also in the ETag header."""
-    return _with_etag(await db.run(messages.get_message, message_id), response)
+    return _with_etag(await db.run_autocommit(messages.get_message, message_id), response)
 
 
 @router.patch("/messages/{message_id}")
@@ -107,7 +108,7 @@ async def append_to_message(
     message_id: uuid.UUID, body: AppendRequest, db: DbDep, settings: SettingsDep
 ) -> AppendResult:
     """Append partial text at an offset that must equal the current length (409 otherwise)."""
-    row = await db.run(messages.append_text, message_id, body, lease_seconds=settings.lease_seconds)
+    row = await db.run_autocommit(messages.append_text, message_id, body, lease_seconds=settings.lease_seconds)
     return AppendResult.model_validate(row)
 
 
@@ -116,5 +117,5 @@ async def claim_message(
     message_id: uuid.UUID, body: ClaimRequest, db: DbDep, settings: SettingsDep, response: Response
 ) -> MessageRead:
     """Take the lease to generate an answer; 409 while another owner holds a live lease."""
-    message = await db.run(messages.claim_message, message_id, body, lease_seconds=settings.lease_seconds)
+    message = await db.run_autocommit(messages.claim_message, message_id, body, lease_seconds=settings.lease_seconds)
     return _with_etag(message, response)

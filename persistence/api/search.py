@@ -19,5 +19,5 @@ async def search(
     cursor: Cursor = None,
 ) -> Page[SearchHit]:
     """Search complete messages and session titles: most relevant first, with highlighted snippets."""
-    hits, next_cursor = await db.run(search_service.search, q, limit=limit, user_id=user_id, cursor=cursor)
+    hits, next_cursor = await db.run_autocommit(search_service.search, q, limit=limit, user_id=user_id, cursor=cursor)
     return Page[SearchHit](items=hits, next_cursor=next_cursor)

@@ -47,7 +47,7 @@ async def list_sessions(
     cursor: Cursor = None,
 ) -> Page[SessionRead]:
     """List sessions, favorites first, then newest activity first."""
-    rows, next_cursor = await db.run(
+    rows, next_cursor = await db.run_autocommit(
         sessions.list_sessions, limit=limit, user_id=user_id, favorite=favorite, q=q, cursor=cursor
     )
     return Page[SessionRead](items=[SessionRead.model_validate(row) for row in rows], next_cursor=next_cursor)
@@ -56,7 +56,7 @@ async def list_sessions(
 @router.get("/{session_id}")
 async def get_session(session_id: uuid.UUID, db: DbDep) -> SessionRead:
     """Get one session."""
-    return SessionRead.model_validate(await db.run(sessions.get_session, session_id))
+    return SessionRead.model_validate(await db.run_autocommit(sessions.get_session, session_id))
 
 
 @router.get(
@@ -93,11 +93,11 @@ async def favorite_session(
 ) -> SessionRead:
     """Toggle the favorite flag, or set it with {"is_favorite": bool}."""
     value = body.is_favorite if body is not None else None
-    return SessionRead.model_validate(await db.run(sessions.set_favorite, session_id, value))
+    return SessionRead.model_validate(await db.run_autocommit(sessions.set_favorite, session_id, value))
 
 
 @router.delete("/{session_id}", status_code=204)
 async def delete_session(session_id: uuid.UUID, db: DbDep) -> Response:
     """Delete a session and all its messages."""
-    await db.run(sessions.delete_session, session_id)
+    await db.run_autocommit(sessions.delete_session, session_id)
     return Response(status_code=204)

@@ -1,7 +1,9 @@
 """The original message API (chat_id, human/ai roles), kept working on top of sessions and messages."""
 
 import uuid
+from typing import Any
 
+from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
 from persistence.models import Message
@@ -44,7 +46,7 @@ def update_message(db: Session, message_id: uuid.UUID, data: LegacyMessageUpdate
     return messages.edit_message(db, message_id, data.changes())
 
 
-def list_messages(db: Session, chat_id: uuid.UUID, limit: int) -> list[Message]:
+def list_messages(db: Session, chat_id: uuid.UUID, limit: int) -> list[Row[Any]]:
     try:
         rows, _ = messages.list_messages(db, chat_id, limit=limit, newest_first=True)
     except NotFound:  # the original API lists an unknown chat as empty

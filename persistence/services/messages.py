@@ -4,11 +4,28 @@ Appends and claims are single conditional UPDATEs, so they are atomic on SQLite 
 of two concurrent requests racing for the same row, exactly one matches its condition.
 """
 
+import functools
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, and_, case, func, insert, literal, literal_column, or_, select, tuple_, update
+from sqlalchemy import (
+    Insert,
+    Row,
+    Select,
+    Update,
+    Uuid,
+    and_,
+    bindparam,
+    case,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnClause
@@ -17,7 +34,7 @@ from persistence.db import insert_on_conflict
 from persistence.models import Message, UTCDateTime, utcnow
 from persistence.pagination import decode_cursor, encode_cursor
 from persistence.schemas import AppendRequest, ClaimRequest, MessageCreate, MessageUpdate, TurnCreate
-from persistence.services.sessions import open_session, session_exists, touch_session
+from persistence.services.sessions import open_session, session_exists
 from shared import Conflict, MessageRole, MessageStatus, NotFound, PreconditionFailed
 
 Status = MessageStatus
@@ -79,14 +96,11 @@ def _new_row(session_id: uuid.UUID, message_id: uuid.UUID | None, now: datetime,
 
 
 def create_message(db: Session, session_id: uuid.UUID, data: MessageCreate) -> tuple[Message, bool]:
-    """Store a message; returns it (not attached to ``db``) and whether it is new (False: a replay)."""
-    # Taking the session row first also serialises creates in one session, so a replay that
-    # races its original sees the committed original below instead of a duplicate-key error.
-    touch_session(db, session_id)
-    if data.id is not None and (existing := db.get(Message, data.id)) is not None:
-        if not _same_request(existing, session_id, data.role, data.content, data.context):
-            raise Conflict(f"message {data.id} already exists with a different body", code="id_conflict")
-        return existing, False
+    """Store a message; returns it (not attached to ``db``) and whether it is new (False: a replay).
+
+    One statement when the message is new (a trigger moves its session up the list), so it can run
+    outside a transaction.
+    """
     default_status = Status.PENDING if data.role == MessageRole.ASSISTANT else Status.COMPLETE
     now = utcnow()
     values = _new_row(
@@ -104,11 +118,26 @@ def create_message(db: Session, session_id: uuid.UUID, data: MessageCreate) -> t
     )
     # A plain INSERT rather than session.add + flush: the unit of work cost more CPU than the statement
     # on this, the busiest write (docs/benchmarks.md). The returned object is complete without a reload.
+    if _insert(db, [values], session_id):
+        return Message(**values), True
+    # The id is taken: a replay (perhaps racing its original, whose commit the INSERT waited for), or not.
+    existing = _stored(db, values, set())
+    if not _same_request(existing, session_id, data.role, data.content, data.context):
+        raise Conflict(f"message {values['id']} already exists with a different body", code="id_conflict")
+    return existing, False
+
+
+@functools.cache
+def _insert_statement(dialect: str) -> Insert:
+    return insert_on_conflict(dialect, _TABLE).on_conflict_do_nothing().returning(_TABLE.c.id)
+
+
+def _insert(db: Session, rows: list[dict[str, Any]], session_id: uuid.UUID) -> set[uuid.UUID]:
+    """Insert messages of one session, skipping ids already taken; returns the ids inserted."""
     try:
-        db.execute(insert(_TABLE).values(values))
-    except IntegrityError as exc:  # the id is taken in another session, by a concurrent request
-        raise Conflict(f"message {values['id']} already exists with a different body") from exc
-    return Message(**values), True
+        return set(db.scalars(_insert_statement(db.get_bind().dialect.name), rows))
+    except IntegrityError as exc:  # the only constraint left to fail is the session's foreign key
+        raise NotFound(f"session {session_id} not found") from exc
 
 
 def start_turn(
@@ -121,8 +150,6 @@ def start_turn(
     """
     if data.session is not None:
         open_session(db, session_id, data.session.user_id, data.session.title)
-    else:
-        touch_session(db, session_id)  # also serialises turns in one session, as in create_message
     now = utcnow()
     question = _new_row(
         session_id,
@@ -151,8 +178,7 @@ def start_turn(
         | claim
     )
     # Both rows in one statement: SQLAlchemy sends an executemany with RETURNING as one multi-row INSERT.
-    stmt = insert_on_conflict(db, _TABLE).on_conflict_do_nothing().returning(_TABLE.c.id)
-    inserted = set(db.scalars(stmt, [question, answer]))
+    inserted = _insert(db, [question, answer], session_id)
     if inserted == {question["id"], answer["id"]}:
         return Message(**question), Message(**answer), True
     return _stored_turn(db, session_id, question, answer, inserted)
@@ -185,6 +211,20 @@ def get_message(db: Session, message_id: uuid.UUID) -> Message:
     return message
 
 
+@functools.cache
+def _page_statement(*, newest_first: bool, after_cursor: bool, by_status: bool) -> Select[Any]:
+    """The query of a page of a session's messages, built once per shape (with bound parameters)."""
+    stmt = select(_TABLE).where(_TABLE.c.session_id == bindparam("session_id"))
+    if by_status:
+        stmt = stmt.where(_TABLE.c.status == bindparam("status", type_=_TABLE.c.status.type))
+    key = tuple_(*(_TABLE.c[column.key] for column in _CHRONOLOGICAL))
+    if after_cursor:
+        after = tuple_(bindparam("after_created_at", type_=UTCDateTime()), bindparam("after_id", type_=Uuid()))
+        stmt = stmt.where(key < after if newest_first else key > after)
+    order = [column.desc() for column in key.clauses] if newest_first else list(key.clauses)
+    return stmt.order_by(*order).limit(bindparam("limit"))
+
+
 def list_messages(
     db: Session,
     session_id: uuid.UUID,
@@ -193,17 +233,16 @@ def list_messages(
     cursor: str | None = None,
     status: MessageStatus | None = None,
     newest_first: bool = False,
-) -> tuple[list[Message], str | None]:
-    """Chronological (or newest first), one keyset page at a time."""
-    stmt = select(Message).where(Message.session_id == session_id)
-    if status is not None:
-        stmt = stmt.where(Message.status == status)
-    key = tuple_(*_CHRONOLOGICAL)
+) -> tuple[list[Row[Any]], str | None]:
+    """Chronological (or newest first), one keyset page at a time: rows with every column of a message.
+
+    Rows rather than ORM objects, and a statement built once: a page is read far more often than anything else.
+    """
+    params: dict[str, Any] = {"session_id": session_id, "status": status, "limit": limit + 1}
     if cursor is not None:
-        after = tuple_(*decode_cursor(cursor, datetime, uuid.UUID))
-        stmt = stmt.where(key < after if newest_first else key > after)
-    order = [column.desc() for column in _CHRONOLOGICAL] if newest_first else list(_CHRONOLOGICAL)
-    rows = list(db.scalars(stmt.order_by(*order).limit(limit + 1)))
+        params["after_created_at"], params["after_id"] = decode_cursor(cursor, datetime, uuid.UUID)
+    stmt = _page_statement(newest_first=newest_first, after_cursor=cursor is not None, by_status=status is not None)
+    rows = list(db.execute(stmt, params))
     if not rows and not session_exists(db, session_id):
         raise NotFound(f"session {session_id} not found")
     if len(rows) <= limit:
@@ -277,40 +316,47 @@ def _apply(db: Session, message: Message, changes: dict[str, Any]) -> Message:
     return message
 
 
+@functools.cache
+def _append_statement(*, by_owner: bool, finish: frozenset[str]) -> Update:
+    """The conditional UPDATE of an append, built once per shape (with bound parameters)."""
+    table = _TABLE
+    conditions = [
+        table.c.id == bindparam("message_id"),
+        func.length(table.c.content) == bindparam("offset"),
+        table.c.status != Status.COMPLETE,
+    ]
+    if by_owner:
+        conditions.append(table.c.lease_owner == bindparam("owner"))
+    expires = bindparam("expires", type_=UTCDateTime())
+    values: dict[str, Any] = {
+        "content": table.c.content + bindparam("text", type_=table.c.content.type),
+        "version": table.c.version + 1,
+        "updated_at": bindparam("now", type_=UTCDateTime()),
+        "lease_expires_at": case((table.c.status == Status.IN_PROGRESS, expires), else_=table.c.lease_expires_at),
+    }
+    if finish:
+        # The last text and how the answer ended, in the one conditional statement.
+        conditions.append(table.c.status == Status.IN_PROGRESS)
+        values |= {name: bindparam(f"finish_{name}", type_=table.c[name].type) for name in finish}
+        values |= {"lease_owner": None, "lease_expires_at": None}
+    returning = (table.c.id, func.length(table.c.content).label("length"), table.c.version, table.c.status)
+    return update(table).where(*conditions).values(values).returning(*returning, table.c.lease_expires_at)
+
+
 def append_text(db: Session, message_id: uuid.UUID, data: AppendRequest, *, lease_seconds: float) -> Row[Any]:
     """Append ``data.text`` at ``data.offset``, which must be the current length: a retried append is a 409."""
     now = utcnow()
-    expires = now + timedelta(seconds=data.lease_seconds or lease_seconds)
-    conditions = [
-        Message.id == message_id,
-        func.length(Message.content) == data.offset,
-        Message.status != Status.COMPLETE,
-    ]
-    if data.owner is not None:
-        conditions.append(Message.lease_owner == data.owner)
-    values: dict[str, Any] = {
-        "content": Message.content + data.text,
-        "version": Message.version + 1,
-        "updated_at": _at(now),
-        "lease_expires_at": case((Message.status == Status.IN_PROGRESS, _at(expires)), else_=Message.lease_expires_at),
-    }
-    if data.finish is not None:
-        # The last text and how the answer ended, in the one conditional statement.
-        conditions.append(Message.status == Status.IN_PROGRESS)
-        values |= data.finish.model_dump(exclude_unset=True) | {"lease_owner": None, "lease_expires_at": None}
-    row = db.execute(
-        update(Message)
-        .where(*conditions)
-        .values(values)
-        .returning(
-            Message.id,
-            func.length(Message.content).label("length"),
-            Message.version,
-            Message.status,
-            Message.lease_expires_at,
-        )
-        .execution_options(synchronize_session=False)
-    ).one_or_none()
+    finish = data.finish.model_dump(exclude_unset=True) if data.finish is not None else {}
+    params = {
+        "message_id": message_id,
+        "offset": data.offset,
+        "owner": data.owner,
+        "text": data.text,
+        "now": now,
+        "expires": now + timedelta(seconds=data.lease_seconds or lease_seconds),
+    } | {f"finish_{name}": value for name, value in finish.items()}
+    stmt = _append_statement(by_owner=data.owner is not None, finish=frozenset(finish))
+    row = db.execute(stmt, params).one_or_none()
     if row is not None:
         return row
     _explain_failed_append(db, message_id, data)

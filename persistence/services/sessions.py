@@ -103,21 +103,12 @@ def set_favorite(db: Session, session_id: uuid.UUID, is_favorite: bool | None) -
     return chat
 
 
-def touch_session(db: Session, session_id: uuid.UUID) -> None:
-    """Mark new activity in a session (it moves to the top of the list); 404 if it does not exist."""
-    # On the table, not the entity: the ORM's bulk-update path cost more CPU than the statement (it runs
-    # on every message create).
-    result = db.execute(update(_TABLE).where(_TABLE.c.id == session_id).values(updated_at=utcnow()))
-    if result.rowcount == 0:  # type: ignore[attr-defined]
-        raise NotFound(f"session {session_id} not found")
-
-
 def open_session(db: Session, session_id: uuid.UUID, user_id: str, title: str) -> None:
-    """Create the session when it does not exist, else mark new activity in it: one statement either way."""
+    """Create the session when it does not exist (its messages mark the activity, see migration 0003)."""
     now = utcnow()
     values = {"user_id": user_id, "title": title, "is_favorite": False, "metadata": None}
     stmt = insert_on_conflict(db, _TABLE).values(id=session_id, created_at=now, updated_at=now, **values)
-    db.execute(stmt.on_conflict_do_update(index_elements=[_TABLE.c.id], set_={"updated_at": now}))
+    db.execute(stmt.on_conflict_do_nothing(index_elements=[_TABLE.c.id]))
 
 
 def delete_session(db: Session, session_id: uuid.UUID) -> None:

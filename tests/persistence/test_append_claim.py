@@ -5,6 +5,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
 
 from persistence.models import Message
 from tests.persistence.conftest import append, claim, new_answer, new_message, new_session, random_id
@@ -12,7 +13,7 @@ from tests.persistence.conftest import append, claim, new_answer, new_message, n
 
 def _expire_lease(app: FastAPI, message_id: str) -> None:
     """Pretend the lease holder died a minute ago."""
-    with app.state.database.sessionmaker.begin() as db:
+    with Session(app.state.engine) as db, db.begin():
         db.execute(
             sa.update(Message)
             .where(Message.id == uuid.UUID(message_id))
