@@ -1,12 +1,12 @@
 """Engine and migrations: built at start-up (never at import), shared by every request."""
 
+import asyncio
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-import anyio
-import anyio.to_thread
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import URL, Connection, Engine, Table, create_engine, event, make_url, text
@@ -91,8 +91,9 @@ class Database:
         self._transaction = sessionmaker(engine, expire_on_commit=False)
         self._autocommit = sessionmaker(engine.execution_options(**{AUTOCOMMIT: True}), expire_on_commit=False)
         # As many threads as pooled connections: a thread never waits for a connection, and no more
-        # threads than can do useful work contend for the GIL.
-        self._limiter = anyio.CapacityLimiter(threads)
+        # threads than can do useful work contend for the GIL. A plain executor, not anyio's to_thread:
+        # under load its hop cost a third of the CPU (docs/benchmarks.md).
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="database")
 
     async def run(self, function: Callable[Concatenate[Session, P], T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         return await self._in_thread(partial(_call, self._transaction, function, *args, **kwargs))
@@ -103,8 +104,13 @@ class Database:
         return await self._in_thread(partial(_call, self._autocommit, function, *args, **kwargs))
 
     async def _in_thread(self, call: Callable[[], T]) -> T:
-        # Not cancellable: a client that goes away still lets the transaction finish (or roll back) cleanly.
-        return await anyio.to_thread.run_sync(call, limiter=self._limiter)
+        # A request cancelled while its call is queued never starts it; one that is running finishes (or
+        # rolls back) cleanly in its thread, whoever is still waiting for it.
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    def close(self) -> None:
+        """Wait for the calls under way, then stop the threads."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
 
 
 def _call(

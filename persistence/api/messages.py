@@ -22,10 +22,21 @@ from shared import MessageRole, MessageStatus
 
 router = APIRouter(tags=["messages"])
 
+# Routes are matched in order, one by one: the busiest come first.
+
 
 def _with_etag(message: Message, response: Response) -> MessageRead:
     response.headers["ETag"] = f'"{message.version}"'
     return MessageRead.model_validate(message)
+
+
+@router.post("/messages/{message_id}/append")
+async def append_to_message(
+    message_id: uuid.UUID, body: AppendRequest, db: DbDep, settings: SettingsDep
+) -> AppendResult:
+    """Append partial text at an offset that must equal the current length (409 otherwise)."""
+    row = await db.run_autocommit(messages.append_text, message_id, body, lease_seconds=settings.lease_seconds)
+    return AppendResult.model_validate(row)
 
 
 @router.post("/sessions/{session_id}/messages", status_code=201)
@@ -101,15 +112,6 @@ async def update_message(
         messages.update_message, message_id, body, if_match=if_match, lease_seconds=settings.lease_seconds
     )
     return _with_etag(message, response)
-
-
-@router.post("/messages/{message_id}/append")
-async def append_to_message(
-    message_id: uuid.UUID, body: AppendRequest, db: DbDep, settings: SettingsDep
-) -> AppendResult:
-    """Append partial text at an offset that must equal the current length (409 otherwise)."""
-    row = await db.run_autocommit(messages.append_text, message_id, body, lease_seconds=settings.lease_seconds)
-    return AppendResult.model_validate(row)
 
 
 @router.post("/messages/{message_id}/claim")
