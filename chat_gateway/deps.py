@@ -8,18 +8,20 @@ from chat_gateway.persistence import PersistenceClient
 from chat_gateway.service import Answers
 from shared import Unauthorized, key_matches
 
+# Every dependency is `async def`: FastAPI runs a plain `def` in its thread pool, a hop per dependency per request.
 
-def get_settings(request: Request) -> Settings:
+
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_persistence(request: Request) -> PersistenceClient:
+async def get_persistence(request: Request) -> PersistenceClient:
     persistence: PersistenceClient = request.app.state.persistence
     return persistence
 
 
-def get_answers(request: Request) -> Answers:
+async def get_answers(request: Request) -> Answers:
     answers: Answers = request.app.state.answers
     return answers
 
@@ -36,7 +38,7 @@ _client_key_header = APIKeyHeader(
 _bearer = HTTPBearer(auto_error=False, description="The same keys, as OpenAI clients send them.")
 
 
-def require_client_key(
+async def require_client_key(
     settings: SettingsDep,
     key: Annotated[str | None, Security(_client_key_header)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],

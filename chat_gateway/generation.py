@@ -55,6 +55,17 @@ class StreamEvent:
     usage: dict[str, int] = field(default_factory=dict)
 
 
+async def _let_listeners_run() -> None:
+    """Let the listeners send the text so far before this task reads on.
+
+    Chunks already buffered are read without a pause, so a fast upstream's whole answer could be read
+    before anyone sends its first words. A listener wakes two loop iterations after ``_notify`` (the
+    future's callback, then its task): both are given.
+    """
+    for _ in range(2):
+        await asyncio.sleep(0)
+
+
 def describe(exc: BaseException) -> str:
     message = str(exc) or exc.__class__.__name__
     return f"{exc.__class__.__name__}: {message}"[:2000]
@@ -206,7 +217,10 @@ class Generation:
                 self.model_used = chunk.model
             if chunk.text:
                 TOKENS.inc()
+            sent_before = bool(self.text)
             self._emit(trimmer.feed(chunk.text))
+            if self.text and not sent_before:
+                await _let_listeners_run()
             finish_reason = chunk.finish_reason or finish_reason
         self._emit(trimmer.flush())
         if finish_reason is None:

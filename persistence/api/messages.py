@@ -53,7 +53,7 @@ async def start_turn(
     session_id: uuid.UUID, body: TurnCreate, db: DbDep, settings: SettingsDep, response: Response
 ) -> TurnRead:
     """Store a question and its answer at once, the answer claimed if an owner is given; a replay is a 200."""
-    question, answer, created = await db.run(
+    question, answer, created = await db.run_autocommit(
         messages.start_turn, session_id, body, lease_seconds=settings.lease_seconds
     )
     if not created:

@@ -121,21 +121,23 @@ def create_message(db: Session, session_id: uuid.UUID, data: MessageCreate) -> t
     if _insert(db, [values], session_id):
         return Message(**values), True
     # The id is taken: a replay (perhaps racing its original, whose commit the INSERT waited for), or not.
-    existing = _stored(db, values, set())
+    if (existing := db.get(Message, values["id"])) is None:  # deleted since the INSERT found it
+        raise Conflict(f"message {values['id']} changed during the request: retry it", code="retry")
     if not _same_request(existing, session_id, data.role, data.content, data.context):
         raise Conflict(f"message {values['id']} already exists with a different body", code="id_conflict")
     return existing, False
 
 
 @functools.cache
-def _insert_statement(dialect: str) -> Insert:
-    return insert_on_conflict(dialect, _TABLE).on_conflict_do_nothing().returning(_TABLE.c.id)
+def _insert_statement(dialect: str, *, skip_taken: bool) -> Insert:
+    stmt = insert_on_conflict(dialect, _TABLE)
+    return (stmt.on_conflict_do_nothing() if skip_taken else stmt).returning(_TABLE.c.id)
 
 
 def _insert(db: Session, rows: list[dict[str, Any]], session_id: uuid.UUID) -> set[uuid.UUID]:
     """Insert messages of one session, skipping ids already taken; returns the ids inserted."""
     try:
-        return set(db.scalars(_insert_statement(db.get_bind().dialect.name), rows))
+        return set(db.scalars(_insert_statement(db.get_bind().dialect.name, skip_taken=True), rows))
     except IntegrityError as exc:  # the only constraint left to fail is the session's foreign key
         raise NotFound(f"session {session_id} not found") from exc
 
@@ -146,7 +148,8 @@ def start_turn(
     """Store a question and its answer with one INSERT, the answer claimed by ``data.owner`` when given.
 
     Returns both (not attached to ``db``) and whether they are new; a replay of a stored turn returns
-    the turn as it is now (its answer may have grown), without claiming it.
+    the turn as it is now (its answer may have grown), without claiming it. Runs outside a transaction:
+    the session, when created here, stays even if the messages turn out to conflict.
     """
     if data.session is not None:
         open_session(db, session_id, data.session.user_id, data.session.title)
@@ -177,31 +180,32 @@ def start_turn(
         )
         | claim
     )
-    # Both rows in one statement: SQLAlchemy sends an executemany with RETURNING as one multi-row INSERT.
-    inserted = _insert(db, [question, answer], session_id)
-    if inserted == {question["id"], answer["id"]}:
-        return Message(**question), Message(**answer), True
-    return _stored_turn(db, session_id, question, answer, inserted)
+    # Both rows or neither, in one statement (SQLAlchemy sends an executemany with RETURNING as one
+    # multi-row INSERT), so a turn needs no transaction around it.
+    stmt = _insert_statement(db.get_bind().dialect.name, skip_taken=False)
+    try:
+        db.execute(stmt, [question, answer])
+    except IntegrityError:
+        return _stored_turn(db, session_id, question, answer)
+    return Message(**question), Message(**answer), True
 
 
 def _stored_turn(
-    db: Session, session_id: uuid.UUID, question: dict[str, Any], answer: dict[str, Any], inserted: set[uuid.UUID]
+    db: Session, session_id: uuid.UUID, question: dict[str, Any], answer: dict[str, Any]
 ) -> tuple[Message, Message, bool]:
-    """A turn whose ids were taken: a replay of the same turn, or a conflict."""
-    stored_question, stored_answer = _stored(db, question, inserted), _stored(db, answer, inserted)
-    if not _same_request(stored_question, session_id, MessageRole.USER, question["content"], question["context"]):
+    """After a turn's INSERT failed: a replay of the same turn, a conflict, or a session that does not exist."""
+    stored_question, stored_answer = db.get(Message, question["id"]), db.get(Message, answer["id"])
+    if stored_question is None and stored_answer is None:
+        if not session_exists(db, session_id):
+            raise NotFound(f"session {session_id} not found")
+        raise Conflict("the turn's messages changed during the request: retry it", code="retry")
+    if stored_question is None or not _same_request(
+        stored_question, session_id, MessageRole.USER, question["content"], question["context"]
+    ):
         raise Conflict(f"message {question['id']} already exists with a different body", code="id_conflict")
-    if stored_answer.session_id != session_id or stored_answer.role != MessageRole.ASSISTANT:
+    if stored_answer is None or stored_answer.session_id != session_id or stored_answer.role != MessageRole.ASSISTANT:
         raise Conflict(f"message {answer['id']} already exists and is not this turn's answer", code="id_conflict")
     return stored_question, stored_answer, False
-
-
-def _stored(db: Session, row: dict[str, Any], inserted: set[uuid.UUID]) -> Message:
-    if row["id"] in inserted:
-        return Message(**row)
-    if (message := db.get(Message, row["id"])) is None:  # deleted since the INSERT found it
-        raise Conflict(f"message {row['id']} changed during the request: retry it", code="retry")
-    return message
 
 
 def get_message(db: Session, message_id: uuid.UUID) -> Message:

@@ -1,9 +1,10 @@
 """Chat sessions: every query on the sessions table lives here."""
 
+import functools
 import uuid
 from datetime import datetime
 
-from sqlalchemy import delete, select, tuple_, update
+from sqlalchemy import Insert, bindparam, delete, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -103,12 +104,20 @@ def set_favorite(db: Session, session_id: uuid.UUID, is_favorite: bool | None) -
     return chat
 
 
+@functools.cache
+def _open_statement(dialect: str) -> Insert:
+    columns = ("id", "user_id", "title", "is_favorite", "metadata", "created_at", "updated_at")
+    stmt = insert_on_conflict(dialect, _TABLE).values(
+        {name: bindparam(name, type_=_TABLE.c[name].type) for name in columns}
+    )
+    return stmt.on_conflict_do_nothing(index_elements=[_TABLE.c.id])
+
+
 def open_session(db: Session, session_id: uuid.UUID, user_id: str, title: str) -> None:
     """Create the session when it does not exist (its messages mark the activity, see migration 0003)."""
     now = utcnow()
-    values = {"user_id": user_id, "title": title, "is_favorite": False, "metadata": None}
-    stmt = insert_on_conflict(db, _TABLE).values(id=session_id, created_at=now, updated_at=now, **values)
-    db.execute(stmt.on_conflict_do_nothing(index_elements=[_TABLE.c.id]))
+    values = {"id": session_id, "user_id": user_id, "title": title, "is_favorite": False, "metadata": None}
+    db.execute(_open_statement(db.get_bind().dialect.name), values | {"created_at": now, "updated_at": now})
 
 
 def delete_session(db: Session, session_id: uuid.UUID) -> None:

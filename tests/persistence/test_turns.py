@@ -94,6 +94,16 @@ def test_an_answer_id_taken_elsewhere_is_409_and_stores_nothing(client: TestClie
     assert client.get(f"/messages/{body['question']['id']}").status_code == 404
 
 
+def test_a_stored_question_with_a_new_answer_id_is_409_and_stores_nothing(client: TestClient) -> None:
+    session_id = random_id()
+    body = turn_body(session={})
+    assert client.post(f"/sessions/{session_id}/turns", json=body).status_code == 201
+    response = client.post(f"/sessions/{session_id}/turns", json=body | {"answer": {"id": random_id()}})
+    assert response.status_code == 409
+    assert response.json()["code"] == "id_conflict"
+    assert len(client.get(f"/sessions/{session_id}/messages").json()["items"]) == 2
+
+
 def test_turns_racing_to_create_one_session_all_land_in_it(live: httpx.Client, live_url: str) -> None:
     session_id = random_id()
     responses = _race(

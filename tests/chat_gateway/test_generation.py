@@ -1,0 +1,91 @@
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from openai import AsyncOpenAI
+from pydantic import SecretStr
+from starlette.requests import Request
+from starlette.responses import Response
+
+from chat_gateway.config import Settings
+from chat_gateway.generation import Generation
+from chat_gateway.persistence import PersistenceClient
+from chat_gateway.schemas import StoredMessage
+from shared import MessageRole, MessageStatus
+from tests.conftest import serve
+
+pytestmark = pytest.mark.anyio
+
+WORDS = [f"w{i} " for i in range(50)]
+
+
+def _sse(words: list[str]) -> bytes:
+    chunks: list[dict[str, Any]] = [
+        {"choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]} for word in words
+    ]
+    chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    return b"".join(f"data: {json.dumps(chunk)}\n\n".encode() for chunk in chunks) + b"data: [DONE]\n\n"
+
+
+class _Store(PersistenceClient):
+    """Persistence that takes every append."""
+
+    def __init__(self) -> None:
+        self.appended: list[str] = []
+
+    async def append(self, message_id: uuid.UUID, offset: int, text: str, **_kwargs: Any) -> int:
+        self.appended.append(text)
+        return offset + len(text)
+
+
+def _answer() -> StoredMessage:
+    now = datetime.now(UTC)
+    return StoredMessage(
+        id=uuid.uuid4(),
+        session_id=uuid.uuid4(),
+        role=MessageRole.ASSISTANT,
+        content="",
+        status=MessageStatus.IN_PROGRESS,
+        created_at=now,
+    )
+
+
+async def _whole_answer_at_once(_request: Request) -> Response:
+    # One write, as from a fast upstream: reading the stream never has to wait.
+    return Response(_sse(WORDS), media_type="text/event-stream")
+
+
+@pytest.fixture(scope="module")
+def upstream_url() -> Iterator[str]:
+    app = FastAPI()
+    app.add_route("/v1/chat/completions", _whole_answer_at_once, methods=["POST"])
+    with serve(app) as url:
+        yield f"{url}/v1"
+
+
+async def test_the_first_words_reach_listeners_before_a_buffered_answer_is_read_to_its_end(upstream_url: str) -> None:
+    settings = Settings(api_key=SecretStr("k"), openai_api_key=SecretStr("sk"), openai_base_url=upstream_url)
+    store = _Store()
+    generation = Generation(
+        _answer(),
+        model="m",
+        settings=settings,
+        persistence=store,
+        client=AsyncOpenAI(api_key="sk", base_url=upstream_url, max_retries=0),
+        on_finish=lambda _generation: None,
+        prompt=[{"role": "user", "content": "Hi"}],
+    )
+    generation.start()
+    read_when_first_sent = None
+    received = []
+    async for event in generation.events(0):
+        if event.kind == "delta" and read_when_first_sent is None:
+            read_when_first_sent = len(generation.text)
+        received.append(event.text)
+    assert read_when_first_sent == len(WORDS[0])
+    assert "".join(received) == "".join(WORDS)
+    assert "".join(store.appended) == "".join(WORDS)
