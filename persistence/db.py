@@ -91,8 +91,8 @@ class Database:
         self._transaction = sessionmaker(engine, expire_on_commit=False)
         self._autocommit = sessionmaker(engine.execution_options(**{AUTOCOMMIT: True}), expire_on_commit=False)
         # As many threads as pooled connections: a thread never waits for a connection, and no more
-        # threads than can do useful work contend for the GIL. A plain executor, not anyio's to_thread:
-        # under load its hop cost a third of the CPU (docs/benchmarks.md).
+        # threads than can do useful work contend for the GIL. A plain executor, not anyio's to_thread,
+        # whose hop cost three times the CPU under load (docs/benchmarks.md).
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="database")
 
     async def run(self, function: Callable[Concatenate[Session, P], T], /, *args: P.args, **kwargs: P.kwargs) -> T:
