@@ -120,9 +120,8 @@ def _call(
         return function(session, *args, **kwargs)
 
 
-def insert_on_conflict(db: Session | str, table: Table) -> postgresql.Insert | sqlite.Insert:
-    """An INSERT that can say ON CONFLICT, for the database ``db`` is bound to, or of that dialect name."""
-    dialect = db if isinstance(db, str) else db.get_bind().dialect.name
+def insert_on_conflict(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT that can say ON CONFLICT, in the dialect named (both spell it alike)."""
     return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
 
 
