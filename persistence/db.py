@@ -71,7 +71,9 @@ def _begin_by_hand(engine: Engine, begin: str) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        if not connection.get_execution_options().get(AUTOCOMMIT):
+        options = connection.get_execution_options()
+        # SQLAlchemy's own per-connection AUTOCOMMIT keeps its meaning too (CHECKPOINT, CREATE DATABASE...).
+        if not options.get(AUTOCOMMIT) and options.get("isolation_level") != "AUTOCOMMIT":
             connection.exec_driver_sql(begin)
 
 

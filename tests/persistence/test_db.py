@@ -72,3 +72,9 @@ async def test_run_autocommit_sends_the_statement_alone_and_it_stays_written(
     # The connection went back to the pool outside any transaction: the next one starts cleanly.
     await database.run(_add_session, uuid.uuid4())
     assert statements[-2:] == ["BEGIN", "INSERT"]
+
+
+def test_sqlalchemys_own_autocommit_option_still_means_no_transaction(engine: sa.Engine, statements: list[str]) -> None:
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(sa.text("SELECT 1"))
+    assert statements == ["SELECT"]
