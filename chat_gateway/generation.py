@@ -106,7 +106,7 @@ class Generation:
         self._last_write = time.monotonic()
         self._flush_now = asyncio.Event()
         self._closing = False
-        self._changed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._changed: asyncio.Future[None] | None = None
         self._stop_reason: StopReason | None = None
         self._upstream: asyncio.Task[None] | None = None
         self.task: asyncio.Task[None] | None = None
@@ -124,7 +124,6 @@ class Generation:
     async def events(self, offset: int) -> AsyncIterator[StreamEvent]:
         """The text from ``offset`` on as it grows, then how the answer ended."""
         while True:
-            changed = self._changed
             if len(self.text) > offset:
                 text, offset = self.text[offset:], len(self.text)
                 yield StreamEvent("delta", offset, text=text)
@@ -132,8 +131,10 @@ class Generation:
             if self.done.is_set():
                 yield self._final_event(offset)
                 return
+            if self._changed is None:
+                self._changed = asyncio.get_running_loop().create_future()
             # Shielded: a listener that goes away must not cancel the future the others wait on.
-            await asyncio.shield(changed)
+            await asyncio.shield(self._changed)
 
     def _final_event(self, offset: int) -> StreamEvent:
         if self.status == MessageStatus.COMPLETE:
@@ -145,8 +146,9 @@ class Generation:
         return StreamEvent("handoff", offset)  # another generator goes on with it: follow it through persistence
 
     def _notify(self) -> None:
-        changed, self._changed = self._changed, asyncio.get_running_loop().create_future()
-        if not changed.done():
+        # The future exists only while someone waits: most chunks arrive before a listener is back to wait.
+        changed, self._changed = self._changed, None
+        if changed is not None and not changed.done():
             changed.set_result(None)
 
     def _emit(self, text: str) -> None:
