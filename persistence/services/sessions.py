@@ -3,13 +3,14 @@
 import functools
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Insert, bindparam, delete, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from persistence.db import insert_on_conflict
-from persistence.models import ChatSession, utcnow
+from persistence.models import ChatSession
 from persistence.pagination import decode_cursor, encode_cursor
 from persistence.schemas import SessionCreate, SessionUpdate
 from shared import NotFound
@@ -105,19 +106,21 @@ def set_favorite(db: Session, session_id: uuid.UUID, is_favorite: bool | None) -
 
 
 @functools.cache
-def _open_statement(dialect: str) -> Insert:
+def open_session_statement(dialect: str) -> Insert:
+    """Create a session unless its id exists (its messages mark the activity, see migration 0003).
+
+    Parameters from ``open_session_params``.
+    """
     columns = ("id", "user_id", "title", "is_favorite", "metadata", "created_at", "updated_at")
     stmt = insert_on_conflict(dialect, _TABLE).values(
-        {name: bindparam(name, type_=_TABLE.c[name].type) for name in columns}
+        {name: bindparam(f"session_{name}", type_=_TABLE.c[name].type) for name in columns}
     )
     return stmt.on_conflict_do_nothing(index_elements=[_TABLE.c.id])
 
 
-def open_session(db: Session, session_id: uuid.UUID, user_id: str, title: str) -> None:
-    """Create the session when it does not exist (its messages mark the activity, see migration 0003)."""
-    now = utcnow()
+def open_session_params(session_id: uuid.UUID, user_id: str, title: str, now: datetime) -> dict[str, Any]:
     values = {"id": session_id, "user_id": user_id, "title": title, "is_favorite": False, "metadata": None}
-    db.execute(_open_statement(db.get_bind().dialect.name), values | {"created_at": now, "updated_at": now})
+    return {f"session_{name}": value for name, value in (values | {"created_at": now, "updated_at": now}).items()}
 
 
 def delete_session(db: Session, session_id: uuid.UUID) -> None:
