@@ -293,7 +293,12 @@ class Generation:
             await asyncio.sleep(min(1.0, self.settings.flush_interval_seconds))
 
     def _finish_fields(self, status: MessageStatus, error: str | None) -> dict[str, Any]:
-        fields: dict[str, Any] = {"status": status.value, "error": error, "finish_reason": self.finish_reason}
+        # Unset fields stay as stored: a claim cleared the last attempt's error, and only completes set a reason.
+        fields: dict[str, Any] = {"status": status.value}
+        if error is not None:
+            fields["error"] = error
+        if self.finish_reason is not None:
+            fields["finish_reason"] = self.finish_reason
         if self.usage.totals:
             fields["usage"] = self.usage.totals
         if (model := self.model_used or self.model) != self.answer.model:

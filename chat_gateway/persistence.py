@@ -146,8 +146,10 @@ class PersistenceClient:
 
         A lost response retried is recognised, not doubled.
         """
-        body: dict[str, Any] = {"offset": offset, "text": text, "owner": owner, "lease_seconds": lease_seconds}
-        if finish is not None:
+        body: dict[str, Any] = {"offset": offset, "text": text, "owner": owner}
+        if finish is None:
+            body["lease_seconds"] = lease_seconds
+        else:  # an ended answer holds no lease
             body["finish"] = finish
         try:
             result = await self._request("POST", f"/messages/{message_id}/append", json=body)

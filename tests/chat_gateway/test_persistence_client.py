@@ -1,3 +1,4 @@
+import json
 import uuid
 
 import httpx
@@ -136,3 +137,15 @@ async def test_a_finishing_append_on_an_answer_ended_otherwise_is_a_conflict(cli
     respx.post(f"{BASE}/messages/{MESSAGE_ID}/append").mock(return_value=httpx.Response(409, json=conflict))
     with pytest.raises(Conflict):  # cancelled by someone else: ours was "complete"
         await client.append(MESSAGE_ID, 10, "hello", owner="g1", lease_seconds=5, finish={"status": "complete"})
+
+
+@respx.mock
+async def test_an_append_renews_the_lease_and_a_finishing_one_sends_none(client: PersistenceClient) -> None:
+    route = respx.post(f"{BASE}/messages/{MESSAGE_ID}/append").mock(
+        side_effect=[httpx.Response(200, json={"length": 15}), httpx.Response(200, json={"length": 20})]
+    )
+    await client.append(MESSAGE_ID, 10, "hello", owner="g1", lease_seconds=5)
+    await client.append(MESSAGE_ID, 15, "world", owner="g1", lease_seconds=5, finish={"status": "complete"})
+    renewing, finishing = (json.loads(call.request.content) for call in route.calls)
+    assert renewing == {"offset": 10, "text": "hello", "owner": "g1", "lease_seconds": 5}
+    assert finishing == {"offset": 15, "text": "world", "owner": "g1", "finish": {"status": "complete"}}
