@@ -42,7 +42,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             base_url=settings.api_base_url,
             headers={"x-api-key": split_keys(settings.api_key)[0]},
             timeout=httpx.Timeout(30.0, connect=5.0),
-            # aiohttp under the httpx API: the same client code and errors, a third of httpcore's CPU per request.
+            # aiohttp under the httpx API: the same client code and errors, without httpcore's pool checks and
+            # anyio's cancel scopes (docs/benchmarks.md).
             transport=AiohttpTransport(limits=httpx.Limits(max_connections=200)),
             event_hooks={"request": [_pass_request_id]},
         )

@@ -177,6 +177,6 @@ def create_client(settings: Settings) -> AsyncOpenAI | None:
         base_url=settings.openai_base_url,
         max_retries=0,  # tenacity is the one retry loop
         timeout=settings.upstream_timeout_seconds,
-        # The SDK's aiohttp transport: reading a stream costs far less CPU than through httpcore and anyio.
+        # The SDK's own aiohttp transport: reading a stream through httpcore and anyio cost far more CPU.
         http_client=DefaultAioHttpClient(),
     )
