@@ -1,5 +1,6 @@
 """The persistence service. Run with: uvicorn persistence.main:create_app --factory --port 8000"""
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.database = database = Database(engine, threads=settings.db_pool_size)
         logger.info("persistence ready on %s", engine.url.render_as_string(hide_password=True))
+        gc.freeze()  # start-up's objects live as long as the process: no full collection need scan them again
         try:
             yield
         finally:

@@ -5,8 +5,8 @@ import math
 import time
 
 from limits import RateLimitItem, parse
-from limits.storage import MemoryStorage
-from limits.strategies import FixedWindowRateLimiter
+from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import FixedWindowRateLimiter
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -34,6 +34,7 @@ class RateLimitMiddleware:
     def __init__(self, app: ASGIApp, limit: str) -> None:
         self.app = app
         self.item: RateLimitItem = parse(limit)
+        # The asyncio flavour: the threaded one starts a new timer thread up to 100 times a second.
         self.limiter = FixedWindowRateLimiter(MemoryStorage())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -41,8 +42,8 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         key = _client_key(scope)
-        allowed = self.limiter.hit(self.item, key)
-        reset_at, remaining = self.limiter.get_window_stats(self.item, key)
+        allowed = await self.limiter.hit(self.item, key)
+        reset_at, remaining = await self.limiter.get_window_stats(self.item, key)
         headers = {
             "X-RateLimit-Limit": str(self.item.amount),
             "X-RateLimit-Remaining": str(remaining),
