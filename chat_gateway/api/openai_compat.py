@@ -85,23 +85,40 @@ def _sse(body: dict[str, Any]) -> str:
     return f"data: {json.dumps(body)}\n\n"
 
 
-async def _chunks(answers: Answers, message_id: uuid.UUID, model: str, include_usage: bool) -> AsyncIterator[str]:
-    base = {"id": _completion_id(message_id), "object": "chat.completion.chunk", "created": int(time.time())}
-    base["model"] = model
+class ChunkFormat:
+    """The ``chat.completion.chunk`` events of one streamed answer."""
 
-    def chunk(delta: dict[str, str], finish_reason: str | None = None) -> str:
+    def __init__(self, message_id: uuid.UUID, model: str, include_usage: bool) -> None:
+        self.base = {"id": _completion_id(message_id), "object": "chat.completion.chunk", "created": int(time.time())}
+        self.base["model"] = model
+        self.include_usage = include_usage
+        # A text chunk is an empty one rendered around its content: building and encoding the whole dict
+        # for every chunk cost a tenth of the relay's CPU (docs/benchmarks.md).
+        self._head, _, self._tail = self.chunk({"content": "\0"}).rpartition(json.dumps("\0"))
+
+    def chunk(self, delta: dict[str, str], finish_reason: str | None = None) -> str:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-        return _sse(base | {"choices": [choice]} | ({"usage": None} if include_usage else {}))
+        return _sse(self.base | {"choices": [choice]} | ({"usage": None} if self.include_usage else {}))
 
-    yield chunk({"role": "assistant", "content": ""})
+    def text(self, text: str) -> str:
+        """``chunk({"content": text})``, rendered faster."""
+        return self._head + json.dumps(text) + self._tail
+
+    def usage(self, usage: dict[str, int]) -> str:
+        return _sse(self.base | {"choices": [], "usage": usage or None})
+
+
+async def _chunks(answers: Answers, message_id: uuid.UUID, model: str, include_usage: bool) -> AsyncIterator[str]:
+    render = ChunkFormat(message_id, model, include_usage)
+    yield render.chunk({"role": "assistant", "content": ""})
     event: StreamEvent
     async for event in answers.follow(message_id, 0):
         if event.kind == "delta":
-            yield chunk({"content": event.text})
+            yield render.text(event.text)
         elif event.kind == "done":
-            yield chunk({}, event.finish_reason or "stop")
+            yield render.chunk({}, event.finish_reason or "stop")
             if include_usage:
-                yield _sse(base | {"choices": [], "usage": event.usage or None})
+                yield render.usage(event.usage)
             yield "data: [DONE]\n\n"
         else:
             yield _sse({"error": {"message": f"the answer failed: {event.error}", "type": "api_error"}})

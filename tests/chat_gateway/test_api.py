@@ -1,5 +1,7 @@
 """The gateway's own HTTP surface: client auth and bad input, before any call leaves the process."""
 
+import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -7,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from chat_gateway.api.openai_compat import ChunkFormat
 from chat_gateway.config import Settings
 from chat_gateway.main import create_app
 
@@ -114,3 +117,13 @@ def test_missing_persistence_key_stops_start_up(monkeypatch: pytest.MonkeyPatch,
     with pytest.raises(SystemExit) as info:
         create_app()
     assert str(info.value).startswith("chat_gateway: missing secret API_KEY")
+
+
+@pytest.mark.parametrize("text", ["plain ", 'a "quote" and a \\', "line\nbreak\t", "é 漢字 🙂", "\0", ""])
+@pytest.mark.parametrize("model", ["fake-model", 'odd \0 "content": "\\u0000" model'])
+@pytest.mark.parametrize("include_usage", [False, True])
+def test_a_text_chunk_is_rendered_as_the_whole_chunk_would_be(text: str, model: str, include_usage: bool) -> None:
+    render = ChunkFormat(uuid.uuid4(), model, include_usage)
+    rendered = render.text(text)
+    assert rendered == render.chunk({"content": text})
+    assert json.loads(rendered.removeprefix("data: "))["choices"][0]["delta"] == {"content": text}
