@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> Report:
     parser.add_argument("--database-url", default=os.environ.get("TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL))
     args = parser.parse_args(argv)
     quick = args.quick
-    levels = [(1, 5), (16, 16), (64, 64)] if quick else [(1, 40), (16, 160), (64, 256)]
+    levels = [(1, 5), (16, 16), (64, 64)] if quick else [(1, 100), (16, 320), (64, 256)]
     report = Report()
     with (
         temporary_database(sa.make_url(args.database_url), prefix="bench") as url,
