@@ -63,6 +63,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         recovery = asyncio.create_task(answers.recovery_loop(), name="recovery")
         # What start-up built lives as long as the process: kept out of every full collection, which
         # otherwise scans it all (about 90 ms of CPU, and as long a pause for every stream, docs/benchmarks.md).
+        # Collected first: garbage frozen would never be freed.
+        gc.collect()
         gc.freeze()
         try:
             yield

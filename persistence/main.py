@@ -32,7 +32,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.database = database = Database(engine, threads=settings.db_pool_size)
         logger.info("persistence ready on %s", engine.url.render_as_string(hide_password=True))
-        gc.freeze()  # start-up's objects live as long as the process: no full collection need scan them again
+        # Start-up's objects live as long as the process: no full collection need scan them again. Collected
+        # first: garbage frozen would never be freed.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
