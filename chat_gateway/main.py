@@ -2,7 +2,6 @@
 
 import asyncio
 import contextlib
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,7 +21,7 @@ from chat_gateway.upstream import create_client
 from shared import load_settings_or_exit, split_keys
 from shared.asgi import register_error_handlers
 from shared.observability import REQUEST_ID_HEADER, configure_logging, request_id
-from shared.stack import install_middleware
+from shared.stack import freeze_startup_heap, install_middleware
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.persistence = persistence
         app.state.answers = answers
         recovery = asyncio.create_task(answers.recovery_loop(), name="recovery")
-        # What start-up built lives as long as the process: kept out of every full collection, which
-        # otherwise scans it all (about 90 ms of CPU, and as long a pause for every stream, docs/benchmarks.md).
-        # Collected first: garbage frozen would never be freed.
-        gc.collect()
-        gc.freeze()
+        freeze_startup_heap()
         try:
             yield
         finally:

@@ -1,6 +1,5 @@
 """The persistence service. Run with: uvicorn persistence.main:create_app --factory --port 8000"""
 
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,7 +14,7 @@ from persistence.deps import ApiKeyDep
 from persistence.errors import register_persistence_error_handlers
 from shared import load_settings_or_exit
 from shared.observability import configure_logging
-from shared.stack import install_middleware
+from shared.stack import freeze_startup_heap, install_middleware
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +31,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.database = database = Database(engine, threads=settings.db_pool_size)
         logger.info("persistence ready on %s", engine.url.render_as_string(hide_password=True))
-        # Start-up's objects live as long as the process: no full collection need scan them again. Collected
-        # first: garbage frozen would never be freed.
-        gc.collect()
-        gc.freeze()
+        freeze_startup_heap()
         try:
             yield
         finally:

@@ -1,4 +1,6 @@
-"""The middleware stack both services share."""
+"""What both services do to their app: the middleware stack, and the heap once start-up is done."""
+
+import gc
 
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
@@ -24,3 +26,14 @@ def install_middleware(app: Starlette, *, service: str, settings: ServiceSetting
         )
     app.add_middleware(RequestMiddleware, service=service)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+
+
+def freeze_startup_heap() -> None:
+    """Keep what start-up built out of every later full collection; call at the end of start-up.
+
+    Those objects live as long as the process, yet each full collection scanned them all: about 90 ms of
+    CPU, and as long a pause for every request in flight (docs/benchmarks.md). Garbage is collected first:
+    frozen, it would never be freed.
+    """
+    gc.collect()
+    gc.freeze()
