@@ -122,7 +122,7 @@ def create_message(db: Session, session_id: uuid.UUID, data: MessageCreate) -> t
     )
     # A plain INSERT rather than session.add + flush: the unit of work cost more CPU than the statement
     # on this, the busiest write (docs/benchmarks.md). The returned object is complete without a reload.
-    if _insert(db, [values], session_id):
+    if _insert(db, values, session_id):
         return Message(**values), True
     # The id is taken: a replay (perhaps racing its original, whose commit the INSERT waited for), or not.
     if (existing := db.get(Message, values["id"])) is None:  # deleted since the INSERT found it
@@ -137,10 +137,10 @@ def _insert_statement(dialect: str) -> Insert:
     return insert_on_conflict(dialect, _TABLE).on_conflict_do_nothing().returning(_TABLE.c.id)
 
 
-def _insert(db: Session, rows: list[dict[str, Any]], session_id: uuid.UUID) -> set[uuid.UUID]:
-    """Insert messages of one session, skipping ids already taken; returns the ids inserted."""
+def _insert(db: Session, values: dict[str, Any], session_id: uuid.UUID) -> bool:
+    """Insert a message unless its id is taken; returns whether it was inserted."""
     try:
-        return set(db.scalars(_insert_statement(db.get_bind().dialect.name), rows))
+        return db.scalar(_insert_statement(db.get_bind().dialect.name), values) is not None
     except IntegrityError as exc:  # the only constraint left to fail is the session's foreign key
         raise NotFound(f"session {session_id} not found") from exc
 
@@ -372,8 +372,9 @@ def _append_statement(*, by_owner: bool, finish: frozenset[str]) -> Update:
         conditions.append(table.c.status == Status.IN_PROGRESS)
         values |= {name: bindparam(f"finish_{name}", type_=table.c[name].type) for name in finish}
         values |= {"lease_owner": None, "lease_expires_at": None}
-    returning = (table.c.id, func.length(table.c.content).label("length"), table.c.version, table.c.status)
-    return update(table).where(*conditions).values(values).returning(*returning, table.c.lease_expires_at)
+    length = func.length(table.c.content).label("length")
+    returning = (table.c.id, length, table.c.version, table.c.status, table.c.lease_expires_at)
+    return update(table).where(*conditions).values(values).returning(*returning)
 
 
 def append_text(db: Session, message_id: uuid.UUID, data: AppendRequest, *, lease_seconds: float) -> Row[Any]:
