@@ -14,6 +14,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 SECRETS_DIR_ENV = "SECRETS_DIR"
+NO_RATE_LIMIT = frozenset({"none", "off"})
 
 
 class SettingsError(Exception):
@@ -78,15 +79,17 @@ class ServiceSettings(BaseSettings):
     cors_origins: str = ""
 
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
-    # Requests per API key (or client address), e.g. "120/minute"; empty: no limit.
+    # Requests per API key (or client address), e.g. "120/minute"; "none": no limit.
     rate_limit: str | None = None
 
     @field_validator("rate_limit")
     @classmethod
     def _parse_rate_limit(cls, value: str | None) -> str | None:
-        if value:
-            parse_limit(value)  # raises ValueError naming the bad value
-        return value or None
+        # A word, not an empty value: an empty variable counts as unset, so it would bring the default back.
+        if not value or value.strip().lower() in NO_RATE_LIMIT:
+            return None
+        parse_limit(value)  # raises ValueError naming the bad value
+        return value
 
     @property
     def cors_origin_list(self) -> list[str]:

@@ -50,6 +50,13 @@ def test_defaults_limit_the_gateway_but_not_persistence(client: TestClient) -> N
     assert GatewaySettings(api_key="k").rate_limit == "60/minute"
 
 
+@pytest.mark.parametrize("value", ["none", "off", "None"])
+def test_rate_limit_none_turns_the_gateway_default_off(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("API_KEY", "k")
+    monkeypatch.setenv("RATE_LIMIT", value)
+    assert load_settings(GatewaySettings).rate_limit is None
+
+
 def test_a_malformed_rate_limit_stops_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("API_KEY", "k")
     monkeypatch.setenv("RATE_LIMIT", "lots")
