@@ -79,7 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    install_middleware(app, service="chat_gateway", settings=settings)
+    install_middleware(app, service="chat_gateway", settings=settings, reshape_errors=openai_compat.reshape_under_v1)
     register_error_handlers(app, RequestValidationError)
     app.include_router(health.router)
     app.include_router(chat.router, dependencies=[ClientKeyDep])

@@ -12,7 +12,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.errors import DomainError
@@ -29,10 +29,19 @@ _HTTP_CODES = {
 }
 
 
+Reshape = Callable[[Scope, JSONResponse], Response]
+"""Turns an error in the one shape into the shape a path's clients expect (the gateway's /v1: OpenAI's)."""
+
+
 def error_response(
     status_code: int, detail: str, code: str, headers: Mapping[str, str] | None = None, **extra: Any
 ) -> JSONResponse:
     return JSONResponse({"detail": detail, "code": code, **extra}, status_code=status_code, headers=headers)
+
+
+def reshaped(scope: Scope, response: JSONResponse, reshape: Reshape | None) -> Response:
+    """An error a middleware answers itself, before the app's exception handlers could shape it."""
+    return reshape(scope, response) if reshape is not None else response
 
 
 async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -82,15 +91,17 @@ class BodyLimitMiddleware:
     handler above renders; but for a declared Content-Length it answers in plain text, so that is caught here.
     """
 
-    def __init__(self, app: ASGIApp, max_body_size: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_size: int, reshape: Reshape | None = None) -> None:
         self.app = RequestBodyLimitMiddleware(app, max_body_size)
         self.max_body_size = max_body_size
+        self.reshape = reshape
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             declared = Headers(scope=scope).get("content-length", "")
             if declared.isdigit() and int(declared) > self.max_body_size:
                 detail = f"request body is larger than {self.max_body_size} bytes"
-                await error_response(413, detail, "too_large")(scope, receive, send)
+                response = reshaped(scope, error_response(413, detail, "too_large"), self.reshape)
+                await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)

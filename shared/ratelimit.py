@@ -10,7 +10,7 @@ from limits.aio.strategies import FixedWindowRateLimiter
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.asgi import error_response
+from shared.asgi import Reshape, error_response, reshaped
 
 EXEMPT_PATHS = frozenset({"/health", "/health/ready", "/metrics", "/docs", "/openapi.json", "/docs/oauth2-redirect"})
 
@@ -31,9 +31,10 @@ class RateLimitMiddleware:
     Counts live in this process: with several workers or instances each enforces the limit on its own.
     """
 
-    def __init__(self, app: ASGIApp, limit: str) -> None:
+    def __init__(self, app: ASGIApp, limit: str, reshape: Reshape | None = None) -> None:
         self.app = app
         self.item: RateLimitItem = parse(limit)
+        self.reshape = reshape
         # The asyncio flavour: the threaded one starts a new timer thread up to 100 times a second.
         self.limiter = FixedWindowRateLimiter(MemoryStorage())
 
@@ -53,7 +54,7 @@ class RateLimitMiddleware:
             wait = max(1, math.ceil(reset_at - time.time()))
             detail = f"rate limit of {self.item} exceeded; retry in {wait} s"
             response = error_response(429, detail, "rate_limited", headers=headers | {"Retry-After": str(wait)})
-            await response(scope, receive, send)
+            await reshaped(scope, response, self.reshape)(scope, receive, send)
             return
 
         async def send_with_headers(message: Message) -> None:

@@ -5,17 +5,22 @@ import gc
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
 
-from shared.asgi import BodyLimitMiddleware
+from shared.asgi import BodyLimitMiddleware, Reshape
 from shared.observability import RequestMiddleware, metrics_endpoint
 from shared.ratelimit import RateLimitMiddleware
 from shared.settings import ServiceSettings
 
 
-def install_middleware(app: Starlette, *, service: str, settings: ServiceSettings) -> None:
-    """The stack both services share, outermost first: request id and log line, CORS, rate limit, body limit."""
-    app.add_middleware(BodyLimitMiddleware, max_body_size=settings.max_body_bytes)
+def install_middleware(
+    app: Starlette, *, service: str, settings: ServiceSettings, reshape_errors: Reshape | None = None
+) -> None:
+    """The stack both services share, outermost first: request id and log line, CORS, rate limit, body limit.
+
+    ``reshape_errors`` reshapes the errors the limits answer themselves, as the app's handlers do the rest.
+    """
+    app.add_middleware(BodyLimitMiddleware, max_body_size=settings.max_body_bytes, reshape=reshape_errors)
     if settings.rate_limit:
-        app.add_middleware(RateLimitMiddleware, limit=settings.rate_limit)
+        app.add_middleware(RateLimitMiddleware, limit=settings.rate_limit, reshape=reshape_errors)
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from openai.types.chat import ChatCompletionMessageParam
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
+from starlette.types import Scope
 
 from chat_gateway.deps import AnswersDep, SettingsDep
 from chat_gateway.generation import StreamEvent
@@ -178,24 +179,28 @@ async def list_models(settings: SettingsDep) -> dict[str, Any]:
 Handler = Callable[[Request, Exception], Awaitable[Response]]
 
 
+def reshape_under_v1(scope: Scope, response: Response) -> Response:
+    """An error in the one shape, in OpenAI's ({"error": {...}}) under /v1, so OpenAI clients understand it."""
+    if not scope["path"].startswith("/v1/"):
+        return response
+    ours = json.loads(bytes(response.body))
+    status = 400 if response.status_code == 422 else response.status_code
+    error = {
+        "message": ours["detail"],
+        "type": _ERROR_TYPES.get(status, "api_error"),
+        "param": None,
+        "code": ours["code"],
+    }
+    headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "content-type")}
+    return JSONResponse({"error": error}, status_code=status, headers=headers)
+
+
 def use_openai_errors_under_v1(app: FastAPI) -> None:
-    """Under /v1, render every error as OpenAI does ({"error": {...}}), so OpenAI clients understand it."""
+    """Under /v1, the exception handlers answer in OpenAI's shape (the limits' own answers: ``reshape_under_v1``)."""
     for exc_class in (DomainError, RequestValidationError, HTTPException):
         standard: Handler = app.exception_handlers[exc_class]  # type: ignore[assignment]
 
         async def handler(request: Request, exc: Exception, standard: Handler = standard) -> Response:
-            response = await standard(request, exc)
-            if not request.url.path.startswith("/v1/"):
-                return response
-            ours = json.loads(bytes(response.body))
-            status = 400 if response.status_code == 422 else response.status_code
-            error = {
-                "message": ours["detail"],
-                "type": _ERROR_TYPES.get(status, "api_error"),
-                "param": None,
-                "code": ours["code"],
-            }
-            headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "content-type")}
-            return JSONResponse({"error": error}, status_code=status, headers=headers)
+            return reshape_under_v1(request.scope, await standard(request, exc))
 
         app.add_exception_handler(exc_class, handler)

@@ -110,6 +110,30 @@ def test_openai_routes_take_a_bearer_key_and_answer_errors_in_openai_shape(locke
     assert set(invalid.json()["error"]) == {"message", "type", "param", "code"}
 
 
+def test_the_limits_answer_in_openai_shape_under_v1_only() -> None:
+    """The rate and body limits answer before the app's handlers; under /v1 they still speak OpenAI's shape."""
+    with _app(rate_limit="2/minute") as gateway:
+        big = {"messages": [{"role": "user", "content": "x" * 5000}]}
+        too_large = gateway.post("/v1/chat/completions", json=big)
+        assert too_large.status_code == 413
+        assert too_large.json()["error"] == {
+            "message": "request body is larger than 4096 bytes",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "too_large",
+        }
+        assert gateway.get("/v1/models").status_code == 200
+        refused = gateway.get("/v1/models")
+        assert refused.status_code == 429
+        assert refused.json()["error"]["type"] == "rate_limit_error"
+        assert refused.json()["error"]["code"] == "rate_limited"
+        assert int(refused.headers["retry-after"]) >= 1
+        assert refused.headers["x-ratelimit-remaining"] == "0"
+        elsewhere = gateway.post("/chat", json={"message": "hi"})
+        assert elsewhere.status_code == 429
+        assert elsewhere.json()["code"] == "rate_limited"
+
+
 def test_missing_persistence_key_stops_start_up(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in ("API_KEY", "API_KEY_FILE"):
         monkeypatch.delenv(name, raising=False)
