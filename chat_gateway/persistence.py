@@ -11,7 +11,7 @@ from shared import Conflict, DomainError, MessageStatus, NotFound, PreconditionF
 
 
 class _Retriable(Exception):
-    """A 5xx from persistence: worth another try."""
+    """A 5xx or 429 from persistence: worth another try."""
 
     def __init__(self, response: httpx.Response) -> None:
         super().__init__(f"persistence answered {response.status_code}")
@@ -58,7 +58,7 @@ class PersistenceClient:
         return response.json() if response.content else None
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """Send with retries on connection errors and 5xx; every write carries an id or offset, so retries are safe."""
+        """Send, retried on connection errors, 5xx and 429; every write carries an id or offset, so retries are safe."""
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(self._attempts),
@@ -70,7 +70,8 @@ class PersistenceClient:
             ):
                 with attempt:
                     response = await self.http.request(method, path, **kwargs)
-                    if response.status_code >= 500:
+                    # A 429 too: persistence's own rate limit (RATE_LIMIT) is a wait, not a refusal.
+                    if response.status_code >= 500 or response.status_code == 429:
                         raise _Retriable(response)
         except (_Retriable, httpx.TransportError) as exc:
             raise ServiceUnavailable(f"persistence service unreachable: {exc}", code="persistence_unavailable") from exc

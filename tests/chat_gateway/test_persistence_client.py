@@ -42,6 +42,18 @@ async def test_retries_5xx_and_connection_errors_then_succeeds(client: Persisten
 
 
 @respx.mock
+async def test_a_429_from_persistence_is_waited_out(client: PersistenceClient) -> None:
+    route = respx.get(f"{BASE}/messages/{MESSAGE_ID}").mock(
+        side_effect=[
+            httpx.Response(429, json={"detail": "slow down", "code": "rate_limited"}),
+            httpx.Response(200, json=_message()),
+        ]
+    )
+    assert (await client.get_message(MESSAGE_ID)).id == MESSAGE_ID
+    assert route.call_count == 2
+
+
+@respx.mock
 async def test_gives_up_with_503_after_bounded_attempts(client: PersistenceClient) -> None:
     route = respx.get(f"{BASE}/messages/{MESSAGE_ID}").mock(return_value=httpx.Response(500))
     with pytest.raises(ServiceUnavailable):
