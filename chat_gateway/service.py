@@ -19,7 +19,7 @@ from chat_gateway.persistence import PersistenceClient
 from chat_gateway.prompt import question_messages
 from chat_gateway.schemas import ChatRequest, StoredMessage
 from chat_gateway.upstream import discard, open_stream
-from shared import Conflict, MessageRole, MessageStatus, ServiceUnavailable
+from shared import Conflict, DomainError, MessageRole, MessageStatus, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -242,7 +242,13 @@ class Answers:
                     offset = event.offset
                 else:
                     return
-            message = await self.persistence.get_message(message_id)
+            try:
+                message = await self.persistence.get_message(message_id)
+            except DomainError as exc:
+                # The stream ends with an error instead of breaking off; the answer may well go on, and a
+                # client can reattach to it (no status: nobody here knows how it ends).
+                yield StreamEvent("error", offset, error=f"lost track of the answer: {exc.detail}")
+                return
             if len(message.content) > offset:
                 yield StreamEvent("delta", len(message.content), text=message.content[offset:])
                 offset = len(message.content)

@@ -122,7 +122,9 @@ async def _chunks(answers: Answers, message_id: uuid.UUID, model: str, include_u
                 yield render.usage(event.usage)
             yield "data: [DONE]\n\n"
         else:
-            yield _sse({"error": {"message": f"the answer failed: {event.error}", "type": "api_error"}})
+            failed = event.status == MessageStatus.FAILED
+            message = f"the answer failed: {event.error}" if failed else str(event.error)
+            yield _sse({"error": {"message": message, "type": "api_error"}})
 
 
 @router.post("/chat/completions", response_model=None)

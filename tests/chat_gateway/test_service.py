@@ -65,3 +65,30 @@ async def test_the_turn_goes_out_before_the_upstream_request_opened_beside_it_is
     # A replay of a finished turn: the upstream request opened beside it is dropped.
     assert answer.status == MessageStatus.COMPLETE
     assert abandoned.is_set()
+
+
+async def test_following_an_answer_persistence_loses_track_of_ends_with_an_error_event() -> None:
+    """An answer followed through persistence (generated elsewhere): an outage ends the stream, cleanly."""
+    message_id = uuid.uuid4()
+    stored = {
+        "id": str(message_id),
+        "session_id": str(uuid.uuid4()),
+        "role": MessageRole.ASSISTANT,
+        "content": "Hel",
+        "status": MessageStatus.IN_PROGRESS,
+        "created_at": datetime.now(UTC).isoformat(),
+    }
+    answers_sent = iter([httpx.Response(200, json=stored)])
+
+    def persistence_answers(_request: httpx.Request) -> httpx.Response:
+        return next(answers_sent, httpx.Response(503))
+
+    settings = Settings(api_key=SecretStr("k"), reattach_poll_seconds=0.001)
+    transport = httpx.MockTransport(persistence_answers)
+    async with httpx.AsyncClient(base_url="http://persistence", transport=transport) as http:
+        answers = Answers(settings, PersistenceClient(http, attempts=2, initial_wait=0, max_wait=0), None)
+        events = [event async for event in answers.follow(message_id, 0)]
+
+    assert [(e.kind, e.offset, e.text, e.status) for e in events] == [("delta", 3, "Hel", None), ("error", 3, "", None)]
+    assert events[-1].error is not None
+    assert events[-1].error.startswith("lost track of the answer: persistence service unreachable")
