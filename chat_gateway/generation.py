@@ -32,11 +32,13 @@ from chat_gateway.upstream import (
     read_chunks,
     retrying,
 )
-from shared import Conflict, MessageStatus, ServiceUnavailable
+from shared import Conflict, MessageStatus, NotFound, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 
-StopReason = Literal["cancelled", "lease_lost", "shutdown"]
+StopReason = Literal["cancelled", "lease_lost", "deleted", "shutdown"]
+# Ways to stop after which the answer is no longer this generator's to write.
+NOT_OURS: frozenset[StopReason] = frozenset({"lease_lost", "deleted"})
 
 # A lease this short is as good as released: crash recovery picks the answer up at its next scan.
 RELEASED_LEASE_SECONDS = 0.001
@@ -143,6 +145,8 @@ class Generation:
             )
         if self.status == MessageStatus.FAILED:
             return StreamEvent("error", offset, status=self.status, error=self.error)
+        if self._stop_reason == "deleted":
+            return StreamEvent("error", offset, error="the answer was deleted (with its session)")
         return StreamEvent("handoff", offset)  # another generator goes on with it: follow it through persistence
 
     def _notify(self) -> None:
@@ -267,6 +271,11 @@ class Generation:
             logger.warning("answer %s: lease lost (%s)", self.message_id, exc.detail)
             self.stop("lease_lost")
             raise
+        except NotFound:
+            # Its session was deleted: generating the rest would only cost tokens.
+            logger.info("answer %s: deleted while generated, generation stopped", self.message_id)
+            self.stop("deleted")
+            raise
         self._last_write = time.monotonic()
         return True
 
@@ -307,7 +316,7 @@ class Generation:
 
     async def _finish(self, status: MessageStatus | None, error: str | None) -> None:
         """Save the rest of the text and how the answer ended, in one write."""
-        if self._stop_reason == "lease_lost":
+        if self._stop_reason in NOT_OURS:
             self.status = None
             return
         # Shutdown (no status): saved with its lease released, so another instance (or this one,
@@ -315,7 +324,7 @@ class Generation:
         finish = None if status is None else self._finish_fields(status, error)
         try:
             saved = await self._flush_all(RELEASED_LEASE_SECONDS if status is None else None, finish)
-        except Conflict:
+        except (Conflict, NotFound):
             self.status = None
             return
         if not saved:

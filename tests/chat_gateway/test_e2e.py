@@ -216,6 +216,23 @@ def test_cancel_keeps_the_partial_text_and_can_be_resumed(
     assert resumed["response"] == TEXT
 
 
+def test_deleting_the_session_mid_answer_stops_its_generation(
+    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    fake_openai.state.plans.append(Plan(delay=0.1))  # about 4.5 s for the whole answer
+    with streaming_chat(gateway) as (message_id, events):
+        session_id = _stored(store, message_id)["session_id"]
+        assert httpx.delete(f"{gateway.url}/chat/sessions/{session_id}", timeout=30).status_code == 204
+        rest = list(events)
+    assert rest[-1].event == "error"
+    assert rest[-1].data == {"status": None, "error": "the answer was deleted (with its session)"}
+    assert store.get(f"/messages/{message_id}").status_code == 404
+    # The upstream request was dropped at the next append (every second), long before the answer's end.
+    wait_for(lambda: fake_openai.state.open_streams == 0, timeout=3)
+    streamed = "".join(e.data["text"] for e in rest if e.event == "delta")
+    assert len(streamed) < len(TEXT) // 2
+
+
 def test_idempotent_retry_attaches_to_the_same_answer(
     gateway: Service, store: httpx.Client, fake_openai: FastAPI
 ) -> None:

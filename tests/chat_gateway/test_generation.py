@@ -1,6 +1,7 @@
+import asyncio
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -9,13 +10,13 @@ from fastapi import FastAPI
 from openai import AsyncOpenAI
 from pydantic import SecretStr
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from chat_gateway.config import Settings
 from chat_gateway.generation import Generation
 from chat_gateway.persistence import PersistenceClient
 from chat_gateway.schemas import StoredMessage
-from shared import MessageRole, MessageStatus
+from shared import MessageRole, MessageStatus, NotFound
 from tests.conftest import serve
 
 pytestmark = pytest.mark.anyio
@@ -54,23 +55,19 @@ def _answer() -> StoredMessage:
     )
 
 
-async def _whole_answer_at_once(_request: Request) -> Response:
-    # One write, as from a fast upstream: reading the stream never has to wait.
-    return Response(_sse(WORDS), media_type="text/event-stream")
+class _Deleted(PersistenceClient):
+    """Persistence after the answer's session was deleted."""
+
+    def __init__(self) -> None:
+        self.appends = 0
+
+    async def append(self, message_id: uuid.UUID, *_args: Any, **_kwargs: Any) -> int:
+        self.appends += 1
+        raise NotFound(f"message {message_id} not found")
 
 
-@pytest.fixture(scope="module")
-def upstream_url() -> Iterator[str]:
-    app = FastAPI()
-    app.add_route("/v1/chat/completions", _whole_answer_at_once, methods=["POST"])
-    with serve(app) as url:
-        yield f"{url}/v1"
-
-
-async def test_the_first_words_reach_listeners_before_a_buffered_answer_is_read_to_its_end(upstream_url: str) -> None:
-    settings = Settings(api_key=SecretStr("k"), openai_api_key=SecretStr("sk"), openai_base_url=upstream_url)
-    store = _Store()
-    generation = Generation(
+def _generation(settings: Settings, store: PersistenceClient, upstream_url: str) -> Generation:
+    return Generation(
         _answer(),
         model="m",
         settings=settings,
@@ -79,6 +76,35 @@ async def test_the_first_words_reach_listeners_before_a_buffered_answer_is_read_
         on_finish=lambda _generation: None,
         prompt=[{"role": "user", "content": "Hi"}],
     )
+
+
+async def _whole_answer_at_once(_request: Request) -> Response:
+    # One write, as from a fast upstream: reading the stream never has to wait.
+    return Response(_sse(WORDS), media_type="text/event-stream")
+
+
+async def _one_word_every_20_ms(_request: Request) -> StreamingResponse:
+    async def words() -> AsyncIterator[bytes]:
+        for event in _sse(WORDS).split(b"\n\n"):
+            yield event + b"\n\n"
+            await asyncio.sleep(0.02)
+
+    return StreamingResponse(words(), media_type="text/event-stream")
+
+
+@pytest.fixture(scope="module")
+def upstream_url() -> Iterator[str]:
+    app = FastAPI()
+    app.add_route("/v1/chat/completions", _whole_answer_at_once, methods=["POST"])
+    app.add_route("/slow/v1/chat/completions", _one_word_every_20_ms, methods=["POST"])
+    with serve(app) as url:
+        yield f"{url}/v1"
+
+
+async def test_the_first_words_reach_listeners_before_a_buffered_answer_is_read_to_its_end(upstream_url: str) -> None:
+    settings = Settings(api_key=SecretStr("k"), openai_api_key=SecretStr("sk"), openai_base_url=upstream_url)
+    store = _Store()
+    generation = _generation(settings, store, upstream_url)
     generation.start()
     read_when_first_sent = None
     received = []
@@ -89,3 +115,19 @@ async def test_the_first_words_reach_listeners_before_a_buffered_answer_is_read_
     assert read_when_first_sent == len(WORDS[0])
     assert "".join(received) == "".join(WORDS)
     assert "".join(store.appended) == "".join(WORDS)
+
+
+async def test_an_answer_deleted_while_generated_stops_generating(upstream_url: str) -> None:
+    """Its session deleted mid-answer: the next append finds nothing, and the upstream is not read to the end."""
+    slow = upstream_url.replace("/v1", "/slow/v1")
+    settings = Settings(api_key=SecretStr("k"), openai_api_key=SecretStr("sk"), flush_interval_seconds=0.05)
+    store = _Deleted()
+    generation = _generation(settings, store, slow)
+    generation.start()
+    events = [event async for event in generation.events(0)]
+    assert generation.task is not None
+    await generation.task  # ended without an error of its own
+    assert store.appends == 1
+    assert generation.status is None
+    assert 0 < len(generation.text) < len("".join(WORDS))
+    assert (events[-1].kind, events[-1].error) == ("error", "the answer was deleted (with its session)")
