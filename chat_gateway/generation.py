@@ -29,6 +29,7 @@ from chat_gateway.upstream import (
     discard,
     error_kind,
     open_stream,
+    options_to_continue,
     read_chunks,
     retrying,
 )
@@ -209,13 +210,17 @@ class Generation:
 
     async def _stream_once(self, prompt: list[ChatCompletionMessageParam]) -> None:
         partial = self.text
+        options = options_to_continue(self.answer.options or {}, partial)
+        if options is None:  # the answer's token limit was reached before it broke off
+            self.finish_reason = "length"
+            return
         trimmer = OverlapTrimmer(partial)
         finish_reason = None
         if self._opening is not None:
             opening, self._opening = self._opening, None
             stream = await opening
         else:
-            stream = await open_stream(self.client, self.model, with_partial(prompt, partial))
+            stream = await open_stream(self.client, self.model, with_partial(prompt, partial), options)
         async for chunk in read_chunks(stream):
             if chunk.usage:
                 self.usage.add(chunk.usage)

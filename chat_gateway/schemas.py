@@ -6,6 +6,31 @@ from pydantic import ConfigDict, Field, StringConstraints
 
 from shared import InputModel, JSONObject, MessageRole, MessageStatus, ReadModel
 
+Penalty = Annotated[float, Field(ge=-2, le=2)]
+
+
+class GenerationOptions(InputModel):
+    """Chat Completions parameters passed on to the model as given, and stored with the answer.
+
+    Stored so that whoever continues an interrupted answer (a resume, another gateway after a crash)
+    continues it with the same options.
+    """
+
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    max_tokens: int | None = Field(default=None, ge=1, description="For the whole answer, resumes included.")
+    max_completion_tokens: int | None = Field(default=None, ge=1, description="Like max_tokens.")
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+    seed: int | None = None
+    logit_bias: dict[str, Annotated[int, Field(ge=-100, le=100)]] | None = None
+    response_format: JSONObject | None = None
+    reasoning_effort: Annotated[str, StringConstraints(max_length=32)] | None = None
+
+    def given(self) -> JSONObject:
+        return self.model_dump(exclude_none=True)
+
 
 class ChatRequest(InputModel):
     message: Annotated[str, StringConstraints(min_length=1)]
@@ -15,6 +40,7 @@ class ChatRequest(InputModel):
         default=None, description="RAG context for this prompt; stored with the message, shown to the model."
     )
     model: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    options: GenerationOptions | None = Field(default=None, description="Temperature, max_tokens... for this answer.")
     stream: bool = False
 
 
@@ -44,6 +70,7 @@ class StoredMessage(ReadModel):
     model: str | None = None
     finish_reason: str | None = None
     usage: JSONObject | None = None
+    options: JSONObject | None = None
     attempts: int = 0
     version: int = 1
     lease_owner: str | None = None

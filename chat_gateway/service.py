@@ -106,9 +106,13 @@ class Answers:
         question: dict[str, Any] = {"id": str(question_id), "content": request.message}
         if request.context is not None:
             question["context"] = request.context
+        answer_fields: dict[str, Any] = {"id": str(answer_id), "model": model}
+        options = request.options.given() if request.options is not None else {}
+        if options:
+            answer_fields["options"] = options
         turn: dict[str, Any] = {
             "question": question,
-            "answer": {"id": str(answer_id), "model": model},
+            "answer": answer_fields,
             "owner": self.settings.instance_id,
             "lease_seconds": self.settings.lease_seconds,
         }
@@ -122,7 +126,7 @@ class Answers:
                 # ~0.7 ms of CPU building the upstream one. The turn is the longer wait before the first word
                 # (docs/benchmarks.md, section 3).
                 await asyncio.sleep(0)
-                opening = asyncio.create_task(open_stream(client, model, prompt))
+                opening = asyncio.create_task(open_stream(client, model, prompt, options))
             answer, created = await storing
         except BaseException as exc:
             storing.cancel()

@@ -3,8 +3,9 @@
 import asyncio
 import email.utils
 import logging
+import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,7 +131,10 @@ class Usage:
 
 
 async def open_stream(
-    client: AsyncOpenAI, model: str, messages: list[ChatCompletionMessageParam]
+    client: AsyncOpenAI,
+    model: str,
+    messages: list[ChatCompletionMessageParam],
+    options: Mapping[str, Any] | None = None,
 ) -> AsyncStream[object]:
     """Send a streamed completion request; returns once the upstream has answered with its headers.
 
@@ -138,10 +142,36 @@ async def open_stream(
     upstream sent: building the SDK's typed chunk models cost more CPU than all the rest of the relay
     (docs/benchmarks.md), for the four fields read here. Errors are raised by the SDK as usual.
     """
-    body = {"model": model, "messages": messages, "stream": True, "stream_options": {"include_usage": True}}
+    # The answer's options first: what makes this a stream the gateway can read is not theirs to change.
+    body = {
+        **(options or {}),
+        "model": model,
+        "messages": messages,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     return await client.post(
         "/chat/completions", cast_to=object, body=body, stream=True, stream_cls=AsyncStream[object]
     )
+
+
+# OpenAI's rule of thumb for English text; what a continuation counts as already spent of a token limit.
+CHARS_PER_TOKEN = 4
+TOKEN_LIMITS = ("max_tokens", "max_completion_tokens")
+
+
+def options_to_continue(options: Mapping[str, Any], partial: str) -> dict[str, Any] | None:
+    """The options to continue ``partial`` with: token limits hold for the whole answer, so what the
+    partial answer spent (estimated from its length) comes off them. None when a limit is used up.
+    """
+    continued = dict(options)
+    spent = math.ceil(len(partial) / CHARS_PER_TOKEN)
+    for key in TOKEN_LIMITS:
+        if isinstance(limit := options.get(key), int) and spent:
+            if limit <= spent:
+                return None
+            continued[key] = limit - spent
+    return continued
 
 
 async def read_chunks(stream: AsyncStream[object]) -> AsyncIterator[Chunk]:

@@ -96,6 +96,8 @@ class Message(Base):
     model: Mapped[str | None] = mapped_column(String(200))
     finish_reason: Mapped[str | None] = mapped_column(String(64))
     usage: Mapped[dict[str, Any] | None]
+    # What the answer is generated with (temperature, max_tokens...), for whoever continues it.
+    options: Mapped[dict[str, Any] | None]
     attempts: Mapped[int] = mapped_column(default=0)
     version: Mapped[int] = mapped_column(default=1)
     lease_owner: Mapped[str | None] = mapped_column(String(255))

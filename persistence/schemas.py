@@ -11,6 +11,10 @@ UserId = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 Owner = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 Context = JSONObject | list[Any]
 LeaseSeconds = Annotated[float, Field(gt=0, le=3600)]
+OPTIONS_DESCRIPTION = (
+    "An answer's generation options (temperature, max_tokens...), as the model's API takes them: "
+    "stored for whoever continues the answer."
+)
 
 T = TypeVar("T")
 
@@ -94,7 +98,14 @@ class MessageCreate(InputModel):
     error: str | None = None
     rating: bool | None = None
     model: Annotated[str, StringConstraints(max_length=200)] | None = None
+    options: JSONObject | None = Field(default=None, description=OPTIONS_DESCRIPTION)
     sent_at: UTCDatetime | None = None
+
+    @model_validator(mode="after")
+    def _options_for_answers(self) -> "MessageCreate":
+        if self.options is not None and self.role != MessageRole.ASSISTANT:
+            raise ValueError("options are for assistant messages only")
+        return self
 
 
 class MessageUpdate(PatchModel):
@@ -164,6 +175,7 @@ class TurnQuestion(InputModel):
 class TurnAnswer(InputModel):
     id: uuid.UUID | None = Field(default=None, description="Client-chosen id: retrying the turn is then safe.")
     model: Annotated[str, StringConstraints(max_length=200)] | None = None
+    options: JSONObject | None = Field(default=None, description=OPTIONS_DESCRIPTION)
 
 
 class TurnCreate(InputModel):
@@ -190,6 +202,7 @@ class MessageRead(ReadModel):
     model: str | None
     finish_reason: str | None
     usage: JSONObject | None
+    options: JSONObject | None
     attempts: int
     version: int
     lease_owner: str | None
@@ -254,6 +267,7 @@ class ExportedMessage(InputModel):
     model: Annotated[str, StringConstraints(max_length=200)] | None = None
     finish_reason: Annotated[str, StringConstraints(max_length=64)] | None = None
     usage: JSONObject | None = None
+    options: JSONObject | None = None
     attempts: int = Field(default=0, ge=0)
     sent_at: UTCDatetime
     created_at: UTCDatetime

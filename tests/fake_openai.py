@@ -1,9 +1,9 @@
 """A fake OpenAI-compatible streaming server for the tests.
 
 It answers every chat completion with TEXT, token by token, and continues TEXT from a trailing assistant
-message the way llama.cpp and vLLM do. Each request takes the next scripted ``Plan`` (default: behave):
-drop the connection after k tokens, answer an error status (with Retry-After), stall before the first
-token, or go slowly.
+message the way llama.cpp and vLLM do (stopping at ``max_tokens``, as they do). Each request takes the next
+scripted ``Plan`` (default: behave): drop the connection after k tokens, answer an error status (with
+Retry-After), stall before the first token, or go slowly.
 """
 
 import asyncio
@@ -88,6 +88,9 @@ def create_fake_openai() -> FastAPI:
             return JSONResponse(error, status_code=plan.status, headers=headers)
         text = remaining_text(body["messages"], plan)
         parts = tokens(text)
+        finish_reason = "stop"
+        if (limit := body.get("max_tokens")) is not None and len(parts) > limit:
+            parts, finish_reason = parts[:limit], "length"
         prompt_tokens = sum(len(tokens(str(m.get("content") or ""))) for m in body["messages"])
 
         async def stream() -> AsyncIterator[bytes]:
@@ -99,7 +102,7 @@ def create_fake_openai() -> FastAPI:
                         raise Dropped  # uvicorn closes the connection mid-stream
                     yield _chunk(part)
                     await asyncio.sleep(plan.delay)
-                yield _chunk(None, "stop")
+                yield _chunk(None, finish_reason)
                 if (body.get("stream_options") or {}).get("include_usage"):
                     yield _usage_chunk(prompt_tokens, len(parts))
                 yield b"data: [DONE]\n\n"

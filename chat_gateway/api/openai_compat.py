@@ -14,13 +14,14 @@ from fastapi import APIRouter, FastAPI, Header, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from openai.types.chat import ChatCompletionMessageParam
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException
 from starlette.types import Scope
 
 from chat_gateway.deps import AnswersDep, SettingsDep
 from chat_gateway.generation import StreamEvent
-from chat_gateway.schemas import ChatRequest
+from chat_gateway.schemas import ChatRequest, GenerationOptions
 from chat_gateway.service import Answers
 from shared import BadRequest, DomainError, MessageStatus
 
@@ -55,8 +56,22 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class CompletionRequest(BaseModel):
-    # Other OpenAI parameters (temperature, ...) are accepted and not passed on.
+# Parameters that would change what an answer is (tool calls, several choices, audio...): the gateway stores
+# and relays one text answer, so it refuses them rather than answer something else than asked.
+_UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "n": (lambda n: n != 1, "one choice per request is supported: n must be 1"),
+    "tools": (bool, "tool calling is not supported: this gateway stores and relays text answers"),
+    "functions": (bool, "function calling is not supported: this gateway stores and relays text answers"),
+    "logprobs": (bool, "logprobs are not supported"),
+    "modalities": (lambda kinds: any(kind != "text" for kind in kinds), "only text output is supported"),
+    "audio": (lambda _: True, "only text output is supported"),
+}
+
+
+class CompletionRequest(GenerationOptions):
+    """A Chat Completions request: its generation options are passed on; other parameters are ignored
+    (``store``, ``parallel_tool_calls``...) or refused when they ask for more than one text answer."""
+
     model_config = ConfigDict(extra="allow")
 
     model: str | None = Field(default=None, max_length=200)
@@ -65,6 +80,24 @@ class CompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     user: str | None = Field(default=None, max_length=255)
     metadata: dict[str, str] | None = None
+    n: int | None = None
+    tools: list[Any] | None = None
+    functions: list[Any] | None = None
+    logprobs: bool | None = None
+    modalities: list[str] | None = None
+    audio: dict[str, Any] | None = None
+
+    @field_validator(*_UNSUPPORTED)
+    @classmethod
+    def _supported(cls, value: Any, info: ValidationInfo) -> Any:
+        is_unsupported, reason = _UNSUPPORTED[str(info.field_name)]
+        if value is not None and is_unsupported(value):
+            raise PydanticCustomError("unsupported_parameter", reason)
+        return value
+
+    def options(self) -> GenerationOptions | None:
+        given = self.model_dump(include=set(GenerationOptions.model_fields), exclude_none=True)
+        return GenerationOptions.model_validate(given) if given else None
 
 
 def _session_id(header: str | None, body: CompletionRequest) -> uuid.UUID | None:
@@ -142,7 +175,13 @@ async def chat_completions(
     model = body.model or settings.openai_model
     prompt: list[ChatCompletionMessageParam] = [m.model_dump(exclude_none=True) for m in body.messages]  # type: ignore[misc]
     session_id = _session_id(x_session_id, body)
-    request = ChatRequest(message=last.text(), session_id=session_id, user_id=body.user or "anonymous", model=model)
+    request = ChatRequest(
+        message=last.text(),
+        session_id=session_id,
+        user_id=body.user or "anonymous",
+        model=model,
+        options=body.options(),
+    )
     answer = await answers.start_chat(request, idempotency_key, prompt=prompt, create_session=True)
     headers = {SESSION_HEADER: str(answer.session_id)}
     if body.stream:

@@ -89,6 +89,7 @@ def _new_row(session_id: uuid.UUID, message_id: uuid.UUID | None, now: datetime,
         "model": None,
         "finish_reason": None,
         "usage": None,
+        "options": None,
         "attempts": 0,
         "version": 1,
         "lease_owner": None,
@@ -118,6 +119,7 @@ def create_message(db: Session, session_id: uuid.UUID, data: MessageCreate) -> t
         error=data.error,
         rating=data.rating,
         model=data.model,
+        options=data.options,
         sent_at=data.sent_at or now,
     )
     # A plain INSERT rather than session.add + flush: the unit of work cost more CPU than the statement
@@ -184,6 +186,7 @@ def start_turn(
             role=MessageRole.ASSISTANT,
             status=Status.PENDING,
             model=data.answer.model,
+            options=data.answer.options,
         )
         | claim
     )

@@ -55,6 +55,10 @@ def locked_gateway() -> Iterator[TestClient]:
         {"message": "hi", "session_id": "nope"},
         {"message": "hi", "stream": "sometimes"},
         {"message": "hi", "user_id": "u" * 300},
+        {"message": "hi", "options": {"temperature": 3}},
+        {"message": "hi", "options": {"max_tokens": 0}},
+        {"message": "hi", "options": {"stop": ["a", "b", "c", "d", "e"]}},
+        {"message": "hi", "options": {"tools": []}},  # only generation options
     ],
 )
 def test_bad_chat_bodies_are_422(open_gateway: TestClient, body: dict) -> None:
@@ -111,6 +115,40 @@ def test_openai_routes_take_a_bearer_key_and_answer_errors_in_openai_shape(locke
     )
     assert invalid.status_code == 400
     assert set(invalid.json()["error"]) == {"message", "type", "param", "code"}
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"n": 2}, "body.n: one choice per request is supported: n must be 1"),
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "body.tools: tool calling is not supported"),
+        ({"functions": [{"name": "f"}]}, "body.functions: function calling is not supported"),
+        ({"logprobs": True}, "body.logprobs: logprobs are not supported"),
+        ({"modalities": ["text", "audio"]}, "body.modalities: only text output is supported"),
+        ({"audio": {"voice": "alloy"}}, "body.audio: only text output is supported"),
+        ({"temperature": -1}, "body.temperature: Input should be greater than or equal to 0"),
+        ({"max_tokens": "many"}, "body.max_tokens: Input should be a valid integer"),
+    ],
+)
+def test_openai_parameters_asking_for_more_than_one_text_answer_are_400(
+    open_gateway: TestClient, fields: dict, message: str
+) -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], **fields}
+    response = open_gateway.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["message"].startswith(message), error
+    assert (error["type"], error["code"]) == ("invalid_request_error", "invalid_request")
+
+
+@pytest.mark.parametrize(
+    "fields", [{"n": 1}, {"tools": []}, {"logprobs": False}, {"modalities": ["text"]}, {"store": True, "x": [1]}]
+)
+def test_openai_parameters_that_change_nothing_are_accepted(open_gateway: TestClient, fields: dict) -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], **fields}
+    response = open_gateway.post("/v1/chat/completions", json=body)
+    assert response.status_code == 503  # past validation, on to the unreachable persistence service
+    assert response.json()["error"]["code"] == "persistence_unavailable"
 
 
 def test_the_limits_answer_in_openai_shape_under_v1_only() -> None:

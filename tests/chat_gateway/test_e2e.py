@@ -5,6 +5,7 @@ Every scenario asserts the final stored answer exactly.
 
 import contextlib
 import json
+import math
 import random
 import signal
 import socket
@@ -37,9 +38,10 @@ def _finished(store: httpx.Client, message_id: str) -> dict:
 
 
 @contextmanager
-def streaming_chat(gateway: Service, deltas: int = 1) -> Iterator[tuple[str, Iterator[Event]]]:
+def streaming_chat(gateway: Service, deltas: int = 1, **fields: object) -> Iterator[tuple[str, Iterator[Event]]]:
     """A streamed chat, once its first ``deltas`` deltas have arrived: its answer's id and the rest of the events."""
-    with httpx.stream("POST", f"{gateway.url}/chat", json={"message": "hi", "stream": True}, timeout=30) as response:
+    body = {"message": "hi", "stream": True, **fields}
+    with httpx.stream("POST", f"{gateway.url}/chat", json=body, timeout=30) as response:
         events = sse_events(response)
         message_id = next(events).data["message_id"]
         for _ in range(deltas):
@@ -257,13 +259,17 @@ def test_gateway_killed_mid_stream_is_recovered_by_the_next_one(
     gateway: Service, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     fake_openai.state.plans.extend([Plan(delay=0.05), Plan(delay=0.01)])
-    with streaming_chat(gateway, deltas=8) as (message_id, _):
+    options = {"temperature": 0.3, "seed": 11}
+    with streaming_chat(gateway, deltas=8, options=options) as (message_id, _):
         wait_for(lambda: _stored(store, message_id)["content"])
         gateway.kill(signal.SIGKILL)
     assert _stored(store, message_id)["status"] == "in_progress"
     gateway.start()  # a new instance: it finds the orphan once its lease expires
     final = _finished(store, message_id)
     assert (final["content"], final["status"], final["attempts"]) == (TEXT, "complete", 2)
+    recovery = fake_openai.state.requests[-1]
+    assert recovery["messages"][-1]["role"] == "assistant"  # a continuation, with the answer's options
+    assert (recovery["temperature"], recovery["seed"]) == (0.3, 11)
 
 
 def test_persistence_restarted_mid_stream_loses_nothing(
@@ -505,6 +511,37 @@ def test_the_openai_sdk_works_by_changing_only_base_url(
     ]
     assert fake_openai.state.requests[-1]["messages"] == history
     assert [model.id for model in client.models.list()] == ["fake-model"]
+
+
+def test_generation_options_reach_the_model_and_hold_for_the_whole_answer(
+    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    fake_openai.state.plans.append(Plan(drop_after=10))  # then continued, with what is left of max_tokens
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="any", max_retries=0)
+    options = {"temperature": 0.1, "max_tokens": 20, "stop": ["\n\n"], "seed": 7}
+    completion = client.chat.completions.create(
+        model="fake-model",
+        messages=[{"role": "user", "content": "hi"}],
+        store=True,
+        temperature=0.1,
+        max_tokens=20,
+        stop=["\n\n"],
+        seed=7,
+    )
+    first, continued = fake_openai.state.requests
+    assert {key: first.get(key) for key in [*options, "store"]} == options | {"store": None}
+    partial = continued["messages"][-1]["content"]
+    assert partial == "".join(tokens(TEXT)[:10])
+    assert continued["max_tokens"] == 20 - math.ceil(len(partial) / 4)
+    assert {key: continued[key] for key in ("temperature", "stop", "seed")} == {
+        "temperature": 0.1,
+        "stop": ["\n\n"],
+        "seed": 7,
+    }
+    answer_text = "".join(tokens(TEXT)[: 10 + continued["max_tokens"]])
+    assert (completion.choices[0].message.content, completion.choices[0].finish_reason) == (answer_text, "length")
+    stored = _stored(store, completion.id.removeprefix("chatcmpl-"))
+    assert (stored["content"], stored["finish_reason"], stored["options"]) == (answer_text, "length", options)
 
 
 def test_openai_errors_come_back_in_openai_shape(gateway: Service, fake_openai: FastAPI) -> None:

@@ -43,14 +43,15 @@ class _Store(PersistenceClient):
         return offset + len(text)
 
 
-def _answer() -> StoredMessage:
+def _answer(content: str = "", options: dict[str, Any] | None = None) -> StoredMessage:
     now = datetime.now(UTC)
     return StoredMessage(
         id=uuid.uuid4(),
         session_id=uuid.uuid4(),
         role=MessageRole.ASSISTANT,
-        content="",
+        content=content,
         status=MessageStatus.IN_PROGRESS,
+        options=options,
         created_at=now,
     )
 
@@ -66,9 +67,11 @@ class _Deleted(PersistenceClient):
         raise NotFound(f"message {message_id} not found")
 
 
-def _generation(settings: Settings, store: PersistenceClient, upstream_url: str) -> Generation:
+def _generation(
+    settings: Settings, store: PersistenceClient, upstream_url: str, answer: StoredMessage | None = None
+) -> Generation:
     return Generation(
-        _answer(),
+        answer or _answer(),
         model="m",
         settings=settings,
         persistence=store,
@@ -131,3 +134,16 @@ async def test_an_answer_deleted_while_generated_stops_generating(upstream_url: 
     assert generation.status is None
     assert 0 < len(generation.text) < len("".join(WORDS))
     assert (events[-1].kind, events[-1].error) == ("error", "the answer was deleted (with its session)")
+
+
+async def test_an_answer_whose_token_limit_was_spent_before_it_broke_off_ends_there() -> None:
+    """Resuming 40 characters (about 10 tokens) of an answer limited to 8 tokens: nothing is asked of the model."""
+    settings = Settings(api_key=SecretStr("k"), openai_api_key=SecretStr("sk"), retry_attempts=1)
+    store = _Store()
+    partial = "".join(WORDS[:10])
+    answer = _answer(partial, options={"max_tokens": 8, "temperature": 0})
+    generation = _generation(settings, store, "http://127.0.0.1:1/v1", answer)  # nothing listens there
+    generation.start()
+    events = [event async for event in generation.events(len(partial))]
+    assert [(e.kind, e.status, e.finish_reason) for e in events] == [("done", MessageStatus.COMPLETE, "length")]
+    assert generation.text == partial

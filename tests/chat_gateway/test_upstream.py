@@ -6,7 +6,13 @@ import openai
 import pytest
 from tenacity import RetryCallState
 
-from chat_gateway.upstream import StreamInterrupted, is_transient, retry_after_seconds, wait_retry_after
+from chat_gateway.upstream import (
+    StreamInterrupted,
+    is_transient,
+    options_to_continue,
+    retry_after_seconds,
+    wait_retry_after,
+)
 
 REQUEST = httpx.Request("POST", "http://upstream.test/v1/chat/completions")
 
@@ -52,3 +58,12 @@ def test_wait_honours_retry_after_up_to_the_cap() -> None:
     assert wait(_state_failing_with(_status_error(429, {"retry-after": "2"}))) == 2
     assert wait(_state_failing_with(_status_error(429, {"retry-after": "120"}))) == 5
     assert wait(_state_failing_with(_status_error(500))) == 0.25
+
+
+def test_a_continuation_keeps_the_options_with_token_limits_lowered_by_the_partial_answer() -> None:
+    options = {"temperature": 0.2, "max_tokens": 100, "max_completion_tokens": 50, "stop": ["\n"]}
+    assert options_to_continue(options, "") == options
+    assert options_to_continue(options, "x" * 41) == options | {"max_tokens": 89, "max_completion_tokens": 39}
+    assert options_to_continue({"max_tokens": 100}, "x" * 400) is None  # used up: the answer ends there
+    assert options_to_continue({"seed": 1}, "x" * 4000) == {"seed": 1}
+    assert options == {"temperature": 0.2, "max_tokens": 100, "max_completion_tokens": 50, "stop": ["\n"]}

@@ -1,3 +1,4 @@
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -68,3 +69,33 @@ def test_stale_query_uses_the_partial_index_on_postgresql() -> None:
             )
         engine.dispose()
     assert "ix_messages_stale" in plan
+
+
+def test_options_come_and_go_without_touching_messages_or_triggers(empty_engine: sa.Engine) -> None:
+    """0004 adds a column: stored messages stay, and (downgraded) the triggers of 0002/0003 still work."""
+    session_id, message_id = uuid.uuid4().hex, uuid.uuid4().hex
+    with empty_engine.begin() as connection:
+        command.upgrade(alembic_config(connection), "0003")
+        connection.execute(
+            sa.text(
+                "INSERT INTO sessions (id, user_id, title, is_favorite, created_at, updated_at)"
+                " VALUES (:id, 'u', 'Kept', false, '2026-01-01', '2026-01-01')"
+            ),
+            {"id": session_id},
+        )
+        message = (
+            "INSERT INTO messages (id, session_id, role, content, status, attempts, version, sent_at, created_at,"
+            " updated_at) VALUES (:id, :session_id, 'user', 'hello', 'complete', 0, 1, :at, :at, :at)"
+        )
+        connection.execute(sa.text(message), {"id": message_id, "session_id": session_id, "at": "2026-02-01"})
+        command.upgrade(alembic_config(connection), "head")
+        rows = connection.execute(sa.text("SELECT content, options FROM messages")).all()
+        assert [tuple(row) for row in rows] == [("hello", None)]
+        command.downgrade(alembic_config(connection), "0003")
+        assert "options" not in {c["name"] for c in sa.inspect(connection).get_columns("messages")}
+        later = {"id": uuid.uuid4().hex, "session_id": session_id, "at": "2026-03-01"}
+        connection.execute(sa.text(message.replace("'hello'", "'again'")), later)
+        updated = connection.execute(sa.text("SELECT updated_at FROM sessions")).scalar_one()
+        assert str(updated).startswith("2026-03-01")  # 0003's trigger moved the session up
+        hits = connection.execute(sa.text("SELECT count(*) FROM messages")).scalar_one()
+        assert hits == 2

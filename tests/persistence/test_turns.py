@@ -130,3 +130,15 @@ def test_bad_turns_are_422(client: TestClient) -> None:
         response = client.post(f"/sessions/{session['id']}/turns", json=body)
         assert response.status_code == 422, (body, response.text)
     assert client.get(f"/sessions/{session['id']}/messages").json()["items"] == []
+
+
+def test_the_answer_keeps_its_generation_options(client: TestClient) -> None:
+    session = new_session(client)
+    options = {"temperature": 0.2, "max_tokens": 300, "stop": ["\n\n"]}
+    body = turn_body(answer={"id": random_id(), "options": options})
+    response = client.post(f"/sessions/{session['id']}/turns", json=body)
+    assert response.status_code == 201, response.text
+    assert (response.json()["answer"]["options"], response.json()["question"]["options"]) == (options, None)
+    assert client.get(f"/messages/{body['answer']['id']}").json()["options"] == options
+    without = client.post(f"/sessions/{session['id']}/turns", json=turn_body()).json()["answer"]
+    assert without["options"] is None
