@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from openai import AsyncOpenAI, AsyncStream
 from openai.types.chat import ChatCompletionMessageParam
@@ -199,6 +199,8 @@ class Generation:
             self._on_finish(self)
 
     async def _generate(self) -> None:
+        if self.prompt is None and self.answer.prompt is not None:  # a client's own, stored with the answer
+            self.prompt = cast(list[ChatCompletionMessageParam], self.answer.prompt)
         if self.prompt is None:
             history = await load_history(
                 self.persistence, self.answer.session_id, self.answer, self.settings.history_budget_chars

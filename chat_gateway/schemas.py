@@ -71,6 +71,7 @@ class StoredMessage(ReadModel):
     finish_reason: str | None = None
     usage: JSONObject | None = None
     options: JSONObject | None = None
+    prompt: list[JSONObject] | None = None  # only from a claim or a single read
     attempts: int = 0
     version: int = 1
     lease_owner: str | None = None

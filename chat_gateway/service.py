@@ -101,8 +101,6 @@ class Answers:
         session_id = request.session_id or session_ids
         model = request.model or self.settings.openai_model
         new_session = request.session_id is None
-        if prompt is None and new_session:
-            prompt = question_messages(request.message, request.context)  # the whole history of a new chat
         question: dict[str, Any] = {"id": str(question_id), "content": request.message}
         if request.context is not None:
             question["context"] = request.context
@@ -110,6 +108,11 @@ class Answers:
         options = request.options.given() if request.options is not None else {}
         if options:
             answer_fields["options"] = options
+        if prompt is None and new_session:
+            prompt = question_messages(request.message, request.context)  # the whole history of a new chat
+        elif prompt is not None and prompt != question_messages(request.message, None):
+            # A client's own prompt, which the stored history would not give back: kept for a continuation.
+            answer_fields["prompt"] = prompt
         turn: dict[str, Any] = {
             "question": question,
             "answer": answer_fields,

@@ -18,6 +18,9 @@ class Settings(ServiceSettings):
     # GIL (docs/benchmarks.md); requests beyond it wait their turn on the event loop.
     db_pool_size: int = Field(default=4, ge=1, le=500)
     lease_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # Four times the gateway's default: a turn carries an OpenAI-compatible client's whole prompt, which the
+    # gateway took in a request of up to its own limit.
+    max_body_bytes: int = Field(default=4 * 1_048_576, ge=1024)
     migrate_on_start: bool = True
 
     @property

@@ -96,8 +96,10 @@ class Message(Base):
     model: Mapped[str | None] = mapped_column(String(200))
     finish_reason: Mapped[str | None] = mapped_column(String(64))
     usage: Mapped[dict[str, Any] | None]
-    # What the answer is generated with (temperature, max_tokens...), for whoever continues it.
+    # What the answer is generated from, for whoever continues it: its options (temperature, max_tokens...)
+    # and, when a client sent its own (OpenAI-compatible calls), the prompt. Pages of messages leave it out.
     options: Mapped[dict[str, Any] | None]
+    prompt: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
     attempts: Mapped[int] = mapped_column(default=0)
     version: Mapped[int] = mapped_column(default=1)
     lease_owner: Mapped[str | None] = mapped_column(String(255))

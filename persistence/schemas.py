@@ -15,6 +15,11 @@ OPTIONS_DESCRIPTION = (
     "An answer's generation options (temperature, max_tokens...), as the model's API takes them: "
     "stored for whoever continues the answer."
 )
+PROMPT_DESCRIPTION = (
+    "The messages an answer is asked with, when the session's history is not what the model is shown "
+    "(an OpenAI-compatible client's own prompt): stored for whoever continues the answer."
+)
+Prompt = Annotated[list[JSONObject], Field(min_length=1)]
 
 T = TypeVar("T")
 
@@ -99,12 +104,13 @@ class MessageCreate(InputModel):
     rating: bool | None = None
     model: Annotated[str, StringConstraints(max_length=200)] | None = None
     options: JSONObject | None = Field(default=None, description=OPTIONS_DESCRIPTION)
+    prompt: Prompt | None = Field(default=None, description=PROMPT_DESCRIPTION)
     sent_at: UTCDatetime | None = None
 
     @model_validator(mode="after")
-    def _options_for_answers(self) -> "MessageCreate":
-        if self.options is not None and self.role != MessageRole.ASSISTANT:
-            raise ValueError("options are for assistant messages only")
+    def _inputs_for_answers(self) -> "MessageCreate":
+        if (self.options is not None or self.prompt is not None) and self.role != MessageRole.ASSISTANT:
+            raise ValueError("options and prompt are for assistant messages only")
         return self
 
 
@@ -176,6 +182,7 @@ class TurnAnswer(InputModel):
     id: uuid.UUID | None = Field(default=None, description="Client-chosen id: retrying the turn is then safe.")
     model: Annotated[str, StringConstraints(max_length=200)] | None = None
     options: JSONObject | None = Field(default=None, description=OPTIONS_DESCRIPTION)
+    prompt: Prompt | None = Field(default=None, description=PROMPT_DESCRIPTION)
 
 
 class TurnCreate(InputModel):
@@ -210,6 +217,13 @@ class MessageRead(ReadModel):
     sent_at: datetime
     created_at: datetime
     updated_at: datetime
+
+
+class MessageDetail(MessageRead):
+    """One message, with its prompt: lists of messages (and turns, whose client sent it) leave it out, since
+    it can be as long as a conversation."""
+
+    prompt: list[JSONObject] | None
 
 
 class TurnRead(ReadModel):
@@ -268,6 +282,7 @@ class ExportedMessage(InputModel):
     finish_reason: Annotated[str, StringConstraints(max_length=64)] | None = None
     usage: JSONObject | None = None
     options: JSONObject | None = None
+    prompt: Prompt | None = None
     attempts: int = Field(default=0, ge=0)
     sent_at: UTCDatetime
     created_at: UTCDatetime

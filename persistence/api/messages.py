@@ -11,6 +11,7 @@ from persistence.schemas import (
     AppendResult,
     ClaimRequest,
     MessageCreate,
+    MessageDetail,
     MessageRead,
     MessageUpdate,
     Page,
@@ -25,9 +26,10 @@ router = APIRouter(tags=["messages"])
 # Routes are matched in order, one by one: the busiest come first.
 
 
-def _with_etag(message: Message, response: Response) -> MessageRead:
+def _with_etag(message: Message, response: Response) -> MessageDetail:
+    """One message, as every route that answers with one message returns it: with its prompt."""
     response.headers["ETag"] = f'"{message.version}"'
-    return MessageRead.model_validate(message)
+    return MessageDetail.model_validate(message)
 
 
 @router.post("/messages/{message_id}/append")
@@ -40,7 +42,7 @@ async def append_to_message(
 
 
 @router.post("/sessions/{session_id}/messages", status_code=201)
-async def create_message(session_id: uuid.UUID, body: MessageCreate, db: DbDep, response: Response) -> MessageRead:
+async def create_message(session_id: uuid.UUID, body: MessageCreate, db: DbDep, response: Response) -> MessageDetail:
     """Add a message; repeating a create with the same id and body returns the stored one (200)."""
     message, created = await db.run_autocommit(messages.create_message, session_id, body)
     if not created:
@@ -81,7 +83,7 @@ async def list_messages(
 @router.get("/sessions/{session_id}/messages/last")
 async def last_message(
     session_id: uuid.UUID, db: DbDep, response: Response, role: MessageRole | None = None
-) -> MessageRead:
+) -> MessageDetail:
     """Get a session's newest message, optionally of one role."""
     return _with_etag(await db.run_autocommit(messages.last_message, session_id, role), response)
 
@@ -93,8 +95,8 @@ async def list_stale_messages(db: DbDep, limit: Annotated[int, Query(ge=1, le=20
 
 
 @router.get("/messages/{message_id}")
-async def get_message(message_id: uuid.UUID, db: DbDep, response: Response) -> MessageRead:
-    """Get one message; its version is also in the ETag header."""
+async def get_message(message_id: uuid.UUID, db: DbDep, response: Response) -> MessageDetail:
+    """Get one message, with its prompt if it has one; its version is also in the ETag header."""
     return _with_etag(await db.run_autocommit(messages.get_message, message_id), response)
 
 
@@ -106,7 +108,7 @@ async def update_message(
     settings: SettingsDep,
     if_match: IfMatchDep,
     response: Response,
-) -> MessageRead:
+) -> MessageDetail:
     """Update a message's status, error, rating, model, finish reason, usage or content."""
     message = await db.run(
         messages.update_message, message_id, body, if_match=if_match, lease_seconds=settings.lease_seconds
@@ -117,7 +119,7 @@ async def update_message(
 @router.post("/messages/{message_id}/claim")
 async def claim_message(
     message_id: uuid.UUID, body: ClaimRequest, db: DbDep, settings: SettingsDep, response: Response
-) -> MessageRead:
-    """Take the lease to generate an answer; 409 while another owner holds a live lease."""
+) -> MessageDetail:
+    """Take the lease to generate an answer (returned with its prompt); 409 while another owner holds a live lease."""
     message = await db.run_autocommit(messages.claim_message, message_id, body, lease_seconds=settings.lease_seconds)
     return _with_etag(message, response)

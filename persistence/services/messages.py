@@ -90,6 +90,7 @@ def _new_row(session_id: uuid.UUID, message_id: uuid.UUID | None, now: datetime,
         "finish_reason": None,
         "usage": None,
         "options": None,
+        "prompt": None,
         "attempts": 0,
         "version": 1,
         "lease_owner": None,
@@ -120,6 +121,7 @@ def create_message(db: Session, session_id: uuid.UUID, data: MessageCreate) -> t
         rating=data.rating,
         model=data.model,
         options=data.options,
+        prompt=data.prompt,
         sent_at=data.sent_at or now,
     )
     # A plain INSERT rather than session.add + flush: the unit of work cost more CPU than the statement
@@ -187,6 +189,7 @@ def start_turn(
             status=Status.PENDING,
             model=data.answer.model,
             options=data.answer.options,
+            prompt=data.answer.prompt,
         )
         | claim
     )
@@ -250,7 +253,8 @@ def get_message(db: Session, message_id: uuid.UUID) -> Message:
 @functools.cache
 def _page_statement(*, newest_first: bool, after_cursor: bool, by_status: bool) -> Select[Any]:
     """The query of a page of a session's messages, built once per shape (with bound parameters)."""
-    stmt = select(_TABLE).where(_TABLE.c.session_id == bindparam("session_id"))
+    # Every column but the prompt: it can be as long as a whole conversation, and only a generator needs it.
+    stmt = select(*(c for c in _TABLE.c if c.key != "prompt")).where(_TABLE.c.session_id == bindparam("session_id"))
     if by_status:
         stmt = stmt.where(_TABLE.c.status == bindparam("status", type_=_TABLE.c.status.type))
     key = tuple_(*(_TABLE.c[column.key] for column in _CHRONOLOGICAL))

@@ -10,6 +10,7 @@ import random
 import signal
 import socket
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -270,6 +271,36 @@ def test_gateway_killed_mid_stream_is_recovered_by_the_next_one(
     recovery = fake_openai.state.requests[-1]
     assert recovery["messages"][-1]["role"] == "assistant"  # a continuation, with the answer's options
     assert (recovery["temperature"], recovery["seed"]) == (0.3, 11)
+
+
+def test_an_openai_call_whose_gateway_died_is_continued_from_the_clients_own_prompt(
+    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    """The session's stored history holds only the new turn; the recovering gateway uses what the client sent."""
+    fake_openai.state.plans.extend([Plan(delay=0.05), Plan(delay=0.01)])
+    messages = [
+        {"role": "system", "content": "Answer like a guidebook."},
+        {"role": "user", "content": "Where is Lyon?"},
+        {"role": "assistant", "content": "In France."},
+        {"role": "user", "content": "Tell me more."},
+    ]
+    body = {"model": "fake-model", "stream": True, "messages": messages, "temperature": 0.5}
+    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body, timeout=30) as response:
+        lines = (line for line in response.iter_lines() if line.startswith("data: {"))
+        message_id = uuid.UUID(json.loads(next(lines)[6:])["id"].removeprefix("chatcmpl-"))
+        for _ in range(8):
+            next(lines)
+        wait_for(lambda: _stored(store, str(message_id))["content"])
+        gateway.kill(signal.SIGKILL)
+    gateway.start()
+    final = _finished(store, str(message_id))
+    assert (final["content"], final["status"], final["attempts"]) == (TEXT, "complete", 2)
+    recovery = fake_openai.state.requests[-1]
+    assert recovery["messages"][:4] == messages
+    assert [m["role"] for m in recovery["messages"][4:]] == ["system", "assistant"]  # continue this partial answer
+    assert recovery["temperature"] == 0.5
+    stored = store.get(f"/sessions/{final['session_id']}/messages").json()["items"]
+    assert [(m["role"], m["content"]) for m in stored] == [("user", "Tell me more."), ("assistant", TEXT)]
 
 
 def test_persistence_restarted_mid_stream_loses_nothing(

@@ -13,7 +13,8 @@ def _chat_with_everything(client: TestClient) -> dict[str, Any]:
     session = new_session(client, title="Lyon", metadata={"tags": ["travel"]}, is_favorite=True)
     new_message(client, session["id"], role="system", content="Be brief.")
     new_message(client, session["id"], content="Où est Lyon ? 🗺", context=CONTEXT)
-    done = new_message(client, session["id"], role="assistant", content="", options={"temperature": 0.2})
+    prompt = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Où est Lyon ?"}]
+    done = new_message(client, session["id"], role="assistant", content="", options={"temperature": 0.2}, prompt=prompt)
     claim(client, done["id"])
     append(client, done["id"], 0, "In France.")
     client.patch(
@@ -59,6 +60,7 @@ def test_export_is_a_complete_versioned_document(client: TestClient) -> None:
     )
     assert document["messages"][1]["context"] == CONTEXT
     assert document["messages"][2]["options"] == {"temperature": 0.2}
+    assert document["messages"][2]["prompt"][0] == {"role": "system", "content": "Be brief."}
     assert (document["messages"][4]["status"], document["messages"][4]["error"]) == ("failed", "cancelled")
 
 

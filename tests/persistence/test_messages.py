@@ -65,6 +65,8 @@ def test_create_in_unknown_session_is_404(client: TestClient) -> None:
         {"role": "user", "content": "x", "id": "not-a-uuid"},
         {"role": "user", "content": "x", "options": {"temperature": 0}},  # options are an answer's
         {"role": "assistant", "options": ["temperature"]},
+        {"role": "user", "content": "x", "prompt": [{"role": "user", "content": "x"}]},
+        {"role": "assistant", "prompt": "hi"},
     ],
 )
 def test_create_rejects_bad_bodies(client: TestClient, body: dict) -> None:

@@ -142,3 +142,24 @@ def test_the_answer_keeps_its_generation_options(client: TestClient) -> None:
     assert client.get(f"/messages/{body['answer']['id']}").json()["options"] == options
     without = client.post(f"/sessions/{session['id']}/turns", json=turn_body()).json()["answer"]
     assert without["options"] is None
+
+
+def test_a_clients_own_prompt_is_kept_with_the_answer_for_whoever_continues_it(client: TestClient) -> None:
+    session = new_session(client)
+    prompt = [{"role": "system", "content": "Answer in French."}, {"role": "user", "content": "What is Lyon?"}]
+    body = turn_body(answer={"id": random_id(), "prompt": prompt})
+    response = client.post(f"/sessions/{session['id']}/turns", json=body)
+    assert response.status_code == 201, response.text
+    answer_id = body["answer"]["id"]
+    assert client.get(f"/messages/{answer_id}").json()["prompt"] == prompt
+    assert client.get(f"/sessions/{session['id']}/messages/last").json()["prompt"] == prompt
+    # Lists leave it out: it can be as long as the conversation, and only a generator needs it.
+    page = client.get(f"/sessions/{session['id']}/messages").json()["items"]
+    assert [("prompt" in m) for m in page] == [False, False]
+    assert "prompt" not in response.json()["answer"]  # the client sent it
+    # Whoever takes the answer over gets it with the claim.
+    client.patch(f"/messages/{answer_id}", json={"status": "failed", "error": "gateway died"})
+    claimed = client.post(f"/messages/{answer_id}/claim", json={"owner": "g2"})
+    assert claimed.status_code == 200, claimed.text
+    assert claimed.json()["prompt"] == prompt
+    assert client.post(f"/sessions/{session['id']}/turns", json=turn_body(answer={"prompt": []})).status_code == 422
