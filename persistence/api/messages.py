@@ -76,7 +76,7 @@ async def list_messages(
     rows, next_cursor = await db.run_autocommit(
         messages.list_messages, session_id, limit=limit, cursor=cursor, status=status, newest_first=order == "desc"
     )
-    # One validation of the whole page, from the rows' attributes.
+    # One validation of the whole page, from dicts.
     return Page[MessageRead](items=rows, next_cursor=next_cursor)
 
 

@@ -3,7 +3,6 @@
 import uuid
 from typing import Any
 
-from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
 from persistence.models import Message
@@ -46,7 +45,7 @@ def update_message(db: Session, message_id: uuid.UUID, data: LegacyMessageUpdate
     return messages.edit_message(db, message_id, data.changes())
 
 
-def list_messages(db: Session, chat_id: uuid.UUID, limit: int) -> list[Row[Any]]:
+def list_messages(db: Session, chat_id: uuid.UUID, limit: int) -> list[dict[str, Any]]:
     try:
         rows, _ = messages.list_messages(db, chat_id, limit=limit, newest_first=True)
     except NotFound:  # the original API lists an unknown chat as empty

@@ -273,22 +273,26 @@ def list_messages(
     cursor: str | None = None,
     status: MessageStatus | None = None,
     newest_first: bool = False,
-) -> tuple[list[Row[Any]], str | None]:
-    """Chronological (or newest first), one keyset page at a time: rows with every column of a message.
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Chronological (or newest first), one keyset page at a time: dicts of every column of a message.
 
-    Rows rather than ORM objects, and a statement built once: a page is read far more often than anything else.
+    Dicts rather than ORM objects or rows, and a statement built once: a page is read far more often than
+    anything else, and validating a row reads each column through its attribute, 4 times slower than a
+    dict's item (docs/benchmarks.md).
     """
     params: dict[str, Any] = {"session_id": session_id, "status": status, "limit": limit + 1}
     if cursor is not None:
         params["after_created_at"], params["after_id"] = decode_cursor(cursor, datetime, uuid.UUID)
     stmt = _page_statement(newest_first=newest_first, after_cursor=cursor is not None, by_status=status is not None)
-    rows = list(db.execute(stmt, params))
+    result = db.execute(stmt, params)
+    keys = result.keys()
+    rows = [dict(zip(keys, row, strict=True)) for row in result]
     if not rows and not session_exists(db, session_id):
         raise NotFound(f"session {session_id} not found")
     if len(rows) <= limit:
         return rows, None
     last = rows[limit - 1]
-    return rows[:limit], encode_cursor(last.created_at, last.id)
+    return rows[:limit], encode_cursor(last["created_at"], last["id"])
 
 
 def last_message(db: Session, session_id: uuid.UUID, role: MessageRole | None = None) -> Message:
