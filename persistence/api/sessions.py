@@ -50,7 +50,7 @@ async def list_sessions(
     rows, next_cursor = await db.run_autocommit(
         sessions.list_sessions, limit=limit, user_id=user_id, favorite=favorite, q=q, cursor=cursor
     )
-    return Page[SessionRead](items=[SessionRead.model_validate(row) for row in rows], next_cursor=next_cursor)
+    return Page[SessionRead](items=rows, next_cursor=next_cursor)
 
 
 @router.get("/{session_id}")

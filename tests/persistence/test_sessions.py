@@ -24,6 +24,8 @@ def test_create_and_get_session_with_metadata(client: TestClient) -> None:
     fetched = client.get(f"/sessions/{created['id']}")
     assert fetched.status_code == 200
     assert fetched.json() == created
+    # Lists read the table's columns, not the model's attributes: the same session, metadata included.
+    assert client.get("/sessions", params={"user_id": created["user_id"]}).json()["items"] == [created]
 
 
 def test_get_unknown_session_is_404(client: TestClient) -> None:
