@@ -31,7 +31,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 from sqlalchemy.sql.elements import ColumnClause, ColumnElement
 
 from persistence.db import insert_on_conflict
@@ -480,6 +480,8 @@ def list_stale(db: Session, limit: int) -> list[Message]:
     """In-progress answers whose lease expired: their generator died and they need recovering."""
     stmt = (
         select(Message)
+        # Not the prompts: every gateway scans for these every few seconds, and a claim returns the prompt.
+        .options(defer(Message.prompt, raiseload=True))
         .where(Message.status == _IN_PROGRESS_SQL, Message.lease_expires_at < _at(utcnow()))
         .order_by(Message.lease_expires_at)
         .limit(limit)

@@ -175,13 +175,16 @@ def test_claim_rejects_bad_bodies(client: TestClient, body: dict) -> None:
 
 
 def test_stale_lists_only_in_progress_with_expired_lease(client: TestClient, app: FastAPI) -> None:
-    live, dead, pending = new_answer(client), new_answer(client), new_answer(client)
+    prompt = [{"role": "user", "content": "a long conversation"}]
+    live, dead, pending = new_answer(client), new_answer(client, prompt=prompt), new_answer(client)
     claim(client, live["id"])
     claim(client, dead["id"])
     _expire_lease(app, dead["id"])
     stale = client.get("/messages/stale")
     assert stale.status_code == 200
     assert [m["id"] for m in stale.json()] == [dead["id"]]
+    assert "prompt" not in stale.json()[0]  # left in the database: the claim returns it
+    assert claim(client, dead["id"], owner="g2").json()["prompt"] == prompt
     assert pending["id"] not in {m["id"] for m in stale.json()}
     assert client.get("/messages/stale", params={"limit": 0}).status_code == 422
 
