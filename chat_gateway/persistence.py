@@ -28,7 +28,7 @@ def _is_retriable(exc: BaseException) -> bool:
 
 
 def _raise_for(response: httpx.Response) -> None:
-    if response.is_success:
+    if response.is_success or response.status_code == 304:  # a 304 answers only a request that asked for it
         return
     try:
         body: dict[str, Any] = response.json()
@@ -110,6 +110,12 @@ class PersistenceClient:
 
     async def get_message(self, message_id: uuid.UUID) -> StoredMessage:
         return StoredMessage.model_validate(await self._request("GET", f"/messages/{message_id}"))
+
+    async def poll_message(self, message_id: uuid.UUID, version: int | None) -> StoredMessage | None:
+        """The message, or None while it is still at ``version`` (persistence then sends no body)."""
+        headers = {"If-None-Match": f'"{version}"'} if version is not None else None
+        response = await self._send("GET", f"/messages/{message_id}", headers=headers)
+        return None if response.status_code == 304 else StoredMessage.model_validate(response.json())
 
     async def last_message(self, session_id: uuid.UUID, role: str) -> StoredMessage:
         data = await self._request("GET", f"/sessions/{session_id}/messages/last", params={"role": role})

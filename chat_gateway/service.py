@@ -240,6 +240,7 @@ class Answers:
 
     async def follow(self, message_id: uuid.UUID, offset: int) -> AsyncIterator[StreamEvent]:
         """The answer's text from ``offset`` on, live, until it ends: here or in another gateway."""
+        version = None  # of the message as last read from persistence: unchanged, it is not sent again
         while True:
             if (generation := self._live.get(message_id)) is not None:
                 async for event in generation.events(offset):
@@ -250,18 +251,20 @@ class Answers:
                 else:
                     return
             try:
-                message = await self.persistence.get_message(message_id)
+                message = await self.persistence.poll_message(message_id, version)
             except DomainError as exc:
                 # The stream ends with an error instead of breaking off; the answer may well go on, and a
                 # client can reattach to it (no status: nobody here knows how it ends).
                 yield StreamEvent("error", offset, error=f"lost track of the answer: {exc.detail}")
                 return
-            if len(message.content) > offset:
-                yield StreamEvent("delta", len(message.content), text=message.content[offset:])
-                offset = len(message.content)
-            if message.status in TERMINAL:
-                yield _final_event(message)
-                return
+            if message is not None:  # None: unchanged since the last poll
+                version = message.version
+                if len(message.content) > offset:
+                    yield StreamEvent("delta", len(message.content), text=message.content[offset:])
+                    offset = len(message.content)
+                if message.status in TERMINAL:
+                    yield _final_event(message)
+                    return
             await asyncio.sleep(self.settings.reattach_poll_seconds)
 
     async def outcome(self, message_id: uuid.UUID) -> StoredMessage:

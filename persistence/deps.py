@@ -62,3 +62,17 @@ async def if_match_version(
 
 
 IfMatchDep = Annotated[int | None, Depends(if_match_version)]
+
+
+async def if_none_match_tags(
+    if_none_match: Annotated[
+        str | None, Header(description="Versions (ETags) the caller already has: then 304, with no body.")
+    ] = None,
+) -> frozenset[str]:
+    # Any entity tag is valid here (RFC 9110): one that is not a version simply never matches.
+    if if_none_match is None:
+        return frozenset()
+    return frozenset(tag.strip().removeprefix("W/").strip('"') for tag in if_none_match.split(","))
+
+
+IfNoneMatchDep = Annotated[frozenset[str], Depends(if_none_match_tags)]

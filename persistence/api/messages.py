@@ -4,7 +4,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response
 
 from persistence.api.params import Cursor, Limit
-from persistence.deps import DbDep, IfMatchDep, SettingsDep
+from persistence.deps import DbDep, IfMatchDep, IfNoneMatchDep, SettingsDep
 from persistence.models import Message
 from persistence.schemas import (
     AppendRequest,
@@ -94,10 +94,20 @@ async def list_stale_messages(db: DbDep, limit: Annotated[int, Query(ge=1, le=20
     return [MessageRead.model_validate(row) for row in await db.run_autocommit(messages.list_stale, limit)]
 
 
-@router.get("/messages/{message_id}")
-async def get_message(message_id: uuid.UUID, db: DbDep, response: Response) -> MessageDetail:
-    """Get one message, with its prompt if it has one; its version is also in the ETag header."""
-    return _with_etag(await db.run_autocommit(messages.get_message, message_id), response)
+@router.get(
+    "/messages/{message_id}",
+    response_model=MessageDetail,
+    responses={304: {"description": "The message is still at a version given in If-None-Match."}},
+)
+async def get_message(
+    message_id: uuid.UUID, db: DbDep, response: Response, if_none_match: IfNoneMatchDep
+) -> MessageDetail | Response:
+    """Get one message, with its prompt if it has one; its version is the ETag (If-None-Match gives a 304)."""
+    message = await db.run_autocommit(messages.get_message, message_id)
+    if "*" in if_none_match or str(message.version) in if_none_match:
+        # Whoever polls an answer being generated elsewhere mostly finds it unchanged: no body to send.
+        return Response(status_code=304, headers={"ETag": f'"{message.version}"'})
+    return _with_etag(message, response)
 
 
 @router.patch("/messages/{message_id}")

@@ -92,3 +92,33 @@ async def test_following_an_answer_persistence_loses_track_of_ends_with_an_error
     assert [(e.kind, e.offset, e.text, e.status) for e in events] == [("delta", 3, "Hel", None), ("error", 3, "", None)]
     assert events[-1].error is not None
     assert events[-1].error.startswith("lost track of the answer: persistence service unreachable")
+
+
+async def test_following_an_answer_through_persistence_asks_only_for_changes() -> None:
+    """Each poll names the version it has: persistence answers 304 while the answer has not changed."""
+    message_id = uuid.uuid4()
+    stored = {
+        "id": str(message_id),
+        "session_id": str(uuid.uuid4()),
+        "role": MessageRole.ASSISTANT,
+        "content": "Hel",
+        "status": MessageStatus.IN_PROGRESS,
+        "version": 2,
+        "created_at": datetime.now(UTC).isoformat(),
+    }
+    finished = stored | {"content": "Hello", "status": MessageStatus.COMPLETE, "version": 3}
+    answers_sent = iter([httpx.Response(200, json=stored), httpx.Response(304), httpx.Response(200, json=finished)])
+    asked_with: list[str | None] = []
+
+    def persistence_answers(request: httpx.Request) -> httpx.Response:
+        asked_with.append(request.headers.get("If-None-Match"))
+        return next(answers_sent)
+
+    settings = Settings(api_key=SecretStr("k"), reattach_poll_seconds=0.001)
+    transport = httpx.MockTransport(persistence_answers)
+    async with httpx.AsyncClient(base_url="http://persistence", transport=transport) as http:
+        answers = Answers(settings, PersistenceClient(http, attempts=1, initial_wait=0, max_wait=0), None)
+        events = [event async for event in answers.follow(message_id, 0)]
+
+    assert asked_with == [None, '"2"', '"2"']
+    assert [(e.kind, e.offset, e.text) for e in events] == [("delta", 3, "Hel"), ("delta", 5, "lo"), ("done", 5, "")]

@@ -1,7 +1,7 @@
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.persistence.conftest import claim, new_answer, new_message, new_session, random_id
+from tests.persistence.conftest import append, claim, new_answer, new_message, new_session, random_id
 
 CONTEXT = {"documents": [{"id": "doc-1", "text": "Paris is in France.", "score": 0.93}]}
 
@@ -209,6 +209,24 @@ def test_if_match_guards_concurrent_edits(client: TestClient) -> None:
     assert client.patch(url, json={"error": "c"}, headers={"If-Match": "4"}).headers["etag"] == '"5"'
     assert client.patch(url, json={"error": "d"}, headers={"If-Match": "*"}).headers["etag"] == '"6"'
     assert client.patch(url, json={"error": "x"}, headers={"If-Match": "abc"}).status_code == 400
+
+
+def test_if_none_match_answers_an_unchanged_message_with_304(client: TestClient) -> None:
+    answer = new_answer(client)
+    claim(client, answer["id"])
+    url = f"/messages/{answer['id']}"
+    etag = client.get(url).headers["etag"]
+    for tags in (etag, f"W/{etag}", f'"7", {etag}', "*"):
+        unchanged = client.get(url, headers={"If-None-Match": tags})
+        assert (unchanged.status_code, unchanged.content, unchanged.headers["etag"]) == (304, b"", etag), tags
+    append(client, answer["id"], 0, "Hel")
+    changed = client.get(url, headers={"If-None-Match": etag})
+    assert changed.status_code == 200
+    assert changed.json()["content"] == "Hel"
+    assert changed.headers["etag"] != etag
+    # Tags that are no version of ours never match.
+    assert client.get(url, headers={"If-None-Match": '"abc", ""'}).status_code == 200
+    assert client.get(f"/messages/{random_id()}", headers={"If-None-Match": "*"}).status_code == 404
 
 
 @pytest.mark.parametrize("body", [{"status": None}, {"content": None}, {"status": "done"}, {"version": 9}])
