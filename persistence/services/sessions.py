@@ -9,7 +9,7 @@ from sqlalchemy import Insert, Select, bindparam, delete, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from persistence.db import insert_on_conflict
+from persistence.db import as_dicts, insert_on_conflict
 from persistence.models import ChatSession
 from persistence.pagination import decode_cursor, encode_cursor
 from persistence.schemas import SessionCreate, SessionUpdate
@@ -95,9 +95,7 @@ def list_sessions(
     stmt = _list_statement(
         by_user=user_id is not None, by_favorite=favorite is not None, by_title=bool(q), after_cursor=cursor is not None
     )
-    result = db.execute(stmt, params)
-    keys = result.keys()
-    rows = [dict(zip(keys, row, strict=True)) for row in result]
+    rows = as_dicts(db.execute(stmt, params))
     if len(rows) <= limit:
         return rows, None
     last = rows[limit - 1]
