@@ -67,10 +67,9 @@ async def test_the_turn_goes_out_before_the_upstream_request_opened_beside_it_is
     assert abandoned.is_set()
 
 
-async def test_following_an_answer_persistence_loses_track_of_ends_with_an_error_event() -> None:
-    """An answer followed through persistence (generated elsewhere): an outage ends the stream, cleanly."""
-    message_id = uuid.uuid4()
-    stored = {
+def _answer_in_progress(message_id: uuid.UUID) -> dict[str, object]:
+    """An answer as persistence stores it while another gateway generates it."""
+    return {
         "id": str(message_id),
         "session_id": str(uuid.uuid4()),
         "role": MessageRole.ASSISTANT,
@@ -78,7 +77,12 @@ async def test_following_an_answer_persistence_loses_track_of_ends_with_an_error
         "status": MessageStatus.IN_PROGRESS,
         "created_at": datetime.now(UTC).isoformat(),
     }
-    answers_sent = iter([httpx.Response(200, json=stored)])
+
+
+async def test_following_an_answer_persistence_loses_track_of_ends_with_an_error_event() -> None:
+    """An answer followed through persistence (generated elsewhere): an outage ends the stream, cleanly."""
+    message_id = uuid.uuid4()
+    answers_sent = iter([httpx.Response(200, json=_answer_in_progress(message_id))])
 
     def persistence_answers(_request: httpx.Request) -> httpx.Response:
         return next(answers_sent, httpx.Response(503))
@@ -97,15 +101,7 @@ async def test_following_an_answer_persistence_loses_track_of_ends_with_an_error
 async def test_following_an_answer_through_persistence_asks_only_for_changes() -> None:
     """Each poll names the version it has: persistence answers 304 while the answer has not changed."""
     message_id = uuid.uuid4()
-    stored = {
-        "id": str(message_id),
-        "session_id": str(uuid.uuid4()),
-        "role": MessageRole.ASSISTANT,
-        "content": "Hel",
-        "status": MessageStatus.IN_PROGRESS,
-        "version": 2,
-        "created_at": datetime.now(UTC).isoformat(),
-    }
+    stored = _answer_in_progress(message_id) | {"version": 2}
     finished = stored | {"content": "Hello", "status": MessageStatus.COMPLETE, "version": 3}
     answers_sent = iter([httpx.Response(200, json=stored), httpx.Response(304), httpx.Response(200, json=finished)])
     asked_with: list[str | None] = []
