@@ -4,6 +4,7 @@ import base64
 import json
 import uuid
 from datetime import datetime
+from typing import Any
 
 from shared import BadRequest
 
@@ -11,6 +12,15 @@ from shared import BadRequest
 def encode_cursor(*key: bool | int | datetime | uuid.UUID) -> str:
     parts = [k.isoformat() if isinstance(k, datetime) else str(k) if isinstance(k, uuid.UUID) else k for k in key]
     return base64.urlsafe_b64encode(json.dumps(parts, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def keyset_page(rows: list[dict[str, Any]], limit: int, *key: str) -> tuple[list[dict[str, Any]], str | None]:
+    """The first ``limit`` of ``rows`` (read with one more, to tell whether a next page exists) and the
+    cursor after the last of them, from its columns ``key`` (None on the last page)."""
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    return rows[:limit], encode_cursor(*(last[column] for column in key))
 
 
 def decode_cursor(cursor: str, *types: type) -> tuple[bool | int | datetime | uuid.UUID, ...]:

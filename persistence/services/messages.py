@@ -36,7 +36,7 @@ from sqlalchemy.sql.elements import ColumnClause, ColumnElement
 
 from persistence.db import as_dicts, insert_on_conflict
 from persistence.models import Message, UTCDateTime, utcnow
-from persistence.pagination import decode_cursor, encode_cursor
+from persistence.pagination import decode_cursor, keyset_page
 from persistence.schemas import AppendRequest, ClaimRequest, MessageCreate, MessageUpdate, TurnCreate
 from persistence.services.sessions import open_session_params, open_session_statement, session_exists
 from shared import Conflict, MessageRole, MessageStatus, NotFound, PreconditionFailed
@@ -286,10 +286,7 @@ def list_messages(
     rows = as_dicts(db.execute(stmt, params))
     if not rows and not session_exists(db, session_id):
         raise NotFound(f"session {session_id} not found")
-    if len(rows) <= limit:
-        return rows, None
-    last = rows[limit - 1]
-    return rows[:limit], encode_cursor(last["created_at"], last["id"])
+    return keyset_page(rows, limit, "created_at", "id")
 
 
 def last_message(db: Session, session_id: uuid.UUID, role: MessageRole | None = None) -> Message:

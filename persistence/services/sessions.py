@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from persistence.db import as_dicts, insert_on_conflict
 from persistence.models import ChatSession
-from persistence.pagination import decode_cursor, encode_cursor
+from persistence.pagination import decode_cursor, keyset_page
 from persistence.schemas import SessionCreate, SessionUpdate
 from shared import NotFound
 
@@ -96,10 +96,7 @@ def list_sessions(
         by_user=user_id is not None, by_favorite=favorite is not None, by_title=bool(q), after_cursor=cursor is not None
     )
     rows = as_dicts(db.execute(stmt, params))
-    if len(rows) <= limit:
-        return rows, None
-    last = rows[limit - 1]
-    return rows[:limit], encode_cursor(last["is_favorite"], last["updated_at"], last["id"])
+    return keyset_page(rows, limit, "is_favorite", "updated_at", "id")
 
 
 def update_session(db: Session, session_id: uuid.UUID, data: SessionUpdate) -> ChatSession:
