@@ -7,7 +7,7 @@ of two concurrent requests racing for the same row, exactly one matches its cond
 import functools
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeGuard
 
 from sqlalchemy import (
     Column,
@@ -67,13 +67,14 @@ def _at(moment: datetime) -> Any:
 
 
 def _same_request(
-    message: Message, session_id: uuid.UUID, role: MessageRole, content: str, context: object | None
-) -> bool:
+    message: Message | None, session_id: uuid.UUID, role: MessageRole, **values: object
+) -> TypeGuard[Message]:
+    """Whether a stored message is the one a replayed request asks for: ``values`` are what the client chose."""
     return (
-        message.session_id == session_id
+        message is not None
+        and message.session_id == session_id
         and message.role == role
-        and message.content == content
-        and message.context == context
+        and all(getattr(message, name) == value for name, value in values.items())
     )
 
 
@@ -131,7 +132,8 @@ def create_message(db: Session, session_id: uuid.UUID, data: MessageCreate) -> t
     # The id is taken: a replay (perhaps racing its original, whose commit the INSERT waited for), or not.
     if (existing := db.get(Message, values["id"])) is None:  # deleted since the INSERT found it
         raise Conflict(f"message {values['id']} changed during the request: retry it", code="retry")
-    if not _same_request(existing, session_id, data.role, data.content, data.context):
+    chosen = {"content": data.content, "context": data.context, "options": data.options, "prompt": data.prompt}
+    if not _same_request(existing, session_id, data.role, **chosen):
         raise Conflict(f"message {values['id']} already exists with a different body", code="id_conflict")
     return existing, False
 
@@ -234,11 +236,14 @@ def _stored_turn(
         if not session_exists(db, session_id):
             raise NotFound(f"session {session_id} not found")
         raise Conflict("the turn's messages changed during the request: retry it", code="retry")
-    if stored_question is None or not _same_request(
-        stored_question, session_id, MessageRole.USER, question["content"], question["context"]
+    if not _same_request(
+        stored_question, session_id, MessageRole.USER, content=question["content"], context=question["context"]
     ):
         raise Conflict(f"message {question['id']} already exists with a different body", code="id_conflict")
-    if stored_answer is None or stored_answer.session_id != session_id or stored_answer.role != MessageRole.ASSISTANT:
+    # The model is left out: finishing an answer may record the one that actually answered.
+    if not _same_request(
+        stored_answer, session_id, MessageRole.ASSISTANT, options=answer["options"], prompt=answer["prompt"]
+    ):
         raise Conflict(f"message {answer['id']} already exists and is not this turn's answer", code="id_conflict")
     return stored_question, stored_answer, False
 

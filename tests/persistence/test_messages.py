@@ -98,6 +98,23 @@ def test_create_with_reused_id_and_other_body_is_409(client: TestClient, change:
     assert client.get(f"/messages/{body['id']}").json()["content"] == "hello"
 
 
+@pytest.mark.parametrize(
+    "change", [{"options": {"temperature": 1}}, {"options": None}, {"prompt": [{"role": "user", "content": "b"}]}]
+)
+def test_create_answer_with_reused_id_and_other_options_or_prompt_is_409(client: TestClient, change: dict) -> None:
+    session = new_session(client)
+    prompt = [{"role": "user", "content": "a"}]
+    body = {"id": random_id(), "role": "assistant", "options": {"temperature": 0.5}, "prompt": prompt}
+    first = client.post(f"/sessions/{session['id']}/messages", json=body)
+    assert first.status_code == 201
+    assert client.post(f"/sessions/{session['id']}/messages", json=body).status_code == 200
+    response = client.post(f"/sessions/{session['id']}/messages", json=body | change)
+    assert response.status_code == 409
+    assert response.json()["code"] == "id_conflict"
+    stored = client.get(f"/messages/{body['id']}").json()
+    assert (stored["options"], stored["prompt"]) == ({"temperature": 0.5}, prompt)
+
+
 def test_create_with_id_of_another_session_is_409(client: TestClient) -> None:
     first, second = new_session(client), new_session(client)
     body = {"id": random_id(), "role": "user", "content": "hello"}

@@ -3,6 +3,7 @@
 from typing import Any
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.persistence.conftest import append, new_answer, new_session, random_id
@@ -82,6 +83,30 @@ def test_a_replay_with_another_question_is_409_and_changes_nothing(client: TestC
     assert response.json()["code"] == "id_conflict"
     contents = [m["content"] for m in client.get(f"/sessions/{session_id}/messages").json()["items"]]
     assert contents == ["What is Lyon famous for?", ""]
+
+
+@pytest.mark.parametrize("change", [{"options": {"temperature": 1}}, {"prompt": [{"role": "user", "content": "b"}]}])
+def test_a_replay_with_other_answer_options_or_prompt_is_409(client: TestClient, change: dict) -> None:
+    session_id = random_id()
+    body = turn_body(session={})
+    body["answer"] |= {"options": {"temperature": 0.5}, "prompt": [{"role": "user", "content": "a"}]}
+    assert client.post(f"/sessions/{session_id}/turns", json=body).status_code == 201
+    assert client.post(f"/sessions/{session_id}/turns", json=body).status_code == 200
+    response = client.post(f"/sessions/{session_id}/turns", json=body | {"answer": body["answer"] | change})
+    assert response.status_code == 409
+    assert response.json()["code"] == "id_conflict"
+    assert client.get(f"/messages/{body['answer']['id']}").json()["options"] == {"temperature": 0.5}
+
+
+def test_a_replay_after_the_answer_named_another_model_is_still_a_replay(client: TestClient) -> None:
+    session_id = random_id()
+    body = turn_body(session={})
+    assert client.post(f"/sessions/{session_id}/turns", json=body).status_code == 201
+    finish = {"status": "complete", "model": "m1-2026"}
+    assert append(client, body["answer"]["id"], 0, "Silk.", owner="g1", finish=finish).status_code == 200
+    again = client.post(f"/sessions/{session_id}/turns", json=body)
+    assert again.status_code == 200, again.text
+    assert (again.json()["answer"]["model"], again.json()["answer"]["status"]) == ("m1-2026", "complete")
 
 
 def test_an_answer_id_taken_elsewhere_is_409_and_stores_nothing(client: TestClient) -> None:
