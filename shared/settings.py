@@ -7,6 +7,7 @@ naming a file that holds it (Docker secrets), or ``secrets/name.txt`` for local 
 import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar, get_args
+from urllib.parse import urlsplit
 
 from limits import parse as parse_limit
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -15,6 +16,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 SECRETS_DIR_ENV = "SECRETS_DIR"
 NO_RATE_LIMIT = frozenset({"none", "off"})
+RATE_LIMIT_STORES = frozenset({"redis", "rediss", "redis+unix"})
 
 
 class SettingsError(Exception):
@@ -81,6 +83,16 @@ class ServiceSettings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     # Requests per API key (or client address), e.g. "120/minute"; "none": no limit.
     rate_limit: str | None = None
+    # Where the counts are kept, shared by every worker and instance: a Redis URL (a secret, since it may
+    # hold a password). Unset: in each process.
+    rate_limit_storage: SecretStr | None = None
+
+    @field_validator("rate_limit_storage")
+    @classmethod
+    def _check_rate_limit_storage(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and urlsplit(value.get_secret_value()).scheme not in RATE_LIMIT_STORES:
+            raise ValueError("must be a redis://, rediss:// or redis+unix:// URL")
+        return value
 
     @field_validator("rate_limit")
     @classmethod

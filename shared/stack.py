@@ -7,7 +7,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from shared.asgi import BodyLimitMiddleware, Reshape
 from shared.observability import RequestMiddleware, metrics_endpoint
-from shared.ratelimit import RateLimitMiddleware
+from shared.ratelimit import RateLimitMiddleware, shared_storage
 from shared.settings import ServiceSettings
 
 
@@ -20,14 +20,23 @@ def install_middleware(
     """
     app.add_middleware(BodyLimitMiddleware, max_body_size=settings.max_body_bytes, reshape=reshape_errors)
     if settings.rate_limit:
-        app.add_middleware(RateLimitMiddleware, limit=settings.rate_limit, reshape=reshape_errors)
+        store = settings.rate_limit_storage
+        storage = shared_storage(store.get_secret_value(), service) if store is not None else None
+        app.add_middleware(RateLimitMiddleware, limit=settings.rate_limit, reshape=reshape_errors, storage=storage)
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origin_list,
             allow_methods=["*"],
             allow_headers=["*"],
-            expose_headers=["ETag", "Retry-After", "X-Request-ID", "X-RateLimit-Limit", "X-RateLimit-Remaining"],
+            expose_headers=[
+                "ETag",
+                "Retry-After",
+                "X-Request-ID",
+                "X-RateLimit-Limit",
+                "X-RateLimit-Remaining",
+                "X-RateLimit-Reset",
+            ],
         )
     app.add_middleware(RequestMiddleware, service=service)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)

@@ -6,11 +6,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+import redis
 import sqlalchemy as sa
 import uvicorn
 from fastapi import FastAPI
 
 DEFAULT_TEST_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/15"
 
 
 def postgres_url_or_skip() -> sa.URL:
@@ -27,6 +29,22 @@ def postgres_url_or_skip() -> sa.URL:
         pytest.skip(message)
     finally:
         engine.dispose()
+    return url
+
+
+def redis_url_or_skip() -> str:
+    """Redis's URL from TEST_REDIS_URL; unreachable, it skips, or fails under CI=true."""
+    url = os.environ.get("TEST_REDIS_URL", DEFAULT_TEST_REDIS_URL)
+    client = redis.Redis.from_url(url, socket_connect_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        message = f"Redis unreachable at {url}: {exc}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    finally:
+        client.close()
     return url
 
 
