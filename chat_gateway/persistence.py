@@ -6,7 +6,7 @@ from typing import Any
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from chat_gateway.schemas import StoredMessage
+from chat_gateway.schemas import StoredMessage, StoredText
 from shared import Conflict, DomainError, MessageStatus, NotFound, PreconditionFailed, ServiceUnavailable
 
 
@@ -111,11 +111,11 @@ class PersistenceClient:
     async def get_message(self, message_id: uuid.UUID) -> StoredMessage:
         return StoredMessage.model_validate(await self._request("GET", f"/messages/{message_id}"))
 
-    async def poll_message(self, message_id: uuid.UUID, version: int | None) -> StoredMessage | None:
-        """The message, or None while it is still at ``version`` (persistence then sends no body)."""
+    async def poll_text(self, message_id: uuid.UUID, offset: int, version: int | None) -> StoredText | None:
+        """The answer's text from ``offset`` on, or None while it is still at ``version`` (then no body is sent)."""
         headers = {"If-None-Match": f'"{version}"'} if version is not None else None
-        response = await self._send("GET", f"/messages/{message_id}", headers=headers)
-        return None if response.status_code == 304 else StoredMessage.model_validate(response.json())
+        response = await self._send("GET", f"/messages/{message_id}/text", params={"offset": offset}, headers=headers)
+        return None if response.status_code == 304 else StoredText.model_validate(response.json())
 
     async def last_message(self, session_id: uuid.UUID, role: str) -> StoredMessage:
         data = await self._request("GET", f"/sessions/{session_id}/messages/last", params={"role": role})

@@ -79,5 +79,19 @@ class StoredMessage(ReadModel):
     created_at: datetime
 
 
+class StoredText(ReadModel):
+    """An answer's text from an offset on, and how it stands, as persistence returns it to its followers."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    text: str
+    length: int
+    version: int
+    status: MessageStatus
+    error: str | None = None
+    finish_reason: str | None = None
+    usage: JSONObject | None = None
+
+
 class Health(ReadModel):
     status: str

@@ -17,7 +17,7 @@ from chat_gateway.generation import Generation, StreamEvent
 from chat_gateway.metrics import RECOVERED, RESUMES
 from chat_gateway.persistence import PersistenceClient
 from chat_gateway.prompt import question_messages
-from chat_gateway.schemas import ChatRequest, StoredMessage
+from chat_gateway.schemas import ChatRequest, StoredMessage, StoredText
 from chat_gateway.upstream import discard, open_stream
 from shared import Conflict, DomainError, MessageRole, MessageStatus, ServiceUnavailable
 
@@ -53,8 +53,8 @@ def _lease_is_live(message: StoredMessage) -> bool:
     return message.lease_expires_at is not None and message.lease_expires_at > datetime.now(UTC)
 
 
-def _final_event(message: StoredMessage) -> StreamEvent:
-    offset = len(message.content)
+def _final_event(message: StoredText) -> StreamEvent:
+    offset = message.length
     if message.status == MessageStatus.COMPLETE:
         usage = {k: v for k, v in (message.usage or {}).items() if isinstance(v, int)}
         return StreamEvent("done", offset, status=message.status, finish_reason=message.finish_reason, usage=usage)
@@ -251,19 +251,19 @@ class Answers:
                 else:
                     return
             try:
-                message = await self.persistence.poll_message(message_id, version)
+                stored = await self.persistence.poll_text(message_id, offset, version)
             except DomainError as exc:
                 # The stream ends with an error instead of breaking off; the answer may well go on, and a
                 # client can reattach to it (no status: nobody here knows how it ends).
                 yield StreamEvent("error", offset, error=f"lost track of the answer: {exc.detail}")
                 return
-            if message is not None:  # None: unchanged since the last poll
-                version = message.version
-                if len(message.content) > offset:
-                    yield StreamEvent("delta", len(message.content), text=message.content[offset:])
-                    offset = len(message.content)
-                if message.status in TERMINAL:
-                    yield _final_event(message)
+            if stored is not None:  # None: unchanged since the last poll
+                version = stored.version
+                if stored.text:
+                    offset = stored.length
+                    yield StreamEvent("delta", offset, text=stored.text)
+                if stored.status in TERMINAL:
+                    yield _final_event(stored)
                     return
             await asyncio.sleep(self.settings.reattach_poll_seconds)
 

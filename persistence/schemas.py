@@ -226,6 +226,20 @@ class MessageDetail(MessageRead):
     prompt: list[JSONObject] | None
 
 
+class MessageText(ReadModel):
+    """A message's text from an offset on, and how it stands: what a follower of an answer needs."""
+
+    id: uuid.UUID
+    offset: int
+    text: str = Field(description="The content from `offset` on.")
+    length: int = Field(description="The length of the whole content, in characters.")
+    version: int
+    status: MessageStatus
+    error: str | None
+    finish_reason: str | None
+    usage: JSONObject | None
+
+
 class TurnRead(ReadModel):
     question: MessageRead
     answer: MessageRead

@@ -1,5 +1,5 @@
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
 
@@ -13,6 +13,7 @@ from persistence.schemas import (
     MessageCreate,
     MessageDetail,
     MessageRead,
+    MessageText,
     MessageUpdate,
     Page,
     TurnCreate,
@@ -30,6 +31,19 @@ def _with_etag(message: Message, response: Response) -> MessageDetail:
     """One message, as every route that answers with one message returns it: with its prompt."""
     response.headers["ETag"] = f'"{message.version}"'
     return MessageDetail.model_validate(message)
+
+
+def _not_modified(version: int, if_none_match: frozenset[str]) -> Response | None:
+    """A 304 when If-None-Match names the message's version: whoever polls an answer being generated
+    elsewhere mostly finds it unchanged, and then no body is sent."""
+    if "*" in if_none_match or str(version) in if_none_match:
+        return Response(status_code=304, headers={"ETag": f'"{version}"'})
+    return None
+
+
+NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
+    304: {"description": "The message is still at a version given in If-None-Match."}
+}
 
 
 @router.post("/messages/{message_id}/append")
@@ -94,20 +108,29 @@ async def list_stale_messages(db: DbDep, limit: Annotated[int, Query(ge=1, le=20
     return [MessageRead.model_validate(row) for row in await db.run_autocommit(messages.list_stale, limit)]
 
 
-@router.get(
-    "/messages/{message_id}",
-    response_model=MessageDetail,
-    responses={304: {"description": "The message is still at a version given in If-None-Match."}},
-)
+@router.get("/messages/{message_id}", response_model=MessageDetail, responses=NOT_MODIFIED)
 async def get_message(
     message_id: uuid.UUID, db: DbDep, response: Response, if_none_match: IfNoneMatchDep
 ) -> MessageDetail | Response:
     """Get one message, with its prompt if it has one; its version is the ETag (If-None-Match gives a 304)."""
     message = await db.run_autocommit(messages.get_message, message_id)
-    if "*" in if_none_match or str(message.version) in if_none_match:
-        # Whoever polls an answer being generated elsewhere mostly finds it unchanged: no body to send.
-        return Response(status_code=304, headers={"ETag": f'"{message.version}"'})
-    return _with_etag(message, response)
+    return _not_modified(message.version, if_none_match) or _with_etag(message, response)
+
+
+@router.get("/messages/{message_id}/text", response_model=MessageText, responses=NOT_MODIFIED)
+async def get_message_text(
+    message_id: uuid.UUID,
+    db: DbDep,
+    response: Response,
+    if_none_match: IfNoneMatchDep,
+    offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
+) -> MessageText | Response:
+    """Get a message's text from an offset on, with its status: how an answer is followed as it grows."""
+    text = await db.run_autocommit(messages.read_text, message_id, offset)
+    if (not_modified := _not_modified(text["version"], if_none_match)) is not None:
+        return not_modified
+    response.headers["ETag"] = f'"{text["version"]}"'
+    return MessageText.model_validate(text)
 
 
 @router.patch("/messages/{message_id}")

@@ -255,6 +255,30 @@ def get_message(db: Session, message_id: uuid.UUID) -> Message:
     return message
 
 
+def read_text(db: Session, message_id: uuid.UUID, offset: int) -> dict[str, Any]:
+    """A message's content from ``offset`` on, and how it stands (the fields of ``MessageText``).
+
+    Cut in the database: an answer polled as it grows sends only its new text, not all of it each time.
+    """
+    row = db.execute(_text_statement(), {"id": message_id, "start": offset + 1}).mappings().one_or_none()
+    if row is None:
+        raise _not_found(message_id)
+    if offset > row["length"]:
+        length = row["length"]
+        raise Conflict(
+            f"offset {offset} is past the end of the content ({length})", code="offset_mismatch", length=length
+        )
+    return dict(row) | {"offset": offset}
+
+
+@functools.cache
+def _text_statement() -> Select[Any]:
+    content = _TABLE.c.content
+    text = func.substr(content, bindparam("start")).label("text")
+    columns = (_TABLE.c[name] for name in ("id", "version", "status", "error", "finish_reason", "usage"))
+    return select(text, func.length(content).label("length"), *columns).where(_TABLE.c.id == bindparam("id"))
+
+
 @functools.cache
 def _page_statement(*, newest_first: bool, after_cursor: bool, by_status: bool) -> Select[Any]:
     """The query of a page of a session's messages, built once per shape (with bound parameters)."""

@@ -67,22 +67,15 @@ async def test_the_turn_goes_out_before_the_upstream_request_opened_beside_it_is
     assert abandoned.is_set()
 
 
-def _answer_in_progress(message_id: uuid.UUID) -> dict[str, object]:
-    """An answer as persistence stores it while another gateway generates it."""
-    return {
-        "id": str(message_id),
-        "session_id": str(uuid.uuid4()),
-        "role": MessageRole.ASSISTANT,
-        "content": "Hel",
-        "status": MessageStatus.IN_PROGRESS,
-        "created_at": datetime.now(UTC).isoformat(),
-    }
+def _text_in_progress(text: str = "Hel", offset: int = 0, version: int = 2) -> dict[str, object]:
+    """An answer's text as persistence returns it to a follower while another gateway generates it."""
+    return {"text": text, "length": offset + len(text), "version": version, "status": MessageStatus.IN_PROGRESS}
 
 
 async def test_following_an_answer_persistence_loses_track_of_ends_with_an_error_event() -> None:
     """An answer followed through persistence (generated elsewhere): an outage ends the stream, cleanly."""
     message_id = uuid.uuid4()
-    answers_sent = iter([httpx.Response(200, json=_answer_in_progress(message_id))])
+    answers_sent = iter([httpx.Response(200, json=_text_in_progress())])
 
     def persistence_answers(_request: httpx.Request) -> httpx.Response:
         return next(answers_sent, httpx.Response(503))
@@ -99,15 +92,17 @@ async def test_following_an_answer_persistence_loses_track_of_ends_with_an_error
 
 
 async def test_following_an_answer_through_persistence_asks_only_for_changes() -> None:
-    """Each poll names the version it has: persistence answers 304 while the answer has not changed."""
+    """Each poll names the text it has and its version: persistence answers 304 while nothing changed,
+    and then only the new text."""
     message_id = uuid.uuid4()
-    stored = _answer_in_progress(message_id) | {"version": 2}
-    finished = stored | {"content": "Hello", "status": MessageStatus.COMPLETE, "version": 3}
-    answers_sent = iter([httpx.Response(200, json=stored), httpx.Response(304), httpx.Response(200, json=finished)])
-    asked_with: list[str | None] = []
+    finished = _text_in_progress("lo", offset=3, version=3) | {"status": MessageStatus.COMPLETE}
+    answers_sent = iter(
+        [httpx.Response(200, json=_text_in_progress()), httpx.Response(304), httpx.Response(200, json=finished)]
+    )
+    asked_with: list[tuple[str, str | None]] = []
 
     def persistence_answers(request: httpx.Request) -> httpx.Response:
-        asked_with.append(request.headers.get("If-None-Match"))
+        asked_with.append((f"{request.url.path}?{request.url.query.decode()}", request.headers.get("If-None-Match")))
         return next(answers_sent)
 
     settings = Settings(api_key=SecretStr("k"), reattach_poll_seconds=0.001)
@@ -116,5 +111,6 @@ async def test_following_an_answer_through_persistence_asks_only_for_changes() -
         answers = Answers(settings, PersistenceClient(http, attempts=1, initial_wait=0, max_wait=0), None)
         events = [event async for event in answers.follow(message_id, 0)]
 
-    assert asked_with == [None, '"2"', '"2"']
+    url = f"/messages/{message_id}/text"
+    assert asked_with == [(f"{url}?offset=0", None), (f"{url}?offset=3", '"2"'), (f"{url}?offset=3", '"2"')]
     assert [(e.kind, e.offset, e.text) for e in events] == [("delta", 3, "Hel"), ("delta", 5, "lo"), ("done", 5, "")]

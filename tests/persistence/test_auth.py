@@ -19,7 +19,7 @@ def _protected_routes(app: FastAPI) -> list[tuple[str, str]]:
 
 def test_every_protected_route_rejects_missing_and_wrong_keys(client: TestClient, app: FastAPI) -> None:
     routes = _protected_routes(app)
-    assert len(routes) == 22
+    assert len(routes) == 23
     for method, path in routes:
         for headers in ({"x-api-key": ""}, {"x-api-key": "wrong"}, {"x-api-key": "test-key "}):
             response = client.request(method, path, headers=headers, json={})

@@ -246,6 +246,52 @@ def test_if_none_match_answers_an_unchanged_message_with_304(client: TestClient)
     assert client.get(f"/messages/{random_id()}", headers={"If-None-Match": "*"}).status_code == 404
 
 
+def test_text_from_an_offset_is_what_a_follower_has_not_seen(client: TestClient) -> None:
+    answer = new_answer(client)
+    claim(client, answer["id"])
+    append(client, answer["id"], 0, "Café 🙂 ")  # offsets count characters, in the database as here
+    append(client, answer["id"], 7, "au lait")
+    url = f"/messages/{answer['id']}/text"
+    whole = client.get(url)
+    assert whole.status_code == 200
+    assert whole.json() == {
+        "id": answer["id"],
+        "offset": 0,
+        "text": "Café 🙂 au lait",
+        "length": 14,
+        "version": 4,
+        "status": "in_progress",
+        "error": None,
+        "finish_reason": None,
+        "usage": None,
+    }
+    assert whole.headers["etag"] == '"4"'
+    tail = client.get(url, params={"offset": 5}).json()
+    assert (tail["offset"], tail["text"], tail["length"]) == (5, "🙂 au lait", 14)
+    assert client.get(url, params={"offset": 14}).json()["text"] == ""
+    unchanged = client.get(url, params={"offset": 14}, headers={"If-None-Match": '"4"'})
+    assert (unchanged.status_code, unchanged.content, unchanged.headers["etag"]) == (304, b"", '"4"')
+    finish = {"status": "complete", "finish_reason": "stop", "usage": {"total_tokens": 9}}
+    append(client, answer["id"], 14, ".", owner="g1", finish=finish)
+    done = client.get(url, params={"offset": 14}, headers={"If-None-Match": '"4"'}).json()
+    assert (done["text"], done["status"], done["finish_reason"], done["usage"]) == (
+        ".",
+        "complete",
+        "stop",
+        finish["usage"],
+    )
+
+
+def test_text_past_the_end_or_of_no_message_is_refused(client: TestClient) -> None:
+    answer = new_answer(client)
+    url = f"/messages/{answer['id']}/text"
+    past = client.get(url, params={"offset": 1})
+    assert (past.status_code, past.json()["code"], past.json()["length"]) == (409, "offset_mismatch", 0)
+    assert client.get(url, params={"offset": -1}).status_code == 422
+    assert client.get(url, params={"offset": "x"}).status_code == 422
+    assert client.get(f"/messages/{random_id()}/text").status_code == 404
+
+
 @pytest.mark.parametrize("body", [{"status": None}, {"content": None}, {"status": "done"}, {"version": 9}])
 def test_patch_rejects_bad_bodies(client: TestClient, body: dict) -> None:
     answer = new_answer(client)
