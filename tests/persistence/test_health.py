@@ -1,6 +1,8 @@
+import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from persistence.db import create_db_engine, migrate
 from persistence.main import create_app
 from tests.conftest import fresh_postgres_database
 from tests.persistence.conftest import make_settings
@@ -53,3 +55,34 @@ def test_pool_recovers_after_the_database_drops_every_connection() -> None:
         statuses = [client.get("/sessions", headers=headers).status_code for _ in range(8)]
     # Only the request that found its connection dead fails, with a status clients retry.
     assert statuses == [503] + [200] * 7
+
+
+def _behind_by_one_migration(url: str) -> None:
+    engine = create_db_engine(url)
+    migrate(engine, "0004")  # without 0005's prompt column
+    engine.dispose()
+
+
+def test_a_schema_behind_the_code_is_named_not_reported_as_unavailable(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    _behind_by_one_migration(url)
+    _assert_schema_behind_is_named(url)
+
+
+@pytest.mark.postgres
+def test_a_schema_behind_the_code_is_named_on_postgresql_too() -> None:
+    with fresh_postgres_database() as url:
+        _behind_by_one_migration(url)
+        _assert_schema_behind_is_named(url)
+
+
+def _assert_schema_behind_is_named(url: str) -> None:
+    settings = make_settings(url, migrate_on_start=False)
+    with TestClient(create_app(settings), headers={"x-api-key": "test-key"}) as client:
+        session = client.post("/sessions", json={"title": "old"})
+        assert session.status_code == 201  # what the old schema has still works
+        response = client.post(f"/sessions/{session.json()['id']}/messages", json={"role": "user", "content": "x"})
+    assert response.status_code == 500
+    assert "retry-after" not in response.headers  # retrying cannot help
+    assert response.json()["code"] == "schema_behind"
+    assert "apply the migrations" in response.json()["detail"]
