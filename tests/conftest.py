@@ -4,6 +4,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NoReturn
 
 import pytest
 import redis
@@ -15,6 +16,13 @@ DEFAULT_TEST_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/15"
 
 
+def _unreachable(message: str) -> NoReturn:
+    """A service some tests need is down: they skip, or fail under CI=true."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def postgres_url_or_skip() -> sa.URL:
     """PostgreSQL's URL from TEST_DATABASE_URL; unreachable, it skips, or fails under CI=true."""
     url = sa.make_url(os.environ.get("TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL))
@@ -23,10 +31,7 @@ def postgres_url_or_skip() -> sa.URL:
         with engine.connect() as connection:
             connection.execute(sa.text("SELECT 1"))
     except sa.exc.OperationalError as exc:
-        message = f"PostgreSQL unreachable at {url.render_as_string(hide_password=True)}: {exc.orig}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        _unreachable(f"PostgreSQL unreachable at {url.render_as_string(hide_password=True)}: {exc.orig}")
     finally:
         engine.dispose()
     return url
@@ -39,10 +44,7 @@ def redis_url_or_skip() -> str:
     try:
         client.ping()
     except redis.RedisError as exc:
-        message = f"Redis unreachable at {url}: {exc}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        _unreachable(f"Redis unreachable at {url}: {exc}")
     finally:
         client.close()
     return url
