@@ -27,9 +27,14 @@ router = APIRouter(tags=["messages"])
 # Routes are matched in order, one by one: the busiest come first.
 
 
+def _etag(version: int) -> str:
+    """A message's version as its entity tag (what If-Match and If-None-Match name)."""
+    return f'"{version}"'
+
+
 def _with_etag(message: Message, response: Response) -> MessageDetail:
     """One message, as every route that answers with one message returns it: with its prompt."""
-    response.headers["ETag"] = f'"{message.version}"'
+    response.headers["ETag"] = _etag(message.version)
     return MessageDetail.model_validate(message)
 
 
@@ -37,7 +42,7 @@ def _not_modified(version: int, if_none_match: frozenset[str]) -> Response | Non
     """A 304 when If-None-Match names the message's version: whoever polls an answer being generated
     elsewhere mostly finds it unchanged, and then no body is sent."""
     if "*" in if_none_match or str(version) in if_none_match:
-        return Response(status_code=304, headers={"ETag": f'"{version}"'})
+        return Response(status_code=304, headers={"ETag": _etag(version)})
     return None
 
 
@@ -129,7 +134,7 @@ async def get_message_text(
     text = await db.run_autocommit(messages.read_text, message_id, offset)
     if (not_modified := _not_modified(text["version"], if_none_match)) is not None:
         return not_modified
-    response.headers["ETag"] = f'"{text["version"]}"'
+    response.headers["ETag"] = _etag(text["version"])
     return MessageText.model_validate(text)
 
 
