@@ -20,7 +20,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from chat_gateway.config import Settings
 from chat_gateway.metrics import ACTIVE_GENERATIONS, TOKENS, UPSTREAM_ERRORS
-from chat_gateway.persistence import PersistenceClient
+from chat_gateway.persistence import PersistenceClient, PersistenceError
 from chat_gateway.prompt import OverlapTrimmer, build_messages, load_history, with_partial
 from chat_gateway.schemas import StoredMessage
 from chat_gateway.upstream import (
@@ -37,7 +37,7 @@ from shared import Conflict, MessageStatus, NotFound, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 
-StopReason = Literal["cancelled", "lease_lost", "deleted", "shutdown"]
+StopReason = Literal["cancelled", "lease_lost", "deleted", "refused", "shutdown"]
 # Ways to stop after which the answer is no longer this generator's to write.
 NOT_OURS: frozenset[StopReason] = frozenset({"lease_lost", "deleted"})
 
@@ -106,6 +106,7 @@ class Generation:
         self.done = asyncio.Event()
 
         self._saved = len(answer.content)
+        self._refused: str | None = None  # why persistence refused a write for good; no text is sent after it
         self._last_write = time.monotonic()
         self._flush_now = asyncio.Event()
         self._closing = False
@@ -177,8 +178,8 @@ class Generation:
             status, error = MessageStatus.COMPLETE, None
         except asyncio.CancelledError:
             reason = self._stop_reason or "shutdown"
-            status = MessageStatus.FAILED if reason == "cancelled" else None
-            error = reason
+            status = MessageStatus.FAILED if reason in ("cancelled", "refused") else None
+            error = self._refused if reason == "refused" else reason
         except Exception as exc:
             logger.warning("answer %s failed: %s", self.message_id, describe(exc))
             UPSTREAM_ERRORS.labels(error_kind(exc)).inc()
@@ -258,7 +259,7 @@ class Generation:
 
         False when persistence is unreachable.
         """
-        end = len(self.text)
+        end = self._end_to_save()
         try:
             self._saved = await self.persistence.append(
                 self.message_id,
@@ -283,8 +284,18 @@ class Generation:
             logger.info("answer %s: deleted while generated, generation stopped", self.message_id)
             self.stop("deleted")
             raise
+        except PersistenceError as exc:
+            # A 4xx no retry changes. Left in progress, the answer would be generated again by crash recovery
+            # and refused again, for ever: it ends failed instead, with the text stored so far.
+            logger.error("answer %s: persistence refused a write: %s", self.message_id, exc.detail)
+            self._refused = self._refused or exc.detail
+            self.stop("refused")
+            raise
         self._last_write = time.monotonic()
         return True
+
+    def _end_to_save(self) -> int:
+        return self._saved if self._refused is not None else len(self.text)
 
     async def _caught_up(self) -> bool:
         """After an append whose answer was lost: is what is stored still ours and a prefix of our text?"""
@@ -302,7 +313,7 @@ class Generation:
         """Save all the text with one last write, retried until persistence answers or the deadline passes."""
         deadline = time.monotonic() + self.settings.retry_max_seconds
         while True:
-            if await self._write(lease_seconds, finish) and self._saved == len(self.text):
+            if await self._write(lease_seconds, finish) and self._saved == self._end_to_save():
                 return True
             if time.monotonic() > deadline:
                 return False
@@ -330,12 +341,19 @@ class Generation:
         # restarted) continues it at once.
         finish = None if status is None else self._finish_fields(status, error)
         try:
-            saved = await self._flush_all(RELEASED_LEASE_SECONDS if status is None else None, finish)
+            try:
+                saved = await self._flush_all(RELEASED_LEASE_SECONDS if status is None else None, finish)
+            except PersistenceError:  # this write refused: end failed, with only what persistence has
+                status, error = MessageStatus.FAILED, self._refused
+                saved = await self._flush_all(finish={"status": status.value, "error": error})
         except (Conflict, NotFound):
             self.status = None
             return
+        except PersistenceError:  # refused again: nothing more to try
+            saved = False
         if not saved:
             # The lease runs out and crash recovery continues from what was saved.
-            self.status, self.error = MessageStatus.FAILED, "persistence unreachable: answer left to recovery"
+            self.status = MessageStatus.FAILED
+            self.error = self._refused or "persistence unreachable: answer left to recovery"
             return
         self.status, self.error = status, error

@@ -19,8 +19,14 @@ class _Retriable(Exception):
 
 
 class PersistenceError(DomainError):
+    """Persistence refused a request for good: a 4xx that no retry changes."""
+
     status_code = 502
     code = "persistence_error"
+
+
+# Persistence found a value invalid: when the gateway relays a client's values, the client's to fix.
+_INVALID_VALUE = frozenset({400, 413, 422})
 
 
 def _is_retriable(exc: BaseException) -> bool:
@@ -42,7 +48,10 @@ def _raise_for(response: httpx.Response) -> None:
         raise Conflict(detail, code=code, **body)
     if response.status_code == 412:
         raise PreconditionFailed(detail, code=code, **body)
-    raise PersistenceError(f"persistence rejected a request: {detail}", persistence_status=response.status_code)
+    error = PersistenceError(f"persistence rejected a request: {detail}", persistence_status=response.status_code)
+    if response.status_code in _INVALID_VALUE:  # a 4xx, not a 502 for a bad gateway
+        error.status_code, error.code = response.status_code, code or error.code
+    raise error
 
 
 class PersistenceClient:

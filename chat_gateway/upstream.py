@@ -25,6 +25,7 @@ from tenacity.wait import wait_base
 
 from chat_gateway.config import Settings
 from chat_gateway.metrics import RETRIES, UPSTREAM_ERRORS
+from shared import storable_text
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +176,12 @@ def options_to_continue(options: Mapping[str, Any], partial: str) -> dict[str, A
 
 
 async def read_chunks(stream: AsyncStream[object]) -> AsyncIterator[Chunk]:
-    """The stream's chunks (closed at the end, or when the reader stops early)."""
+    """The stream's chunks (closed at the end, or when the reader stops early).
+
+    Their text is made storable (``storable_text``) before anyone sees it, so what is relayed is what is
+    stored: a NUL or a broken surrogate from the model would otherwise have every save of the answer refused.
+    """
+    held = ""  # a high surrogate whose other half may open the next chunk (a pair split by a UTF-16 server)
     try:
         async for event in stream:
             if not isinstance(event, dict):
@@ -184,9 +190,14 @@ async def read_chunks(stream: AsyncStream[object]) -> AsyncIterator[Chunk]:
             chunk = Chunk(model=event.get("model") or None, usage=usage if isinstance(usage, dict) else None)
             if choices := event.get("choices"):
                 choice = choices[0]
-                chunk.text = (choice.get("delta") or {}).get("content") or ""
+                content = (choice.get("delta") or {}).get("content")
+                text = held + (content if isinstance(content, str) else "")
+                held = text[-1] if text and "\ud800" <= text[-1] <= "\udbff" else ""
+                chunk.text = storable_text(text[: len(text) - len(held)])
                 chunk.finish_reason = choice.get("finish_reason")
             yield chunk
+        if held:
+            yield Chunk(text=storable_text(held))
     finally:
         await stream.close()
 

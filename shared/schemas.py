@@ -1,21 +1,40 @@
 """Pydantic bases for request and response bodies, shared by both services."""
 
 import math
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
 
 MAX_JSON_DEPTH = 32
+# A surrogate code point in a Python str is always unpaired (JSON's escaped pairs decode to one character):
+# it has no UTF-8 form, so no database driver can store it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def storable_text(text: str) -> str:
+    """``text`` as a database can store it: surrogate pairs joined, NUL and unpaired surrogates made U+FFFD.
+
+    For text the service did not write and must keep anyway (a model's answer); a client's input with
+    such characters is refused instead (``InputModel``).
+    """
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    if not text.isascii() and _SURROGATE.search(text):
+        text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return text
 
 
 def _check_storable(value: Any, depth: int = 0) -> None:
-    """Reject what a database cannot store faithfully: NUL characters and NaN/Infinity."""
+    """Reject what a database cannot store faithfully: NUL characters, unpaired surrogates, NaN/Infinity."""
     if depth > MAX_JSON_DEPTH:
         raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     if isinstance(value, str):
         if "\x00" in value:
             raise ValueError("text must not contain NUL characters")
+        if not value.isascii() and (found := _SURROGATE.search(value)):
+            raise ValueError(f"text must be valid Unicode: unpaired surrogate \\u{ord(found.group()):x}")
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError("numbers must be finite (no NaN or Infinity)")

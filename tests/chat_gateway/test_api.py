@@ -86,6 +86,18 @@ def test_persistence_down_is_503_not_500(open_gateway: TestClient) -> None:
     assert open_gateway.get("/health").status_code == 200
 
 
+def test_unpaired_surrogates_are_refused_before_anything_is_stored(open_gateway: TestClient) -> None:
+    """Half a surrogate pair ("\\ud83d" in JSON) has no UTF-8 form: a 4xx, not a 500 from deep inside."""
+    json_type = {"content-type": "application/json"}
+    response = open_gateway.post("/chat", content=r'{"message": "hi \ud83d"}', headers=json_type)
+    assert response.status_code == 422, response.text
+    assert "unpaired surrogate \\ud83d" in response.json()["detail"]
+    body = r'{"model": "m", "messages": [{"role": "user", "content": "hi \udfff"}]}'
+    response = open_gateway.post("/v1/chat/completions", content=body, headers=json_type)
+    assert response.status_code == 400, response.text
+    assert "unpaired surrogate" in response.json()["error"]["message"]
+
+
 def test_client_auth_protects_every_chat_route(locked_gateway: TestClient) -> None:
     paths = locked_gateway.app.openapi()["paths"]  # type: ignore[attr-defined]
     routes = [(m.upper(), p.replace("{message_id}", ID).replace("{session_id}", ID)) for p in paths for m in paths[p]]

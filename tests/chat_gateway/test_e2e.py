@@ -589,3 +589,28 @@ def test_openai_errors_come_back_in_openai_shape(gateway: Service, fake_openai: 
     assert failed.value.status_code == 502
     assert isinstance(failed.value.body, dict)
     assert failed.value.body["type"] == "api_error"
+
+
+def test_a_value_persistence_refuses_is_the_clients_4xx_through_the_gateway(
+    gateway: Service, store: httpx.Client
+) -> None:
+    """The gateway relays session routes; a value persistence finds invalid is the client's to fix, not a 502."""
+    session_id = store.post("/sessions", json={"user_id": "anonymous", "title": "Kept"}).json()["id"]
+    renamed = httpx.put(f"{gateway.url}/chat/sessions/{session_id}", json={"title": "a\x00b"}, timeout=30)
+    assert renamed.status_code == 422, renamed.text
+    assert "NUL" in renamed.json()["detail"]
+    found = httpx.get(f"{gateway.url}/chat/search", params={"q": "a\x00b"}, timeout=30)
+    assert found.status_code == 422, found.text
+    assert store.get(f"/sessions/{session_id}").json()["title"] == "Kept"
+
+
+def test_a_nul_from_the_model_is_stored_as_u_fffd_not_refused_for_ever(
+    gateway: Service, store: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It was: every save refused, the answer left in progress, and crash recovery paying to generate it again."""
+    monkeypatch.setattr("tests.fake_openai.TEXT", "Hello \x00 world \U0001f600 again.")
+    reply = httpx.post(f"{gateway.url}/chat", json={"message": "hi"}, timeout=30)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["response"] == "Hello \ufffd world \U0001f600 again."
+    stored = _finished(store, reply.json()["message_id"])
+    assert (stored["status"], stored["content"]) == ("complete", "Hello \ufffd world \U0001f600 again.")

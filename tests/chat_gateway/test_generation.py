@@ -14,7 +14,7 @@ from starlette.responses import Response, StreamingResponse
 
 from chat_gateway.config import Settings
 from chat_gateway.generation import Generation
-from chat_gateway.persistence import PersistenceClient
+from chat_gateway.persistence import PersistenceClient, PersistenceError
 from chat_gateway.schemas import StoredMessage
 from shared import MessageRole, MessageStatus, NotFound
 from tests.conftest import serve
@@ -22,6 +22,8 @@ from tests.conftest import serve
 pytestmark = pytest.mark.anyio
 
 WORDS = [f"w{i} " for i in range(50)]
+# What a model may send that no database stores: a NUL, unpaired surrogates, a pair split across two chunks.
+ODD_WORDS = ["a\x00b ", "x\ud83d", "\ude00 y", "z\udfff", "\ud800"]
 
 
 def _sse(words: list[str]) -> bytes:
@@ -95,11 +97,29 @@ async def _one_word_every_20_ms(_request: Request) -> StreamingResponse:
     return StreamingResponse(words(), media_type="text/event-stream")
 
 
+async def _odd_characters(_request: Request) -> Response:
+    return Response(_sse(ODD_WORDS), media_type="text/event-stream")
+
+
+class _Refusing(PersistenceClient):
+    """Persistence that refuses every append carrying text (a 422), and records each append."""
+
+    def __init__(self) -> None:
+        self.appends: list[tuple[int, str, dict[str, Any] | None]] = []
+
+    async def append(self, message_id: uuid.UUID, offset: int, text: str, **kwargs: Any) -> int:
+        self.appends.append((offset, text, kwargs.get("finish")))
+        if text:
+            raise PersistenceError("persistence rejected a request: body: no", persistence_status=422)
+        return offset
+
+
 @pytest.fixture(scope="module")
 def upstream_url() -> Iterator[str]:
     app = FastAPI()
     app.add_route("/v1/chat/completions", _whole_answer_at_once, methods=["POST"])
     app.add_route("/slow/v1/chat/completions", _one_word_every_20_ms, methods=["POST"])
+    app.add_route("/odd/v1/chat/completions", _odd_characters, methods=["POST"])
     with serve(app) as url:
         yield f"{url}/v1"
 
@@ -147,3 +167,39 @@ async def test_an_answer_whose_token_limit_was_spent_before_it_broke_off_ends_th
     events = [event async for event in generation.events(len(partial))]
     assert [(e.kind, e.status, e.finish_reason) for e in events] == [("done", MessageStatus.COMPLETE, "length")]
     assert generation.text == partial
+
+
+async def test_text_no_database_could_store_is_made_storable_before_anyone_sees_it(upstream_url: str) -> None:
+    """Relayed and stored alike: the split pair joined, NUL and unpaired surrogates made U+FFFD."""
+    settings = Settings(api_key=SecretStr("k"), openai_api_key=SecretStr("sk"))
+    store = _Store()
+    generation = _generation(settings, store, upstream_url.replace("/v1", "/odd/v1"))
+    generation.start()
+    received = "".join([event.text async for event in generation.events(0)])
+    assert received == "a\ufffdb x\U0001f600 yz\ufffd\ufffd"
+    assert "".join(store.appended) == received
+    assert generation.status == MessageStatus.COMPLETE
+
+
+@pytest.mark.parametrize("path", ["/slow/v1", "/v1"], ids=["while-streaming", "at-the-end"])
+async def test_a_write_persistence_refuses_ends_the_answer_failed_with_what_is_stored(
+    upstream_url: str, path: str
+) -> None:
+    """Not left in progress, where crash recovery would generate it again and be refused again, for ever."""
+    settings = Settings(api_key=SecretStr("k"), openai_api_key=SecretStr("sk"), flush_interval_seconds=0.05)
+    store = _Refusing()
+    generation = _generation(settings, store, upstream_url.replace("/v1", path))
+    generation.start()
+    events = [event async for event in generation.events(0)]
+    assert generation.task is not None
+    await generation.task  # ended without an error of its own
+    refusal = "persistence rejected a request: body: no"
+    assert (generation.status, generation.error) == (MessageStatus.FAILED, refusal)
+    assert (events[-1].kind, events[-1].error) == ("error", refusal)
+    offset, text, finish = store.appends[-1]
+    assert (offset, text) == (0, "")
+    assert finish is not None
+    assert (finish["status"], finish["error"]) == ("failed", refusal)
+    assert len([text for _offset, text, _finish in store.appends if text]) == 1  # the text was offered once
+    if path == "/slow/v1":  # the model was stopped: tokens nobody could keep are not bought
+        assert len(generation.text) < len("".join(WORDS))

@@ -74,8 +74,17 @@ async def test_4xx_is_not_retried_and_keeps_its_meaning(client: PersistenceClien
     with pytest.raises(NotFound):
         await client.get_message(MESSAGE_ID)
     respx.patch(f"{BASE}/messages/{MESSAGE_ID}").mock(return_value=httpx.Response(422, json={"detail": "bad"}))
-    with pytest.raises(PersistenceError):
+    with pytest.raises(PersistenceError) as refused:
         await client.update_message(MESSAGE_ID, {"status": "nope"})
+    assert refused.value.status_code == 422  # a value to fix, relayed as such: not a 502
+
+
+@respx.mock
+async def test_a_refusal_that_is_not_about_the_values_is_a_bad_gateway(client: PersistenceClient) -> None:
+    respx.get(f"{BASE}/messages/{MESSAGE_ID}").mock(return_value=httpx.Response(401, json={"detail": "bad key"}))
+    with pytest.raises(PersistenceError) as refused:
+        await client.get_message(MESSAGE_ID)
+    assert (refused.value.status_code, refused.value.code) == (502, "persistence_error")
 
 
 @respx.mock

@@ -70,6 +70,27 @@ def test_nul_in_message_content_and_context(client: TestClient) -> None:
     _assert_error(client.patch(f"/messages/{answer['id']}", json={"error": NUL}), 422)
 
 
+def test_unpaired_surrogates_are_422_and_pairs_are_one_character(client: TestClient) -> None:
+    """JSON can spell half a surrogate pair ("\\ud83d"), which has no UTF-8 form: refused, not a 500."""
+    session = new_session(client)
+    messages = f"/sessions/{session['id']}/messages"
+    answer = new_answer(client)
+    for url, raw in [
+        (messages, r'{"role": "user", "content": "x\ud83dy"}'),
+        (messages, r'{"role": "user", "content": "x", "context": {"\udfff": 1}}'),
+        ("/sessions", r'{"title": "ok", "metadata": {"k": ["\ud800"]}}'),
+        (f"/messages/{answer['id']}/append", r'{"offset": 0, "text": "\ud83d"}'),
+    ]:
+        response = client.post(url, content=raw, headers={"content-type": "application/json"})
+        _assert_error(response, 422)
+        assert "unpaired surrogate" in response.json()["detail"]
+    assert client.get(messages).json()["items"] == []
+    raw = r'{"role": "user", "content": "\ud83d\ude00"}'
+    response = client.post(messages, content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 201, response.text
+    assert response.json()["content"] == "\U0001f600"
+
+
 @pytest.mark.parametrize("params", [{"user_id": NUL}, {"q": NUL}, {"q": "x" * 201}])
 def test_bad_query_strings(client: TestClient, params: dict) -> None:
     _assert_error(client.get("/sessions", params=params), 422)
