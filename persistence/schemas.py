@@ -11,6 +11,8 @@ UserId = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 Owner = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 Context = JSONObject | list[Any]
 LeaseSeconds = Annotated[float, Field(gt=0, le=3600)]
+# No content is longer: a PostgreSQL text holds at most 1 GB. Larger numbers would not even be an int4 to it.
+MAX_OFFSET = 2**30
 OPTIONS_DESCRIPTION = (
     "An answer's generation options (temperature, max_tokens...), as the model's API takes them: "
     "stored for whoever continues the answer."
@@ -139,7 +141,7 @@ class AnswerFinish(InputModel):
 
 
 class AppendRequest(InputModel):
-    offset: int = Field(ge=0, le=2**31, description="Length of the content (in characters) the text goes after.")
+    offset: int = Field(ge=0, le=MAX_OFFSET, description="Length of the content (in characters) the text goes after.")
     text: str
     owner: Owner | None = Field(default=None, description="When given, the append fails unless it holds the lease.")
     lease_seconds: LeaseSeconds | None = Field(default=None, description="New lease length; the default applies.")
@@ -297,7 +299,7 @@ class ExportedMessage(InputModel):
     usage: JSONObject | None = None
     options: JSONObject | None = None
     prompt: Prompt | None = None
-    attempts: int = Field(default=0, ge=0)
+    attempts: int = Field(default=0, ge=0, le=2**31 - 1)  # an INTEGER column
     sent_at: UTCDatetime
     created_at: UTCDatetime
     updated_at: UTCDatetime

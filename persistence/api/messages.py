@@ -7,6 +7,7 @@ from persistence.api.params import Cursor, Limit
 from persistence.deps import DbDep, IfMatchDep, IfNoneMatchDep, SettingsDep
 from persistence.models import Message
 from persistence.schemas import (
+    MAX_OFFSET,
     AppendRequest,
     AppendResult,
     ClaimRequest,
@@ -128,7 +129,7 @@ async def get_message_text(
     db: DbDep,
     response: Response,
     if_none_match: IfNoneMatchDep,
-    offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> MessageText | Response:
     """Get a message's text from an offset on, with its status: how an answer is followed as it grows."""
     text = await db.run_autocommit(messages.read_text, message_id, offset)

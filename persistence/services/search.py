@@ -73,7 +73,9 @@ def search(
         user_filter="AND s.user_id = :user_id" if user_id is not None else "", order=_ORDER
     )
     statement = text(sql).columns(session_id=Uuid(), message_id=Uuid(), created_at=UTCDateTime())
-    params = {"terms": terms, "limit": limit + 1, "offset": offset} | ({"user_id": user_id} if user_id else {})
+    params = {"terms": terms, "limit": limit + 1, "offset": offset} | (
+        {"user_id": user_id} if user_id is not None else {}
+    )
     rows = db.execute(statement, params).mappings().all()
     hits = [SearchHit.model_validate(dict(row)) for row in rows[:limit]]
     return hits, encode_cursor(offset + limit) if len(rows) > limit else None

@@ -130,6 +130,7 @@ def test_markdown_export_reads_like_the_chat(client: TestClient) -> None:
         (lambda d: d["messages"][3].update(role="robot"), "messages.3.role"),
         (lambda d: d["messages"][4].update(status="done"), "messages.4.status"),
         (lambda d: d["messages"][1].update(content="a\x00b"), "body"),
+        (lambda d: d["messages"][2].update(attempts=2**31), "messages.2.attempts"),
         (lambda d: d["messages"][2].update(id=d["messages"][0]["id"]), "appears twice"),
         (lambda d: d["messages"][0].pop("created_at"), "messages.0.created_at"),
     ],

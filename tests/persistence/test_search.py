@@ -83,6 +83,9 @@ def test_user_filter_and_pages(client: TestClient) -> None:
         if not (cursor := page["next_cursor"]):
             break
     assert len(seen) == len(set(seen)) == 5
+    # An empty user filters as in /sessions: no user has an empty id, so nothing is found (it was a 500).
+    assert _search(client, "kites", user_id="")["items"] == []
+    assert client.get("/sessions", params={"user_id": ""}).json()["items"] == []
 
 
 @pytest.mark.parametrize("q", ["!!!", "   ", "\"'", "a\x00b"])
