@@ -19,7 +19,7 @@ from chat_gateway.persistence import PersistenceClient
 from chat_gateway.service import Answers
 from chat_gateway.upstream import create_client
 from shared import load_settings_or_exit, split_keys
-from shared.asgi import register_error_handlers
+from shared.asgi import ERROR_RESPONSES, register_error_handlers
 from shared.observability import REQUEST_ID_HEADER, configure_logging, request_id
 from shared.stack import freeze_startup_heap, install_middleware
 
@@ -77,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Streams answers from an OpenAI-compatible server and records every one durably.",
         version="1.0.0",
         lifespan=lifespan,
+        responses=ERROR_RESPONSES,
     )
     app.state.settings = settings
     install_middleware(app, service="chat_gateway", settings=settings, reshape_errors=openai_compat.reshape_under_v1)

@@ -13,6 +13,7 @@ from persistence.db import Database, create_db_engine, migrate
 from persistence.deps import ApiKeyDep
 from persistence.errors import register_persistence_error_handlers
 from shared import load_settings_or_exit
+from shared.asgi import ERROR_RESPONSES
 from shared.observability import configure_logging
 from shared.stack import freeze_startup_heap, install_middleware
 
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Chat sessions, messages and the life of every answer.",
         version="1.0.0",
         lifespan=lifespan,
+        responses=ERROR_RESPONSES,
     )
     app.state.settings = settings
     install_middleware(app, service="persistence", settings=settings)

@@ -10,7 +10,7 @@ from shared.errors import (
     ServiceUnavailable,
     Unauthorized,
 )
-from shared.schemas import InputModel, JSONObject, ReadModel, UTCDatetime, storable_text
+from shared.schemas import ErrorBody, InputModel, JSONObject, ReadModel, UTCDatetime, storable_text
 from shared.security import key_matches
 from shared.settings import ServiceSettings, SettingsError, load_settings, load_settings_or_exit, split_keys
 
@@ -18,6 +18,7 @@ __all__ = [
     "BadRequest",
     "Conflict",
     "DomainError",
+    "ErrorBody",
     "InputModel",
     "JSONObject",
     "MessageRole",

@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.errors import DomainError
+from shared.schemas import ErrorBody
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,13 @@ _HTTP_CODES = {
     405: "method_not_allowed",
     413: "too_large",
     415: "unsupported_media_type",
+}
+
+
+# For the OpenAPI document (FastAPI's ``responses``): without it every route would claim FastAPI's own 422 shape.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorBody, "description": "Refused: `code` says why, any other fields say more."},
+    "5XX": {"model": ErrorBody, "description": "Unavailable (503: retry) or failed."},
 }
 
 

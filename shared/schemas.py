@@ -5,7 +5,7 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 MAX_JSON_DEPTH = 32
 # A surrogate code point in a Python str is always unpaired (JSON's escaped pairs decode to one character):
@@ -70,3 +70,21 @@ def _as_utc(value: datetime) -> datetime:
 
 UTCDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 JSONObject = dict[str, Any]
+
+
+class Problem(BaseModel):
+    """One reason a request was invalid."""
+
+    loc: list[str | int] = Field(description='Where: ["body", "messages", 0, "content"], ["query", "limit"]...')
+    msg: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    """Every error either service answers (but the gateway's OpenAI-compatible routes, in OpenAI's shape)."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": True})
+
+    detail: str = Field(description="What went wrong, for people.")
+    code: str = Field(description="What went wrong, for programs: not_found, offset_mismatch, lease_held...")
+    errors: list[Problem] | None = Field(default=None, description="Every problem of an invalid request (422).")

@@ -9,12 +9,13 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from chat_gateway.deps import AnswersDep
 from chat_gateway.schemas import ChatRequest, ChatResponse, StoredMessage
 from chat_gateway.service import Answers
-from shared import DomainError, MessageStatus
+from shared import DomainError, ErrorBody, MessageStatus
 
 router = APIRouter(prefix="/chat", tags=["chat"])
 
 SSE_DOC: dict[str, object] = {"content": {"text/event-stream": {}}, "description": "Events start, delta, done, error."}
-RESPONSES: dict[int | str, dict[str, object]] = {200: SSE_DOC, 502: {"description": "The answer failed."}}
+FAILED_DOC = "The answer failed: its `error`, `session_id`, `message_id` and the `partial` text it had."
+RESPONSES: dict[int | str, dict[str, object]] = {200: SSE_DOC, 502: {"model": ErrorBody, "description": FAILED_DOC}}
 
 
 class AnswerFailed(DomainError):

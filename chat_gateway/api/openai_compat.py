@@ -25,7 +25,25 @@ from chat_gateway.schemas import ChatRequest, GenerationOptions
 from chat_gateway.service import Answers
 from shared import BadRequest, DomainError, MessageStatus
 
-router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
+
+class OpenAIError(BaseModel):
+    message: str
+    type: str = Field(description="invalid_request_error, authentication_error, rate_limit_error, api_error...")
+    param: str | None = None
+    code: str | None = Field(default=None, description="This gateway's code, as in its other routes' errors.")
+
+
+class OpenAIErrorBody(BaseModel):
+    """Errors under /v1, in OpenAI's shape, so OpenAI clients raise their usual exceptions."""
+
+    error: OpenAIError
+
+
+_OPENAI_ERRORS: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": OpenAIErrorBody, "description": "Refused (a 422 is a 400 here, as in OpenAI's API)."},
+    "5XX": {"model": OpenAIErrorBody, "description": "Unavailable (503: retry) or the answer failed (502)."},
+}
+router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"], responses=_OPENAI_ERRORS)
 
 SESSION_HEADER = "X-Session-Id"
 _SESSION_KEYS = uuid.UUID("0b9e4f3a-55c1-4c52-9a57-b1a1f1d6c0de")

@@ -3,7 +3,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
 
-from persistence.api.params import Cursor, Limit
+from persistence.api.params import Cursor, Limit, replayed
 from persistence.deps import DbDep, IfMatchDep, IfNoneMatchDep, SettingsDep
 from persistence.models import Message
 from persistence.schemas import (
@@ -61,7 +61,7 @@ async def append_to_message(
     return AppendResult.model_validate(row)
 
 
-@router.post("/sessions/{session_id}/messages", status_code=201)
+@router.post("/sessions/{session_id}/messages", status_code=201, responses={200: replayed(MessageDetail)})
 async def create_message(session_id: uuid.UUID, body: MessageCreate, db: DbDep, response: Response) -> MessageDetail:
     """Add a message; repeating a create with the same id and body returns the stored one (200)."""
     message, created = await db.run_autocommit(messages.create_message, session_id, body)
@@ -70,7 +70,7 @@ async def create_message(session_id: uuid.UUID, body: MessageCreate, db: DbDep, 
     return _with_etag(message, response)
 
 
-@router.post("/sessions/{session_id}/turns", status_code=201)
+@router.post("/sessions/{session_id}/turns", status_code=201, responses={200: replayed(TurnRead)})
 async def start_turn(
     session_id: uuid.UUID, body: TurnCreate, db: DbDep, settings: SettingsDep, response: Response
 ) -> TurnRead:

@@ -1,6 +1,6 @@
-"""Query parameters shared by the list routes."""
+"""Query parameters shared by the list routes, and responses documented alike on several routes."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Query
 
@@ -11,3 +11,8 @@ Cursor = Annotated[
     str | None,
     Query(max_length=512, pattern=r"^[A-Za-z0-9_-]*$", description="`next_cursor` of the previous page."),
 ]
+
+
+def replayed(model: type) -> dict[str, Any]:
+    """A create's 200: the same request again (same id, same values) returns what was stored, created nothing."""
+    return {"model": model, "description": "A replay: what the first request stored."}

@@ -4,7 +4,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, Query, Response
 from fastapi.responses import PlainTextResponse
 
-from persistence.api.params import NO_NUL, Cursor, Limit
+from persistence.api.params import NO_NUL, Cursor, Limit, replayed
 from persistence.deps import DbDep
 from persistence.schemas import (
     FavoriteSet,
@@ -21,7 +21,7 @@ from persistence.services import sessions, transfer
 router = APIRouter(prefix="/sessions", tags=["sessions"])
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, responses={200: replayed(SessionRead)})
 async def create_session(body: SessionCreate, db: DbDep, response: Response) -> SessionRead:
     """Start a chat session; repeating a create with the same id returns the stored one (200)."""
     chat, created = await db.run(sessions.create_session, body)

@@ -9,12 +9,12 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from chat_gateway.api.openai_compat import ChunkFormat, _chunks
+from chat_gateway.api.openai_compat import ChunkFormat, OpenAIErrorBody, _chunks
 from chat_gateway.config import Settings
 from chat_gateway.generation import StreamEvent
 from chat_gateway.main import create_app
 from chat_gateway.service import Answers
-from shared import MessageStatus
+from shared import ErrorBody, MessageStatus
 
 OPEN_PATHS = {"/health", "/health/ready"}
 ID = "00000000-0000-0000-0000-000000000000"
@@ -96,6 +96,19 @@ def test_unpaired_surrogates_are_refused_before_anything_is_stored(open_gateway:
     response = open_gateway.post("/v1/chat/completions", content=body, headers=json_type)
     assert response.status_code == 400, response.text
     assert "unpaired surrogate" in response.json()["error"]["message"]
+
+
+def test_the_openapi_document_gives_errors_the_shape_they_have(open_gateway: TestClient) -> None:
+    spec = open_gateway.get("/openapi.json").json()
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+    for path, operations in spec["paths"].items():
+        shape = "OpenAIErrorBody" if path.startswith("/v1/") else "ErrorBody"
+        for operation in operations.values():
+            schema = operation["responses"]["4XX"]["content"]["application/json"]["schema"]
+            assert schema == {"$ref": f"#/components/schemas/{shape}"}, path
+    refused = open_gateway.post("/v1/chat/completions", json={"messages": []})
+    OpenAIErrorBody.model_validate(refused.json())
+    ErrorBody.model_validate(open_gateway.post("/chat", json={}).json())
 
 
 def test_client_auth_protects_every_chat_route(locked_gateway: TestClient) -> None:

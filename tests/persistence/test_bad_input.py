@@ -5,6 +5,7 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
+from shared import ErrorBody
 from tests.persistence.conftest import new_answer, new_session
 
 NUL = "a\x00b"
@@ -12,9 +13,16 @@ NUL = "a\x00b"
 
 def _assert_error(response, status: int) -> None:
     assert response.status_code == status, response.text
-    body = response.json()
-    assert isinstance(body["detail"], str)
-    assert isinstance(body["code"], str)
+    ErrorBody.model_validate(response.json())  # the shape the OpenAPI document gives every error
+
+
+def test_the_openapi_document_gives_every_error_the_one_shape(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    assert "HTTPValidationError" not in spec["components"]["schemas"]  # FastAPI's own 422 shape, never sent
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            schema = operation["responses"]["4XX"]["content"]["application/json"]["schema"]
+            assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (method, path)
 
 
 @pytest.mark.parametrize(
