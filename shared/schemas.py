@@ -65,7 +65,10 @@ class InputModel(BaseModel):
 
 def _as_utc(value: datetime) -> datetime:
     # Older clients send naive timestamps; they have always meant UTC.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is in no year a datetime can hold
+        raise ValueError("timestamp out of range once in UTC") from None
 
 
 UTCDatetime = Annotated[datetime, AfterValidator(_as_utc)]

@@ -131,6 +131,7 @@ def test_markdown_export_reads_like_the_chat(client: TestClient) -> None:
         (lambda d: d["messages"][4].update(status="done"), "messages.4.status"),
         (lambda d: d["messages"][1].update(content="a\x00b"), "body"),
         (lambda d: d["messages"][2].update(attempts=2**31), "messages.2.attempts"),
+        (lambda d: d["messages"][1].update(created_at="0001-01-01T00:00:00+01:00"), "messages.1.created_at"),
         (lambda d: d["messages"][2].update(id=d["messages"][0]["id"]), "appears twice"),
         (lambda d: d["messages"][0].pop("created_at"), "messages.0.created_at"),
     ],

@@ -1,0 +1,7 @@
+from tests.chat_gateway.conftest import Service
+from tests.openapi_fuzz import assert_documented_answers
+
+
+def test_generated_requests_get_documented_answers_never_a_5xx(gateway: Service) -> None:
+    """Against the real services and the fake upstream, which answers every chat."""
+    assert assert_documented_answers(gateway.url, {}) > 10
