@@ -3,6 +3,7 @@
 from typing import Annotated, Any
 
 from fastapi import Query
+from pydantic import AfterValidator
 
 NO_NUL = r"^[^\x00]*$"
 
@@ -10,6 +11,7 @@ Limit = Annotated[int, Query(ge=1, le=200, description="Page size (at most 200).
 Cursor = Annotated[
     str | None,
     Query(max_length=512, pattern=r"^[A-Za-z0-9_-]*$", description="`next_cursor` of the previous page."),
+    AfterValidator(lambda cursor: cursor or None),  # `?cursor=` is the first page, as no cursor is
 ]
 
 
