@@ -337,6 +337,8 @@ class Generation:
         if self._stop_reason in NOT_OURS:
             self.status = None
             return
+        if self._refused is not None:  # a save was refused (even one the upstream's end raced): it is not whole
+            status, error = MessageStatus.FAILED, self._refused
         # Shutdown (no status): saved with its lease released, so another instance (or this one,
         # restarted) continues it at once.
         finish = None if status is None else self._finish_fields(status, error)

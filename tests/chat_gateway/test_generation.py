@@ -104,11 +104,13 @@ async def _odd_characters(_request: Request) -> Response:
 class _Refusing(PersistenceClient):
     """Persistence that refuses every append carrying text (a 422), and records each append."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay: float = 0.0) -> None:
         self.appends: list[tuple[int, str, dict[str, Any] | None]] = []
+        self.delay = delay
 
     async def append(self, message_id: uuid.UUID, offset: int, text: str, **kwargs: Any) -> int:
         self.appends.append((offset, text, kwargs.get("finish")))
+        await asyncio.sleep(self.delay)
         if text:
             raise PersistenceError("persistence rejected a request: body: no", persistence_status=422)
         return offset
@@ -181,13 +183,20 @@ async def test_text_no_database_could_store_is_made_storable_before_anyone_sees_
     assert generation.status == MessageStatus.COMPLETE
 
 
-@pytest.mark.parametrize("path", ["/slow/v1", "/v1"], ids=["while-streaming", "at-the-end"])
+@pytest.mark.parametrize(
+    ("path", "flush_bytes", "delay"),
+    [("/slow/v1", 4096, 0.0), ("/v1", 4096, 0.0), ("/v1", 1, 0.1)],
+    ids=["while-streaming", "at-the-end", "refused-as-the-upstream-ends"],
+)
 async def test_a_write_persistence_refuses_ends_the_answer_failed_with_what_is_stored(
-    upstream_url: str, path: str
+    upstream_url: str, path: str, flush_bytes: int, delay: float
 ) -> None:
-    """Not left in progress, where crash recovery would generate it again and be refused again, for ever."""
-    settings = Settings(api_key=SecretStr("k"), openai_api_key=SecretStr("sk"), flush_interval_seconds=0.05)
-    store = _Refusing()
+    """Not left in progress, where crash recovery would generate it again and be refused again, for ever;
+    nor complete with only part of its text, when the refusal comes after the upstream's last chunk."""
+    settings = Settings(
+        api_key=SecretStr("k"), openai_api_key=SecretStr("sk"), flush_interval_seconds=0.05, flush_bytes=flush_bytes
+    )
+    store = _Refusing(delay)
     generation = _generation(settings, store, upstream_url.replace("/v1", path))
     generation.start()
     events = [event async for event in generation.events(0)]
