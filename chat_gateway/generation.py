@@ -178,8 +178,8 @@ class Generation:
             status, error = MessageStatus.COMPLETE, None
         except asyncio.CancelledError:
             reason = self._stop_reason or "shutdown"
-            status = MessageStatus.FAILED if reason in ("cancelled", "refused") else None
-            error = self._refused if reason == "refused" else reason
+            status = MessageStatus.FAILED if reason == "cancelled" else None  # "refused": _finish says why
+            error = reason
         except Exception as exc:
             logger.warning("answer %s failed: %s", self.message_id, describe(exc))
             UPSTREAM_ERRORS.labels(error_kind(exc)).inc()
