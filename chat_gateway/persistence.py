@@ -7,7 +7,18 @@ import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from chat_gateway.schemas import StoredMessage, StoredText
-from shared import Conflict, DomainError, MessageStatus, NotFound, PreconditionFailed, ServiceUnavailable
+from shared import (
+    Conflict,
+    DomainError,
+    MessageRead,
+    MessageStatus,
+    NotFound,
+    Page,
+    PreconditionFailed,
+    SearchHit,
+    ServiceUnavailable,
+    SessionRead,
+)
 
 
 class _Retriable(Exception):
@@ -93,20 +104,23 @@ class PersistenceClient:
         except httpx.TransportError:
             return False
 
-    async def list_sessions(self, params: dict[str, Any]) -> Any:
-        return await self._request("GET", "/sessions", params=params)
+    async def list_sessions(self, params: dict[str, Any]) -> Page[SessionRead]:
+        return Page[SessionRead].model_validate(await self._request("GET", "/sessions", params=params))
 
-    async def search(self, params: dict[str, Any]) -> Any:
-        return await self._request("GET", "/search", params=params)
+    async def search(self, params: dict[str, Any]) -> Page[SearchHit]:
+        return Page[SearchHit].model_validate(await self._request("GET", "/search", params=params))
 
-    async def list_messages(self, session_id: uuid.UUID, params: dict[str, Any]) -> Any:
-        return await self._request("GET", f"/sessions/{session_id}/messages", params=params)
+    async def list_messages(self, session_id: uuid.UUID, params: dict[str, Any]) -> Page[MessageRead]:
+        data = await self._request("GET", f"/sessions/{session_id}/messages", params=params)
+        return Page[MessageRead].model_validate(data)
 
-    async def rename_session(self, session_id: uuid.UUID, title: str) -> Any:
-        return await self._request("PUT", f"/sessions/{session_id}", json={"title": title})
+    async def rename_session(self, session_id: uuid.UUID, title: str) -> SessionRead:
+        data = await self._request("PUT", f"/sessions/{session_id}", json={"title": title})
+        return SessionRead.model_validate(data)
 
-    async def favorite_session(self, session_id: uuid.UUID, body: dict[str, bool] | None) -> Any:
-        return await self._request("PATCH", f"/sessions/{session_id}/favorite", json=body)
+    async def favorite_session(self, session_id: uuid.UUID, body: dict[str, bool] | None) -> SessionRead:
+        data = await self._request("PATCH", f"/sessions/{session_id}/favorite", json=body)
+        return SessionRead.model_validate(data)
 
     async def delete_session(self, session_id: uuid.UUID) -> None:
         await self._request("DELETE", f"/sessions/{session_id}")

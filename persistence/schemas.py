@@ -1,15 +1,24 @@
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AliasChoices, Field, StringConstraints, model_validator
 
-from shared import InputModel, JSONObject, MessageRole, MessageStatus, ReadModel, UTCDatetime
+from shared import (
+    InputModel,
+    JSONObject,
+    MessageRead,
+    MessageRole,
+    MessageStatus,
+    ReadModel,
+    SessionRead,
+    UTCDatetime,
+)
+from shared.resources import Context
 
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 Owner = Annotated[str, StringConstraints(min_length=1, max_length=255)]
-Context = JSONObject | list[Any]
 LeaseSeconds = Annotated[float, Field(gt=0, le=3600)]
 # No content is longer: a PostgreSQL text holds at most 1 GB. Larger numbers would not even be an int4 to it.
 MAX_OFFSET = 2**30
@@ -22,13 +31,6 @@ PROMPT_DESCRIPTION = (
     "(an OpenAI-compatible client's own prompt): stored for whoever continues the answer."
 )
 Prompt = Annotated[list[JSONObject], Field(min_length=1)]
-
-T = TypeVar("T")
-
-
-class Page(ReadModel, Generic[T]):
-    items: list[T]
-    next_cursor: str | None = Field(description="Pass as `cursor` to get the next page; null on the last page.")
 
 
 class PatchModel(InputModel):
@@ -74,17 +76,6 @@ class SessionRename(InputModel):
 
 class FavoriteSet(InputModel):
     is_favorite: bool
-
-
-class SessionRead(ReadModel):
-    id: uuid.UUID
-    user_id: str
-    title: str
-    is_favorite: bool
-    # The ORM attribute is metadata_ ("metadata" is taken by SQLAlchemy).
-    metadata: JSONObject | None = Field(validation_alias=AliasChoices("metadata_", "metadata"))
-    created_at: datetime
-    updated_at: datetime
 
 
 # Messages
@@ -197,28 +188,6 @@ class TurnCreate(InputModel):
         default=None, description="When given, the answer is stored claimed by it (in progress); else pending."
     )
     lease_seconds: LeaseSeconds | None = None
-
-
-class MessageRead(ReadModel):
-    id: uuid.UUID
-    session_id: uuid.UUID
-    role: MessageRole
-    content: str
-    context: Context | None
-    status: MessageStatus
-    error: str | None
-    rating: bool | None
-    model: str | None
-    finish_reason: str | None
-    usage: JSONObject | None
-    options: JSONObject | None
-    attempts: int
-    version: int
-    lease_owner: str | None
-    lease_expires_at: datetime | None
-    sent_at: datetime
-    created_at: datetime
-    updated_at: datetime
 
 
 class MessageDetail(MessageRead):
@@ -338,14 +307,3 @@ class ImportResult(ReadModel):
     session: SessionRead
     messages: int
     remapped: bool = Field(description="True when ids were taken and new ones were given.")
-
-
-class SearchHit(ReadModel):
-    kind: Literal["message", "session"] = Field(description="A message's text matched, or a session's title.")
-    session_id: uuid.UUID
-    message_id: uuid.UUID | None
-    title: str
-    role: MessageRole | None
-    snippet: str = Field(description="The matching text, matched words between ** and **.")
-    rank: float = Field(description="Relevance: higher is better (only compare within one result list).")
-    created_at: datetime

@@ -10,6 +10,7 @@ from shared.errors import (
     ServiceUnavailable,
     Unauthorized,
 )
+from shared.resources import MessageRead, Page, SearchHit, SessionRead
 from shared.schemas import ErrorBody, InputModel, JSONObject, ReadModel, UTCDatetime, storable_text
 from shared.security import key_matches
 from shared.settings import ServiceSettings, SettingsError, load_settings, load_settings_or_exit, split_keys
@@ -21,13 +22,17 @@ __all__ = [
     "ErrorBody",
     "InputModel",
     "JSONObject",
+    "MessageRead",
     "MessageRole",
     "MessageStatus",
     "NotFound",
+    "Page",
     "PreconditionFailed",
     "ReadModel",
+    "SearchHit",
     "ServiceSettings",
     "ServiceUnavailable",
+    "SessionRead",
     "SettingsError",
     "UTCDatetime",
     "Unauthorized",

@@ -6,11 +6,18 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Query, Response
 
 from chat_gateway.deps import PersistenceDep
+from shared import MessageRead, Page, SearchHit, SessionRead
 
 router = APIRouter(prefix="/chat", tags=["sessions"])
 
 # Persistence validates every value again; these bounds only keep nonsense from travelling.
 Limit = Annotated[int, Query(ge=1, le=200)]
+
+
+def _given(**params: Any) -> dict[str, Any]:
+    """The query parameters the client gave: persistence applies its own defaults to the rest. An empty
+    ``user_id`` is passed on (it matches no one), never dropped, which would list every user's sessions."""
+    return {name: value for name, value in params.items() if value is not None}
 
 
 @router.get("/search")
@@ -20,12 +27,9 @@ async def search(
     user_id: Annotated[str | None, Query(max_length=255)] = None,
     limit: Limit = 20,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
-) -> dict[str, Any]:
+) -> Page[SearchHit]:
     """Search complete messages and session titles: most relevant first, with highlighted snippets."""
-    params: dict[str, Any] = {"q": q, "limit": limit}
-    params |= ({"user_id": user_id} if user_id else {}) | ({"cursor": cursor} if cursor else {})
-    page: dict[str, Any] = await persistence.search(params)
-    return page
+    return await persistence.search(_given(q=q, limit=limit, user_id=user_id, cursor=cursor))
 
 
 @router.get("/sessions")
@@ -34,11 +38,9 @@ async def list_sessions(
     user_id: Annotated[str | None, Query(max_length=255)] = None,
     limit: Limit = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
-) -> dict[str, Any]:
+) -> Page[SessionRead]:
     """List sessions, favorites first, then newest activity first."""
-    params = {"limit": limit} | ({"user_id": user_id} if user_id else {}) | ({"cursor": cursor} if cursor else {})
-    page: dict[str, Any] = await persistence.list_sessions(params)
-    return page
+    return await persistence.list_sessions(_given(limit=limit, user_id=user_id, cursor=cursor))
 
 
 @router.get("/sessions/{session_id}/messages")
@@ -47,11 +49,9 @@ async def list_messages(
     persistence: PersistenceDep,
     limit: Limit = 200,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
-) -> dict[str, Any]:
+) -> Page[MessageRead]:
     """A session's messages, oldest first."""
-    params: dict[str, Any] = {"limit": limit} | ({"cursor": cursor} if cursor else {})
-    page: dict[str, Any] = await persistence.list_messages(session_id, params)
-    return page
+    return await persistence.list_messages(session_id, _given(limit=limit, cursor=cursor))
 
 
 @router.put("/sessions/{session_id}")
@@ -59,10 +59,9 @@ async def rename_session(
     session_id: uuid.UUID,
     persistence: PersistenceDep,
     title: Annotated[str, Body(embed=True, min_length=1, max_length=500)],
-) -> dict[str, Any]:
+) -> SessionRead:
     """Rename a session."""
-    session: dict[str, Any] = await persistence.rename_session(session_id, title)
-    return session
+    return await persistence.rename_session(session_id, title)
 
 
 @router.patch("/sessions/{session_id}/favorite")
@@ -70,11 +69,10 @@ async def favorite_session(
     session_id: uuid.UUID,
     persistence: PersistenceDep,
     is_favorite: Annotated[bool | None, Body(embed=True)] = None,
-) -> dict[str, Any]:
+) -> SessionRead:
     """Toggle the favorite flag, or set it with {"is_favorite": bool}."""
     body = None if is_favorite is None else {"is_favorite": is_favorite}
-    session: dict[str, Any] = await persistence.favorite_session(session_id, body)
-    return session
+    return await persistence.favorite_session(session_id, body)
 
 
 @router.delete("/sessions/{session_id}", status_code=204)

@@ -13,15 +13,13 @@ from persistence.schemas import (
     ClaimRequest,
     MessageCreate,
     MessageDetail,
-    MessageRead,
     MessageText,
     MessageUpdate,
-    Page,
     TurnCreate,
     TurnRead,
 )
 from persistence.services import messages
-from shared import MessageRole, MessageStatus
+from shared import MessageRead, MessageRole, MessageStatus, Page
 
 router = APIRouter(tags=["messages"])
 

@@ -4,8 +4,8 @@ from fastapi import APIRouter, Query
 
 from persistence.api.params import NO_NUL, Cursor, Limit
 from persistence.deps import DbDep
-from persistence.schemas import Page, SearchHit
 from persistence.services import search as search_service
+from shared import Page, SearchHit
 
 router = APIRouter(tags=["search"])
 

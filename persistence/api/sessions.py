@@ -9,14 +9,13 @@ from persistence.deps import DbDep
 from persistence.schemas import (
     FavoriteSet,
     ImportResult,
-    Page,
     SessionCreate,
     SessionExport,
-    SessionRead,
     SessionRename,
     SessionUpdate,
 )
 from persistence.services import sessions, transfer
+from shared import Page, SessionRead
 
 router = APIRouter(prefix="/sessions", tags=["sessions"])
 

@@ -12,8 +12,7 @@ from sqlalchemy.orm import Session
 
 from persistence.models import UTCDateTime
 from persistence.pagination import decode_cursor, encode_cursor
-from persistence.schemas import SearchHit
-from shared import BadRequest
+from shared import BadRequest, SearchHit
 
 _ORDER = "ORDER BY rank DESC, created_at DESC, kind, session_id, message_id"
 

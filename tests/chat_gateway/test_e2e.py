@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -614,3 +615,33 @@ def test_a_nul_from_the_model_is_stored_as_u_fffd_not_refused_for_ever(
     assert reply.json()["response"] == "Hello \ufffd world \U0001f600 again."
     stored = _finished(store, reply.json()["message_id"])
     assert (stored["status"], stored["content"]) == ("complete", "Hello \ufffd world \U0001f600 again.")
+
+
+def test_session_routes_relay_persistence_shapes(gateway: Service, store: httpx.Client) -> None:
+    """What the gateway answers is persistence's own body, typed on the way (and documented in its OpenAPI)."""
+    ana, ben = (store.post("/sessions", json={"user_id": user}).json()["id"] for user in ("ana", "ben"))
+    reply = httpx.post(f"{gateway.url}/chat", json={"message": "Tell me about Lyon", "session_id": ana}, timeout=30)
+    assert reply.status_code == 200, reply.text
+
+    def relayed(method: str, path: str, **kwargs: Any) -> Any:
+        response = httpx.request(method, f"{gateway.url}/chat{path}", timeout=30, **kwargs)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    assert relayed("GET", "/sessions", params={"user_id": "ana"}) == store.get("/sessions?user_id=ana").json()
+    assert {ana, ben} <= {s["id"] for s in relayed("GET", "/sessions", params={"limit": 200})["items"]}
+    # An empty filter matches no one, as persistence has it, rather than listing everyone's sessions.
+    assert relayed("GET", "/sessions", params={"user_id": ""}) == {"items": [], "next_cursor": None}
+    messages = relayed("GET", f"/sessions/{ana}/messages", params={"limit": 1})
+    assert messages == store.get(f"/sessions/{ana}/messages", params={"limit": 1}).json()
+    assert [m["role"] for m in messages["items"]] == ["user"]
+    assert relayed("GET", "/search", params={"q": "lyon"}) == store.get("/search", params={"q": "lyon"}).json()
+    assert relayed("GET", "/search", params={"q": "lyon", "user_id": "ben"})["items"] == []
+    assert relayed("PUT", f"/sessions/{ben}", json={"title": "Lyon"}) == store.get(f"/sessions/{ben}").json()
+    favorite = relayed("PATCH", f"/sessions/{ben}/favorite")
+    assert favorite == store.get(f"/sessions/{ben}").json()
+    assert favorite["is_favorite"] is True
+
+    paths = httpx.get(f"{gateway.url}/openapi.json", timeout=30).json()["paths"]
+    listed = paths["/chat/sessions"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert listed == {"$ref": "#/components/schemas/Page_SessionRead_"}
