@@ -33,7 +33,7 @@ from chat_gateway.upstream import (
     read_chunks,
     retrying,
 )
-from shared import Conflict, MessageStatus, NotFound, ServiceUnavailable
+from shared import Conflict, MessageStatus, NotFound, ServiceUnavailable, storable_text
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +70,10 @@ async def _let_listeners_run() -> None:
 
 
 def describe(exc: BaseException) -> str:
+    """The error an answer ends with: storable, since an upstream's message with a NUL in it, refused by
+    persistence, would end the answer without the text it had not saved yet."""
     message = str(exc) or exc.__class__.__name__
-    return f"{exc.__class__.__name__}: {message}"[:2000]
+    return storable_text(f"{exc.__class__.__name__}: {message}"[:2000])
 
 
 class Generation:

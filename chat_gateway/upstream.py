@@ -26,6 +26,7 @@ from tenacity.wait import wait_base
 from chat_gateway.config import Settings
 from chat_gateway.metrics import RETRIES, UPSTREAM_ERRORS
 from shared import storable_text
+from shared.resources import FINISH_REASON_MAX_LENGTH, MODEL_MAX_LENGTH
 
 logger = logging.getLogger(__name__)
 
@@ -175,6 +176,12 @@ def options_to_continue(options: Mapping[str, Any], partial: str) -> dict[str, A
     return continued
 
 
+def _label(value: object, max_length: int) -> str | None:
+    """A model name or finish reason as a column holds it: an odd one from the upstream is stored clipped,
+    since refusing it would fail the answer it came with."""
+    return storable_text(value[:max_length]) if isinstance(value, str) and value else None
+
+
 async def read_chunks(stream: AsyncStream[object]) -> AsyncIterator[Chunk]:
     """The stream's chunks (closed at the end, or when the reader stops early).
 
@@ -187,14 +194,16 @@ async def read_chunks(stream: AsyncStream[object]) -> AsyncIterator[Chunk]:
             if not isinstance(event, dict):
                 continue
             usage = event.get("usage")
-            chunk = Chunk(model=event.get("model") or None, usage=usage if isinstance(usage, dict) else None)
-            if choices := event.get("choices"):
-                choice = choices[0]
-                content = (choice.get("delta") or {}).get("content")
+            model = _label(event.get("model"), MODEL_MAX_LENGTH)
+            chunk = Chunk(model=model, usage=usage if isinstance(usage, dict) else None)
+            choices = event.get("choices")
+            if isinstance(choices, list) and choices and isinstance(choice := choices[0], dict):
+                delta = choice.get("delta")
+                content = delta.get("content") if isinstance(delta, dict) else None
                 text = held + (content if isinstance(content, str) else "")
                 held = text[-1] if text and "\ud800" <= text[-1] <= "\udbff" else ""
                 chunk.text = storable_text(text[: len(text) - len(held)])
-                chunk.finish_reason = choice.get("finish_reason")
+                chunk.finish_reason = _label(choice.get("finish_reason"), FINISH_REASON_MAX_LENGTH)
             yield chunk
         if held:
             yield Chunk(text=storable_text(held))

@@ -14,7 +14,7 @@ from shared import (
     SessionRead,
     UTCDatetime,
 )
-from shared.resources import Context
+from shared.resources import Context, FinishReason, ModelName
 
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=255)]
@@ -95,7 +95,7 @@ class MessageCreate(InputModel):
     )
     error: str | None = None
     rating: bool | None = None
-    model: Annotated[str, StringConstraints(max_length=200)] | None = None
+    model: ModelName | None = None
     options: JSONObject | None = Field(default=None, description=OPTIONS_DESCRIPTION)
     prompt: Prompt | None = Field(default=None, description=PROMPT_DESCRIPTION)
     sent_at: UTCDatetime | None = None
@@ -113,8 +113,8 @@ class MessageUpdate(PatchModel):
     status: MessageStatus | None = None
     error: str | None = None
     rating: bool | None = None
-    model: Annotated[str, StringConstraints(max_length=200)] | None = None
-    finish_reason: Annotated[str, StringConstraints(max_length=64)] | None = None
+    model: ModelName | None = None
+    finish_reason: FinishReason | None = None
     usage: JSONObject | None = None
     content: str | None = None
 
@@ -124,9 +124,9 @@ class AnswerFinish(InputModel):
 
     status: Literal[MessageStatus.COMPLETE, MessageStatus.FAILED]
     error: str | None = None
-    finish_reason: Annotated[str, StringConstraints(max_length=64)] | None = None
+    finish_reason: FinishReason | None = None
     usage: JSONObject | None = None
-    model: Annotated[str, StringConstraints(max_length=200)] | None = Field(
+    model: ModelName | None = Field(
         default=None, description="The model that answered, when it differs from the stored one."
     )
 
@@ -173,7 +173,7 @@ class TurnQuestion(InputModel):
 
 class TurnAnswer(InputModel):
     id: uuid.UUID | None = Field(default=None, description="Client-chosen id: retrying the turn is then safe.")
-    model: Annotated[str, StringConstraints(max_length=200)] | None = None
+    model: ModelName | None = None
     options: JSONObject | None = Field(default=None, description=OPTIONS_DESCRIPTION)
     prompt: Prompt | None = Field(default=None, description=PROMPT_DESCRIPTION)
 
@@ -263,8 +263,8 @@ class ExportedMessage(InputModel):
     status: MessageStatus
     error: str | None = None
     rating: bool | None = None
-    model: Annotated[str, StringConstraints(max_length=200)] | None = None
-    finish_reason: Annotated[str, StringConstraints(max_length=64)] | None = None
+    model: ModelName | None = None
+    finish_reason: FinishReason | None = None
     usage: JSONObject | None = None
     options: JSONObject | None = None
     prompt: Prompt | None = None

@@ -2,14 +2,19 @@
 
 import uuid
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, StringConstraints
 
 from shared.enums import MessageRole, MessageStatus
 from shared.schemas import JSONObject, ReadModel
 
 Context = JSONObject | list[Any]
+# The columns' sizes: a model's API can send longer ones, which the gateway clips rather than lose an answer.
+MODEL_MAX_LENGTH = 200
+FINISH_REASON_MAX_LENGTH = 64
+ModelName = Annotated[str, StringConstraints(max_length=MODEL_MAX_LENGTH)]
+FinishReason = Annotated[str, StringConstraints(max_length=FINISH_REASON_MAX_LENGTH)]
 T = TypeVar("T")
 
 

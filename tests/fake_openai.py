@@ -35,6 +35,7 @@ class Plan:
     drop_after: int | None = None  # close the connection abruptly after this many tokens
     status: int | None = None  # answer this HTTP error instead of streaming
     retry_after: str | None = None
+    message: str | None = None  # the error's message (else "scripted <status>")
     stall: float = 0.0  # seconds before the first token
     delay: float = 0.0  # seconds between tokens
     repeat_overlap: int = 0  # on a continuation, first repeat this many characters of the partial answer
@@ -84,7 +85,8 @@ def create_fake_openai() -> FastAPI:
         plan: Plan = app.state.plans.popleft() if app.state.plans else Plan()
         if plan.status is not None:
             headers = {"retry-after": plan.retry_after} if plan.retry_after else {}
-            error = {"error": {"message": f"scripted {plan.status}", "type": "fake", "code": None}}
+            message = plan.message or f"scripted {plan.status}"
+            error = {"error": {"message": message, "type": "fake", "code": None}}
             return JSONResponse(error, status_code=plan.status, headers=headers)
         text = remaining_text(body["messages"], plan)
         parts = tokens(text)

@@ -182,6 +182,17 @@ def test_resume_after_failure_continues_the_partial_answer(
     assert again.status_code == 409
 
 
+def test_an_upstream_error_message_with_a_nul_is_stored_with_the_partial_answer(
+    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    """The error is stored as text can be (U+FFFD), not refused, which lost the partial answer with it."""
+    fake_openai.state.plans.extend([Plan(drop_after=6), Plan(status=401, message="bad\x00key")])
+    failed = httpx.post(f"{gateway.url}/chat", json={"message": "hi"}, timeout=30).json()
+    stored = _stored(store, failed["message_id"])
+    assert (stored["status"], stored["content"]) == ("failed", "".join(tokens(TEXT)[:6]))
+    assert "bad\ufffdkey" in stored["error"]
+
+
 def test_two_concurrent_resumes_start_one_generation(
     gateway: Service, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
@@ -645,3 +656,13 @@ def test_session_routes_relay_persistence_shapes(gateway: Service, store: httpx.
     paths = httpx.get(f"{gateway.url}/openapi.json", timeout=30).json()["paths"]
     listed = paths["/chat/sessions"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     assert listed == {"$ref": "#/components/schemas/Page_SessionRead_"}
+
+
+def test_an_upstream_model_name_too_long_to_store_is_clipped_not_a_failed_answer(
+    gateway: Service, store: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tests.fake_openai.MODEL", "m" * 300)
+    reply = httpx.post(f"{gateway.url}/chat", json={"message": "hi"}, timeout=30)
+    assert reply.status_code == 200, reply.text
+    stored = _finished(store, reply.json()["message_id"])
+    assert (stored["status"], stored["content"], stored["model"]) == ("complete", TEXT, "m" * 200)

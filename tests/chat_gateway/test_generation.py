@@ -101,6 +101,19 @@ async def _odd_characters(_request: Request) -> Response:
     return Response(_sse(ODD_WORDS), media_type="text/event-stream")
 
 
+async def _odd_shapes(_request: Request) -> Response:
+    """Chunks no OpenAI server sends, around a model name and a finish reason longer than their columns."""
+    chunks: list[Any] = [
+        {"choices": {"0": {"delta": {"content": "lost"}}}},
+        {"choices": ["lost"]},
+        {"choices": [{"delta": "lost"}]},
+        {"model": 42, "choices": [{"delta": {"content": "kept "}, "finish_reason": None}]},
+        {"model": "m" * 300, "choices": [{"delta": {"content": 7}, "finish_reason": "x" * 100}]},
+    ]
+    body = b"".join(f"data: {json.dumps(chunk)}\n\n".encode() for chunk in chunks) + b"data: [DONE]\n\n"
+    return Response(body, media_type="text/event-stream")
+
+
 class _Refusing(PersistenceClient):
     """Persistence that refuses every append carrying text (a 422), and records each append."""
 
@@ -122,6 +135,7 @@ def upstream_url() -> Iterator[str]:
     app.add_route("/v1/chat/completions", _whole_answer_at_once, methods=["POST"])
     app.add_route("/slow/v1/chat/completions", _one_word_every_20_ms, methods=["POST"])
     app.add_route("/odd/v1/chat/completions", _odd_characters, methods=["POST"])
+    app.add_route("/shapes/v1/chat/completions", _odd_shapes, methods=["POST"])
     with serve(app) as url:
         yield f"{url}/v1"
 
@@ -181,6 +195,17 @@ async def test_text_no_database_could_store_is_made_storable_before_anyone_sees_
     assert received == "a\ufffdb x\U0001f600 yz\ufffd\ufffd"
     assert "".join(store.appended) == received
     assert generation.status == MessageStatus.COMPLETE
+
+
+async def test_odd_chunks_are_skipped_and_labels_too_long_for_their_columns_clipped(upstream_url: str) -> None:
+    """Refused by persistence, a model name or finish reason would have failed the answer and lost its text."""
+    settings = Settings(api_key=SecretStr("k"), openai_api_key=SecretStr("sk"))
+    store = _Store()
+    generation = _generation(settings, store, upstream_url.replace("/v1", "/shapes/v1"))
+    generation.start()
+    received = "".join([event.text async for event in generation.events(0)])
+    assert (received, "".join(store.appended), generation.status) == ("kept ", "kept ", MessageStatus.COMPLETE)
+    assert (generation.model_used, generation.finish_reason) == ("m" * 200, "x" * 64)
 
 
 @pytest.mark.parametrize(
