@@ -84,6 +84,7 @@ class StoredText(ReadModel):
 
     model_config = ConfigDict(extra="ignore")
 
+    offset: int
     text: str
     length: int
     version: int

@@ -53,8 +53,10 @@ def _lease_is_live(message: StoredMessage) -> bool:
     return message.lease_expires_at is not None and message.lease_expires_at > datetime.now(UTC)
 
 
-def _final_event(message: StoredText) -> StreamEvent:
-    offset = message.length
+def _final_event(message: StoredText, offset: int) -> StreamEvent:
+    if offset > message.length:  # it ended shorter than what the client saw (regenerated after a crash)
+        error = f"the answer ended at {message.length}, before offset {offset}"
+        return StreamEvent("error", offset, status=message.status, error=error)
     if message.status == MessageStatus.COMPLETE:
         usage = {k: v for k, v in (message.usage or {}).items() if isinstance(v, int)}
         return StreamEvent("done", offset, status=message.status, finish_reason=message.finish_reason, usage=usage)
@@ -238,9 +240,21 @@ class Answers:
         # Generated elsewhere: its next write finds the lease gone and stops.
         return await self.persistence.update_message(message_id, {"status": "failed", "error": "cancelled"})
 
+    async def reattach(self, message_id: uuid.UUID, offset: int) -> StoredMessage:
+        """The answer to follow from ``offset``: refused when it has ended before that offset."""
+        answer = await self.persistence.get_message(message_id)
+        if answer.status in TERMINAL and offset > (length := len(answer.content)):
+            raise Conflict(
+                f"offset {offset} is past the end of the answer ({length})", code="offset_mismatch", length=length
+            )
+        return answer
+
     async def follow(self, message_id: uuid.UUID, offset: int) -> AsyncIterator[StreamEvent]:
         """The answer's text from ``offset`` on, live, until it ends: here or in another gateway."""
         version = None  # of the message as last read from persistence: unchanged, it is not sent again
+        # Where persistence is read from: behind ``offset`` while the client has seen text that the gateway
+        # which streamed it to it has not saved yet (it saves once a second).
+        read_from = offset
         while True:
             if (generation := self._live.get(message_id)) is not None:
                 async for event in generation.events(offset):
@@ -251,19 +265,25 @@ class Answers:
                 else:
                     return
             try:
-                stored = await self.persistence.poll_text(message_id, offset, version)
+                stored = await self.persistence.poll_text(message_id, read_from, version)
+            except Conflict as exc:
+                if exc.code == "offset_mismatch" and isinstance(length := exc.extra.get("length"), int):
+                    read_from, version = length, None  # the text the client saw is not saved yet: wait for it
+                    continue
+                yield StreamEvent("error", offset, error=f"lost track of the answer: {exc.detail}")
+                return
             except DomainError as exc:
                 # The stream ends with an error instead of breaking off; the answer may well go on, and a
                 # client can reattach to it (no status: nobody here knows how it ends).
                 yield StreamEvent("error", offset, error=f"lost track of the answer: {exc.detail}")
                 return
             if stored is not None:  # None: unchanged since the last poll
-                version = stored.version
-                if stored.text:
+                version, read_from = stored.version, stored.length
+                if stored.length > offset:
+                    yield StreamEvent("delta", stored.length, text=stored.text[offset - stored.offset :])
                     offset = stored.length
-                    yield StreamEvent("delta", offset, text=stored.text)
                 if stored.status in TERMINAL:
-                    yield _final_event(stored)
+                    yield _final_event(stored, offset)
                     return
             await asyncio.sleep(self.settings.reattach_poll_seconds)
 

@@ -14,14 +14,12 @@ from shared import (
     SessionRead,
     UTCDatetime,
 )
-from shared.resources import Context, FinishReason, ModelName
+from shared.resources import MAX_OFFSET, Context, FinishReason, ModelName
 
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 Owner = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 LeaseSeconds = Annotated[float, Field(gt=0, le=3600)]
-# No content is longer: a PostgreSQL text holds at most 1 GB. Larger numbers would not even be an int4 to it.
-MAX_OFFSET = 2**30
 OPTIONS_DESCRIPTION = (
     "An answer's generation options (temperature, max_tokens...), as the model's API takes them: "
     "stored for whoever continues the answer."

@@ -10,6 +10,8 @@ from shared.enums import MessageRole, MessageStatus
 from shared.schemas import JSONObject, ReadModel
 
 Context = JSONObject | list[Any]
+# No content is longer: a PostgreSQL text holds at most 1 GB. Larger numbers would not even be an int4 to it.
+MAX_OFFSET = 2**30
 # The columns' sizes: a model's API can send longer ones, which the gateway clips rather than lose an answer.
 MODEL_MAX_LENGTH = 200
 FINISH_REASON_MAX_LENGTH = 64

@@ -10,6 +10,7 @@ from chat_gateway.deps import AnswersDep
 from chat_gateway.schemas import ChatRequest, ChatResponse, StoredMessage
 from chat_gateway.service import Answers
 from shared import DomainError, ErrorBody, MessageStatus
+from shared.resources import MAX_OFFSET
 
 router = APIRouter(prefix="/chat", tags=["chat"])
 
@@ -77,12 +78,12 @@ async def chat(
 async def reattach(
     message_id: uuid.UUID,
     answers: AnswersDep,
-    offset: Annotated[int | None, Query(ge=0)] = None,
-    last_event_id: Annotated[str | None, Header(pattern=r"^\d{1,12}$")] = None,
+    offset: Annotated[int | None, Query(ge=0, le=MAX_OFFSET)] = None,
+    last_event_id: Annotated[int | None, Header(ge=0, le=MAX_OFFSET)] = None,
 ) -> EventSourceResponse:
     """Replay an answer from an offset (or Last-Event-ID), then follow it live until it ends."""
-    start = offset if offset is not None else int(last_event_id or 0)
-    answer = await answers.persistence.get_message(message_id)
+    start = offset if offset is not None else last_event_id or 0
+    answer = await answers.reattach(message_id, start)
     return EventSourceResponse(_events(answers, answer, start), ping=15)
 
 

@@ -7,7 +7,6 @@ from persistence.api.params import Cursor, Limit, replayed
 from persistence.deps import DbDep, IfMatchDep, IfNoneMatchDep, SettingsDep
 from persistence.models import Message
 from persistence.schemas import (
-    MAX_OFFSET,
     AppendRequest,
     AppendResult,
     ClaimRequest,
@@ -20,6 +19,7 @@ from persistence.schemas import (
 )
 from persistence.services import messages
 from shared import MessageRead, MessageRole, MessageStatus, Page
+from shared.resources import MAX_OFFSET
 
 router = APIRouter(tags=["messages"])
 

@@ -497,6 +497,34 @@ def test_reattach_through_another_gateway_follows_the_answer(
     assert (final["content"], final["lease_owner"], final["attempts"]) == (TEXT, None, 1)
 
 
+def test_reattach_through_another_gateway_from_text_not_yet_saved_waits_for_it(
+    tmp_path: Path, gateway: Service, persistence: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    """The client saw more than the first gateway had saved (it saves once a second): the other gateway waits
+    for that text to be saved, then goes on from the client's offset, instead of ending the stream in error."""
+    fake_openai.state.plans.append(Plan(delay=0.03))
+    upstream = gateway.env["OPENAI_BASE_URL"].removesuffix("/v1")
+    env = gateway_env(tmp_path, persistence.url, upstream, FLUSH_INTERVAL_SECONDS="30", FLUSH_BYTES="100000")
+    saving_late = Service("chat_gateway.main:create_app", env, tmp_path / "late.log").start()
+    try:
+        with streaming_chat(saving_late, deltas=12) as (message_id, first):
+            seen = int(next(e for e in first if e.event == "delta").id or 0)
+            assert len(_stored(store, message_id)["content"]) < seen
+            url = f"{gateway.url}/chat/messages/{message_id}/stream"
+            with httpx.stream("GET", url, headers={"last-event-id": str(seen)}, timeout=30) as response:
+                assert response.status_code == 200
+                events = list(sse_events(response))
+    finally:
+        saving_late.kill(signal.SIGTERM)
+    assert "".join(e.data["text"] for e in events if e.event == "delta") == TEXT[seen:]
+    assert events[-1].event == "done"
+    # Past the end of an answer that has ended: refused before any stream starts.
+    past = httpx.get(f"{gateway.url}/chat/messages/{message_id}/stream", params={"offset": len(TEXT) + 1}, timeout=30)
+    assert (past.status_code, past.json()["code"], past.json()["length"]) == (409, "offset_mismatch", len(TEXT))
+    beyond_any_answer = httpx.get(url, headers={"last-event-id": str(2**31)}, timeout=30)
+    assert beyond_any_answer.status_code == 422, beyond_any_answer.text
+
+
 def test_request_id_follows_a_chat_into_persistence_and_metrics_count_it(
     gateway: Service, persistence: Service, fake_openai: FastAPI
 ) -> None:

@@ -69,7 +69,8 @@ async def test_the_turn_goes_out_before_the_upstream_request_opened_beside_it_is
 
 def _text_in_progress(text: str = "Hel", offset: int = 0, version: int = 2) -> dict[str, object]:
     """An answer's text as persistence returns it to a follower while another gateway generates it."""
-    return {"text": text, "length": offset + len(text), "version": version, "status": MessageStatus.IN_PROGRESS}
+    length = offset + len(text)
+    return {"offset": offset, "text": text, "length": length, "version": version, "status": MessageStatus.IN_PROGRESS}
 
 
 async def test_following_an_answer_persistence_loses_track_of_ends_with_an_error_event() -> None:
@@ -89,6 +90,44 @@ async def test_following_an_answer_persistence_loses_track_of_ends_with_an_error
     assert [(e.kind, e.offset, e.text, e.status) for e in events] == [("delta", 3, "Hel", None), ("error", 3, "", None)]
     assert events[-1].error is not None
     assert events[-1].error.startswith("lost track of the answer: persistence service unreachable")
+
+
+def _behind(length: int) -> httpx.Response:
+    detail = {"detail": "offset past the end", "code": "offset_mismatch", "length": length}
+    return httpx.Response(409, json=detail)
+
+
+@pytest.mark.parametrize("ends", ["later", "short"])
+async def test_following_from_text_not_yet_saved_waits_for_it(ends: str) -> None:
+    """The client saw "Hel" and "lo" from a gateway that had saved only "Hel": reading goes on from what is
+    saved, and the client gets what comes after its offset; or an error if the answer ends before it."""
+    message_id = uuid.uuid4()
+    saved = _text_in_progress("", offset=3)
+    if ends == "later":
+        rest = [_text_in_progress("lo wo", offset=3, version=3), _text_in_progress("", offset=8, version=4)]
+        rest[-1]["status"] = MessageStatus.COMPLETE
+    else:
+        rest = [saved | {"status": MessageStatus.FAILED, "version": 3, "error": "gateway crashed"}]
+    answers_sent = iter([_behind(3), *(httpx.Response(200, json=body) for body in [saved, *rest])])
+    asked_at: list[str] = []
+
+    def persistence_answers(request: httpx.Request) -> httpx.Response:
+        asked_at.append(request.url.params["offset"])
+        return next(answers_sent)
+
+    settings = Settings(api_key=SecretStr("k"), reattach_poll_seconds=0.001)
+    transport = httpx.MockTransport(persistence_answers)
+    async with httpx.AsyncClient(base_url="http://persistence", transport=transport) as http:
+        answers = Answers(settings, PersistenceClient(http, attempts=1, initial_wait=0, max_wait=0), None)
+        events = [event async for event in answers.follow(message_id, 5)]
+
+    if ends == "later":
+        assert asked_at == ["5", "3", "3", "8"]
+        assert [(e.kind, e.offset, e.text) for e in events] == [("delta", 8, " wo"), ("done", 8, "")]
+    else:
+        assert asked_at == ["5", "3", "3"]
+        assert [(e.kind, e.offset, e.status) for e in events] == [("error", 5, MessageStatus.FAILED)]
+        assert events[0].error == "the answer ended at 3, before offset 5"
 
 
 async def test_following_an_answer_through_persistence_asks_only_for_changes() -> None:
