@@ -83,6 +83,14 @@ def _generation(
     )
 
 
+async def _relayed(upstream_url: str) -> tuple[Generation, _Store, str]:
+    """A whole answer from ``upstream_url`` into a persistence that takes every append, and the text relayed."""
+    store = _Store()
+    generation = _generation(Settings(api_key=SecretStr("k"), openai_api_key=SecretStr("sk")), store, upstream_url)
+    generation.start()
+    return generation, store, "".join([event.text async for event in generation.events(0)])
+
+
 async def _whole_answer_at_once(_request: Request) -> Response:
     # One write, as from a fast upstream: reading the stream never has to wait.
     return Response(_sse(WORDS), media_type="text/event-stream")
@@ -187,11 +195,7 @@ async def test_an_answer_whose_token_limit_was_spent_before_it_broke_off_ends_th
 
 async def test_text_no_database_could_store_is_made_storable_before_anyone_sees_it(upstream_url: str) -> None:
     """Relayed and stored alike: the split pair joined, NUL and unpaired surrogates made U+FFFD."""
-    settings = Settings(api_key=SecretStr("k"), openai_api_key=SecretStr("sk"))
-    store = _Store()
-    generation = _generation(settings, store, upstream_url.replace("/v1", "/odd/v1"))
-    generation.start()
-    received = "".join([event.text async for event in generation.events(0)])
+    generation, store, received = await _relayed(upstream_url.replace("/v1", "/odd/v1"))
     assert received == "a\ufffdb x\U0001f600 yz\ufffd\ufffd"
     assert "".join(store.appended) == received
     assert generation.status == MessageStatus.COMPLETE
@@ -199,11 +203,7 @@ async def test_text_no_database_could_store_is_made_storable_before_anyone_sees_
 
 async def test_odd_chunks_are_skipped_and_labels_too_long_for_their_columns_clipped(upstream_url: str) -> None:
     """Refused by persistence, a model name or finish reason would have failed the answer and lost its text."""
-    settings = Settings(api_key=SecretStr("k"), openai_api_key=SecretStr("sk"))
-    store = _Store()
-    generation = _generation(settings, store, upstream_url.replace("/v1", "/shapes/v1"))
-    generation.start()
-    received = "".join([event.text async for event in generation.events(0)])
+    generation, store, received = await _relayed(upstream_url.replace("/v1", "/shapes/v1"))
     assert (received, "".join(store.appended), generation.status) == ("kept ", "kept ", MessageStatus.COMPLETE)
     assert (generation.model_used, generation.finish_reason) == ("m" * 200, "x" * 64)
 

@@ -1,5 +1,6 @@
 import asyncio
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import httpx
@@ -9,6 +10,7 @@ from pydantic import SecretStr
 
 from chat_gateway import service
 from chat_gateway.config import Settings
+from chat_gateway.generation import StreamEvent
 from chat_gateway.persistence import PersistenceClient
 from chat_gateway.schemas import ChatRequest
 from chat_gateway.service import Answers
@@ -67,6 +69,17 @@ async def test_the_turn_goes_out_before_the_upstream_request_opened_beside_it_is
     assert abandoned.is_set()
 
 
+async def _follow(
+    message_id: uuid.UUID, offset: int, persistence: Callable[[httpx.Request], httpx.Response], attempts: int = 1
+) -> list[StreamEvent]:
+    """Every event of following an answer generated elsewhere, through a persistence that answers ``persistence``."""
+    settings = Settings(api_key=SecretStr("k"), reattach_poll_seconds=0.001)
+    transport = httpx.MockTransport(persistence)
+    async with httpx.AsyncClient(base_url="http://persistence", transport=transport) as http:
+        answers = Answers(settings, PersistenceClient(http, attempts=attempts, initial_wait=0, max_wait=0), None)
+        return [event async for event in answers.follow(message_id, offset)]
+
+
 def _text_in_progress(text: str = "Hel", offset: int = 0, version: int = 2) -> dict[str, object]:
     """An answer's text as persistence returns it to a follower while another gateway generates it."""
     length = offset + len(text)
@@ -81,11 +94,7 @@ async def test_following_an_answer_persistence_loses_track_of_ends_with_an_error
     def persistence_answers(_request: httpx.Request) -> httpx.Response:
         return next(answers_sent, httpx.Response(503))
 
-    settings = Settings(api_key=SecretStr("k"), reattach_poll_seconds=0.001)
-    transport = httpx.MockTransport(persistence_answers)
-    async with httpx.AsyncClient(base_url="http://persistence", transport=transport) as http:
-        answers = Answers(settings, PersistenceClient(http, attempts=2, initial_wait=0, max_wait=0), None)
-        events = [event async for event in answers.follow(message_id, 0)]
+    events = await _follow(message_id, 0, persistence_answers, attempts=2)
 
     assert [(e.kind, e.offset, e.text, e.status) for e in events] == [("delta", 3, "Hel", None), ("error", 3, "", None)]
     assert events[-1].error is not None
@@ -115,11 +124,7 @@ async def test_following_from_text_not_yet_saved_waits_for_it(ends: str) -> None
         asked_at.append(request.url.params["offset"])
         return next(answers_sent)
 
-    settings = Settings(api_key=SecretStr("k"), reattach_poll_seconds=0.001)
-    transport = httpx.MockTransport(persistence_answers)
-    async with httpx.AsyncClient(base_url="http://persistence", transport=transport) as http:
-        answers = Answers(settings, PersistenceClient(http, attempts=1, initial_wait=0, max_wait=0), None)
-        events = [event async for event in answers.follow(message_id, 5)]
+    events = await _follow(message_id, 5, persistence_answers)
 
     if ends == "later":
         assert asked_at == ["5", "3", "3", "8"]
@@ -144,11 +149,7 @@ async def test_following_an_answer_through_persistence_asks_only_for_changes() -
         asked_with.append((f"{request.url.path}?{request.url.query.decode()}", request.headers.get("If-None-Match")))
         return next(answers_sent)
 
-    settings = Settings(api_key=SecretStr("k"), reattach_poll_seconds=0.001)
-    transport = httpx.MockTransport(persistence_answers)
-    async with httpx.AsyncClient(base_url="http://persistence", transport=transport) as http:
-        answers = Answers(settings, PersistenceClient(http, attempts=1, initial_wait=0, max_wait=0), None)
-        events = [event async for event in answers.follow(message_id, 0)]
+    events = await _follow(message_id, 0, persistence_answers)
 
     url = f"/messages/{message_id}/text"
     assert asked_with == [(f"{url}?offset=0", None), (f"{url}?offset=3", '"2"'), (f"{url}?offset=3", '"2"')]
