@@ -33,7 +33,7 @@ async def _database_unavailable(_request: Request, exc: Exception) -> JSONRespon
     assert isinstance(exc, OperationalError)
     if _schema_behind(exc):
         return _schema_behind_response(exc)
-    logger.warning("database unavailable: %s", exc.__class__.__name__)
+    logger.warning("database unavailable: %s: %s", exc.__class__.__name__, exc.orig)
     return error_response(503, "database unavailable, retry shortly", "unavailable", headers={"Retry-After": "1"})
 
 

@@ -29,12 +29,15 @@ def test_ready_is_503_when_database_unreachable() -> None:
     assert response.json()["code"] == "not_ready"
 
 
-def test_database_down_gives_503_not_500() -> None:
+def test_database_down_gives_503_not_500(caplog: pytest.LogCaptureFixture) -> None:
     settings = make_settings("postgresql+psycopg://nobody@127.0.0.1:1/none", migrate_on_start=False)
     with TestClient(create_app(settings), headers={"x-api-key": "test-key"}) as client:
         response = client.get("/sessions")
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
+    # The log says why, for whoever runs the service: the client's body does not.
+    logged = [r.getMessage() for r in caplog.records if r.name == "persistence.errors"]
+    assert any(m.startswith("database unavailable: OperationalError: ") and "port 1" in m for m in logged), logged
 
 
 def test_pool_recovers_after_the_database_drops_every_connection() -> None:
