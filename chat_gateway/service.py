@@ -266,13 +266,12 @@ class Answers:
                     return
             try:
                 stored = await self.persistence.poll_text(message_id, read_from, version)
-            except Conflict as exc:
-                if exc.code == "offset_mismatch" and isinstance(length := exc.extra.get("length"), int):
-                    read_from, version = length, None  # the text the client saw is not saved yet: wait for it
-                    continue
-                yield StreamEvent("error", offset, error=f"lost track of the answer: {exc.detail}")
-                return
             except DomainError as exc:
+                length = exc.extra.get("length") if exc.code == "offset_mismatch" else None
+                if isinstance(exc, Conflict) and isinstance(length, int):
+                    # The text the client saw is not saved yet: wait for it.
+                    read_from, version = length, None
+                    continue
                 # The stream ends with an error instead of breaking off; the answer may well go on, and a
                 # client can reattach to it (no status: nobody here knows how it ends).
                 yield StreamEvent("error", offset, error=f"lost track of the answer: {exc.detail}")
