@@ -1,6 +1,8 @@
 """Engine and migrations: built at start-up (never at import), shared by every request."""
 
 import asyncio
+import contextlib
+import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -11,6 +13,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import URL, Connection, Engine, Result, Table, create_engine, event, make_url, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -54,6 +57,17 @@ def _create_sqlite_engine(url: URL) -> Engine:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
+
+    @event.listens_for(engine, "handle_error")
+    def _on_error(context: ExceptionContext) -> None:
+        # SQLite (3.40 to 3.51 at least) leaves a connection inside a read transaction when a statement
+        # fails after writing to an FTS5 table outside BEGIN: a message refused (its session missing) after
+        # the search trigger ran. The connection's next write then fails at once with "database is locked"
+        # if anyone wrote meanwhile, without waiting out busy_timeout. Any statement that reads ends it.
+        dbapi_connection = context.connection.connection.dbapi_connection if context.connection else None
+        if dbapi_connection is not None and not dbapi_connection.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                dbapi_connection.execute("PRAGMA data_version").close()
 
     # A deferred transaction that reads and then writes fails at once with "database is locked" when
     # another writer got in between; taking the write lock up front makes writers queue instead.

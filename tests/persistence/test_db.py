@@ -5,8 +5,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from persistence.db import Database, create_db_engine, migrate
+from persistence.db import AUTOCOMMIT, Database, create_db_engine, migrate
 from persistence.models import ChatSession, utcnow
+from persistence.schemas import MessageCreate
+from persistence.services import messages
+from shared import MessageRole, NotFound
 
 pytestmark = pytest.mark.anyio
 
@@ -78,3 +81,19 @@ def test_sqlalchemys_own_autocommit_option_still_means_no_transaction(engine: sa
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         connection.execute(sa.text("SELECT 1"))
     assert statements == ["SELECT"]
+
+
+def test_a_message_refused_after_reaching_the_search_index_leaves_its_connection_able_to_write(
+    engine: sa.Engine,
+) -> None:
+    # SQLite left such a connection in a read transaction: its next write failed at once with "database is
+    # locked" whenever another connection had written in between (a 503 under concurrent use).
+    with engine.connect().execution_options(**{AUTOCOMMIT: True}) as connection, Session(connection) as db:
+        refused = MessageCreate(role=MessageRole.USER, content="indexed for search, then refused")
+        with pytest.raises(NotFound):
+            messages.create_message(db, uuid.uuid4(), refused)
+        with Session(engine) as other, other.begin():
+            _add_session(other, uuid.uuid4())
+        session_id = uuid.uuid4()
+        _add_session(db, session_id)
+    assert _stored(engine, session_id)
