@@ -2,7 +2,8 @@
 
 3. Relay cost: time to first chunk and total stream time at concurrency 1, 16 and 64, straight from the
    upstream vs through the gateway (persistence on PostgreSQL), and the gateway's CPU per relayed chunk
-   (from its own /proc accounting).
+   (from its own /proc accounting). With ``--litellm``, the same at concurrency 1 through LiteLLM's proxy,
+   the alternative, in the same run, and the gateway's figures as fractions of LiteLLM's.
 4. Write amplification: persistence requests per 1,000 streamed tokens and bytes sent to persistence per
    byte of answer, counted by a proxy between the gateway and persistence, at a steady token rate.
 5. Resume savings: answers break off at 80% and the gateway resumes them; tokens the upstream sent for
@@ -11,7 +12,7 @@
 
 Every service runs in its own process, as users run them; the clients and the proxy run here.
 
-    python -m bench.gateway [--quick]
+    python -m bench.gateway [--quick] [--litellm .venv-litellm/bin/litellm]
 """
 
 import argparse
@@ -53,19 +54,49 @@ def upstream(*args: str) -> Iterator[str]:
     process = subprocess.Popen(command)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"{url}/stats", timeout=1)
-                break
-            except httpx.TransportError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the bench upstream did not start") from None
-                time.sleep(0.05)
+        _wait_until_up(process, f"{url}/stats", "the bench upstream", 20)
         yield url
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def _wait_until_up(process: subprocess.Popen[bytes], url: str, name: str, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not start") from None
+            time.sleep(0.05)
+
+
+# Its proxy refuses to start without a master key, or with one this short: "sk-bench".
+LITELLM_KEY = "sk-bench-" + "0" * 32
+
+
+@contextmanager
+def litellm(tmp: str, command: str, upstream_url: str) -> Iterator[tuple[str, int]]:
+    """LiteLLM's proxy, the alternative benchmark 3 compares with, in front of the upstream; yields its URL
+    and process id."""
+    port = free_port()
+    config = Path(tmp) / "litellm.yaml"
+    model = {"model": "openai/bench", "api_base": f"{upstream_url}/v1", "api_key": "sk-bench"}
+    config.write_text(json.dumps({"model_list": [{"model_name": "bench", "litellm_params": model}]}))  # JSON is YAML
+    # A local copy of its model price list: it would fetch one from GitHub at start-up.
+    env = os.environ | {"LITELLM_MASTER_KEY": LITELLM_KEY, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    arguments = ["--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--telemetry", "False"]
+    with (Path(tmp) / "litellm.log").open("wb") as log:
+        process = subprocess.Popen([command, *arguments], env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_up(process, f"{url}/health/liveliness", "LiteLLM's proxy", 120)
+        yield url, process.pid
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
 
 
 @contextmanager
@@ -128,10 +159,10 @@ async def stream(client: httpx.AsyncClient, url: str) -> Stream:
     return Stream(started, first, time.perf_counter() - started, len(parts), "".join(parts))
 
 
-async def streams(url: str, concurrency: int, count: int) -> list[Stream]:
+async def streams(url: str, concurrency: int, count: int, headers: dict[str, str] | None = None) -> list[Stream]:
     """``count`` streams, ``concurrency`` at a time."""
     limits = httpx.Limits(max_connections=concurrency + 8)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+    async with httpx.AsyncClient(timeout=120, limits=limits, headers=headers) as client:
         gate = asyncio.Semaphore(concurrency)
 
         async def one() -> Stream:
@@ -237,6 +268,43 @@ def relay(upstream_url: str, gateway_service: Service, levels: list[tuple[int, i
 
 
 @dataclass
+class Alternative:
+    """Benchmark 3 at concurrency 1 through LiteLLM's proxy, in the same run as the gateway's."""
+
+    name: str
+    streams: int
+    direct_first_chunk_p50_ms: float
+    first_chunk_p50_ms: float
+    added_first_chunk_p50_ms: float
+    cpu_us_per_chunk: float
+    # The gateway's figures at concurrency 1 as fractions of the alternative's.
+    gateway_added_first_chunk_ratio: float
+    gateway_cpu_per_chunk_ratio: float
+
+
+def alternative(tmp: str, command: str, upstream_url: str, gateway_at_1: Relay, count: int) -> Alternative:
+    with litellm(tmp, command, upstream_url) as (url, pid):
+        headers = {"Authorization": f"Bearer {LITELLM_KEY}"}
+        asyncio.run(streams(url, 2, 4, headers))  # warm-up, as for the gateway
+        direct = asyncio.run(streams(upstream_url, 1, count))
+        before = cpu_seconds(pid)
+        through = asyncio.run(streams(url, 1, count, headers))
+        cpu = (cpu_seconds(pid) - before) / (count * CHUNKS) * 1e6
+    first_direct, first = p50_ms([s.first_chunk for s in direct]), p50_ms([s.first_chunk for s in through])
+    added = first - first_direct
+    return Alternative(
+        "LiteLLM proxy",
+        count,
+        first_direct,
+        first,
+        added,
+        cpu,
+        gateway_at_1.added_first_chunk_p50_ms / added,
+        gateway_at_1.gateway_cpu_us_per_chunk / cpu,
+    )
+
+
+@dataclass
 class Amplification:
     answers: int
     tokens: int
@@ -337,6 +405,7 @@ def memory(gateway_service: Service, count: int) -> Memory:
 @dataclass
 class Report:
     relay: list[Relay] = field(default_factory=list)
+    alternative: Alternative | None = None
     amplification: list[Amplification] = field(default_factory=list)
     resume: Resume | None = None
     memory: Memory | None = None
@@ -346,6 +415,7 @@ def main(argv: list[str] | None = None) -> Report:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a few streams each: checks the harness only")
     parser.add_argument("--database-url", default=os.environ.get("TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL))
+    parser.add_argument("--litellm", metavar="COMMAND", help="LiteLLM's `litellm` command: compare the relay with it")
     args = parser.parse_args(argv)
     quick = args.quick
     levels = [(1, 5), (16, 16), (64, 64)] if quick else [(1, 100), (16, 320), (64, 256)]
@@ -361,6 +431,9 @@ def main(argv: list[str] | None = None) -> Report:
             with upstream() as fast, gateway(tmp, persistence.url, fast) as service:
                 print("3. relay cost ...", flush=True)
                 report.relay = relay(fast, service, levels)
+                if args.litellm:
+                    print("3. relay cost through LiteLLM's proxy ...", flush=True)
+                    report.alternative = alternative(tmp, args.litellm, fast, report.relay[0], 5 if quick else 30)
                 print("4. write amplification (fast upstream) ...", flush=True)
                 report.amplification.append(amplification(tmp, persistence, fast, 4 if quick else 20))
             with upstream("--delay", "0.02") as paced:  # 50 tokens/s, a typical hosted model
@@ -391,6 +464,13 @@ def print_report(report: Report) -> None:
             f" {r.gateway_first_chunk_p50_ms:10.2f}ms {r.added_first_chunk_p50_ms:5.2f}ms"
             f" {r.direct_total_p50_ms:10.1f}ms {r.gateway_total_p50_ms:11.1f}ms"
             f" {r.gateway_cpu_us_per_chunk:7.1f}us"
+        )
+    if alt := report.alternative:
+        print(
+            f"  {alt.name}, c = 1, {alt.streams} streams: TTFC {alt.first_chunk_p50_ms:.2f}ms"
+            f" ({alt.direct_first_chunk_p50_ms:.2f}ms direct), added {alt.added_first_chunk_p50_ms:.2f}ms,"
+            f" CPU/chunk {alt.cpu_us_per_chunk:.1f}us; the gateway's added TTFC is"
+            f" {alt.gateway_added_first_chunk_ratio:.2f} of it, its CPU/chunk {alt.gateway_cpu_per_chunk_ratio:.3f}"
         )
     print("\n4. write amplification")
     for a in report.amplification:
