@@ -247,10 +247,7 @@ def relay(upstream_url: str, gateway_service: Service, levels: list[tuple[int, i
     asyncio.run(streams(gateway_service.url, 4, 8))  # warm-up: connections, caches
     results = []
     for concurrency, count in levels:
-        direct = asyncio.run(streams(upstream_url, concurrency, count))
-        before = cpu_seconds(pid)
-        through = asyncio.run(streams(gateway_service.url, concurrency, count))
-        cpu = cpu_seconds(pid) - before
+        direct, through, cpu = direct_and_through(upstream_url, gateway_service.url, pid, concurrency, count)
         first_direct, first_gateway = p50_ms([s.first_chunk for s in direct]), p50_ms([s.first_chunk for s in through])
         results.append(
             Relay(
@@ -261,10 +258,21 @@ def relay(upstream_url: str, gateway_service: Service, levels: list[tuple[int, i
                 first_gateway - first_direct,
                 p50_ms([s.total for s in direct]),
                 p50_ms([s.total for s in through]),
-                cpu / (count * CHUNKS) * 1e6,
+                cpu,
             )
         )
     return results
+
+
+def direct_and_through(
+    upstream_url: str, url: str, pid: int, concurrency: int, count: int, headers: dict[str, str] | None = None
+) -> tuple[list[Stream], list[Stream], float]:
+    """The streams straight from the upstream, then through the relay at ``url``, and the relay's (process
+    ``pid``) CPU microseconds per chunk."""
+    direct = asyncio.run(streams(upstream_url, concurrency, count))
+    before = cpu_seconds(pid)
+    through = asyncio.run(streams(url, concurrency, count, headers))
+    return direct, through, (cpu_seconds(pid) - before) / (count * CHUNKS) * 1e6
 
 
 @dataclass
@@ -286,10 +294,7 @@ def alternative(tmp: str, command: str, upstream_url: str, gateway_at_1: Relay, 
     with litellm(tmp, command, upstream_url) as (url, pid):
         headers = {"Authorization": f"Bearer {LITELLM_KEY}"}
         asyncio.run(streams(url, 2, 4, headers))  # warm-up, as for the gateway
-        direct = asyncio.run(streams(upstream_url, 1, count))
-        before = cpu_seconds(pid)
-        through = asyncio.run(streams(url, 1, count, headers))
-        cpu = (cpu_seconds(pid) - before) / (count * CHUNKS) * 1e6
+        direct, through, cpu = direct_and_through(upstream_url, url, pid, 1, count, headers)
     first_direct, first = p50_ms([s.first_chunk for s in direct]), p50_ms([s.first_chunk for s in through])
     added = first - first_direct
     return Alternative(
