@@ -8,6 +8,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared import MessageRole, MessageStatus
+from shared.resources import FINISH_REASON_MAX_LENGTH, MODEL_MAX_LENGTH
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -93,8 +94,8 @@ class Message(Base):
     status: Mapped[MessageStatus] = mapped_column(_str_enum(MessageStatus))
     error: Mapped[str | None] = mapped_column(Text)
     rating: Mapped[bool | None]
-    model: Mapped[str | None] = mapped_column(String(200))
-    finish_reason: Mapped[str | None] = mapped_column(String(64))
+    model: Mapped[str | None] = mapped_column(String(MODEL_MAX_LENGTH))
+    finish_reason: Mapped[str | None] = mapped_column(String(FINISH_REASON_MAX_LENGTH))
     usage: Mapped[dict[str, Any] | None]
     # What the answer is generated from, for whoever continues it: its options (temperature, max_tokens...)
     # and, when a client sent its own (OpenAI-compatible calls), the prompt. Pages of messages leave it out.
