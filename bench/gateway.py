@@ -242,26 +242,38 @@ class Relay:
 
 
 def relay(upstream_url: str, gateway_service: Service, levels: list[tuple[int, int]]) -> list[Relay]:
-    assert gateway_service.process is not None
-    pid = gateway_service.process.pid
-    asyncio.run(streams(gateway_service.url, 4, 8))  # warm-up: connections, caches
-    results = []
-    for concurrency, count in levels:
-        direct, through, cpu = direct_and_through(upstream_url, gateway_service.url, pid, concurrency, count)
-        first_direct, first_gateway = p50_ms([s.first_chunk for s in direct]), p50_ms([s.first_chunk for s in through])
-        results.append(
-            Relay(
-                concurrency,
-                count,
-                first_direct,
-                first_gateway,
-                first_gateway - first_direct,
-                p50_ms([s.total for s in direct]),
-                p50_ms([s.total for s in through]),
-                cpu,
-            )
+    warm_up(gateway_service.url)
+    return [
+        _relay(
+            concurrency,
+            *direct_and_through(upstream_url, gateway_service.url, _pid(gateway_service), concurrency, count),
         )
-    return results
+        for concurrency, count in levels
+    ]
+
+
+def _relay(concurrency: int, direct: list[Stream], through: list[Stream], cpu_us_per_chunk: float) -> Relay:
+    first_direct, first_gateway = p50_ms([s.first_chunk for s in direct]), p50_ms([s.first_chunk for s in through])
+    return Relay(
+        concurrency,
+        len(through),
+        first_direct,
+        first_gateway,
+        first_gateway - first_direct,
+        p50_ms([s.total for s in direct]),
+        p50_ms([s.total for s in through]),
+        cpu_us_per_chunk,
+    )
+
+
+def _pid(service: Service) -> int:
+    assert service.process is not None
+    return service.process.pid
+
+
+def warm_up(url: str, headers: dict[str, str] | None = None) -> None:
+    """A few streams first: connections, caches."""
+    asyncio.run(streams(url, 2, 4, headers))
 
 
 def direct_and_through(
@@ -277,10 +289,11 @@ def direct_and_through(
 
 @dataclass
 class Alternative:
-    """Benchmark 3 at concurrency 1 through LiteLLM's proxy, in the same run as the gateway's."""
+    """Benchmark 3 at concurrency 1 through LiteLLM's proxy, in rounds alternating with the gateway's."""
 
     name: str
     streams: int
+    rounds: int  # alternating with the gateway's
     direct_first_chunk_p50_ms: float
     first_chunk_p50_ms: float
     added_first_chunk_p50_ms: float
@@ -290,23 +303,45 @@ class Alternative:
     gateway_cpu_per_chunk_ratio: float
 
 
-def alternative(tmp: str, command: str, upstream_url: str, gateway_at_1: Relay, count: int) -> Alternative:
+def compared(
+    tmp: str, command: str, upstream_url: str, gateway_service: Service, rounds: int, count: int, alternative_count: int
+) -> tuple[Relay, Alternative]:
+    """Concurrency 1 through the gateway and through LiteLLM's proxy in alternating rounds (``count`` and
+    ``alternative_count`` streams each, the one that goes first alternating too), each after its own direct
+    streams: the machine's speed drifts within minutes, and this way the drift lands on both alike."""
     with litellm(tmp, command, upstream_url) as (url, pid):
         headers = {"Authorization": f"Bearer {LITELLM_KEY}"}
-        asyncio.run(streams(url, 2, 4, headers))  # warm-up, as for the gateway
-        direct, through, cpu = direct_and_through(upstream_url, url, pid, 1, count, headers)
-    first_direct, first = p50_ms([s.first_chunk for s in direct]), p50_ms([s.first_chunk for s in through])
-    added = first - first_direct
-    return Alternative(
-        "LiteLLM proxy",
-        count,
-        first_direct,
-        first,
-        added,
-        cpu,
-        gateway_at_1.added_first_chunk_p50_ms / added,
-        gateway_at_1.gateway_cpu_us_per_chunk / cpu,
+        warm_up(gateway_service.url)
+        warm_up(url, headers)
+        measured: dict[str, tuple[list[Stream], list[Stream], list[float]]] = {
+            "gateway": ([], [], []),
+            "alternative": ([], [], []),
+        }
+        runs = {
+            "gateway": lambda: direct_and_through(upstream_url, gateway_service.url, _pid(gateway_service), 1, count),
+            "alternative": lambda: direct_and_through(upstream_url, url, pid, 1, alternative_count, headers),
+        }
+        for round_ in range(rounds):
+            for name in sorted(runs, reverse=round_ % 2 == 1):
+                direct, through, cpu = runs[name]()
+                measured[name][0].extend(direct)
+                measured[name][1].extend(through)
+                measured[name][2].append(cpu)
+    gateway_at_1, other = (
+        _relay(1, direct, through, statistics.fmean(cpus)) for direct, through, cpus in measured.values()
     )
+    alternative = Alternative(
+        "LiteLLM proxy",
+        other.streams,
+        rounds,
+        other.direct_first_chunk_p50_ms,
+        other.gateway_first_chunk_p50_ms,
+        other.added_first_chunk_p50_ms,
+        other.gateway_cpu_us_per_chunk,
+        gateway_at_1.added_first_chunk_p50_ms / other.added_first_chunk_p50_ms,
+        gateway_at_1.gateway_cpu_us_per_chunk / other.gateway_cpu_us_per_chunk,
+    )
+    return gateway_at_1, alternative
 
 
 @dataclass
@@ -434,11 +469,17 @@ def main(argv: list[str] | None = None) -> Report:
         persistence = Service("persistence.main:create_app", env, Path(tmp) / "persistence.log", workers).start()
         try:
             with upstream() as fast, gateway(tmp, persistence.url, fast) as service:
-                print("3. relay cost ...", flush=True)
-                report.relay = relay(fast, service, levels)
                 if args.litellm:
-                    print("3. relay cost through LiteLLM's proxy ...", flush=True)
-                    report.alternative = alternative(tmp, args.litellm, fast, report.relay[0], 5 if quick else 30)
+                    print("3. relay cost, at concurrency 1 alternating with LiteLLM's proxy ...", flush=True)
+                    rounds = 2 if quick else 5
+                    at_1, report.alternative = compared(
+                        tmp, args.litellm, fast, service, rounds, levels[0][1] // rounds, 3 if quick else 6
+                    )
+                    print("3. relay cost, at concurrency 16 and 64 ...", flush=True)
+                    report.relay = [at_1, *relay(fast, service, levels[1:])]
+                else:
+                    print("3. relay cost ...", flush=True)
+                    report.relay = relay(fast, service, levels)
                 print("4. write amplification (fast upstream) ...", flush=True)
                 report.amplification.append(amplification(tmp, persistence, fast, 4 if quick else 20))
             with upstream("--delay", "0.02") as paced:  # 50 tokens/s, a typical hosted model
@@ -472,7 +513,8 @@ def print_report(report: Report) -> None:
         )
     if alt := report.alternative:
         print(
-            f"  {alt.name}, c = 1, {alt.streams} streams: TTFC {alt.first_chunk_p50_ms:.2f}ms"
+            f"  {alt.name}, c = 1, {alt.streams} streams in {alt.rounds} rounds alternating with the gateway's:"
+            f" TTFC {alt.first_chunk_p50_ms:.2f}ms"
             f" ({alt.direct_first_chunk_p50_ms:.2f}ms direct), added {alt.added_first_chunk_p50_ms:.2f}ms,"
             f" CPU/chunk {alt.cpu_us_per_chunk:.1f}us; the gateway's added TTFC is"
             f" {alt.gateway_added_first_chunk_ratio:.2f} of it, its CPU/chunk {alt.gateway_cpu_per_chunk_ratio:.3f}"
