@@ -4,6 +4,10 @@ import json
 import os
 import re
 import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -17,6 +21,20 @@ def service_env(tmp: str, **values: str) -> dict[str, str]:
     """The environment for a service under test: none of the caller's keys or URLs, quiet logs."""
     env = {k: v for k, v in os.environ.items() if not k.endswith(("_KEY", "_KEY_FILE", "_URL"))}
     return env | {"SECRETS_DIR": tmp, "LOG_LEVEL": "WARNING", **values}
+
+
+@contextmanager
+def scratch_directory() -> Iterator[str]:
+    """A temporary directory for the services' secrets and logs. If the benchmark fails, the logs' last lines
+    are printed first: they go with the directory, and they say why a service closed a connection or failed."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            yield tmp
+        except BaseException:
+            for log in sorted(Path(tmp).glob("*log")):
+                lines = log.read_text(errors="replace").splitlines()[-40:]
+                print(f"--- the last lines of {log.name}:", *lines, sep="\n", file=sys.stderr)
+            raise
 
 
 def checkpoint(engine: sa.Engine) -> None:

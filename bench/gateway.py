@@ -24,7 +24,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -34,7 +33,7 @@ from pathlib import Path
 import httpx
 import sqlalchemy as sa
 
-from bench.common import KEY, save_results, service_env
+from bench.common import KEY, save_results, scratch_directory, service_env
 from tests.chat_gateway.conftest import Service, free_port
 from tests.conftest import DEFAULT_TEST_DATABASE_URL, temporary_database
 
@@ -462,7 +461,7 @@ def main(argv: list[str] | None = None) -> Report:
     report = Report()
     with (
         temporary_database(sa.make_url(args.database_url), prefix="bench") as url,
-        tempfile.TemporaryDirectory() as tmp,
+        scratch_directory() as tmp,
     ):
         env = service_env(tmp, API_KEY=KEY, DATABASE_URL=url)
         workers = ("--workers", str(os.cpu_count() or 2))

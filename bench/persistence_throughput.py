@@ -13,13 +13,12 @@ import re
 import signal
 import statistics
 import subprocess
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
 
-from bench.common import HERE, KEY, checkpoint, run_wrk, save_results, service_env
+from bench.common import HERE, KEY, checkpoint, run_wrk, save_results, scratch_directory, service_env
 from persistence.db import create_db_engine, migrate
 from tests.chat_gateway.conftest import Service
 from tests.conftest import DEFAULT_TEST_DATABASE_URL, temporary_database
@@ -111,7 +110,7 @@ def main(argv: list[str] | None = None) -> list[Result]:
     results = []
     with (
         temporary_database(sa.make_url(args.database_url), prefix="bench") as url,
-        tempfile.TemporaryDirectory() as tmp,
+        scratch_directory() as tmp,
     ):
         seed(url, sessions, per_session, args.concurrency)
         env = service_env(tmp, API_KEY=KEY, DATABASE_URL=url)

@@ -11,13 +11,12 @@ import argparse
 import os
 import signal
 import statistics
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
 
-from bench.common import KEY, checkpoint, run_wrk, save_results, service_env
+from bench.common import KEY, checkpoint, run_wrk, save_results, scratch_directory, service_env
 from persistence.db import create_db_engine, migrate
 from tests.chat_gateway.conftest import Service
 from tests.conftest import DEFAULT_TEST_DATABASE_URL, temporary_database
@@ -106,7 +105,7 @@ def main(argv: list[str] | None = None) -> list[Scale]:
     results = []
     with (
         temporary_database(sa.make_url(args.database_url), prefix="bench") as url,
-        tempfile.TemporaryDirectory() as tmp,
+        scratch_directory() as tmp,
     ):
         print(f"seeding {table:,} messages ...", flush=True)
         seed(url, big, table)
