@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.errors import DomainError
@@ -69,10 +70,29 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(422, detail, "invalid_request", errors=errors)
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, str(exc.detail), code, headers=exc.headers)
+    headers = exc.headers
+    if exc.status_code == 405:
+        headers = {**(headers or {}), "Allow": _allowed_methods(request)}
+    return error_response(exc.status_code, str(exc.detail), code, headers=headers)
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method the path takes. Starlette's 405 names those of the first route whose path matched, so
+    ``PUT /sessions`` said ``Allow: POST`` while GET is there too (RFC 9110 asks for them all). Each method is
+    tried on a fresh scope: the request's own carries what routing left in it."""
+
+    def takes(method: str) -> bool:
+        path, root_path = request.scope["path"], request.scope.get("root_path", "")
+        scope = {"type": "http", "path": path, "root_path": root_path, "method": method, "headers": []}
+        return any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes)
+
+    return ", ".join(method for method in _METHODS if takes(method))
 
 
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

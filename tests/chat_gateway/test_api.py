@@ -140,6 +140,9 @@ def test_openai_routes_take_a_bearer_key_and_answer_errors_in_openai_shape(locke
     )
     assert invalid.status_code == 400
     assert set(invalid.json()["error"]) == {"message", "type", "param", "code"}
+    wrong_method = locked_gateway.get("/v1/chat/completions", headers={"authorization": "Bearer client-key"})
+    assert (wrong_method.status_code, wrong_method.headers["allow"]) == (405, "POST")
+    assert wrong_method.json()["error"]["code"] == "method_not_allowed"
 
 
 @pytest.mark.parametrize(

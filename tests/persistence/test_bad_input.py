@@ -132,6 +132,14 @@ def test_unknown_route_and_method(client: TestClient) -> None:
     _assert_error(client.delete("/messages/stale"), 405)
 
 
+def test_a_405_allows_every_method_of_the_path(client: TestClient) -> None:
+    # Starlette named only the first matching route's methods: POST, for a path that also lists sessions.
+    response = client.put("/sessions")
+    _assert_error(response, 405)
+    assert response.headers["allow"] == "GET, POST"
+    assert client.post("/health").headers["allow"] == "GET"
+
+
 def test_wrong_content_type_is_4xx(client: TestClient) -> None:
     response = client.post(
         "/sessions", content="title=x", headers={"content-type": "application/x-www-form-urlencoded"}
