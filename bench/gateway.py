@@ -275,9 +275,19 @@ def warm_up(url: str, headers: dict[str, str] | None = None) -> None:
     asyncio.run(streams(url, 2, 4, headers))
 
 
+Measured = tuple[list[Stream], list[Stream], float]  # direct streams, relayed streams, CPU µs per chunk
+
+
+def _pooled(runs: list[Measured]) -> Relay:
+    """One concurrency-1 row from several rounds: all their streams, and their mean CPU per chunk."""
+    direct = [s for run in runs for s in run[0]]
+    through = [s for run in runs for s in run[1]]
+    return _relay(1, direct, through, statistics.fmean(run[2] for run in runs))
+
+
 def direct_and_through(
     upstream_url: str, url: str, pid: int, concurrency: int, count: int, headers: dict[str, str] | None = None
-) -> tuple[list[Stream], list[Stream], float]:
+) -> Measured:
     """The streams straight from the upstream, then through the relay at ``url``, and the relay's (process
     ``pid``) CPU microseconds per chunk."""
     direct = asyncio.run(streams(upstream_url, concurrency, count))
@@ -312,23 +322,16 @@ def compared(
         headers = {"Authorization": f"Bearer {LITELLM_KEY}"}
         warm_up(gateway_service.url)
         warm_up(url, headers)
-        measured: dict[str, tuple[list[Stream], list[Stream], list[float]]] = {
-            "gateway": ([], [], []),
-            "alternative": ([], [], []),
-        }
-        runs = {
-            "gateway": lambda: direct_and_through(upstream_url, gateway_service.url, _pid(gateway_service), 1, count),
-            "alternative": lambda: direct_and_through(upstream_url, url, pid, 1, alternative_count, headers),
-        }
+        gateway_runs: list[Measured] = []
+        alternative_runs: list[Measured] = []
+        sides = [
+            (gateway_runs, gateway_service.url, _pid(gateway_service), count, None),
+            (alternative_runs, url, pid, alternative_count, headers),
+        ]
         for round_ in range(rounds):
-            for name in sorted(runs, reverse=round_ % 2 == 1):
-                direct, through, cpu = runs[name]()
-                measured[name][0].extend(direct)
-                measured[name][1].extend(through)
-                measured[name][2].append(cpu)
-    gateway_at_1, other = (
-        _relay(1, direct, through, statistics.fmean(cpus)) for direct, through, cpus in measured.values()
-    )
+            for runs, relay_url, relay_pid, streams_, relay_headers in sides if round_ % 2 == 0 else sides[::-1]:
+                runs.append(direct_and_through(upstream_url, relay_url, relay_pid, 1, streams_, relay_headers))
+    gateway_at_1, other = _pooled(gateway_runs), _pooled(alternative_runs)
     alternative = Alternative(
         "LiteLLM proxy",
         other.streams,
