@@ -87,8 +87,9 @@ def _allowed_methods(request: Request) -> str:
     ``PUT /sessions`` said ``Allow: POST`` while GET is there too (RFC 9110 asks for them all). Each method is
     tried on a fresh scope: the request's own carries what routing left in it."""
 
+    path, root_path = request.scope["path"], request.scope.get("root_path", "")
+
     def takes(method: str) -> bool:
-        path, root_path = request.scope["path"], request.scope.get("root_path", "")
         scope = {"type": "http", "path": path, "root_path": root_path, "method": method, "headers": []}
         return any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes)
 
