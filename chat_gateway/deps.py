@@ -6,7 +6,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from chat_gateway.config import Settings
 from chat_gateway.persistence import PersistenceClient
 from chat_gateway.service import Answers
-from shared import Unauthorized, key_matches
+from shared import Unauthorized, key_matches, presented_key
 
 # Every dependency is `async def`: FastAPI runs a plain `def` in its thread pool, a hop per dependency per request.
 
@@ -39,14 +39,16 @@ _bearer = HTTPBearer(auto_error=False, description="The same keys, as OpenAI cli
 
 
 async def require_client_key(
+    request: Request,
     settings: SettingsDep,
-    key: Annotated[str | None, Security(_client_key_header)],
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    # Declared for the OpenAPI document (and Swagger's Authorize); presented_key reads them, with one rule.
+    _key: Annotated[str | None, Security(_client_key_header)],
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> None:
     if not settings.client_keys:
         return
-    if not key_matches(key or (bearer.credentials if bearer else None), settings.client_keys):
-        raise Unauthorized("missing or invalid x-api-key header (or Authorization: Bearer key)")
+    if not key_matches(presented_key(request.headers), settings.client_keys):
+        raise Unauthorized("missing or invalid key: send it in x-api-key, or as Authorization: Bearer <key>")
 
 
 ClientKeyDep = Depends(require_client_key)

@@ -118,8 +118,10 @@ class PersistenceClient:
         data = await self._request("PUT", f"/sessions/{session_id}", json={"title": title})
         return SessionRead.model_validate(data)
 
-    async def favorite_session(self, session_id: uuid.UUID, body: dict[str, bool] | None) -> SessionRead:
-        data = await self._request("PATCH", f"/sessions/{session_id}/favorite", json=body)
+    async def favorite_session(
+        self, session_id: uuid.UUID, params: dict[str, bool], body: dict[str, bool] | None
+    ) -> SessionRead:
+        data = await self._request("PATCH", f"/sessions/{session_id}/favorite", params=params, json=body)
         return SessionRead.model_validate(data)
 
     async def delete_session(self, session_id: uuid.UUID) -> None:

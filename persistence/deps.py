@@ -2,11 +2,11 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request, Security
 from fastapi.requests import HTTPConnection
-from fastapi.security import APIKeyHeader
+from fastapi.security import APIKeyHeader, HTTPBearer
 
 from persistence.config import Settings
 from persistence.db import Database
-from shared import BadRequest, Unauthorized, key_matches
+from shared import BadRequest, Unauthorized, key_matches, presented_key
 
 # Every dependency and route is `async def`: FastAPI runs a plain `def` in the thread pool, and each such
 # hop cost more CPU than the query it wraps (docs/benchmarks.md). Database.run is the one hop a request makes.
@@ -29,25 +29,32 @@ DbDep = Annotated[Database, Depends(get_database)]
 
 
 class _ApiKeyHeader(APIKeyHeader):
-    """The x-api-key header: documented as the security scheme, and checked in the same step.
+    """The key, in x-api-key or as a Bearer token: documented as a security scheme, and checked in the same step.
 
     One dependency rather than a checking function on top of the scheme: each level of dependencies
     costs every request measurable CPU (docs/benchmarks.md).
     """
 
     async def __call__(self, request: HTTPConnection) -> None:
-        if not key_matches(request.headers.get(self.model.name), request.app.state.settings.api_keys):
-            raise Unauthorized("missing or invalid x-api-key header")
+        if not key_matches(presented_key(request.headers), request.app.state.settings.api_keys):
+            raise Unauthorized(UNAUTHORIZED)
 
+
+class _BearerDocumented(HTTPBearer):
+    """``Authorization: Bearer <key>``, for the OpenAPI document (and Swagger's Authorize) only: the check
+    above reads it."""
+
+    async def __call__(self, request: Request) -> None:  # type: ignore[override]
+        return None
+
+
+UNAUTHORIZED = "missing or invalid key: send it in x-api-key, or as Authorization: Bearer <key>"
+_KEY_DESCRIPTION = "One of the keys in API_KEY / API_KEY_FILE."
 
 ApiKeyDep = Security(
-    _ApiKeyHeader(
-        name="x-api-key",
-        scheme_name="APIKeyHeader",
-        auto_error=False,
-        description="One of the keys in API_KEY / API_KEY_FILE.",
-    )
+    _ApiKeyHeader(name="x-api-key", scheme_name="APIKeyHeader", auto_error=False, description=_KEY_DESCRIPTION)
 )
+BearerDocDep = Security(_BearerDocumented(scheme_name="HTTPBearer", auto_error=False, description=_KEY_DESCRIPTION))
 
 
 async def if_match_version(

@@ -7,10 +7,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
-from persistence.api import health, legacy, messages, search, sessions
+from persistence.api import health, legacy, messages, rag, search, sessions
 from persistence.config import Settings
 from persistence.db import Database, create_db_engine, migrate
-from persistence.deps import ApiKeyDep
+from persistence.deps import ApiKeyDep, BearerDocDep
 from persistence.errors import register_persistence_error_handlers
 from shared import load_settings_or_exit
 from shared.asgi import ERROR_RESPONSES
@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_middleware(app, service="persistence", settings=settings)
     register_persistence_error_handlers(app)
     # Routers are matched in order, route by route: the busiest first.
-    for router in (messages.router, sessions.router, legacy.router, search.router):
-        app.include_router(router, dependencies=[ApiKeyDep])
+    for router in (messages.router, sessions.router, legacy.router, search.router, rag.router):
+        app.include_router(router, dependencies=[ApiKeyDep, BearerDocDep])
     app.include_router(health.router)
     return app

@@ -101,6 +101,9 @@ class Message(Base):
     # and, when a client sent its own (OpenAI-compatible calls), the prompt. Pages of messages leave it out.
     options: Mapped[dict[str, Any] | None]
     prompt: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
+    # The role as the original message API's client spelled it (human, ai), where that differs from ``role``:
+    # those routes give it back as it was sent; everything else reads ``role``.
+    legacy_role: Mapped[str | None] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(default=0)
     version: Mapped[int] = mapped_column(default=1)
     lease_owner: Mapped[str | None] = mapped_column(String(255))
@@ -111,6 +114,8 @@ class Message(Base):
 
     __table_args__ = (
         Index("ix_messages_session_created", "session_id", "created_at", "id"),
+        # The newest messages of every chat (the original message API's GET /messages/).
+        Index("ix_messages_created", "created_at", "id"),
         # Only live generations are indexed, so crash recovery stays cheap however large the table grows.
         Index(
             "ix_messages_stale",

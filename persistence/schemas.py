@@ -1,8 +1,10 @@
+import functools
 import uuid
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AliasChoices, Field, StringConstraints, model_validator
+from pydantic import AliasChoices, ConfigDict, Field, StringConstraints, model_validator
 
 from shared import (
     InputModel,
@@ -15,6 +17,7 @@ from shared import (
     UTCDatetime,
 )
 from shared.resources import MAX_OFFSET, Context, FinishReason, ModelName
+from shared.schemas import check_storable
 
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=255)]
@@ -214,12 +217,33 @@ class TurnRead(ReadModel):
     answer: MessageRead
 
 
-# The original message API, kept for its existing clients.
+# The APIs of the systems this one replaces, kept for their existing clients.
+
+
+class LenientInputModel(InputModel):
+    """A request body of an API whose clients may send fields it never knew: those are ignored, as that API's
+    FastAPI did; the known ones are checked as every input is."""
+
+    model_config = ConfigDict(extra="ignore", from_attributes=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        check_storable({k: v for k, v in data.items() if k in cls.model_fields} if isinstance(data, dict) else data)
+        return data
+
+
+def _getter(stored: Any) -> Callable[[str], Any]:
+    """Reads a stored row's columns, from a dict (pages) or an ORM object alike."""
+    return stored.get if isinstance(stored, Mapping) else functools.partial(getattr, stored)
+
+
+# The original message API.
 
 LegacyRole = Literal["human", "ai", "user", "assistant"]
 
 
-class LegacyMessageCreate(InputModel):
+class LegacyMessageCreate(LenientInputModel):
     chat_id: uuid.UUID
     content: str
     role: LegacyRole
@@ -227,7 +251,7 @@ class LegacyMessageCreate(InputModel):
     rating: bool | None = None
 
 
-class LegacyMessageUpdate(PatchModel):
+class LegacyMessageUpdate(PatchModel, LenientInputModel):
     not_nullable = frozenset({"content"})
 
     content: str | None = None
@@ -235,12 +259,136 @@ class LegacyMessageUpdate(PatchModel):
 
 
 class LegacyMessageRead(ReadModel):
-    message_id: uuid.UUID = Field(validation_alias=AliasChoices("message_id", "id"))
-    chat_id: uuid.UUID = Field(validation_alias=AliasChoices("chat_id", "session_id"))
+    message_id: uuid.UUID
+    chat_id: uuid.UUID
     content: str
     rating: bool | None
     sent_at: datetime
-    role: MessageRole
+    role: LegacyRole | Literal["system"] = Field(description="As it was sent: `human` stays `human`, `ai` stays `ai`.")
+
+    @classmethod
+    def of(cls, stored: Any) -> "LegacyMessageRead":
+        get = _getter(stored)
+        return cls(
+            message_id=get("id"),
+            chat_id=get("session_id"),
+            content=get("content"),
+            rating=get("rating"),
+            sent_at=get("sent_at"),
+            role=get("legacy_role") or get("role"),
+        )
+
+
+# The RAG chat-storage API (under /api/v1): its names for our sessions and messages.
+
+RagSender = Literal["user", "ai", "system"]
+RAG_SENDERS: dict[MessageRole, RagSender] = {
+    MessageRole.USER: "user",
+    MessageRole.ASSISTANT: "ai",
+    MessageRole.SYSTEM: "system",
+}
+
+
+class RagSessionCreate(LenientInputModel):
+    user_id: UserId
+    name: Title = "New chat"
+
+
+class RagSessionRename(LenientInputModel):
+    name: Title
+
+
+class RagSession(ReadModel):
+    id: uuid.UUID
+    user_id: str
+    name: str
+    is_favorite: bool
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, stored: Any) -> "RagSession":
+        get = _getter(stored)
+        return cls(
+            id=get("id"),
+            user_id=get("user_id"),
+            name=get("title"),
+            is_favorite=get("is_favorite"),
+            created_at=get("created_at"),
+            updated_at=get("updated_at"),
+        )
+
+
+class RagSessionList(ReadModel):
+    sessions: list[RagSession]
+    total: int = Field(description="How many sessions match, on every page.")
+
+
+class RagMessageCreate(LenientInputModel):
+    sender: Literal["user", "ai"]
+    content: str = ""
+    context: Context | None = None
+    status: Literal[MessageStatus.PENDING, MessageStatus.COMPLETE, MessageStatus.FAILED] = Field(
+        default=MessageStatus.COMPLETE,
+        description="An answer stored before it is finished is `pending` or `failed`: resume continues it.",
+    )
+    partial_content: str | None = Field(default=None, description="An unfinished answer's text so far.")
+    error_message: str | None = None
+
+    @model_validator(mode="after")
+    def _partial_only_unfinished(self) -> "RagMessageCreate":
+        if self.partial_content is not None and self.status == MessageStatus.COMPLETE:
+            raise ValueError("partial_content is for an unfinished answer (status pending or failed)")
+        if self.partial_content is not None and self.content and self.content != self.partial_content:
+            raise ValueError("an unfinished answer has one text: give it as partial_content")
+        return self
+
+    def to_message(self) -> MessageCreate:
+        return MessageCreate(
+            role=MessageRole.ASSISTANT if self.sender == "ai" else MessageRole.USER,
+            content=self.partial_content if self.partial_content is not None else self.content,
+            context=self.context,
+            status=self.status,
+            error=self.error_message,
+        )
+
+
+class RagMessage(ReadModel):
+    id: uuid.UUID
+    session_id: uuid.UUID
+    sender: RagSender
+    content: str = Field(description="The text of a finished message; empty while an answer is unfinished.")
+    context: Context | None
+    status: MessageStatus
+    partial_content: str | None = Field(description="An unfinished answer's saved text, which resume continues.")
+    error_message: str | None
+    timestamp: datetime
+
+    @classmethod
+    def of(cls, stored: Any) -> "RagMessage":
+        get = _getter(stored)
+        unfinished = get("role") == MessageRole.ASSISTANT and get("status") != MessageStatus.COMPLETE
+        return cls(
+            id=get("id"),
+            session_id=get("session_id"),
+            sender=RAG_SENDERS[MessageRole(get("role"))],
+            content="" if unfinished else get("content"),
+            context=get("context"),
+            status=get("status"),
+            partial_content=get("content") if unfinished else None,
+            error_message=get("error"),
+            timestamp=get("sent_at"),
+        )
+
+
+class RagMessageList(ReadModel):
+    messages: list[RagMessage]
+    total: int = Field(description="How many messages the session has.")
+
+
+class RagResumed(ReadModel):
+    message: RagMessage
+    status: MessageStatus = Field(description="`in_progress`: the gateways continue it from its saved text.")
 
 
 class Health(ReadModel):
@@ -267,6 +415,9 @@ class ExportedMessage(InputModel):
     options: JSONObject | None = None
     prompt: Prompt | None = None
     attempts: int = Field(default=0, ge=0, le=2**31 - 1)  # an INTEGER column
+    legacy_role: Literal["human", "ai"] | None = Field(
+        default=None, description="The role as the original message API's client spelled it."
+    )
     sent_at: UTCDatetime
     created_at: UTCDatetime
     updated_at: UTCDatetime

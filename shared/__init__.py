@@ -12,7 +12,7 @@ from shared.errors import (
 )
 from shared.resources import MessageRead, Page, SearchHit, SessionRead
 from shared.schemas import ErrorBody, InputModel, JSONObject, ReadModel, UTCDatetime, storable_text
-from shared.security import key_matches
+from shared.security import key_matches, presented_key
 from shared.settings import ServiceSettings, SettingsError, load_settings, load_settings_or_exit, split_keys
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "key_matches",
     "load_settings",
     "load_settings_or_exit",
+    "presented_key",
     "split_keys",
     "storable_text",
 ]

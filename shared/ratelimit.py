@@ -13,6 +13,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.asgi import Reshape, error_response, reshaped
+from shared.security import presented_key
 
 logger = logging.getLogger(__name__)
 
@@ -20,9 +21,7 @@ EXEMPT_PATHS = frozenset({"/health", "/health/ready", "/metrics", "/docs", "/ope
 
 
 def _client_key(scope: Scope) -> str:
-    headers = Headers(scope=scope)
-    key = headers.get("x-api-key") or headers.get("authorization")
-    if key:
+    if key := presented_key(Headers(scope=scope)):
         # Keys are counted under a digest: the limiter's memory never holds a secret.
         return "key:" + hashlib.sha256(key.encode()).hexdigest()[:32]
     client = scope.get("client")

@@ -34,7 +34,7 @@ def storable_text(text: str) -> str:
     return text
 
 
-def _check_storable(value: Any, depth: int = 0) -> None:
+def check_storable(value: Any, depth: int = 0) -> None:
     """Reject what a database cannot store faithfully: NUL characters, unpaired surrogates, NaN/Infinity."""
     if depth > MAX_JSON_DEPTH:
         raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
@@ -48,11 +48,11 @@ def _check_storable(value: Any, depth: int = 0) -> None:
             raise ValueError("numbers must be finite (no NaN or Infinity)")
     elif isinstance(value, dict):
         for key, item in value.items():
-            _check_storable(key, depth + 1)
-            _check_storable(item, depth + 1)
+            check_storable(key, depth + 1)
+            check_storable(item, depth + 1)
     elif isinstance(value, list | tuple):
         for item in value:
-            _check_storable(item, depth + 1)
+            check_storable(item, depth + 1)
 
 
 class ReadModel(BaseModel):
@@ -67,7 +67,7 @@ class InputModel(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _storable(cls, data: Any) -> Any:
-        _check_storable(data)
+        check_storable(data)
         return data
 
 

@@ -68,11 +68,14 @@ async def rename_session(
 async def favorite_session(
     session_id: uuid.UUID,
     persistence: PersistenceDep,
-    is_favorite: Annotated[bool | None, Body(embed=True)] = None,
+    is_favorite: Annotated[bool | None, Query(description="Set the flag to this value instead of toggling it.")] = None,
+    body: Annotated[bool | None, Body(embed=True, alias="is_favorite")] = None,
 ) -> SessionRead:
-    """Toggle the favorite flag, or set it with {"is_favorite": bool}."""
-    body = None if is_favorite is None else {"is_favorite": is_favorite}
-    return await persistence.favorite_session(session_id, body)
+    """Toggle the favorite flag, or set it with ?is_favorite= or {"is_favorite": bool}."""
+    # Persistence applies the one rule (query or body; both, differing, a 400).
+    return await persistence.favorite_session(
+        session_id, _given(is_favorite=is_favorite), None if body is None else {"is_favorite": body}
+    )
 
 
 @router.delete("/sessions/{session_id}", status_code=204)

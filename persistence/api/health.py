@@ -3,6 +3,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from persistence.db import Database
 from persistence.deps import DbDep
 from persistence.schemas import Health
 from shared import ServiceUnavailable
@@ -20,11 +21,16 @@ def _ping(db: Session) -> None:
     db.execute(text("SELECT 1"))
 
 
-@router.get("/ready", responses={503: {"description": "The database is unreachable."}})
-async def ready(db: DbDep) -> Health:
-    """Readiness: the database answers."""
+async def check_database(db: Database) -> None:
+    """A 503 unless the database answers."""
     try:
         await db.run_autocommit(_ping)
     except SQLAlchemyError as exc:
         raise ServiceUnavailable("database unreachable", code="not_ready") from exc
+
+
+@router.get("/ready", responses={503: {"description": "The database is unreachable."}})
+async def ready(db: DbDep) -> Health:
+    """Readiness: the database answers."""
+    await check_database(db)
     return Health(status="ready")

@@ -4,7 +4,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, Query, Response
 from fastapi.responses import PlainTextResponse
 
-from persistence.api.params import NO_NUL, Cursor, Limit, replayed
+from persistence.api.params import NO_NUL, Cursor, Limit, favorite_value, replayed
 from persistence.deps import DbDep
 from persistence.schemas import (
     FavoriteSet,
@@ -88,10 +88,13 @@ async def rename_session(session_id: uuid.UUID, body: SessionRename, db: DbDep) 
 
 @router.patch("/{session_id}/favorite")
 async def favorite_session(
-    session_id: uuid.UUID, db: DbDep, body: Annotated[FavoriteSet | None, Body()] = None
+    session_id: uuid.UUID,
+    db: DbDep,
+    is_favorite: Annotated[bool | None, Query(description="Set the flag to this value instead of toggling it.")] = None,
+    body: Annotated[FavoriteSet | None, Body()] = None,
 ) -> SessionRead:
-    """Toggle the favorite flag, or set it with {"is_favorite": bool}."""
-    value = body.is_favorite if body is not None else None
+    """Toggle the favorite flag, or set it with ?is_favorite= or {"is_favorite": bool}."""
+    value = favorite_value(is_favorite, body.is_favorite if body is not None else None)
     return SessionRead.model_validate(await db.run_autocommit(sessions.set_favorite, session_id, value))
 
 

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from persistence.models import Message
 from persistence.schemas import LegacyMessageCreate, LegacyMessageUpdate, MessageCreate, SessionCreate
 from persistence.services import messages, sessions
-from shared import MessageRole, MessageStatus, NotFound
+from shared import MessageRole, MessageStatus
 
 LEGACY_USER_ID = "legacy"
 _ROLES = {
@@ -27,16 +27,14 @@ def _ensure_session(db: Session, chat_id: uuid.UUID, first_message: str) -> None
 
 def create_message(db: Session, data: LegacyMessageCreate) -> Message:
     _ensure_session(db, data.chat_id, data.content)
+    role = _ROLES[data.role]
     message, _ = messages.create_message(
         db,
         data.chat_id,
         MessageCreate(
-            role=_ROLES[data.role],
-            content=data.content,
-            status=MessageStatus.COMPLETE,
-            rating=data.rating,
-            sent_at=data.sent_at,
+            role=role, content=data.content, status=MessageStatus.COMPLETE, rating=data.rating, sent_at=data.sent_at
         ),
+        legacy_role=data.role if data.role != role else None,
     )
     return message
 
@@ -45,9 +43,6 @@ def update_message(db: Session, message_id: uuid.UUID, data: LegacyMessageUpdate
     return messages.edit_message(db, message_id, data.changes())
 
 
-def list_messages(db: Session, chat_id: uuid.UUID, limit: int) -> list[dict[str, Any]]:
-    try:
-        rows, _ = messages.list_messages(db, chat_id, limit=limit, newest_first=True)
-    except NotFound:  # the original API lists an unknown chat as empty
-        return []
-    return rows
+def list_messages(db: Session, chat_id: uuid.UUID | None, limit: int) -> list[dict[str, Any]]:
+    """The newest ``limit`` messages of the chat, or of every chat, oldest first (an unknown chat has none)."""
+    return messages.newest_messages(db, limit, chat_id)

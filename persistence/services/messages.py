@@ -92,6 +92,7 @@ def _new_row(session_id: uuid.UUID, message_id: uuid.UUID | None, now: datetime,
         "usage": None,
         "options": None,
         "prompt": None,
+        "legacy_role": None,
         "attempts": 0,
         "version": 1,
         "lease_owner": None,
@@ -102,8 +103,12 @@ def _new_row(session_id: uuid.UUID, message_id: uuid.UUID | None, now: datetime,
     } | values
 
 
-def create_message(db: Session, session_id: uuid.UUID, data: MessageCreate) -> tuple[Message, bool]:
+def create_message(
+    db: Session, session_id: uuid.UUID, data: MessageCreate, *, legacy_role: str | None = None
+) -> tuple[Message, bool]:
     """Store a message; returns it (not attached to ``db``) and whether it is new (False: a replay).
+
+    ``legacy_role`` is the role as the original message API's client spelled it, where that differs.
 
     One statement when the message is new (a trigger moves its session up the list), so it can run
     outside a transaction.
@@ -123,6 +128,7 @@ def create_message(db: Session, session_id: uuid.UUID, data: MessageCreate) -> t
         model=data.model,
         options=data.options,
         prompt=data.prompt,
+        legacy_role=legacy_role,
         sent_at=data.sent_at or now,
     )
     # A plain INSERT rather than session.add + flush: the unit of work cost more CPU than the statement
@@ -279,11 +285,14 @@ def _text_statement() -> Select[Any]:
     return select(text, func.length(content).label("length"), *columns).where(_TABLE.c.id == bindparam("id"))
 
 
+# Every column but the prompt, for lists: it can be as long as a whole conversation, and only a generator needs it.
+_LISTED = tuple(c for c in _TABLE.c if c.key != "prompt")
+
+
 @functools.cache
 def _page_statement(*, newest_first: bool, after_cursor: bool, by_status: bool) -> Select[Any]:
     """The query of a page of a session's messages, built once per shape (with bound parameters)."""
-    # Every column but the prompt: it can be as long as a whole conversation, and only a generator needs it.
-    stmt = select(*(c for c in _TABLE.c if c.key != "prompt")).where(_TABLE.c.session_id == bindparam("session_id"))
+    stmt = select(*_LISTED).where(_TABLE.c.session_id == bindparam("session_id"))
     if by_status:
         stmt = stmt.where(_TABLE.c.status == bindparam("status", type_=_TABLE.c.status.type))
     key = tuple_(*(_TABLE.c[column.key] for column in _CHRONOLOGICAL))
@@ -316,6 +325,26 @@ def list_messages(
     if not rows and not session_exists(db, session_id):
         raise NotFound(f"session {session_id} not found")
     return keyset_page(rows, limit, "created_at", "id")
+
+
+def newest_messages(db: Session, limit: int, session_id: uuid.UUID | None = None) -> list[dict[str, Any]]:
+    """The newest ``limit`` messages of a session, or of every session, oldest first (one index seek)."""
+    stmt = select(*_LISTED)
+    if session_id is not None:
+        stmt = stmt.where(_TABLE.c.session_id == session_id)
+    stmt = stmt.order_by(*(_TABLE.c[column.key].desc() for column in _CHRONOLOGICAL)).limit(limit)
+    return as_dicts(db.execute(stmt))[::-1]
+
+
+def count_messages(db: Session, session_id: uuid.UUID) -> int:
+    return db.scalar(select(func.count()).select_from(_TABLE).where(_TABLE.c.session_id == session_id)) or 0
+
+
+def list_messages_from(db: Session, session_id: uuid.UUID, *, skip: int, limit: int) -> list[dict[str, Any]]:
+    """A session's messages in the order they were written, from the ``skip``-th on (offset pages)."""
+    key = (_TABLE.c[column.key] for column in _CHRONOLOGICAL)
+    stmt = select(*_LISTED).where(_TABLE.c.session_id == session_id).order_by(*key).offset(skip).limit(limit)
+    return as_dicts(db.execute(stmt))
 
 
 def last_message(db: Session, session_id: uuid.UUID, role: MessageRole | None = None) -> Message:
@@ -452,6 +481,54 @@ def _explain_failed_append(db: Session, message_id: uuid.UUID, data: AppendReque
             length=length,
         )
     raise Conflict(f"offset {data.offset} is not the current length {length}", code="offset_mismatch", length=length)
+
+
+def hand_over_last_answer(db: Session, session_id: uuid.UUID) -> Message:
+    """Give a session's last answer, when it is pending or failed, to whichever gateway scans for orphans next.
+
+    It is left as a gateway that died leaves its answers: in progress, with its lease already over. Crash
+    recovery then continues it from its saved text (no new generation). An answer already orphaned is
+    returned as it is; anything else is a 409 that says why there is nothing to resume.
+    """
+    try:
+        answer = last_message(db, session_id, MessageRole.ASSISTANT)
+    except NotFound as exc:
+        if exc.code != "no_message":
+            raise
+        raise Conflict("the session has no answer to resume", code="nothing_to_resume") from exc
+    now = utcnow()
+    handed = db.scalar(
+        update(Message)
+        .where(Message.id == answer.id, Message.status.in_([Status.PENDING, Status.FAILED]))
+        .values(
+            status=Status.IN_PROGRESS,
+            lease_owner=None,
+            lease_expires_at=_at(now),
+            version=Message.version + 1,
+            updated_at=_at(now),
+        )
+        .returning(Message)
+        .execution_options(populate_existing=True, synchronize_session=False)
+    )
+    if handed is not None:
+        return handed
+    current = db.scalar(select(Message).where(Message.id == answer.id).execution_options(populate_existing=True))
+    if current is None:
+        raise _not_found(answer.id)
+    if current.status == Status.COMPLETE:
+        raise Conflict(
+            "the session's last answer is complete: there is nothing to resume",
+            code="nothing_to_resume",
+            status=current.status,
+        )
+    if current.lease_expires_at is not None and current.lease_expires_at > now:
+        raise Conflict(
+            f"the session's last answer is being generated by {current.lease_owner!r}",
+            code="lease_held",
+            status=current.status,
+            lease_owner=current.lease_owner,
+        )
+    return current  # its generator died: crash recovery has it already
 
 
 def claim_message(db: Session, message_id: uuid.UUID, data: ClaimRequest, *, lease_seconds: float) -> Message:

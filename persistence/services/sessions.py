@@ -5,7 +5,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Insert, Select, bindparam, delete, select, tuple_, update
+from sqlalchemy import Insert, Select, bindparam, delete, func, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -97,6 +97,21 @@ def list_sessions(
     )
     rows = as_dicts(db.execute(stmt, params))
     return keyset_page(rows, limit, "is_favorite", "updated_at", "id")
+
+
+def _user_sessions(user_id: str | None) -> Select[Any]:
+    stmt = select(*_TABLE.c)
+    return stmt if user_id is None else stmt.where(_TABLE.c.user_id == user_id)
+
+
+def list_sessions_from(db: Session, *, user_id: str | None, skip: int, limit: int) -> list[dict[str, Any]]:
+    """Sessions in the order of ``list_sessions``, from the ``skip``-th on (offset pages)."""
+    key = (_TABLE.c.is_favorite.desc(), _TABLE.c.updated_at.desc(), _TABLE.c.id.desc())
+    return as_dicts(db.execute(_user_sessions(user_id).order_by(*key).offset(skip).limit(limit)))
+
+
+def count_sessions(db: Session, *, user_id: str | None) -> int:
+    return db.scalar(select(func.count()).select_from(_user_sessions(user_id).subquery())) or 0
 
 
 def update_session(db: Session, session_id: uuid.UUID, data: SessionUpdate) -> ChatSession:

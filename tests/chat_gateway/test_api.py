@@ -130,6 +130,15 @@ def test_client_auth_protects_every_chat_route(locked_gateway: TestClient) -> No
     assert locked_gateway.get("/docs").status_code == 200
 
 
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])
+def test_every_route_takes_the_key_as_a_bearer_token_in_any_case(locked_gateway: TestClient, scheme: str) -> None:
+    headers = {"authorization": f"{scheme} client-key"}
+    assert locked_gateway.get("/v1/models", headers=headers).status_code == 200
+    # Past auth, on to the unreachable persistence service.
+    assert locked_gateway.get("/chat/sessions", headers=headers).status_code == 503
+    assert locked_gateway.get("/chat/sessions", headers={"authorization": f"{scheme} nope"}).status_code == 401
+
+
 def test_openai_routes_take_a_bearer_key_and_answer_errors_in_openai_shape(locked_gateway: TestClient) -> None:
     assert locked_gateway.get("/v1/models", headers={"authorization": "Bearer client-key"}).status_code == 200
     refused = locked_gateway.get("/v1/models", headers={"authorization": "Bearer nope"})

@@ -684,6 +684,12 @@ def test_session_routes_relay_persistence_shapes(gateway: Service, store: httpx.
     favorite = relayed("PATCH", f"/sessions/{ben}/favorite")
     assert favorite == store.get(f"/sessions/{ben}").json()
     assert favorite["is_favorite"] is True
+    assert relayed("PATCH", f"/sessions/{ben}/favorite", params={"is_favorite": "true"})["is_favorite"] is True
+    assert relayed("PATCH", f"/sessions/{ben}/favorite", json={"is_favorite": False})["is_favorite"] is False
+    conflicting = httpx.patch(
+        f"{gateway.url}/chat/sessions/{ben}/favorite", params={"is_favorite": "true"}, json={"is_favorite": False}
+    )
+    assert (conflicting.status_code, conflicting.json()["code"]) == (400, "bad_request")
 
     paths = httpx.get(f"{gateway.url}/openapi.json", timeout=30).json()["paths"]
     listed = paths["/chat/sessions"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]

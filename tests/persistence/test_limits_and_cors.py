@@ -30,6 +30,17 @@ def test_rate_limit_per_key_with_headers_and_retry_after(limited: TestClient) ->
     assert limited.get("/metrics").status_code == 200
 
 
+def test_one_key_is_one_budget_however_it_is_sent(limited: TestClient) -> None:
+    spellings = [
+        {"x-api-key": API_KEY},
+        {"x-api-key": "", "authorization": f"Bearer {API_KEY}"},
+        {"x-api-key": "", "authorization": f"bEARER  {API_KEY}"},
+        {"x-api-key": API_KEY, "authorization": f"BEARER {API_KEY}"},
+    ]
+    answers = [limited.get("/sessions", headers=headers) for headers in spellings]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+
+
 def test_cors_only_for_configured_origins(limited: TestClient) -> None:
     preflight = limited.options(
         "/sessions",

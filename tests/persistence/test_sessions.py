@@ -73,6 +73,18 @@ def test_favorite_toggles_or_sets(client: TestClient) -> None:
     assert client.patch(url, json={"is_favorite": None}).status_code == 422
 
 
+def test_favorite_set_in_the_query_is_a_set_not_a_toggle(client: TestClient) -> None:
+    session = new_session(client)
+    url = f"/sessions/{session['id']}/favorite"
+    for value, expected in (("true", True), ("true", True), ("false", False), ("false", False), ("1", True)):
+        assert client.patch(url, params={"is_favorite": value}).json()["is_favorite"] is expected
+    assert client.patch(url, params={"is_favorite": "true"}, json={"is_favorite": True}).json()["is_favorite"] is True
+    conflicting = client.patch(url, params={"is_favorite": "false"}, json={"is_favorite": True})
+    assert (conflicting.status_code, conflicting.json()["code"]) == (400, "bad_request")
+    assert client.patch(url, params={"is_favorite": "maybe"}).status_code == 422
+    assert client.get(f"/sessions/{session['id']}").json()["is_favorite"] is True
+
+
 def test_delete_removes_session_and_its_messages(client: TestClient) -> None:
     session = new_session(client)
     message = new_message(client, session["id"])
