@@ -2,10 +2,13 @@ import os
 import socket
 import uuid
 from typing import ClassVar, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr
 
 from shared import ServiceSettings, split_keys
+
+OPENAI_HOST = "api.openai.com"
 
 
 def _instance_id() -> str:
@@ -24,6 +27,10 @@ class Settings(ServiceSettings):
     openai_base_url: str | None = None
     openai_model: str = "gpt-4o-mini"
     upstream_timeout_seconds: float = Field(default=60.0, gt=0)
+    # How the upstream continues an interrupted answer sent as the last, assistant, message (prompt.Continuation):
+    # `exact` continues that text (llama.cpp, Ollama); `restart` answers with a new message, which may repeat
+    # it (OpenAI). `auto`: `restart` for OpenAI's own API, `exact` for any other server.
+    upstream_continuation: Literal["auto", "exact", "restart"] = "auto"
 
     # Optional keys clients of the gateway must send in x-api-key (one per line).
     chat_api_keys: SecretStr | None = None
@@ -48,6 +55,12 @@ class Settings(ServiceSettings):
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
     reattach_poll_seconds: float = Field(default=0.25, gt=0)
     rate_limit: str | None = "60/minute"  # per client key: each chat may cost real money
+
+    @property
+    def continues_exactly(self) -> bool:
+        if self.upstream_continuation != "auto":
+            return self.upstream_continuation == "exact"
+        return self.openai_base_url is not None and urlsplit(self.openai_base_url).hostname != OPENAI_HOST
 
     @property
     def client_keys(self) -> tuple[str, ...]:

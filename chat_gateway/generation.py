@@ -21,7 +21,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from chat_gateway.config import Settings
 from chat_gateway.metrics import ACTIVE_GENERATIONS, TOKENS, UPSTREAM_ERRORS
 from chat_gateway.persistence import PersistenceClient, PersistenceError
-from chat_gateway.prompt import OverlapTrimmer, build_messages, load_history, with_partial
+from chat_gateway.prompt import Continuation, build_messages, load_history
 from chat_gateway.schemas import StoredMessage
 from chat_gateway.upstream import (
     StreamInterrupted,
@@ -219,13 +219,13 @@ class Generation:
         if options is None:  # the answer's token limit was reached before it broke off
             self.finish_reason = "length"
             return
-        trimmer = OverlapTrimmer(partial)
+        join = Continuation(partial, exact=self.settings.continues_exactly)
         finish_reason = None
         if self._opening is not None:
             opening, self._opening = self._opening, None
             stream = await opening
         else:
-            stream = await open_stream(self.client, self.model, with_partial(prompt, partial), options)
+            stream = await open_stream(self.client, self.model, join.messages(prompt), options)
         async for chunk in read_chunks(stream):
             if chunk.usage:
                 self.usage.add(chunk.usage)
@@ -234,11 +234,11 @@ class Generation:
             if chunk.text:
                 TOKENS.inc()
             sent_before = bool(self.text)
-            self._emit(trimmer.feed(chunk.text))
+            self._emit(join.feed(chunk.text))
             if self.text and not sent_before:
                 await _let_listeners_run()
             finish_reason = chunk.finish_reason or finish_reason
-        self._emit(trimmer.flush())
+        self._emit(join.flush())
         if finish_reason is None:
             raise StreamInterrupted("the upstream stream ended before the answer was finished")
         self.finish_reason = finish_reason

@@ -14,6 +14,13 @@ CONTINUE_INSTRUCTION = (
     "The assistant's last message was interrupted. Continue it exactly where it stopped, "
     "without repeating any of it and without any preamble."
 )
+# For an upstream that answers with a new message: the one repeat it is asked for is the one that is cut.
+RESTART_INSTRUCTION = (
+    "The assistant's last message was interrupted. Continue it: begin your reply with its last words, "
+    "repeated exactly as they are between the brackets [[{anchor}]], then go on from where it stopped, "
+    "without any other repetition or preamble."
+)
+ANCHOR_CHARS = 40
 
 
 def render_context(context: Any) -> str:
@@ -73,51 +80,71 @@ def build_messages(history: list[StoredMessage]) -> list[ChatCompletionMessagePa
     return messages
 
 
-def with_partial(messages: list[ChatCompletionMessageParam], partial: str) -> list[ChatCompletionMessageParam]:
-    """The prompt to continue a partial answer from.
+def continuation_anchor(partial: str, size: int = ANCHOR_CHARS) -> str:
+    """The last words of ``partial`` (about ``size`` characters, from the start of a word where there is one):
+    what an upstream that starts a new message is asked to repeat before it goes on."""
+    if len(partial) <= size:
+        return partial
+    tail = partial[-size:]
+    word = next((i + 1 for i, c in enumerate(tail) if c.isspace()), 0)
+    return tail[word:] or tail
 
-    The partial answer goes last, as an assistant message: the form OpenAI-compatible servers
-    (llama.cpp, vLLM, DeepSeek) continue from; the instruction to continue comes before it, never after.
+
+class Continuation:
+    """How an interrupted answer is continued, and how what the upstream sends next joins its text.
+
+    ============  ==========================================  =============================================
+    upstream      what it is sent                             what is cut from what it sends
+    ============  ==========================================  =============================================
+    ``exact``     the partial answer as the last, assistant,  nothing: it continues the text itself
+                  message (llama.cpp, Ollama, our fake)       (assistant prefill), so a repeat is the
+                                                              answer's own (a table's rows, "ha ha ha")
+    ``restart``   the same, and an instruction to begin by    that anchor, once, if the reply begins with
+                  repeating its last words, the *anchor*      it; else nothing
+                  (OpenAI, which starts a new message)
+    ============  ==========================================  =============================================
+
+    Text is never cut because it *looks* repeated. The residual risk, ``restart`` only: a model that ignores
+    the instruction and whose true continuation begins with exactly the anchor (the same words again), or
+    ends within the anchor's first words, loses that one repeat; one that repeats more than the anchor keeps
+    the surplus twice.
     """
-    if not partial:
-        return messages
-    return [
-        *messages,
-        {"role": "system", "content": CONTINUE_INSTRUCTION},
-        {"role": "assistant", "content": partial},
-    ]
 
-
-class OverlapTrimmer:
-    """Drops what a model repeats from the end of the partial answer when it continues it.
-
-    The start of the continuation is held back until ``window`` characters arrived (or the stream ended),
-    then the longest prefix of it that the partial answer ends with is removed. Overlaps shorter than
-    ``min_overlap`` are kept (unless they are the whole partial answer): they are usually coincidences.
-    """
-
-    def __init__(self, partial: str, window: int = 64, min_overlap: int = 8) -> None:
+    def __init__(self, partial: str, *, exact: bool) -> None:
         self.partial = partial
-        self.window = window
-        self.min_overlap = min_overlap
-        self.held = ""
-        self.released = not partial
+        self.anchor = "" if exact or not partial else continuation_anchor(partial)
+        self._held = ""
+        self._released = not self.anchor
+
+    def messages(self, prompt: list[ChatCompletionMessageParam]) -> list[ChatCompletionMessageParam]:
+        """The prompt to continue the partial answer from: it goes last, as an assistant message (the form
+        OpenAI-compatible servers continue from); the instruction comes before it, never after."""
+        if not self.partial:
+            return prompt
+        instruction = RESTART_INSTRUCTION.format(anchor=self.anchor) if self.anchor else CONTINUE_INSTRUCTION
+        return [
+            *prompt,
+            {"role": "system", "content": instruction},
+            {"role": "assistant", "content": self.partial},
+        ]
 
     def feed(self, text: str) -> str:
-        if self.released:
+        """What of ``text`` goes after the answer so far (the start is held while it may be the anchor)."""
+        if self._released:
             return text
-        self.held += text
-        return self.flush() if len(self.held) >= self.window else ""
+        self._held += text
+        if self._held.startswith(self.anchor):
+            return self._release(self._held[len(self.anchor) :])
+        if self.anchor.startswith(self._held):
+            return ""  # may still become the anchor
+        return self._release(self._held)
 
     def flush(self) -> str:
-        if self.released:
+        """At the end of the stream: what is still held (a reply that stopped inside the anchor repeated it)."""
+        if self._released:
             return ""
-        self.released = True
-        held, self.held = self.held, ""
-        return held[self._overlap(held) :]
+        return self._release("" if self.anchor.startswith(self._held) else self._held)
 
-    def _overlap(self, text: str) -> int:
-        for size in range(min(len(self.partial), len(text)), 0, -1):
-            if (size >= self.min_overlap or size == len(self.partial)) and self.partial.endswith(text[:size]):
-                return size
-        return 0
+    def _release(self, text: str) -> str:
+        self._released, self._held = True, ""
+        return text

@@ -1,8 +1,9 @@
 """A fake OpenAI-compatible streaming server for the tests.
 
-It answers every chat completion with TEXT, token by token, and continues TEXT from a trailing assistant
-message the way llama.cpp and vLLM do (stopping at ``max_tokens``, as they do). Each request takes the next
-scripted ``Plan`` (default: behave): drop the connection after k tokens, answer an error status (with
+It answers every chat completion with TEXT (or ``app.state.text``), token by token, and continues it from a
+trailing assistant message exactly, the way llama.cpp does (stopping at ``max_tokens``, as it does), or, with
+``Plan(restart=True)``, as a model that starts a new message and repeats the words it is asked to. Each request
+takes the next scripted ``Plan`` (default: behave): drop the connection after k tokens, answer an error status (with
 Retry-After), stall before the first token, or go slowly.
 """
 
@@ -39,6 +40,7 @@ class Plan:
     stall: float = 0.0  # seconds before the first token
     delay: float = 0.0  # seconds between tokens
     repeat_overlap: int = 0  # on a continuation, first repeat this many characters of the partial answer
+    restart: bool = False  # on a continuation, first repeat the words the instruction asks for ([[...]])
 
 
 class Dropped(Exception):
@@ -63,13 +65,16 @@ def _usage_chunk(prompt: int, completion: int) -> bytes:
     return f"data: {json.dumps(body | {'choices': [], 'usage': usage})}\n\n".encode()
 
 
-def remaining_text(messages: list[dict[str, Any]], plan: Plan) -> str:
-    """TEXT, or its rest when the last message is a partial answer to continue."""
+def remaining_text(messages: list[dict[str, Any]], plan: Plan, text: str = TEXT) -> str:
+    """``text``, or its rest when the last message is a partial answer to continue."""
     if messages and messages[-1].get("role") == "assistant":
         partial = messages[-1].get("content") or ""
-        rest = TEXT[len(partial) :] if TEXT.startswith(partial) else ""
-        return (partial[-plan.repeat_overlap :] if plan.repeat_overlap else "") + rest
-    return TEXT
+        rest = text[len(partial) :] if text.startswith(partial) else ""
+        repeat = partial[-plan.repeat_overlap :] if plan.repeat_overlap else ""
+        if plan.restart and (asked := re.search(r"\[\[(.*)\]\]", str(messages[-2].get("content")), re.DOTALL)):
+            repeat = asked.group(1)
+        return repeat + rest
+    return text
 
 
 def create_fake_openai() -> FastAPI:
@@ -77,6 +82,7 @@ def create_fake_openai() -> FastAPI:
     app.state.plans = deque()
     app.state.requests = []
     app.state.open_streams = 0  # streams being sent right now
+    app.state.text = TEXT  # the answer to every question
 
     @app.post("/v1/chat/completions")
     async def completions(request: Request) -> Any:
@@ -88,7 +94,7 @@ def create_fake_openai() -> FastAPI:
             message = plan.message or f"scripted {plan.status}"
             error = {"error": {"message": message, "type": "fake", "code": None}}
             return JSONResponse(error, status_code=plan.status, headers=headers)
-        text = remaining_text(body["messages"], plan)
+        text = remaining_text(body["messages"], plan, app.state.text)
         parts = tokens(text)
         finish_reason = "stop"
         if (limit := body.get("max_tokens")) is not None and len(parts) > limit:

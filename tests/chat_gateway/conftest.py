@@ -15,7 +15,7 @@ import pytest
 from fastapi import FastAPI
 
 from tests.conftest import serve
-from tests.fake_openai import create_fake_openai
+from tests.fake_openai import TEXT, create_fake_openai
 
 PERSISTENCE_KEY = "e2e-persistence-key"
 
@@ -92,6 +92,7 @@ def fake_openai(_fake_openai_server: tuple[FastAPI, str]) -> FastAPI:
     app.state.plans.clear()
     app.state.requests.clear()
     app.state.open_streams = 0
+    app.state.text = TEXT
     return app
 
 

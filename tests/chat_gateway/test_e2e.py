@@ -131,8 +131,7 @@ def test_upstream_drop_is_continued_without_repeating_text(
     gateway: Service, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     drop_at = random.randint(1, len(tokens(TEXT)) - 8)
-    # Dropped twice; the last continuation repeats the end of the partial answer, which is cut at the join.
-    fake_openai.state.plans.extend([Plan(drop_after=drop_at), Plan(drop_after=3), Plan(repeat_overlap=12)])
+    fake_openai.state.plans.extend([Plan(drop_after=drop_at), Plan(drop_after=3)])  # dropped twice
     body = httpx.post(f"{gateway.url}/chat", json={"message": "hi"}, timeout=30).json()
     assert body["response"] == TEXT
     assert _stored(store, body["message_id"])["content"] == TEXT
@@ -143,6 +142,40 @@ def test_upstream_drop_is_continued_without_repeating_text(
     assert TEXT.startswith(partial["content"])
     assert partial["content"]
     assert requests[2]["messages"][-2]["role"] == "system"
+
+
+TABLE = "| city | river |\n|---|---|\n" + "| Lyon | Rhone |\n" * 6
+
+
+@pytest.mark.parametrize("drop_after", [1, 5, 14, 20])
+def test_an_answer_of_identical_rows_survives_a_drop_whole_with_an_exact_upstream(
+    gateway: Service, store: httpx.Client, fake_openai: FastAPI, drop_after: int
+) -> None:
+    """Unpaced: the join cuts nothing, so a repeated row is never taken for a repeat of the upstream's."""
+    fake_openai.state.text = TABLE
+    fake_openai.state.plans.append(Plan(drop_after=drop_after))
+    body = httpx.post(f"{gateway.url}/chat", json={"message": "a table"}, timeout=30).json()
+    assert (body["status"], body["response"]) == ("complete", TABLE)
+    assert _stored(store, body["message_id"])["content"] == TABLE
+    assert len(fake_openai.state.requests) == 2
+
+
+@pytest.mark.parametrize("text", [TEXT, TABLE])
+def test_a_restarting_upstream_repeats_the_words_it_is_asked_for_and_only_they_are_cut(
+    tmp_path: Path, persistence: Service, store: httpx.Client, fake_openai: FastAPI, fake_openai_url: str, text: str
+) -> None:
+    env = gateway_env(tmp_path, persistence.url, fake_openai_url, UPSTREAM_CONTINUATION="restart")
+    restarting = Service("chat_gateway.main:create_app", env, tmp_path / "restart.log").start()
+    fake_openai.state.text = text
+    fake_openai.state.plans.extend([Plan(drop_after=9), Plan(restart=True, drop_after=4), Plan(restart=True)])
+    try:
+        body = httpx.post(f"{restarting.url}/chat", json={"message": "hi"}, timeout=30).json()
+    finally:
+        restarting.kill(signal.SIGTERM)
+    assert body["response"] == text
+    assert _stored(store, body["message_id"])["content"] == text
+    instruction = str(fake_openai.state.requests[1]["messages"][-2]["content"])
+    assert "[[" in instruction
 
 
 def test_rate_limit_with_retry_after_is_retried(gateway: Service, store: httpx.Client, fake_openai: FastAPI) -> None:
@@ -649,10 +682,10 @@ def test_a_value_persistence_refuses_is_the_clients_4xx_through_the_gateway(
 
 
 def test_a_nul_from_the_model_is_stored_as_u_fffd_not_refused_for_ever(
-    gateway: Service, store: httpx.Client, monkeypatch: pytest.MonkeyPatch
+    gateway: Service, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     """It was: every save refused, the answer left in progress, and crash recovery paying to generate it again."""
-    monkeypatch.setattr("tests.fake_openai.TEXT", "Hello \x00 world \U0001f600 again.")
+    fake_openai.state.text = "Hello \x00 world \U0001f600 again."
     reply = httpx.post(f"{gateway.url}/chat", json={"message": "hi"}, timeout=30)
     assert reply.status_code == 200, reply.text
     assert reply.json()["response"] == "Hello \ufffd world \U0001f600 again."

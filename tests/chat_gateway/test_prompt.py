@@ -3,9 +3,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from chat_gateway.prompt import CONTINUE_INSTRUCTION, OverlapTrimmer, build_messages, load_history, with_partial
+from chat_gateway.prompt import (
+    CONTINUE_INSTRUCTION,
+    Continuation,
+    build_messages,
+    continuation_anchor,
+    load_history,
+)
 from chat_gateway.schemas import StoredMessage
 from shared import MessageRole, MessageStatus
+from tests.fake_openai import TEXT, tokens
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 SESSION = uuid.uuid4()
@@ -37,33 +44,70 @@ def test_context_goes_in_a_system_message_before_the_newest_question() -> None:
     assert "old" not in str(messages[2]["content"])
 
 
-def test_partial_answer_goes_last_with_the_instruction_before_it() -> None:
-    messages = with_partial(build_messages([_message("user", "q", 0)]), "Half an ans")
-    assert messages[-1] == {"role": "assistant", "content": "Half an ans"}
-    assert messages[-2] == {"role": "system", "content": CONTINUE_INSTRUCTION}
+TABLE = "| a | b |\n" + "| 1 | 1 |\n" * 6
+CODE = "if (a) {\n  if (b) {\n    f();\n  }\n}\nif (a) {\n  if (b) {\n    f();\n  }\n}\n"
+LAUGH = "ha " * 29
+COUNT = "1, 2, 3, " * 9
+REPEATING_TEXTS = [TABLE, CODE, LAUGH, COUNT]
 
 
-@pytest.mark.parametrize(
-    ("partial", "chunks", "expected"),
-    [
-        ("The cat sat on the ", ["sat on the mat and then slept all afternoon in the warm sun."], "mat and then"),
-        ("The cat sat on the ", ["mat and then slept all afternoon in the warm sun by the window."], "mat and then"),
-        ("Hi", ["Hi there"], " there"),  # the whole short partial answer repeated
-        ("ends with a", ["a word"], "a word"),  # a one-letter coincidence is not an overlap
-        ("The cat ", ["The cat ", "sat"], "sat"),  # stream ended before the window filled
-    ],
-)
-def test_overlap_at_the_join_is_trimmed(partial: str, chunks: list[str], expected: str) -> None:
-    trimmer = OverlapTrimmer(partial, window=64, min_overlap=8)
-    out = "".join(trimmer.feed(chunk) for chunk in chunks) + trimmer.flush()
-    assert out.startswith(expected)
-    assert out == "".join(chunks)[len("".join(chunks)) - len(out) :]
+def _joined(continuation: Continuation, reply: str) -> str:
+    """The answer once ``reply`` (sent a token at a time) is joined to the partial one."""
+    pieces = [continuation.feed(token) for token in tokens(reply)]
+    return continuation.partial + "".join(pieces) + continuation.flush()
+
+
+@pytest.mark.parametrize("text", REPEATING_TEXTS)
+def test_an_exact_continuation_is_joined_as_it_is_at_every_split_point(text: str) -> None:
+    """The answer's own repeats (rows, braces, "ha ha") are never cut: an exact upstream repeats nothing."""
+    for split in range(1, len(text)):
+        assert _joined(Continuation(text[:split], exact=True), text[split:]) == text, split
+
+
+@pytest.mark.parametrize("text", [*REPEATING_TEXTS, TEXT])
+def test_a_restarted_continuation_loses_the_anchor_it_was_asked_for_and_nothing_else(text: str) -> None:
+    for split in range(1, len(text)):
+        continuation = Continuation(text[:split], exact=False)
+        assert continuation.anchor
+        assert text[:split].endswith(continuation.anchor)
+        assert _joined(continuation, continuation.anchor + text[split:]) == text, split
+        # A model that ignores the instruction loses nothing, unless its text begins with the anchor itself
+        # (or, ending there, is the anchor's start): the residual risk the docstring states.
+        ignored, rest = Continuation(text[:split], exact=False), text[split:]
+        if not (rest.startswith(ignored.anchor) or ignored.anchor.startswith(rest)):
+            assert _joined(ignored, rest) == text, split
+
+
+def test_a_reply_that_stops_inside_the_anchor_adds_nothing() -> None:
+    continuation = Continuation("The cat sat on the", exact=False)
+    assert continuation.feed(continuation.anchor[:5]) == ""
+    assert continuation.flush() == ""
+
+
+def test_the_anchor_is_the_last_words() -> None:
+    assert continuation_anchor("Hi there") == "Hi there"
+    anchor = continuation_anchor("x" * 100 + " the old town keeps Renaissance courtyards, hidden passages", 40)
+    assert anchor == "keeps Renaissance courtyards, hidden passages"[-len(anchor) :]
+    assert anchor.startswith("Renaissance")
+    assert continuation_anchor("y" * 100, 40) == "y" * 40
+
+
+def test_the_partial_answer_goes_last_with_the_instruction_before_it() -> None:
+    prompt = build_messages([_message("user", "q", 0)])
+    exact = Continuation("Half an ans", exact=True).messages(prompt)
+    assert exact[-1] == {"role": "assistant", "content": "Half an ans"}
+    assert exact[-2] == {"role": "system", "content": CONTINUE_INSTRUCTION}
+    restarted = Continuation("It was half an ans", exact=False).messages(prompt)
+    assert restarted[-1] == {"role": "assistant", "content": "It was half an ans"}
+    assert "[[It was half an ans]]" in str(restarted[-2]["content"])
+    assert Continuation("", exact=False).messages(prompt) == prompt
 
 
 def test_without_partial_answer_nothing_is_held_back() -> None:
-    trimmer = OverlapTrimmer("")
-    assert trimmer.feed("Hello") == "Hello"
-    assert trimmer.flush() == ""
+    for exact in (True, False):
+        continuation = Continuation("", exact=exact)
+        assert continuation.feed("Hello") == "Hello"
+        assert continuation.flush() == ""
 
 
 class FakeHistory:
