@@ -58,6 +58,31 @@ class StreamEvent:
     usage: dict[str, int] = field(default_factory=dict)
 
 
+def final_event(
+    offset: int,
+    length: int,
+    status: MessageStatus,
+    *,
+    error: str | None,
+    finish_reason: str | None,
+    usage: dict[str, Any] | None,
+) -> StreamEvent:
+    """How a stream from ``offset`` ends, for an answer that ended at ``length`` with ``status``: the one rule,
+    whether the answer was generated here or followed through persistence.
+
+    An offset past the end (a client that saw text a dead gateway had not saved, or a forged Last-Event-ID) ends
+    with an error saying so, never ``done``: what that client holds is not the stored answer.
+    """
+    if offset > length:
+        return StreamEvent(
+            "error", offset, status=status, error=f"the answer ended at {length}, before offset {offset}"
+        )
+    if status == MessageStatus.COMPLETE:
+        totals = {k: v for k, v in (usage or {}).items() if isinstance(v, int)}
+        return StreamEvent("done", offset, status=status, finish_reason=finish_reason, usage=totals)
+    return StreamEvent("error", offset, status=status, error=error)
+
+
 async def _let_listeners_run() -> None:
     """Let the listeners send the text so far before this task reads on.
 
@@ -143,12 +168,15 @@ class Generation:
             await asyncio.shield(self._changed)
 
     def _final_event(self, offset: int) -> StreamEvent:
-        if self.status == MessageStatus.COMPLETE:
-            return StreamEvent(
-                "done", offset, status=self.status, finish_reason=self.finish_reason, usage=self.usage.totals
+        if self.status is not None:
+            return final_event(
+                offset,
+                len(self.text),
+                self.status,
+                error=self.error,
+                finish_reason=self.finish_reason,
+                usage=self.usage.totals,
             )
-        if self.status == MessageStatus.FAILED:
-            return StreamEvent("error", offset, status=self.status, error=self.error)
         if self._stop_reason == "deleted":
             return StreamEvent("error", offset, error="the answer was deleted (with its session)")
         return StreamEvent("handoff", offset)  # another generator goes on with it: follow it through persistence

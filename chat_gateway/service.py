@@ -13,11 +13,11 @@ from openai import AsyncOpenAI, AsyncStream
 from openai.types.chat import ChatCompletionMessageParam
 
 from chat_gateway.config import Settings
-from chat_gateway.generation import Generation, StreamEvent
+from chat_gateway.generation import Generation, StreamEvent, final_event
 from chat_gateway.metrics import RECOVERED, RESUMES
 from chat_gateway.persistence import PersistenceClient
 from chat_gateway.prompt import question_messages
-from chat_gateway.schemas import ChatRequest, StoredMessage, StoredText
+from chat_gateway.schemas import ChatRequest, StoredMessage
 from chat_gateway.upstream import discard, open_stream
 from shared import Conflict, DomainError, MessageRole, MessageStatus, ServiceUnavailable
 
@@ -51,16 +51,6 @@ def title_from(message: str) -> str:
 
 def _lease_is_live(message: StoredMessage) -> bool:
     return message.lease_expires_at is not None and message.lease_expires_at > datetime.now(UTC)
-
-
-def _final_event(message: StoredText, offset: int) -> StreamEvent:
-    if offset > message.length:  # it ended shorter than what the client saw (regenerated after a crash)
-        error = f"the answer ended at {message.length}, before offset {offset}"
-        return StreamEvent("error", offset, status=message.status, error=error)
-    if message.status == MessageStatus.COMPLETE:
-        usage = {k: v for k, v in (message.usage or {}).items() if isinstance(v, int)}
-        return StreamEvent("done", offset, status=message.status, finish_reason=message.finish_reason, usage=usage)
-    return StreamEvent("error", offset, status=message.status, error=message.error)
 
 
 class Answers:
@@ -282,7 +272,14 @@ class Answers:
                     yield StreamEvent("delta", stored.length, text=stored.text[offset - stored.offset :])
                     offset = stored.length
                 if stored.status in TERMINAL:
-                    yield _final_event(stored, offset)
+                    yield final_event(
+                        offset,
+                        stored.length,
+                        stored.status,
+                        error=stored.error,
+                        finish_reason=stored.finish_reason,
+                        usage=stored.usage,
+                    )
                     return
             await asyncio.sleep(self.settings.reattach_poll_seconds)
 

@@ -562,6 +562,36 @@ def test_reattach_through_another_gateway_from_text_not_yet_saved_waits_for_it(
     assert beyond_any_answer.status_code == 422, beyond_any_answer.text
 
 
+def test_a_forged_last_event_id_past_the_end_is_answered_alike_by_every_gateway(
+    tmp_path: Path, gateway: Service, persistence: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    """While the answer runs: followed until it ends, then an error (never done); once ended: a 409 up front."""
+    fake_openai.state.plans.append(Plan(delay=0.02))
+    env = gateway_env(tmp_path, persistence.url, gateway.env["OPENAI_BASE_URL"].removesuffix("/v1"))
+    other = Service("chat_gateway.main:create_app", env, tmp_path / "other.log").start()
+    forged = {"last-event-id": str(2**30)}
+
+    def ending(through: Service, message_id: str) -> tuple[str, dict]:
+        url = f"{through.url}/chat/messages/{message_id}/stream"
+        with httpx.stream("GET", url, headers=forged, timeout=30) as response:
+            assert response.status_code == 200
+            events = list(sse_events(response))
+        assert [e.event for e in events if e.event != "start"] == [events[-1].event]  # no text, just the ending
+        return events[-1].event, events[-1].data
+
+    try:
+        with streaming_chat(gateway) as (message_id, _), ThreadPoolExecutor(2) as pool:
+            endings = list(pool.map(ending, (gateway, other), (message_id, message_id)))
+        for through in (gateway, other):
+            refused = httpx.get(f"{through.url}/chat/messages/{message_id}/stream", headers=forged, timeout=30)
+            assert (refused.status_code, refused.json()["code"]) == (409, "offset_mismatch")
+    finally:
+        other.kill(signal.SIGTERM)
+    expected = {"status": "complete", "error": f"the answer ended at {len(TEXT)}, before offset {2**30}"}
+    assert endings == [("error", expected), ("error", expected)]
+    assert _finished(store, message_id)["content"] == TEXT
+
+
 def test_request_id_follows_a_chat_into_persistence_and_metrics_count_it(
     gateway: Service, persistence: Service, fake_openai: FastAPI
 ) -> None:
