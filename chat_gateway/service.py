@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-from openai import AsyncOpenAI, AsyncStream
+from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
 from chat_gateway.config import Settings
@@ -18,7 +18,7 @@ from chat_gateway.metrics import RECOVERED, RESUMES
 from chat_gateway.persistence import PersistenceClient
 from chat_gateway.prompt import question_messages
 from chat_gateway.schemas import ChatRequest, StoredMessage
-from chat_gateway.upstream import discard, open_stream
+from chat_gateway.upstream import EarlyStream
 from shared import Conflict, DomainError, MessageRole, MessageStatus, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
@@ -121,12 +121,12 @@ class Answers:
                 # ~0.7 ms of CPU building the upstream one. The turn is the longer wait before the first word
                 # (docs/benchmarks.md, section 3).
                 await asyncio.sleep(0)
-                opening = asyncio.create_task(open_stream(client, model, prompt, options))
+                opening = EarlyStream(client, model, prompt, options)
             answer, created = await storing
         except BaseException as exc:
             storing.cancel()
             if opening is not None:
-                await discard(opening)
+                await opening.discard()
             if isinstance(exc, Conflict):
                 raise Conflict(
                     "this Idempotency-Key was used for a different request", code="idempotency_conflict"
@@ -136,7 +136,7 @@ class Answers:
             self._start(answer, client, model=model, prompt=prompt, opening=opening)
         else:  # a retry: attach to the answer, or take it over if its generator is gone
             if opening is not None:
-                await discard(opening)
+                await opening.discard()
             await self._generate_if_free(answer, model=model, resume=False, prompt=prompt)
         return answer
 
@@ -186,7 +186,7 @@ class Answers:
         *,
         model: str | None,
         prompt: list[ChatCompletionMessageParam] | None,
-        opening: "asyncio.Task[AsyncStream[object]] | None" = None,
+        opening: EarlyStream | None = None,
     ) -> None:
         """Generate an answer this instance holds the lease of."""
         generation = Generation(

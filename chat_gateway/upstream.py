@@ -5,7 +5,8 @@ import email.utils
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,7 +183,7 @@ def _label(value: object, max_length: int) -> str | None:
     return storable_text(value[:max_length]) if isinstance(value, str) and value else None
 
 
-async def read_chunks(stream: AsyncStream[object]) -> AsyncIterator[Chunk]:
+async def read_chunks(stream: AsyncStream[object]) -> AsyncGenerator[Chunk, None]:
     """The stream's chunks (closed at the end, or when the reader stops early).
 
     Their text is made storable (``storable_text``) before anyone sees it, so what is relayed is what is
@@ -211,12 +212,63 @@ async def read_chunks(stream: AsyncStream[object]) -> AsyncIterator[Chunk]:
         await stream.close()
 
 
-async def discard(opening: "asyncio.Task[AsyncStream[object]]") -> None:
-    """Abandon a stream opened ahead of time: cancel the request, or close the stream it opened."""
-    opening.cancel()
-    await asyncio.wait([opening])
-    if not opening.cancelled() and opening.exception() is None:
-        await opening.result().close()
+class EarlyStream:
+    """A stream requested while its answer's turn is being stored, and read from as soon as it opens.
+
+    Read at once because the HTTP client forgets what it has buffered when the connection fails: an upstream
+    that sends its first words quickly and then drops would take them with it, and they would be generated
+    (and paid for) again. What is read ahead waits here until the generation takes the stream over
+    (``chunks``), which then reads on directly, with no extra step per chunk.
+    """
+
+    def __init__(
+        self,
+        client: AsyncOpenAI,
+        model: str,
+        messages: list[ChatCompletionMessageParam],
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._read: deque[Chunk] = deque()
+        self._chunks: AsyncGenerator[Chunk, None] | None = None
+        self._ended = False
+        self._taken = False
+        self._task = asyncio.create_task(self._read_ahead(client, model, messages, options))
+
+    async def _read_ahead(
+        self,
+        client: AsyncOpenAI,
+        model: str,
+        messages: list[ChatCompletionMessageParam],
+        options: Mapping[str, Any] | None,
+    ) -> None:
+        self._chunks = read_chunks(await open_stream(client, model, messages, options))
+        while not self._taken:
+            try:
+                self._read.append(await anext(self._chunks))
+            except StopAsyncIteration:
+                self._ended = True
+                return
+
+    async def chunks(self) -> AsyncIterator[Chunk]:
+        """What was read ahead, then the rest; an error of the upstream's comes after the text sent before it."""
+        self._taken = True
+        await asyncio.wait([self._task])  # its read under way ends with the next chunk, or the stream's end
+        while self._read:
+            yield self._read.popleft()
+        if (error := self._task.exception()) is not None:
+            raise error
+        if self._chunks is not None and not self._ended:
+            async for chunk in self._chunks:
+                yield chunk
+
+    async def discard(self) -> None:
+        """Abandon the stream: cancel the request, or close the stream it opened."""
+        self._task.cancel()
+        await asyncio.wait([self._task])
+        if not self._task.cancelled():
+            self._task.exception()  # retrieved: an abandoned stream's error concerns nobody
+        if self._chunks is not None:
+            await self._chunks.aclose()
 
 
 def create_client(settings: Settings) -> AsyncOpenAI | None:

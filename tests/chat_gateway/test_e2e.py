@@ -203,7 +203,7 @@ def test_resume_after_failure_continues_the_partial_answer(
 ) -> None:
     # Paced: a drop straight after the sixth token could reset the connection before the gateway read any
     # of them (then nothing is relayed or stored, rightly, but there is no partial answer to resume).
-    fake_openai.state.plans.extend([Plan(drop_after=6, delay=0.05), Plan(status=401)])
+    fake_openai.state.plans.extend([Plan(drop_after=6), Plan(status=401)])
     failed = httpx.post(f"{gateway.url}/chat", json={"message": "hi"}, timeout=30).json()
     stored = _stored(store, failed["message_id"])
     assert stored["status"] == "failed"
@@ -223,7 +223,7 @@ def test_an_upstream_error_message_with_a_nul_is_stored_with_the_partial_answer(
     gateway: Service, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     """The error is stored as text can be (U+FFFD), not refused, which lost the partial answer with it."""
-    fake_openai.state.plans.extend([Plan(drop_after=6, delay=0.05), Plan(status=401, message="bad\x00key")])
+    fake_openai.state.plans.extend([Plan(drop_after=6), Plan(status=401, message="bad\x00key")])
     failed = httpx.post(f"{gateway.url}/chat", json={"message": "hi"}, timeout=30).json()
     stored = _stored(store, failed["message_id"])
     assert (stored["status"], stored["content"]) == ("failed", "".join(tokens(TEXT)[:6]))

@@ -1,22 +1,41 @@
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from openai import AsyncOpenAI
 from pydantic import SecretStr
 
-from chat_gateway import service
+from chat_gateway import upstream
 from chat_gateway.config import Settings
 from chat_gateway.generation import StreamEvent
 from chat_gateway.persistence import PersistenceClient
-from chat_gateway.schemas import ChatRequest
+from chat_gateway.schemas import ChatRequest, StoredMessage
 from chat_gateway.service import Answers
 from shared import MessageRole, MessageStatus
+from tests.conftest import serve
+from tests.fake_openai import TEXT, Plan, create_fake_openai, tokens
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+def _fake_upstream() -> Iterator[FastAPI]:
+    app = create_fake_openai()
+    with serve(app) as url:
+        app.state.url = f"{url}/v1"
+        yield app
+
+
+@pytest.fixture
+def fake_upstream(_fake_upstream: FastAPI) -> FastAPI:
+    _fake_upstream.state.plans.clear()
+    _fake_upstream.state.requests.clear()
+    return _fake_upstream
 
 
 class _StoredTurns(httpx.AsyncBaseTransport):
@@ -56,7 +75,7 @@ async def test_the_turn_goes_out_before_the_upstream_request_opened_beside_it_is
         finally:
             abandoned.set()
 
-    monkeypatch.setattr(service, "open_stream", open_stream)
+    monkeypatch.setattr(upstream, "open_stream", open_stream)
     settings = Settings(api_key=SecretStr("k"), openai_api_key=SecretStr("sk"))
     async with httpx.AsyncClient(base_url="http://persistence", transport=_StoredTurns(events)) as http:
         persistence = PersistenceClient(http, attempts=1, initial_wait=0, max_wait=0)
@@ -154,3 +173,44 @@ async def test_following_an_answer_through_persistence_asks_only_for_changes() -
     url = f"/messages/{message_id}/text"
     assert asked_with == [(f"{url}?offset=0", None), (f"{url}?offset=3", '"2"'), (f"{url}?offset=3", '"2"')]
     assert [(e.kind, e.offset, e.text) for e in events] == [("delta", 3, "Hel"), ("delta", 5, "lo"), ("done", 5, "")]
+
+
+class _SlowTurns(PersistenceClient):
+    """Persistence slow to store a turn (a busy database), taking every append."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.appended: list[str] = []
+
+    async def start_turn(self, session_id: uuid.UUID, body: dict[str, Any]) -> tuple[StoredMessage, bool]:
+        await asyncio.sleep(self.delay)
+        answer = StoredMessage(
+            id=uuid.UUID(body["answer"]["id"]),
+            session_id=session_id,
+            role=MessageRole.ASSISTANT,
+            content="",
+            status=MessageStatus.IN_PROGRESS,
+            created_at=datetime.now(UTC),
+        )
+        return answer, True
+
+    async def append(self, message_id: uuid.UUID, offset: int, text: str, **_kwargs: Any) -> int:
+        self.appended.append(text)
+        return offset + len(text)
+
+
+async def test_text_an_upstream_sent_while_the_turn_was_stored_survives_a_drop(fake_upstream: FastAPI) -> None:
+    """A fast upstream that drops after 30 tokens, before the turn is stored: those tokens are kept and
+    continued, not lost and generated again (the first attempt's stream is read as soon as it opens)."""
+    fake_upstream.state.plans.append(Plan(drop_after=30))
+    settings = Settings(api_key=SecretStr("k"), openai_api_key=SecretStr("sk"), retry_initial_wait=0, retry_max_wait=0)
+    store = _SlowTurns(delay=0.5)
+    client = AsyncOpenAI(api_key="sk", base_url=fake_upstream.state.url, max_retries=0)
+    answers = Answers(settings, store, client)
+    answer = await answers.start_chat(ChatRequest(message="Hi"), idempotency_key=None)
+    relayed = "".join([event.text async for event in answers._live[answer.id].events(0)])
+    assert relayed == TEXT
+    assert "".join(store.appended) == TEXT
+    requests = fake_upstream.state.requests
+    assert len(requests) == 2
+    assert requests[1]["messages"][-1] == {"role": "assistant", "content": "".join(tokens(TEXT)[:30])}
