@@ -16,6 +16,7 @@ from chat_gateway.generation import StreamEvent
 from chat_gateway.persistence import PersistenceClient
 from chat_gateway.schemas import ChatRequest, StoredMessage
 from chat_gateway.service import Answers
+from chat_gateway.upstream import create_client
 from shared import MessageRole, MessageStatus
 from tests.conftest import serve
 from tests.fake_openai import TEXT, Plan, create_fake_openai, tokens
@@ -203,12 +204,22 @@ async def test_text_an_upstream_sent_while_the_turn_was_stored_survives_a_drop(f
     """A fast upstream that drops after 30 tokens, before the turn is stored: those tokens are kept and
     continued, not lost and generated again (the first attempt's stream is read as soon as it opens)."""
     fake_upstream.state.plans.append(Plan(drop_after=30))
-    settings = Settings(api_key=SecretStr("k"), openai_api_key=SecretStr("sk"), retry_initial_wait=0, retry_max_wait=0)
+    settings = Settings(
+        api_key=SecretStr("k"),
+        openai_api_key=SecretStr("sk"),
+        openai_base_url=fake_upstream.state.url,
+        retry_initial_wait=0,
+        retry_max_wait=0,
+    )
     store = _SlowTurns(delay=0.5)
-    client = AsyncOpenAI(api_key="sk", base_url=fake_upstream.state.url, max_retries=0)
+    client = create_client(settings)  # the gateway's own: aiohttp forgets what it buffered when a connection fails
+    assert client is not None
     answers = Answers(settings, store, client)
-    answer = await answers.start_chat(ChatRequest(message="Hi"), idempotency_key=None)
-    relayed = "".join([event.text async for event in answers._live[answer.id].events(0)])
+    try:
+        answer = await answers.start_chat(ChatRequest(message="Hi"), idempotency_key=None)
+        relayed = "".join([event.text async for event in answers._live[answer.id].events(0)])
+    finally:
+        await client.close()
     assert relayed == TEXT
     assert "".join(store.appended) == TEXT
     requests = fake_upstream.state.requests
