@@ -48,6 +48,9 @@ class Settings(ServiceSettings):
     retry_initial_wait: float = Field(default=0.5, ge=0)
     retry_max_wait: float = Field(default=20.0, ge=0)
     persistence_retry_attempts: int = Field(default=5, ge=1, le=20)
+    # How long a chat whose turn may or may not have been stored waits for persistence to say (longer than a
+    # persistence restart) before its client is told it failed; it is then never generated.
+    turn_settle_seconds: float = Field(default=30.0, gt=0, le=600)
 
     recovery_interval_seconds: float = Field(default=10.0, gt=0)
     recovery_mode: Literal["resume", "fail"] = "resume"

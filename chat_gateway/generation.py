@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, AsyncStream
 from openai.types.chat import ChatCompletionMessageParam
 
 from chat_gateway.config import Settings
@@ -24,9 +24,9 @@ from chat_gateway.persistence import PersistenceClient, PersistenceError
 from chat_gateway.prompt import Continuation, build_messages, load_history
 from chat_gateway.schemas import StoredMessage
 from chat_gateway.upstream import (
-    EarlyStream,
     StreamInterrupted,
     Usage,
+    discard,
     error_kind,
     open_stream,
     options_to_continue,
@@ -112,7 +112,7 @@ class Generation:
         client: AsyncOpenAI,
         on_finish: Callable[["Generation"], None],
         prompt: list[ChatCompletionMessageParam] | None = None,
-        opening: EarlyStream | None = None,
+        opening: "asyncio.Task[AsyncStream[object]] | None" = None,
     ) -> None:
         self.answer = answer
         self.prompt = prompt  # known up front (a client's own, or a new chat's); else built from the history
@@ -216,7 +216,7 @@ class Generation:
             status, error = MessageStatus.FAILED, describe(exc)
         finally:
             if self._opening is not None:  # stopped before the first attempt began
-                await self._opening.discard()
+                await discard(self._opening)
             # Not cancelled: an append cut off in flight may be stored without us knowing its new length.
             self._closing = True
             self._flush_now.set()
@@ -251,10 +251,10 @@ class Generation:
         finish_reason = None
         if self._opening is not None:
             opening, self._opening = self._opening, None
-            chunks = opening.chunks()
+            stream = await opening
         else:
-            chunks = read_chunks(await open_stream(self.client, self.model, join.messages(prompt), options))
-        async for chunk in chunks:
+            stream = await open_stream(self.client, self.model, join.messages(prompt), options)
+        async for chunk in read_chunks(stream):
             if chunk.usage:
                 self.usage.add(chunk.usage)
             if chunk.model:

@@ -1,5 +1,6 @@
 """The gateway's only way to the data: the persistence API, over one pooled httpx client."""
 
+import logging
 import uuid
 from typing import Any
 
@@ -19,6 +20,10 @@ from shared import (
     ServiceUnavailable,
     SessionRead,
 )
+
+logger = logging.getLogger(__name__)
+
+UNREACHABLE = "the persistence service is unreachable: retry shortly"
 
 
 class _Retriable(Exception):
@@ -94,7 +99,9 @@ class PersistenceClient:
                     if response.status_code >= 500 or response.status_code == 429:
                         raise _Retriable(response)
         except (_Retriable, httpx.TransportError) as exc:
-            raise ServiceUnavailable(f"persistence service unreachable: {exc}", code="persistence_unavailable") from exc
+            # Where persistence lives is the operator's business: the log says it, clients are told what failed.
+            logger.warning("persistence unreachable: %s %s: %r", method, path, exc)
+            raise ServiceUnavailable(UNREACHABLE, code="persistence_unavailable") from exc
         _raise_for(response)
         return response
 
@@ -161,8 +168,13 @@ class PersistenceClient:
         response = await self._send("POST", f"/sessions/{session_id}/turns", json=body)
         return StoredMessage.model_validate(response.json()["answer"]), response.status_code == 201
 
-    async def update_message(self, message_id: uuid.UUID, changes: dict[str, Any]) -> StoredMessage:
-        return StoredMessage.model_validate(await self._request("PATCH", f"/messages/{message_id}", json=changes))
+    async def update_message(
+        self, message_id: uuid.UUID, changes: dict[str, Any], *, if_match: int | None = None
+    ) -> StoredMessage:
+        """Change a message; with ``if_match``, only while it is still at that version (else PreconditionFailed)."""
+        headers = {"If-Match": f'"{if_match}"'} if if_match is not None else None
+        data = await self._request("PATCH", f"/messages/{message_id}", json=changes, headers=headers)
+        return StoredMessage.model_validate(data)
 
     async def append(
         self,

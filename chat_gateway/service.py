@@ -5,12 +5,14 @@ import contextlib
 import hashlib
 import logging
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, AsyncStream
 from openai.types.chat import ChatCompletionMessageParam
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from chat_gateway.config import Settings
 from chat_gateway.generation import Generation, StreamEvent, final_event
@@ -18,13 +20,14 @@ from chat_gateway.metrics import RECOVERED, RESUMES
 from chat_gateway.persistence import PersistenceClient
 from chat_gateway.prompt import question_messages
 from chat_gateway.schemas import ChatRequest, StoredMessage
-from chat_gateway.upstream import EarlyStream
-from shared import Conflict, DomainError, MessageRole, MessageStatus, ServiceUnavailable
+from chat_gateway.upstream import discard, open_stream
+from shared import Conflict, DomainError, MessageRole, MessageStatus, PreconditionFailed, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 
 _IDS = uuid.UUID("5f1d0c3e-8a59-4a8e-9a43-6d1c2f0b7e21")
 TERMINAL = frozenset({MessageStatus.COMPLETE, MessageStatus.FAILED})
+NOT_STARTED = "abandoned before it began: its gateway never confirmed it"
 NO_UPSTREAM = (
     "no upstream key is configured: set OPENAI_API_KEY, or OPENAI_API_KEY_FILE to a file holding it, "
     "or write it to secrets/openai_api_key.txt (any value for a local server that needs none)"
@@ -62,6 +65,7 @@ class Answers:
         self.client = client
         self._live: dict[uuid.UUID, Generation] = {}
         self._claiming: set[uuid.UUID] = set()
+        self._starting: Counter[uuid.UUID] = Counter()  # answers whose turns this gateway is storing
         self.draining = False
 
     def _require_upstream(self) -> AsyncOpenAI:
@@ -115,30 +119,72 @@ class Answers:
             turn["session"] = {"user_id": request.user_id, "title": title_from(request.message)}
         storing = asyncio.ensure_future(self.persistence.start_turn(session_id, turn))
         opening = None
+        # Until it is started here: a concurrent retry (same Idempotency-Key) that finds the turn stored and
+        # claimed by this gateway must follow it, not take it too.
+        self._starting[answer_id] += 1
         try:
             if prompt is not None and idempotency_key is None:
                 # One step for the turn first: its request is then on the wire before the SDK spends its
                 # ~0.7 ms of CPU building the upstream one. The turn is the longer wait before the first word
                 # (docs/benchmarks.md, section 3).
                 await asyncio.sleep(0)
-                opening = EarlyStream(client, model, prompt, options)
-            answer, created = await storing
+                opening = asyncio.create_task(open_stream(client, model, prompt, options))
+            try:
+                answer, created = await storing
+            except ServiceUnavailable:
+                # The turn may have been stored, its answer claimed by this gateway, and only the reply lost.
+                # The client hears nothing before its fate is known.
+                answer, created = await self._settle_turn(session_id, turn)
+                # Stored by the attempt whose reply was lost: this gateway's own, still to begin.
+                created = created or (
+                    answer.status == MessageStatus.IN_PROGRESS
+                    and answer.lease_owner == self.settings.instance_id
+                    and not answer.content
+                    and answer.id not in self._live
+                )
         except BaseException as exc:
             storing.cancel()
             if opening is not None:
-                await opening.discard()
+                await discard(opening)
             if isinstance(exc, Conflict):
                 raise Conflict(
                     "this Idempotency-Key was used for a different request", code="idempotency_conflict"
                 ) from exc
             raise
+        finally:
+            self._starting -= Counter({answer_id: 1})  # the subtraction drops it when it reaches zero
         if created:
             self._start(answer, client, model=model, prompt=prompt, opening=opening)
-        else:  # a retry: attach to the answer, or take it over if its generator is gone
+        else:  # a retry: attach to the answer, or take it over if its generator is gone (or never began)
             if opening is not None:
-                await opening.discard()
-            await self._generate_if_free(answer, model=model, resume=False, prompt=prompt)
+                await discard(opening)
+            await self._generate_if_free(answer, model=model, resume=False, prompt=prompt, take_unstarted=True)
         return answer
+
+    async def _settle_turn(self, session_id: uuid.UUID, turn: dict[str, Any]) -> tuple[StoredMessage, bool]:
+        """Store the turn again, with the same ids, until persistence answers or TURN_SETTLE_SECONDS pass.
+
+        A replay of a turn that did land returns it as stored (then generated here, or followed). Given up,
+        the client is told the chat failed, and it never is generated: an answer its gateway never wrote to is
+        failed by crash recovery, not generated (``recover_once``).
+        """
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_delay(self.settings.turn_settle_seconds),
+                wait=wait_fixed(min(1.0, self.settings.turn_settle_seconds / 10)),
+                retry=retry_if_exception_type(ServiceUnavailable),
+                reraise=True,
+            ):
+                with attempt:
+                    return await self.persistence.start_turn(session_id, turn)
+        except ServiceUnavailable as exc:
+            logger.warning("chat refused: its turn could not be stored in %.0f s", self.settings.turn_settle_seconds)
+            raise ServiceUnavailable(
+                "the chat could not be started (the persistence service is unreachable); it will not be answered: "
+                "retry it",
+                code="persistence_unavailable",
+            ) from exc
+        raise AssertionError("unreachable")
 
     async def _generate_if_free(
         self,
@@ -147,20 +193,26 @@ class Answers:
         model: str | None,
         resume: bool,
         prompt: list[ChatCompletionMessageParam] | None = None,
+        take_unstarted: bool = False,
     ) -> None:
         """Claim the answer and generate it here, unless it is finished or someone else generates it.
 
-        ``resume`` also takes a failed answer, and raises 409 when the answer cannot be taken.
+        An answer this gateway holds but does not generate (it restarted under the same INSTANCE_ID, or the
+        reply to its turn was lost) is taken at once. ``resume`` also takes a failed answer, and raises 409
+        when the answer cannot be taken; ``take_unstarted`` takes one failed before it began (``NOT_STARTED``).
         """
         if answer.role != MessageRole.ASSISTANT:
             raise Conflict("only assistant messages can be generated", role=answer.role)
-        if answer.id in self._live or answer.id in self._claiming:
+        if answer.id in self._live or answer.id in self._claiming or answer.id in self._starting:
             if resume:
                 raise Conflict("the answer is being generated", code="in_progress", status=answer.status)
             return
         takeable = answer.status == MessageStatus.PENDING or (
-            answer.status == MessageStatus.IN_PROGRESS and not _lease_is_live(answer)
+            answer.status == MessageStatus.IN_PROGRESS
+            and (not _lease_is_live(answer) or answer.lease_owner == self.settings.instance_id)
         )
+        if take_unstarted:
+            takeable = takeable or (answer.status == MessageStatus.FAILED and answer.error == NOT_STARTED)
         if resume:
             takeable = takeable or answer.status == MessageStatus.FAILED
         if not takeable:
@@ -186,7 +238,7 @@ class Answers:
         *,
         model: str | None,
         prompt: list[ChatCompletionMessageParam] | None,
-        opening: EarlyStream | None = None,
+        opening: "asyncio.Task[AsyncStream[object]] | None" = None,
     ) -> None:
         """Generate an answer this instance holds the lease of."""
         generation = Generation(
@@ -296,7 +348,16 @@ class Answers:
         """Take over answers whose gateway died (lease expired while in progress); returns how many."""
         taken = 0
         for answer in await self.persistence.stale():
-            if answer.id in self._live or answer.id in self._claiming:
+            if answer.id in self._live or answer.id in self._claiming or answer.id in self._starting:
+                continue
+            if answer.version == 1 and not answer.content:
+                # Its gateway never wrote to it, not even to renew its lease: it may have told its client the
+                # chat failed (_settle_turn). Such an answer ends failed, never generated; a retry of the chat
+                # with its Idempotency-Key takes it up again.
+                with contextlib.suppress(Conflict, PreconditionFailed):
+                    await self.persistence.update_message(
+                        answer.id, {"status": "failed", "error": NOT_STARTED}, if_match=answer.version
+                    )
                 continue
             if self.settings.recovery_mode == "fail":
                 with contextlib.suppress(Conflict):

@@ -5,14 +5,16 @@ import email.utils
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import httpx
+import httpx2
 import openai
-from openai import AsyncOpenAI, AsyncStream, DefaultAioHttpClient
+from httpx_aiohttp.httpx2.transport import AiohttpResponseStream, AiohttpTransport, map_aiohttp_exceptions
+from openai import DEFAULT_CONNECTION_LIMITS, AsyncOpenAI, AsyncStream, DefaultAioHttpClient
 from openai.types.chat import ChatCompletionMessageParam
 from tenacity import (
     AsyncRetrying,
@@ -212,63 +214,46 @@ async def read_chunks(stream: AsyncStream[object]) -> AsyncGenerator[Chunk, None
         await stream.close()
 
 
-class EarlyStream:
-    """A stream requested while its answer's turn is being stored, and read from as soon as it opens.
+async def discard(opening: "asyncio.Task[AsyncStream[object]]") -> None:
+    """Abandon a stream opened ahead of time: cancel the request, or close the stream it opened."""
+    opening.cancel()
+    await asyncio.wait([opening])
+    if not opening.cancelled() and opening.exception() is None:
+        await opening.result().close()
 
-    Read at once because the HTTP client forgets what it has buffered when the connection fails: an upstream
-    that sends its first words quickly and then drops would take them with it, and they would be generated
-    (and paid for) again. What is read ahead waits here until the generation takes the stream over
-    (``chunks``), which then reads on directly, with no extra step per chunk.
+
+class _FailAfterArrived(AiohttpResponseStream):
+    """A response body whose connection's failure comes after the data that arrived ahead of it.
+
+    aiohttp raises a failed connection's error on the next read even when data it received before is still
+    unread: the last words of a stream that breaks off would be lost, and generated (and paid for) again.
+    Here that data is read first (from aiohttp's buffer: ``_read_nowait`` is the one read that does not look
+    at the failure first; tests/chat_gateway/test_upstream.py holds this to aiohttp's behaviour).
     """
 
-    def __init__(
-        self,
-        client: AsyncOpenAI,
-        model: str,
-        messages: list[ChatCompletionMessageParam],
-        options: Mapping[str, Any] | None = None,
-    ) -> None:
-        self._read: deque[Chunk] = deque()
-        self._chunks: AsyncGenerator[Chunk, None] | None = None
-        self._ended = False
-        self._taken = False
-        self._task = asyncio.create_task(self._read_ahead(client, model, messages, options))
-
-    async def _read_ahead(
-        self,
-        client: AsyncOpenAI,
-        model: str,
-        messages: list[ChatCompletionMessageParam],
-        options: Mapping[str, Any] | None,
-    ) -> None:
-        self._chunks = read_chunks(await open_stream(client, model, messages, options))
-        while not self._taken:
-            try:
-                self._read.append(await anext(self._chunks))
-            except StopAsyncIteration:
-                self._ended = True
-                return
-
-    async def chunks(self) -> AsyncIterator[Chunk]:
-        """What was read ahead, then the rest; an error of the upstream's comes after the text sent before it."""
-        self._taken = True
-        await asyncio.wait([self._task])  # its read under way ends with the next chunk, or the stream's end
-        while self._read:
-            yield self._read.popleft()
-        if (error := self._task.exception()) is not None:
-            raise error
-        if self._chunks is not None and not self._ended:
-            async for chunk in self._chunks:
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        content = self._aiohttp_response.content
+        with map_aiohttp_exceptions():
+            while True:
+                try:
+                    chunk = await content.readany()
+                except aiohttp.ClientError:
+                    if arrived := content._read_nowait(-1):
+                        yield arrived
+                    raise
+                if not chunk:
+                    return
                 yield chunk
 
-    async def discard(self) -> None:
-        """Abandon the stream: cancel the request, or close the stream it opened."""
-        self._task.cancel()
-        await asyncio.wait([self._task])
-        if not self._task.cancelled():
-            self._task.exception()  # retrieved: an abandoned stream's error concerns nobody
-        if self._chunks is not None:
-            await self._chunks.aclose()
+
+class _UpstreamTransport(AiohttpTransport):
+    """aiohttp under the SDK, as its DefaultAioHttpClient has it, but for the bodies: ``_FailAfterArrived``."""
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = await super().handle_async_request(request)
+        if isinstance(response.stream, AiohttpResponseStream):
+            response.stream = _FailAfterArrived(response.stream._aiohttp_response)
+        return response
 
 
 def create_client(settings: Settings) -> AsyncOpenAI | None:
@@ -280,5 +265,5 @@ def create_client(settings: Settings) -> AsyncOpenAI | None:
         max_retries=0,  # tenacity is the one retry loop
         timeout=settings.upstream_timeout_seconds,
         # The SDK's own aiohttp transport: reading a stream through httpcore and anyio cost far more CPU.
-        http_client=DefaultAioHttpClient(),
+        http_client=DefaultAioHttpClient(transport=_UpstreamTransport(limits=DEFAULT_CONNECTION_LIMITS)),
     )

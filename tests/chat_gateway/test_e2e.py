@@ -414,7 +414,7 @@ def test_an_openai_call_is_sent_upstream_while_its_turn_is_stored_and_dropped_if
     fake.state.plans.append(Plan(delay=0.05))  # a long answer: still streaming when dropped
     body = {"model": "fake-model", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
     with _hanging_up_server(after=0.3) as broken:
-        env = gateway_env(tmp_path, broken, upstream, PERSISTENCE_RETRY_ATTEMPTS="2")
+        env = gateway_env(tmp_path, broken, upstream, PERSISTENCE_RETRY_ATTEMPTS="2", TURN_SETTLE_SECONDS="1")
         service = Service("chat_gateway.main:create_app", env, tmp_path / "gateway.log").start()
         try:
             response = httpx.post(f"{service.url}/v1/chat/completions", json=body, timeout=30)

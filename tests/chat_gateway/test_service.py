@@ -1,4 +1,5 @@
 import asyncio
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -10,14 +11,14 @@ from fastapi import FastAPI
 from openai import AsyncOpenAI
 from pydantic import SecretStr
 
-from chat_gateway import upstream
+from chat_gateway import service
 from chat_gateway.config import Settings
 from chat_gateway.generation import StreamEvent
-from chat_gateway.persistence import PersistenceClient
+from chat_gateway.persistence import UNREACHABLE, PersistenceClient
 from chat_gateway.schemas import ChatRequest, StoredMessage
 from chat_gateway.service import Answers
 from chat_gateway.upstream import create_client
-from shared import MessageRole, MessageStatus
+from shared import MessageRole, MessageStatus, ServiceUnavailable
 from tests.conftest import serve
 from tests.fake_openai import TEXT, Plan, create_fake_openai, tokens
 
@@ -76,7 +77,7 @@ async def test_the_turn_goes_out_before_the_upstream_request_opened_beside_it_is
         finally:
             abandoned.set()
 
-    monkeypatch.setattr(upstream, "open_stream", open_stream)
+    monkeypatch.setattr(service, "open_stream", open_stream)
     settings = Settings(api_key=SecretStr("k"), openai_api_key=SecretStr("sk"))
     async with httpx.AsyncClient(base_url="http://persistence", transport=_StoredTurns(events)) as http:
         persistence = PersistenceClient(http, attempts=1, initial_wait=0, max_wait=0)
@@ -118,7 +119,7 @@ async def test_following_an_answer_persistence_loses_track_of_ends_with_an_error
 
     assert [(e.kind, e.offset, e.text, e.status) for e in events] == [("delta", 3, "Hel", None), ("error", 3, "", None)]
     assert events[-1].error is not None
-    assert events[-1].error.startswith("lost track of the answer: persistence service unreachable")
+    assert events[-1].error == f"lost track of the answer: {UNREACHABLE}"
 
 
 def _behind(length: int) -> httpx.Response:
@@ -201,8 +202,8 @@ class _SlowTurns(PersistenceClient):
 
 
 async def test_text_an_upstream_sent_while_the_turn_was_stored_survives_a_drop(fake_upstream: FastAPI) -> None:
-    """A fast upstream that drops after 30 tokens, before the turn is stored: those tokens are kept and
-    continued, not lost and generated again (the first attempt's stream is read as soon as it opens)."""
+    """A fast upstream that drops after 30 tokens, before the turn is stored and the stream is read: those
+    tokens are kept and continued, not lost and generated again."""
     fake_upstream.state.plans.append(Plan(drop_after=30))
     settings = Settings(
         api_key=SecretStr("k"),
@@ -225,3 +226,110 @@ async def test_text_an_upstream_sent_while_the_turn_was_stored_survives_a_drop(f
     requests = fake_upstream.state.requests
     assert len(requests) == 2
     assert requests[1]["messages"][-1] == {"role": "assistant", "content": "".join(tokens(TEXT)[:30])}
+
+
+class _RestartingPersistence:
+    """Persistence through a restart: the first turn is stored but its reply lost, then it is unreachable for
+    ``down`` requests; afterwards it replays the stored turn, and takes claims, appends and updates."""
+
+    def __init__(self, down: int) -> None:
+        self.down = down
+        self.answer: dict[str, Any] | None = None
+        self.paths: list[str] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.paths.append(f"{request.method} {request.url.path}")
+        body = json.loads(request.content) if request.content else {}
+        if request.url.path.endswith("/turns"):
+            if self.answer is None:
+                now = datetime.now(UTC).isoformat()
+                self.answer = {
+                    "id": body["answer"]["id"],
+                    "session_id": request.url.path.split("/")[2],
+                    "role": "assistant",
+                    "content": "",
+                    "status": "in_progress",
+                    "lease_owner": body["owner"],
+                    "lease_expires_at": now,
+                    "version": 1,
+                    "created_at": now,
+                }
+                raise httpx.ConnectError("reply lost")
+            if self.down > 0:
+                self.down -= 1
+                raise httpx.ConnectError("connection refused")
+            return httpx.Response(200, json={"question": {}, "answer": self.answer})
+        assert self.answer is not None
+        if request.url.path == "/messages/stale":
+            return httpx.Response(200, json=[self.answer])
+        if request.url.path.endswith("/claim"):
+            self.answer |= {"version": self.answer["version"] + 1}
+            return httpx.Response(200, json=self.answer)
+        if request.url.path.endswith("/append"):
+            self.answer |= {"content": self.answer["content"] + body["text"], "version": self.answer["version"] + 1}
+            if finish := body.get("finish"):
+                self.answer |= {"status": finish["status"], "lease_owner": None}
+            return httpx.Response(200, json={"length": len(self.answer["content"])})
+        if request.method == "PATCH":
+            if request.headers.get("if-match") != f'"{self.answer["version"]}"':
+                return httpx.Response(412, json={"detail": "moved on", "code": "precondition_failed"})
+            self.answer |= body | {"lease_owner": None, "version": self.answer["version"] + 1}
+            return httpx.Response(200, json=self.answer)
+        raise AssertionError(request.url.path)
+
+
+def _gateway(fake_upstream: FastAPI, persistence: _RestartingPersistence, **overrides: Any) -> tuple[Answers, Any]:
+    settings = Settings(
+        api_key=SecretStr("k"),
+        openai_api_key=SecretStr("sk"),
+        openai_base_url=fake_upstream.state.url,
+        retry_initial_wait=0,
+        retry_max_wait=0,
+        **overrides,
+    )
+    http = httpx.AsyncClient(base_url="http://persistence", transport=httpx.MockTransport(persistence))
+    client = create_client(settings)
+    assert client is not None
+    store = PersistenceClient(http, attempts=2, initial_wait=0, max_wait=0)
+    return Answers(settings, store, client), (http, client)
+
+
+async def test_a_turn_whose_reply_was_lost_is_settled_then_answered_once(fake_upstream: FastAPI) -> None:
+    persistence = _RestartingPersistence(down=4)
+    answers, (http, client) = _gateway(fake_upstream, persistence, turn_settle_seconds=5)
+    try:
+        answer = await answers.start_chat(ChatRequest(message="Hi"), idempotency_key=None)
+        relayed = "".join([event.text async for event in answers._live[answer.id].events(0)])
+    finally:
+        await http.aclose()
+        await client.close()
+    assert relayed == TEXT
+    assert persistence.answer is not None
+    assert (persistence.answer["content"], persistence.answer["status"]) == (TEXT, "complete")
+    assert len(fake_upstream.state.requests) == 1  # the stream opened beside the turn served it: paid for once
+    assert persistence.paths.count(f"POST /sessions/{answer.session_id}/turns") == 6  # lost, 4 refused, replayed
+
+
+async def test_a_chat_its_client_was_told_failed_is_never_generated(fake_upstream: FastAPI) -> None:
+    persistence = _RestartingPersistence(down=10**6)
+    answers, (http, client) = _gateway(fake_upstream, persistence, turn_settle_seconds=0.3)
+    try:
+        with pytest.raises(ServiceUnavailable) as refused:
+            await answers.start_chat(ChatRequest(message="Hi"), idempotency_key=None)
+        assert "will not be answered" in refused.value.detail
+        assert "persistence:" not in refused.value.detail
+        assert "http" not in refused.value.detail
+        upstream_requests = len(fake_upstream.state.requests)
+        # Persistence is back: the stored turn is found by crash recovery, on this gateway or any other.
+        other, (other_http, other_client) = _gateway(fake_upstream, persistence)
+        try:
+            assert await other.recover_once() == 0
+        finally:
+            await other_http.aclose()
+            await other_client.close()
+    finally:
+        await http.aclose()
+        await client.close()
+    assert persistence.answer is not None
+    assert (persistence.answer["status"], persistence.answer["error"]) == ("failed", service.NOT_STARTED)
+    assert len(fake_upstream.state.requests) == upstream_requests  # nothing generated after the refusal
