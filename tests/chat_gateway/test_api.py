@@ -27,6 +27,7 @@ def _app(**overrides: object) -> TestClient:
         openai_api_key=SecretStr("sk-test"),
         recovery_interval_seconds=3600,
         persistence_retry_attempts=1,
+        turn_settle_seconds=0.1,  # a chat that reaches persistence is refused at once
         max_body_bytes=4096,
         **overrides,  # type: ignore[arg-type]
     )
