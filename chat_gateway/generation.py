@@ -113,7 +113,9 @@ class Generation:
         on_finish: Callable[["Generation"], None],
         prompt: list[ChatCompletionMessageParam] | None = None,
         opening: "asyncio.Task[AsyncStream[object]] | None" = None,
+        leased_at: float | None = None,
     ) -> None:
+        """``leased_at``: when (``time.monotonic``) the request that gave this gateway the lease was sent."""
         self.answer = answer
         self.prompt = prompt  # known up front (a client's own, or a new chat's); else built from the history
         self._opening = opening  # the first attempt's stream, requested with ``prompt`` while the turn was stored
@@ -133,6 +135,10 @@ class Generation:
         self.done = asyncio.Event()
 
         self._saved = len(answer.content)
+        # Until when the lease is surely ours, on this process's clock: persistence set it to run out a lease
+        # after it received the request, so after the request was sent. Past it, no text is relayed unconfirmed.
+        self._lease_deadline = (leased_at if leased_at is not None else time.monotonic()) + settings.lease_seconds
+        self._renewed: asyncio.Future[None] | None = None  # a renewal the relay waits for (_fence)
         self._refused: str | None = None  # why persistence refused a write for good; no text is sent after it
         self._last_write = time.monotonic()
         self._flush_now = asyncio.Event()
@@ -262,14 +268,39 @@ class Generation:
             if chunk.text:
                 TOKENS.inc()
             sent_before = bool(self.text)
-            self._emit(join.feed(chunk.text))
+            if text := join.feed(chunk.text):
+                await self._fence()
+                self._emit(text)
             if self.text and not sent_before:
                 await _let_listeners_run()
             finish_reason = chunk.finish_reason or finish_reason
-        self._emit(join.flush())
+        if text := join.flush():
+            await self._fence()
+            self._emit(text)
         if finish_reason is None:
             raise StreamInterrupted("the upstream stream ended before the answer was finished")
         self.finish_reason = finish_reason
+
+    @property
+    def saved_length(self) -> int:
+        """How much of ``text`` persistence is known to hold."""
+        return self._saved
+
+    async def _fence(self) -> None:
+        """Before more text is relayed: wait until the lease is known to be ours.
+
+        Past its deadline (this process was paused longer than the lease: a frozen VM, a long GC, a blocked
+        loop) another gateway may have taken the answer over and be writing its own text: the writer renews
+        the lease first, and if it was lost, the generation stops here and its listeners follow the new owner.
+        """
+        while time.monotonic() >= self._lease_deadline:
+            if self._renewed is None or self._renewed.done():
+                self._renewed = asyncio.get_running_loop().create_future()
+            renewed = self._renewed
+            self._flush_now.set()
+            await asyncio.shield(renewed)
+            if time.monotonic() >= self._lease_deadline:  # persistence unreachable: try again shortly
+                await asyncio.sleep(min(1.0, self.settings.flush_interval_seconds))
 
     # Writes to persistence: one writer, so offsets never race.
 
@@ -281,7 +312,8 @@ class Generation:
             self._flush_now.clear()
             if self._closing:
                 return
-            if len(self.text) > self._saved or time.monotonic() - self._last_write >= heartbeat:
+            renewal_awaited = self._renewed is not None and not self._renewed.done()
+            if len(self.text) > self._saved or time.monotonic() - self._last_write >= heartbeat or renewal_awaited:
                 await self._write()
 
     async def _write(self, lease_seconds: float | None = None, finish: dict[str, Any] | None = None) -> bool:
@@ -290,6 +322,7 @@ class Generation:
         False when persistence is unreachable.
         """
         end = self._end_to_save()
+        sent = time.monotonic()
         try:
             self._saved = await self.persistence.append(
                 self.message_id,
@@ -321,7 +354,12 @@ class Generation:
             self._refused = self._refused or exc.detail
             self.stop("refused")
             raise
+        finally:
+            if self._renewed is not None and not self._renewed.done():
+                self._renewed.set_result(None)
         self._last_write = time.monotonic()
+        if finish is None:
+            self._lease_deadline = sent + (lease_seconds or self.settings.lease_seconds)
         return True
 
     def _end_to_save(self) -> int:

@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -54,6 +55,11 @@ def title_from(message: str) -> str:
 
 def _lease_is_live(message: StoredMessage) -> bool:
     return message.lease_expires_at is not None and message.lease_expires_at > datetime.now(UTC)
+
+
+def _same_for(one: str, other: str) -> int:
+    """How many characters two texts share from their start."""
+    return next((i for i, (a, b) in enumerate(zip(one, other, strict=False)) if a != b), min(len(one), len(other)))
 
 
 class Answers:
@@ -117,6 +123,7 @@ class Answers:
         }
         if new_session or create_session:
             turn["session"] = {"user_id": request.user_id, "title": title_from(request.message)}
+        leased_at = time.monotonic()
         storing = asyncio.ensure_future(self.persistence.start_turn(session_id, turn))
         opening = None
         # Until it is started here: a concurrent retry (same Idempotency-Key) that finds the turn stored and
@@ -154,7 +161,7 @@ class Answers:
         finally:
             self._starting -= Counter({answer_id: 1})  # the subtraction drops it when it reaches zero
         if created:
-            self._start(answer, client, model=model, prompt=prompt, opening=opening)
+            self._start(answer, client, model=model, prompt=prompt, opening=opening, leased_at=leased_at)
         else:  # a retry: attach to the answer, or take it over if its generator is gone (or never began)
             if opening is not None:
                 await discard(opening)
@@ -221,6 +228,7 @@ class Answers:
             return
         client = self._require_upstream()
         self._claiming.add(answer.id)
+        leased_at = time.monotonic()
         try:
             claimed = await self.persistence.claim(answer.id, self.settings.instance_id, self.settings.lease_seconds)
         except Conflict:
@@ -229,7 +237,7 @@ class Answers:
             return  # another gateway won the claim: follow it through persistence
         finally:
             self._claiming.discard(answer.id)
-        self._start(claimed, client, model=model, prompt=prompt)
+        self._start(claimed, client, model=model, prompt=prompt, leased_at=leased_at)
 
     def _start(
         self,
@@ -239,8 +247,9 @@ class Answers:
         model: str | None,
         prompt: list[ChatCompletionMessageParam] | None,
         opening: "asyncio.Task[AsyncStream[object]] | None" = None,
+        leased_at: float | None = None,
     ) -> None:
-        """Generate an answer this instance holds the lease of."""
+        """Generate an answer this instance holds the lease of (since ``leased_at``, on the monotonic clock)."""
         generation = Generation(
             claimed,
             model=model or claimed.model or self.settings.openai_model,
@@ -250,6 +259,7 @@ class Answers:
             on_finish=self._forget,
             prompt=prompt,
             opening=opening,
+            leased_at=leased_at,
         )
         self._live[claimed.id] = generation
         generation.start()
@@ -297,6 +307,9 @@ class Answers:
         # Where persistence is read from: behind ``offset`` while the client has seen text that the gateway
         # which streamed it to it has not saved yet (it saves once a second).
         read_from = offset
+        # Text this client was sent by this gateway's generation that persistence did not hold when the answer
+        # left it (lease lost): the new owner may have continued differently, which is checked before going on.
+        unconfirmed = ""
         while True:
             if (generation := self._live.get(message_id)) is not None:
                 async for event in generation.events(offset):
@@ -306,6 +319,9 @@ class Answers:
                     offset = event.offset
                 else:
                     return
+                if offset > generation.saved_length:
+                    unconfirmed = generation.text[generation.saved_length : offset]
+                    read_from, version = generation.saved_length, None
             try:
                 stored = await self.persistence.poll_text(message_id, read_from, version)
             except DomainError as exc:
@@ -318,6 +334,18 @@ class Answers:
                 # client can reattach to it (no status: nobody here knows how it ends).
                 yield StreamEvent("error", offset, error=f"lost track of the answer: {exc.detail}")
                 return
+            if stored is not None and unconfirmed:
+                same = _same_for(stored.text, unconfirmed)
+                if same < min(len(stored.text), len(unconfirmed)):
+                    at = stored.offset + same
+                    error = f"the answer was taken over and continued differently from offset {at}: reattach from {at}"
+                    yield StreamEvent("error", offset, error=error)
+                    return
+                if len(stored.text) < len(unconfirmed) and stored.status not in TERMINAL:
+                    version = stored.version  # not all there yet: read from the same place again
+                    await asyncio.sleep(self.settings.reattach_poll_seconds)
+                    continue
+                unconfirmed = ""
             if stored is not None:  # None: unchanged since the last poll
                 version, read_from = stored.version, stored.length
                 if stored.length > offset:

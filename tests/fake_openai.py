@@ -41,6 +41,7 @@ class Plan:
     delay: float = 0.0  # seconds between tokens
     repeat_overlap: int = 0  # on a continuation, first repeat this many characters of the partial answer
     restart: bool = False  # on a continuation, first repeat the words the instruction asks for ([[...]])
+    continue_with: str | None = None  # on a continuation, this instead of the rest of the text
 
 
 class Dropped(Exception):
@@ -70,6 +71,8 @@ def remaining_text(messages: list[dict[str, Any]], plan: Plan, text: str = TEXT)
     if messages and messages[-1].get("role") == "assistant":
         partial = messages[-1].get("content") or ""
         rest = text[len(partial) :] if text.startswith(partial) else ""
+        if plan.continue_with is not None:
+            rest = plan.continue_with
         repeat = partial[-plan.repeat_overlap :] if plan.repeat_overlap else ""
         if plan.restart and (asked := re.search(r"\[\[(.*)\]\]", str(messages[-2].get("content")), re.DOTALL)):
             repeat = asked.group(1)

@@ -4,9 +4,11 @@ Every scenario asserts the final stored answer exactly.
 """
 
 import contextlib
+import itertools
 import json
 import math
 import random
+import re
 import signal
 import socket
 import threading
@@ -590,6 +592,47 @@ def test_a_forged_last_event_id_past_the_end_is_answered_alike_by_every_gateway(
     expected = {"status": "complete", "error": f"the answer ended at {len(TEXT)}, before offset {2**30}"}
     assert endings == [("error", expected), ("error", expected)]
     assert _finished(store, message_id)["content"] == TEXT
+
+
+def test_a_gateway_paused_past_its_lease_never_shows_its_client_text_that_is_not_the_answer(
+    tmp_path: Path, gateway: Service, persistence: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    """Frozen (SIGSTOP) longer than its lease, the gateway loses the answer to another, which ends it its own
+    way; woken, it relays nothing unconfirmed: its client sees the stored answer, or a prefix of it and where to
+    reattach from, and reattaching from there gives exactly the rest."""
+    ending = " -- and then the other gateway ended it its own way."
+    fake_openai.state.plans.extend([Plan(delay=0.05), Plan(continue_with=ending)])
+    env = gateway_env(tmp_path, persistence.url, gateway.env["OPENAI_BASE_URL"].removesuffix("/v1"))
+    other = Service("chat_gateway.main:create_app", env, tmp_path / "other.log").start()
+    assert gateway.process is not None
+    seen: list[str] = []
+    try:
+        body = {"message": "hi", "stream": True}
+        with httpx.stream("POST", f"{gateway.url}/chat", json=body, timeout=30) as response:
+            events = sse_events(response)
+            message_id = next(events).data["message_id"]
+            seen += [e.data["text"] for e in itertools.islice((e for e in events if e.event == "delta"), 5)]
+            gateway.process.send_signal(signal.SIGSTOP)
+            try:
+                stored = _finished(store, message_id)["content"]
+            finally:
+                gateway.process.send_signal(signal.SIGCONT)
+            rest = list(events)
+    finally:
+        other.kill(signal.SIGTERM)
+    assert stored.endswith(ending)
+    client_text = "".join(seen + [e.data["text"] for e in rest if e.event == "delta"])
+    if rest[-1].event == "done":
+        assert client_text == stored
+        return
+    assert rest[-1].event == "error"
+    reattach = re.search(r"reattach from (\d+)", rest[-1].data["error"])
+    assert reattach is not None, rest[-1].data
+    at = int(reattach.group(1))
+    assert client_text[:at] == stored[:at]
+    with httpx.stream("GET", f"{gateway.url}/chat/messages/{message_id}/stream", params={"offset": at}) as response:
+        tail = "".join(e.data["text"] for e in sse_events(response) if e.event == "delta")
+    assert client_text[:at] + tail == stored
 
 
 def test_request_id_follows_a_chat_into_persistence_and_metrics_count_it(
