@@ -6,7 +6,7 @@ from fastapi.security import APIKeyHeader, HTTPBearer
 
 from persistence.config import Settings
 from persistence.db import Database
-from shared import BadRequest, Unauthorized, key_matches, presented_key
+from shared import BadRequest, ServiceUnavailable, Unauthorized, key_matches, presented_key
 
 # Every dependency and route is `async def`: FastAPI runs a plain `def` in the thread pool, and each such
 # hop cost more CPU than the query it wraps (docs/benchmarks.md). Database.run is the one hop a request makes.
@@ -21,6 +21,8 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
 async def get_database(request: Request) -> Database:
+    if not request.app.state.database_ready:  # started before its database, and still waiting for it
+        raise ServiceUnavailable("the database is not reachable yet: retry shortly", code="not_ready")
     database: Database = request.app.state.database
     return database
 

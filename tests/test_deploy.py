@@ -163,19 +163,48 @@ def test_wait_for_it_waits_for_a_port_then_runs_the_command(tmp_path: Path) -> N
     assert time.monotonic() - started >= 1.5
 
 
+def _wait_for_it(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["sh", str(ROOT / "wait-for-it.sh"), *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
 def test_wait_for_it_times_out_on_a_closed_port(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
-    result = subprocess.run(
-        ["sh", str(ROOT / "wait-for-it.sh"), f"127.0.0.1:{_free_port()}", "--timeout=2", "--", "touch", str(marker)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 1
-    assert "not open after 2s" in result.stderr
+    closed = f"127.0.0.1:{_free_port()}"
+    strict = _wait_for_it(closed, "--timeout=2", "--strict", "--", "touch", str(marker))
+    assert strict.returncode == 124
+    assert "timeout occurred after waiting 2 seconds" in strict.stderr
+    assert "refusing to execute" in strict.stderr
     assert not marker.exists()
-    assert subprocess.run(["sh", str(ROOT / "wait-for-it.sh"), "nohostport"], check=False).returncode == 2
+    assert _wait_for_it(closed, "-t", "1").returncode == 124
+    # Without --strict the command runs anyway, as the widely used script does.
+    assert _wait_for_it(closed, "-t", "1", "--", "touch", str(marker)).returncode == 0
+    assert marker.exists()
+    assert _wait_for_it("nohostport").returncode == 2
+    assert _wait_for_it(closed, "-t", "soon").returncode == 2
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["{host}:{port}", "-t", "5"],
+        ["-h", "{host}", "-p", "{port}", "-t", "5", "-s"],
+        ["--host={host}", "--port={port}", "--timeout=5", "--strict", "--quiet"],
+        ["-q", "{host}:{port}", "-s", "-t", "5"],
+    ],
+)
+def test_wait_for_it_takes_the_usual_interface(args: list[str], tmp_path: Path) -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = str(server.getsockname()[1])
+        marker = tmp_path / "ran"
+        given = [arg.format(host="127.0.0.1", port=port) for arg in args]
+        result = _wait_for_it(*given, "--", "touch", str(marker))
+    assert result.returncode == 0, result.stderr
+    assert marker.exists()
+    assert (result.stderr == "") is ("-q" in args or "--quiet" in given)
 
 
 @pytest.mark.parametrize("service", sorted(IMAGES))
