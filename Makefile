@@ -18,6 +18,10 @@ install: $(STAMP)
 secrets: $(STAMP)
 	$(BIN)/python scripts/ensure_secrets.py secrets
 
+# The servers get SIGTERM when their runner dies (honcho starts them in sessions of their own, so a killed
+# `make` or a closed terminal would otherwise leave them holding their ports): util-linux's setpriv, where present.
+export PDEATHSIG := $(shell command -v setpriv >/dev/null 2>&1 && echo setpriv --pdeathsig TERM)
+
 # Both services, as listed in the Procfile; Ctrl-C stops both.
 run: install secrets
 	exec $(BIN)/honcho start

@@ -1,5 +1,6 @@
 """What can be checked of the containers without a Docker engine."""
 
+import contextlib
 import json
 import os
 import re
@@ -236,3 +237,45 @@ def test_image_start_command_serves_health(service: str, tmp_path: Path) -> None
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
+
+
+def _serving(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@pytest.mark.parametrize(
+    ("target", "sig"),
+    [("run-persistence", signal.SIGKILL), ("run-persistence", signal.SIGHUP), ("run", signal.SIGKILL)],
+)
+def test_a_killed_runner_leaves_no_server_behind(target: str, sig: signal.Signals, tmp_path: Path) -> None:
+    """`make run…` killed with its process group (or its terminal closed): its servers go too, ports freed."""
+    ports = {"PERSISTENCE_PORT": _free_port(), "GATEWAY_PORT": _free_port()}
+    env = {k: v for k, v in os.environ.items() if not k.endswith(("_KEY", "_KEY_FILE", "_URL"))}
+    env |= {name: str(port) for name, port in ports.items()} | {"DATABASE_URL": f"sqlite:///{tmp_path}/db"}
+    runner = subprocess.Popen(
+        ["make", "--no-print-directory", target],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group, as a terminal gives it
+    )
+    started = [ports["PERSISTENCE_PORT"]] + ([ports["GATEWAY_PORT"]] if target == "run" else [])
+    try:
+        deadline = time.monotonic() + 120
+        while not all(_serving(port) for port in started):
+            assert runner.poll() is None, f"make {target} exited"
+            assert time.monotonic() < deadline, f"make {target} did not serve"
+            time.sleep(0.2)
+        os.killpg(runner.pid, sig)
+        runner.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while any(_serving(port) for port in started):
+            assert time.monotonic() < deadline, "a server outlived its runner"
+            time.sleep(0.2)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(runner.pid, signal.SIGKILL)
