@@ -211,6 +211,7 @@ class PersistenceClient:
         body = {"owner": owner, "lease_seconds": lease_seconds}
         return StoredMessage.model_validate(await self._request("POST", f"/messages/{message_id}/claim", json=body))
 
-    async def stale(self, limit: int = 50) -> list[StoredMessage]:
-        data = await self._request("GET", "/messages/stale", params={"limit": limit})
+    async def stale(self, owner: str, limit: int = 50) -> list[StoredMessage]:
+        """Orphaned answers, and those ``owner`` holds (taken back by a gateway restarted under its name)."""
+        data = await self._request("GET", "/messages/stale", params={"limit": limit, "owner": owner})
         return [StoredMessage.model_validate(item) for item in data]

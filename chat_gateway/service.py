@@ -375,7 +375,7 @@ class Answers:
     async def recover_once(self) -> int:
         """Take over answers whose gateway died (lease expired while in progress); returns how many."""
         taken = 0
-        for answer in await self.persistence.stale():
+        for answer in await self.persistence.stale(self.settings.instance_id):
             if answer.id in self._live or answer.id in self._claiming or answer.id in self._starting:
                 continue
             if answer.version == 1 and not answer.content:

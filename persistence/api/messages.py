@@ -3,7 +3,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
 
-from persistence.api.params import Cursor, Limit, replayed
+from persistence.api.params import NO_NUL, Cursor, Limit, replayed
 from persistence.deps import DbDep, IfMatchDep, IfNoneMatchDep, SettingsDep
 from persistence.models import Message
 from persistence.schemas import (
@@ -107,9 +107,16 @@ async def last_message(
 
 
 @router.get("/messages/stale")
-async def list_stale_messages(db: DbDep, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> list[MessageRead]:
-    """List in-progress answers whose lease expired (their generator died)."""
-    return [MessageRead.model_validate(row) for row in await db.run_autocommit(messages.list_stale, limit)]
+async def list_stale_messages(
+    db: DbDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    owner: Annotated[
+        str | None, Query(min_length=1, max_length=255, pattern=NO_NUL, description="Also the ones it holds.")
+    ] = None,
+) -> list[MessageRead]:
+    """List in-progress answers whose lease expired (their generator died), and those ``owner`` holds."""
+    rows = await db.run_autocommit(messages.list_stale, limit, owner)
+    return [MessageRead.model_validate(row) for row in rows]
 
 
 @router.get("/messages/{message_id}", response_model=MessageDetail, responses=NOT_MODIFIED)

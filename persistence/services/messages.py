@@ -576,13 +576,17 @@ def claim_message(db: Session, message_id: uuid.UUID, data: ClaimRequest, *, lea
     )
 
 
-def list_stale(db: Session, limit: int) -> list[Message]:
-    """In-progress answers whose lease expired: their generator died and they need recovering."""
+def list_stale(db: Session, limit: int, owner: str | None = None) -> list[Message]:
+    """In-progress answers whose lease expired: their generator died and they need recovering. With ``owner``,
+    also those it holds, expired or not: a gateway restarted under the same name takes its own back at once."""
+    orphaned = Message.lease_expires_at < _at(utcnow())
+    if owner is not None:
+        orphaned = or_(orphaned, Message.lease_owner == owner)
     stmt = (
         select(Message)
         # Not the prompts: every gateway scans for these every few seconds, and a claim returns the prompt.
         .options(defer(Message.prompt, raiseload=True))
-        .where(Message.status == _IN_PROGRESS_SQL, Message.lease_expires_at < _at(utcnow()))
+        .where(Message.status == _IN_PROGRESS_SQL, orphaned)
         .order_by(Message.lease_expires_at)
         .limit(limit)
     )

@@ -12,6 +12,7 @@ import re
 import signal
 import socket
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -322,6 +323,28 @@ def test_gateway_killed_mid_stream_is_recovered_by_the_next_one(
     recovery = fake_openai.state.requests[-1]
     assert recovery["messages"][-1]["role"] == "assistant"  # a continuation, with the answer's options
     assert (recovery["temperature"], recovery["seed"]) == (0.3, 11)
+
+
+def test_a_gateway_restarted_under_the_same_instance_id_takes_its_answers_back_at_once(
+    tmp_path: Path, persistence: Service, store: httpx.Client, fake_openai: FastAPI, fake_openai_url: str
+) -> None:
+    """Its leases are long and its scans rare: it does not wait for either to take back what it held."""
+    fake_openai.state.plans.extend([Plan(delay=0.05), Plan()])
+    settings = {"INSTANCE_ID": "gateway-a", "LEASE_SECONDS": "600", "RECOVERY_INTERVAL_SECONDS": "600"}
+    env = gateway_env(tmp_path, persistence.url, fake_openai_url, **settings)
+    gateway = Service("chat_gateway.main:create_app", env, tmp_path / "a.log").start()
+    try:
+        with streaming_chat(gateway, deltas=8) as (message_id, _):
+            wait_for(lambda: _stored(store, message_id)["content"])
+            gateway.kill(signal.SIGKILL)
+        restarted = time.monotonic()
+        gateway.start()
+        final = _finished(store, message_id)
+    finally:
+        gateway.kill(signal.SIGTERM)
+    assert time.monotonic() - restarted < 10
+    assert (final["content"], final["status"]) == (TEXT, "complete")
+    assert fake_openai.state.requests[-1]["messages"][-1]["role"] == "assistant"  # continued, not regenerated
 
 
 def test_an_openai_call_whose_gateway_died_is_continued_from_the_clients_own_prompt(

@@ -189,6 +189,17 @@ def test_stale_lists_only_in_progress_with_expired_lease(client: TestClient, app
     assert client.get("/messages/stale", params={"limit": 0}).status_code == 422
 
 
+def test_stale_with_an_owner_also_lists_what_it_holds(client: TestClient, app: FastAPI) -> None:
+    mine, theirs, dead = new_answer(client), new_answer(client), new_answer(client)
+    claim(client, mine["id"], owner="g1")
+    claim(client, theirs["id"], owner="g2")
+    claim(client, dead["id"], owner="g3")
+    _expire_lease(app, dead["id"])
+    listed = {m["id"] for m in client.get("/messages/stale", params={"owner": "g1"}).json()}
+    assert listed == {mine["id"], dead["id"]}
+    assert client.get("/messages/stale", params={"owner": ""}).status_code == 422
+
+
 def _claimed_answer(client: TestClient, owner: str = "g1") -> str:
     answer = new_answer(client)
     assert claim(client, answer["id"], owner).status_code == 200
