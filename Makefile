@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install secrets run run-persistence run-gateway migrate test lint format clean local-llm bench bench-quick bench-deps bench-alternative
+.PHONY: install secrets run run-persistence run-gateway migrate test lint format clean local-llm bench bench-quick bench-deps bench-alternative chaos
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -84,6 +84,13 @@ bench: bench-deps bench-alternative
 
 bench-quick: bench-deps
 	set -e; for b in $(BENCHMARKS); do $(BIN)/python -m bench.$$b --quick; done
+
+# The chaos run (docs/reliability.md): five minutes of chats through killed, paused and restarted processes;
+# never part of `make test`, which runs a 60-second one (tests/chaos). Needs PostgreSQL's server binaries.
+CHAOS_SECONDS ?= 300
+
+chaos: install
+	$(BIN)/python -m chaos --seconds $(CHAOS_SECONDS)
 
 format: install
 	$(BIN)/ruff check --fix .

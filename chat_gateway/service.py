@@ -8,7 +8,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from openai import AsyncOpenAI, AsyncStream
@@ -364,11 +364,30 @@ class Answers:
             await asyncio.sleep(self.settings.reattach_poll_seconds)
 
     async def outcome(self, message_id: uuid.UUID) -> StoredMessage:
-        """Wait for the answer to end and return it as stored."""
-        async for event in self.follow(message_id, 0):
-            if event.kind in ("done", "error"):
-                break
-        return await self.persistence.get_message(message_id)
+        """Wait for the answer to end and return it as stored.
+
+        Through persistence outages too, for up to TURN_SETTLE_SECONDS at a time: a client answered at once
+        with a 503 would take its chat for failed while it goes on. Past that, a 503 ``outcome_unknown`` says
+        that the answer may still end well, and where to read it.
+        """
+        unknown_since = None
+        while True:
+            try:
+                async for event in self.follow(message_id, 0):
+                    if event.kind == "done" or (event.kind == "error" and event.status is not None):
+                        return await self.persistence.get_message(message_id)
+                # Lost track of it (persistence unreachable): follow it again.
+            except ServiceUnavailable:
+                pass
+            unknown_since = unknown_since or time.monotonic()
+            if time.monotonic() - unknown_since > self.settings.turn_settle_seconds:
+                raise ServiceUnavailable(
+                    "the answer's outcome is not known yet (the persistence service is unreachable); it may still "
+                    f"complete: read it with GET /chat/messages/{message_id}/stream",
+                    code="outcome_unknown",
+                    message_id=str(message_id),
+                )
+            await asyncio.sleep(min(1.0, self.settings.reattach_poll_seconds * 4))
 
     # Crash recovery
 
@@ -378,10 +397,10 @@ class Answers:
         for answer in await self.persistence.stale(self.settings.instance_id):
             if answer.id in self._live or answer.id in self._claiming or answer.id in self._starting:
                 continue
-            if answer.version == 1 and not answer.content:
-                # Its gateway never wrote to it, not even to renew its lease: it may have told its client the
-                # chat failed (_settle_turn). Such an answer ends failed, never generated; a retry of the chat
-                # with its Idempotency-Key takes it up again.
+            if self._may_have_been_refused(answer):
+                # Its gateway never wrote to it, not even to renew its lease, and has had time to give up on its
+                # turn and tell its client the chat failed (_settle_turn): it ends failed, never generated. A retry
+                # of the chat with its Idempotency-Key takes it up again.
                 with contextlib.suppress(Conflict, PreconditionFailed):
                     await self.persistence.update_message(
                         answer.id, {"status": "failed", "error": NOT_STARTED}, if_match=answer.version
@@ -398,6 +417,15 @@ class Answers:
                 taken += answer.id in self._live
         RECOVERED.inc(taken)
         return taken
+
+    def _may_have_been_refused(self, answer: StoredMessage) -> bool:
+        """Whether an orphan's client may have been told its chat failed: its gateway never wrote to it, and
+        the turn was stored long enough ago for that gateway to have given up on it (3/4 of TURN_SETTLE_SECONDS,
+        against its own clock and persistence's: the quarter is for their difference). Before that, the orphan
+        is resumed as any other: its gateway, if it is still settling the turn, then finds it generated here."""
+        if answer.version != 1 or answer.content:
+            return False
+        return datetime.now(UTC) - answer.created_at > timedelta(seconds=0.75 * self.settings.turn_settle_seconds)
 
     async def recovery_loop(self) -> None:
         while True:

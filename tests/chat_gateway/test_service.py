@@ -321,7 +321,7 @@ async def test_a_chat_its_client_was_told_failed_is_never_generated(fake_upstrea
         assert "http" not in refused.value.detail
         upstream_requests = len(fake_upstream.state.requests)
         # Persistence is back: the stored turn is found by crash recovery, on this gateway or any other.
-        other, (other_http, other_client) = _gateway(fake_upstream, persistence)
+        other, (other_http, other_client) = _gateway(fake_upstream, persistence, turn_settle_seconds=0.3)
         try:
             assert await other.recover_once() == 0
         finally:
