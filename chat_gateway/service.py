@@ -172,8 +172,9 @@ class Answers:
         """Store the turn again, with the same ids, until persistence answers or TURN_SETTLE_SECONDS pass.
 
         A replay of a turn that did land returns it as stored (then generated here, or followed). Given up,
-        the client is told the chat failed, and it never is generated: an answer its gateway never wrote to is
-        failed by crash recovery, not generated (``recover_once``).
+        the client is told the chat failed, and it never is generated: crash recovery fails, rather than
+        generates, an answer its gateway never wrote to once that gateway may have given up
+        (``_may_have_been_refused``).
         """
         try:
             async for attempt in AsyncRetrying(
