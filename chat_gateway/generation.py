@@ -269,7 +269,8 @@ class Generation:
                 TOKENS.inc()
             sent_before = bool(self.text)
             if text := join.feed(chunk.text):
-                await self._fence()
+                if time.monotonic() >= self._lease_deadline:  # checked here: a call per chunk costs the relay
+                    await self._fence()
                 self._emit(text)
             if self.text and not sent_before:
                 await _let_listeners_run()

@@ -6,7 +6,6 @@ import hashlib
 import logging
 import time
 import uuid
-from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -71,7 +70,7 @@ class Answers:
         self.client = client
         self._live: dict[uuid.UUID, Generation] = {}
         self._claiming: set[uuid.UUID] = set()
-        self._starting: Counter[uuid.UUID] = Counter()  # answers whose turns this gateway is storing
+        self._starting: dict[uuid.UUID, int] = {}  # answers whose turns this gateway is storing (how many times)
         self.draining = False
 
     def _require_upstream(self) -> AsyncOpenAI:
@@ -128,7 +127,7 @@ class Answers:
         opening = None
         # Until it is started here: a concurrent retry (same Idempotency-Key) that finds the turn stored and
         # claimed by this gateway must follow it, not take it too.
-        self._starting[answer_id] += 1
+        self._starting[answer_id] = self._starting.get(answer_id, 0) + 1
         try:
             if prompt is not None and idempotency_key is None:
                 # One step for the turn first: its request is then on the wire before the SDK spends its
@@ -159,7 +158,8 @@ class Answers:
                 ) from exc
             raise
         finally:
-            self._starting -= Counter({answer_id: 1})  # the subtraction drops it when it reaches zero
+            if (left := self._starting.pop(answer_id) - 1) > 0:
+                self._starting[answer_id] = left
         if created:
             self._start(answer, client, model=model, prompt=prompt, opening=opening, leased_at=leased_at)
         else:  # a retry: attach to the answer, or take it over if its generator is gone (or never began)
