@@ -243,7 +243,9 @@ def check(chaos: Chaos, chats: list[Chat]) -> dict[str, Any]:
     }
 
 
-def missed_targets(report: dict[str, Any]) -> list[str]:
+def missed_targets(report: dict[str, Any], *, timing: bool = True) -> list[str]:
+    """The targets of docs/reliability.md the run missed; ``timing``: the pickup time's too, which only a
+    machine doing nothing else measures (the short run in ``make test`` shares it with other tests)."""
     missed = []
     if report["answers"].get("wrong", 0):
         missed.append("wrong answers")
@@ -257,7 +259,7 @@ def missed_targets(report: dict[str, Any]) -> list[str]:
         missed.append("characters generated / needed above 1.05")
     if report["orphans never picked up"]:
         missed.append("orphans never picked up")
-    if (p95 := report["pickup p95 s"]) is not None and p95 > 5:
+    if timing and (p95 := report["pickup p95 s"]) is not None and p95 > 5:
         missed.append("orphan pickup p95 above 5 s")
     return missed
 
@@ -277,6 +279,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seed", type=int, default=int.from_bytes(os.urandom(2), "big"))
     parser.add_argument("--json", type=Path, help="also write the report here")
+    parser.add_argument("--no-timing-targets", action="store_true", help="report the pickup time, do not judge it")
     args = parser.parse_args()
     directory = Path(tempfile.mkdtemp(prefix="chaos-"))
     directory.chmod(0o755)  # the cluster's own user (postgres, when run as root) must reach its directory
@@ -297,7 +300,7 @@ def main() -> None:
         print(f"  problem: {problem}")
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
-    if missed := missed_targets(report):
+    if missed := missed_targets(report, timing=not args.no_timing_targets):
         print(f"chaos: targets missed: {', '.join(missed)} (logs kept in {directory})", file=sys.stderr)
         sys.exit(1)
     shutil.rmtree(directory, ignore_errors=True)

@@ -1,3 +1,4 @@
+import uuid
 from typing import Annotated
 
 from fastapi import Depends, Header, Request, Security
@@ -6,7 +7,9 @@ from fastapi.security import APIKeyHeader, HTTPBearer
 
 from persistence.config import Settings
 from persistence.db import Database
-from shared import BadRequest, ServiceUnavailable, Unauthorized, key_matches, presented_key
+from persistence.services import messages, sessions
+from shared import BadRequest, NotFound, ServiceUnavailable, Unauthorized, key_matches, presented_key
+from shared.identity import ON_BEHALF_OF
 
 # Every dependency and route is `async def`: FastAPI runs a plain `def` in the thread pool, and each such
 # hop cost more CPU than the query it wraps (docs/benchmarks.md). Database.run is the one hop a request makes.
@@ -85,3 +88,43 @@ async def if_none_match_tags(
 
 
 IfNoneMatchDep = Annotated[frozenset[str], Depends(if_none_match_tags)]
+
+
+async def on_behalf_of(
+    user: Annotated[
+        str | None,
+        Header(
+            alias=ON_BEHALF_OF,
+            max_length=255,
+            description="Answer for this user only: another user's session or message is a 404.",
+        ),
+    ] = None,
+) -> str | None:
+    return user
+
+
+OnBehalfOfDep = Annotated[str | None, Depends(on_behalf_of)]
+
+
+async def check_owner(request: Request, db: DbDep, user: OnBehalfOfDep) -> None:
+    """For a request made on behalf of a user: the path's session or message must be theirs, or not exist.
+
+    Another user's is answered exactly as one that does not exist. One that does not exist is left to the
+    route (a turn creates its session).
+    """
+    if user is None:
+        return
+    params = request.path_params
+    for name, owner_of in (("session_id", sessions.owner_of), ("message_id", messages.owner_of)):
+        if (raw := params.get(name)) is None:
+            continue
+        try:
+            item_id = uuid.UUID(raw)
+        except ValueError:
+            return  # the route refuses it
+        owner = await db.run_autocommit(owner_of, item_id)
+        if owner is not None and owner != user:
+            raise NotFound(f"{name.removesuffix('_id')} {item_id} not found")
+
+
+OwnerCheck = Depends(check_owner)

@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
-from persistence.api import health, legacy, messages, rag, search, sessions
+from persistence.api import health, identity, legacy, messages, rag, search, sessions
 from persistence.config import Settings
 from persistence.db import Database, create_db_engine, migrate
 from persistence.deps import ApiKeyDep, BearerDocDep
@@ -86,7 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_middleware(app, service="persistence", settings=settings)
     register_persistence_error_handlers(app)
     # Routers are matched in order, route by route: the busiest first.
-    for router in (messages.router, sessions.router, legacy.router, search.router, rag.router):
+    for router in (messages.router, sessions.router, legacy.router, search.router, rag.router, identity.router):
         app.include_router(router, dependencies=[ApiKeyDep, BearerDocDep])
     app.include_router(health.router)
     return app

@@ -2,7 +2,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Dialect, Enum, ForeignKey, Index, MetaData, String, Text, TypeDecorator, text
+from sqlalchemy import JSON, BigInteger, Dialect, Enum, ForeignKey, Index, MetaData, String, Text, TypeDecorator, text
 from sqlalchemy import DateTime as _DateTime
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -124,3 +124,56 @@ class Message(Base):
             sqlite_where=text("status = 'in_progress'"),
         ),
     )
+
+
+class ApiKey(Base):
+    """A user key of the gateway: only its SHA-256 is kept (keys are random, so no slow hash is needed)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[str] = mapped_column(String(255), index=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    requests_per_minute: Mapped[int | None] = mapped_column(BigInteger)
+    tokens_per_day: Mapped[int | None] = mapped_column(BigInteger)
+    tokens_per_month: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+
+
+class UserLimit(Base):
+    """A user's own limits, for every key of theirs and their tokens (JWT) that set none."""
+
+    __tablename__ = "user_limits"
+
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    requests_per_minute: Mapped[int | None] = mapped_column(BigInteger)
+    tokens_per_day: Mapped[int | None] = mapped_column(BigInteger)
+    tokens_per_month: Mapped[int | None] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class UsageRecord(Base):
+    """One answer's tokens, attributed to its user: written when its turn is stored, settled when it ends.
+
+    Not tied to the message by a foreign key: deleting a chat does not give its tokens back to a budget.
+    Until settled (``total_tokens`` null) an answer counts for ``reserved_tokens``.
+    """
+
+    __tablename__ = "usage_records"
+
+    message_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(255))
+    model: Mapped[str | None] = mapped_column(String(MODEL_MAX_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    reserved_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    prompt_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    completion_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    total_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    estimated: Mapped[bool] = mapped_column(default=False)
+
+    __table_args__ = (Index("ix_usage_records_user_created", "user_id", "created_at"),)

@@ -16,6 +16,7 @@ from shared import (
     SessionRead,
     UTCDatetime,
 )
+from shared.identity import TurnAccount
 from shared.resources import MAX_OFFSET, Context, FinishReason, ModelName
 from shared.schemas import check_storable
 
@@ -189,6 +190,9 @@ class TurnCreate(InputModel):
         default=None, description="When given, the answer is stored claimed by it (in progress); else pending."
     )
     lease_seconds: LeaseSeconds | None = None
+    account: TurnAccount | None = Field(
+        default=None, description="Whose answer it is (its usage is recorded); with budgets, refused when spent."
+    )
 
 
 class MessageDetail(MessageRead):

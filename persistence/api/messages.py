@@ -4,7 +4,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Response
 
 from persistence.api.params import NO_NUL, Cursor, Limit, replayed
-from persistence.deps import DbDep, IfMatchDep, IfNoneMatchDep, SettingsDep
+from persistence.deps import DbDep, IfMatchDep, IfNoneMatchDep, OwnerCheck, SettingsDep
 from persistence.models import Message
 from persistence.schemas import (
     AppendRequest,
@@ -59,7 +59,12 @@ async def append_to_message(
     return AppendResult.model_validate(row)
 
 
-@router.post("/sessions/{session_id}/messages", status_code=201, responses={200: replayed(MessageDetail)})
+@router.post(
+    "/sessions/{session_id}/messages",
+    status_code=201,
+    responses={200: replayed(MessageDetail)},
+    dependencies=[OwnerCheck],
+)
 async def create_message(session_id: uuid.UUID, body: MessageCreate, db: DbDep, response: Response) -> MessageDetail:
     """Add a message; repeating a create with the same id and body returns the stored one (200)."""
     message, created = await db.run_autocommit(messages.create_message, session_id, body)
@@ -68,20 +73,22 @@ async def create_message(session_id: uuid.UUID, body: MessageCreate, db: DbDep, 
     return _with_etag(message, response)
 
 
-@router.post("/sessions/{session_id}/turns", status_code=201, responses={200: replayed(TurnRead)})
+@router.post(
+    "/sessions/{session_id}/turns", status_code=201, responses={200: replayed(TurnRead)}, dependencies=[OwnerCheck]
+)
 async def start_turn(
     session_id: uuid.UUID, body: TurnCreate, db: DbDep, settings: SettingsDep, response: Response
 ) -> TurnRead:
     """Store a question and its answer at once, the answer claimed if an owner is given; a replay is a 200."""
-    question, answer, created = await db.run_autocommit(
-        messages.start_turn, session_id, body, lease_seconds=settings.lease_seconds
-    )
+    # Budgets are checked and the turn stored in one transaction; without, a single statement needs none.
+    run = db.run if body.account is not None and body.account.has_budget else db.run_autocommit
+    question, answer, created = await run(messages.start_turn, session_id, body, lease_seconds=settings.lease_seconds)
     if not created:
         response.status_code = 200
     return TurnRead(question=MessageRead.model_validate(question), answer=MessageRead.model_validate(answer))
 
 
-@router.get("/sessions/{session_id}/messages")
+@router.get("/sessions/{session_id}/messages", dependencies=[OwnerCheck])
 async def list_messages(
     session_id: uuid.UUID,
     db: DbDep,
@@ -98,7 +105,7 @@ async def list_messages(
     return Page[MessageRead](items=rows, next_cursor=next_cursor)
 
 
-@router.get("/sessions/{session_id}/messages/last")
+@router.get("/sessions/{session_id}/messages/last", dependencies=[OwnerCheck])
 async def last_message(
     session_id: uuid.UUID, db: DbDep, response: Response, role: MessageRole | None = None
 ) -> MessageDetail:
@@ -119,7 +126,7 @@ async def list_stale_messages(
     return [MessageRead.model_validate(row) for row in rows]
 
 
-@router.get("/messages/{message_id}", response_model=MessageDetail, responses=NOT_MODIFIED)
+@router.get("/messages/{message_id}", response_model=MessageDetail, responses=NOT_MODIFIED, dependencies=[OwnerCheck])
 async def get_message(
     message_id: uuid.UUID, db: DbDep, response: Response, if_none_match: IfNoneMatchDep
 ) -> MessageDetail | Response:
@@ -128,7 +135,9 @@ async def get_message(
     return _not_modified(message.version, if_none_match) or _with_etag(message, response)
 
 
-@router.get("/messages/{message_id}/text", response_model=MessageText, responses=NOT_MODIFIED)
+@router.get(
+    "/messages/{message_id}/text", response_model=MessageText, responses=NOT_MODIFIED, dependencies=[OwnerCheck]
+)
 async def get_message_text(
     message_id: uuid.UUID,
     db: DbDep,
@@ -144,7 +153,7 @@ async def get_message_text(
     return MessageText.model_validate(text)
 
 
-@router.patch("/messages/{message_id}")
+@router.patch("/messages/{message_id}", dependencies=[OwnerCheck])
 async def update_message(
     message_id: uuid.UUID,
     body: MessageUpdate,

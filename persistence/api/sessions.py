@@ -5,7 +5,7 @@ from fastapi import APIRouter, Body, Query, Response
 from fastapi.responses import PlainTextResponse
 
 from persistence.api.params import NO_NUL, Cursor, Limit, favorite_value, replayed
-from persistence.deps import DbDep
+from persistence.deps import DbDep, OnBehalfOfDep, OwnerCheck
 from persistence.schemas import (
     FavoriteSet,
     ImportResult,
@@ -17,7 +17,8 @@ from persistence.schemas import (
 from persistence.services import sessions, transfer
 from shared import Page, SessionRead
 
-router = APIRouter(prefix="/sessions", tags=["sessions"])
+# Every route with a session id answers only for the session's user when asked on behalf of one.
+router = APIRouter(prefix="/sessions", tags=["sessions"], dependencies=[OwnerCheck])
 
 
 @router.post("", status_code=201, responses={200: replayed(SessionRead)})
@@ -39,6 +40,7 @@ async def import_session(body: SessionExport, db: DbDep) -> ImportResult:
 @router.get("")
 async def list_sessions(
     db: DbDep,
+    on_behalf_of: OnBehalfOfDep,
     user_id: Annotated[str | None, Query(max_length=255, pattern=NO_NUL)] = None,
     favorite: bool | None = None,
     q: Annotated[str | None, Query(max_length=200, pattern=NO_NUL, description="Text in the title.")] = None,
@@ -47,7 +49,12 @@ async def list_sessions(
 ) -> Page[SessionRead]:
     """List sessions, favorites first, then newest activity first."""
     rows, next_cursor = await db.run_autocommit(
-        sessions.list_sessions, limit=limit, user_id=user_id, favorite=favorite, q=q, cursor=cursor
+        sessions.list_sessions,
+        limit=limit,
+        user_id=on_behalf_of if on_behalf_of is not None else user_id,
+        favorite=favorite,
+        q=q,
+        cursor=cursor,
     )
     return Page[SessionRead](items=rows, next_cursor=next_cursor)
 

@@ -4,6 +4,7 @@ Appends and claims are single conditional UPDATEs, so they are atomic on SQLite 
 of two concurrent requests racing for the same row, exactly one matches its condition.
 """
 
+import contextlib
 import functools
 import uuid
 from datetime import datetime, timedelta
@@ -35,9 +36,10 @@ from sqlalchemy.orm import Session, defer
 from sqlalchemy.sql.elements import ColumnClause, ColumnElement
 
 from persistence.db import as_dicts, insert_on_conflict
-from persistence.models import Message, UTCDateTime, utcnow
+from persistence.models import ChatSession, Message, UTCDateTime, utcnow
 from persistence.pagination import decode_cursor, keyset_page
 from persistence.schemas import AppendRequest, ClaimRequest, MessageCreate, MessageUpdate, TurnCreate
+from persistence.services import usage
 from persistence.services.sessions import open_session_params, open_session_statement, session_exists
 from shared import Conflict, MessageRole, MessageStatus, NotFound, PreconditionFailed
 
@@ -164,7 +166,8 @@ def start_turn(
 
     Returns both (not attached to ``db``) and whether they are new; a replay of a stored turn returns
     the turn as it is now (its answer may have grown), without claiming it. Runs outside a transaction:
-    the session, when created here, stays even if the messages turn out to conflict.
+    the session, when created here, stays even if the messages turn out to conflict. A turn with token
+    budgets runs in one (``start_budgeted_turn``).
     """
     now = utcnow()
     dialect = db.get_bind().dialect.name
@@ -207,10 +210,18 @@ def start_turn(
         for name, value in values.items()
     }
     stmt = _turn_statement(dialect, opens_session=dialect == "postgresql" and data.session is not None)
+    budgeted = data.account is not None and data.account.has_budget
+    if budgeted:  # checked first, under its user's lock: refused, nothing is stored
+        assert data.account is not None
+        usage.open_record(db, answer["id"], answer["model"], data.account, now)
     try:
-        db.execute(stmt, params)
+        # In a transaction (a budgeted turn), a failed INSERT must not abort it: a savepoint.
+        with db.begin_nested() if budgeted else contextlib.nullcontext():
+            db.execute(stmt, params)
     except IntegrityError:
         return _stored_turn(db, session_id, question, answer)
+    if data.account is not None and not budgeted:
+        usage.open_record(db, answer["id"], answer["model"], data.account, now)
     return Message(**question), Message(**answer), True
 
 
@@ -252,6 +263,13 @@ def _stored_turn(
     ):
         raise Conflict(f"message {answer['id']} already exists and is not this turn's answer", code="id_conflict")
     return stored_question, stored_answer, False
+
+
+def owner_of(db: Session, message_id: uuid.UUID) -> str | None:
+    """The user of the message's session, None when there is no such message."""
+    return db.scalar(
+        select(ChatSession.user_id).join(Message, Message.session_id == ChatSession.id).where(Message.id == message_id)
+    )
 
 
 def get_message(db: Session, message_id: uuid.UUID) -> Message:
@@ -387,7 +405,10 @@ def update_message(
             )
         _enter_status(message, new_status, lease_seconds)
         changes["status"] = new_status
-    return _apply(db, message, changes)
+    _apply(db, message, changes)
+    if new_status in (Status.COMPLETE, Status.FAILED) and "status" in changes:
+        usage.settle(db, message_id, message.usage, len(message.content))
+    return message
 
 
 def _enter_status(message: Message, status: MessageStatus, lease_seconds: float) -> None:
@@ -455,6 +476,8 @@ def append_text(db: Session, message_id: uuid.UUID, data: AppendRequest, *, leas
     stmt = _append_statement(by_owner=data.owner is not None, finish=frozenset(finish))
     row = db.execute(stmt, params).one_or_none()
     if row is not None:
+        if finish:
+            usage.settle(db, message_id, finish.get("usage"), row.length)
         return row
     _explain_failed_append(db, message_id, data)
     raise AssertionError("unreachable")

@@ -50,6 +50,11 @@ def get_session(db: Session, session_id: uuid.UUID) -> ChatSession:
     return chat
 
 
+def owner_of(db: Session, session_id: uuid.UUID) -> str | None:
+    """The session's user, None when there is no such session."""
+    return db.scalar(select(ChatSession.user_id).where(ChatSession.id == session_id))
+
+
 def session_exists(db: Session, session_id: uuid.UUID) -> bool:
     return db.scalar(select(ChatSession.id).where(ChatSession.id == session_id)) is not None
 

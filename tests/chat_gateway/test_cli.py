@@ -3,7 +3,6 @@
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -84,6 +83,7 @@ def test_continue_a_session_and_resume_an_interrupted_answer(
 
 
 def test_ctrl_c_stops_the_display_not_the_answer(gateway: Service, store: httpx.Client, fake_openai: FastAPI) -> None:
+    fake_openai.state.plans.clear()  # this answer, and no plan an earlier test left, is slow
     fake_openai.state.plans.append(Plan(delay=0.1))
     process = subprocess.Popen(
         [*CHAT, "--url", gateway.url, "--user", "impatient"],
@@ -95,9 +95,11 @@ def test_ctrl_c_stops_the_display_not_the_answer(gateway: Service, store: httpx.
     assert process.stdin is not None
     process.stdin.write("hi\n")
     process.stdin.flush()
-    time.sleep(1.0)  # a few words have been shown
+    assert process.stdout is not None
+    first = process.stdout.read(1)  # the answer has begun to show
     process.send_signal(signal.SIGINT)
-    output, _ = process.communicate(timeout=30)  # then end of input: the client quits
+    rest, _ = process.communicate(timeout=30)  # then end of input: the client quits
+    output = first + rest
     assert process.returncode == 0
     assert "[display stopped; the answer goes on" in output
     shown = output.split("\n[display stopped")[0]

@@ -1,0 +1,111 @@
+"""Who calls, what they may spend, what they spent: the contract between the gateway and persistence.
+
+Persistence stores user keys (hashed), per-user limits and the usage ledger; the gateway authenticates its
+callers with them and scopes every request to the caller's own data (``ON_BEHALF_OF``).
+"""
+
+import uuid
+from datetime import date, datetime
+from typing import Annotated
+
+from pydantic import Field, StringConstraints
+
+from shared.schemas import InputModel, ReadModel, UTCDatetime
+
+# A service-level request made for one user: persistence answers it as if nobody else's data existed
+# (another user's session or message is a 404).
+ON_BEHALF_OF = "X-On-Behalf-Of"
+
+UserId = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+KeyName = Annotated[str, StringConstraints(max_length=200)]
+Count = Annotated[int, Field(ge=1, le=2**62)]
+
+
+class Limits(InputModel):
+    """Per-user limits; null: none of its own (a key's falls back to its user's, a user's to the default)."""
+
+    requests_per_minute: Count | None = None
+    tokens_per_day: Count | None = None
+    tokens_per_month: Count | None = None
+
+    def over(self, fallback: "Limits") -> "Limits":
+        """These limits, each unset one taken from ``fallback``."""
+        mine = self.model_dump(exclude_none=True)
+        return Limits.model_validate(fallback.model_dump() | mine)
+
+
+class KeyCreate(InputModel):
+    user_id: UserId
+    name: KeyName | None = None
+    expires_at: UTCDatetime | None = None
+    limits: Limits = Field(default_factory=Limits)
+
+
+class KeyRead(ReadModel):
+    """A user key as stored: never the key itself, only the first characters of it."""
+
+    id: uuid.UUID
+    user_id: str
+    name: str | None
+    prefix: str = Field(description="The key's first characters, to tell keys apart.")
+    limits: Limits
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class KeyCreated(KeyRead):
+    key: str = Field(description="The key: shown this once, stored only as a hash.")
+
+
+class KeyCheck(InputModel):
+    key: Annotated[str, StringConstraints(min_length=1, max_length=512)]
+
+
+class KeyIdentity(ReadModel):
+    """Whom a valid key belongs to, and the limits that apply to it (the key's, else its user's)."""
+
+    key_id: uuid.UUID
+    user_id: str
+    limits: Limits
+
+
+class UserLimits(ReadModel):
+    user_id: str
+    limits: Limits
+
+
+class TurnAccount(InputModel):
+    """Whose answer a turn's is, and the token budgets it must fit in: checked before the turn is stored."""
+
+    user_id: UserId
+    reserve_tokens: Annotated[int, Field(ge=0, le=2**31 - 1)] = Field(
+        default=0, description="What the answer counts for until its usage is known (its max_tokens)."
+    )
+    tokens_per_day: Count | None = None
+    tokens_per_month: Count | None = None
+
+    @property
+    def has_budget(self) -> bool:
+        return self.tokens_per_day is not None or self.tokens_per_month is not None
+
+
+class UsageRow(ReadModel):
+    day: date
+    user_id: str
+    model: str | None
+    answers: int
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    estimated_tokens: int = Field(description="Of total_tokens, how many are estimated (the upstream sent none).")
+    pending_answers: int = Field(description="Answers not ended yet: their tokens are not counted yet.")
+
+
+class UsageReport(ReadModel):
+    since: date
+    until: date
+    user_id: str | None = Field(description="Whose usage; null: every user's.")
+    total_tokens: int
+    rows: list[UsageRow] = Field(description="Totals by day, user and model.")
