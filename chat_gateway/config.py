@@ -4,7 +4,7 @@ import uuid
 from typing import ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from shared import ServiceSettings, split_keys
 
@@ -32,8 +32,18 @@ class Settings(ServiceSettings):
     # it (OpenAI). `auto`: `restart` for OpenAI's own API, `exact` for any other server.
     upstream_continuation: Literal["auto", "exact", "restart"] = "auto"
 
-    # Optional keys clients of the gateway must send in x-api-key (one per line).
-    chat_api_keys: SecretStr | None = None
+    # Who may call (README, "Identity"): admin keys, one per line; users' keys (created by admins, stored
+    # hashed in persistence); JWTs from an identity provider (JWT_*). With none of them: open mode.
+    chat_admin_keys: SecretStr | None = None
+    chat_api_keys: SecretStr | None = None  # the former name of CHAT_ADMIN_KEYS, still read
+    # How long a user key's lookup is trusted: a revoked key stops working within this.
+    key_cache_seconds: float = Field(default=5.0, ge=0, le=300)
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_jwks_url: str | None = None
+    jwt_public_key: SecretStr | None = None  # a PEM, instead of a JWKS URL (JWT_PUBLIC_KEY_FILE reads a file)
+    jwt_algorithms: str = "RS256"  # comma-separated allow-list
+    jwt_user_claim: str = Field(default="sub", min_length=1)
 
     instance_id: str = Field(default_factory=_instance_id, min_length=1, max_length=200)
     lease_seconds: float = Field(default=15.0, gt=0, le=3600)
@@ -57,7 +67,24 @@ class Settings(ServiceSettings):
     # On SIGTERM, running answers get this long to finish before they are saved and released.
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
     reattach_poll_seconds: float = Field(default=0.25, gt=0)
-    rate_limit: str | None = "60/minute"  # per client key: each chat may cost real money
+    # Every user's limits unless persistence holds their own (a key's, or the user's): each chat may cost money.
+    rate_limit: str | None = "60/minute"
+    tokens_per_day: int | None = Field(default=None, ge=1)
+    tokens_per_month: int | None = Field(default=None, ge=1)
+    # What an answer without max_tokens counts for against a token budget until its usage is known.
+    budget_reserve_tokens: int = Field(default=1024, ge=0)
+
+    @model_validator(mode="after")
+    def _jwt_complete(self) -> "Settings":
+        if (self.jwt_jwks_url is None) == (self.jwt_public_key is None):
+            if self.jwt_jwks_url is not None:
+                raise ValueError("set JWT_JWKS_URL or JWT_PUBLIC_KEY, not both")
+            if self.jwt_issuer or self.jwt_audience:
+                raise ValueError("JWT_ISSUER and JWT_AUDIENCE need JWT_JWKS_URL or JWT_PUBLIC_KEY")
+            return self
+        if not (self.jwt_issuer and self.jwt_audience):
+            raise ValueError("JWT bearer tokens need JWT_ISSUER and JWT_AUDIENCE: both are checked in every token")
+        return self
 
     @property
     def continues_exactly(self) -> bool:
@@ -66,5 +93,14 @@ class Settings(ServiceSettings):
         return self.openai_base_url is not None and urlsplit(self.openai_base_url).hostname != OPENAI_HOST
 
     @property
-    def client_keys(self) -> tuple[str, ...]:
-        return split_keys(self.chat_api_keys)
+    def admin_keys(self) -> tuple[str, ...]:
+        return split_keys(self.chat_admin_keys) + split_keys(self.chat_api_keys)
+
+    @property
+    def jwt_enabled(self) -> bool:
+        return self.jwt_jwks_url is not None or self.jwt_public_key is not None
+
+    @property
+    def open_mode(self) -> bool:
+        """No admin keys and no identity provider: anyone who reaches the gateway may do anything (local use)."""
+        return not self.admin_keys and not self.jwt_enabled

@@ -4,9 +4,10 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from chat_gateway.config import Settings
+from chat_gateway.identity import Authenticator, Caller
 from chat_gateway.persistence import PersistenceClient
 from chat_gateway.service import Answers
-from shared import Unauthorized, key_matches, presented_key
+from shared import presented_key
 
 # Every dependency is `async def`: FastAPI runs a plain `def` in its thread pool, a hop per dependency per request.
 
@@ -30,25 +31,25 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 PersistenceDep = Annotated[PersistenceClient, Depends(get_persistence)]
 AnswersDep = Annotated[Answers, Depends(get_answers)]
 
-_client_key_header = APIKeyHeader(
-    name="x-api-key", auto_error=False, description="One of CHAT_API_KEYS, when client auth is on."
+_key_header = APIKeyHeader(
+    name="x-api-key", auto_error=False, description="A user key, or an admin key (CHAT_ADMIN_KEYS)."
 )
+_bearer = HTTPBearer(auto_error=False, description="The same keys, or a JWT, as OpenAI clients send them.")
 
 
-_bearer = HTTPBearer(auto_error=False, description="The same keys, as OpenAI clients send them.")
-
-
-async def require_client_key(
+async def get_caller(
     request: Request,
-    settings: SettingsDep,
     # Declared for the OpenAPI document (and Swagger's Authorize); presented_key reads them, with one rule.
-    _key: Annotated[str | None, Security(_client_key_header)],
+    _key: Annotated[str | None, Security(_key_header)],
     _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
-) -> None:
-    if not settings.client_keys:
-        return
-    if not key_matches(presented_key(request.headers), settings.client_keys):
-        raise Unauthorized("missing or invalid key: send it in x-api-key, or as Authorization: Bearer <key>")
+) -> Caller:
+    """Who calls, from the credential alone; the request counted against their limit (401s count nowhere)."""
+    auth: Authenticator = request.app.state.auth
+    address = request.client.host if request.client is not None else "unknown"
+    caller = await auth.identify(presented_key(request.headers), address)
+    if (verdict := await auth.count(caller)) is not None:
+        request.state.rate_limit_headers = verdict.headers()
+    return caller
 
 
-ClientKeyDep = Depends(require_client_key)
+CallerDep = Annotated[Caller, Depends(get_caller)]

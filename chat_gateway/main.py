@@ -7,21 +7,22 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
 from httpx_aiohttp import AiohttpTransport
 
-from chat_gateway.api import chat, health, openai_compat, sessions
+from chat_gateway.api import accounts, chat, health, openai_compat, sessions
 from chat_gateway.api.openai_compat import use_openai_errors_under_v1
 from chat_gateway.config import Settings
-from chat_gateway.deps import ClientKeyDep
+from chat_gateway.deps import get_caller
+from chat_gateway.identity import Authenticator
 from chat_gateway.persistence import PersistenceClient
 from chat_gateway.service import Answers
 from chat_gateway.upstream import create_client
 from shared import load_settings_or_exit, split_keys
 from shared.asgi import ERROR_RESPONSES, register_error_handlers
 from shared.observability import REQUEST_ID_HEADER, configure_logging, request_id
-from shared.stack import freeze_startup_heap, install_middleware
+from shared.stack import freeze_startup_heap, install_middleware, rate_limiter
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,19 @@ async def _pass_request_id(request: httpx.Request) -> None:
     """One chat can be followed across both services: persistence logs the gateway's request id."""
     if (rid := request_id.get()) is not None:
         request.headers[REQUEST_ID_HEADER] = rid
+
+
+def _log_identity_mode(settings: Settings) -> None:
+    if settings.chat_api_keys is not None:
+        logger.warning(
+            "CHAT_API_KEYS are admin keys: they may act for any user and manage user keys. CHAT_ADMIN_KEYS is "
+            "their name now; give users keys of their own (chat admin keys create --user NAME)"
+        )
+    if settings.open_mode:
+        logger.warning(
+            "open mode: no CHAT_ADMIN_KEYS and no JWT_* settings, so anyone who reaches this gateway may read and "
+            "change every chat. For local use only"
+        )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -57,6 +71,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if client is None:
             logger.warning("no upstream key configured: chat calls will answer 503")
         answers = Answers(settings, persistence, client)
+        identity_provider = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
+        app.state.auth = Authenticator.build(
+            settings, persistence, rate_limiter(settings, "chat_gateway"), identity_provider
+        )
+        _log_identity_mode(settings)
         app.state.persistence = persistence
         app.state.answers = answers
         recovery = asyncio.create_task(answers.recovery_loop(), name="recovery")
@@ -69,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await recovery
             await answers.shutdown(settings.shutdown_grace_seconds)
             await http.aclose()
+            await identity_provider.aclose()
             if client is not None:
                 await client.close()
 
@@ -80,12 +100,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses=ERROR_RESPONSES,
     )
     app.state.settings = settings
-    install_middleware(app, service="chat_gateway", settings=settings, reshape_errors=openai_compat.reshape_under_v1)
+    install_middleware(
+        app,
+        service="chat_gateway",
+        settings=settings,
+        reshape_errors=openai_compat.reshape_under_v1,
+        counts_callers=True,
+    )
     register_error_handlers(app, RequestValidationError)
     # Routers are matched in order, route by route: the busiest first (24 us less per call to /v1, in process).
-    app.include_router(openai_compat.router, dependencies=[ClientKeyDep])
+    # Every router but health's needs a caller (routes that take CallerDep reuse the one dependency's result).
+    authenticated = [Depends(get_caller)]
+    app.include_router(openai_compat.router, dependencies=authenticated)
     app.include_router(health.router)
-    app.include_router(chat.router, dependencies=[ClientKeyDep])
-    app.include_router(sessions.router, dependencies=[ClientKeyDep])
+    app.include_router(chat.router, dependencies=authenticated)
+    app.include_router(sessions.router, dependencies=authenticated)
+    app.include_router(accounts.router, dependencies=authenticated)
     use_openai_errors_under_v1(app)
     return app

@@ -3,6 +3,7 @@
 import logging
 import uuid
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
@@ -11,6 +12,7 @@ from chat_gateway.schemas import StoredMessage, StoredText
 from shared import (
     Conflict,
     DomainError,
+    JSONObject,
     MessageRead,
     MessageStatus,
     NotFound,
@@ -20,6 +22,7 @@ from shared import (
     ServiceUnavailable,
     SessionRead,
 )
+from shared.identity import ON_BEHALF_OF, KeyCreate, KeyCreated, KeyIdentity, KeyRead, Limits, UsageReport, UserLimits
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +46,10 @@ class PersistenceError(DomainError):
 
 # Persistence found a value invalid: when the gateway relays a client's values, the client's to fix.
 _INVALID_VALUE = frozenset({400, 413, 422})
+
+
+def _on_behalf_of(scope: str | None) -> dict[str, str] | None:
+    return {ON_BEHALF_OF: scope} if scope is not None else None
 
 
 def _is_retriable(exc: BaseException) -> bool:
@@ -111,37 +118,61 @@ class PersistenceClient:
         except httpx.TransportError:
             return False
 
-    async def list_sessions(self, params: dict[str, Any]) -> Page[SessionRead]:
-        return Page[SessionRead].model_validate(await self._request("GET", "/sessions", params=params))
+    # ``scope``: the user a request is made for (a user's own credential): persistence then answers as if
+    # nobody else's sessions and messages existed.
 
-    async def search(self, params: dict[str, Any]) -> Page[SearchHit]:
-        return Page[SearchHit].model_validate(await self._request("GET", "/search", params=params))
+    async def list_sessions(self, params: dict[str, Any], scope: str | None = None) -> Page[SessionRead]:
+        data = await self._request("GET", "/sessions", params=params, headers=_on_behalf_of(scope))
+        return Page[SessionRead].model_validate(data)
 
-    async def list_messages(self, session_id: uuid.UUID, params: dict[str, Any]) -> Page[MessageRead]:
-        data = await self._request("GET", f"/sessions/{session_id}/messages", params=params)
+    async def search(self, params: dict[str, Any], scope: str | None = None) -> Page[SearchHit]:
+        data = await self._request("GET", "/search", params=params, headers=_on_behalf_of(scope))
+        return Page[SearchHit].model_validate(data)
+
+    async def get_session(self, session_id: uuid.UUID, scope: str | None = None) -> SessionRead:
+        data = await self._request("GET", f"/sessions/{session_id}", headers=_on_behalf_of(scope))
+        return SessionRead.model_validate(data)
+
+    async def list_messages(
+        self, session_id: uuid.UUID, params: dict[str, Any], scope: str | None = None
+    ) -> Page[MessageRead]:
+        data = await self._request(
+            "GET", f"/sessions/{session_id}/messages", params=params, headers=_on_behalf_of(scope)
+        )
         return Page[MessageRead].model_validate(data)
 
-    async def rename_session(self, session_id: uuid.UUID, title: str) -> SessionRead:
-        data = await self._request("PUT", f"/sessions/{session_id}", json={"title": title})
+    async def rename_session(self, session_id: uuid.UUID, title: str, scope: str | None = None) -> SessionRead:
+        data = await self._request(
+            "PUT", f"/sessions/{session_id}", json={"title": title}, headers=_on_behalf_of(scope)
+        )
         return SessionRead.model_validate(data)
 
     async def favorite_session(
-        self, session_id: uuid.UUID, params: dict[str, bool], body: dict[str, bool] | None
+        self, session_id: uuid.UUID, params: dict[str, bool], body: dict[str, bool] | None, scope: str | None = None
     ) -> SessionRead:
-        data = await self._request("PATCH", f"/sessions/{session_id}/favorite", params=params, json=body)
+        data = await self._request(
+            "PATCH", f"/sessions/{session_id}/favorite", params=params, json=body, headers=_on_behalf_of(scope)
+        )
         return SessionRead.model_validate(data)
 
-    async def delete_session(self, session_id: uuid.UUID) -> None:
-        await self._request("DELETE", f"/sessions/{session_id}")
+    async def delete_session(self, session_id: uuid.UUID, scope: str | None = None) -> None:
+        await self._request("DELETE", f"/sessions/{session_id}", headers=_on_behalf_of(scope))
 
-    async def export_session(self, session_id: uuid.UUID, fmt: str) -> httpx.Response:
+    async def export_session(self, session_id: uuid.UUID, fmt: str, scope: str | None = None) -> httpx.Response:
         """The export as persistence sent it (JSON or Markdown), errors raised as usual."""
-        response = await self.http.get(f"/sessions/{session_id}/export", params={"format": fmt})
+        response = await self.http.get(
+            f"/sessions/{session_id}/export", params={"format": fmt}, headers=_on_behalf_of(scope)
+        )
         _raise_for(response)
         return response
 
-    async def get_message(self, message_id: uuid.UUID) -> StoredMessage:
-        return StoredMessage.model_validate(await self._request("GET", f"/messages/{message_id}"))
+    async def import_session(self, document: JSONObject) -> JSONObject:
+        result: JSONObject = await self._request("POST", "/sessions/import", json=document)
+        return result
+
+    async def get_message(self, message_id: uuid.UUID, scope: str | None = None) -> StoredMessage:
+        data = await self._request("GET", f"/messages/{message_id}", headers=_on_behalf_of(scope))
+        return StoredMessage.model_validate(data)
 
     async def poll_text(self, message_id: uuid.UUID, offset: int, version: int | None) -> StoredText | None:
         """The answer's text from ``offset`` on, or None while it is still at ``version`` (then no body is sent)."""
@@ -149,8 +180,10 @@ class PersistenceClient:
         response = await self._send("GET", f"/messages/{message_id}/text", params={"offset": offset}, headers=headers)
         return None if response.status_code == 304 else StoredText.model_validate(response.json())
 
-    async def last_message(self, session_id: uuid.UUID, role: str) -> StoredMessage:
-        data = await self._request("GET", f"/sessions/{session_id}/messages/last", params={"role": role})
+    async def last_message(self, session_id: uuid.UUID, role: str, scope: str | None = None) -> StoredMessage:
+        data = await self._request(
+            "GET", f"/sessions/{session_id}/messages/last", params={"role": role}, headers=_on_behalf_of(scope)
+        )
         return StoredMessage.model_validate(data)
 
     async def history_page(
@@ -163,9 +196,11 @@ class PersistenceClient:
         page = await self._request("GET", f"/sessions/{session_id}/messages", params=params)
         return [StoredMessage.model_validate(item) for item in page["items"]], page["next_cursor"]
 
-    async def start_turn(self, session_id: uuid.UUID, body: dict[str, Any]) -> tuple[StoredMessage, bool]:
+    async def start_turn(
+        self, session_id: uuid.UUID, body: dict[str, Any], scope: str | None = None
+    ) -> tuple[StoredMessage, bool]:
         """Store a question and its answer; returns the answer and whether the turn is new (else a replay)."""
-        response = await self._send("POST", f"/sessions/{session_id}/turns", json=body)
+        response = await self._send("POST", f"/sessions/{session_id}/turns", json=body, headers=_on_behalf_of(scope))
         return StoredMessage.model_validate(response.json()["answer"]), response.status_code == 201
 
     async def update_message(
@@ -210,6 +245,38 @@ class PersistenceClient:
     async def claim(self, message_id: uuid.UUID, owner: str, lease_seconds: float) -> StoredMessage:
         body = {"owner": owner, "lease_seconds": lease_seconds}
         return StoredMessage.model_validate(await self._request("POST", f"/messages/{message_id}/claim", json=body))
+
+    # Identity: user keys, limits, usage (persistence keeps them; the gateway decides who may see them).
+
+    async def identify_key(self, key: str) -> KeyIdentity | None:
+        """Whom a user key belongs to; None for a key persistence refuses (unknown, revoked, expired)."""
+        try:
+            return KeyIdentity.model_validate(await self._request("POST", "/keys/identify", json={"key": key}))
+        except PersistenceError as exc:
+            if exc.extra.get("persistence_status") == 401:
+                return None
+            raise
+
+    async def user_limits(self, user_id: str) -> Limits:
+        data = await self._request("GET", f"/users/{quote(user_id, safe='')}/limits")
+        return UserLimits.model_validate(data).limits
+
+    async def set_user_limits(self, user_id: str, limits: Limits) -> UserLimits:
+        data = await self._request("PUT", f"/users/{quote(user_id, safe='')}/limits", json=limits.model_dump())
+        return UserLimits.model_validate(data)
+
+    async def create_key(self, body: KeyCreate) -> KeyCreated:
+        return KeyCreated.model_validate(await self._request("POST", "/keys", json=body.model_dump(mode="json")))
+
+    async def list_keys(self, user_id: str | None) -> list[KeyRead]:
+        params = {"user_id": user_id} if user_id is not None else None
+        return [KeyRead.model_validate(item) for item in await self._request("GET", "/keys", params=params)]
+
+    async def revoke_key(self, key_id: uuid.UUID) -> KeyRead:
+        return KeyRead.model_validate(await self._request("DELETE", f"/keys/{key_id}"))
+
+    async def usage(self, params: dict[str, Any]) -> UsageReport:
+        return UsageReport.model_validate(await self._request("GET", "/usage", params=params))
 
     async def stale(self, owner: str, limit: int = 50) -> list[StoredMessage]:
         """Orphaned answers, and those ``owner`` holds (taken back by a gateway restarted under its name)."""

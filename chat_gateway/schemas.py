@@ -35,7 +35,11 @@ class GenerationOptions(InputModel):
 class ChatRequest(InputModel):
     message: Annotated[str, StringConstraints(min_length=1)]
     session_id: uuid.UUID | None = None
-    user_id: Annotated[str, StringConstraints(min_length=1, max_length=255)] = "anonymous"
+    user_id: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = Field(
+        default=None,
+        description="Whose chat it is: with a user's credential, absent or their own; an admin names anyone "
+        "(default: anonymous).",
+    )
     context: JSONObject | list[Any] | str | None = Field(
         default=None, description="RAG context for this prompt; stored with the message, shown to the model."
     )

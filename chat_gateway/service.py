@@ -21,7 +21,16 @@ from chat_gateway.persistence import PersistenceClient
 from chat_gateway.prompt import question_messages
 from chat_gateway.schemas import ChatRequest, StoredMessage
 from chat_gateway.upstream import discard, open_stream
-from shared import Conflict, DomainError, MessageRole, MessageStatus, PreconditionFailed, ServiceUnavailable
+from shared import (
+    Conflict,
+    DomainError,
+    MessageRole,
+    MessageStatus,
+    PreconditionFailed,
+    ServiceUnavailable,
+    TooManyRequests,
+)
+from shared.identity import DEFAULT_USER, TurnAccount
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +54,19 @@ def _chat_ids(idempotency_key: str | None, user_id: str) -> tuple[uuid.UUID, uui
         return uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     seed = hashlib.sha256(f"{user_id}\x00{idempotency_key}".encode()).hexdigest()
     return uuid.uuid5(_IDS, f"{seed}:session"), uuid.uuid5(_IDS, f"{seed}:user"), uuid.uuid5(_IDS, f"{seed}:answer")
+
+
+def _over_budget(exc: Conflict) -> TooManyRequests:
+    """Persistence's refusal of a turn past a token budget, as its client is told it: a 429 to wait out."""
+    extra = exc.extra
+    retry_after = str(extra.get("retry_after", 60))
+    headers = {
+        "Retry-After": retry_after,
+        "X-RateLimit-Limit-Tokens": str(extra.get("limit", "")),
+        "X-RateLimit-Remaining-Tokens": "0",
+        "X-RateLimit-Reset-Tokens": f"{retry_after}s",
+    }
+    return TooManyRequests(exc.detail, code="budget_exceeded", headers=headers, **extra)
 
 
 def title_from(message: str) -> str:
@@ -87,18 +109,23 @@ class Answers:
         *,
         prompt: list[ChatCompletionMessageParam] | None = None,
         create_session: bool = False,
+        account: TurnAccount | None = None,
+        scope: str | None = None,
     ) -> StoredMessage:
         """Store the question and its answer, and start generating it (or attach to it, on a retry).
 
         ``prompt`` replaces the prompt built from the stored history (OpenAI clients send their own);
-        ``create_session`` creates ``request.session_id`` when it does not exist yet.
+        ``create_session`` creates ``request.session_id`` when it does not exist yet. ``account``: whose
+        usage the answer is, and the budgets it must fit in (429 when one is spent); ``scope``: the user
+        the session must belong to.
 
         One request to persistence stores the turn with the answer claimed. When the prompt is known
         without the history and the turn is surely new (no Idempotency-Key), the upstream request is sent
         at the same time; its text reaches nobody until the turn is stored, and it is dropped if storing fails.
         """
         client = self._require_upstream()
-        session_ids, question_id, answer_id = _chat_ids(idempotency_key, request.user_id)
+        user_id = request.user_id or DEFAULT_USER
+        session_ids, question_id, answer_id = _chat_ids(idempotency_key, user_id)
         session_id = request.session_id or session_ids
         model = request.model or self.settings.openai_model
         new_session = request.session_id is None
@@ -120,10 +147,12 @@ class Answers:
             "owner": self.settings.instance_id,
             "lease_seconds": self.settings.lease_seconds,
         }
+        if account is not None:
+            turn["account"] = account.model_dump(exclude_none=True)
         if new_session or create_session:
-            turn["session"] = {"user_id": request.user_id, "title": title_from(request.message)}
+            turn["session"] = {"user_id": user_id, "title": title_from(request.message)}
         leased_at = time.monotonic()
-        storing = asyncio.ensure_future(self.persistence.start_turn(session_id, turn))
+        storing = asyncio.ensure_future(self.persistence.start_turn(session_id, turn, scope))
         opening = None
         # Until it is started here: a concurrent retry (same Idempotency-Key) that finds the turn stored and
         # claimed by this gateway must follow it, not take it too.
@@ -140,7 +169,7 @@ class Answers:
             except ServiceUnavailable:
                 # The turn may have been stored, its answer claimed by this gateway, and only the reply lost.
                 # The client hears nothing before its fate is known.
-                answer, created = await self._settle_turn(session_id, turn)
+                answer, created = await self._settle_turn(session_id, turn, scope)
                 # Stored by the attempt whose reply was lost: this gateway's own, still to begin.
                 created = created or (
                     answer.status == MessageStatus.IN_PROGRESS
@@ -152,6 +181,8 @@ class Answers:
             storing.cancel()
             if opening is not None:
                 await discard(opening)
+            if isinstance(exc, Conflict) and exc.code == "budget_exceeded":
+                raise _over_budget(exc) from exc
             if isinstance(exc, Conflict):
                 raise Conflict(
                     "this Idempotency-Key was used for a different request", code="idempotency_conflict"
@@ -168,7 +199,9 @@ class Answers:
             await self._generate_if_free(answer, model=model, resume=False, prompt=prompt, take_unstarted=True)
         return answer
 
-    async def _settle_turn(self, session_id: uuid.UUID, turn: dict[str, Any]) -> tuple[StoredMessage, bool]:
+    async def _settle_turn(
+        self, session_id: uuid.UUID, turn: dict[str, Any], scope: str | None
+    ) -> tuple[StoredMessage, bool]:
         """Store the turn again, with the same ids, until persistence answers or TURN_SETTLE_SECONDS pass.
 
         A replay of a turn that did land returns it as stored (then generated here, or followed). Given up,
@@ -184,7 +217,7 @@ class Answers:
                 reraise=True,
             ):
                 with attempt:
-                    return await self.persistence.start_turn(session_id, turn)
+                    return await self.persistence.start_turn(session_id, turn, scope)
         except ServiceUnavailable as exc:
             logger.warning("chat refused: its turn could not be stored in %.0f s", self.settings.turn_settle_seconds)
             raise ServiceUnavailable(
@@ -268,19 +301,22 @@ class Answers:
     def _forget(self, generation: Generation) -> None:
         self._live.pop(generation.message_id, None)
 
-    async def resume(self, message_id: uuid.UUID) -> StoredMessage:
-        return await self._resume(await self.persistence.get_message(message_id))
+    async def resume(self, message_id: uuid.UUID, scope: str | None = None) -> StoredMessage:
+        return await self._resume(await self.persistence.get_message(message_id, scope))
 
-    async def resume_session(self, session_id: uuid.UUID) -> StoredMessage:
-        return await self._resume(await self.persistence.last_message(session_id, MessageRole.ASSISTANT.value))
+    async def resume_session(self, session_id: uuid.UUID, scope: str | None = None) -> StoredMessage:
+        answer = await self.persistence.last_message(session_id, MessageRole.ASSISTANT.value, scope)
+        return await self._resume(answer)
 
     async def _resume(self, answer: StoredMessage) -> StoredMessage:
         await self._generate_if_free(answer, model=None, resume=True)
         RESUMES.inc()
         return answer
 
-    async def cancel(self, message_id: uuid.UUID) -> StoredMessage:
+    async def cancel(self, message_id: uuid.UUID, scope: str | None = None) -> StoredMessage:
         """Stop an answer for good (unlike a disconnect): partial text saved, status failed, error 'cancelled'."""
+        if scope is not None:
+            await self.persistence.get_message(message_id, scope)  # another user's answer is a 404
         if (generation := self._live.get(message_id)) is not None:
             generation.stop("cancelled")
             await generation.done.wait()
@@ -293,9 +329,9 @@ class Answers:
         # Generated elsewhere: its next write finds the lease gone and stops.
         return await self.persistence.update_message(message_id, {"status": "failed", "error": "cancelled"})
 
-    async def reattach(self, message_id: uuid.UUID, offset: int) -> StoredMessage:
+    async def reattach(self, message_id: uuid.UUID, offset: int, scope: str | None = None) -> StoredMessage:
         """The answer to follow from ``offset``: refused when it has ended before that offset."""
-        answer = await self.persistence.get_message(message_id)
+        answer = await self.persistence.get_message(message_id, scope)
         if answer.status in TERMINAL and offset > (length := len(answer.content)):
             raise Conflict(
                 f"offset {offset} is past the end of the answer ({length})", code="offset_mismatch", length=length

@@ -5,9 +5,11 @@ from shared.errors import (
     BadRequest,
     Conflict,
     DomainError,
+    Forbidden,
     NotFound,
     PreconditionFailed,
     ServiceUnavailable,
+    TooManyRequests,
     Unauthorized,
 )
 from shared.resources import MessageRead, Page, SearchHit, SessionRead
@@ -20,6 +22,7 @@ __all__ = [
     "Conflict",
     "DomainError",
     "ErrorBody",
+    "Forbidden",
     "InputModel",
     "JSONObject",
     "MessageRead",
@@ -34,6 +37,7 @@ __all__ = [
     "ServiceUnavailable",
     "SessionRead",
     "SettingsError",
+    "TooManyRequests",
     "UTCDatetime",
     "Unauthorized",
     "key_matches",

@@ -55,7 +55,7 @@ def reshaped(scope: Scope, response: JSONResponse, reshape: Reshape | None) -> R
 
 async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
-    return error_response(exc.status_code, exc.detail, exc.code, **exc.extra)
+    return error_response(exc.status_code, exc.detail, exc.code, headers=exc.headers, **exc.extra)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:

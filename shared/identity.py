@@ -15,6 +15,10 @@ from shared.schemas import InputModel, ReadModel, UTCDatetime
 # A service-level request made for one user: persistence answers it as if nobody else's data existed
 # (another user's session or message is a 404).
 ON_BEHALF_OF = "X-On-Behalf-Of"
+# Every user key starts so: recognisable in a leaked config, never a JWT, and anything else is refused unread.
+USER_KEY_PREFIX = "dck_"
+# Whose a chat is when nobody says (open mode, an admin naming no user).
+DEFAULT_USER = "anonymous"
 
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 KeyName = Annotated[str, StringConstraints(max_length=200)]

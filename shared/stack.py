@@ -7,22 +7,36 @@ from starlette.middleware.cors import CORSMiddleware
 
 from shared.asgi import BodyLimitMiddleware, Reshape
 from shared.observability import RequestMiddleware, metrics_endpoint
-from shared.ratelimit import RateLimitMiddleware, shared_storage
+from shared.ratelimit import RateLimiter, RateLimitHeaders, RateLimitMiddleware, shared_storage
 from shared.settings import ServiceSettings
 
 
+def rate_limiter(settings: ServiceSettings, service: str) -> RateLimiter:
+    """Counts in RATE_LIMIT_STORAGE when it is set (under the service's own keys), else in the process."""
+    store = settings.rate_limit_storage
+    return RateLimiter(shared_storage(store.get_secret_value(), service) if store is not None else None)
+
+
 def install_middleware(
-    app: Starlette, *, service: str, settings: ServiceSettings, reshape_errors: Reshape | None = None
+    app: Starlette,
+    *,
+    service: str,
+    settings: ServiceSettings,
+    reshape_errors: Reshape | None = None,
+    counts_callers: bool = False,
 ) -> None:
     """The stack both services share, outermost first: request id and log line, CORS, rate limit, body limit.
 
     ``reshape_errors`` reshapes the errors the limits answer themselves, as the app's handlers do the rest.
+    ``counts_callers``: the app counts each request against its caller's limit once it knows who calls (the
+    middleware only adds the headers); else RATE_LIMIT applies per presented key.
     """
     app.add_middleware(BodyLimitMiddleware, max_body_size=settings.max_body_bytes, reshape=reshape_errors)
-    if settings.rate_limit:
-        store = settings.rate_limit_storage
-        storage = shared_storage(store.get_secret_value(), service) if store is not None else None
-        app.add_middleware(RateLimitMiddleware, limit=settings.rate_limit, reshape=reshape_errors, storage=storage)
+    if counts_callers:
+        app.add_middleware(RateLimitHeaders)
+    elif settings.rate_limit:
+        limiter = rate_limiter(settings, service)
+        app.add_middleware(RateLimitMiddleware, limit=settings.rate_limit, reshape=reshape_errors, limiter=limiter)
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,

@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from chat_gateway.deps import AnswersDep
+from chat_gateway.deps import AnswersDep, CallerDep, SettingsDep
 from chat_gateway.schemas import ChatRequest, ChatResponse, StoredMessage
 from chat_gateway.service import Answers
 from shared import DomainError, ErrorBody, MessageStatus
@@ -66,47 +66,55 @@ StreamQuery = Annotated[bool | None, Query(description="Answer with Server-Sent 
 async def chat(
     body: ChatRequest,
     request: Request,
+    caller: CallerDep,
     answers: AnswersDep,
+    settings: SettingsDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> EventSourceResponse | ChatResponse:
     """Ask a question: JSON by default, Server-Sent Events with stream=true or Accept: text/event-stream."""
-    answer = await answers.start_chat(body, idempotency_key)
+    user_id = caller.owner(body.user_id)
+    options = body.options
+    max_tokens = options.max_tokens or options.max_completion_tokens if options is not None else None
+    account = caller.account(user_id, max_tokens, settings.budget_reserve_tokens)
+    chat_request = body.model_copy(update={"user_id": user_id})
+    answer = await answers.start_chat(chat_request, idempotency_key, account=account, scope=caller.user_id)
     return await _respond(answers, answer, request, body.stream)
 
 
 @router.get("/messages/{message_id}/stream", responses={200: SSE_DOC})
 async def reattach(
     message_id: uuid.UUID,
+    caller: CallerDep,
     answers: AnswersDep,
     offset: Annotated[int | None, Query(ge=0, le=MAX_OFFSET)] = None,
     last_event_id: Annotated[int | None, Header(ge=0, le=MAX_OFFSET)] = None,
 ) -> EventSourceResponse:
     """Replay an answer from an offset (or Last-Event-ID), then follow it live until it ends."""
     start = offset if offset is not None else last_event_id or 0
-    answer = await answers.reattach(message_id, start)
+    answer = await answers.reattach(message_id, start, caller.user_id)
     return EventSourceResponse(_events(answers, answer, start), ping=15)
 
 
 @router.post("/messages/{message_id}/cancel")
-async def cancel(message_id: uuid.UUID, answers: AnswersDep) -> ChatResponse:
+async def cancel(message_id: uuid.UUID, caller: CallerDep, answers: AnswersDep) -> ChatResponse:
     """Stop an answer: its partial text is kept and it ends failed with error 'cancelled' (resumable)."""
-    final = await answers.cancel(message_id)
+    final = await answers.cancel(message_id, caller.user_id)
     return ChatResponse.of(final)
 
 
 @router.post("/messages/{message_id}/resume", responses=RESPONSES, response_model=ChatResponse)
 async def resume_message(
-    message_id: uuid.UUID, request: Request, answers: AnswersDep, stream: StreamQuery = None
+    message_id: uuid.UUID, request: Request, caller: CallerDep, answers: AnswersDep, stream: StreamQuery = None
 ) -> EventSourceResponse | ChatResponse:
     """Continue an interrupted answer from its saved partial text (409 if it cannot be resumed)."""
-    answer = await answers.resume(message_id)
+    answer = await answers.resume(message_id, caller.user_id)
     return await _respond(answers, answer, request, stream)
 
 
 @router.post("/sessions/{session_id}/resume", responses=RESPONSES, response_model=ChatResponse)
 async def resume_session(
-    session_id: uuid.UUID, request: Request, answers: AnswersDep, stream: StreamQuery = None
+    session_id: uuid.UUID, request: Request, caller: CallerDep, answers: AnswersDep, stream: StreamQuery = None
 ) -> EventSourceResponse | ChatResponse:
     """Continue the session's last answer from its saved partial text (409 if it cannot be resumed)."""
-    answer = await answers.resume_session(session_id)
+    answer = await answers.resume_session(session_id, caller.user_id)
     return await _respond(answers, answer, request, stream)

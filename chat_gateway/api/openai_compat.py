@@ -19,11 +19,12 @@ from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException
 from starlette.types import Scope
 
-from chat_gateway.deps import AnswersDep, SettingsDep
+from chat_gateway.deps import AnswersDep, CallerDep, SettingsDep
 from chat_gateway.generation import StreamEvent
 from chat_gateway.schemas import ChatRequest, GenerationOptions
 from chat_gateway.service import Answers
 from shared import BadRequest, DomainError, MessageStatus
+from shared.identity import DEFAULT_USER
 
 
 class OpenAIError(BaseModel):
@@ -118,15 +119,16 @@ class CompletionRequest(GenerationOptions):
         return GenerationOptions.model_validate(given) if given else None
 
 
-def _session_id(header: str | None, body: CompletionRequest) -> uuid.UUID | None:
-    """X-Session-Id, else metadata.session_id, else user: a UUID as given, any other key mapped to one."""
+def _session_id(header: str | None, body: CompletionRequest, user_id: str | None) -> uuid.UUID | None:
+    """X-Session-Id, else metadata.session_id, else user: a UUID as given, any other key mapped to one (for a
+    user's credential, one of their own: two users naming their chats alike never share one)."""
     key = header or (body.metadata or {}).get("session_id") or body.user
     if not key:
         return None
     try:
         return uuid.UUID(key)
     except ValueError:
-        return uuid.uuid5(_SESSION_KEYS, key)
+        return uuid.uuid5(_SESSION_KEYS, key if user_id is None else f"{user_id}\x00{key}")
 
 
 def _completion_id(message_id: uuid.UUID) -> str:
@@ -181,6 +183,7 @@ async def _chunks(answers: Answers, message_id: uuid.UUID, model: str, include_u
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(
     body: CompletionRequest,
+    caller: CallerDep,
     answers: AnswersDep,
     settings: SettingsDep,
     x_session_id: Annotated[str | None, Header(max_length=255)] = None,
@@ -192,15 +195,16 @@ async def chat_completions(
         raise BadRequest("the last message must be a user message with text", code="invalid_value")
     model = body.model or settings.openai_model
     prompt: list[ChatCompletionMessageParam] = [m.model_dump(exclude_none=True) for m in body.messages]  # type: ignore[misc]
-    session_id = _session_id(x_session_id, body)
+    session_id = _session_id(x_session_id, body, caller.user_id)
+    # OpenAI's `user` names an end user of the client's own: it is whose chat it is only for an admin's key.
+    user_id = caller.user_id or body.user or DEFAULT_USER
     request = ChatRequest(
-        message=last.text(),
-        session_id=session_id,
-        user_id=body.user or "anonymous",
-        model=model,
-        options=body.options(),
+        message=last.text(), session_id=session_id, user_id=user_id, model=model, options=body.options()
     )
-    answer = await answers.start_chat(request, idempotency_key, prompt=prompt, create_session=True)
+    account = caller.account(user_id, body.max_tokens or body.max_completion_tokens, settings.budget_reserve_tokens)
+    answer = await answers.start_chat(
+        request, idempotency_key, prompt=prompt, create_session=True, account=account, scope=caller.user_id
+    )
     headers = {SESSION_HEADER: str(answer.session_id)}
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)

@@ -5,8 +5,8 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query, Response
 
-from chat_gateway.deps import PersistenceDep
-from shared import MessageRead, Page, SearchHit, SessionRead
+from chat_gateway.deps import CallerDep, PersistenceDep
+from shared import JSONObject, MessageRead, Page, SearchHit, SessionRead
 
 router = APIRouter(prefix="/chat", tags=["sessions"])
 
@@ -22,6 +22,7 @@ def _given(**params: Any) -> dict[str, Any]:
 
 @router.get("/search")
 async def search(
+    caller: CallerDep,
     persistence: PersistenceDep,
     q: Annotated[str, Query(min_length=1, max_length=200)],
     user_id: Annotated[str | None, Query(max_length=255)] = None,
@@ -29,44 +30,66 @@ async def search(
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Page[SearchHit]:
     """Search complete messages and session titles: most relevant first, with highlighted snippets."""
-    return await persistence.search(_given(q=q, limit=limit, user_id=user_id, cursor=cursor))
+    params = _given(q=q, limit=limit, user_id=caller.acting_for(user_id), cursor=cursor)
+    return await persistence.search(params, caller.user_id)
 
 
 @router.get("/sessions")
 async def list_sessions(
+    caller: CallerDep,
     persistence: PersistenceDep,
     user_id: Annotated[str | None, Query(max_length=255)] = None,
     limit: Limit = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Page[SessionRead]:
-    """List sessions, favorites first, then newest activity first."""
-    return await persistence.list_sessions(_given(limit=limit, user_id=user_id, cursor=cursor))
+    """List sessions (your own; an admin's, everyone's or one user's), favorites first, then newest first."""
+    params = _given(limit=limit, user_id=caller.acting_for(user_id), cursor=cursor)
+    return await persistence.list_sessions(params, caller.user_id)
+
+
+@router.post("/sessions/import", status_code=201)
+async def import_session(
+    caller: CallerDep, persistence: PersistenceDep, document: Annotated[JSONObject, Body()]
+) -> JSONObject:
+    """Import a session exported by GET /chat/sessions/{id}/export?format=json: it becomes the caller's."""
+    if caller.user_id is not None and isinstance(session := document.get("session"), dict):
+        session["user_id"] = caller.user_id  # another user's export, imported, is a copy of one's own
+    return await persistence.import_session(document)
+
+
+@router.get("/sessions/{session_id}")
+async def get_session(session_id: uuid.UUID, caller: CallerDep, persistence: PersistenceDep) -> SessionRead:
+    """Get one session."""
+    return await persistence.get_session(session_id, caller.user_id)
 
 
 @router.get("/sessions/{session_id}/messages")
 async def list_messages(
     session_id: uuid.UUID,
+    caller: CallerDep,
     persistence: PersistenceDep,
     limit: Limit = 200,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Page[MessageRead]:
     """A session's messages, oldest first."""
-    return await persistence.list_messages(session_id, _given(limit=limit, cursor=cursor))
+    return await persistence.list_messages(session_id, _given(limit=limit, cursor=cursor), caller.user_id)
 
 
 @router.put("/sessions/{session_id}")
 async def rename_session(
     session_id: uuid.UUID,
+    caller: CallerDep,
     persistence: PersistenceDep,
     title: Annotated[str, Body(embed=True, min_length=1, max_length=500)],
 ) -> SessionRead:
     """Rename a session."""
-    return await persistence.rename_session(session_id, title)
+    return await persistence.rename_session(session_id, title, caller.user_id)
 
 
 @router.patch("/sessions/{session_id}/favorite")
 async def favorite_session(
     session_id: uuid.UUID,
+    caller: CallerDep,
     persistence: PersistenceDep,
     is_favorite: Annotated[bool | None, Query(description="Set the flag to this value instead of toggling it.")] = None,
     body: Annotated[bool | None, Body(embed=True, alias="is_favorite")] = None,
@@ -74,14 +97,14 @@ async def favorite_session(
     """Toggle the favorite flag, or set it with ?is_favorite= or {"is_favorite": bool}."""
     # Persistence applies the one rule (query or body; both, differing, a 400).
     return await persistence.favorite_session(
-        session_id, _given(is_favorite=is_favorite), None if body is None else {"is_favorite": body}
+        session_id, _given(is_favorite=is_favorite), None if body is None else {"is_favorite": body}, caller.user_id
     )
 
 
 @router.delete("/sessions/{session_id}", status_code=204)
-async def delete_session(session_id: uuid.UUID, persistence: PersistenceDep) -> Response:
+async def delete_session(session_id: uuid.UUID, caller: CallerDep, persistence: PersistenceDep) -> Response:
     """Delete a session and its messages."""
-    await persistence.delete_session(session_id)
+    await persistence.delete_session(session_id, caller.user_id)
     return Response(status_code=204)
 
 
@@ -89,8 +112,8 @@ async def delete_session(session_id: uuid.UUID, persistence: PersistenceDep) -> 
     "/sessions/{session_id}/export", responses={200: {"content": {"text/markdown": {}, "application/json": {}}}}
 )
 async def export_session(
-    session_id: uuid.UUID, persistence: PersistenceDep, format: Literal["json", "md"] = "json"
+    session_id: uuid.UUID, caller: CallerDep, persistence: PersistenceDep, format: Literal["json", "md"] = "json"
 ) -> Response:
     """Export a session as a versioned JSON document or as Markdown."""
-    exported = await persistence.export_session(session_id, format)
+    exported = await persistence.export_session(session_id, format, caller.user_id)
     return Response(exported.content, media_type=exported.headers.get("content-type"))

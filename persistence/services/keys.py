@@ -10,9 +10,8 @@ from sqlalchemy.orm import Session
 
 from persistence.models import ApiKey, UserLimit, utcnow
 from shared import NotFound, Unauthorized
-from shared.identity import KeyCreate, KeyCreated, KeyIdentity, KeyRead, Limits, UserLimits
+from shared.identity import USER_KEY_PREFIX, KeyCreate, KeyCreated, KeyIdentity, KeyRead, Limits, UserLimits
 
-KEY_PREFIX = "dck_"  # "durable chat key": recognisable in a leaked config, and never a JWT
 PREFIX_SHOWN = 12
 # A key's last use is written at most this often: a lookup per request would otherwise be a write per request.
 LAST_USED_PRECISION = timedelta(minutes=1)
@@ -48,7 +47,7 @@ def _read(row: ApiKey) -> KeyRead:
 
 
 def create_key(db: Session, data: KeyCreate) -> KeyCreated:
-    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    key = USER_KEY_PREFIX + secrets.token_urlsafe(32)
     row = ApiKey(
         id=uuid.uuid4(),
         user_id=data.user_id,

@@ -184,7 +184,9 @@ class _SlowTurns(PersistenceClient):
         self.delay = delay
         self.appended: list[str] = []
 
-    async def start_turn(self, session_id: uuid.UUID, body: dict[str, Any]) -> tuple[StoredMessage, bool]:
+    async def start_turn(
+        self, session_id: uuid.UUID, body: dict[str, Any], scope: str | None = None
+    ) -> tuple[StoredMessage, bool]:
         await asyncio.sleep(self.delay)
         answer = StoredMessage(
             id=uuid.UUID(body["answer"]["id"]),

@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from persistence.main import create_app
 from shared import SettingsError, load_settings
-from shared.ratelimit import RateLimitMiddleware, shared_storage
+from shared.ratelimit import RateLimiter, RateLimitMiddleware, shared_storage
 from shared.settings import ServiceSettings
 from tests.conftest import redis_url_or_skip
 from tests.persistence.conftest import make_settings
@@ -25,7 +25,7 @@ def redis_url() -> str:
 
 def limited_app(limit: str, storage_url: str, namespace: str) -> Starlette:
     app = Starlette(routes=[Route("/", lambda request: PlainTextResponse("ok"))])
-    app.add_middleware(RateLimitMiddleware, limit=limit, storage=shared_storage(storage_url, namespace))
+    app.add_middleware(RateLimitMiddleware, limit=limit, limiter=RateLimiter(shared_storage(storage_url, namespace)))
     return app
 
 

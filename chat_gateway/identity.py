@@ -1,0 +1,189 @@
+"""Who calls the gateway, known from the credential alone, and what they may reach and spend.
+
+Three kinds of caller (README, "Identity"):
+
+- a **user**, with a user key (created by an admin, stored hashed by persistence) or a JWT from the
+  deployment's identity provider: sees and changes only their own chats, within their limits;
+- an **admin**, with one of CHAT_ADMIN_KEYS: may act for any user (by naming ``user_id``) and manage keys;
+- in **open mode** (no admin keys, no identity provider: local use), anyone: as an admin, counted per address.
+"""
+
+import enum
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from cachetools import TTLCache
+from limits import RateLimitItem, RateLimitItemPerMinute, parse
+
+from chat_gateway.config import Settings
+from chat_gateway.persistence import PersistenceClient
+from chat_gateway.tokens import TokenVerifier
+from shared import Forbidden, TooManyRequests, Unauthorized, key_matches
+from shared.identity import DEFAULT_USER, USER_KEY_PREFIX, KeyIdentity, Limits, TurnAccount
+from shared.ratelimit import RateLimiter, Verdict
+
+logger = logging.getLogger(__name__)
+
+MISSING = "missing or invalid key: send it in x-api-key, or as Authorization: Bearer <key>"
+# Bounds the lookups cached, valid or not: made-up keys must not grow the gateway's memory.
+CACHED_LOOKUPS = 10_000
+
+
+class Role(enum.StrEnum):
+    USER = "user"
+    ADMIN = "admin"
+    OPEN = "open"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    role: Role
+    user_id: str | None  # a user's own id; None for admins and open callers, who name the user they act for
+    limits: Limits
+    rate_identity: str  # what the rate limit counts: never a secret
+
+    @property
+    def is_user(self) -> bool:
+        return self.role == Role.USER
+
+    def acting_for(self, requested: str | None) -> str | None:
+        """The user a request is for: a user's own (naming another is a 403); whoever an admin names (None:
+        nobody in particular, so everyone's data)."""
+        if self.user_id is None:
+            return requested
+        if requested is not None and requested != self.user_id:
+            raise Forbidden(f"this credential is {self.user_id!r}'s: it cannot act for {requested!r}")
+        return self.user_id
+
+    def owner(self, requested: str | None) -> str:
+        """Whose a new chat is."""
+        return self.acting_for(requested) or DEFAULT_USER
+
+    def require_admin(self) -> None:
+        if self.is_user:
+            raise Forbidden("only an admin key may do this")
+
+    def account(self, user_id: str, max_tokens: int | None, reserve: int) -> TurnAccount:
+        """A new answer's account: whose usage it is, and (for users) the budgets it must fit in."""
+        if not self.is_user:
+            return TurnAccount(user_id=user_id)
+        return TurnAccount(
+            user_id=user_id,
+            reserve_tokens=max_tokens if max_tokens is not None else reserve,
+            tokens_per_day=self.limits.tokens_per_day,
+            tokens_per_month=self.limits.tokens_per_month,
+        )
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()[:32]
+
+
+class Authenticator:
+    """Turns a request's credential into a ``Caller`` and counts the request against that caller's limit."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        persistence: PersistenceClient,
+        limiter: RateLimiter,
+        tokens: TokenVerifier | None,
+    ) -> None:
+        self.settings = settings
+        self.persistence = persistence
+        self.limiter = limiter
+        self.tokens = tokens
+        self.defaults = Limits(
+            requests_per_minute=_per_minute(settings.rate_limit),
+            tokens_per_day=settings.tokens_per_day,
+            tokens_per_month=settings.tokens_per_month,
+        )
+        self._default_item = parse(settings.rate_limit) if settings.rate_limit else None
+        ttl = settings.key_cache_seconds
+        # Key digest -> identity (None: refused); user id -> limits. Expiring: a revoked key or a changed limit
+        # takes effect within KEY_CACHE_SECONDS.
+        self._keys: TTLCache[str, KeyIdentity | None] | None = TTLCache(CACHED_LOOKUPS, ttl) if ttl else None
+        self._limits: TTLCache[str, Limits] | None = TTLCache(CACHED_LOOKUPS, ttl) if ttl else None
+
+    @classmethod
+    def build(
+        cls, settings: Settings, persistence: PersistenceClient, limiter: RateLimiter, http: Any
+    ) -> "Authenticator":
+        tokens = None
+        if settings.jwt_enabled:
+            assert settings.jwt_issuer is not None
+            assert settings.jwt_audience is not None
+            tokens = TokenVerifier(
+                issuer=settings.jwt_issuer,
+                audience=settings.jwt_audience,
+                algorithms=[name.strip() for name in settings.jwt_algorithms.split(",") if name.strip()],
+                jwks_url=settings.jwt_jwks_url,
+                public_key=settings.jwt_public_key.get_secret_value() if settings.jwt_public_key else None,
+                user_claim=settings.jwt_user_claim,
+                http=http,
+            )
+        return cls(settings, persistence, limiter, tokens)
+
+    async def identify(self, credential: str | None, address: str) -> Caller:
+        if self.settings.open_mode:
+            # Whatever header is sent: counted per address, so made-up keys are not fresh budgets.
+            return Caller(Role.OPEN, None, self.defaults, f"addr:{address}")
+        if not credential:
+            raise Unauthorized(MISSING)
+        if key_matches(credential, self.settings.admin_keys):
+            return Caller(Role.ADMIN, None, Limits(), f"admin:{_digest(credential)}")
+        if self.tokens is not None and TokenVerifier.looks_like_jwt(credential):
+            user_id = await self.tokens.user_id(credential)
+            return self._user(user_id, await self._user_limits(user_id))
+        if not credential.startswith(USER_KEY_PREFIX):
+            raise Unauthorized(MISSING)
+        identity = await self._key(credential)
+        return self._user(identity.user_id, identity.limits)
+
+    def _user(self, user_id: str, limits: Limits) -> Caller:
+        return Caller(Role.USER, user_id, limits.over(self.defaults), f"user:{user_id}")
+
+    async def _key(self, key: str) -> KeyIdentity:
+        digest = _digest(key)
+        if self._keys is not None and digest in self._keys:
+            cached = self._keys[digest]
+        else:
+            cached = await self.persistence.identify_key(key)
+            if self._keys is not None:
+                self._keys[digest] = cached
+        if cached is None:
+            raise Unauthorized(MISSING)
+        return cached
+
+    async def _user_limits(self, user_id: str) -> Limits:
+        if self._limits is not None and (cached := self._limits.get(user_id)) is not None:
+            return cached
+        limits = await self.persistence.user_limits(user_id)
+        if self._limits is not None:
+            self._limits[user_id] = limits
+        return limits
+
+    async def count(self, caller: Caller) -> Verdict | None:
+        """Count one request of ``caller``; past their requests per minute, a 429 (None: no limit applies)."""
+        if caller.role == Role.ADMIN:
+            return None
+        item: RateLimitItem | None = self._default_item
+        if caller.limits.requests_per_minute != self.defaults.requests_per_minute:
+            item = RateLimitItemPerMinute(caller.limits.requests_per_minute or 0)
+        if item is None:
+            return None
+        verdict = await self.limiter.hit(item, caller.rate_identity)
+        if not verdict.allowed:
+            headers = verdict.headers() | {"Retry-After": str(verdict.retry_after)}
+            raise TooManyRequests(verdict.detail, headers=headers)
+        return verdict
+
+
+def _per_minute(limit: str | None) -> int | None:
+    """RATE_LIMIT ("60/minute", "1000/hour"...) as requests per minute, for a report of the limits in force."""
+    if not limit:
+        return None
+    item = parse(limit)
+    return max(1, round(item.amount * 60 / item.get_expiry()))
