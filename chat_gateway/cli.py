@@ -8,6 +8,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -65,14 +66,21 @@ def interactive(http: httpx.Client, args: argparse.Namespace) -> int:
             return 0
         if not line.strip():
             continue
-        body = {"message": line, "user_id": args.user, "stream": True}
+        body: dict[str, Any] = {"message": line, "stream": True} | _user(args)
         if session:
             body["session_id"] = session
         session = _stream(http, "POST", "/chat", body) or session
 
 
+def _user(args: argparse.Namespace) -> dict[str, str]:
+    """The user to act for, when one is named: a user's key speaks for its user alone."""
+    return {"user_id": args.user} if args.user else {}
+
+
 def sessions(http: httpx.Client, args: argparse.Namespace) -> int:
-    page = _check(http.get("/chat/sessions", params={"user_id": args.user, "limit": 200})).json()
+    page = _check(http.get("/chat/sessions", params=_user(args) | {"limit": 200})).json()
+    if not page["items"]:
+        print("no sessions yet")
     for item in page["items"]:
         star = "*" if item["is_favorite"] else " "
         print(f"{star} {item['id']}  {item['updated_at'][:16].replace('T', ' ')}  {item['title']}")
@@ -126,11 +134,100 @@ def export(http: httpx.Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def usage(http: httpx.Client, args: argparse.Namespace) -> int:
+    params = {name: value for name, value in (("since", args.since), ("until", args.until)) if value}
+    report = _check(http.get("/usage", params=_user(args) | params)).json()
+    for row in report["rows"]:
+        estimated = f" ({row['estimated_tokens']} estimated)" if row["estimated_tokens"] else ""
+        print(
+            f"{row['day']}  {row['user_id']}  {row['model'] or '-'}  {row['answers']} answers  "
+            f"{row['total_tokens']} tokens{estimated}"
+        )
+    print(f"{report['since']} to {report['until']}: {report['total_tokens']} tokens")
+    return 0
+
+
+def _limits(args: argparse.Namespace) -> dict[str, int | None]:
+    limits = {
+        "requests_per_minute": args.rpm,
+        "tokens_per_day": args.tokens_per_day,
+        "tokens_per_month": args.tokens_per_month,
+    }
+    if args.budget:
+        amount, _, period = args.budget.partition("/")
+        limits[f"tokens_per_{period or 'month'}"] = int(amount)
+    return limits
+
+
+def keys_create(http: httpx.Client, args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"user_id": args.for_user, "name": args.name, "limits": _limits(args)}
+    if args.expires_in_days is not None:
+        body["expires_at"] = (datetime.now(UTC) + timedelta(days=args.expires_in_days)).isoformat()
+    created = _check(http.post("/admin/keys", json=body)).json()
+    print(created["key"])
+    print(f"(the key of {created['user_id']}, id {created['id']}: shown this once, keep it)", file=sys.stderr)
+    return 0
+
+
+def keys_list(http: httpx.Client, args: argparse.Namespace) -> int:
+    params = {"user_id": args.for_user} if args.for_user else None
+    listed = _check(http.get("/admin/keys", params=params)).json()
+    if not listed:
+        print("no keys")
+    for key in listed:
+        state = (
+            "revoked" if key["revoked_at"] else f"expires {key['expires_at'][:10]}" if key["expires_at"] else "active"
+        )
+        used = (key["last_used_at"] or "never")[:16].replace("T", " ")
+        print(f"{key['id']}  {key['prefix']}...  {key['user_id']}  {key['name'] or '-'}  {state}  last used {used}")
+    return 0
+
+
+def keys_revoke(http: httpx.Client, args: argparse.Namespace) -> int:
+    revoked = _check(http.delete(f"/admin/keys/{args.id}")).json()
+    print(f"revoked {revoked['prefix']}... of {revoked['user_id']}")
+    return 0
+
+
+def limits_set(http: httpx.Client, args: argparse.Namespace) -> int:
+    result = _check(http.put(f"/admin/users/{args.for_user}/limits", json=_limits(args))).json()
+    print(json.dumps(result["limits"]))
+    return 0
+
+
+def _limit_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rpm", type=int, help="requests per minute")
+    parser.add_argument("--tokens-per-day", type=int)
+    parser.add_argument("--tokens-per-month", type=int)
+    parser.add_argument("--budget", help="a token budget: N/day or N/month (N alone: per month)")
+
+
+def _admin_parser(commands: Any) -> None:
+    admin = commands.add_parser("admin", help="manage user keys and limits (with an admin key)")
+    areas = admin.add_subparsers(dest="area", metavar="area", required=True)
+    keys = areas.add_parser("keys", help="user keys").add_subparsers(dest="action", metavar="action", required=True)
+    create = keys.add_parser("create", help="create a key for a user (printed once)")
+    create.add_argument("--user", dest="for_user", required=True)
+    create.add_argument("--name")
+    create.add_argument("--expires-in-days", type=float)
+    _limit_options(create)
+    listing = keys.add_parser("list", help="list keys")
+    listing.add_argument("--user", dest="for_user")
+    keys.add_parser("revoke", help="revoke a key").add_argument("id")
+    limits = areas.add_parser("limits", help="a user's limits")
+    limits.add_argument("--user", dest="for_user", required=True)
+    _limit_options(limits)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chat", description="Chat through the durable chat gateway.")
     parser.add_argument("--url", default=os.environ.get("CHAT_URL", "http://localhost:8100"), help="gateway URL")
     parser.add_argument("--key", default=os.environ.get("CHAT_API_KEY"), help="gateway key (CHAT_API_KEY)")
-    parser.add_argument("--user", default=os.environ.get("CHAT_USER", os.environ.get("USER", "anonymous")))
+    parser.add_argument(
+        "--user",
+        default=os.environ.get("CHAT_USER"),
+        help="whose chats (CHAT_USER; default: a user key's own, or your login name in open mode)",
+    )
     parser.add_argument("--session", help="continue this session (interactive mode)")
     commands = parser.add_subparsers(dest="command", metavar="command")
     commands.add_parser("sessions", help="list your sessions, favorites first")
@@ -147,6 +244,10 @@ def _parser() -> argparse.ArgumentParser:
     exporting = commands.add_parser("export", help="print a session as Markdown or JSON")
     exporting.add_argument("id")
     exporting.add_argument("--format", choices=["md", "json"], default="md")
+    usage_parser = commands.add_parser("usage", help="tokens used, by day and model")
+    usage_parser.add_argument("--since", help="first day, YYYY-MM-DD (default: the month's first)")
+    usage_parser.add_argument("--until", help="last day, YYYY-MM-DD (default: today)")
+    _admin_parser(commands)
     return parser
 
 
@@ -159,11 +260,21 @@ COMMANDS: dict[str | None, Callable[[httpx.Client, argparse.Namespace], int]] = 
     "delete": delete,
     "resume": resume,
     "export": export,
+    "usage": usage,
+    "admin": lambda http, args: ADMIN[(args.area, getattr(args, "action", None))](http, args),
+}
+ADMIN: dict[tuple[str, str | None], Callable[[httpx.Client, argparse.Namespace], int]] = {
+    ("keys", "create"): keys_create,
+    ("keys", "list"): keys_list,
+    ("keys", "revoke"): keys_revoke,
+    ("limits", None): limits_set,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.user is None and not args.key and args.command != "admin":
+        args.user = os.environ.get("USER")  # open mode: your chats are your login name's
     headers = {"x-api-key": args.key} if args.key else {}
     # No read timeout: a slow first token is normal, and the answer is durable anyway.
     with httpx.Client(base_url=args.url, headers=headers, timeout=httpx.Timeout(30.0, read=None)) as http:

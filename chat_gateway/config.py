@@ -44,6 +44,8 @@ class Settings(ServiceSettings):
     jwt_public_key: SecretStr | None = None  # a PEM, instead of a JWKS URL (JWT_PUBLIC_KEY_FILE reads a file)
     jwt_algorithms: str = "RS256"  # comma-separated allow-list
     jwt_user_claim: str = Field(default="sub", min_length=1)
+    # A token signed by a key the cached JWKS lacks (rotated) makes the gateway fetch it again, at most this often.
+    jwt_jwks_min_refresh_seconds: float = Field(default=10.0, ge=0)
 
     instance_id: str = Field(default_factory=_instance_id, min_length=1, max_length=200)
     lease_seconds: float = Field(default=15.0, gt=0, le=3600)

@@ -11,6 +11,7 @@ Three kinds of caller (README, "Identity"):
 import enum
 import hashlib
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from limits import RateLimitItem, RateLimitItemPerMinute, parse
 from chat_gateway.config import Settings
 from chat_gateway.persistence import PersistenceClient
 from chat_gateway.tokens import TokenVerifier
+from chat_gateway.upstream import CHARS_PER_TOKEN
 from shared import Forbidden, TooManyRequests, Unauthorized, key_matches
 from shared.identity import DEFAULT_USER, USER_KEY_PREFIX, KeyIdentity, Limits, TurnAccount
 from shared.ratelimit import RateLimiter, Verdict
@@ -65,13 +67,18 @@ class Caller:
         if self.is_user:
             raise Forbidden("only an admin key may do this")
 
-    def account(self, user_id: str, max_tokens: int | None, reserve: int) -> TurnAccount:
-        """A new answer's account: whose usage it is, and (for users) the budgets it must fit in."""
+    def account(self, user_id: str, *, max_tokens: int | None, prompt_chars: int, reserve: int) -> TurnAccount:
+        """A new answer's account: whose usage it is, and (for users) the budgets it must fit in.
+
+        Until its usage is known the answer counts for its prompt (estimated from its length) and its
+        ``max_tokens`` (``reserve`` without one): a budget is passed by at most that much.
+        """
         if not self.is_user:
             return TurnAccount(user_id=user_id)
         return TurnAccount(
             user_id=user_id,
-            reserve_tokens=max_tokens if max_tokens is not None else reserve,
+            reserve_tokens=math.ceil(prompt_chars / CHARS_PER_TOKEN)
+            + (max_tokens if max_tokens is not None else reserve),
             tokens_per_day=self.limits.tokens_per_day,
             tokens_per_month=self.limits.tokens_per_month,
         )
@@ -122,6 +129,7 @@ class Authenticator:
                 jwks_url=settings.jwt_jwks_url,
                 public_key=settings.jwt_public_key.get_secret_value() if settings.jwt_public_key else None,
                 user_claim=settings.jwt_user_claim,
+                jwks_min_refresh_seconds=settings.jwt_jwks_min_refresh_seconds,
                 http=http,
             )
         return cls(settings, persistence, limiter, tokens)

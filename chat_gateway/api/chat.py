@@ -75,7 +75,10 @@ async def chat(
     user_id = caller.owner(body.user_id)
     options = body.options
     max_tokens = options.max_tokens or options.max_completion_tokens if options is not None else None
-    account = caller.account(user_id, max_tokens, settings.budget_reserve_tokens)
+    prompt_chars = len(body.message) + (len(json.dumps(body.context)) if body.context is not None else 0)
+    account = caller.account(
+        user_id, max_tokens=max_tokens, prompt_chars=prompt_chars, reserve=settings.budget_reserve_tokens
+    )
     chat_request = body.model_copy(update={"user_id": user_id})
     answer = await answers.start_chat(chat_request, idempotency_key, account=account, scope=caller.user_id)
     return await _respond(answers, answer, request, body.stream)

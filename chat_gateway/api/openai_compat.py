@@ -201,7 +201,12 @@ async def chat_completions(
     request = ChatRequest(
         message=last.text(), session_id=session_id, user_id=user_id, model=model, options=body.options()
     )
-    account = caller.account(user_id, body.max_tokens or body.max_completion_tokens, settings.budget_reserve_tokens)
+    account = caller.account(
+        user_id,
+        max_tokens=body.max_tokens or body.max_completion_tokens,
+        prompt_chars=sum(len(message.text()) for message in body.messages),
+        reserve=settings.budget_reserve_tokens,
+    )
     answer = await answers.start_chat(
         request, idempotency_key, prompt=prompt, create_session=True, account=account, scope=caller.user_id
     )

@@ -257,3 +257,16 @@ async def test_an_openai_stream_ends_with_the_error_as_openai_sends_one(event: S
     lines = [line async for line in _chunks(answers, uuid.UUID(ID), "m", include_usage=False)]
     assert json.loads(lines[-1].removeprefix("data: "))["error"] == {"message": message, "type": "api_error"}
     assert json.loads(lines[-2].removeprefix("data: "))["choices"][0]["delta"] == {"content": "Hi"}
+
+
+def test_open_mode_counts_clients_per_address_whatever_key_they_send() -> None:
+    with _app(rate_limit="3/minute") as gateway:
+        statuses = [gateway.get("/chat/sessions", headers={"x-api-key": f"made-up-{n}"}).status_code for n in range(5)]
+        assert statuses == [503, 503, 503, 429, 429]  # past the limit, on to the unreachable persistence service
+
+
+def test_jwt_settings_must_name_issuer_and_audience() -> None:
+    with pytest.raises(ValueError, match="JWT_ISSUER and JWT_AUDIENCE"):
+        _app(jwt_jwks_url="https://idp.example.test/jwks.json")
+    with pytest.raises(ValueError, match="not both"):
+        _app(jwt_jwks_url="https://idp.test/jwks", jwt_public_key=SecretStr("pem"), jwt_issuer="i", jwt_audience="a")

@@ -1,0 +1,334 @@
+"""Identity, isolation, usage and budgets, against real processes: persistence, a gateway with admin keys and
+an identity provider (a JWKS served locally), and the fake upstream. Every user reaches only their own chats."""
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from fastapi import FastAPI, Response
+from openai import OpenAI
+
+from tests.chat_gateway.conftest import Service, gateway_env, sse_events, wait_for
+from tests.chat_gateway.test_tokens import JWKS, Key
+from tests.conftest import serve
+from tests.fake_openai import TEXT
+
+ADMIN_KEY = "admin-key"
+ISSUER = "https://idp.example.test/"
+AUDIENCE = "durable-chat"
+
+
+@pytest.fixture(scope="module")
+def idp() -> Iterator[tuple[JWKS, Key]]:
+    key = Key("rsa-1", rsa.generate_private_key(public_exponent=65537, key_size=2048), "RS256")
+    state = JWKS(keys=[key.jwk()])
+    app = FastAPI()
+
+    @app.get("/jwks.json")
+    async def jwks() -> Response:
+        state.fetches += 1
+        return Response(json.dumps({"keys": state.keys}), media_type="application/json")
+
+    with serve(app) as url:
+        state.url = f"{url}/jwks.json"
+        yield state, key
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    tmp_path_factory: pytest.TempPathFactory,
+    persistence: Service,
+    _fake_openai_server: tuple[FastAPI, str],
+    idp: tuple[JWKS, Key],
+) -> Iterator[Service]:
+    tmp = tmp_path_factory.mktemp("identity")
+    env = gateway_env(
+        tmp,
+        persistence.url,
+        _fake_openai_server[1],
+        CHAT_ADMIN_KEYS=ADMIN_KEY,
+        KEY_CACHE_SECONDS="0.3",
+        JWT_ISSUER=ISSUER,
+        JWT_AUDIENCE=AUDIENCE,
+        JWT_JWKS_URL=idp[0].url,
+        JWT_JWKS_MIN_REFRESH_SECONDS="0.2",
+        RATE_LIMIT="1000/minute",
+    )
+    service = Service("chat_gateway.main:create_app", env, tmp / "gateway.log").start()
+    yield service
+    service.kill(signal.SIGTERM)
+
+
+@pytest.fixture
+def admin(gateway: Service) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=gateway.url, headers={"x-api-key": ADMIN_KEY}, timeout=30) as client:
+        yield client
+
+
+def _user_key(admin: httpx.Client, user_id: str, **fields: Any) -> str:
+    created = admin.post("/admin/keys", json={"user_id": user_id} | fields)
+    assert created.status_code == 201, created.text
+    key: str = created.json()["key"]
+    return key
+
+
+def _client(gateway: Service, key: str) -> httpx.Client:
+    return httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {key}"}, timeout=30)
+
+
+def _new_user() -> str:
+    return f"user-{uuid.uuid4().hex[:8]}"
+
+
+def _chat(client: httpx.Client, message: str = "hello", **fields: Any) -> dict[str, Any]:
+    response = client.post("/chat", json={"message": message} | fields)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+# Bodies for the operations that need one; every other operation is called without.
+BODIES = {("PUT", "/chat/sessions/{session_id}"): {"title": "taken over"}}
+
+
+def _id_operations(spec: dict[str, Any]) -> list[tuple[str, str]]:
+    return [
+        (method.upper(), path)
+        for path, operations in spec["paths"].items()
+        if "{session_id}" in path or "{message_id}" in path
+        for method in operations
+    ]
+
+
+def test_another_users_ids_are_404s_on_every_operation_and_change_nothing(
+    gateway: Service, admin: httpx.Client, fake_openai: FastAPI
+) -> None:
+    alice, bob = _user_key(admin, _new_user()), _user_key(admin, _new_user())
+    with _client(gateway, alice) as as_alice, _client(gateway, bob) as as_bob:
+        chat = _chat(as_alice, "the secret of alice")
+        ids = {"{session_id}": chat["session_id"], "{message_id}": chat["message_id"]}
+        before = as_alice.get(f"/chat/sessions/{chat['session_id']}/export").json()
+        operations = _id_operations(as_bob.get("/openapi.json").json())
+        assert len(operations) >= 10  # every session and message route of the gateway, as its document lists them
+        for method, template in operations:
+            path = template
+            for placeholder, value in ids.items():
+                path = path.replace(placeholder, value)
+            response = as_bob.request(method, path, json=BODIES.get((method, template)))
+            assert response.status_code == 404, (method, template, response.status_code, response.text)
+        # As if they did not exist: the same answer as for ids nobody has.
+        missing = as_bob.get(f"/chat/sessions/{uuid.uuid4()}")
+        assert as_bob.get(f"/chat/sessions/{chat['session_id']}").json()["detail"].split()[0] == "session"
+        assert missing.status_code == 404
+        after = as_alice.get(f"/chat/sessions/{chat['session_id']}/export").json()
+        assert after == before
+        assert after["messages"][1]["content"] == TEXT
+
+
+def test_lists_search_and_usage_are_the_callers_own(
+    gateway: Service, admin: httpx.Client, fake_openai: FastAPI
+) -> None:
+    alice_id, bob_id = _new_user(), _new_user()
+    alice, bob = _user_key(admin, alice_id), _user_key(admin, bob_id)
+    with _client(gateway, alice) as as_alice, _client(gateway, bob) as as_bob:
+        mine = _chat(as_alice, "pelicans of alice")["session_id"]
+        _chat(as_bob, "herons of bob")
+        assert [s["id"] for s in as_alice.get("/chat/sessions").json()["items"]] == [mine]
+        assert as_bob.get("/chat/search", params={"q": "pelicans"}).json()["items"] == []
+        assert as_alice.get("/chat/search", params={"q": "pelicans"}).json()["items"]
+        for path in ("/chat/sessions", "/usage"):
+            refused = as_bob.get(path, params={"user_id": alice_id})
+            assert refused.status_code == 403, path
+            assert as_bob.get(path, params={"user_id": bob_id}).status_code == 200
+        assert as_bob.post("/chat", json={"message": "hi", "user_id": alice_id}).status_code == 403
+        assert as_bob.get("/admin/keys").status_code == 403
+        report = as_alice.get("/usage").json()
+        assert report["user_id"] == alice_id
+        assert report["total_tokens"] > 0
+        assert {row["user_id"] for row in report["rows"]} == {alice_id}
+    everyone = admin.get("/usage").json()
+    assert {alice_id, bob_id} <= {row["user_id"] for row in everyone["rows"]}
+    assert admin.get("/usage", params={"user_id": bob_id}).json()["user_id"] == bob_id
+
+
+def test_a_user_cannot_write_into_another_users_session(
+    gateway: Service, admin: httpx.Client, fake_openai: FastAPI
+) -> None:
+    alice, bob = _user_key(admin, _new_user()), _user_key(admin, _new_user())
+    with _client(gateway, alice) as as_alice, _client(gateway, bob) as as_bob:
+        session = _chat(as_alice)["session_id"]
+        assert as_bob.post("/chat", json={"message": "mine now", "session_id": session}).status_code == 404
+        completion = {"model": "fake-model", "messages": [{"role": "user", "content": "mine now"}]}
+        taken = as_bob.post("/v1/chat/completions", json=completion, headers={"X-Session-Id": session})
+        assert taken.status_code == 404
+        assert taken.json()["error"]["type"] == "not_found_error"
+        # The same session name, from two users, is two sessions.
+        named = {"X-Session-Id": "my-notes"}
+        first = as_alice.post("/v1/chat/completions", json=completion, headers=named).headers["x-session-id"]
+        second = as_bob.post("/v1/chat/completions", json=completion, headers=named).headers["x-session-id"]
+        assert first != second
+        assert len(as_alice.get(f"/chat/sessions/{session}/messages").json()["items"]) == 2
+
+
+def test_made_up_keys_are_refused_before_they_count(gateway: Service, admin: httpx.Client) -> None:
+    refused = {
+        httpx.post(f"{gateway.url}/chat", json={"message": "hi"}, headers={"x-api-key": f"made-up-{n}"}).status_code
+        for n in range(70)
+    }
+    assert refused == {401}
+    assert (
+        httpx.post(f"{gateway.url}/chat", json={"message": "hi"}, headers={"x-api-key": "dck_nope"}).status_code == 401
+    )
+
+
+def test_every_spelling_of_one_key_is_one_budget(gateway: Service, admin: httpx.Client) -> None:
+    key = _user_key(admin, _new_user(), limits={"requests_per_minute": 3})
+    spellings = ["Bearer", "bearer", "BEARER", "bEaReR", "x-api-key"]
+    statuses = []
+    for spelling in spellings:
+        headers = {"x-api-key": key} if spelling == "x-api-key" else {"authorization": f"{spelling} {key}"}
+        response = httpx.get(f"{gateway.url}/chat/sessions", headers=headers)
+        statuses.append(response.status_code)
+    assert statuses == [200, 200, 200, 429, 429]
+    assert response.headers["x-ratelimit-remaining"] == "0"
+    assert int(response.headers["retry-after"]) >= 1
+
+
+def test_a_revoked_key_stops_working_within_seconds(gateway: Service, admin: httpx.Client) -> None:
+    user_id = _new_user()
+    key = _user_key(admin, user_id, name="laptop")
+    with _client(gateway, key) as as_user:
+        assert as_user.get("/chat/sessions").status_code == 200
+        listed = admin.get("/admin/keys", params={"user_id": user_id}).json()
+        assert [(k["name"], k["revoked_at"]) for k in listed] == [("laptop", None)]
+        assert listed[0]["last_used_at"] is not None
+        assert admin.delete(f"/admin/keys/{listed[0]['id']}").status_code == 200
+        wait_for(lambda: as_user.get("/chat/sessions").status_code == 401, timeout=5)
+
+
+def test_jwt_users_are_scoped_and_keys_rotate_without_a_restart(
+    gateway: Service, idp: tuple[JWKS, Key], fake_openai: FastAPI
+) -> None:
+    state, key = idp
+    now = int(time.time())
+    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": _new_user(), "exp": now + 300}
+    with _client(gateway, key.sign(claims)) as as_carol:
+        chat = _chat(as_carol)
+        assert as_carol.get("/chat/sessions").json()["items"][0]["user_id"] == claims["sub"]
+    for bad in (claims | {"exp": now - 10}, claims | {"aud": "other"}, claims | {"iss": "https://evil.test/"}):
+        response = httpx.get(f"{gateway.url}/chat/sessions", headers={"authorization": f"Bearer {key.sign(bad)}"})
+        assert response.status_code == 401
+        assert response.json()["code"] == "invalid_token"
+    dave = claims | {"sub": _new_user()}
+    with _client(gateway, key.sign(dave)) as as_dave:
+        assert as_dave.get(f"/chat/sessions/{chat['session_id']}").status_code == 404
+    rotated = Key("rsa-2", rsa.generate_private_key(public_exponent=65537, key_size=2048), "RS256")
+    new_token = rotated.sign(claims)
+    assert (
+        httpx.get(f"{gateway.url}/chat/sessions", headers={"authorization": f"Bearer {new_token}"}).status_code == 401
+    )
+    state.keys = [key.jwk(), rotated.jwk()]
+    headers = {"authorization": f"Bearer {new_token}"}
+    wait_for(lambda: httpx.get(f"{gateway.url}/chat/sessions", headers=headers).status_code == 200, timeout=5)
+
+
+def test_concurrent_starts_pass_a_token_budget_by_at_most_one_answer(
+    gateway: Service, admin: httpx.Client, fake_openai: FastAPI
+) -> None:
+    user_id = _new_user()
+    budget, max_tokens = 60, 8
+    key = _user_key(admin, user_id, limits={"tokens_per_day": budget})
+    responses: list[httpx.Response] = []
+
+    def start() -> None:
+        body = {"message": "hi", "options": {"max_tokens": max_tokens}}
+        responses.append(httpx.post(f"{gateway.url}/chat", json=body, headers={"x-api-key": key}, timeout=30))
+
+    threads = [threading.Thread(target=start) for _ in range(24)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    refused = [r for r in responses if r.status_code == 429]
+    assert refused
+    assert {r.status_code for r in responses} == {200, 429}
+    assert refused[0].json()["code"] == "budget_exceeded"
+    assert int(refused[0].headers["retry-after"]) >= 1
+    assert refused[0].headers["x-ratelimit-limit-tokens"] == str(budget)
+    assert "x-ratelimit-remaining" in refused[0].headers
+    used = admin.get("/usage", params={"user_id": user_id}).json()["total_tokens"]
+    one_answer = max_tokens + 1 + 1  # its max_tokens and its prompt ("hi": 1 token, by either count)
+    assert budget <= used <= budget + one_answer
+    # A running answer is never cut by the budget: every admitted one completed.
+    assert all(r.json()["status"] == "complete" for r in responses if r.status_code == 200)
+
+
+def test_the_openai_sdk_and_the_terminal_client_work_with_a_user_key(
+    gateway: Service, admin: httpx.Client, fake_openai: FastAPI, tmp_path: Path
+) -> None:
+    user_id = _new_user()
+    key = _user_key(admin, user_id)
+    client = OpenAI(base_url=f"{gateway.url}/v1", api_key=key)
+    completion = client.chat.completions.create(model="fake-model", messages=[{"role": "user", "content": "hi"}])
+    assert completion.choices[0].message.content == TEXT
+    stream = client.chat.completions.create(
+        model="fake-model", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices) == TEXT
+    command = [sys.executable, "-m", "chat_gateway.cli", "--url", gateway.url, "--key", key]
+    listed = subprocess.run([*command, "sessions"], capture_output=True, text=True, timeout=60, check=True)
+    assert len(listed.stdout.splitlines()) == 2
+    chatted = subprocess.run(command, input="one more\n", capture_output=True, text=True, timeout=60, check=True)
+    assert TEXT in chatted.stdout
+    with _client(gateway, key) as as_user:
+        sessions = as_user.get("/chat/sessions").json()["items"]
+    assert len(sessions) == 3
+    assert {s["user_id"] for s in sessions} == {user_id}
+
+
+def test_admins_manage_keys_with_the_terminal_client(gateway: Service) -> None:
+    command = [sys.executable, "-m", "chat_gateway.cli", "--url", gateway.url, "--key", ADMIN_KEY, "admin"]
+    user_id = _new_user()
+    created = subprocess.run(
+        [*command, "keys", "create", "--user", user_id, "--name", "ci", "--budget", "5000/day"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    key = created.stdout.strip()
+    assert key.startswith("dck_")
+    listed = subprocess.run([*command, "keys", "list", "--user", user_id], capture_output=True, text=True, check=True)
+    key_id = listed.stdout.split()[0]
+    assert "active" in listed.stdout
+    with _client(gateway, key) as as_user:
+        assert as_user.get("/chat/sessions").status_code == 200
+        subprocess.run([*command, "keys", "revoke", key_id], capture_output=True, text=True, check=True)
+        wait_for(lambda: as_user.get("/chat/sessions").status_code == 401, timeout=5)
+    limits = subprocess.run(
+        [*command, "limits", "--user", user_id, "--rpm", "7"], capture_output=True, text=True, check=True
+    )
+    assert json.loads(limits.stdout)["requests_per_minute"] == 7
+
+
+def test_a_reattaching_client_of_another_user_sees_nothing(
+    gateway: Service, admin: httpx.Client, fake_openai: FastAPI
+) -> None:
+    alice, bob = _user_key(admin, _new_user()), _user_key(admin, _new_user())
+    with _client(gateway, alice) as as_alice, _client(gateway, bob) as as_bob:
+        message_id = _chat(as_alice)["message_id"]
+        with as_alice.stream("GET", f"/chat/messages/{message_id}/stream") as own:
+            text = "".join(event.data["text"] for event in sse_events(own) if event.event == "delta")
+        assert text == TEXT
+        with as_bob.stream("GET", f"/chat/messages/{message_id}/stream") as other:
+            assert other.status_code == 404
