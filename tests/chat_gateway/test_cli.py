@@ -1,5 +1,6 @@
 """The `chat` terminal client, driven as a user drives it, against the running services."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -58,7 +59,7 @@ def test_a_conversation_then_every_session_command(gateway: Service, fake_openai
     assert "**quenelles**" in found["items"][0]["snippet"]
 
     assert _chat(gateway, "delete", session).stdout.strip() == "deleted"
-    assert _chat(gateway, "sessions").stdout.strip() == ""
+    assert _chat(gateway, "sessions").stdout.strip() == "no sessions yet"
     missing = _chat(gateway, "show", session)
     assert missing.returncode == 1
     assert missing.stderr.startswith("error: 404")
@@ -91,12 +92,15 @@ def test_ctrl_c_stops_the_display_not_the_answer(gateway: Service, store: httpx.
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C as in a terminal, even when the tests run where SIGINT is ignored (a background job).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert process.stdin is not None
     process.stdin.write("hi\n")
     process.stdin.flush()
     assert process.stdout is not None
-    first = process.stdout.read(1)  # the answer has begun to show
+    # The answer has begun to show (read from the pipe itself: the text wrapper would keep what it read ahead).
+    first = os.read(process.stdout.fileno(), 4096).decode()
     process.send_signal(signal.SIGINT)
     rest, _ = process.communicate(timeout=30)  # then end of input: the client quits
     output = first + rest
