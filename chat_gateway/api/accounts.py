@@ -36,14 +36,14 @@ async def revoke_key(key_id: uuid.UUID, caller: CallerDep, persistence: Persiste
     return await persistence.revoke_key(key_id)
 
 
-@router.get("/admin/users/{user_id}/limits", tags=["admin"])
+@router.get("/admin/users/{user_id:path}/limits", tags=["admin"])
 async def get_user_limits(user_id: UserPath, caller: CallerDep, persistence: PersistenceDep) -> UserLimits:
     """A user's own limits; null ones are the gateway's defaults (admins)."""
     caller.require_admin()
     return UserLimits(user_id=user_id, limits=await persistence.user_limits(user_id))
 
 
-@router.put("/admin/users/{user_id}/limits", tags=["admin"])
+@router.put("/admin/users/{user_id:path}/limits", tags=["admin"])
 async def set_user_limits(
     user_id: UserPath, body: Limits, caller: CallerDep, persistence: PersistenceDep
 ) -> UserLimits:

@@ -44,13 +44,13 @@ async def identify(body: KeyCheck, db: DbDep) -> KeyIdentity:
     return await db.run(keys.identify, body.key)
 
 
-@router.get("/users/{user_id}/limits")
+@router.get("/users/{user_id:path}/limits")
 async def get_user_limits(user_id: UserPath, db: DbDep) -> UserLimits:
     """A user's own limits (null: the gateway's defaults apply)."""
     return UserLimits(user_id=user_id, limits=await db.run_autocommit(keys.user_limits, user_id))
 
 
-@router.put("/users/{user_id}/limits")
+@router.put("/users/{user_id:path}/limits")
 async def set_user_limits(user_id: UserPath, body: Limits, db: DbDep) -> UserLimits:
     """Set a user's limits (null: the gateway's defaults apply); a key's own limits come first."""
     return await db.run(keys.set_user_limits, user_id, body)

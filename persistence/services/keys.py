@@ -6,6 +6,7 @@ import uuid
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from persistence.models import ApiKey, UserLimit, utcnow
@@ -102,8 +103,14 @@ def user_limits(db: Session, user_id: str) -> Limits:
 def set_user_limits(db: Session, user_id: str, limits: Limits) -> UserLimits:
     row = db.get(UserLimit, user_id)
     if row is None:
-        row = UserLimit(user_id=user_id, updated_at=utcnow())
-        db.add(row)
+        try:
+            with db.begin_nested():  # two first settings at once: the second updates the first's row
+                row = UserLimit(user_id=user_id, updated_at=utcnow())
+                db.add(row)
+                db.flush()
+        except IntegrityError:
+            row = db.get(UserLimit, user_id)
+            assert row is not None
     for name, value in limits.model_dump().items():
         setattr(row, name, value)
     db.flush()

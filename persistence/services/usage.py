@@ -91,11 +91,13 @@ def _check_budgets(db: Session, account: TurnAccount, now: datetime) -> None:
 def settle(db: Session, message_id: uuid.UUID, usage: dict[str, Any] | None, length: int) -> None:
     """Count an ended answer's tokens: the upstream's figures, else its text's length as an estimate."""
     totals = {key: value for key, value in (usage or {}).items() if isinstance(value, int)}
-    if isinstance(totals.get("total_tokens"), int):
+    prompt, completion = totals.get("prompt_tokens"), totals.get("completion_tokens")
+    total = totals.get("total_tokens", prompt + completion if prompt is not None and completion is not None else None)
+    if total is not None:
         values: dict[str, Any] = {
-            "prompt_tokens": totals.get("prompt_tokens"),
-            "completion_tokens": totals.get("completion_tokens"),
-            "total_tokens": totals["total_tokens"],
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": total,
             "estimated": False,
         }
     else:

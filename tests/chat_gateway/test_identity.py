@@ -20,7 +20,7 @@ from openai import OpenAI
 
 from tests.chat_gateway.conftest import Service, gateway_env, sse_events, wait_for
 from tests.chat_gateway.test_tokens import JWKS, Key
-from tests.conftest import serve
+from tests.conftest import redis_url_or_skip, serve
 from tests.fake_openai import TEXT
 
 ADMIN_KEY = "admin-key"
@@ -332,3 +332,43 @@ def test_a_reattaching_client_of_another_user_sees_nothing(
         assert text == TEXT
         with as_bob.stream("GET", f"/chat/messages/{message_id}/stream") as other:
             assert other.status_code == 404
+
+
+def test_concurrent_requests_of_one_user_get_exactly_their_rate(gateway: Service, admin: httpx.Client) -> None:
+    key = _user_key(admin, _new_user(), limits={"requests_per_minute": 5})
+    statuses: list[int] = []
+
+    def call() -> None:
+        statuses.append(httpx.get(f"{gateway.url}/chat/sessions", headers={"x-api-key": key}, timeout=30).status_code)
+
+    threads = [threading.Thread(target=call) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [200] * 5 + [429] * 15
+
+
+def test_with_redis_a_users_rate_holds_across_gateways(
+    tmp_path: Path, persistence: Service, fake_openai_url: str, admin: httpx.Client
+) -> None:
+    redis_url = redis_url_or_skip()
+    key = _user_key(admin, _new_user(), limits={"requests_per_minute": 4})
+    gateways = []
+    try:
+        for number in range(2):
+            env = gateway_env(
+                tmp_path,
+                persistence.url,
+                fake_openai_url,
+                CHAT_ADMIN_KEYS=ADMIN_KEY,
+                RATE_LIMIT_STORAGE=redis_url,
+            )
+            gateways.append(Service("chat_gateway.main:create_app", env, tmp_path / f"gateway-{number}.log").start())
+        statuses = [
+            httpx.get(f"{gateways[n % 2].url}/chat/sessions", headers={"x-api-key": key}).status_code for n in range(6)
+        ]
+    finally:
+        for service in gateways:
+            service.kill(signal.SIGTERM)
+    assert statuses == [200, 200, 200, 200, 429, 429]

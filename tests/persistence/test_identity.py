@@ -146,3 +146,11 @@ def test_usage_ranges_are_checked(client: TestClient) -> None:
 @pytest.mark.parametrize("user_id", ["", "a" * 256])
 def test_limits_need_a_valid_user(client: TestClient, user_id: str) -> None:
     assert client.put(f"/users/{user_id}/limits", json={}).status_code in (404, 405, 422)
+
+
+def test_limits_of_users_named_with_slashes_and_totals_without_a_total(client: TestClient) -> None:
+    assert client.put("/users/org%2Falice/limits", json={"tokens_per_day": 9}).json()["user_id"] == "org/alice"
+    assert client.get("/users/org%2Falice/limits").json()["limits"]["tokens_per_day"] == 9
+    answer = _turn(client, random_id(), account={"user_id": "frank"}).json()["answer"]["id"]
+    _finish(client, answer, "text", {"prompt_tokens": 3, "completion_tokens": 4})
+    assert client.get("/usage", params={"user_id": "frank"}).json()["total_tokens"] == 7
