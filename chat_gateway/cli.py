@@ -10,9 +10,12 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from httpx_sse import connect_sse
+
+from shared.identity import USER_KEY_PREFIX
 
 STOPPED = "\n[display stopped; the answer goes on: `chat show {session}` or `chat resume {message}` gets the rest]"
 
@@ -147,16 +150,24 @@ def usage(http: httpx.Client, args: argparse.Namespace) -> int:
     return 0
 
 
-def _limits(args: argparse.Namespace) -> dict[str, int | None]:
-    limits = {
+def _budget(text: str) -> tuple[str, int]:
+    """``--budget``: N/day or N/month (N alone: per month)."""
+    amount, _, period = text.partition("/")
+    if not amount.isdigit() or int(amount) < 1 or period not in ("", "day", "month"):
+        raise argparse.ArgumentTypeError(f"{text!r}: give N/day or N/month, N a positive number of tokens")
+    return f"tokens_per_{period or 'month'}", int(amount)
+
+
+def _limits(args: argparse.Namespace) -> dict[str, int]:
+    """The limits given on the command line (the others are left as they are)."""
+    given = {
         "requests_per_minute": args.rpm,
         "tokens_per_day": args.tokens_per_day,
         "tokens_per_month": args.tokens_per_month,
     }
     if args.budget:
-        amount, _, period = args.budget.partition("/")
-        limits[f"tokens_per_{period or 'month'}"] = int(amount)
-    return limits
+        given[args.budget[0]] = args.budget[1]
+    return {name: value for name, value in given.items() if value is not None}
 
 
 def keys_create(http: httpx.Client, args: argparse.Namespace) -> int:
@@ -190,8 +201,13 @@ def keys_revoke(http: httpx.Client, args: argparse.Namespace) -> int:
 
 
 def limits_set(http: httpx.Client, args: argparse.Namespace) -> int:
-    result = _check(http.put(f"/admin/users/{args.for_user}/limits", json=_limits(args))).json()
-    print(json.dumps(result["limits"]))
+    """Show a user's limits, changing those given (0 removes one: the default applies again)."""
+    path = f"/admin/users/{quote(args.for_user, safe='')}/limits"
+    limits = _check(http.get(path)).json()["limits"]
+    if changes := _limits(args):
+        limits |= {name: value or None for name, value in changes.items()}
+        limits = _check(http.put(path, json=limits)).json()["limits"]
+    print(json.dumps(limits))
     return 0
 
 
@@ -199,7 +215,7 @@ def _limit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rpm", type=int, help="requests per minute")
     parser.add_argument("--tokens-per-day", type=int)
     parser.add_argument("--tokens-per-month", type=int)
-    parser.add_argument("--budget", help="a token budget: N/day or N/month (N alone: per month)")
+    parser.add_argument("--budget", type=_budget, help="a token budget: N/day or N/month (N alone: per month)")
 
 
 def _admin_parser(commands: Any) -> None:
@@ -271,10 +287,15 @@ ADMIN: dict[tuple[str, str | None], Callable[[httpx.Client, argparse.Namespace],
 }
 
 
+def _speaks_for_a_user(key: str | None) -> bool:
+    """A user key or a JWT: its user is whose chats they are, and naming another is refused."""
+    return key is not None and (key.startswith(USER_KEY_PREFIX) or key.count(".") == 2)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.user is None and not args.key and args.command != "admin":
-        args.user = os.environ.get("USER")  # open mode: your chats are your login name's
+    if args.user is None and not _speaks_for_a_user(args.key) and args.command != "admin":
+        args.user = os.environ.get("USER")  # open mode, or an admin key: your chats are your login name's
     headers = {"x-api-key": args.key} if args.key else {}
     # No read timeout: a slow first token is normal, and the answer is durable anyway.
     with httpx.Client(base_url=args.url, headers=headers, timeout=httpx.Timeout(30.0, read=None)) as http:

@@ -23,12 +23,14 @@ from chat_gateway.persistence import PersistenceClient
 from chat_gateway.tokens import TokenVerifier
 from chat_gateway.upstream import CHARS_PER_TOKEN
 from shared import Forbidden, TooManyRequests, Unauthorized, key_matches
-from shared.identity import DEFAULT_USER, USER_KEY_PREFIX, KeyIdentity, Limits, TurnAccount
+from shared.identity import DEFAULT_USER, MAX_TOKENS, USER_KEY_PREFIX, KeyIdentity, Limits, TurnAccount
 from shared.ratelimit import RateLimiter, Verdict
 
 logger = logging.getLogger(__name__)
 
 MISSING = "missing or invalid key: send it in x-api-key, or as Authorization: Bearer <key>"
+MAX_KEY_LENGTH = 512  # what persistence takes: a longer one is no key of ours
+MAX_USER_ID = 255
 # Bounds the lookups cached, valid or not: made-up keys must not grow the gateway's memory.
 CACHED_LOOKUPS = 10_000
 
@@ -43,7 +45,8 @@ class Role(enum.StrEnum):
 class Caller:
     role: Role
     user_id: str | None  # a user's own id; None for admins and open callers, who name the user they act for
-    limits: Limits
+    limits: Limits  # in force: their own, else the defaults
+    rate: RateLimitItem | None  # requests allowed (None: no limit)
     rate_identity: str  # what the rate limit counts: never a secret
 
     @property
@@ -63,25 +66,34 @@ class Caller:
         """Whose a new chat is."""
         return self.acting_for(requested) or DEFAULT_USER
 
+    def owns_exclusively(self, requested: str | None) -> bool:
+        """Whether a session this caller names must be its user's (else it is as if it did not exist): for a
+        user, and for an admin acting for a named user. Open mode shares everything, as it always has."""
+        return self.is_user or (self.role == Role.ADMIN and requested is not None)
+
     def require_admin(self) -> None:
         if self.is_user:
             raise Forbidden("only an admin key may do this")
 
     def account(self, user_id: str, *, max_tokens: int | None, prompt_chars: int, reserve: int) -> TurnAccount:
-        """A new answer's account: whose usage it is, and (for users) the budgets it must fit in.
+        """A new run's account: whose usage it is, and (for users) the budgets it must fit in.
 
-        Until its usage is known the answer counts for its prompt (estimated from its length) and its
+        Until its usage is known the run counts for its prompt (estimated from its length) and its
         ``max_tokens`` (``reserve`` without one): a budget is passed by at most that much.
         """
         if not self.is_user:
             return TurnAccount(user_id=user_id)
+        expected = math.ceil(prompt_chars / CHARS_PER_TOKEN) + (max_tokens if max_tokens is not None else reserve)
         return TurnAccount(
             user_id=user_id,
-            reserve_tokens=math.ceil(prompt_chars / CHARS_PER_TOKEN)
-            + (max_tokens if max_tokens is not None else reserve),
+            reserve_tokens=min(expected, MAX_TOKENS),
             tokens_per_day=self.limits.tokens_per_day,
             tokens_per_month=self.limits.tokens_per_month,
         )
+
+
+# Whoever calls a service function directly (tests, tools): acts for anyone, counted nowhere.
+ANYONE = Caller(Role.OPEN, None, Limits(), None, "local")
 
 
 def _digest(secret: str) -> str:
@@ -107,7 +119,7 @@ class Authenticator:
             tokens_per_day=settings.tokens_per_day,
             tokens_per_month=settings.tokens_per_month,
         )
-        self._default_item = parse(settings.rate_limit) if settings.rate_limit else None
+        self._default_rate = parse(settings.rate_limit) if settings.rate_limit else None
         ttl = settings.key_cache_seconds
         # Key digest -> identity (None: refused); user id -> limits. Expiring: a revoked key or a changed limit
         # takes effect within KEY_CACHE_SECONDS.
@@ -137,21 +149,28 @@ class Authenticator:
     async def identify(self, credential: str | None, address: str) -> Caller:
         if self.settings.open_mode:
             # Whatever header is sent: counted per address, so made-up keys are not fresh budgets.
-            return Caller(Role.OPEN, None, self.defaults, f"addr:{address}")
+            return Caller(Role.OPEN, None, self.defaults, self._default_rate, f"addr:{address}")
         if not credential:
             raise Unauthorized(MISSING)
         if key_matches(credential, self.settings.admin_keys):
-            return Caller(Role.ADMIN, None, Limits(), f"admin:{_digest(credential)}")
+            # Limited as every key was before users had keys of their own: one key, one budget.
+            return Caller(Role.ADMIN, None, Limits(), self._default_rate, f"admin:{_digest(credential)}")
         if self.tokens is not None and TokenVerifier.looks_like_jwt(credential):
             user_id = await self.tokens.user_id(credential)
+            if not 0 < len(user_id) <= MAX_USER_ID:
+                raise Unauthorized("invalid token: its user claim is not a usable user id", code="invalid_token")
             return self._user(user_id, await self._user_limits(user_id))
-        if not credential.startswith(USER_KEY_PREFIX):
+        # Anything but a user key is refused unread: made-up credentials cost no lookup.
+        if not credential.startswith(USER_KEY_PREFIX) or len(credential) > MAX_KEY_LENGTH:
             raise Unauthorized(MISSING)
         identity = await self._key(credential)
         return self._user(identity.user_id, identity.limits)
 
-    def _user(self, user_id: str, limits: Limits) -> Caller:
-        return Caller(Role.USER, user_id, limits.over(self.defaults), f"user:{user_id}")
+    def _user(self, user_id: str, own: Limits) -> Caller:
+        rate = self._default_rate
+        if own.requests_per_minute is not None:
+            rate = RateLimitItemPerMinute(own.requests_per_minute)
+        return Caller(Role.USER, user_id, own.over(self.defaults), rate, f"user:{user_id}")
 
     async def _key(self, key: str) -> KeyIdentity:
         digest = _digest(key)
@@ -174,15 +193,10 @@ class Authenticator:
         return limits
 
     async def count(self, caller: Caller) -> Verdict | None:
-        """Count one request of ``caller``; past their requests per minute, a 429 (None: no limit applies)."""
-        if caller.role == Role.ADMIN:
+        """Count one request of ``caller``; past their rate, a 429 (None: no limit applies)."""
+        if caller.rate is None:
             return None
-        item: RateLimitItem | None = self._default_item
-        if caller.limits.requests_per_minute != self.defaults.requests_per_minute:
-            item = RateLimitItemPerMinute(caller.limits.requests_per_minute or 0)
-        if item is None:
-            return None
-        verdict = await self.limiter.hit(item, caller.rate_identity)
+        verdict = await self.limiter.hit(caller.rate, caller.rate_identity)
         if not verdict.allowed:
             headers = verdict.headers() | {"Retry-After": str(verdict.retry_after)}
             raise TooManyRequests(verdict.detail, headers=headers)

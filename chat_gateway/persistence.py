@@ -22,7 +22,17 @@ from shared import (
     ServiceUnavailable,
     SessionRead,
 )
-from shared.identity import ON_BEHALF_OF, KeyCreate, KeyCreated, KeyIdentity, KeyRead, Limits, UsageReport, UserLimits
+from shared.identity import (
+    ON_BEHALF_OF,
+    KeyCreate,
+    KeyCreated,
+    KeyIdentity,
+    KeyRead,
+    Limits,
+    TurnAccount,
+    UsageReport,
+    UserLimits,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +59,7 @@ _INVALID_VALUE = frozenset({400, 413, 422})
 
 
 def _on_behalf_of(scope: str | None) -> dict[str, str] | None:
-    return {ON_BEHALF_OF: scope} if scope is not None else None
+    return {ON_BEHALF_OF: quote(scope, safe="")} if scope is not None else None
 
 
 def _is_retriable(exc: BaseException) -> bool:
@@ -71,7 +81,9 @@ def _raise_for(response: httpx.Response) -> None:
         raise Conflict(detail, code=code, **body)
     if response.status_code == 412:
         raise PreconditionFailed(detail, code=code, **body)
-    error = PersistenceError(f"persistence rejected a request: {detail}", persistence_status=response.status_code)
+    error = PersistenceError(
+        f"persistence rejected a request: {detail}", persistence_status=response.status_code, persistence_code=code
+    )
     if response.status_code in _INVALID_VALUE:  # a 4xx, not a 502 for a bad gateway
         error.status_code, error.code = response.status_code, code or error.code
     raise error
@@ -253,7 +265,8 @@ class PersistenceClient:
         try:
             return KeyIdentity.model_validate(await self._request("POST", "/keys/identify", json={"key": key}))
         except PersistenceError as exc:
-            if exc.extra.get("persistence_status") == 401:
+            # Only the key refused: a 401 for the gateway's own service key (misconfigured) is no user's fault.
+            if exc.extra.get("persistence_code") in ("invalid_user_key", "key_expired"):
                 return None
             raise
 
@@ -274,6 +287,10 @@ class PersistenceClient:
 
     async def revoke_key(self, key_id: uuid.UUID) -> KeyRead:
         return KeyRead.model_validate(await self._request("DELETE", f"/keys/{key_id}"))
+
+    async def reserve(self, message_id: uuid.UUID, account: TurnAccount) -> None:
+        """Before an answer is resumed: its user's budgets checked (Conflict budget_exceeded), its run reserved."""
+        await self._request("POST", f"/usage/{message_id}/reserve", json=account.model_dump())
 
     async def usage(self, params: dict[str, Any]) -> UsageReport:
         return UsageReport.model_validate(await self._request("GET", "/usage", params=params))

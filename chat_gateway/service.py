@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import time
 import uuid
@@ -16,6 +17,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 
 from chat_gateway.config import Settings
 from chat_gateway.generation import Generation, StreamEvent, final_event
+from chat_gateway.identity import ANYONE, Caller
 from chat_gateway.metrics import RECOVERED, RESUMES
 from chat_gateway.persistence import PersistenceClient
 from chat_gateway.prompt import question_messages
@@ -30,7 +32,7 @@ from shared import (
     ServiceUnavailable,
     TooManyRequests,
 )
-from shared.identity import DEFAULT_USER, TurnAccount
+from shared.identity import TurnAccount
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +58,12 @@ def _chat_ids(idempotency_key: str | None, user_id: str) -> tuple[uuid.UUID, uui
     return uuid.uuid5(_IDS, f"{seed}:session"), uuid.uuid5(_IDS, f"{seed}:user"), uuid.uuid5(_IDS, f"{seed}:answer")
 
 
-def _over_budget(exc: Conflict) -> TooManyRequests:
-    """Persistence's refusal of a turn past a token budget, as its client is told it: a 429 to wait out."""
+def over_budget(exc: Conflict) -> TooManyRequests:
+    """Persistence's refusal of a turn past a token budget, as its client is told it: a 429 to wait out.
+
+    Persistence says it with a 409 (a conflict with the user's ledger) because its client retries its 429s
+    (its own rate limit, a wait); this refusal no retry changes before the budget renews.
+    """
     extra = exc.extra
     retry_after = str(extra.get("retry_after", 60))
     headers = {
@@ -107,50 +113,35 @@ class Answers:
         request: ChatRequest,
         idempotency_key: str | None,
         *,
+        caller: Caller = ANYONE,
         prompt: list[ChatCompletionMessageParam] | None = None,
         create_session: bool = False,
-        account: TurnAccount | None = None,
-        scope: str | None = None,
     ) -> StoredMessage:
         """Store the question and its answer, and start generating it (or attach to it, on a retry).
 
-        ``prompt`` replaces the prompt built from the stored history (OpenAI clients send their own);
-        ``create_session`` creates ``request.session_id`` when it does not exist yet. ``account``: whose
-        usage the answer is, and the budgets it must fit in (429 when one is spent); ``scope``: the user
-        the session must belong to.
+        ``caller``: whose chat it is, in which of their sessions, within which budgets (429 when one is
+        spent). ``prompt`` replaces the prompt built from the stored history (OpenAI clients send their own);
+        ``create_session`` creates ``request.session_id`` when it does not exist yet.
 
         One request to persistence stores the turn with the answer claimed. When the prompt is known
         without the history and the turn is surely new (no Idempotency-Key), the upstream request is sent
         at the same time; its text reaches nobody until the turn is stored, and it is dropped if storing fails.
         """
         client = self._require_upstream()
-        user_id = request.user_id or DEFAULT_USER
+        user_id = caller.owner(request.user_id)
         session_ids, question_id, answer_id = _chat_ids(idempotency_key, user_id)
         session_id = request.session_id or session_ids
         model = request.model or self.settings.openai_model
         new_session = request.session_id is None
-        question: dict[str, Any] = {"id": str(question_id), "content": request.message}
-        if request.context is not None:
-            question["context"] = request.context
-        answer_fields: dict[str, Any] = {"id": str(answer_id), "model": model}
-        options = request.options.given() if request.options is not None else {}
-        if options:
-            answer_fields["options"] = options
         if prompt is None and new_session:
             prompt = question_messages(request.message, request.context)  # the whole history of a new chat
-        elif prompt is not None and prompt != question_messages(request.message, None):
-            # A client's own prompt, which the stored history would not give back: kept for a continuation.
-            answer_fields["prompt"] = prompt
-        turn: dict[str, Any] = {
-            "question": question,
-            "answer": answer_fields,
-            "owner": self.settings.instance_id,
-            "lease_seconds": self.settings.lease_seconds,
-        }
-        if account is not None:
-            turn["account"] = account.model_dump(exclude_none=True)
-        if new_session or create_session:
-            turn["session"] = {"user_id": user_id, "title": title_from(request.message)}
+        ids = (question_id, answer_id)
+        turn, account = self._turn(request, caller, user_id, ids, model, prompt, new_session or create_session)
+        scope = caller.user_id
+        # Sent before the turn is stored only where nothing but a failure refuses it: not past a budget, nor
+        # into a session a user named (another user's is refused), which would bill an answer nobody gets.
+        early = prompt is not None and idempotency_key is None and not account.has_budget
+        early = early and not (scope is not None and request.session_id is not None)
         leased_at = time.monotonic()
         storing = asyncio.ensure_future(self.persistence.start_turn(session_id, turn, scope))
         opening = None
@@ -158,11 +149,12 @@ class Answers:
         # claimed by this gateway must follow it, not take it too.
         self._starting[answer_id] = self._starting.get(answer_id, 0) + 1
         try:
-            if prompt is not None and idempotency_key is None:
+            if early and prompt is not None:
                 # One step for the turn first: its request is then on the wire before the SDK spends its
                 # ~0.7 ms of CPU building the upstream one. The turn is the longer wait before the first word
                 # (docs/benchmarks.md, section 3).
                 await asyncio.sleep(0)
+                options = request.options.given() if request.options is not None else {}
                 opening = asyncio.create_task(open_stream(client, model, prompt, options))
             try:
                 answer, created = await storing
@@ -182,7 +174,7 @@ class Answers:
             if opening is not None:
                 await discard(opening)
             if isinstance(exc, Conflict) and exc.code == "budget_exceeded":
-                raise _over_budget(exc) from exc
+                raise over_budget(exc) from exc
             if isinstance(exc, Conflict):
                 raise Conflict(
                     "this Idempotency-Key was used for a different request", code="idempotency_conflict"
@@ -198,6 +190,48 @@ class Answers:
                 await discard(opening)
             await self._generate_if_free(answer, model=model, resume=False, prompt=prompt, take_unstarted=True)
         return answer
+
+    def _turn(
+        self,
+        request: ChatRequest,
+        caller: Caller,
+        user_id: str,
+        ids: tuple[uuid.UUID, uuid.UUID],
+        model: str,
+        prompt: list[ChatCompletionMessageParam] | None,
+        opens_session: bool,
+    ) -> tuple[dict[str, Any], TurnAccount]:
+        """The turn persistence stores: the question, the answer claimed by this gateway, whose it is."""
+        question_id, answer_id = ids
+        question: dict[str, Any] = {"id": str(question_id), "content": request.message}
+        if request.context is not None:
+            question["context"] = request.context
+        answer: dict[str, Any] = {"id": str(answer_id), "model": model}
+        options = request.options.given() if request.options is not None else {}
+        if options:
+            answer["options"] = options
+        if prompt is not None and prompt != question_messages(request.message, request.context):
+            # A client's own prompt, which the stored history would not give back: kept for a continuation.
+            answer["prompt"] = prompt
+        # What the answer may cost until its usage is known: its prompt (the client's, else the question; the
+        # history of an existing session is not known yet) and its max_tokens.
+        prompt_chars = len(json.dumps(prompt)) if prompt is not None else len(request.message)
+        if prompt is None and request.context is not None:
+            prompt_chars += len(json.dumps(request.context))
+        max_tokens = options.get("max_tokens", options.get("max_completion_tokens"))
+        reserve = self.settings.budget_reserve_tokens
+        account = caller.account(user_id, max_tokens=max_tokens, prompt_chars=prompt_chars, reserve=reserve)
+        turn: dict[str, Any] = {
+            "question": question,
+            "answer": answer,
+            "owner": self.settings.instance_id,
+            "lease_seconds": self.settings.lease_seconds,
+            "account": account.model_dump(exclude_none=True),
+        }
+        if opens_session:
+            exclusive = caller.owns_exclusively(request.user_id)
+            turn["session"] = {"user_id": user_id, "title": title_from(request.message), "exclusive": exclusive}
+        return turn, account
 
     async def _settle_turn(
         self, session_id: uuid.UUID, turn: dict[str, Any], scope: str | None
@@ -235,6 +269,7 @@ class Answers:
         resume: bool,
         prompt: list[ChatCompletionMessageParam] | None = None,
         take_unstarted: bool = False,
+        account: TurnAccount | None = None,
     ) -> None:
         """Claim the answer and generate it here, unless it is finished or someone else generates it.
 
@@ -262,6 +297,15 @@ class Answers:
             return
         client = self._require_upstream()
         self._claiming.add(answer.id)
+        if account is not None and account.has_budget:
+            # A new run of a user's answer fits in their budgets, as a new answer must (429 otherwise).
+            try:
+                await self.persistence.reserve(answer.id, account)
+            except Conflict as exc:
+                self._claiming.discard(answer.id)
+                if exc.code == "budget_exceeded":
+                    raise over_budget(exc) from exc
+                raise
         leased_at = time.monotonic()
         try:
             claimed = await self.persistence.claim(answer.id, self.settings.instance_id, self.settings.lease_seconds)
@@ -301,15 +345,23 @@ class Answers:
     def _forget(self, generation: Generation) -> None:
         self._live.pop(generation.message_id, None)
 
-    async def resume(self, message_id: uuid.UUID, scope: str | None = None) -> StoredMessage:
-        return await self._resume(await self.persistence.get_message(message_id, scope))
+    async def resume(self, message_id: uuid.UUID, caller: Caller = ANYONE) -> StoredMessage:
+        return await self._resume(await self.persistence.get_message(message_id, caller.user_id), caller)
 
-    async def resume_session(self, session_id: uuid.UUID, scope: str | None = None) -> StoredMessage:
-        answer = await self.persistence.last_message(session_id, MessageRole.ASSISTANT.value, scope)
-        return await self._resume(answer)
+    async def resume_session(self, session_id: uuid.UUID, caller: Caller = ANYONE) -> StoredMessage:
+        answer = await self.persistence.last_message(session_id, MessageRole.ASSISTANT.value, caller.user_id)
+        return await self._resume(answer, caller)
 
-    async def _resume(self, answer: StoredMessage) -> StoredMessage:
-        await self._generate_if_free(answer, model=None, resume=True)
+    async def _resume(self, answer: StoredMessage, caller: Caller) -> StoredMessage:
+        max_tokens = (answer.options or {}).get("max_tokens")
+        reserve = self.settings.budget_reserve_tokens
+        account = caller.account(
+            caller.owner(None),
+            max_tokens=max_tokens if isinstance(max_tokens, int) else None,
+            prompt_chars=0,
+            reserve=reserve,
+        )
+        await self._generate_if_free(answer, model=None, resume=True, account=account)
         RESUMES.inc()
         return answer
 

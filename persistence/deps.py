@@ -1,5 +1,6 @@
 import uuid
 from typing import Annotated
+from urllib.parse import unquote
 
 from fastapi import Depends, Header, Request, Security
 from fastapi.requests import HTTPConnection
@@ -96,11 +97,12 @@ async def on_behalf_of(
         Header(
             alias=ON_BEHALF_OF,
             max_length=255,
-            description="Answer for this user only: another user's session or message is a 404.",
+            description="Answer for this user only (percent-encoded): another user's session or message is a 404.",
         ),
     ] = None,
 ) -> str | None:
-    return user
+    # Percent-encoded by the gateway: a header carries no non-ASCII text, and loses surrounding spaces.
+    return unquote(user) if user is not None else None
 
 
 OnBehalfOfDep = Annotated[str | None, Depends(on_behalf_of)]

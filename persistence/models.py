@@ -158,10 +158,11 @@ class UserLimit(Base):
 
 
 class UsageRecord(Base):
-    """One answer's tokens, attributed to its user: written when its turn is stored, settled when it ends.
+    """One answer's tokens, attributed to its user: opened when its turn is stored (or it is resumed), settled
+    when it ends.
 
-    Not tied to the message by a foreign key: deleting a chat does not give its tokens back to a budget.
-    Until settled (``total_tokens`` null) an answer counts for ``reserved_tokens``.
+    Not tied to the message by a foreign key: deleting a chat does not give its tokens back to a budget. While
+    ``pending``, the answer also counts for ``reserved_tokens``; each run's tokens add up once it ends.
     """
 
     __tablename__ = "usage_records"
@@ -170,10 +171,11 @@ class UsageRecord(Base):
     user_id: Mapped[str] = mapped_column(String(255))
     model: Mapped[str | None] = mapped_column(String(MODEL_MAX_LENGTH))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    pending: Mapped[bool] = mapped_column(default=True)
     reserved_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
-    prompt_tokens: Mapped[int | None] = mapped_column(BigInteger)
-    completion_tokens: Mapped[int | None] = mapped_column(BigInteger)
-    total_tokens: Mapped[int | None] = mapped_column(BigInteger)
-    estimated: Mapped[bool] = mapped_column(default=False)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    total_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    estimated_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
 
     __table_args__ = (Index("ix_usage_records_user_created", "user_id", "created_at"),)

@@ -165,6 +165,9 @@ class TurnSession(InputModel):
 
     user_id: UserId = "anonymous"
     title: Title = "New chat"
+    exclusive: bool = Field(
+        default=False, description="Refuse the turn (404) when the session exists and is another user's."
+    )
 
 
 class TurnQuestion(InputModel):

@@ -13,7 +13,7 @@ from pydantic import Field, StringConstraints
 from shared.schemas import InputModel, ReadModel, UTCDatetime
 
 # A service-level request made for one user: persistence answers it as if nobody else's data existed
-# (another user's session or message is a 404).
+# (another user's session or message is a 404). Its value is the user id, percent-encoded (``quote``).
 ON_BEHALF_OF = "X-On-Behalf-Of"
 # Every user key starts so: recognisable in a leaked config, never a JWT, and anything else is refused unread.
 USER_KEY_PREFIX = "dck_"
@@ -22,7 +22,8 @@ DEFAULT_USER = "anonymous"
 
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 KeyName = Annotated[str, StringConstraints(max_length=200)]
-Count = Annotated[int, Field(ge=1, le=2**62)]
+MAX_TOKENS = 2**62  # a BIGINT holds every sum of them that can happen
+Count = Annotated[int, Field(ge=1, le=MAX_TOKENS)]
 
 
 class Limits(InputModel):
@@ -84,7 +85,7 @@ class TurnAccount(InputModel):
     """Whose answer a turn's is, and the token budgets it must fit in: checked before the turn is stored."""
 
     user_id: UserId
-    reserve_tokens: Annotated[int, Field(ge=0, le=2**31 - 1)] = Field(
+    reserve_tokens: Annotated[int, Field(ge=0, le=MAX_TOKENS)] = Field(
         default=0, description="What the answer counts for until its usage is known (its max_tokens)."
     )
     tokens_per_day: Count | None = None
@@ -104,7 +105,13 @@ class UsageRow(ReadModel):
     completion_tokens: int
     total_tokens: int
     estimated_tokens: int = Field(description="Of total_tokens, how many are estimated (the upstream sent none).")
-    pending_answers: int = Field(description="Answers not ended yet: their tokens are not counted yet.")
+    pending_answers: int = Field(description="Answers being generated: their tokens so far are not counted yet.")
+
+
+class UsageTotal(ReadModel):
+    key: str = Field(description="The day (YYYY-MM-DD) or the model (empty: none recorded).")
+    answers: int
+    total_tokens: int
 
 
 class UsageReport(ReadModel):
@@ -112,4 +119,6 @@ class UsageReport(ReadModel):
     until: date
     user_id: str | None = Field(description="Whose usage; null: every user's.")
     total_tokens: int
+    by_day: list[UsageTotal]
+    by_model: list[UsageTotal]
     rows: list[UsageRow] = Field(description="Totals by day, user and model.")

@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from chat_gateway.deps import AnswersDep, CallerDep, SettingsDep
+from chat_gateway.deps import AnswersDep, CallerDep
 from chat_gateway.schemas import ChatRequest, ChatResponse, StoredMessage
 from chat_gateway.service import Answers
 from shared import DomainError, ErrorBody, MessageStatus
@@ -68,19 +68,11 @@ async def chat(
     request: Request,
     caller: CallerDep,
     answers: AnswersDep,
-    settings: SettingsDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> EventSourceResponse | ChatResponse:
     """Ask a question: JSON by default, Server-Sent Events with stream=true or Accept: text/event-stream."""
-    user_id = caller.owner(body.user_id)
-    options = body.options
-    max_tokens = options.max_tokens or options.max_completion_tokens if options is not None else None
-    prompt_chars = len(body.message) + (len(json.dumps(body.context)) if body.context is not None else 0)
-    account = caller.account(
-        user_id, max_tokens=max_tokens, prompt_chars=prompt_chars, reserve=settings.budget_reserve_tokens
-    )
-    chat_request = body.model_copy(update={"user_id": user_id})
-    answer = await answers.start_chat(chat_request, idempotency_key, account=account, scope=caller.user_id)
+    caller.acting_for(body.user_id)  # another user's id: a 403 before anything is stored
+    answer = await answers.start_chat(body, idempotency_key, caller=caller)
     return await _respond(answers, answer, request, body.stream)
 
 
@@ -110,7 +102,7 @@ async def resume_message(
     message_id: uuid.UUID, request: Request, caller: CallerDep, answers: AnswersDep, stream: StreamQuery = None
 ) -> EventSourceResponse | ChatResponse:
     """Continue an interrupted answer from its saved partial text (409 if it cannot be resumed)."""
-    answer = await answers.resume(message_id, caller.user_id)
+    answer = await answers.resume(message_id, caller)
     return await _respond(answers, answer, request, stream)
 
 
@@ -119,5 +111,5 @@ async def resume_session(
     session_id: uuid.UUID, request: Request, caller: CallerDep, answers: AnswersDep, stream: StreamQuery = None
 ) -> EventSourceResponse | ChatResponse:
     """Continue the session's last answer from its saved partial text (409 if it cannot be resumed)."""
-    answer = await answers.resume_session(session_id, caller.user_id)
+    answer = await answers.resume_session(session_id, caller)
     return await _respond(answers, answer, request, stream)

@@ -24,7 +24,6 @@ from chat_gateway.generation import StreamEvent
 from chat_gateway.schemas import ChatRequest, GenerationOptions
 from chat_gateway.service import Answers
 from shared import BadRequest, DomainError, MessageStatus
-from shared.identity import DEFAULT_USER
 
 
 class OpenAIError(BaseModel):
@@ -196,20 +195,15 @@ async def chat_completions(
     model = body.model or settings.openai_model
     prompt: list[ChatCompletionMessageParam] = [m.model_dump(exclude_none=True) for m in body.messages]  # type: ignore[misc]
     session_id = _session_id(x_session_id, body, caller.user_id)
-    # OpenAI's `user` names an end user of the client's own: it is whose chat it is only for an admin's key.
-    user_id = caller.user_id or body.user or DEFAULT_USER
+    # OpenAI's `user` names an end user of the client's own: it says whose chat it is only for an admin's key.
     request = ChatRequest(
-        message=last.text(), session_id=session_id, user_id=user_id, model=model, options=body.options()
+        message=last.text(),
+        session_id=session_id,
+        user_id=None if caller.is_user else body.user,
+        model=model,
+        options=body.options(),
     )
-    account = caller.account(
-        user_id,
-        max_tokens=body.max_tokens or body.max_completion_tokens,
-        prompt_chars=sum(len(message.text()) for message in body.messages),
-        reserve=settings.budget_reserve_tokens,
-    )
-    answer = await answers.start_chat(
-        request, idempotency_key, prompt=prompt, create_session=True, account=account, scope=caller.user_id
-    )
+    answer = await answers.start_chat(request, idempotency_key, caller=caller, prompt=prompt, create_session=True)
     headers = {SESSION_HEADER: str(answer.session_id)}
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)

@@ -53,7 +53,11 @@ async def import_session(
 ) -> JSONObject:
     """Import a session exported by GET /chat/sessions/{id}/export?format=json: it becomes the caller's."""
     if caller.user_id is not None and isinstance(session := document.get("session"), dict):
-        session["user_id"] = caller.user_id  # another user's export, imported, is a copy of one's own
+        # A copy of one's own, with ids of its own: kept ids would tell whether another user's exist.
+        session["user_id"], session["id"] = caller.user_id, str(uuid.uuid4())
+        for message in document.get("messages") or []:
+            if isinstance(message, dict):
+                message["id"] = str(uuid.uuid4())
     return await persistence.import_session(document)
 
 

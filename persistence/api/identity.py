@@ -4,14 +4,24 @@ import uuid
 from datetime import date, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Response
 
 from persistence.api.params import NO_NUL
 from persistence.deps import DbDep
 from persistence.models import utcnow
 from persistence.services import keys, usage
 from shared import BadRequest
-from shared.identity import KeyCheck, KeyCreate, KeyCreated, KeyIdentity, KeyRead, Limits, UsageReport, UserLimits
+from shared.identity import (
+    KeyCheck,
+    KeyCreate,
+    KeyCreated,
+    KeyIdentity,
+    KeyRead,
+    Limits,
+    TurnAccount,
+    UsageReport,
+    UserLimits,
+)
 
 router = APIRouter(tags=["identity"])
 
@@ -54,6 +64,13 @@ async def get_user_limits(user_id: UserPath, db: DbDep) -> UserLimits:
 async def set_user_limits(user_id: UserPath, body: Limits, db: DbDep) -> UserLimits:
     """Set a user's limits (null: the gateway's defaults apply); a key's own limits come first."""
     return await db.run(keys.set_user_limits, user_id, body)
+
+
+@router.post("/usage/{message_id}/reserve", status_code=204)
+async def reserve(message_id: uuid.UUID, body: TurnAccount, db: DbDep) -> Response:
+    """Before an answer is resumed: check its user's budgets (409 budget_exceeded) and reserve its new run."""
+    await db.run(usage.reopen, message_id, body)
+    return Response(status_code=204)
 
 
 @router.get("/usage")

@@ -55,7 +55,9 @@ async def append_to_message(
     message_id: uuid.UUID, body: AppendRequest, db: DbDep, settings: SettingsDep
 ) -> AppendResult:
     """Append partial text at an offset that must equal the current length (409 otherwise)."""
-    row = await db.run_autocommit(messages.append_text, message_id, body, lease_seconds=settings.lease_seconds)
+    # The last append ends the answer and settles its usage: both or neither, in one transaction.
+    run = db.run if body.finish is not None else db.run_autocommit
+    row = await run(messages.append_text, message_id, body, lease_seconds=settings.lease_seconds)
     return AppendResult.model_validate(row)
 
 

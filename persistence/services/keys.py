@@ -86,8 +86,9 @@ def identify(db: Session, key: str, now: datetime | None = None) -> KeyIdentity:
     """Whom a key belongs to, with its limits over its user's; 401 for an unknown, revoked or expired key."""
     now = now or utcnow()
     row = db.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash(key)))
+    # Codes of their own: the gateway tells a refused user key from its own service key refused (code unauthorized).
     if row is None or row.revoked_at is not None:
-        raise Unauthorized(INVALID_KEY)
+        raise Unauthorized(INVALID_KEY, code="invalid_user_key")
     if row.expires_at is not None and row.expires_at <= now:
         raise Unauthorized("the key has expired", code="key_expired")
     if row.last_used_at is None or now - row.last_used_at >= LAST_USED_PRECISION:

@@ -21,6 +21,7 @@ from sqlalchemy import (
     bindparam,
     case,
     cast,
+    exists,
     func,
     insert,
     literal,
@@ -41,6 +42,7 @@ from persistence.pagination import decode_cursor, keyset_page
 from persistence.schemas import AppendRequest, ClaimRequest, MessageCreate, MessageUpdate, TurnCreate
 from persistence.services import usage
 from persistence.services.sessions import open_session_params, open_session_statement, session_exists
+from persistence.services.sessions import owner_of as session_owner
 from shared import Conflict, MessageRole, MessageStatus, NotFound, PreconditionFailed
 
 Status = MessageStatus
@@ -167,7 +169,7 @@ def start_turn(
     Returns both (not attached to ``db``) and whether they are new; a replay of a stored turn returns
     the turn as it is now (its answer may have grown), without claiming it. Runs outside a transaction:
     the session, when created here, stays even if the messages turn out to conflict. A turn with token
-    budgets runs in one (``start_budgeted_turn``).
+    budgets runs in one. A turn that opens a session is refused (404) when the session is another user's.
     """
     now = utcnow()
     dialect = db.get_bind().dialect.name
@@ -175,7 +177,9 @@ def start_turn(
     if data.session is not None:
         params = open_session_params(session_id, data.session.user_id, data.session.title, now)
         if dialect != "postgresql":  # SQLite has no INSERT inside WITH: the session goes first, on its own
-            db.execute(open_session_statement(dialect), params)
+            opened = db.execute(open_session_statement(dialect), params).rowcount  # type: ignore[attr-defined]
+            if not opened and data.session.exclusive and session_owner(db, session_id) != data.session.user_id:
+                raise NotFound(f"session {session_id} not found")  # another user's, as if it did not exist
     question = _new_row(
         session_id,
         data.question.id,
@@ -209,7 +213,9 @@ def start_turn(
         for row, values in (("question", question), ("answer", answer))
         for name, value in values.items()
     }
-    stmt = _turn_statement(dialect, opens_session=dialect == "postgresql" and data.session is not None)
+    opens_in_statement = dialect == "postgresql" and data.session is not None
+    exclusive = data.session is not None and data.session.exclusive
+    stmt = _turn_statement(dialect, opens_session=opens_in_statement, exclusive=exclusive)
     budgeted = data.account is not None and data.account.has_budget
     if budgeted:  # checked first, under its user's lock: refused, nothing is stored
         assert data.account is not None
@@ -217,20 +223,23 @@ def start_turn(
     try:
         # In a transaction (a budgeted turn), a failed INSERT must not abort it: a savepoint.
         with db.begin_nested() if budgeted else contextlib.nullcontext():
-            db.execute(stmt, params)
+            result = db.execute(stmt, params)
     except IntegrityError:
         return _stored_turn(db, session_id, question, answer)
+    if opens_in_statement and exclusive and not result.all():  # another user's session (see _turn_statement)
+        raise NotFound(f"session {session_id} not found")
     if data.account is not None and not budgeted:
         usage.open_record(db, answer["id"], answer["model"], data.account, now)
     return Message(**question), Message(**answer), True
 
 
 @functools.cache
-def _turn_statement(dialect: str, *, opens_session: bool) -> Insert:
+def _turn_statement(dialect: str, *, opens_session: bool, exclusive: bool = False) -> Insert:
     """A turn's two messages in one INSERT, so both are stored or neither and no transaction is needed.
 
     With ``opens_session`` (PostgreSQL) the session is created in the same statement, in a CTE: one round
-    trip and one commit instead of two before the first word of an answer.
+    trip and one commit instead of two before the first word of an answer. With ``exclusive``, only into a
+    session the statement created or its user's own, and the ids stored are returned (none: refused).
     """
 
     def value(row: str, column: Column[Any]) -> ColumnElement[Any]:
@@ -240,8 +249,29 @@ def _turn_statement(dialect: str, *, opens_session: bool) -> Insert:
 
     # INSERT ... SELECT ... UNION ALL SELECT: a multi-row VALUES would be compiled anew for every request.
     rows = [select(*(value(row, column) for column in _TABLE.c)) for row in ("question", "answer")]
-    stmt = insert(_TABLE).from_select(list(_TABLE.c), union_all(*rows))
-    return stmt.add_cte(open_session_statement(dialect).cte("opened")) if opens_session else stmt
+    if not opens_session:
+        return insert(_TABLE).from_select(list(_TABLE.c), union_all(*rows))
+    sessions = ChatSession.__table__
+    if not exclusive:
+        return (
+            insert(_TABLE)
+            .from_select(list(_TABLE.c), union_all(*rows))
+            .add_cte(open_session_statement(dialect).cte("opened"))
+        )
+    opened = open_session_statement(dialect).returning(sessions.c.id).cte("opened")
+    # Only into a session this turn opened or its user's own: a session id taken by another user stores nothing
+    # (the same statement cannot see the CTE's row in the table, hence both tests).
+    own = or_(
+        exists(select(opened.c.id)),
+        exists(
+            select(sessions.c.id).where(
+                sessions.c.id == bindparam("session_id"), sessions.c.user_id == bindparam("session_user_id")
+            )
+        ),
+    )
+    rows = [row.where(own) for row in rows]
+    stmt = insert(_TABLE).from_select(list(_TABLE.c), union_all(*rows)).add_cte(opened)
+    return stmt.returning(_TABLE.c.id)  # what was stored: nothing, when refused
 
 
 def _stored_turn(
@@ -407,7 +437,8 @@ def update_message(
         changes["status"] = new_status
     _apply(db, message, changes)
     if new_status in (Status.COMPLETE, Status.FAILED) and "status" in changes:
-        usage.settle(db, message_id, message.usage, len(message.content))
+        # Ended by hand (cancelled, given up): the run's own figures never came, so its text is counted.
+        usage.settle(db, message_id, None, len(message.content))
     return message
 
 

@@ -13,6 +13,7 @@ from persistence.db import as_dicts, insert_on_conflict
 from persistence.models import ChatSession
 from persistence.pagination import decode_cursor, keyset_page
 from persistence.schemas import SessionCreate, SessionUpdate
+from persistence.services import usage
 from shared import NotFound
 
 _TABLE = ChatSession.metadata.tables[ChatSession.__tablename__]
@@ -161,6 +162,7 @@ def open_session_params(session_id: uuid.UUID, user_id: str, title: str, now: da
 
 
 def delete_session(db: Session, session_id: uuid.UUID) -> None:
+    usage.release_session(db, session_id)
     result = db.execute(delete(ChatSession).where(ChatSession.id == session_id))
     if result.rowcount == 0:  # type: ignore[attr-defined]
         raise NotFound(f"session {session_id} not found")

@@ -1,13 +1,15 @@
 """The usage ledger: every query on usage_records lives here.
 
-An answer's record is written with its turn (its tokens reserved), and settled once it ends: with the
-upstream's figures when it sent them, else an estimate of the answer's own text (``CHARS_PER_TOKEN``), marked
-as such. Token budgets are checked against it before a turn is stored, under a lock per user, so concurrent
-starts are admitted one at a time: past a budget by at most the last one admitted.
+An answer's record is opened with its turn (its tokens reserved) and settled when the answer ends: with the
+upstream's figures when it sent them, else an estimate of the answer's text (``CHARS_PER_TOKEN``), counted as
+estimated. A resumed answer's record is opened again and its new run's tokens are added. Token budgets are
+checked against the ledger before a turn is stored or an answer resumed, under a lock per user, so concurrent
+starts are admitted one at a time: a budget is passed by at most the last one admitted.
 """
 
 import math
 import uuid
+from collections import defaultdict
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -15,13 +17,13 @@ from sqlalchemy import Date, and_, case, cast, func, select, text, update
 from sqlalchemy.orm import Session
 
 from persistence.db import insert_on_conflict
-from persistence.models import UsageRecord, utcnow
+from persistence.models import Message, UsageRecord, utcnow
 from shared import Conflict
-from shared.identity import TurnAccount, UsageReport, UsageRow
+from shared.identity import TurnAccount, UsageReport, UsageRow, UsageTotal
 
 CHARS_PER_TOKEN = 4
 _TABLE = UsageRecord.metadata.tables[UsageRecord.__tablename__]
-_COUNTED = func.coalesce(UsageRecord.total_tokens, UsageRecord.reserved_tokens)
+_COUNTED = UsageRecord.total_tokens + UsageRecord.reserved_tokens
 
 
 def day_start(now: datetime) -> datetime:
@@ -42,20 +44,44 @@ def open_record(
     """Record a new answer's tokens as reserved; with budgets, refuse it (409 ``budget_exceeded``) when one is
     spent. A replay of a recorded answer is neither checked nor recorded again."""
     now = now or utcnow()
-    if account.tokens_per_day is not None or account.tokens_per_month is not None:
+    if account.has_budget:
         _lock_user(db, account.user_id)
         if db.get(UsageRecord, message_id) is None:
-            _check_budgets(db, account, now)
+            check_budgets(db, account, now)
     values = {
         "message_id": message_id,
         "user_id": account.user_id,
         "model": model,
         "created_at": now,
+        "pending": True,
         "reserved_tokens": account.reserve_tokens,
-        "estimated": False,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "total_tokens": 0,
+        "estimated_tokens": 0,
     }
     dialect = db.get_bind().dialect.name
     db.execute(insert_on_conflict(dialect, _TABLE).values(values).on_conflict_do_nothing(index_elements=["message_id"]))
+
+
+def reopen(db: Session, message_id: uuid.UUID, account: TurnAccount) -> None:
+    """Before an answer is resumed: check its user's budgets and reserve its new run (in a transaction)."""
+    _lock_user(db, account.user_id)
+    now = utcnow()
+    check_budgets(db, account, now)
+    values = {"pending": True, "reserved_tokens": account.reserve_tokens}
+    dialect = db.get_bind().dialect.name
+    stmt = insert_on_conflict(dialect, _TABLE).values(
+        message_id=message_id,
+        user_id=account.user_id,
+        created_at=now,
+        prompt_tokens=0,
+        completion_tokens=0,
+        total_tokens=0,
+        estimated_tokens=0,
+        **values,
+    )
+    db.execute(stmt.on_conflict_do_update(index_elements=["message_id"], set_=values))
 
 
 def _lock_user(db: Session, user_id: str) -> None:
@@ -64,7 +90,7 @@ def _lock_user(db: Session, user_id: str) -> None:
         db.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:user_id, 7001))"), {"user_id": user_id})
 
 
-def _check_budgets(db: Session, account: TurnAccount, now: datetime) -> None:
+def check_budgets(db: Session, account: TurnAccount, now: datetime) -> None:
     today, month = day_start(now), month_start(now)
     used_today, used_month = db.execute(
         select(
@@ -89,21 +115,40 @@ def _check_budgets(db: Session, account: TurnAccount, now: datetime) -> None:
 
 
 def settle(db: Session, message_id: uuid.UUID, usage: dict[str, Any] | None, length: int) -> None:
-    """Count an ended answer's tokens: the upstream's figures, else its text's length as an estimate."""
+    """Add an ended run's tokens: the upstream's figures, else what the answer's text grew by, estimated.
+
+    Only a pending record is settled, so a run is never counted twice.
+    """
     totals = {key: value for key, value in (usage or {}).items() if isinstance(value, int)}
     prompt, completion = totals.get("prompt_tokens"), totals.get("completion_tokens")
     total = totals.get("total_tokens", prompt + completion if prompt is not None and completion is not None else None)
+    values: dict[str, Any] = {"pending": False, "reserved_tokens": 0}
     if total is not None:
-        values: dict[str, Any] = {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": total,
-            "estimated": False,
+        values |= {
+            "prompt_tokens": UsageRecord.prompt_tokens + (prompt or 0),
+            "completion_tokens": UsageRecord.completion_tokens + (completion or 0),
+            "total_tokens": UsageRecord.total_tokens + total,
         }
     else:
-        completion = math.ceil(length / CHARS_PER_TOKEN)
-        values = {"prompt_tokens": None, "completion_tokens": completion, "total_tokens": completion, "estimated": True}
-    db.execute(update(UsageRecord).where(UsageRecord.message_id == message_id).values(values))
+        counted = math.ceil(length / CHARS_PER_TOKEN)
+        grown = case((UsageRecord.completion_tokens < counted, counted - UsageRecord.completion_tokens), else_=0)
+        values |= {
+            "completion_tokens": UsageRecord.completion_tokens + grown,
+            "total_tokens": UsageRecord.total_tokens + grown,
+            "estimated_tokens": UsageRecord.estimated_tokens + grown,
+        }
+    db.execute(update(UsageRecord).where(UsageRecord.message_id == message_id, UsageRecord.pending).values(values))
+
+
+def release_session(db: Session, session_id: uuid.UUID) -> None:
+    """Before a session is deleted: its answers still being generated stop counting as reserved."""
+    answers = select(Message.id).where(Message.session_id == session_id).scalar_subquery()
+    db.execute(
+        update(UsageRecord)
+        .where(UsageRecord.message_id.in_(answers), UsageRecord.pending)
+        .values(pending=False, reserved_tokens=0)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def report(db: Session, user_id: str | None, since: date, until: date) -> UsageReport:
@@ -112,18 +157,17 @@ def report(db: Session, user_id: str | None, since: date, until: date) -> UsageR
     end = datetime.combine(until + timedelta(days=1), time(), UTC)
     column = UsageRecord.created_at
     day = cast(func.timezone("UTC", column), Date) if db.get_bind().dialect.name == "postgresql" else func.date(column)
-    settled = UsageRecord.total_tokens.is_not(None)
     stmt = (
         select(
             day.label("day"),
             UsageRecord.user_id,
             UsageRecord.model,
             func.count().label("answers"),
-            func.coalesce(func.sum(UsageRecord.prompt_tokens), 0),
-            func.coalesce(func.sum(UsageRecord.completion_tokens), 0),
-            func.coalesce(func.sum(UsageRecord.total_tokens), 0),
-            func.coalesce(func.sum(case((UsageRecord.estimated, UsageRecord.total_tokens), else_=0)), 0),
-            func.coalesce(func.sum(case((settled, 0), else_=1)), 0),
+            func.sum(UsageRecord.prompt_tokens),
+            func.sum(UsageRecord.completion_tokens),
+            func.sum(UsageRecord.total_tokens),
+            func.sum(UsageRecord.estimated_tokens),
+            func.sum(case((UsageRecord.pending, 1), else_=0)),
         )
         .where(and_(column >= start, column < end))
         .group_by(day, UsageRecord.user_id, UsageRecord.model)
@@ -145,5 +189,21 @@ def report(db: Session, user_id: str | None, since: date, until: date) -> UsageR
         )
         for row in db.execute(stmt)
     ]
-    total = sum(row.total_tokens for row in rows)
-    return UsageReport(since=since, until=until, user_id=user_id, total_tokens=total, rows=rows)
+    return UsageReport(
+        since=since,
+        until=until,
+        user_id=user_id,
+        total_tokens=sum(row.total_tokens for row in rows),
+        by_day=_totals(rows, lambda row: row.day.isoformat()),
+        by_model=_totals(rows, lambda row: row.model or ""),
+        rows=rows,
+    )
+
+
+def _totals(rows: list[UsageRow], key: Any) -> list[UsageTotal]:
+    answers: dict[str, int] = defaultdict(int)
+    tokens: dict[str, int] = defaultdict(int)
+    for row in rows:
+        answers[key(row)] += row.answers
+        tokens[key(row)] += row.total_tokens
+    return [UsageTotal(key=name, answers=answers[name], total_tokens=tokens[name]) for name in sorted(tokens)]

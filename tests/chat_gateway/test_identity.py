@@ -21,7 +21,7 @@ from openai import OpenAI
 from tests.chat_gateway.conftest import Service, gateway_env, sse_events, wait_for
 from tests.chat_gateway.test_tokens import JWKS, Key
 from tests.conftest import redis_url_or_skip, serve
-from tests.fake_openai import TEXT
+from tests.fake_openai import TEXT, Plan
 
 ADMIN_KEY = "admin-key"
 ISSUER = "https://idp.example.test/"
@@ -267,8 +267,9 @@ def test_concurrent_starts_pass_a_token_budget_by_at_most_one_answer(
     assert refused[0].headers["x-ratelimit-limit-tokens"] == str(budget)
     assert "x-ratelimit-remaining" in refused[0].headers
     used = admin.get("/usage", params={"user_id": user_id}).json()["total_tokens"]
-    one_answer = max_tokens + 1 + 1  # its max_tokens and its prompt ("hi": 1 token, by either count)
-    assert budget <= used <= budget + one_answer
+    # Starts are refused while the answers running reserve the rest: the day may end under the budget, never
+    # over it by more than one answer (its max_tokens and its prompt: "hi" is a token by either count).
+    assert used <= budget + max_tokens + 1
     # A running answer is never cut by the budget: every admitted one completed.
     assert all(r.json()["status"] == "complete" for r in responses if r.status_code == 200)
 
@@ -372,3 +373,99 @@ def test_with_redis_a_users_rate_holds_across_gateways(
         for service in gateways:
             service.kill(signal.SIGTERM)
     assert statuses == [200, 200, 200, 200, 429, 429]
+
+
+def test_an_admin_acting_for_a_user_never_writes_into_a_session_another_user_took(
+    gateway: Service, admin: httpx.Client, fake_openai: FastAPI
+) -> None:
+    alice_id = _new_user()
+    bob = _user_key(admin, _new_user())
+    # The session id an integration's `user: alice` maps to, taken first by bob.
+    taken = str(uuid.uuid5(uuid.UUID("0b9e4f3a-55c1-4c52-9a57-b1a1f1d6c0de"), alice_id))
+    completion = {"model": "fake-model", "messages": [{"role": "user", "content": "bob's trap"}]}
+    with _client(gateway, bob) as as_bob:
+        assert as_bob.post("/v1/chat/completions", json=completion, headers={"X-Session-Id": taken}).status_code == 200
+        answered = admin.post("/v1/chat/completions", json=completion | {"user": alice_id})
+        assert answered.status_code == 404
+        assert len(as_bob.get(f"/chat/sessions/{taken}/messages").json()["items"]) == 2
+
+
+def test_user_ids_of_any_text_are_isolated(gateway: Service, admin: httpx.Client, fake_openai: FastAPI) -> None:
+    name = _new_user()
+    spaced, accented = _user_key(admin, f" {name}"), _user_key(admin, f"{name}-josé")
+    owner = _user_key(admin, name)
+    with _client(gateway, owner) as as_owner, _client(gateway, spaced) as as_spaced:
+        _chat(as_owner, "mine")
+        assert as_spaced.get("/chat/sessions").json()["items"] == []
+    with _client(gateway, accented) as as_accented:
+        assert _chat(as_accented)["status"] == "complete"
+        assert [s["user_id"] for s in as_accented.get("/chat/sessions").json()["items"]] == [f"{name}-josé"]
+
+
+def test_odd_credentials_are_401s(gateway: Service, idp: tuple[JWKS, Key]) -> None:
+    _, key = idp
+    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "x" * 256, "exp": int(time.time()) + 300}
+    for credential in (key.sign(claims), "dck_" + "a" * 600, "dck_"):
+        response = httpx.post(f"{gateway.url}/chat", json={"message": "hi"}, headers={"x-api-key": credential})
+        assert response.status_code == 401, credential[:20]
+
+
+def test_over_budget_nothing_reaches_the_upstream_and_resumes_are_refused(
+    gateway: Service, admin: httpx.Client, fake_openai: FastAPI
+) -> None:
+    key = _user_key(admin, _new_user(), limits={"tokens_per_day": 5})
+    completion = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 50}
+    with _client(gateway, key) as as_user:
+        first = as_user.post("/v1/chat/completions", json=completion)
+        assert first.status_code == 200
+        cancelled = _chat_message_id(as_user, first.headers["x-session-id"])
+        asked = len(fake_openai.state.requests)
+        refused = as_user.post("/v1/chat/completions", json=completion)
+        assert refused.status_code == 429
+        assert refused.json()["error"]["code"] == "budget_exceeded"
+        assert len(fake_openai.state.requests) == asked  # refused before any upstream request
+        resumed = as_user.post(f"/chat/messages/{cancelled}/resume")
+        assert resumed.status_code in (409, 429)  # complete: nothing to resume; else over budget
+        limits = admin.get("/usage").json()
+        assert limits["total_tokens"] > 0
+
+
+def _chat_message_id(client: httpx.Client, session_id: str) -> str:
+    items = client.get(f"/chat/sessions/{session_id}/messages").json()["items"]
+    return str(items[-1]["id"])
+
+
+def test_a_failed_answer_resumed_by_its_user_fits_in_their_budget(
+    gateway: Service, admin: httpx.Client, fake_openai: FastAPI
+) -> None:
+    user_id = _new_user()
+    key = _user_key(admin, user_id)  # the user's limits apply: the key has none of its own
+    admin.put(f"/admin/users/{user_id}/limits", json={"tokens_per_day": 1000})
+    fake_openai.state.plans.append(Plan(delay=0.05))
+    with _client(gateway, key) as as_user:
+        body = {"message": "hi", "stream": True, "options": {"max_tokens": 20}}
+        with as_user.stream("POST", "/chat", json=body) as started:
+            message_id = next(e.data for e in sse_events(started) if e.event == "start")["message_id"]
+            assert as_user.post(f"/chat/messages/{message_id}/cancel").json()["status"] == "failed"
+        admin.put(f"/admin/users/{user_id}/limits", json={"tokens_per_day": 1})
+        time.sleep(0.4)  # the gateway's cached limits (KEY_CACHE_SECONDS) run out
+        refused = as_user.post(f"/chat/messages/{message_id}/resume")
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["code"] == "budget_exceeded"
+        admin.put(f"/admin/users/{user_id}/limits", json={})
+        time.sleep(0.4)
+        assert as_user.post(f"/chat/messages/{message_id}/resume").json()["status"] == "complete"
+    report = admin.get("/usage", params={"user_id": user_id}).json()
+    assert report["rows"][0]["pending_answers"] == 0
+    assert report["by_model"][0]["answers"] == 1
+
+
+def test_admin_limits_change_only_what_is_given(gateway: Service, admin: httpx.Client) -> None:
+    user_id = _new_user()
+    admin.put(f"/admin/users/{user_id}/limits", json={"tokens_per_day": 500})
+    command = [sys.executable, "-m", "chat_gateway.cli", "--url", gateway.url, "--key", ADMIN_KEY, "admin", "limits"]
+    changed = subprocess.run([*command, "--user", user_id, "--rpm", "9"], capture_output=True, text=True, check=True)
+    assert json.loads(changed.stdout) == {"requests_per_minute": 9, "tokens_per_day": 500, "tokens_per_month": None}
+    wrong = subprocess.run([*command, "--user", user_id, "--budget", "lots"], capture_output=True, text=True)
+    assert wrong.returncode == 2
+    assert "N/day or N/month" in wrong.stderr

@@ -154,3 +154,56 @@ def test_limits_of_users_named_with_slashes_and_totals_without_a_total(client: T
     answer = _turn(client, random_id(), account={"user_id": "frank"}).json()["answer"]["id"]
     _finish(client, answer, "text", {"prompt_tokens": 3, "completion_tokens": 4})
     assert client.get("/usage", params={"user_id": "frank"}).json()["total_tokens"] == 7
+
+
+def test_a_session_id_taken_by_another_user_stores_no_turn(client: TestClient) -> None:
+    session_id = random_id()
+    assert _turn(client, session_id, session={"user_id": "bob", "title": "bob's"}).status_code == 201
+    refused = _turn(client, session_id, session={"user_id": "alice", "title": "alice's", "exclusive": True})
+    assert refused.status_code == 404
+    assert refused.json()["detail"] == f"session {session_id} not found"
+    assert len(client.get(f"/sessions/{session_id}/messages").json()["items"]) == 2
+    # Its own user's next turn goes in.
+    assert _turn(client, session_id, session={"user_id": "bob", "title": "t", "exclusive": True}).status_code == 201
+
+
+def test_a_resumed_answer_is_checked_and_counted_again(client: TestClient) -> None:
+    account = {"user_id": "gina", "reserve_tokens": 5, "tokens_per_day": 30}
+    answer = _turn(client, random_id(), account=account).json()["answer"]["id"]
+    assert client.patch(f"/messages/{answer}", json={"status": "failed", "error": "cancelled"}).status_code == 200
+    assert client.post(f"/usage/{answer}/reserve", json=account).status_code == 204
+    assert client.get("/usage", params={"user_id": "gina"}).json()["rows"][0]["pending_answers"] == 1
+    claimed = client.post(f"/messages/{answer}/claim", json={"owner": "gw"}).json()
+    _finish(client, answer, "w" * 40, {"prompt_tokens": 10, "completion_tokens": 10})
+    assert claimed["status"] == "in_progress"
+    report = client.get("/usage", params={"user_id": "gina"}).json()
+    assert (report["total_tokens"], report["rows"][0]["pending_answers"]) == (20, 0)
+    _finish_again = client.post(
+        f"/messages/{answer}/append", json={"offset": 40, "text": "", "finish": {"status": "complete"}}
+    )
+    assert _finish_again.status_code == 409  # ended once, counted once
+    assert client.get("/usage", params={"user_id": "gina"}).json()["total_tokens"] == 20
+    client.put("/users/gina/limits", json={})
+    assert client.post(f"/usage/{answer}/reserve", json=account | {"tokens_per_day": 20}).status_code == 409
+
+
+def test_deleting_a_chat_releases_what_its_running_answers_reserved(client: TestClient) -> None:
+    account = {"user_id": "hal", "reserve_tokens": 1000, "tokens_per_day": 1500}
+    session_id = random_id()
+    _turn(client, session_id, account=account)
+    assert _turn(client, random_id(), account=account).status_code == 201
+    assert _turn(client, random_id(), account=account).status_code == 409  # 2000 reserved
+    assert client.delete(f"/sessions/{session_id}").status_code == 204
+    assert _turn(client, random_id(), account=account).status_code == 201
+
+
+def test_a_user_key_refused_says_so_in_its_own_code(client: TestClient) -> None:
+    refused = client.post("/keys/identify", json={"key": "dck_unknown"})
+    assert (refused.status_code, refused.json()["code"]) == (401, "invalid_user_key")
+
+
+def test_on_behalf_of_is_percent_encoded(client: TestClient) -> None:
+    new_session(client, user_id=" josé")
+    new_session(client, user_id="josé")
+    listed = client.get("/sessions", headers={ON_BEHALF_OF: "%20jos%C3%A9"}).json()["items"]
+    assert [item["user_id"] for item in listed] == [" josé"]

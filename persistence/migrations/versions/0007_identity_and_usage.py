@@ -59,11 +59,12 @@ def upgrade() -> None:
         sa.Column("user_id", sa.String(length=255), nullable=False),
         sa.Column("model", sa.String(length=200), nullable=True),
         sa.Column("created_at", TIMESTAMP, nullable=False),
+        sa.Column("pending", sa.Boolean(), nullable=False),
         sa.Column("reserved_tokens", sa.BigInteger(), nullable=False),
-        sa.Column("prompt_tokens", sa.BigInteger(), nullable=True),
-        sa.Column("completion_tokens", sa.BigInteger(), nullable=True),
-        sa.Column("total_tokens", sa.BigInteger(), nullable=True),
-        sa.Column("estimated", sa.Boolean(), nullable=False),
+        sa.Column("prompt_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("completion_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("total_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("estimated_tokens", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("message_id", name=op.f("pk_usage_records")),
     )
     op.create_index("ix_usage_records_user_created", "usage_records", ["user_id", "created_at"])
