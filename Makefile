@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install secrets run run-persistence run-gateway migrate test lint format clean local-llm bench bench-quick bench-deps bench-alternative chaos
+.PHONY: install secrets run run-persistence run-gateway migrate test test-fast lint format clean local-llm bench bench-quick bench-deps bench-alternative chaos
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -60,6 +60,10 @@ lint: install
 # bench-deps: the tests run `make bench-quick` in miniature (tests/bench), which needs wrk and pgbench.
 test: lint bench-deps
 	$(BIN)/pytest
+
+# The edit loop: unit and in-process API tests on SQLite (no processes started, no PostgreSQL), in about 30 s.
+test-fast: install
+	$(BIN)/pytest -q -m "not slow" -k "not postgresql"
 
 # Benchmarks (never part of `make test`); results and commands in docs/benchmarks.md.
 bench-deps: install

@@ -5,7 +5,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from chat_gateway.config import Settings
 from chat_gateway.identity import Authenticator, Caller
-from chat_gateway.persistence import PersistenceClient
+from chat_gateway.persistence_client import PersistenceClient
 from chat_gateway.service import Answers
 from shared import presented_key
 

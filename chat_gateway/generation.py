@@ -20,7 +20,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from chat_gateway.config import Settings
 from chat_gateway.metrics import ACTIVE_GENERATIONS, TOKENS, UPSTREAM_ERRORS
-from chat_gateway.persistence import PersistenceClient, PersistenceError
+from chat_gateway.persistence_client import PersistenceClient, PersistenceError
 from chat_gateway.prompt import Continuation, build_messages, load_history
 from chat_gateway.schemas import StoredMessage
 from chat_gateway.upstream import (

@@ -19,7 +19,7 @@ from cachetools import TTLCache
 from limits import RateLimitItem, RateLimitItemPerMinute, parse
 
 from chat_gateway.config import Settings
-from chat_gateway.persistence import PersistenceClient
+from chat_gateway.persistence_client import PersistenceClient
 from chat_gateway.tokens import TokenVerifier
 from chat_gateway.upstream import CHARS_PER_TOKEN
 from shared import Forbidden, TooManyRequests, Unauthorized, key_matches

@@ -16,7 +16,7 @@ from chat_gateway.api.openai_compat import use_openai_errors_under_v1
 from chat_gateway.config import Settings
 from chat_gateway.deps import get_caller
 from chat_gateway.identity import Authenticator
-from chat_gateway.persistence import PersistenceClient
+from chat_gateway.persistence_client import PersistenceClient
 from chat_gateway.service import Answers
 from chat_gateway.upstream import create_client
 from shared import load_settings_or_exit, split_keys

@@ -6,7 +6,7 @@ from typing import Any
 
 from openai.types.chat import ChatCompletionMessageParam
 
-from chat_gateway.persistence import PersistenceClient
+from chat_gateway.persistence_client import PersistenceClient
 from chat_gateway.schemas import StoredMessage
 from shared import MessageRole
 

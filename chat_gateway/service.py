@@ -19,7 +19,7 @@ from chat_gateway.config import Settings
 from chat_gateway.generation import Generation, StreamEvent, final_event
 from chat_gateway.identity import ANYONE, Caller
 from chat_gateway.metrics import RECOVERED, RESUMES
-from chat_gateway.persistence import PersistenceClient
+from chat_gateway.persistence_client import PersistenceClient
 from chat_gateway.prompt import question_messages
 from chat_gateway.schemas import ChatRequest, StoredMessage
 from chat_gateway.upstream import discard, open_stream

@@ -135,6 +135,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.mark.slow
 def test_wait_for_it_waits_for_a_port_then_runs_the_command(tmp_path: Path) -> None:
     port = _free_port()
     server = socket.socket()
@@ -170,6 +171,7 @@ def _wait_for_it(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_wait_for_it_times_out_on_a_closed_port(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     closed = f"127.0.0.1:{_free_port()}"
@@ -208,6 +210,7 @@ def test_wait_for_it_takes_the_usual_interface(args: list[str], tmp_path: Path) 
     assert (result.stderr == "") is ("-q" in args or "--quiet" in given)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("service", sorted(IMAGES))
 def test_image_start_command_serves_health(service: str, tmp_path: Path) -> None:
     dockerfile, _, _ = IMAGES[service]
@@ -246,6 +249,7 @@ def _serving(port: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("target", "sig"),
     [("run-persistence", signal.SIGKILL), ("run-persistence", signal.SIGHUP), ("run", signal.SIGKILL)],

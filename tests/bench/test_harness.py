@@ -16,6 +16,8 @@ import pytest
 from bench.common import RESULTS
 from tests.conftest import postgres_url_or_skip
 
+pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
+
 ROOT = Path(__file__).parents[2]
 
 

@@ -42,6 +42,7 @@ def test_the_upstream_continues_exactly_or_restarting_and_marks_a_corrupted_join
     assert _text_to_send(corrupted, "exact")[1] == NOT_A_PREFIX
 
 
+@pytest.mark.slow
 def test_sixty_seconds_of_chaos_meet_every_target(tmp_path: Path) -> None:
     if not (shutil.which("initdb") or glob.glob("/usr/lib/postgresql/*/bin/initdb")):
         if os.environ.get("CI") == "true":

@@ -7,10 +7,13 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 from fastapi import FastAPI
 
 from tests.chat_gateway.conftest import Service, wait_for
 from tests.fake_openai import TEXT, Plan
+
+pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
 
 CHAT = [sys.executable, "-m", "chat_gateway.cli"]
 

@@ -29,6 +29,8 @@ from fastapi import FastAPI
 from tests.chat_gateway.conftest import Event, Service, gateway_env, sse_events, wait_for
 from tests.fake_openai import TEXT, Plan, tokens
 
+pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
+
 
 def _stored(store: httpx.Client, message_id: str) -> dict:
     response = store.get(f"/messages/{message_id}")

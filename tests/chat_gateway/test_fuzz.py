@@ -1,5 +1,9 @@
+import pytest
+
 from tests.chat_gateway.conftest import Service
 from tests.openapi_fuzz import assert_documented_answers
+
+pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
 
 
 def test_generated_requests_get_documented_answers_never_a_5xx(gateway: Service) -> None:

@@ -14,7 +14,7 @@ from starlette.responses import Response, StreamingResponse
 
 from chat_gateway.config import Settings
 from chat_gateway.generation import Generation
-from chat_gateway.persistence import PersistenceClient, PersistenceError
+from chat_gateway.persistence_client import PersistenceClient, PersistenceError
 from chat_gateway.schemas import StoredMessage
 from shared import MessageRole, MessageStatus, NotFound
 from tests.conftest import serve

@@ -23,6 +23,8 @@ from tests.chat_gateway.test_tokens import JWKS, Key
 from tests.conftest import redis_url_or_skip, serve
 from tests.fake_openai import TEXT, Plan
 
+pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
+
 ADMIN_KEY = "admin-key"
 ISSUER = "https://idp.example.test/"
 AUDIENCE = "durable-chat"

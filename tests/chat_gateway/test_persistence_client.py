@@ -5,7 +5,7 @@ import httpx
 import pytest
 import respx
 
-from chat_gateway.persistence import PersistenceClient, PersistenceError
+from chat_gateway.persistence_client import PersistenceClient, PersistenceError
 from shared import Conflict, NotFound, ServiceUnavailable
 
 BASE = "http://persistence.test"

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from chat_gateway import service
 from chat_gateway.config import Settings
 from chat_gateway.generation import StreamEvent
-from chat_gateway.persistence import UNREACHABLE, PersistenceClient
+from chat_gateway.persistence_client import UNREACHABLE, PersistenceClient
 from chat_gateway.schemas import ChatRequest, StoredMessage
 from chat_gateway.service import Answers
 from chat_gateway.upstream import create_client

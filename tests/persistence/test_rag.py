@@ -271,6 +271,7 @@ def running_gateway(live_url: str, tmp_path: Path) -> Iterator[tuple[Service, Fa
             gateway.kill(signal.SIGTERM)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("status", ["failed", "pending"])
 def test_a_resumed_answer_is_continued_by_a_running_gateway_within_its_recovery_interval(
     rag: httpx.Client, live: httpx.Client, running_gateway: tuple[Service, FastAPI], status: str

@@ -16,6 +16,8 @@ import sqlalchemy as sa
 
 from tests.conftest import fresh_postgres_database
 
+pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
