@@ -33,7 +33,7 @@ from chat_gateway.upstream import (
     read_chunks,
     retrying,
 )
-from shared import Conflict, MessageStatus, NotFound, ServiceUnavailable, storable_text
+from shared import Conflict, MessageStatus, NotFound, OffsetMismatch, ServiceUnavailable, storable_text
 
 logger = logging.getLogger(__name__)
 
@@ -337,7 +337,7 @@ class Generation:
             logger.warning("answer %s: text kept in memory, persistence unreachable: %s", self.message_id, exc)
             return False
         except Conflict as exc:
-            if exc.code == "offset_mismatch" and await self._caught_up():
+            if isinstance(exc, OffsetMismatch) and await self._caught_up():
                 return await self._write(lease_seconds, finish)
             # Cancelled, or taken over after our lease expired: the answer is no longer ours to write.
             logger.warning("answer %s: lease lost (%s)", self.message_id, exc.detail)

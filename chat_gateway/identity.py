@@ -22,7 +22,7 @@ from chat_gateway.config import Settings
 from chat_gateway.persistence_client import PersistenceClient
 from chat_gateway.tokens import TokenVerifier
 from chat_gateway.upstream import CHARS_PER_TOKEN
-from shared import Forbidden, TooManyRequests, Unauthorized, key_matches
+from shared import ErrorCode, Forbidden, TooManyRequests, Unauthorized, key_matches
 from shared.identity import DEFAULT_USER, MAX_TOKENS, USER_KEY_PREFIX, KeyIdentity, Limits, TurnAccount
 from shared.ratelimit import RateLimiter, Verdict
 
@@ -158,7 +158,9 @@ class Authenticator:
         if self.tokens is not None and TokenVerifier.looks_like_jwt(credential):
             user_id = await self.tokens.user_id(credential)
             if not 0 < len(user_id) <= MAX_USER_ID:
-                raise Unauthorized("invalid token: its user claim is not a usable user id", code="invalid_token")
+                raise Unauthorized(
+                    "invalid token: its user claim is not a usable user id", code=ErrorCode.INVALID_TOKEN
+                )
             return self._user(user_id, await self._user_limits(user_id))
         # Anything but a user key is refused unread: made-up credentials cost no lookup.
         if not credential.startswith(USER_KEY_PREFIX) or len(credential) > MAX_KEY_LENGTH:

@@ -12,10 +12,12 @@ from chat_gateway.schemas import StoredMessage, StoredText
 from shared import (
     Conflict,
     DomainError,
+    ErrorCode,
     JSONObject,
     MessageRead,
     MessageStatus,
     NotFound,
+    OffsetMismatch,
     Page,
     PreconditionFailed,
     SearchHit,
@@ -51,7 +53,7 @@ class PersistenceError(DomainError):
     """Persistence refused a request for good: a 4xx that no retry changes."""
 
     status_code = 502
-    code = "persistence_error"
+    code = ErrorCode.PERSISTENCE_ERROR
 
 
 # Persistence found a value invalid: when the gateway relays a client's values, the client's to fix.
@@ -74,7 +76,9 @@ def _raise_for(response: httpx.Response) -> None:
     except ValueError:
         body = {}
     detail = str(body.pop("detail", response.text[:200]))
-    code = body.pop("code", None)
+    code = ErrorCode.parse(body.pop("code", None))
+    if code == ErrorCode.OFFSET_MISMATCH and isinstance(length := body.pop("length", None), int):
+        raise OffsetMismatch(detail, length=length, **body)
     if response.status_code == 404:
         raise NotFound(detail, code=code, **body)
     if response.status_code == 409:
@@ -120,7 +124,7 @@ class PersistenceClient:
         except (_Retriable, httpx.TransportError) as exc:
             # Where persistence lives is the operator's business: the log says it, clients are told what failed.
             logger.warning("persistence unreachable: %s %s: %r", method, path, exc)
-            raise ServiceUnavailable(UNREACHABLE, code="persistence_unavailable") from exc
+            raise ServiceUnavailable(UNREACHABLE, code=ErrorCode.PERSISTENCE_UNAVAILABLE) from exc
         _raise_for(response)
         return response
 
@@ -247,7 +251,7 @@ class PersistenceClient:
         except Conflict as exc:
             # Our earlier try landed but its answer was lost: the length already includes this text.
             landed = exc.extra.get("length") == offset + len(text)
-            if landed and exc.code == "offset_mismatch" and finish is None:
+            if landed and isinstance(exc, OffsetMismatch) and finish is None:
                 return offset + len(text)
             if landed and finish is not None and exc.extra.get("status") == finish["status"]:
                 return offset + len(text)
@@ -266,7 +270,7 @@ class PersistenceClient:
             return KeyIdentity.model_validate(await self._request("POST", "/keys/identify", json={"key": key}))
         except PersistenceError as exc:
             # Only the key refused: a 401 for the gateway's own service key (misconfigured) is no user's fault.
-            if exc.extra.get("persistence_code") in ("invalid_user_key", "key_expired"):
+            if exc.extra.get("persistence_code") in (ErrorCode.INVALID_USER_KEY, ErrorCode.KEY_EXPIRED):
                 return None
             raise
 

@@ -26,8 +26,10 @@ from chat_gateway.upstream import discard, open_stream
 from shared import (
     Conflict,
     DomainError,
+    ErrorCode,
     MessageRole,
     MessageStatus,
+    OffsetMismatch,
     PreconditionFailed,
     ServiceUnavailable,
     TooManyRequests,
@@ -72,7 +74,7 @@ def over_budget(exc: Conflict) -> TooManyRequests:
         "X-RateLimit-Remaining-Tokens": "0",
         "X-RateLimit-Reset-Tokens": f"{retry_after}s",
     }
-    return TooManyRequests(exc.detail, code="budget_exceeded", headers=headers, **extra)
+    return TooManyRequests(exc.detail, code=ErrorCode.BUDGET_EXCEEDED, headers=headers, **extra)
 
 
 def title_from(message: str) -> str:
@@ -103,9 +105,9 @@ class Answers:
 
     def _require_upstream(self) -> AsyncOpenAI:
         if self.draining:
-            raise ServiceUnavailable("this gateway is shutting down: retry on another", code="shutting_down")
+            raise ServiceUnavailable("this gateway is shutting down: retry on another", code=ErrorCode.SHUTTING_DOWN)
         if self.client is None:
-            raise ServiceUnavailable(NO_UPSTREAM, code="no_upstream")
+            raise ServiceUnavailable(NO_UPSTREAM, code=ErrorCode.NO_UPSTREAM)
         return self.client
 
     async def start_chat(
@@ -173,11 +175,11 @@ class Answers:
             storing.cancel()
             if opening is not None:
                 await discard(opening)
-            if isinstance(exc, Conflict) and exc.code == "budget_exceeded":
+            if isinstance(exc, Conflict) and exc.code == ErrorCode.BUDGET_EXCEEDED:
                 raise over_budget(exc) from exc
             if isinstance(exc, Conflict):
                 raise Conflict(
-                    "this Idempotency-Key was used for a different request", code="idempotency_conflict"
+                    "this Idempotency-Key was used for a different request", code=ErrorCode.IDEMPOTENCY_CONFLICT
                 ) from exc
             raise
         finally:
@@ -257,7 +259,7 @@ class Answers:
             raise ServiceUnavailable(
                 "the chat could not be started (the persistence service is unreachable); it will not be answered: "
                 "retry it",
-                code="persistence_unavailable",
+                code=ErrorCode.PERSISTENCE_UNAVAILABLE,
             ) from exc
         raise AssertionError("unreachable")
 
@@ -281,7 +283,7 @@ class Answers:
             raise Conflict("only assistant messages can be generated", role=answer.role)
         if answer.id in self._live or answer.id in self._claiming or answer.id in self._starting:
             if resume:
-                raise Conflict("the answer is being generated", code="in_progress", status=answer.status)
+                raise Conflict("the answer is being generated", code=ErrorCode.IN_PROGRESS, status=answer.status)
             return
         takeable = answer.status == MessageStatus.PENDING or (
             answer.status == MessageStatus.IN_PROGRESS
@@ -303,7 +305,7 @@ class Answers:
                 await self.persistence.reserve(answer.id, account)
             except Conflict as exc:
                 self._claiming.discard(answer.id)
-                if exc.code == "budget_exceeded":
+                if exc.code == ErrorCode.BUDGET_EXCEEDED:
                     raise over_budget(exc) from exc
                 raise
         leased_at = time.monotonic()
@@ -385,9 +387,7 @@ class Answers:
         """The answer to follow from ``offset``: refused when it has ended before that offset."""
         answer = await self.persistence.get_message(message_id, scope)
         if answer.status in TERMINAL and offset > (length := len(answer.content)):
-            raise Conflict(
-                f"offset {offset} is past the end of the answer ({length})", code="offset_mismatch", length=length
-            )
+            raise OffsetMismatch(f"offset {offset} is past the end of the answer ({length})", length=length)
         return answer
 
     async def follow(self, message_id: uuid.UUID, offset: int) -> AsyncIterator[StreamEvent]:
@@ -413,12 +413,11 @@ class Answers:
                     read_from, version = generation.saved_length, None
             try:
                 stored = await self.persistence.poll_text(message_id, read_from, version)
+            except OffsetMismatch as exc:
+                # The text the client saw is not saved yet: wait for it.
+                read_from, version = exc.length, None
+                continue
             except DomainError as exc:
-                length = exc.extra.get("length") if exc.code == "offset_mismatch" else None
-                if isinstance(exc, Conflict) and isinstance(length, int):
-                    # The text the client saw is not saved yet: wait for it.
-                    read_from, version = length, None
-                    continue
                 # The stream ends with an error instead of breaking off; the answer may well go on, and a
                 # client can reattach to it (no status: nobody here knows how it ends).
                 yield StreamEvent("error", offset, error=f"lost track of the answer: {exc.detail}")
@@ -473,7 +472,7 @@ class Answers:
                 raise ServiceUnavailable(
                     "the answer's outcome is not known yet (the persistence service is unreachable); it may still "
                     f"complete: read it with GET /chat/messages/{message_id}/stream",
-                    code="outcome_unknown",
+                    code=ErrorCode.OUTCOME_UNKNOWN,
                     message_id=str(message_id),
                 )
             await asyncio.sleep(min(1.0, self.settings.reattach_poll_seconds * 4))

@@ -11,7 +11,7 @@ import httpx
 import jwt
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from shared import ServiceUnavailable, Unauthorized
+from shared import ErrorCode, ServiceUnavailable, Unauthorized
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def _refusal(exc: jwt.PyJWTError) -> Unauthorized:
 
 
 def _invalid(reason: str) -> Unauthorized:
-    return Unauthorized(f"invalid token: {reason}", code="invalid_token")
+    return Unauthorized(f"invalid token: {reason}", code=ErrorCode.INVALID_TOKEN)
 
 
 class TokenVerifier:
@@ -147,7 +147,7 @@ class TokenVerifier:
                 self._attempts += 1  # not when cancelled: then a waiter fetches instead
             if self._keys is None:
                 raise ServiceUnavailable(
-                    "the identity provider's keys could not be fetched: retry shortly", code="jwks_unavailable"
+                    "the identity provider's keys could not be fetched: retry shortly", code=ErrorCode.JWKS_UNAVAILABLE
                 )
             return self._keys
 

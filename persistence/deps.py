@@ -9,7 +9,7 @@ from fastapi.security import APIKeyHeader, HTTPBearer
 from persistence.config import Settings
 from persistence.db import Database
 from persistence.services import messages, sessions
-from shared import BadRequest, NotFound, ServiceUnavailable, Unauthorized, key_matches, presented_key
+from shared import BadRequest, ErrorCode, NotFound, ServiceUnavailable, Unauthorized, key_matches, presented_key
 from shared.identity import ON_BEHALF_OF
 
 # Every dependency and route is `async def`: FastAPI runs a plain `def` in the thread pool, and each such
@@ -26,7 +26,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 async def get_database(request: Request) -> Database:
     if not request.app.state.database_ready:  # started before its database, and still waiting for it
-        raise ServiceUnavailable("the database is not reachable yet: retry shortly", code="not_ready")
+        raise ServiceUnavailable("the database is not reachable yet: retry shortly", code=ErrorCode.NOT_READY)
     database: Database = request.app.state.database
     return database
 

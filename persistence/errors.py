@@ -6,6 +6,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
+from shared import ErrorCode
 from shared.asgi import error_response, register_error_handlers
 
 logger = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ def _schema_behind(exc: DBAPIError) -> bool:
 
 def _schema_behind_response(exc: DBAPIError) -> JSONResponse:
     logger.error("database schema behind the code: %s", exc.orig)
-    return error_response(500, SCHEMA_BEHIND, "schema_behind")
+    return error_response(500, SCHEMA_BEHIND, ErrorCode.SCHEMA_BEHIND)
 
 
 async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
@@ -34,7 +35,9 @@ async def _database_unavailable(_request: Request, exc: Exception) -> JSONRespon
     if _schema_behind(exc):
         return _schema_behind_response(exc)
     logger.warning("database unavailable: %s: %s", exc.__class__.__name__, exc.orig)
-    return error_response(503, "database unavailable, retry shortly", "unavailable", headers={"Retry-After": "1"})
+    return error_response(
+        503, "database unavailable, retry shortly", ErrorCode.UNAVAILABLE, headers={"Retry-After": "1"}
+    )
 
 
 async def _database_misused(_request: Request, exc: Exception) -> JSONResponse:

@@ -16,18 +16,18 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from shared.errors import DomainError
+from shared.errors import DomainError, ErrorCode
 from shared.schemas import ErrorBody
 
 logger = logging.getLogger(__name__)
 
 _HTTP_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "too_large",
-    415: "unsupported_media_type",
+    400: ErrorCode.BAD_REQUEST,
+    401: ErrorCode.UNAUTHORIZED,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    413: ErrorCode.TOO_LARGE,
+    415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
 }
 
 
@@ -43,7 +43,7 @@ Reshape = Callable[[Scope, JSONResponse], Response]
 
 
 def error_response(
-    status_code: int, detail: str, code: str, headers: Mapping[str, str] | None = None, **extra: Any
+    status_code: int, detail: str, code: ErrorCode, headers: Mapping[str, str] | None = None, **extra: Any
 ) -> JSONResponse:
     return JSONResponse({"detail": detail, "code": code, **extra}, status_code=status_code, headers=headers)
 
@@ -67,12 +67,12 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
     where = ".".join(str(part) for part in first["loc"])
     detail = f"{where}: {first['msg']}" if where else str(first["msg"])
-    return error_response(422, detail, "invalid_request", errors=errors)
+    return error_response(422, detail, ErrorCode.INVALID_REQUEST, errors=errors)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    code = _HTTP_CODES.get(exc.status_code, ErrorCode.HTTP_ERROR)
     headers = exc.headers
     if exc.status_code == 405:
         headers = {**(headers or {}), "Allow": _allowed_methods(request)}
@@ -98,7 +98,7 @@ def _allowed_methods(request: Request) -> str:
 
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error", exc_info=exc)
-    return error_response(500, "internal error", "internal_error")
+    return error_response(500, "internal error", ErrorCode.INTERNAL_ERROR)
 
 
 def register_error_handlers(app: Starlette, validation_error: type[Exception]) -> None:
@@ -130,7 +130,7 @@ class BodyLimitMiddleware:
             declared = Headers(scope=scope).get("content-length", "")
             if declared.isdigit() and int(declared) > self.max_body_size:
                 detail = f"request body is larger than {self.max_body_size} bytes"
-                response = reshaped(scope, error_response(413, detail, "too_large"), self.reshape)
+                response = reshaped(scope, error_response(413, detail, ErrorCode.TOO_LARGE), self.reshape)
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -14,6 +14,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.asgi import Reshape, error_response, reshaped
+from shared.errors import ErrorCode
 from shared.security import presented_key
 
 logger = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ class RateLimitMiddleware:
         verdict = await self.limiter.hit(self.item, _client_key(scope))
         if not verdict.allowed:
             headers = verdict.headers() | {"Retry-After": str(verdict.retry_after)}
-            response = error_response(429, verdict.detail, "rate_limited", headers=headers)
+            response = error_response(429, verdict.detail, ErrorCode.RATE_LIMITED, headers=headers)
             await reshaped(scope, response, self.reshape)(scope, receive, send)
             return
         scope.setdefault("state", {})[HEADERS_STATE] = verdict.headers()

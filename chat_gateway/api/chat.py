@@ -9,7 +9,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from chat_gateway.deps import AnswersDep, CallerDep
 from chat_gateway.schemas import ChatRequest, ChatResponse, StoredMessage
 from chat_gateway.service import Answers
-from shared import DomainError, ErrorBody, MessageStatus
+from shared import DomainError, ErrorBody, ErrorCode, MessageStatus
 from shared.resources import MAX_OFFSET
 
 router = APIRouter(prefix="/chat", tags=["chat"])
@@ -21,7 +21,7 @@ RESPONSES: dict[int | str, dict[str, object]] = {200: SSE_DOC, 502: {"model": Er
 
 class AnswerFailed(DomainError):
     status_code = 502
-    code = "answer_failed"
+    code = ErrorCode.ANSWER_FAILED
 
 
 def _wants_stream(request: Request, asked: bool | None) -> bool:

@@ -2,7 +2,7 @@ from fastapi import APIRouter
 
 from chat_gateway.deps import PersistenceDep
 from chat_gateway.schemas import Health
-from shared import ServiceUnavailable
+from shared import ErrorCode, ServiceUnavailable
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -17,5 +17,5 @@ async def health() -> Health:
 async def ready(persistence: PersistenceDep) -> Health:
     """Readiness: the persistence service answers."""
     if not await persistence.ready():
-        raise ServiceUnavailable("persistence service unreachable", code="not_ready")
+        raise ServiceUnavailable("persistence service unreachable", code=ErrorCode.NOT_READY)
     return Health(status="ready")

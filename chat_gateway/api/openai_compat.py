@@ -23,7 +23,7 @@ from chat_gateway.deps import AnswersDep, CallerDep, SettingsDep
 from chat_gateway.generation import StreamEvent
 from chat_gateway.schemas import ChatRequest, GenerationOptions
 from chat_gateway.service import Answers
-from shared import BadRequest, DomainError, MessageStatus
+from shared import BadRequest, DomainError, ErrorCode, MessageStatus
 
 
 class OpenAIError(BaseModel):
@@ -191,7 +191,7 @@ async def chat_completions(
     """Chat Completions, streamed or not, in OpenAI's exact format; the session comes back in X-Session-Id."""
     last = body.messages[-1]
     if last.role != "user" or not last.text():
-        raise BadRequest("the last message must be a user message with text", code="invalid_value")
+        raise BadRequest("the last message must be a user message with text", code=ErrorCode.INVALID_VALUE)
     model = body.model or settings.openai_model
     prompt: list[ChatCompletionMessageParam] = [m.model_dump(exclude_none=True) for m in body.messages]  # type: ignore[misc]
     session_id = _session_id(x_session_id, body, caller.user_id)

@@ -6,7 +6,7 @@ from sqlalchemy.orm import Session
 from persistence.db import Database
 from persistence.deps import DbDep
 from persistence.schemas import Health
-from shared import ServiceUnavailable
+from shared import ErrorCode, ServiceUnavailable
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -26,7 +26,7 @@ async def check_database(db: Database) -> None:
     try:
         await db.run_autocommit(_ping)
     except SQLAlchemyError as exc:
-        raise ServiceUnavailable("database unreachable", code="not_ready") from exc
+        raise ServiceUnavailable("database unreachable", code=ErrorCode.NOT_READY) from exc
 
 
 @router.get("/ready", responses={503: {"description": "The database is unreachable."}})

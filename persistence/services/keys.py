@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from persistence.models import ApiKey, UserLimit, utcnow
-from shared import NotFound, Unauthorized
+from shared import ErrorCode, NotFound, Unauthorized
 from shared.identity import USER_KEY_PREFIX, KeyCreate, KeyCreated, KeyIdentity, KeyRead, Limits, UserLimits
 
 PREFIX_SHOWN = 12
@@ -88,9 +88,9 @@ def identify(db: Session, key: str, now: datetime | None = None) -> KeyIdentity:
     row = db.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash(key)))
     # Codes of their own: the gateway tells a refused user key from its own service key refused (code unauthorized).
     if row is None or row.revoked_at is not None:
-        raise Unauthorized(INVALID_KEY, code="invalid_user_key")
+        raise Unauthorized(INVALID_KEY, code=ErrorCode.INVALID_USER_KEY)
     if row.expires_at is not None and row.expires_at <= now:
-        raise Unauthorized("the key has expired", code="key_expired")
+        raise Unauthorized("the key has expired", code=ErrorCode.KEY_EXPIRED)
     if row.last_used_at is None or now - row.last_used_at >= LAST_USED_PRECISION:
         row.last_used_at = now
         db.flush()

@@ -43,7 +43,7 @@ from persistence.schemas import AppendRequest, ClaimRequest, MessageCreate, Mess
 from persistence.services import usage
 from persistence.services.sessions import open_session_params, open_session_statement, session_exists
 from persistence.services.sessions import owner_of as session_owner
-from shared import Conflict, MessageRole, MessageStatus, NotFound, PreconditionFailed
+from shared import Conflict, ErrorCode, MessageRole, MessageStatus, NotFound, OffsetMismatch, PreconditionFailed
 
 Status = MessageStatus
 
@@ -141,10 +141,10 @@ def create_message(
         return Message(**values), True
     # The id is taken: a replay (perhaps racing its original, whose commit the INSERT waited for), or not.
     if (existing := db.get(Message, values["id"])) is None:  # deleted since the INSERT found it
-        raise Conflict(f"message {values['id']} changed during the request: retry it", code="retry")
+        raise Conflict(f"message {values['id']} changed during the request: retry it", code=ErrorCode.RETRY)
     chosen = {"content": data.content, "context": data.context, "options": data.options, "prompt": data.prompt}
     if not _same_request(existing, session_id, data.role, **chosen):
-        raise Conflict(f"message {values['id']} already exists with a different body", code="id_conflict")
+        raise Conflict(f"message {values['id']} already exists with a different body", code=ErrorCode.ID_CONFLICT)
     return existing, False
 
 
@@ -282,16 +282,18 @@ def _stored_turn(
     if stored_question is None and stored_answer is None:
         if not session_exists(db, session_id):
             raise NotFound(f"session {session_id} not found")
-        raise Conflict("the turn's messages changed during the request: retry it", code="retry")
+        raise Conflict("the turn's messages changed during the request: retry it", code=ErrorCode.RETRY)
     if not _same_request(
         stored_question, session_id, MessageRole.USER, content=question["content"], context=question["context"]
     ):
-        raise Conflict(f"message {question['id']} already exists with a different body", code="id_conflict")
+        raise Conflict(f"message {question['id']} already exists with a different body", code=ErrorCode.ID_CONFLICT)
     # The model is left out: finishing an answer may record the one that actually answered.
     if not _same_request(
         stored_answer, session_id, MessageRole.ASSISTANT, options=answer["options"], prompt=answer["prompt"]
     ):
-        raise Conflict(f"message {answer['id']} already exists and is not this turn's answer", code="id_conflict")
+        raise Conflict(
+            f"message {answer['id']} already exists and is not this turn's answer", code=ErrorCode.ID_CONFLICT
+        )
     return stored_question, stored_answer, False
 
 
@@ -319,9 +321,7 @@ def read_text(db: Session, message_id: uuid.UUID, offset: int) -> dict[str, Any]
         raise _not_found(message_id)
     if offset > row["length"]:
         length = row["length"]
-        raise Conflict(
-            f"offset {offset} is past the end of the content ({length})", code="offset_mismatch", length=length
-        )
+        raise OffsetMismatch(f"offset {offset} is past the end of the content ({length})", length=length)
     return dict(row) | {"offset": offset}
 
 
@@ -404,7 +404,7 @@ def last_message(db: Session, session_id: uuid.UUID, role: MessageRole | None = 
         return message
     if not session_exists(db, session_id):
         raise NotFound(f"session {session_id} not found")
-    raise NotFound(f"session {session_id} has no {role.value + ' ' if role else ''}messages", code="no_message")
+    raise NotFound(f"session {session_id} has no {role.value + ' ' if role else ''}messages", code=ErrorCode.NO_MESSAGE)
 
 
 def _lock(db: Session, message_id: uuid.UUID) -> Message:
@@ -431,7 +431,7 @@ def update_message(
             raise Conflict(
                 f"a message cannot go from {message.status} to {new_status}",
                 status=message.status,
-                code="illegal_transition",
+                code=ErrorCode.ILLEGAL_TRANSITION,
             )
         _enter_status(message, new_status, lease_seconds)
         changes["status"] = new_status
@@ -525,16 +525,20 @@ def _explain_failed_append(db: Session, message_id: uuid.UUID, data: AppendReque
         raise Conflict("a complete message cannot be appended to", status=status, length=length)
     if data.owner is not None and owner != data.owner:
         raise Conflict(
-            f"the lease is held by {owner!r}", code="lease_lost", status=status, lease_owner=owner, length=length
+            f"the lease is held by {owner!r}",
+            code=ErrorCode.LEASE_LOST,
+            status=status,
+            lease_owner=owner,
+            length=length,
         )
     if data.finish is not None and status != Status.IN_PROGRESS:
         raise Conflict(
             f"only an answer in progress can be finished; it is {status}",
-            code="illegal_transition",
+            code=ErrorCode.ILLEGAL_TRANSITION,
             status=status,
             length=length,
         )
-    raise Conflict(f"offset {data.offset} is not the current length {length}", code="offset_mismatch", length=length)
+    raise OffsetMismatch(f"offset {data.offset} is not the current length {length}", length=length)
 
 
 def hand_over_last_answer(db: Session, session_id: uuid.UUID) -> Message:
@@ -549,7 +553,7 @@ def hand_over_last_answer(db: Session, session_id: uuid.UUID) -> Message:
     except NotFound as exc:
         if exc.code != "no_message":
             raise
-        raise Conflict("the session has no answer to resume", code="nothing_to_resume") from exc
+        raise Conflict("the session has no answer to resume", code=ErrorCode.NOTHING_TO_RESUME) from exc
     now = utcnow()
     handed = db.scalar(
         update(Message)
@@ -572,13 +576,13 @@ def hand_over_last_answer(db: Session, session_id: uuid.UUID) -> Message:
     if current.status == Status.COMPLETE:
         raise Conflict(
             "the session's last answer is complete: there is nothing to resume",
-            code="nothing_to_resume",
+            code=ErrorCode.NOTHING_TO_RESUME,
             status=current.status,
         )
     if current.lease_expires_at is not None and current.lease_expires_at > now:
         raise Conflict(
             f"the session's last answer is being generated by {current.lease_owner!r}",
-            code="lease_held",
+            code=ErrorCode.LEASE_HELD,
             status=current.status,
             lease_owner=current.lease_owner,
         )
@@ -623,7 +627,7 @@ def claim_message(db: Session, message_id: uuid.UUID, data: ClaimRequest, *, lea
         raise Conflict("the message is already complete", status=current.status)
     raise Conflict(
         f"the message is being generated by {current.lease_owner!r}",
-        code="lease_held",
+        code=ErrorCode.LEASE_HELD,
         status=current.status,
         lease_owner=current.lease_owner,
         lease_expires_at=current.lease_expires_at.isoformat() if current.lease_expires_at else None,

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from persistence.models import UTCDateTime
 from persistence.pagination import decode_cursor, encode_cursor
-from shared import BadRequest, SearchHit
+from shared import BadRequest, ErrorCode, SearchHit
 
 _ORDER = "ORDER BY rank DESC, created_at DESC, kind, session_id, message_id"
 
@@ -55,7 +55,7 @@ SELECT * FROM (
 def _words(q: str) -> list[str]:
     words = re.findall(r"\w+", q)
     if not words:
-        raise BadRequest("q must contain at least one word", code="invalid_query")
+        raise BadRequest("q must contain at least one word", code=ErrorCode.INVALID_QUERY)
     return words[:32]
 
 

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from persistence.db import insert_on_conflict
 from persistence.models import Message, UsageRecord, utcnow
-from shared import Conflict
+from shared import Conflict, ErrorCode
 from shared.identity import TurnAccount, UsageReport, UsageRow, UsageTotal
 
 CHARS_PER_TOKEN = 4
@@ -106,7 +106,7 @@ def check_budgets(db: Session, account: TurnAccount, now: datetime) -> None:
             retry_after = max(1, math.ceil((resets - now).total_seconds()))
             raise Conflict(
                 f"token budget of {limit} per {period} spent ({used} used): it renews at {resets.isoformat()}",
-                code="budget_exceeded",
+                code=ErrorCode.BUDGET_EXCEEDED,
                 limit=limit,
                 used=int(used),
                 period=period,
