@@ -22,7 +22,6 @@ from chat_gateway.config import Settings
 from chat_gateway.metrics import ACTIVE_GENERATIONS, TOKENS, UPSTREAM_ERRORS
 from chat_gateway.persistence_client import PersistenceClient, PersistenceError
 from chat_gateway.prompt import Continuation, build_messages, load_history
-from chat_gateway.schemas import StoredMessage
 from chat_gateway.upstream import (
     StreamInterrupted,
     Usage,
@@ -34,6 +33,7 @@ from chat_gateway.upstream import (
     retrying,
 )
 from shared import Conflict, MessageStatus, NotFound, OffsetMismatch, ServiceUnavailable, storable_text
+from shared.contract import MessageDetail
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def describe(exc: BaseException) -> str:
 class Generation:
     def __init__(
         self,
-        answer: StoredMessage,
+        answer: MessageDetail,
         *,
         model: str,
         settings: Settings,

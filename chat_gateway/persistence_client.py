@@ -8,7 +8,6 @@ from urllib.parse import quote
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from chat_gateway.schemas import StoredMessage, StoredText
 from shared import (
     Conflict,
     DomainError,
@@ -24,6 +23,7 @@ from shared import (
     ServiceUnavailable,
     SessionRead,
 )
+from shared.contract import MessageDetail, MessageText
 from shared.identity import (
     ON_BEHALF_OF,
     KeyCreate,
@@ -186,46 +186,46 @@ class PersistenceClient:
         result: JSONObject = await self._request("POST", "/sessions/import", json=document)
         return result
 
-    async def get_message(self, message_id: uuid.UUID, scope: str | None = None) -> StoredMessage:
+    async def get_message(self, message_id: uuid.UUID, scope: str | None = None) -> MessageDetail:
         data = await self._request("GET", f"/messages/{message_id}", headers=_on_behalf_of(scope))
-        return StoredMessage.model_validate(data)
+        return MessageDetail.model_validate(data)
 
-    async def poll_text(self, message_id: uuid.UUID, offset: int, version: int | None) -> StoredText | None:
+    async def poll_text(self, message_id: uuid.UUID, offset: int, version: int | None) -> MessageText | None:
         """The answer's text from ``offset`` on, or None while it is still at ``version`` (then no body is sent)."""
         headers = {"If-None-Match": f'"{version}"'} if version is not None else None
         response = await self._send("GET", f"/messages/{message_id}/text", params={"offset": offset}, headers=headers)
-        return None if response.status_code == 304 else StoredText.model_validate(response.json())
+        return None if response.status_code == 304 else MessageText.model_validate(response.json())
 
-    async def last_message(self, session_id: uuid.UUID, role: str, scope: str | None = None) -> StoredMessage:
+    async def last_message(self, session_id: uuid.UUID, role: str, scope: str | None = None) -> MessageDetail:
         data = await self._request(
             "GET", f"/sessions/{session_id}/messages/last", params={"role": role}, headers=_on_behalf_of(scope)
         )
-        return StoredMessage.model_validate(data)
+        return MessageDetail.model_validate(data)
 
     async def history_page(
         self, session_id: uuid.UUID, cursor: str | None, limit: int = 100
-    ) -> tuple[list[StoredMessage], str | None]:
+    ) -> tuple[list[MessageDetail], str | None]:
         """Complete messages, newest first."""
         params: dict[str, Any] = {"order": "desc", "status": MessageStatus.COMPLETE.value, "limit": limit}
         if cursor:
             params["cursor"] = cursor
         page = await self._request("GET", f"/sessions/{session_id}/messages", params=params)
-        return [StoredMessage.model_validate(item) for item in page["items"]], page["next_cursor"]
+        return [MessageDetail.model_validate(item) for item in page["items"]], page["next_cursor"]
 
     async def start_turn(
         self, session_id: uuid.UUID, body: dict[str, Any], scope: str | None = None
-    ) -> tuple[StoredMessage, bool]:
+    ) -> tuple[MessageDetail, bool]:
         """Store a question and its answer; returns the answer and whether the turn is new (else a replay)."""
         response = await self._send("POST", f"/sessions/{session_id}/turns", json=body, headers=_on_behalf_of(scope))
-        return StoredMessage.model_validate(response.json()["answer"]), response.status_code == 201
+        return MessageDetail.model_validate(response.json()["answer"]), response.status_code == 201
 
     async def update_message(
         self, message_id: uuid.UUID, changes: dict[str, Any], *, if_match: int | None = None
-    ) -> StoredMessage:
+    ) -> MessageDetail:
         """Change a message; with ``if_match``, only while it is still at that version (else PreconditionFailed)."""
         headers = {"If-Match": f'"{if_match}"'} if if_match is not None else None
         data = await self._request("PATCH", f"/messages/{message_id}", json=changes, headers=headers)
-        return StoredMessage.model_validate(data)
+        return MessageDetail.model_validate(data)
 
     async def append(
         self,
@@ -258,9 +258,9 @@ class PersistenceClient:
             raise
         return int(result["length"])
 
-    async def claim(self, message_id: uuid.UUID, owner: str, lease_seconds: float) -> StoredMessage:
+    async def claim(self, message_id: uuid.UUID, owner: str, lease_seconds: float) -> MessageDetail:
         body = {"owner": owner, "lease_seconds": lease_seconds}
-        return StoredMessage.model_validate(await self._request("POST", f"/messages/{message_id}/claim", json=body))
+        return MessageDetail.model_validate(await self._request("POST", f"/messages/{message_id}/claim", json=body))
 
     # Identity: user keys, limits, usage (persistence keeps them; the gateway decides who may see them).
 
@@ -299,7 +299,7 @@ class PersistenceClient:
     async def usage(self, params: dict[str, Any]) -> UsageReport:
         return UsageReport.model_validate(await self._request("GET", "/usage", params=params))
 
-    async def stale(self, owner: str, limit: int = 50) -> list[StoredMessage]:
+    async def stale(self, owner: str, limit: int = 50) -> list[MessageDetail]:
         """Orphaned answers, and those ``owner`` holds (taken back by a gateway restarted under its name)."""
         data = await self._request("GET", "/messages/stale", params={"limit": limit, "owner": owner})
-        return [StoredMessage.model_validate(item) for item in data]
+        return [MessageDetail.model_validate(item) for item in data]

@@ -7,8 +7,8 @@ from typing import Any
 from openai.types.chat import ChatCompletionMessageParam
 
 from chat_gateway.persistence_client import PersistenceClient
-from chat_gateway.schemas import StoredMessage
 from shared import MessageRole
+from shared.contract import MessageDetail
 
 CONTINUE_INSTRUCTION = (
     "The assistant's last message was interrupted. Continue it exactly where it stopped, "
@@ -30,13 +30,13 @@ def render_context(context: Any) -> str:
 
 
 async def load_history(
-    persistence: PersistenceClient, session_id: uuid.UUID, answer: StoredMessage, budget_chars: int
-) -> list[StoredMessage]:
+    persistence: PersistenceClient, session_id: uuid.UUID, answer: MessageDetail, budget_chars: int
+) -> list[MessageDetail]:
     """The newest complete messages written before ``answer`` whose text fits the budget, oldest first.
 
     The newest user message always goes in, even over budget: without it there is nothing to answer.
     """
-    chosen: list[StoredMessage] = []
+    chosen: list[MessageDetail] = []
     used = 0
     cursor: str | None = None
     while True:
@@ -68,7 +68,7 @@ def question_messages(content: str, context: Any) -> list[ChatCompletionMessageP
     return [{"role": "system", "content": "Context:\n" + render_context(context)}, {"role": "user", "content": content}]
 
 
-def build_messages(history: list[StoredMessage]) -> list[ChatCompletionMessageParam]:
+def build_messages(history: list[MessageDetail]) -> list[ChatCompletionMessageParam]:
     """History as chat messages, the newest user message as ``question_messages`` puts it."""
     last_user = max((i for i, m in enumerate(history) if m.role == MessageRole.USER), default=None)
     messages: list[ChatCompletionMessageParam] = []

@@ -1,10 +1,10 @@
 import uuid
-from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import ConfigDict, Field, StringConstraints
+from pydantic import Field, StringConstraints
 
-from shared import InputModel, JSONObject, MessageRole, MessageStatus, ReadModel
+from shared import InputModel, JSONObject, MessageStatus, ReadModel
+from shared.contract import MessageDetail
 
 Penalty = Annotated[float, Field(ge=-2, le=2)]
 
@@ -55,48 +55,5 @@ class ChatResponse(ReadModel):
     status: MessageStatus
 
     @classmethod
-    def of(cls, answer: "StoredMessage") -> "ChatResponse":
+    def of(cls, answer: MessageDetail) -> "ChatResponse":
         return cls(response=answer.content, session_id=answer.session_id, message_id=answer.id, status=answer.status)
-
-
-class StoredMessage(ReadModel):
-    """A message as the persistence service returns it (fields the gateway uses)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    id: uuid.UUID
-    session_id: uuid.UUID
-    role: MessageRole
-    content: str
-    context: Any = None
-    status: MessageStatus
-    error: str | None = None
-    model: str | None = None
-    finish_reason: str | None = None
-    usage: JSONObject | None = None
-    options: JSONObject | None = None
-    prompt: list[JSONObject] | None = None  # only from a claim or a single read
-    attempts: int = 0
-    version: int = 1
-    lease_owner: str | None = None
-    lease_expires_at: datetime | None = None
-    created_at: datetime
-
-
-class StoredText(ReadModel):
-    """An answer's text from an offset on, and how it stands, as persistence returns it to its followers."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    offset: int
-    text: str
-    length: int
-    version: int
-    status: MessageStatus
-    error: str | None = None
-    finish_reason: str | None = None
-    usage: JSONObject | None = None
-
-
-class Health(ReadModel):
-    status: str

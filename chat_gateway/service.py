@@ -21,7 +21,7 @@ from chat_gateway.identity import ANYONE, Caller
 from chat_gateway.metrics import RECOVERED, RESUMES
 from chat_gateway.persistence_client import PersistenceClient
 from chat_gateway.prompt import question_messages
-from chat_gateway.schemas import ChatRequest, StoredMessage
+from chat_gateway.schemas import ChatRequest
 from chat_gateway.upstream import discard, open_stream
 from shared import (
     Conflict,
@@ -34,6 +34,7 @@ from shared import (
     ServiceUnavailable,
     TooManyRequests,
 )
+from shared.contract import MessageDetail
 from shared.identity import TurnAccount
 
 logger = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ def title_from(message: str) -> str:
     return (words[:77] + "...") if len(words) > 80 else words or "New chat"
 
 
-def _lease_is_live(message: StoredMessage) -> bool:
+def _lease_is_live(message: MessageDetail) -> bool:
     return message.lease_expires_at is not None and message.lease_expires_at > datetime.now(UTC)
 
 
@@ -118,7 +119,7 @@ class Answers:
         caller: Caller = ANYONE,
         prompt: list[ChatCompletionMessageParam] | None = None,
         create_session: bool = False,
-    ) -> StoredMessage:
+    ) -> MessageDetail:
         """Store the question and its answer, and start generating it (or attach to it, on a retry).
 
         ``caller``: whose chat it is, in which of their sessions, within which budgets (429 when one is
@@ -237,7 +238,7 @@ class Answers:
 
     async def _settle_turn(
         self, session_id: uuid.UUID, turn: dict[str, Any], scope: str | None
-    ) -> tuple[StoredMessage, bool]:
+    ) -> tuple[MessageDetail, bool]:
         """Store the turn again, with the same ids, until persistence answers or TURN_SETTLE_SECONDS pass.
 
         A replay of a turn that did land returns it as stored (then generated here, or followed). Given up,
@@ -265,7 +266,7 @@ class Answers:
 
     async def _generate_if_free(
         self,
-        answer: StoredMessage,
+        answer: MessageDetail,
         *,
         model: str | None,
         resume: bool,
@@ -321,7 +322,7 @@ class Answers:
 
     def _start(
         self,
-        claimed: StoredMessage,
+        claimed: MessageDetail,
         client: AsyncOpenAI,
         *,
         model: str | None,
@@ -347,14 +348,14 @@ class Answers:
     def _forget(self, generation: Generation) -> None:
         self._live.pop(generation.message_id, None)
 
-    async def resume(self, message_id: uuid.UUID, caller: Caller = ANYONE) -> StoredMessage:
+    async def resume(self, message_id: uuid.UUID, caller: Caller = ANYONE) -> MessageDetail:
         return await self._resume(await self.persistence.get_message(message_id, caller.user_id), caller)
 
-    async def resume_session(self, session_id: uuid.UUID, caller: Caller = ANYONE) -> StoredMessage:
+    async def resume_session(self, session_id: uuid.UUID, caller: Caller = ANYONE) -> MessageDetail:
         answer = await self.persistence.last_message(session_id, MessageRole.ASSISTANT.value, caller.user_id)
         return await self._resume(answer, caller)
 
-    async def _resume(self, answer: StoredMessage, caller: Caller) -> StoredMessage:
+    async def _resume(self, answer: MessageDetail, caller: Caller) -> MessageDetail:
         max_tokens = (answer.options or {}).get("max_tokens")
         reserve = self.settings.budget_reserve_tokens
         account = caller.account(
@@ -367,7 +368,7 @@ class Answers:
         RESUMES.inc()
         return answer
 
-    async def cancel(self, message_id: uuid.UUID, scope: str | None = None) -> StoredMessage:
+    async def cancel(self, message_id: uuid.UUID, scope: str | None = None) -> MessageDetail:
         """Stop an answer for good (unlike a disconnect): partial text saved, status failed, error 'cancelled'."""
         if scope is not None:
             await self.persistence.get_message(message_id, scope)  # another user's answer is a 404
@@ -383,7 +384,7 @@ class Answers:
         # Generated elsewhere: its next write finds the lease gone and stops.
         return await self.persistence.update_message(message_id, {"status": "failed", "error": "cancelled"})
 
-    async def reattach(self, message_id: uuid.UUID, offset: int, scope: str | None = None) -> StoredMessage:
+    async def reattach(self, message_id: uuid.UUID, offset: int, scope: str | None = None) -> MessageDetail:
         """The answer to follow from ``offset``: refused when it has ended before that offset."""
         answer = await self.persistence.get_message(message_id, scope)
         if answer.status in TERMINAL and offset > (length := len(answer.content)):
@@ -451,7 +452,7 @@ class Answers:
                     return
             await asyncio.sleep(self.settings.reattach_poll_seconds)
 
-    async def outcome(self, message_id: uuid.UUID) -> StoredMessage:
+    async def outcome(self, message_id: uuid.UUID) -> MessageDetail:
         """Wait for the answer to end and return it as stored.
 
         Through persistence outages too, for up to TURN_SETTLE_SECONDS at a time: a client answered at once
@@ -506,7 +507,7 @@ class Answers:
         RECOVERED.inc(taken)
         return taken
 
-    def _may_have_been_refused(self, answer: StoredMessage) -> bool:
+    def _may_have_been_refused(self, answer: MessageDetail) -> bool:
         """Whether an orphan's client may have been told its chat failed: its gateway never wrote to it, and
         the turn was stored long enough ago for that gateway to have given up on it (3/4 of TURN_SETTLE_SECONDS,
         against its own clock and persistence's: the quarter is for their difference). Before that, the orphan

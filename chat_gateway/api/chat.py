@@ -7,9 +7,10 @@ from fastapi import APIRouter, Header, Query, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from chat_gateway.deps import AnswersDep, CallerDep
-from chat_gateway.schemas import ChatRequest, ChatResponse, StoredMessage
+from chat_gateway.schemas import ChatRequest, ChatResponse
 from chat_gateway.service import Answers
 from shared import DomainError, ErrorBody, ErrorCode, MessageStatus
+from shared.contract import MessageDetail
 from shared.resources import MAX_OFFSET
 
 router = APIRouter(prefix="/chat", tags=["chat"])
@@ -28,7 +29,7 @@ def _wants_stream(request: Request, asked: bool | None) -> bool:
     return bool(asked) or "text/event-stream" in request.headers.get("accept", "")
 
 
-async def _events(answers: Answers, answer: StoredMessage, offset: int) -> AsyncIterator[ServerSentEvent]:
+async def _events(answers: Answers, answer: MessageDetail, offset: int) -> AsyncIterator[ServerSentEvent]:
     start = {"session_id": str(answer.session_id), "message_id": str(answer.id), "offset": offset}
     yield ServerSentEvent(event="start", data=json.dumps(start), id=str(offset))
     async for event in answers.follow(answer.id, offset):
@@ -43,7 +44,7 @@ async def _events(answers: Answers, answer: StoredMessage, offset: int) -> Async
 
 
 async def _respond(
-    answers: Answers, answer: StoredMessage, request: Request, stream: bool | None, offset: int = 0
+    answers: Answers, answer: MessageDetail, request: Request, stream: bool | None, offset: int = 0
 ) -> EventSourceResponse | ChatResponse:
     if _wants_stream(request, stream):
         return EventSourceResponse(_events(answers, answer, offset), ping=15)

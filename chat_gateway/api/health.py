@@ -1,8 +1,8 @@
 from fastapi import APIRouter
 
 from chat_gateway.deps import PersistenceDep
-from chat_gateway.schemas import Health
 from shared import ErrorCode, ServiceUnavailable
+from shared.contract import Health
 
 router = APIRouter(prefix="/health", tags=["health"])
 

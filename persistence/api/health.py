@@ -5,8 +5,8 @@ from sqlalchemy.orm import Session
 
 from persistence.db import Database
 from persistence.deps import DbDep
-from persistence.schemas import Health
 from shared import ErrorCode, ServiceUnavailable
+from shared.contract import Health
 
 router = APIRouter(prefix="/health", tags=["health"])
 

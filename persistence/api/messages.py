@@ -6,19 +6,19 @@ from fastapi import APIRouter, Query, Response
 from persistence.api.params import NO_NUL, Cursor, Limit, replayed
 from persistence.deps import DbDep, IfMatchDep, IfNoneMatchDep, OwnerCheck, SettingsDep
 from persistence.models import Message
-from persistence.schemas import (
+from persistence.schemas import MessageCreate
+from persistence.services import messages
+from shared import MessageRead, MessageRole, MessageStatus, Page
+from shared.contract import (
     AppendRequest,
     AppendResult,
     ClaimRequest,
-    MessageCreate,
     MessageDetail,
     MessageText,
     MessageUpdate,
     TurnCreate,
     TurnRead,
 )
-from persistence.services import messages
-from shared import MessageRead, MessageRole, MessageStatus, Page
 from shared.resources import MAX_OFFSET
 
 router = APIRouter(tags=["messages"])

@@ -9,7 +9,6 @@ from persistence.api.health import check_database
 from persistence.api.params import NO_NUL
 from persistence.deps import DbDep
 from persistence.schemas import (
-    Health,
     RagMessage,
     RagMessageCreate,
     RagMessageList,
@@ -22,6 +21,7 @@ from persistence.schemas import (
     SessionUpdate,
 )
 from persistence.services import messages, rag, sessions
+from shared.contract import Health
 
 router = APIRouter(prefix="/api/v1", tags=["RAG chat-storage API"])
 

@@ -39,11 +39,12 @@ from sqlalchemy.sql.elements import ColumnClause, ColumnElement
 from persistence.db import as_dicts, insert_on_conflict
 from persistence.models import ChatSession, Message, UTCDateTime, utcnow
 from persistence.pagination import decode_cursor, keyset_page
-from persistence.schemas import AppendRequest, ClaimRequest, MessageCreate, MessageUpdate, TurnCreate
+from persistence.schemas import MessageCreate
 from persistence.services import usage
 from persistence.services.sessions import open_session_params, open_session_statement, session_exists
 from persistence.services.sessions import owner_of as session_owner
 from shared import Conflict, ErrorCode, MessageRole, MessageStatus, NotFound, OffsetMismatch, PreconditionFailed
+from shared.contract import AppendRequest, ClaimRequest, MessageUpdate, TurnCreate
 
 Status = MessageStatus
 

@@ -5,8 +5,10 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from shared import MessageRole, MessageStatus
+from shared.contract import MessageDetail
 from tests.conftest import serve
 from tests.fake_openai import TEXT, create_fake_openai
 
@@ -173,3 +177,30 @@ def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.05) -> A
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+def stored_message(**fields: Any) -> MessageDetail:
+    """A message as persistence returns it, every field a test does not name defaulted."""
+    now = datetime.now(UTC)
+    values: dict[str, Any] = {
+        "id": uuid.uuid4(),
+        "session_id": uuid.uuid4(),
+        "role": MessageRole.ASSISTANT,
+        "content": "",
+        "context": None,
+        "status": MessageStatus.IN_PROGRESS,
+        "error": None,
+        "rating": None,
+        "model": None,
+        "finish_reason": None,
+        "usage": None,
+        "options": None,
+        "attempts": 0,
+        "version": 1,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "sent_at": now,
+        "created_at": now,
+        "updated_at": now,
+    }
+    return MessageDetail(**(values | fields))

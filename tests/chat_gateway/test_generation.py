@@ -15,8 +15,9 @@ from starlette.responses import Response, StreamingResponse
 from chat_gateway.config import Settings
 from chat_gateway.generation import Generation
 from chat_gateway.persistence_client import PersistenceClient, PersistenceError
-from chat_gateway.schemas import StoredMessage
 from shared import MessageRole, MessageStatus, NotFound
+from shared.contract import MessageDetail
+from tests.chat_gateway.conftest import stored_message
 from tests.conftest import serve
 
 pytestmark = pytest.mark.anyio
@@ -45,9 +46,9 @@ class _Store(PersistenceClient):
         return offset + len(text)
 
 
-def _answer(content: str = "", options: dict[str, Any] | None = None) -> StoredMessage:
+def _answer(content: str = "", options: dict[str, Any] | None = None) -> MessageDetail:
     now = datetime.now(UTC)
-    return StoredMessage(
+    return stored_message(
         id=uuid.uuid4(),
         session_id=uuid.uuid4(),
         role=MessageRole.ASSISTANT,
@@ -70,7 +71,7 @@ class _Deleted(PersistenceClient):
 
 
 def _generation(
-    settings: Settings, store: PersistenceClient, upstream_url: str, answer: StoredMessage | None = None
+    settings: Settings, store: PersistenceClient, upstream_url: str, answer: MessageDetail | None = None
 ) -> Generation:
     return Generation(
         answer or _answer(),

@@ -7,6 +7,7 @@ import respx
 
 from chat_gateway.persistence_client import PersistenceClient, PersistenceError
 from shared import Conflict, NotFound, ServiceUnavailable
+from tests.chat_gateway.conftest import stored_message
 
 BASE = "http://persistence.test"
 MESSAGE_ID = uuid.uuid4()
@@ -21,14 +22,7 @@ async def client():
 
 
 def _message(**fields):
-    return {
-        "id": str(MESSAGE_ID),
-        "session_id": str(uuid.uuid4()),
-        "role": "assistant",
-        "content": "",
-        "status": "pending",
-        "created_at": "2026-01-01T00:00:00Z",
-    } | fields
+    return stored_message(id=MESSAGE_ID, status="pending").model_dump(mode="json") | fields
 
 
 @respx.mock

@@ -10,8 +10,9 @@ from chat_gateway.prompt import (
     continuation_anchor,
     load_history,
 )
-from chat_gateway.schemas import StoredMessage
 from shared import MessageRole, MessageStatus
+from shared.contract import MessageDetail
+from tests.chat_gateway.conftest import stored_message
 from tests.fake_openai import TEXT, tokens
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -20,8 +21,8 @@ SESSION = uuid.uuid4()
 pytestmark = pytest.mark.anyio
 
 
-def _message(role: str, content: str, minute: int, context=None) -> StoredMessage:
-    return StoredMessage(
+def _message(role: str, content: str, minute: int, context=None) -> MessageDetail:
+    return stored_message(
         id=uuid.uuid4(),
         session_id=SESSION,
         role=MessageRole(role),
@@ -111,7 +112,7 @@ def test_without_partial_answer_nothing_is_held_back() -> None:
 
 
 class FakeHistory:
-    def __init__(self, newest_first: list[StoredMessage], page: int) -> None:
+    def __init__(self, newest_first: list[MessageDetail], page: int) -> None:
         self.items = newest_first
         self.page = page
         self.calls = 0

@@ -15,10 +15,12 @@ from chat_gateway import service
 from chat_gateway.config import Settings
 from chat_gateway.generation import StreamEvent
 from chat_gateway.persistence_client import UNREACHABLE, PersistenceClient
-from chat_gateway.schemas import ChatRequest, StoredMessage
+from chat_gateway.schemas import ChatRequest
 from chat_gateway.service import Answers
 from chat_gateway.upstream import create_client
 from shared import MessageRole, MessageStatus, ServiceUnavailable
+from shared.contract import MessageDetail
+from tests.chat_gateway.conftest import stored_message
 from tests.conftest import serve
 from tests.fake_openai import TEXT, Plan, create_fake_openai, tokens
 
@@ -52,15 +54,7 @@ class _StoredTurns(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         await asyncio.sleep(0)
         self.events.append("turn sent")
-        now = datetime.now(UTC).isoformat()
-        answer = {
-            "id": str(uuid.uuid4()),
-            "session_id": str(uuid.uuid4()),
-            "role": MessageRole.ASSISTANT,
-            "content": "Hello.",
-            "status": MessageStatus.COMPLETE,
-            "created_at": now,
-        }
+        answer = stored_message(content="Hello.", status=MessageStatus.COMPLETE).model_dump(mode="json")
         return httpx.Response(200, json={"question": {}, "answer": answer})
 
 
@@ -104,7 +98,17 @@ async def _follow(
 def _text_in_progress(text: str = "Hel", offset: int = 0, version: int = 2) -> dict[str, object]:
     """An answer's text as persistence returns it to a follower while another gateway generates it."""
     length = offset + len(text)
-    return {"offset": offset, "text": text, "length": length, "version": version, "status": MessageStatus.IN_PROGRESS}
+    return {
+        "id": str(uuid.uuid4()),
+        "offset": offset,
+        "text": text,
+        "length": length,
+        "version": version,
+        "status": MessageStatus.IN_PROGRESS,
+        "error": None,
+        "finish_reason": None,
+        "usage": None,
+    }
 
 
 async def test_following_an_answer_persistence_loses_track_of_ends_with_an_error_event() -> None:
@@ -186,9 +190,9 @@ class _SlowTurns(PersistenceClient):
 
     async def start_turn(
         self, session_id: uuid.UUID, body: dict[str, Any], scope: str | None = None
-    ) -> tuple[StoredMessage, bool]:
+    ) -> tuple[MessageDetail, bool]:
         await asyncio.sleep(self.delay)
-        answer = StoredMessage(
+        answer = stored_message(
             id=uuid.UUID(body["answer"]["id"]),
             session_id=session_id,
             role=MessageRole.ASSISTANT,
@@ -244,18 +248,12 @@ class _RestartingPersistence:
         body = json.loads(request.content) if request.content else {}
         if request.url.path.endswith("/turns"):
             if self.answer is None:
-                now = datetime.now(UTC).isoformat()
-                self.answer = {
-                    "id": body["answer"]["id"],
-                    "session_id": request.url.path.split("/")[2],
-                    "role": "assistant",
-                    "content": "",
-                    "status": "in_progress",
-                    "lease_owner": body["owner"],
-                    "lease_expires_at": now,
-                    "version": 1,
-                    "created_at": now,
-                }
+                self.answer = stored_message(
+                    id=uuid.UUID(body["answer"]["id"]),
+                    session_id=uuid.UUID(request.url.path.split("/")[2]),
+                    lease_owner=body["owner"],
+                    lease_expires_at=datetime.now(UTC),
+                ).model_dump(mode="json")
                 raise httpx.ConnectError("reply lost")
             if self.down > 0:
                 self.down -= 1
