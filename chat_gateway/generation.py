@@ -33,7 +33,7 @@ from chat_gateway.upstream import (
     retrying,
 )
 from shared import Conflict, MessageStatus, NotFound, OffsetMismatch, ServiceUnavailable, storable_text
-from shared.contract import MessageDetail
+from shared.contract import AnswerFinish, MessageDetail
 
 logger = logging.getLogger(__name__)
 
@@ -317,7 +317,7 @@ class Generation:
             if len(self.text) > self._saved or time.monotonic() - self._last_write >= heartbeat or renewal_awaited:
                 await self._write()
 
-    async def _write(self, lease_seconds: float | None = None, finish: dict[str, Any] | None = None) -> bool:
+    async def _write(self, lease_seconds: float | None = None, finish: AnswerFinish | None = None) -> bool:
         """Save the unsaved text (or just renew the lease; or end the answer, with ``finish``).
 
         False when persistence is unreachable.
@@ -378,7 +378,7 @@ class Generation:
             return True
         return False
 
-    async def _flush_all(self, lease_seconds: float | None = None, finish: dict[str, Any] | None = None) -> bool:
+    async def _flush_all(self, lease_seconds: float | None = None, finish: AnswerFinish | None = None) -> bool:
         """Save all the text with one last write, retried until persistence answers or the deadline passes."""
         deadline = time.monotonic() + self.settings.retry_max_seconds
         while True:
@@ -388,9 +388,9 @@ class Generation:
                 return False
             await asyncio.sleep(min(1.0, self.settings.flush_interval_seconds))
 
-    def _finish_fields(self, status: MessageStatus, error: str | None) -> dict[str, Any]:
+    def _finish_fields(self, status: MessageStatus, error: str | None) -> AnswerFinish:
         # Unset fields stay as stored: a claim cleared the last attempt's error, and only completes set a reason.
-        fields: dict[str, Any] = {"status": status.value}
+        fields: dict[str, Any] = {"status": status}
         if error is not None:
             fields["error"] = error
         if self.finish_reason is not None:
@@ -399,7 +399,7 @@ class Generation:
             fields["usage"] = self.usage.totals
         if (model := self.model_used or self.model) != self.answer.model:
             fields["model"] = model
-        return fields
+        return AnswerFinish(**fields)
 
     async def _finish(self, status: MessageStatus | None, error: str | None) -> None:
         """Save the rest of the text and how the answer ended, in one write."""
@@ -416,7 +416,7 @@ class Generation:
                 saved = await self._flush_all(RELEASED_LEASE_SECONDS if status is None else None, finish)
             except PersistenceError:  # this write refused: end failed, with only what persistence has
                 status, error = MessageStatus.FAILED, self._refused
-                saved = await self._flush_all(finish={"status": status.value, "error": error})
+                saved = await self._flush_all(finish=AnswerFinish(status=status, error=error))
         except (Conflict, NotFound):
             self.status = None
             return

@@ -6,6 +6,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+from pydantic import BaseModel
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from shared import (
@@ -23,7 +24,16 @@ from shared import (
     ServiceUnavailable,
     SessionRead,
 )
-from shared.contract import MessageDetail, MessageText
+from shared.contract import (
+    AnswerFinish,
+    AppendRequest,
+    AppendResult,
+    ClaimRequest,
+    MessageDetail,
+    MessageText,
+    MessageUpdate,
+    TurnCreate,
+)
 from shared.identity import (
     ON_BEHALF_OF,
     KeyCreate,
@@ -58,6 +68,11 @@ class PersistenceError(DomainError):
 
 # Persistence found a value invalid: when the gateway relays a client's values, the client's to fix.
 _INVALID_VALUE = frozenset({400, 413, 422})
+
+
+def _body(model: BaseModel) -> JSONObject:
+    """A request body as JSON: only the fields that were set (those unset keep persistence's defaults)."""
+    return model.model_dump(mode="json", exclude_unset=True)
 
 
 def _on_behalf_of(scope: str | None) -> dict[str, str] | None:
@@ -213,18 +228,19 @@ class PersistenceClient:
         return [MessageDetail.model_validate(item) for item in page["items"]], page["next_cursor"]
 
     async def start_turn(
-        self, session_id: uuid.UUID, body: dict[str, Any], scope: str | None = None
+        self, session_id: uuid.UUID, body: TurnCreate, scope: str | None = None
     ) -> tuple[MessageDetail, bool]:
         """Store a question and its answer; returns the answer and whether the turn is new (else a replay)."""
-        response = await self._send("POST", f"/sessions/{session_id}/turns", json=body, headers=_on_behalf_of(scope))
+        path = f"/sessions/{session_id}/turns"
+        response = await self._send("POST", path, json=_body(body), headers=_on_behalf_of(scope))
         return MessageDetail.model_validate(response.json()["answer"]), response.status_code == 201
 
     async def update_message(
-        self, message_id: uuid.UUID, changes: dict[str, Any], *, if_match: int | None = None
+        self, message_id: uuid.UUID, changes: MessageUpdate, *, if_match: int | None = None
     ) -> MessageDetail:
         """Change a message; with ``if_match``, only while it is still at that version (else PreconditionFailed)."""
         headers = {"If-Match": f'"{if_match}"'} if if_match is not None else None
-        data = await self._request("PATCH", f"/messages/{message_id}", json=changes, headers=headers)
+        data = await self._request("PATCH", f"/messages/{message_id}", json=_body(changes), headers=headers)
         return MessageDetail.model_validate(data)
 
     async def append(
@@ -235,32 +251,35 @@ class PersistenceClient:
         *,
         owner: str,
         lease_seconds: float,
-        finish: dict[str, Any] | None = None,
+        finish: AnswerFinish | None = None,
     ) -> int:
         """Append at ``offset`` (and end the answer, with ``finish``); returns the new length.
 
         A lost response retried is recognised, not doubled.
         """
-        body: dict[str, Any] = {"offset": offset, "text": text, "owner": owner}
+        body = AppendRequest(offset=offset, text=text, owner=owner)
         if finish is None:
-            body["lease_seconds"] = lease_seconds
+            body.lease_seconds = lease_seconds
         else:  # an ended answer holds no lease
-            body["finish"] = finish
+            body.finish = finish
         try:
-            result = await self._request("POST", f"/messages/{message_id}/append", json=body)
+            result = AppendResult.model_validate(
+                await self._request("POST", f"/messages/{message_id}/append", json=_body(body))
+            )
         except Conflict as exc:
             # Our earlier try landed but its answer was lost: the length already includes this text.
             landed = exc.extra.get("length") == offset + len(text)
             if landed and isinstance(exc, OffsetMismatch) and finish is None:
                 return offset + len(text)
-            if landed and finish is not None and exc.extra.get("status") == finish["status"]:
+            if landed and finish is not None and exc.extra.get("status") == finish.status:
                 return offset + len(text)
             raise
-        return int(result["length"])
+        return result.length
 
     async def claim(self, message_id: uuid.UUID, owner: str, lease_seconds: float) -> MessageDetail:
-        body = {"owner": owner, "lease_seconds": lease_seconds}
-        return MessageDetail.model_validate(await self._request("POST", f"/messages/{message_id}/claim", json=body))
+        body = ClaimRequest(owner=owner, lease_seconds=lease_seconds)
+        data = await self._request("POST", f"/messages/{message_id}/claim", json=_body(body))
+        return MessageDetail.model_validate(data)
 
     # Identity: user keys, limits, usage (persistence keeps them; the gateway decides who may see them).
 

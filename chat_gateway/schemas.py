@@ -1,10 +1,11 @@
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import Field, StringConstraints
 
 from shared import InputModel, JSONObject, MessageStatus, ReadModel
 from shared.contract import MessageDetail
+from shared.resources import Context
 
 Penalty = Annotated[float, Field(ge=-2, le=2)]
 
@@ -40,7 +41,7 @@ class ChatRequest(InputModel):
         description="Whose chat it is: with a user's credential, absent or their own; an admin names anyone "
         "(default: anonymous).",
     )
-    context: JSONObject | list[Any] | str | None = Field(
+    context: Context | None = Field(
         default=None, description="RAG context for this prompt; stored with the message, shown to the model."
     )
     model: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None

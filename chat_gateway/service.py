@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import cast
 
 from openai import AsyncOpenAI, AsyncStream
 from openai.types.chat import ChatCompletionMessageParam
@@ -27,6 +27,7 @@ from shared import (
     Conflict,
     DomainError,
     ErrorCode,
+    JSONObject,
     MessageRole,
     MessageStatus,
     OffsetMismatch,
@@ -34,7 +35,7 @@ from shared import (
     ServiceUnavailable,
     TooManyRequests,
 )
-from shared.contract import MessageDetail
+from shared.contract import MessageDetail, MessageUpdate, TurnAnswer, TurnCreate, TurnQuestion, TurnSession
 from shared.identity import TurnAccount
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,10 @@ def _chat_ids(idempotency_key: str | None, user_id: str) -> tuple[uuid.UUID, uui
         return uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     seed = hashlib.sha256(f"{user_id}\x00{idempotency_key}".encode()).hexdigest()
     return uuid.uuid5(_IDS, f"{seed}:session"), uuid.uuid5(_IDS, f"{seed}:user"), uuid.uuid5(_IDS, f"{seed}:answer")
+
+
+def _failed(error: str) -> MessageUpdate:
+    return MessageUpdate(status=MessageStatus.FAILED, error=error)
 
 
 def over_budget(exc: Conflict) -> TooManyRequests:
@@ -203,19 +208,19 @@ class Answers:
         model: str,
         prompt: list[ChatCompletionMessageParam] | None,
         opens_session: bool,
-    ) -> tuple[dict[str, Any], TurnAccount]:
+    ) -> tuple[TurnCreate, TurnAccount]:
         """The turn persistence stores: the question, the answer claimed by this gateway, whose it is."""
         question_id, answer_id = ids
-        question: dict[str, Any] = {"id": str(question_id), "content": request.message}
-        if request.context is not None:
-            question["context"] = request.context
-        answer: dict[str, Any] = {"id": str(answer_id), "model": model}
+        question = TurnQuestion(id=question_id, content=request.message, context=request.context)
         options = request.options.given() if request.options is not None else {}
-        if options:
-            answer["options"] = options
-        if prompt is not None and prompt != question_messages(request.message, request.context):
-            # A client's own prompt, which the stored history would not give back: kept for a continuation.
-            answer["prompt"] = prompt
+        # A client's own prompt, which the stored history would not give back, is kept for a continuation.
+        own_prompt = prompt is not None and prompt != question_messages(request.message, request.context)
+        answer = TurnAnswer(
+            id=answer_id,
+            model=model,
+            options=options or None,
+            prompt=cast(list[JSONObject], prompt) if own_prompt else None,
+        )
         # What the answer may cost until its usage is known: its prompt (the client's, else the question; the
         # history of an existing session is not known yet) and its max_tokens.
         prompt_chars = len(json.dumps(prompt)) if prompt is not None else len(request.message)
@@ -224,20 +229,22 @@ class Answers:
         max_tokens = options.get("max_tokens", options.get("max_completion_tokens"))
         reserve = self.settings.budget_reserve_tokens
         account = caller.account(user_id, max_tokens=max_tokens, prompt_chars=prompt_chars, reserve=reserve)
-        turn: dict[str, Any] = {
-            "question": question,
-            "answer": answer,
-            "owner": self.settings.instance_id,
-            "lease_seconds": self.settings.lease_seconds,
-            "account": account.model_dump(exclude_none=True),
-        }
+        session = None
         if opens_session:
             exclusive = caller.owns_exclusively(request.user_id)
-            turn["session"] = {"user_id": user_id, "title": title_from(request.message), "exclusive": exclusive}
+            session = TurnSession(user_id=user_id, title=title_from(request.message), exclusive=exclusive)
+        turn = TurnCreate(
+            session=session,
+            question=question,
+            answer=answer,
+            owner=self.settings.instance_id,
+            lease_seconds=self.settings.lease_seconds,
+            account=account,
+        )
         return turn, account
 
     async def _settle_turn(
-        self, session_id: uuid.UUID, turn: dict[str, Any], scope: str | None
+        self, session_id: uuid.UUID, turn: TurnCreate, scope: str | None
     ) -> tuple[MessageDetail, bool]:
         """Store the turn again, with the same ids, until persistence answers or TURN_SETTLE_SECONDS pass.
 
@@ -382,7 +389,7 @@ class Answers:
         if answer.status == MessageStatus.FAILED:
             return answer
         # Generated elsewhere: its next write finds the lease gone and stops.
-        return await self.persistence.update_message(message_id, {"status": "failed", "error": "cancelled"})
+        return await self.persistence.update_message(message_id, _failed("cancelled"))
 
     async def reattach(self, message_id: uuid.UUID, offset: int, scope: str | None = None) -> MessageDetail:
         """The answer to follow from ``offset``: refused when it has ended before that offset."""
@@ -491,14 +498,11 @@ class Answers:
                 # turn and tell its client the chat failed (_settle_turn): it ends failed, never generated. A retry
                 # of the chat with its Idempotency-Key takes it up again.
                 with contextlib.suppress(Conflict, PreconditionFailed):
-                    await self.persistence.update_message(
-                        answer.id, {"status": "failed", "error": NOT_STARTED}, if_match=answer.version
-                    )
+                    await self.persistence.update_message(answer.id, _failed(NOT_STARTED), if_match=answer.version)
                 continue
             if self.settings.recovery_mode == "fail":
                 with contextlib.suppress(Conflict):
-                    changes: dict[str, Any] = {"status": "failed", "error": "abandoned: its gateway stopped"}
-                    await self.persistence.update_message(answer.id, changes)
+                    await self.persistence.update_message(answer.id, _failed("abandoned: its gateway stopped"))
                     taken += 1
                 continue
             with contextlib.suppress(Conflict):

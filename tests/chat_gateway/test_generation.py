@@ -16,7 +16,7 @@ from chat_gateway.config import Settings
 from chat_gateway.generation import Generation
 from chat_gateway.persistence_client import PersistenceClient, PersistenceError
 from shared import MessageRole, MessageStatus, NotFound
-from shared.contract import MessageDetail
+from shared.contract import AnswerFinish, MessageDetail
 from tests.chat_gateway.conftest import stored_message
 from tests.conftest import serve
 
@@ -127,7 +127,7 @@ class _Refusing(PersistenceClient):
     """Persistence that refuses every append carrying text (a 422), and records each append."""
 
     def __init__(self, delay: float = 0.0) -> None:
-        self.appends: list[tuple[int, str, dict[str, Any] | None]] = []
+        self.appends: list[tuple[int, str, AnswerFinish | None]] = []
         self.delay = delay
 
     async def append(self, message_id: uuid.UUID, offset: int, text: str, **kwargs: Any) -> int:
@@ -234,7 +234,7 @@ async def test_a_write_persistence_refuses_ends_the_answer_failed_with_what_is_s
     offset, text, finish = store.appends[-1]
     assert (offset, text) == (0, "")
     assert finish is not None
-    assert (finish["status"], finish["error"]) == ("failed", refusal)
+    assert (finish.status, finish.error) == ("failed", refusal)
     assert len([text for _offset, text, _finish in store.appends if text]) == 1  # the text was offered once
     if path == "/slow/v1":  # the model was stopped: tokens nobody could keep are not bought
         assert len(generation.text) < len("".join(WORDS))

@@ -6,7 +6,8 @@ import pytest
 import respx
 
 from chat_gateway.persistence_client import PersistenceClient, PersistenceError
-from shared import Conflict, NotFound, ServiceUnavailable
+from shared import Conflict, MessageStatus, NotFound, ServiceUnavailable
+from shared.contract import AnswerFinish, MessageUpdate, TurnCreate, TurnQuestion
 from tests.chat_gateway.conftest import stored_message
 
 BASE = "http://persistence.test"
@@ -19,6 +20,13 @@ pytestmark = pytest.mark.anyio
 async def client():
     async with httpx.AsyncClient(base_url=BASE) as http:
         yield PersistenceClient(http, attempts=3, initial_wait=0, max_wait=0)
+
+
+COMPLETE = AnswerFinish(status=MessageStatus.COMPLETE)
+
+
+def _appended(length: int) -> dict[str, object]:
+    return {"id": str(MESSAGE_ID), "length": length, "version": 2, "status": "in_progress", "lease_expires_at": None}
 
 
 def _message(**fields):
@@ -69,7 +77,7 @@ async def test_4xx_is_not_retried_and_keeps_its_meaning(client: PersistenceClien
         await client.get_message(MESSAGE_ID)
     respx.patch(f"{BASE}/messages/{MESSAGE_ID}").mock(return_value=httpx.Response(422, json={"detail": "bad"}))
     with pytest.raises(PersistenceError) as refused:
-        await client.update_message(MESSAGE_ID, {"status": "nope"})
+        await client.update_message(MESSAGE_ID, MessageUpdate(error="nope"))
     assert refused.value.status_code == 422  # a value to fix, relayed as such: not a 502
 
 
@@ -122,9 +130,9 @@ async def test_a_turn_says_whether_it_is_new(client: PersistenceClient) -> None:
     route = respx.post(f"{BASE}/sessions/{session_id}/turns").mock(
         side_effect=[httpx.Response(201, json=turn), httpx.Response(200, json=turn)]
     )
-    answer, created = await client.start_turn(session_id, {"question": {"content": "hi"}})
+    answer, created = await client.start_turn(session_id, TurnCreate(question=TurnQuestion(content="hi")))
     assert (answer.id, answer.status, created) == (MESSAGE_ID, "in_progress", True)
-    assert (await client.start_turn(session_id, {"question": {"content": "hi"}}))[1] is False
+    assert (await client.start_turn(session_id, TurnCreate(question=TurnQuestion(content="hi"))))[1] is False
     assert route.call_count == 2
 
 
@@ -132,17 +140,20 @@ async def test_a_turn_says_whether_it_is_new(client: PersistenceClient) -> None:
 @pytest.mark.parametrize(
     ("finish", "conflict"),
     [
-        ({"status": "complete"}, {"detail": "complete", "code": "conflict", "status": "complete", "length": 15}),
-        ({"status": "failed"}, {"detail": "lease", "code": "lease_lost", "status": "failed", "length": 15}),
+        ("complete", {"detail": "complete", "code": "conflict", "status": "complete", "length": 15}),
+        ("failed", {"detail": "lease", "code": "lease_lost", "status": "failed", "length": 15}),
     ],
 )
 async def test_a_finishing_append_whose_answer_was_lost_is_recognised(
-    client: PersistenceClient, finish: dict[str, str], conflict: dict[str, object]
+    client: PersistenceClient, finish: MessageStatus, conflict: dict[str, object]
 ) -> None:
     route = respx.post(f"{BASE}/messages/{MESSAGE_ID}/append").mock(
         side_effect=[httpx.ReadError("connection reset"), httpx.Response(409, json=conflict)]
     )
-    assert await client.append(MESSAGE_ID, 10, "hello", owner="g1", lease_seconds=5, finish=finish) == 15
+    assert (
+        await client.append(MESSAGE_ID, 10, "hello", owner="g1", lease_seconds=5, finish=AnswerFinish(status=finish))
+        == 15
+    )
     assert route.call_count == 2
 
 
@@ -151,16 +162,20 @@ async def test_a_finishing_append_on_an_answer_ended_otherwise_is_a_conflict(cli
     conflict = {"detail": "lease", "code": "lease_lost", "status": "failed", "length": 15}
     respx.post(f"{BASE}/messages/{MESSAGE_ID}/append").mock(return_value=httpx.Response(409, json=conflict))
     with pytest.raises(Conflict):  # cancelled by someone else: ours was "complete"
-        await client.append(MESSAGE_ID, 10, "hello", owner="g1", lease_seconds=5, finish={"status": "complete"})
+        await client.append(
+            MESSAGE_ID, 10, "hello", owner="g1", lease_seconds=5, finish=AnswerFinish(status=MessageStatus.COMPLETE)
+        )
 
 
 @respx.mock
 async def test_an_append_renews_the_lease_and_a_finishing_one_sends_none(client: PersistenceClient) -> None:
     route = respx.post(f"{BASE}/messages/{MESSAGE_ID}/append").mock(
-        side_effect=[httpx.Response(200, json={"length": 15}), httpx.Response(200, json={"length": 20})]
+        side_effect=[httpx.Response(200, json=_appended(15)), httpx.Response(200, json=_appended(20))]
     )
     await client.append(MESSAGE_ID, 10, "hello", owner="g1", lease_seconds=5)
-    await client.append(MESSAGE_ID, 15, "world", owner="g1", lease_seconds=5, finish={"status": "complete"})
+    await client.append(
+        MESSAGE_ID, 15, "world", owner="g1", lease_seconds=5, finish=AnswerFinish(status=MessageStatus.COMPLETE)
+    )
     renewing, finishing = (json.loads(call.request.content) for call in route.calls)
     assert renewing == {"offset": 10, "text": "hello", "owner": "g1", "lease_seconds": 5}
     assert finishing == {"offset": 15, "text": "world", "owner": "g1", "finish": {"status": "complete"}}

@@ -19,7 +19,7 @@ from chat_gateway.schemas import ChatRequest
 from chat_gateway.service import Answers
 from chat_gateway.upstream import create_client
 from shared import MessageRole, MessageStatus, ServiceUnavailable
-from shared.contract import MessageDetail
+from shared.contract import MessageDetail, TurnCreate
 from tests.chat_gateway.conftest import stored_message
 from tests.conftest import serve
 from tests.fake_openai import TEXT, Plan, create_fake_openai, tokens
@@ -189,11 +189,12 @@ class _SlowTurns(PersistenceClient):
         self.appended: list[str] = []
 
     async def start_turn(
-        self, session_id: uuid.UUID, body: dict[str, Any], scope: str | None = None
+        self, session_id: uuid.UUID, body: TurnCreate, scope: str | None = None
     ) -> tuple[MessageDetail, bool]:
         await asyncio.sleep(self.delay)
+        assert body.answer.id is not None
         answer = stored_message(
-            id=uuid.UUID(body["answer"]["id"]),
+            id=body.answer.id,
             session_id=session_id,
             role=MessageRole.ASSISTANT,
             content="",
@@ -269,7 +270,9 @@ class _RestartingPersistence:
             self.answer |= {"content": self.answer["content"] + body["text"], "version": self.answer["version"] + 1}
             if finish := body.get("finish"):
                 self.answer |= {"status": finish["status"], "lease_owner": None}
-            return httpx.Response(200, json={"length": len(self.answer["content"])})
+            fields = ("id", "version", "status", "lease_expires_at")
+            appended = {name: self.answer[name] for name in fields} | {"length": len(self.answer["content"])}
+            return httpx.Response(200, json=appended)
         if request.method == "PATCH":
             if request.headers.get("if-match") != f'"{self.answer["version"]}"':
                 return httpx.Response(412, json={"detail": "moved on", "code": "precondition_failed"})
