@@ -32,10 +32,12 @@ from shared.contract import (
     MessageDetail,
     MessageText,
     MessageUpdate,
+    SessionRename,
     TurnCreate,
 )
 from shared.identity import (
     ON_BEHALF_OF,
+    KeyCheck,
     KeyCreate,
     KeyCreated,
     KeyIdentity,
@@ -174,7 +176,7 @@ class PersistenceClient:
 
     async def rename_session(self, session_id: uuid.UUID, title: str, scope: str | None = None) -> SessionRead:
         data = await self._request(
-            "PUT", f"/sessions/{session_id}", json={"title": title}, headers=_on_behalf_of(scope)
+            "PUT", f"/sessions/{session_id}", json=_body(SessionRename(title=title)), headers=_on_behalf_of(scope)
         )
         return SessionRead.model_validate(data)
 
@@ -286,7 +288,8 @@ class PersistenceClient:
     async def identify_key(self, key: str) -> KeyIdentity | None:
         """Whom a user key belongs to; None for a key persistence refuses (unknown, revoked, expired)."""
         try:
-            return KeyIdentity.model_validate(await self._request("POST", "/keys/identify", json={"key": key}))
+            data = await self._request("POST", "/keys/identify", json=_body(KeyCheck(key=key)))
+            return KeyIdentity.model_validate(data)
         except PersistenceError as exc:
             # Only the key refused: a 401 for the gateway's own service key (misconfigured) is no user's fault.
             if exc.extra.get("persistence_code") in (ErrorCode.INVALID_USER_KEY, ErrorCode.KEY_EXPIRED):
@@ -302,7 +305,7 @@ class PersistenceClient:
         return UserLimits.model_validate(data)
 
     async def create_key(self, body: KeyCreate) -> KeyCreated:
-        return KeyCreated.model_validate(await self._request("POST", "/keys", json=body.model_dump(mode="json")))
+        return KeyCreated.model_validate(await self._request("POST", "/keys", json=_body(body)))
 
     async def list_keys(self, user_id: str | None) -> list[KeyRead]:
         params = {"user_id": user_id} if user_id is not None else None

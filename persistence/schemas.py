@@ -47,14 +47,6 @@ class SessionUpdate(PatchModel):
     metadata: JSONObject | None = None
 
 
-class SessionRename(InputModel):
-    title: Title
-
-
-class FavoriteSet(InputModel):
-    is_favorite: bool
-
-
 # Messages
 
 

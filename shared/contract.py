@@ -47,6 +47,17 @@ class PatchModel(InputModel):
         return self.model_dump(exclude_unset=True)
 
 
+# Sessions, as the gateway relays its clients' changes.
+
+
+class SessionRename(InputModel):
+    title: Title
+
+
+class FavoriteSet(InputModel):
+    is_favorite: bool
+
+
 # Answers: how they are stored, generated and followed.
 
 

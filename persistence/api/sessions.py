@@ -7,15 +7,14 @@ from fastapi.responses import PlainTextResponse
 from persistence.api.params import NO_NUL, Cursor, Limit, favorite_value, replayed
 from persistence.deps import DbDep, OnBehalfOfDep, OwnerCheck
 from persistence.schemas import (
-    FavoriteSet,
     ImportResult,
     SessionCreate,
     SessionExport,
-    SessionRename,
     SessionUpdate,
 )
 from persistence.services import sessions, transfer
 from shared import Page, SessionRead
+from shared.contract import FavoriteSet, SessionRename
 
 # Every route with a session id answers only for the session's user when asked on behalf of one.
 router = APIRouter(prefix="/sessions", tags=["sessions"], dependencies=[OwnerCheck])
