@@ -18,19 +18,18 @@ from typing import Any, Literal, cast
 from openai import AsyncOpenAI, AsyncStream
 from openai.types.chat import ChatCompletionMessageParam
 
+from chat_gateway import retry
 from chat_gateway.config import Settings
 from chat_gateway.metrics import ACTIVE_GENERATIONS, TOKENS, UPSTREAM_ERRORS
 from chat_gateway.persistence_client import PersistenceClient, PersistenceError
 from chat_gateway.prompt import Continuation, build_messages, load_history
+from chat_gateway.retry import StreamInterrupted, error_kind
 from chat_gateway.upstream import (
-    StreamInterrupted,
     Usage,
     discard,
-    error_kind,
     open_stream,
     options_to_continue,
     read_chunks,
-    retrying,
 )
 from shared import Conflict, MessageStatus, NotFound, OffsetMismatch, ServiceUnavailable, storable_text
 from shared.contract import AnswerFinish, MessageDetail
@@ -243,7 +242,7 @@ class Generation:
                 self.persistence, self.answer.session_id, self.answer, self.settings.history_budget_chars
             )
             self.prompt = build_messages(history)
-        async for attempt in retrying(self.settings):
+        async for attempt in retry.upstream(self.settings):
             with attempt:
                 await self._stream_once(self.prompt)
 
@@ -379,14 +378,11 @@ class Generation:
         return False
 
     async def _flush_all(self, lease_seconds: float | None = None, finish: AnswerFinish | None = None) -> bool:
-        """Save all the text with one last write, retried until persistence answers or the deadline passes."""
-        deadline = time.monotonic() + self.settings.retry_max_seconds
-        while True:
-            if await self._write(lease_seconds, finish) and self._saved == self._end_to_save():
-                return True
-            if time.monotonic() > deadline:
-                return False
-            await asyncio.sleep(min(1.0, self.settings.flush_interval_seconds))
+        """Save all the text with one last write, retried (``retry.last_save``) until it is all saved or time is up."""
+        return bool(await retry.last_save(self.settings)(self._save_all, lease_seconds, finish))
+
+    async def _save_all(self, lease_seconds: float | None, finish: AnswerFinish | None) -> bool:
+        return await self._write(lease_seconds, finish) and self._saved == self._end_to_save()
 
     def _finish_fields(self, status: MessageStatus, error: str | None) -> AnswerFinish:
         # Unset fields stay as stored: a claim cleared the last attempt's error, and only completes set a reason.

@@ -7,8 +7,9 @@ from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
+from chat_gateway import retry
+from chat_gateway.retry import Transient
 from shared import (
     Conflict,
     DomainError,
@@ -53,7 +54,7 @@ logger = logging.getLogger(__name__)
 UNREACHABLE = "the persistence service is unreachable: retry shortly"
 
 
-class _Retriable(Exception):
+class PersistenceBusy(Transient):
     """A 5xx or 429 from persistence: worth another try."""
 
     def __init__(self, response: httpx.Response) -> None:
@@ -79,10 +80,6 @@ def _body(model: BaseModel) -> JSONObject:
 
 def _on_behalf_of(scope: str | None) -> dict[str, str] | None:
     return {ON_BEHALF_OF: quote(scope, safe="")} if scope is not None else None
-
-
-def _is_retriable(exc: BaseException) -> bool:
-    return isinstance(exc, _Retriable | httpx.TransportError)
 
 
 def _raise_for(response: httpx.Response) -> None:
@@ -125,20 +122,13 @@ class PersistenceClient:
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Send, retried on connection errors, 5xx and 429; every write carries an id or offset, so retries are safe."""
         try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(self._attempts),
-                wait=wait_exponential_jitter(
-                    multiplier=self._initial_wait, jitter=self._initial_wait, max=self._max_wait
-                ),
-                retry=retry_if_exception(_is_retriable),
-                reraise=True,
-            ):
+            async for attempt in retry.persistence(self._attempts, self._initial_wait, self._max_wait):
                 with attempt:
                     response = await self.http.request(method, path, **kwargs)
                     # A 429 too: persistence's own rate limit (RATE_LIMIT) is a wait, not a refusal.
                     if response.status_code >= 500 or response.status_code == 429:
-                        raise _Retriable(response)
-        except (_Retriable, httpx.TransportError) as exc:
+                        raise PersistenceBusy(response)
+        except (PersistenceBusy, httpx.TransportError) as exc:
             # Where persistence lives is the operator's business: the log says it, clients are told what failed.
             logger.warning("persistence unreachable: %s %s: %r", method, path, exc)
             raise ServiceUnavailable(UNREACHABLE, code=ErrorCode.PERSISTENCE_UNAVAILABLE) from exc
@@ -174,10 +164,8 @@ class PersistenceClient:
         )
         return Page[MessageRead].model_validate(data)
 
-    async def rename_session(self, session_id: uuid.UUID, title: str, scope: str | None = None) -> SessionRead:
-        data = await self._request(
-            "PUT", f"/sessions/{session_id}", json=_body(SessionRename(title=title)), headers=_on_behalf_of(scope)
-        )
+    async def rename_session(self, session_id: uuid.UUID, body: SessionRename, scope: str | None = None) -> SessionRead:
+        data = await self._request("PUT", f"/sessions/{session_id}", json=_body(body), headers=_on_behalf_of(scope))
         return SessionRead.model_validate(data)
 
     async def favorite_session(

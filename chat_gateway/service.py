@@ -13,8 +13,8 @@ from typing import cast
 
 from openai import AsyncOpenAI, AsyncStream
 from openai.types.chat import ChatCompletionMessageParam
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
+from chat_gateway import retry
 from chat_gateway.config import Settings
 from chat_gateway.generation import Generation, StreamEvent, final_event
 from chat_gateway.identity import ANYONE, Caller
@@ -254,12 +254,7 @@ class Answers:
         (``_may_have_been_refused``).
         """
         try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_delay(self.settings.turn_settle_seconds),
-                wait=wait_fixed(min(1.0, self.settings.turn_settle_seconds / 10)),
-                retry=retry_if_exception_type(ServiceUnavailable),
-                reraise=True,
-            ):
+            async for attempt in retry.turn_settle(self.settings):
                 with attempt:
                     return await self.persistence.start_turn(session_id, turn, scope)
         except ServiceUnavailable as exc:

@@ -1,118 +1,23 @@
-"""The LLM side: one retry policy (tenacity) for starting a stream and for continuing an interrupted one."""
+"""The LLM side: opening a stream, reading its chunks, continuing an interrupted one (retried as ``retry.upstream``)."""
 
 import asyncio
-import email.utils
 import logging
 import math
-import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-import httpx
 import httpx2
-import openai
 from httpx_aiohttp.httpx2.transport import AiohttpResponseStream, AiohttpTransport, map_aiohttp_exceptions
 from openai import DEFAULT_CONNECTION_LIMITS, AsyncOpenAI, AsyncStream, DefaultAioHttpClient
 from openai.types.chat import ChatCompletionMessageParam
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_exponential_jitter,
-)
-from tenacity.wait import wait_base
 
 from chat_gateway.config import Settings
-from chat_gateway.metrics import RETRIES, UPSTREAM_ERRORS
 from shared import storable_text
 from shared.resources import FINISH_REASON_MAX_LENGTH, MODEL_MAX_LENGTH
 
 logger = logging.getLogger(__name__)
-
-TRANSIENT_STATUSES = frozenset({408, 409, 429})
-
-
-class StreamInterrupted(Exception):
-    """The upstream ended the stream before the answer was finished."""
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Worth another try: connection trouble, timeouts, 429 and 5xx; never 400/401/403/404."""
-    if isinstance(exc, StreamInterrupted | openai.APIConnectionError | httpx.TransportError):
-        return True
-    if isinstance(exc, openai.APIStatusError):
-        return exc.status_code in TRANSIENT_STATUSES or exc.status_code >= 500
-    return False
-
-
-def error_kind(exc: BaseException) -> str:
-    """A metric label for an upstream error."""
-    if isinstance(exc, StreamInterrupted):
-        return "interrupted"
-    if isinstance(exc, openai.APITimeoutError):
-        return "timeout"
-    if isinstance(exc, openai.APIConnectionError | httpx.TransportError):
-        return "connection"
-    if isinstance(exc, openai.APIStatusError):
-        if exc.status_code == 429:
-            return "rate_limit"
-        return "server_error" if exc.status_code >= 500 else "client_error"
-    return "other"
-
-
-def retry_after_seconds(exc: BaseException | None) -> float | None:
-    """The upstream's Retry-After (seconds or an HTTP date), when it sent one."""
-    if not isinstance(exc, openai.APIStatusError):
-        return None
-    value = exc.response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
-
-
-class wait_retry_after(wait_base):  # noqa: N801 - named like tenacity's own waits
-    """Wait what the upstream asked for (capped), else exponential backoff with jitter."""
-
-    def __init__(self, fallback: wait_base, cap: float) -> None:
-        self.fallback = fallback
-        self.cap = cap
-
-    def __call__(self, retry_state: RetryCallState) -> float:
-        asked = retry_after_seconds(retry_state.outcome.exception() if retry_state.outcome else None)
-        if asked is not None:
-            return min(asked, self.cap)
-        return float(self.fallback(retry_state))
-
-
-def _log_retry(state: RetryCallState) -> None:
-    exc = state.outcome.exception() if state.outcome else None
-    logger.warning("upstream attempt %d failed, retrying: %r", state.attempt_number, exc)
-    if exc is not None:
-        RETRIES.inc()
-        UPSTREAM_ERRORS.labels(error_kind(exc)).inc()
-
-
-def retrying(settings: Settings) -> AsyncRetrying:
-    return AsyncRetrying(
-        before_sleep=_log_retry,
-        stop=stop_after_attempt(settings.retry_attempts) | stop_after_delay(settings.retry_max_seconds),
-        wait=wait_retry_after(
-            wait_exponential_jitter(
-                multiplier=settings.retry_initial_wait, jitter=settings.retry_initial_wait, max=settings.retry_max_wait
-            ),
-            cap=settings.retry_max_wait,
-        ),
-        retry=retry_if_exception(is_transient),
-        reraise=True,
-    )
 
 
 @dataclass

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Body, Query, Response
 
 from chat_gateway.deps import CallerDep, PersistenceDep
 from shared import JSONObject, MessageRead, Page, SearchHit, SessionRead
+from shared.contract import SessionRename
 
 router = APIRouter(prefix="/chat", tags=["sessions"])
 
@@ -84,10 +85,10 @@ async def rename_session(
     session_id: uuid.UUID,
     caller: CallerDep,
     persistence: PersistenceDep,
-    title: Annotated[str, Body(embed=True, min_length=1, max_length=500)],
+    body: SessionRename,
 ) -> SessionRead:
     """Rename a session."""
-    return await persistence.rename_session(session_id, title, caller.user_id)
+    return await persistence.rename_session(session_id, body, caller.user_id)
 
 
 @router.patch("/sessions/{session_id}/favorite")

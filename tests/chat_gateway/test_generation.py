@@ -70,15 +70,28 @@ class _Deleted(PersistenceClient):
         raise NotFound(f"message {message_id} not found")
 
 
+_CLIENTS: list[AsyncOpenAI] = []
+
+
+@pytest.fixture(autouse=True)
+async def _clients_closed() -> AsyncIterator[None]:
+    """Each test's upstream clients closed on its own event loop: collected later, they would close on a dead one."""
+    yield
+    while _CLIENTS:
+        await _CLIENTS.pop().close()
+
+
 def _generation(
     settings: Settings, store: PersistenceClient, upstream_url: str, answer: MessageDetail | None = None
 ) -> Generation:
+    client = AsyncOpenAI(api_key="sk", base_url=upstream_url, max_retries=0)
+    _CLIENTS.append(client)
     return Generation(
         answer or _answer(),
         model="m",
         settings=settings,
         persistence=store,
-        client=AsyncOpenAI(api_key="sk", base_url=upstream_url, max_retries=0),
+        client=client,
         on_finish=lambda _generation: None,
         prompt=[{"role": "user", "content": "Hi"}],
     )
