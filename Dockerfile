@@ -8,9 +8,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies in their own layer: rebuilt only when requirements.txt changes.
-COPY requirements.txt .
-RUN pip install -r requirements.txt
+# Dependencies in their own layer, rebuilt only when the lock changes: the run-time ones only, each file
+# checked against its hash.
+COPY requirements.lock .
+RUN pip install --require-hashes -r requirements.lock
 
 COPY shared/ shared/
 COPY persistence/ persistence/

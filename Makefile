@@ -5,15 +5,22 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install secrets run run-persistence run-gateway migrate test test-fast lint format clean local-llm bench bench-quick bench-deps bench-alternative chaos
+.PHONY: install lock secrets run run-persistence run-gateway migrate test test-fast lint format clean local-llm bench bench-quick bench-deps bench-alternative chaos
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+# Everything from the lock, every file checked against its hash; then the project itself.
+$(STAMP): requirements-dev.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/python -m pip install -q --disable-pip-version-check --require-hashes -r requirements-dev.lock
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -e .
 	touch $@
 
 install: $(STAMP)
+
+# After a change to the dependencies in pyproject.toml: both lock files again (run time for the images, and dev).
+LOCK := $(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes --no-header
+lock: install
+	$(LOCK) -o requirements.lock
+	$(LOCK) --extra dev -o requirements-dev.lock
 
 secrets: $(STAMP)
 	$(BIN)/python scripts/ensure_secrets.py secrets

@@ -104,7 +104,9 @@ def test_dockerfile_matches_the_service(service: str) -> None:
     dockerfile, _, port = IMAGES[service]
     text = _dockerfile(dockerfile)
     assert "FROM python:3.12-slim" in text
-    assert re.search(r"^COPY requirements.txt .\nRUN pip install -r requirements.txt$", text, re.MULTILINE)
+    assert re.search(
+        r"^COPY requirements.lock .\nRUN pip install --require-hashes -r requirements.lock$", text, re.MULTILINE
+    )
     assert re.search(r"^USER app$", text, re.MULTILINE)
     assert f"EXPOSE {port}" in text
     assert f"http://127.0.0.1:{port}/health" in text
@@ -283,3 +285,17 @@ def test_a_killed_runner_leaves_no_server_behind(target: str, sig: signal.Signal
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(runner.pid, signal.SIGKILL)
+
+
+def test_the_images_get_run_time_dependencies_only_locked_with_hashes() -> None:
+    """pyproject.toml's dependencies are the source of truth; the locks pin everything, each file with its hash."""
+    locked = {}
+    for name in ("requirements.lock", "requirements-dev.lock"):
+        text = (ROOT / name).read_text()
+        packages = re.findall(r"^([a-z0-9][a-z0-9._-]*)==", text, re.MULTILINE)
+        assert packages, name
+        assert text.count("--hash=sha256:") >= len(packages), name  # every pin carries its hashes
+        locked[name] = set(packages)
+    assert {"fastapi", "openai", "pyjwt", "cachetools"} <= locked["requirements.lock"]
+    assert not {"honcho", "httpx-sse", "pytest", "ruff", "mypy", "uv"} & locked["requirements.lock"]
+    assert {"honcho", "httpx-sse", "pytest"} <= locked["requirements-dev.lock"]
