@@ -8,6 +8,7 @@ the text so far, under the one tenacity retry policy, before the answer is decla
 
 import asyncio
 import contextlib
+import enum
 import logging
 import time
 import uuid
@@ -42,6 +43,39 @@ NOT_OURS: frozenset[StopReason] = frozenset({"lease_lost", "deleted"})
 
 # A lease this short is as good as released: crash recovery picks the answer up at its next scan.
 RELEASED_LEASE_SECONDS = 0.001
+UNSAVED = "persistence unreachable: the answer is left to crash recovery"
+
+
+class Outcome(enum.StrEnum):
+    """How a generation ended, as this gateway knows it: ``GENERATING`` until ``Generation._end`` sets one of the
+    others, once.
+
+    | Outcome | Stored as | Its listeners get |
+    | --- | --- | --- |
+    | ``COMPLETE`` | complete, with all its text | ``done`` |
+    | ``FAILED`` | failed (upstream error, cancelled, a write refused), with the text saved | ``error``, failed |
+    | ``RELEASED`` | in progress, its lease released (shutdown): another gateway continues it at once | ``handoff`` |
+    | ``NOT_OURS`` | whatever another owner makes of it (lease lost); nothing (deleted) | ``handoff``; ``error`` |
+    | ``UNSAVED`` | in progress, as last saved (persistence unreachable): crash recovery continues it | ``handoff`` |
+
+    After a ``handoff`` a listener follows the answer through persistence, as any gateway would.
+    """
+
+    GENERATING = "generating"
+    COMPLETE = "complete"
+    FAILED = "failed"
+    RELEASED = "released"
+    NOT_OURS = "not_ours"
+    UNSAVED = "unsaved"
+
+    @property
+    def status(self) -> MessageStatus | None:
+        """The answer's stored status, when this gateway is the one that knows it."""
+        return {
+            Outcome.GENERATING: MessageStatus.IN_PROGRESS,
+            Outcome.COMPLETE: MessageStatus.COMPLETE,
+            Outcome.FAILED: MessageStatus.FAILED,
+        }.get(self)
 
 
 @dataclass(frozen=True)
@@ -126,7 +160,7 @@ class Generation:
         self._on_finish = on_finish
 
         self.text = answer.content  # everything generated so far, saved or not
-        self.status: MessageStatus | None = MessageStatus.IN_PROGRESS  # None: left to another generator
+        self.outcome = Outcome.GENERATING
         self.error: str | None = None
         self.finish_reason: str | None = None
         self.model_used: str | None = None
@@ -146,6 +180,16 @@ class Generation:
         self._stop_reason: StopReason | None = None
         self._upstream: asyncio.Task[None] | None = None
         self.task: asyncio.Task[None] | None = None
+
+    @property
+    def status(self) -> MessageStatus | None:
+        """The answer's status as stored by this generation; None once it is left to another generator."""
+        return self.outcome.status
+
+    def _end(self, outcome: Outcome, error: str | None = None) -> None:
+        """The one transition: from ``GENERATING`` to how the generation ended (see ``Outcome``)."""
+        assert self.outcome == Outcome.GENERATING, f"{self.message_id} ended twice: {self.outcome}, then {outcome}"
+        self.outcome, self.error = outcome, error
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name=f"generation-{self.message_id}")
@@ -173,18 +217,18 @@ class Generation:
             await asyncio.shield(self._changed)
 
     def _final_event(self, offset: int) -> StreamEvent:
-        if self.status is not None:
+        if (status := self.outcome.status) is not None:
             return final_event(
                 offset,
                 len(self.text),
-                self.status,
+                status,
                 error=self.error,
                 finish_reason=self.finish_reason,
                 usage=self.usage.totals,
             )
         if self._stop_reason == "deleted":
             return StreamEvent("error", offset, error="the answer was deleted (with its session)")
-        return StreamEvent("handoff", offset)  # another generator goes on with it: follow it through persistence
+        return StreamEvent("handoff", offset)  # it goes on elsewhere, or is recovered: follow it through persistence
 
     def _notify(self) -> None:
         # The future exists only while someone waits: most chunks arrive before a listener is back to wait.
@@ -398,9 +442,9 @@ class Generation:
         return AnswerFinish(**fields)
 
     async def _finish(self, status: MessageStatus | None, error: str | None) -> None:
-        """Save the rest of the text and how the answer ended, in one write."""
+        """Save the rest of the text and how the answer ended, in one write; then end (``_end``) as stored."""
         if self._stop_reason in NOT_OURS:
-            self.status = None
+            self._end(Outcome.NOT_OURS)
             return
         if self._refused is not None:  # a save was refused (even one the upstream's end raced): it is not whole
             status, error = MessageStatus.FAILED, self._refused
@@ -414,13 +458,17 @@ class Generation:
                 status, error = MessageStatus.FAILED, self._refused
                 saved = await self._flush_all(finish=AnswerFinish(status=status, error=error))
         except (Conflict, NotFound):
-            self.status = None
+            self._end(Outcome.NOT_OURS)
             return
         except PersistenceError:  # refused again: nothing more to try
             saved = False
-        if not saved:
-            # The lease runs out and crash recovery continues from what was saved.
-            self.status = MessageStatus.FAILED
-            self.error = self._refused or "persistence unreachable: answer left to recovery"
-            return
-        self.status, self.error = status, error
+        if not saved and self._refused is not None:
+            self._end(Outcome.FAILED, self._refused)
+        elif not saved:
+            # The lease runs out and crash recovery continues from what was saved: not failed, whatever happened
+            # here (its listeners follow it through persistence and get its real end).
+            self._end(Outcome.UNSAVED, UNSAVED)
+        elif status is None:
+            self._end(Outcome.RELEASED, error)
+        else:
+            self._end(Outcome.COMPLETE if status == MessageStatus.COMPLETE else Outcome.FAILED, error)

@@ -53,12 +53,12 @@ def reshaped(scope: Scope, response: JSONResponse, reshape: Reshape | None) -> R
     return reshape(scope, response) if reshape is not None else response
 
 
-async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
+def _domain_error(exc: Exception, _request: Request) -> JSONResponse:
     assert isinstance(exc, DomainError)
     return error_response(exc.status_code, exc.detail, exc.code, headers=exc.headers, **exc.extra)
 
 
-async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+def _validation_error(exc: Exception, _request: Request) -> JSONResponse:
     # Only location, message and type: echoing the input could return megabytes or secrets.
     errors = [
         {"loc": list(error.get("loc", ())), "msg": error.get("msg", ""), "type": error.get("type", "")}
@@ -70,7 +70,7 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(422, detail, ErrorCode.INVALID_REQUEST, errors=errors)
 
 
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+def _http_error(exc: Exception, request: Request) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, ErrorCode.HTTP_ERROR)
     headers = exc.headers
@@ -96,20 +96,30 @@ def _allowed_methods(request: Request) -> str:
     return ", ".join(method for method in _METHODS if takes(method))
 
 
-async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+def _unexpected(exc: Exception, _request: Request) -> JSONResponse:
     logger.exception("unhandled error", exc_info=exc)
     return error_response(500, "internal error", ErrorCode.INTERNAL_ERROR)
 
 
-def register_error_handlers(app: Starlette, validation_error: type[Exception]) -> None:
-    """Render every error in the one shape; ``validation_error`` is the framework's (it has ``.errors()``)."""
-    handlers: dict[type[Exception], Callable[[Request, Exception], Any]] = {
+def register_error_handlers(app: Starlette, validation_error: type[Exception], reshape: Reshape | None = None) -> None:
+    """Render every error in the one shape; ``validation_error`` is the framework's (it has ``.errors()``).
+
+    ``reshape`` turns it into the shape a path's clients expect (the gateway's /v1: OpenAI's), for every error
+    the app answers, as the middleware's ``reshape_errors`` does for the errors they answer themselves.
+    """
+    renderers: dict[type[Exception], Callable[[Exception, Request], JSONResponse]] = {
         DomainError: _domain_error,
         validation_error: _validation_error,
         HTTPException: _http_error,
         Exception: _unexpected,
     }
-    for exc_class, handler in handlers.items():
+    for exc_class, render in renderers.items():
+
+        async def handler(
+            request: Request, exc: Exception, render: Callable[[Exception, Request], JSONResponse] = render
+        ) -> Response:
+            return reshaped(request.scope, render(exc, request), reshape)
+
         app.add_exception_handler(exc_class, handler)
 
 

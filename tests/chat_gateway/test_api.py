@@ -9,10 +9,11 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from chat_gateway.api.openai_compat import ChunkFormat, OpenAIErrorBody, _chunks
+from chat_gateway.api.openai_compat import _chunks
 from chat_gateway.config import Settings
 from chat_gateway.generation import StreamEvent
 from chat_gateway.main import create_app
+from chat_gateway.openai_format import ChunkFormat, OpenAIErrorBody
 from chat_gateway.service import Answers
 from shared import ErrorBody, MessageStatus
 

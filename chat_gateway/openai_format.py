@@ -1,0 +1,177 @@
+"""OpenAI's Chat Completions wire format: requests, chunks, completions and errors, exactly as OpenAI's clients
+read them (the official SDK's types are the reference). The routes are in api/openai_compat.py."""
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
+from starlette.responses import JSONResponse, Response
+from starlette.types import Scope
+
+from chat_gateway.schemas import GenerationOptions
+from shared.contract import MessageDetail
+
+PREFIX = "/v1"
+
+
+class OpenAIError(BaseModel):
+    message: str
+    type: str = Field(description="invalid_request_error, authentication_error, rate_limit_error, api_error...")
+    param: str | None = None
+    code: str | None = Field(default=None, description="This gateway's code, as in its other routes' errors.")
+
+
+class OpenAIErrorBody(BaseModel):
+    """Errors under /v1, in OpenAI's shape, so OpenAI clients raise their usual exceptions."""
+
+    error: OpenAIError
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": OpenAIErrorBody, "description": "Refused (a 422 is a 400 here, as in OpenAI's API)."},
+    "5XX": {"model": OpenAIErrorBody, "description": "Unavailable (503: retry) or the answer failed (502)."},
+}
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+class OpenAIMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(str(part.get("text", "")) for part in self.content if part.get("type") == "text")
+        return self.content or ""
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+# Parameters that would change what an answer is (tool calls, several choices, audio...): the gateway stores
+# and relays one text answer, so it refuses them rather than answer something else than asked.
+_UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "n": (lambda n: n != 1, "one choice per request is supported: n must be 1"),
+    "tools": (bool, "tool calling is not supported: this gateway stores and relays text answers"),
+    "functions": (bool, "function calling is not supported: this gateway stores and relays text answers"),
+    "logprobs": (bool, "logprobs are not supported"),
+    "modalities": (lambda kinds: any(kind != "text" for kind in kinds), "only text output is supported"),
+    "audio": (lambda _: True, "only text output is supported"),
+}
+
+
+class CompletionRequest(GenerationOptions):
+    """A Chat Completions request: its generation options are passed on; other parameters are ignored
+    (``store``, ``parallel_tool_calls``...) or refused when they ask for more than one text answer."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = Field(default=None, max_length=200)
+    messages: list[OpenAIMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = Field(default=None, max_length=255)
+    metadata: dict[str, str] | None = None
+    n: int | None = None
+    tools: list[Any] | None = None
+    functions: list[Any] | None = None
+    logprobs: bool | None = None
+    modalities: list[str] | None = None
+    audio: dict[str, Any] | None = None
+
+    @field_validator(*_UNSUPPORTED)
+    @classmethod
+    def _supported(cls, value: Any, info: ValidationInfo) -> Any:
+        is_unsupported, reason = _UNSUPPORTED[str(info.field_name)]
+        if value is not None and is_unsupported(value):
+            raise PydanticCustomError("unsupported_parameter", reason)
+        return value
+
+    def options(self) -> GenerationOptions | None:
+        given = self.model_dump(include=set(GenerationOptions.model_fields), exclude_none=True)
+        return GenerationOptions.model_validate(given) if given else None
+
+
+def completion_id(message_id: uuid.UUID) -> str:
+    return f"chatcmpl-{message_id.hex}"
+
+
+def sse(body: dict[str, Any]) -> str:
+    return f"data: {json.dumps(body)}\n\n"
+
+
+class ChunkFormat:
+    """The ``chat.completion.chunk`` events of one streamed answer."""
+
+    def __init__(self, message_id: uuid.UUID, model: str, include_usage: bool) -> None:
+        self.base = {"id": completion_id(message_id), "object": "chat.completion.chunk", "created": int(time.time())}
+        self.base["model"] = model
+        self.include_usage = include_usage
+        # A text chunk is an empty one rendered around its content: building and encoding the whole dict
+        # for every chunk cost a tenth of the relay's CPU (docs/benchmarks.md).
+        self._head, _, self._tail = self.chunk({"content": "\0"}).rpartition(json.dumps("\0"))
+
+    def chunk(self, delta: dict[str, str], finish_reason: str | None = None) -> str:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        return sse(self.base | {"choices": [choice]} | ({"usage": None} if self.include_usage else {}))
+
+    def text(self, text: str) -> str:
+        """``chunk({"content": text})``, rendered faster."""
+        return self._head + json.dumps(text) + self._tail
+
+    def usage(self, usage: dict[str, int]) -> str:
+        return sse(self.base | {"choices": [], "usage": usage or None})
+
+
+def completion(answer: MessageDetail, model: str) -> dict[str, Any]:
+    """A whole answer as a ``chat.completion``."""
+    return {
+        "id": completion_id(answer.id),
+        "object": "chat.completion",
+        "created": int(answer.created_at.timestamp()),
+        "model": answer.model or model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": answer.content, "refusal": None},
+                "logprobs": None,
+                "finish_reason": answer.finish_reason or "stop",
+            }
+        ],
+        "usage": answer.usage,
+    }
+
+
+def answer_failed(error: str | None) -> dict[str, Any]:
+    """The error body of an answer that failed (a 502, or the last event of a stream)."""
+    return {"error": {"message": f"the answer failed: {error}", "type": "api_error", "param": None, "code": None}}
+
+
+def reshape_under_v1(scope: Scope, response: Response) -> Response:
+    """An error in the one shape, in OpenAI's ({"error": {...}}) under /v1, so OpenAI clients understand it."""
+    if not scope["path"].startswith(PREFIX + "/"):
+        return response
+    ours = json.loads(bytes(response.body))
+    status = 400 if response.status_code == 422 else response.status_code
+    error = {
+        "message": ours["detail"],
+        "type": ERROR_TYPES.get(status, "api_error"),
+        "param": None,
+        "code": ours["code"],
+    }
+    headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "content-type")}
+    return JSONResponse({"error": error}, status_code=status, headers=headers)
