@@ -46,51 +46,58 @@ def _log_identity_mode(settings: Settings) -> None:
         )
 
 
+def _persistence_client(settings: Settings) -> PersistenceClient:
+    http = httpx.AsyncClient(
+        base_url=settings.api_base_url,
+        headers={"x-api-key": split_keys(settings.api_key)[0]},
+        timeout=httpx.Timeout(30.0, connect=5.0),
+        # aiohttp under the httpx API: the same client code and errors, without httpcore's pool checks and
+        # anyio's cancel scopes (docs/benchmarks.md).
+        transport=AiohttpTransport(limits=httpx.Limits(max_connections=200)),
+        event_hooks={"request": [_pass_request_id]},
+    )
+    return PersistenceClient(
+        http,
+        attempts=settings.persistence_retry_attempts,
+        initial_wait=settings.retry_initial_wait / 5,
+        max_wait=min(2.0, settings.retry_max_wait),
+    )
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Clients built, answers recovered while serving; on the way out, running answers saved and released."""
+    settings: Settings = app.state.settings
+    persistence = _persistence_client(settings)
+    client = create_client(settings)
+    if client is None:
+        logger.warning("no upstream key configured: chat calls will answer 503")
+    answers = Answers(settings, persistence, client)
+    identity_provider = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
+    app.state.auth = Authenticator.build(
+        settings, persistence, rate_limiter(settings, "chat_gateway"), identity_provider
+    )
+    _log_identity_mode(settings)
+    app.state.persistence = persistence
+    app.state.answers = answers
+    recovery = asyncio.create_task(answers.recovery_loop(), name="recovery")
+    freeze_startup_heap()
+    try:
+        yield
+    finally:
+        recovery.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await recovery
+        await answers.shutdown(settings.shutdown_grace_seconds)
+        await persistence.http.aclose()
+        await identity_provider.aclose()
+        if client is not None:
+            await client.close()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings_or_exit(Settings)
     configure_logging(settings.log_level)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        http = httpx.AsyncClient(
-            base_url=settings.api_base_url,
-            headers={"x-api-key": split_keys(settings.api_key)[0]},
-            timeout=httpx.Timeout(30.0, connect=5.0),
-            # aiohttp under the httpx API: the same client code and errors, without httpcore's pool checks and
-            # anyio's cancel scopes (docs/benchmarks.md).
-            transport=AiohttpTransport(limits=httpx.Limits(max_connections=200)),
-            event_hooks={"request": [_pass_request_id]},
-        )
-        persistence = PersistenceClient(
-            http,
-            attempts=settings.persistence_retry_attempts,
-            initial_wait=settings.retry_initial_wait / 5,
-            max_wait=min(2.0, settings.retry_max_wait),
-        )
-        client = create_client(settings)
-        if client is None:
-            logger.warning("no upstream key configured: chat calls will answer 503")
-        answers = Answers(settings, persistence, client)
-        identity_provider = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
-        app.state.auth = Authenticator.build(
-            settings, persistence, rate_limiter(settings, "chat_gateway"), identity_provider
-        )
-        _log_identity_mode(settings)
-        app.state.persistence = persistence
-        app.state.answers = answers
-        recovery = asyncio.create_task(answers.recovery_loop(), name="recovery")
-        freeze_startup_heap()
-        try:
-            yield
-        finally:
-            recovery.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await recovery
-            await answers.shutdown(settings.shutdown_grace_seconds)
-            await http.aclose()
-            await identity_provider.aclose()
-            if client is not None:
-                await client.close()
 
     app = FastAPI(
         title="Chat gateway",

@@ -196,7 +196,7 @@ class Answers:
         else:  # a retry: attach to the answer, or take it over if its generator is gone (or never began)
             if opening is not None:
                 await discard(opening)
-            await self._generate_if_free(answer, model=model, resume=False, prompt=prompt, take_unstarted=True)
+            await self._take_over(answer, model=model, prompt=prompt, take_unstarted=True)
         return answer
 
     def _turn(
@@ -232,7 +232,9 @@ class Answers:
         session = None
         if opens_session:
             exclusive = caller.owns_exclusively(request.user_id)
-            session = TurnSession(user_id=user_id, title=title_from(request.message), exclusive=exclusive)
+            session = TurnSession(user_id=user_id, title=title_from(request.message))
+            if exclusive:  # set only when it is: the default goes unsent (docs/benchmarks.md, bytes)
+                session.exclusive = True
         turn = TurnCreate(
             session=session,
             question=question,
@@ -254,9 +256,7 @@ class Answers:
         (``_may_have_been_refused``).
         """
         try:
-            async for attempt in retry.turn_settle(self.settings):
-                with attempt:
-                    return await self.persistence.start_turn(session_id, turn, scope)
+            return await retry.turn_settle(self.settings)(self.persistence.start_turn, session_id, turn, scope)
         except ServiceUnavailable as exc:
             logger.warning("chat refused: its turn could not be stored in %.0f s", self.settings.turn_settle_seconds)
             raise ServiceUnavailable(
@@ -264,60 +264,70 @@ class Answers:
                 "retry it",
                 code=ErrorCode.PERSISTENCE_UNAVAILABLE,
             ) from exc
-        raise AssertionError("unreachable")
 
-    async def _generate_if_free(
+    def _busy_here(self, answer: MessageDetail) -> bool:
+        return answer.id in self._live or answer.id in self._claiming or answer.id in self._starting
+
+    def _orphaned(self, answer: MessageDetail) -> bool:
+        """Waiting for a generator: pending, or in progress with no live lease (or one this gateway holds, but
+        does not generate: it restarted under the same INSTANCE_ID, or the reply to its turn was lost)."""
+        if answer.status == MessageStatus.PENDING:
+            return True
+        return answer.status == MessageStatus.IN_PROGRESS and (
+            not _lease_is_live(answer) or answer.lease_owner == self.settings.instance_id
+        )
+
+    async def _take_over(
         self,
         answer: MessageDetail,
         *,
-        model: str | None,
-        resume: bool,
         prompt: list[ChatCompletionMessageParam] | None = None,
+        model: str | None = None,
         take_unstarted: bool = False,
-        account: TurnAccount | None = None,
     ) -> None:
-        """Claim the answer and generate it here, unless it is finished or someone else generates it.
+        """Generate an orphaned answer here, if no one else does; otherwise leave it (its clients follow it).
 
-        An answer this gateway holds but does not generate (it restarted under the same INSTANCE_ID, or the
-        reply to its turn was lost) is taken at once. ``resume`` also takes a failed answer, and raises 409
-        when the answer cannot be taken; ``take_unstarted`` takes one failed before it began (``NOT_STARTED``).
+        ``take_unstarted`` also takes one failed before it began (``NOT_STARTED``): a retry of its chat.
         """
+        unstarted = take_unstarted and answer.status == MessageStatus.FAILED and answer.error == NOT_STARTED
+        if answer.role != MessageRole.ASSISTANT or self._busy_here(answer):
+            return
+        if self._orphaned(answer) or unstarted:
+            with contextlib.suppress(Conflict):  # another gateway won the claim: follow it through persistence
+                await self._claim_and_start(answer, model=model, prompt=prompt)
+
+    async def _resume_here(self, answer: MessageDetail, account: TurnAccount) -> None:
+        """Generate a pending, failed or orphaned answer here, or say why not (409); within the budgets (429)."""
         if answer.role != MessageRole.ASSISTANT:
             raise Conflict("only assistant messages can be generated", role=answer.role)
-        if answer.id in self._live or answer.id in self._claiming or answer.id in self._starting:
-            if resume:
-                raise Conflict("the answer is being generated", code=ErrorCode.IN_PROGRESS, status=answer.status)
-            return
-        takeable = answer.status == MessageStatus.PENDING or (
-            answer.status == MessageStatus.IN_PROGRESS
-            and (not _lease_is_live(answer) or answer.lease_owner == self.settings.instance_id)
-        )
-        if take_unstarted:
-            takeable = takeable or (answer.status == MessageStatus.FAILED and answer.error == NOT_STARTED)
-        if resume:
-            takeable = takeable or answer.status == MessageStatus.FAILED
-        if not takeable:
-            if resume:
-                raise Conflict(f"the answer cannot be resumed: it is {answer.status}", status=answer.status)
-            return
+        if self._busy_here(answer):
+            raise Conflict("the answer is being generated", code=ErrorCode.IN_PROGRESS, status=answer.status)
+        if not (self._orphaned(answer) or answer.status == MessageStatus.FAILED):
+            raise Conflict(f"the answer cannot be resumed: it is {answer.status}", status=answer.status)
+        await self._claim_and_start(answer, account=account)
+
+    async def _claim_and_start(
+        self,
+        answer: MessageDetail,
+        *,
+        model: str | None = None,
+        prompt: list[ChatCompletionMessageParam] | None = None,
+        account: TurnAccount | None = None,
+    ) -> None:
+        """Claim the answer (Conflict when another gateway holds it) and generate it here."""
         client = self._require_upstream()
         self._claiming.add(answer.id)
-        if account is not None and account.has_budget:
-            # A new run of a user's answer fits in their budgets, as a new answer must (429 otherwise).
-            try:
-                await self.persistence.reserve(answer.id, account)
-            except Conflict as exc:
-                self._claiming.discard(answer.id)
-                if exc.code == ErrorCode.BUDGET_EXCEEDED:
-                    raise over_budget(exc) from exc
-                raise
-        leased_at = time.monotonic()
         try:
+            if account is not None and account.has_budget:
+                # A new run of a user's answer fits in their budgets, as a new answer must (429 otherwise).
+                try:
+                    await self.persistence.reserve(answer.id, account)
+                except Conflict as exc:
+                    if exc.code == ErrorCode.BUDGET_EXCEEDED:
+                        raise over_budget(exc) from exc
+                    raise
+            leased_at = time.monotonic()
             claimed = await self.persistence.claim(answer.id, self.settings.instance_id, self.settings.lease_seconds)
-        except Conflict:
-            if resume:
-                raise
-            return  # another gateway won the claim: follow it through persistence
         finally:
             self._claiming.discard(answer.id)
         self._start(claimed, client, model=model, prompt=prompt, leased_at=leased_at)
@@ -366,7 +376,7 @@ class Answers:
             prompt_chars=0,
             reserve=reserve,
         )
-        await self._generate_if_free(answer, model=None, resume=True, account=account)
+        await self._resume_here(answer, account)
         RESUMES.inc()
         return answer
 
@@ -486,7 +496,7 @@ class Answers:
         """Take over answers whose gateway died (lease expired while in progress); returns how many."""
         taken = 0
         for answer in await self.persistence.stale(self.settings.instance_id):
-            if answer.id in self._live or answer.id in self._claiming or answer.id in self._starting:
+            if self._busy_here(answer):
                 continue
             if self._may_have_been_refused(answer):
                 # Its gateway never wrote to it, not even to renew its lease, and has had time to give up on its
@@ -501,7 +511,7 @@ class Answers:
                     taken += 1
                 continue
             with contextlib.suppress(Conflict):
-                await self._generate_if_free(answer, model=None, resume=False)
+                await self._take_over(answer)
                 taken += answer.id in self._live
         RECOVERED.inc(taken)
         return taken

@@ -43,7 +43,16 @@ from persistence.schemas import MessageCreate
 from persistence.services import usage
 from persistence.services.sessions import open_session_params, open_session_statement, session_exists
 from persistence.services.sessions import owner_of as session_owner
-from shared import Conflict, ErrorCode, MessageRole, MessageStatus, NotFound, OffsetMismatch, PreconditionFailed
+from shared import (
+    Conflict,
+    DomainError,
+    ErrorCode,
+    MessageRole,
+    MessageStatus,
+    NotFound,
+    OffsetMismatch,
+    PreconditionFailed,
+)
 from shared.contract import AppendRequest, ClaimRequest, MessageUpdate, TurnCreate
 
 Status = MessageStatus
@@ -511,21 +520,21 @@ def append_text(db: Session, message_id: uuid.UUID, data: AppendRequest, *, leas
         if finish:
             usage.settle(db, message_id, finish.get("usage"), row.length)
         return row
-    _explain_failed_append(db, message_id, data)
-    raise AssertionError("unreachable")
+    raise _refusal_of_append(db, message_id, data)
 
 
-def _explain_failed_append(db: Session, message_id: uuid.UUID, data: AppendRequest) -> None:
+def _refusal_of_append(db: Session, message_id: uuid.UUID, data: AppendRequest) -> DomainError:
+    """Why an append matched no row, as the error to raise."""
     row = db.execute(
         select(Message.status, func.length(Message.content), Message.lease_owner).where(Message.id == message_id)
     ).one_or_none()
     if row is None:
-        raise _not_found(message_id)
+        return _not_found(message_id)
     status, length, owner = row
     if status == Status.COMPLETE:
-        raise Conflict("a complete message cannot be appended to", status=status, length=length)
+        return Conflict("a complete message cannot be appended to", status=status, length=length)
     if data.owner is not None and owner != data.owner:
-        raise Conflict(
+        return Conflict(
             f"the lease is held by {owner!r}",
             code=ErrorCode.LEASE_LOST,
             status=status,
@@ -533,13 +542,13 @@ def _explain_failed_append(db: Session, message_id: uuid.UUID, data: AppendReque
             length=length,
         )
     if data.finish is not None and status != Status.IN_PROGRESS:
-        raise Conflict(
+        return Conflict(
             f"only an answer in progress can be finished; it is {status}",
             code=ErrorCode.ILLEGAL_TRANSITION,
             status=status,
             length=length,
         )
-    raise OffsetMismatch(f"offset {data.offset} is not the current length {length}", length=length)
+    return OffsetMismatch(f"offset {data.offset} is not the current length {length}", length=length)
 
 
 def hand_over_last_answer(db: Session, session_id: uuid.UUID) -> Message:
