@@ -22,7 +22,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from chat_gateway import retry
 from chat_gateway.config import Settings
 from chat_gateway.metrics import ACTIVE_GENERATIONS, TOKENS, UPSTREAM_ERRORS
-from chat_gateway.persistence_client import PersistenceClient, PersistenceError
+from chat_gateway.persistence_client import AnswerStore, PersistenceError
 from chat_gateway.prompt import Continuation, build_messages, load_history
 from chat_gateway.retry import StreamInterrupted, error_kind
 from chat_gateway.upstream import (
@@ -141,7 +141,7 @@ class Generation:
         *,
         model: str,
         settings: Settings,
-        persistence: PersistenceClient,
+        persistence: AnswerStore,
         client: AsyncOpenAI,
         on_finish: Callable[["Generation"], None],
         prompt: list[ChatCompletionMessageParam] | None = None,

@@ -2,7 +2,7 @@
 
 import logging
 import uuid
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import httpx
@@ -30,6 +30,7 @@ from shared.contract import (
     AppendRequest,
     AppendResult,
     ClaimRequest,
+    FavoriteSet,
     MessageDetail,
     MessageText,
     MessageUpdate,
@@ -107,6 +108,30 @@ def _raise_for(response: httpx.Response) -> None:
     raise error
 
 
+class AnswerStore(Protocol):
+    """What a generation needs of persistence: its writes, and reads of its answer and of the history before it.
+
+    ``PersistenceClient`` is one; tests give a generation fakes of their own.
+    """
+
+    async def append(
+        self,
+        message_id: uuid.UUID,
+        offset: int,
+        text: str,
+        *,
+        owner: str,
+        lease_seconds: float,
+        finish: AnswerFinish | None = None,
+    ) -> int: ...
+
+    async def get_message(self, message_id: uuid.UUID, scope: str | None = None) -> MessageDetail: ...
+
+    async def history_page(
+        self, session_id: uuid.UUID, cursor: str | None, limit: int = 100
+    ) -> tuple[list[MessageDetail], str | None]: ...
+
+
 class PersistenceClient:
     def __init__(self, http: httpx.AsyncClient, *, attempts: int, initial_wait: float, max_wait: float) -> None:
         self.http = http
@@ -169,10 +194,11 @@ class PersistenceClient:
         return SessionRead.model_validate(data)
 
     async def favorite_session(
-        self, session_id: uuid.UUID, params: dict[str, bool], body: dict[str, bool] | None, scope: str | None = None
+        self, session_id: uuid.UUID, params: dict[str, bool], body: FavoriteSet | None, scope: str | None = None
     ) -> SessionRead:
+        json = _body(body) if body is not None else None
         data = await self._request(
-            "PATCH", f"/sessions/{session_id}/favorite", params=params, json=body, headers=_on_behalf_of(scope)
+            "PATCH", f"/sessions/{session_id}/favorite", params=params, json=json, headers=_on_behalf_of(scope)
         )
         return SessionRead.model_validate(data)
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from openai.types.chat import ChatCompletionMessageParam
 
-from chat_gateway.persistence_client import PersistenceClient
+from chat_gateway.persistence_client import AnswerStore
 from shared import MessageRole
 from shared.contract import MessageDetail
 
@@ -30,7 +30,7 @@ def render_context(context: Any) -> str:
 
 
 async def load_history(
-    persistence: PersistenceClient, session_id: uuid.UUID, answer: MessageDetail, budget_chars: int
+    persistence: AnswerStore, session_id: uuid.UUID, answer: MessageDetail, budget_chars: int
 ) -> list[MessageDetail]:
     """The newest complete messages written before ``answer`` whose text fits the budget, oldest first.
 

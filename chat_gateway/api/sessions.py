@@ -7,7 +7,7 @@ from fastapi import APIRouter, Body, Query, Response
 
 from chat_gateway.deps import CallerDep, PersistenceDep
 from shared import JSONObject, MessageRead, Page, SearchHit, SessionRead
-from shared.contract import SessionRename
+from shared.contract import FavoriteSet, SessionRename
 
 router = APIRouter(prefix="/chat", tags=["sessions"])
 
@@ -97,13 +97,11 @@ async def favorite_session(
     caller: CallerDep,
     persistence: PersistenceDep,
     is_favorite: Annotated[bool | None, Query(description="Set the flag to this value instead of toggling it.")] = None,
-    body: Annotated[bool | None, Body(embed=True, alias="is_favorite")] = None,
+    body: Annotated[FavoriteSet | None, Body()] = None,
 ) -> SessionRead:
     """Toggle the favorite flag, or set it with ?is_favorite= or {"is_favorite": bool}."""
     # Persistence applies the one rule (query or body; both, differing, a 400).
-    return await persistence.favorite_session(
-        session_id, _given(is_favorite=is_favorite), None if body is None else {"is_favorite": body}, caller.user_id
-    )
+    return await persistence.favorite_session(session_id, _given(is_favorite=is_favorite), body, caller.user_id)
 
 
 @router.delete("/sessions/{session_id}", status_code=204)

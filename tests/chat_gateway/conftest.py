@@ -17,7 +17,7 @@ import pytest
 from fastapi import FastAPI
 
 from shared import MessageRole, MessageStatus
-from shared.contract import MessageDetail
+from shared.contract import AnswerFinish, MessageDetail
 from tests.conftest import serve
 from tests.fake_openai import TEXT, create_fake_openai
 
@@ -204,3 +204,28 @@ def stored_message(**fields: Any) -> MessageDetail:
         "updated_at": now,
     }
     return MessageDetail(**(values | fields))
+
+
+class FakeStore:
+    """An ``AnswerStore`` for a generation under test: each test's fake says what its appends do; reads of the
+    answer or the history were not expected."""
+
+    async def append(
+        self,
+        message_id: uuid.UUID,
+        offset: int,
+        text: str,
+        *,
+        owner: str,
+        lease_seconds: float,
+        finish: AnswerFinish | None = None,
+    ) -> int:
+        raise NotImplementedError
+
+    async def get_message(self, message_id: uuid.UUID, scope: str | None = None) -> MessageDetail:
+        raise AssertionError("the answer was not expected to be read")
+
+    async def history_page(
+        self, session_id: uuid.UUID, cursor: str | None, limit: int = 100
+    ) -> tuple[list[MessageDetail], str | None]:
+        raise AssertionError("the history was not expected to be read")

@@ -14,10 +14,10 @@ from starlette.responses import Response, StreamingResponse
 
 from chat_gateway.config import Settings
 from chat_gateway.generation import Generation
-from chat_gateway.persistence_client import PersistenceClient, PersistenceError
+from chat_gateway.persistence_client import AnswerStore, PersistenceError
 from shared import MessageRole, MessageStatus, NotFound
 from shared.contract import AnswerFinish, MessageDetail
-from tests.chat_gateway.conftest import stored_message
+from tests.chat_gateway.conftest import FakeStore, stored_message
 from tests.conftest import serve
 
 pytestmark = pytest.mark.anyio
@@ -35,7 +35,7 @@ def _sse(words: list[str]) -> bytes:
     return b"".join(f"data: {json.dumps(chunk)}\n\n".encode() for chunk in chunks) + b"data: [DONE]\n\n"
 
 
-class _Store(PersistenceClient):
+class _Store(FakeStore):
     """Persistence that takes every append."""
 
     def __init__(self) -> None:
@@ -59,7 +59,7 @@ def _answer(content: str = "", options: dict[str, Any] | None = None) -> Message
     )
 
 
-class _Deleted(PersistenceClient):
+class _Deleted(FakeStore):
     """Persistence after the answer's session was deleted."""
 
     def __init__(self) -> None:
@@ -82,7 +82,7 @@ async def _clients_closed() -> AsyncIterator[None]:
 
 
 def _generation(
-    settings: Settings, store: PersistenceClient, upstream_url: str, answer: MessageDetail | None = None
+    settings: Settings, store: AnswerStore, upstream_url: str, answer: MessageDetail | None = None
 ) -> Generation:
     client = AsyncOpenAI(api_key="sk", base_url=upstream_url, max_retries=0)
     _CLIENTS.append(client)
@@ -136,7 +136,7 @@ async def _odd_shapes(_request: Request) -> Response:
     return Response(body, media_type="text/event-stream")
 
 
-class _Refusing(PersistenceClient):
+class _Refusing(FakeStore):
     """Persistence that refuses every append carrying text (a 422), and records each append."""
 
     def __init__(self, delay: float = 0.0) -> None:
