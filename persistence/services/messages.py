@@ -35,6 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer
 from sqlalchemy.sql.elements import ColumnClause, ColumnElement
+from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from persistence.db import as_dicts, insert_on_conflict
 from persistence.models import ChatSession, Message, UTCDateTime, utcnow
@@ -92,29 +93,17 @@ def _same_request(
     )
 
 
+# The table's own defaults (content "", attempts 0, version 1), and None for every other column.
+_DEFAULTS: dict[str, Any] = {
+    column.name: column.default.arg if isinstance(column.default, ScalarElementColumnDefault) else None
+    for column in _TABLE.c
+}
+
+
 def _new_row(session_id: uuid.UUID, message_id: uuid.UUID | None, now: datetime, **values: Any) -> dict[str, Any]:
-    """Every column of a new message: the defaults, then ``values``."""
-    return {
-        "id": message_id or uuid.uuid4(),
-        "session_id": session_id,
-        "content": "",
-        "context": None,
-        "error": None,
-        "rating": None,
-        "model": None,
-        "finish_reason": None,
-        "usage": None,
-        "options": None,
-        "prompt": None,
-        "legacy_role": None,
-        "attempts": 0,
-        "version": 1,
-        "lease_owner": None,
-        "lease_expires_at": None,
-        "sent_at": now,
-        "created_at": now,
-        "updated_at": now,
-    } | values
+    """Every column of a new message: the table's defaults, its ids and times, then ``values``."""
+    fresh = {"id": message_id or uuid.uuid4(), "session_id": session_id, "sent_at": now, "created_at": now}
+    return _DEFAULTS | fresh | {"updated_at": now} | values
 
 
 def create_message(
