@@ -7,7 +7,7 @@ from persistence.api.params import NO_NUL, Cursor, Limit, replayed
 from persistence.deps import DbDep, IfMatchDep, IfNoneMatchDep, OwnerCheck, SettingsDep
 from persistence.models import Message
 from persistence.schemas import MessageCreate
-from persistence.services import messages
+from persistence.services import answers, messages, turns
 from shared import MessageRead, MessageRole, MessageStatus, Page
 from shared.contract import (
     AppendRequest,
@@ -57,7 +57,7 @@ async def append_to_message(
     """Append partial text at an offset that must equal the current length (409 otherwise)."""
     # The last append ends the answer and settles its usage: both or neither, in one transaction.
     run = db.run if body.finish is not None else db.run_autocommit
-    row = await run(messages.append_text, message_id, body, lease_seconds=settings.lease_seconds)
+    row = await run(answers.append_text, message_id, body, lease_seconds=settings.lease_seconds)
     return AppendResult.model_validate(row)
 
 
@@ -84,7 +84,7 @@ async def start_turn(
     """Store a question and its answer at once, the answer claimed if an owner is given; a replay is a 200."""
     # Budgets are checked and the turn stored in one transaction; without, a single statement needs none.
     run = db.run if body.account is not None and body.account.has_budget else db.run_autocommit
-    question, answer, created = await run(messages.start_turn, session_id, body, lease_seconds=settings.lease_seconds)
+    question, answer, created = await run(turns.start_turn, session_id, body, lease_seconds=settings.lease_seconds)
     if not created:
         response.status_code = 200
     return TurnRead(question=MessageRead.model_validate(question), answer=MessageRead.model_validate(answer))
@@ -124,7 +124,7 @@ async def list_stale_messages(
     ] = None,
 ) -> list[MessageRead]:
     """List in-progress answers whose lease expired (their generator died), and those ``owner`` holds."""
-    rows = await db.run_autocommit(messages.list_stale, limit, owner)
+    rows = await db.run_autocommit(answers.list_stale, limit, owner)
     return [MessageRead.model_validate(row) for row in rows]
 
 
@@ -176,5 +176,5 @@ async def claim_message(
     message_id: uuid.UUID, body: ClaimRequest, db: DbDep, settings: SettingsDep, response: Response
 ) -> MessageDetail:
     """Take the lease to generate an answer (returned with its prompt); 409 while another owner holds a live lease."""
-    message = await db.run_autocommit(messages.claim_message, message_id, body, lease_seconds=settings.lease_seconds)
+    message = await db.run_autocommit(answers.claim_message, message_id, body, lease_seconds=settings.lease_seconds)
     return _with_etag(message, response)

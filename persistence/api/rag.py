@@ -20,7 +20,7 @@ from persistence.schemas import (
     SessionCreate,
     SessionUpdate,
 )
-from persistence.services import messages, rag, sessions
+from persistence.services import answers, rag, sessions
 from shared.contract import Health
 
 router = APIRouter(prefix="/api/v1", tags=["RAG chat-storage API"])
@@ -93,7 +93,7 @@ async def list_messages(session_id: uuid.UUID, db: DbDep, skip: Skip = 0, limit:
 @router.post("/sessions/{session_id}/resume", status_code=202)
 async def resume_session(session_id: uuid.UUID, db: DbDep) -> RagResumed:
     """Hand the session's last answer, pending or failed, to the gateways, which continue it from its saved text."""
-    answer = await db.run_autocommit(messages.hand_over_last_answer, session_id)
+    answer = await db.run_autocommit(answers.hand_over_last_answer, session_id)
     return RagResumed(message=RagMessage.of(answer), status=answer.status)
 
 

@@ -1,0 +1,231 @@
+"""The life of an answer after its turn: offset-checked appends, its end, claims and leases, orphans.
+
+Appends and claims are single conditional UPDATEs, so they are atomic on SQLite and PostgreSQL alike:
+of two concurrent requests racing for the same row, exactly one matches its condition.
+"""
+
+import functools
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import (
+    Row,
+    Update,
+    and_,
+    bindparam,
+    case,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.orm import Session, defer
+
+from persistence.models import Message, UTCDateTime, utcnow
+from persistence.services import usage
+from persistence.services.messages import (
+    _IN_PROGRESS_SQL,
+    _TABLE,
+    Status,
+    _at,
+    _not_found,
+    get_message,
+    last_message,
+)
+from shared import (
+    Conflict,
+    DomainError,
+    ErrorCode,
+    MessageRole,
+    NotFound,
+    OffsetMismatch,
+)
+from shared.contract import AppendRequest, ClaimRequest
+
+
+@functools.cache
+def _append_statement(*, by_owner: bool, finish: frozenset[str]) -> Update:
+    """The conditional UPDATE of an append, built once per shape (with bound parameters)."""
+    table = _TABLE
+    conditions = [
+        table.c.id == bindparam("message_id"),
+        func.length(table.c.content) == bindparam("offset"),
+        table.c.status != Status.COMPLETE,
+    ]
+    if by_owner:
+        conditions.append(table.c.lease_owner == bindparam("owner"))
+    expires = bindparam("expires", type_=UTCDateTime())
+    values: dict[str, Any] = {
+        "content": table.c.content + bindparam("text", type_=table.c.content.type),
+        "version": table.c.version + 1,
+        "updated_at": bindparam("now", type_=UTCDateTime()),
+        "lease_expires_at": case((table.c.status == Status.IN_PROGRESS, expires), else_=table.c.lease_expires_at),
+    }
+    if finish:
+        # The last text and how the answer ended, in the one conditional statement.
+        conditions.append(table.c.status == Status.IN_PROGRESS)
+        values |= {name: bindparam(f"finish_{name}", type_=table.c[name].type) for name in finish}
+        values |= {"lease_owner": None, "lease_expires_at": None}
+    length = func.length(table.c.content).label("length")
+    returning = (table.c.id, length, table.c.version, table.c.status, table.c.lease_expires_at)
+    return update(table).where(*conditions).values(values).returning(*returning)
+
+
+def append_text(db: Session, message_id: uuid.UUID, data: AppendRequest, *, lease_seconds: float) -> Row[Any]:
+    """Append ``data.text`` at ``data.offset``, which must be the current length: a retried append is a 409."""
+    now = utcnow()
+    finish = data.finish.model_dump(exclude_unset=True) if data.finish is not None else {}
+    params = {
+        "message_id": message_id,
+        "offset": data.offset,
+        "owner": data.owner,
+        "text": data.text,
+        "now": now,
+        "expires": now + timedelta(seconds=data.lease_seconds or lease_seconds),
+    } | {f"finish_{name}": value for name, value in finish.items()}
+    stmt = _append_statement(by_owner=data.owner is not None, finish=frozenset(finish))
+    row = db.execute(stmt, params).one_or_none()
+    if row is not None:
+        if finish:
+            usage.settle(db, message_id, finish.get("usage"), row.length)
+        return row
+    raise _refusal_of_append(db, message_id, data)
+
+
+def _refusal_of_append(db: Session, message_id: uuid.UUID, data: AppendRequest) -> DomainError:
+    """Why an append matched no row, as the error to raise."""
+    row = db.execute(
+        select(Message.status, func.length(Message.content), Message.lease_owner).where(Message.id == message_id)
+    ).one_or_none()
+    if row is None:
+        return _not_found(message_id)
+    status, length, owner = row
+    if status == Status.COMPLETE:
+        return Conflict("a complete message cannot be appended to", status=status, length=length)
+    if data.owner is not None and owner != data.owner:
+        return Conflict(
+            f"the lease is held by {owner!r}",
+            code=ErrorCode.LEASE_LOST,
+            status=status,
+            lease_owner=owner,
+            length=length,
+        )
+    if data.finish is not None and status != Status.IN_PROGRESS:
+        return Conflict(
+            f"only an answer in progress can be finished; it is {status}",
+            code=ErrorCode.ILLEGAL_TRANSITION,
+            status=status,
+            length=length,
+        )
+    return OffsetMismatch(f"offset {data.offset} is not the current length {length}", length=length)
+
+
+def hand_over_last_answer(db: Session, session_id: uuid.UUID) -> Message:
+    """Give a session's last answer, when it is pending or failed, to whichever gateway scans for orphans next.
+
+    It is left as a gateway that died leaves its answers: in progress, with its lease already over. Crash
+    recovery then continues it from its saved text (no new generation). An answer already orphaned is
+    returned as it is; anything else is a 409 that says why there is nothing to resume.
+    """
+    try:
+        answer = last_message(db, session_id, MessageRole.ASSISTANT)
+    except NotFound as exc:
+        if exc.code != "no_message":
+            raise
+        raise Conflict("the session has no answer to resume", code=ErrorCode.NOTHING_TO_RESUME) from exc
+    now = utcnow()
+    handed = db.scalar(
+        update(Message)
+        .where(Message.id == answer.id, Message.status.in_([Status.PENDING, Status.FAILED]))
+        .values(
+            status=Status.IN_PROGRESS,
+            lease_owner=None,
+            lease_expires_at=_at(now),
+            version=Message.version + 1,
+            updated_at=_at(now),
+        )
+        .returning(Message)
+        .execution_options(populate_existing=True, synchronize_session=False)
+    )
+    if handed is not None:
+        return handed
+    current = db.scalar(select(Message).where(Message.id == answer.id).execution_options(populate_existing=True))
+    if current is None:
+        raise _not_found(answer.id)
+    if current.status == Status.COMPLETE:
+        raise Conflict(
+            "the session's last answer is complete: there is nothing to resume",
+            code=ErrorCode.NOTHING_TO_RESUME,
+            status=current.status,
+        )
+    if current.lease_expires_at is not None and current.lease_expires_at > now:
+        raise Conflict(
+            f"the session's last answer is being generated by {current.lease_owner!r}",
+            code=ErrorCode.LEASE_HELD,
+            status=current.status,
+            lease_owner=current.lease_owner,
+        )
+    return current  # its generator died: crash recovery has it already
+
+
+def claim_message(db: Session, message_id: uuid.UUID, data: ClaimRequest, *, lease_seconds: float) -> Message:
+    """Take the right to generate an answer: a pending or failed one, or one whose lease has expired.
+
+    Claiming again while holding a live lease renews it (a heartbeat) and is not a new attempt.
+    """
+    now = utcnow()
+    expires = now + timedelta(seconds=data.lease_seconds or lease_seconds)
+    live = and_(Message.status == Status.IN_PROGRESS, Message.lease_expires_at > _at(now))
+    renewal = and_(live, Message.lease_owner == data.owner)
+    claimable = or_(
+        Message.status.in_([Status.PENDING, Status.FAILED]),
+        and_(Message.status == Status.IN_PROGRESS, ~live),
+        renewal,
+    )
+    message = db.scalar(
+        update(Message)
+        .where(Message.id == message_id, Message.role == MessageRole.ASSISTANT, claimable)
+        .values(
+            status=Status.IN_PROGRESS,
+            lease_owner=data.owner,
+            lease_expires_at=_at(expires),
+            attempts=case((renewal, Message.attempts), else_=Message.attempts + 1),
+            error=case((renewal, Message.error), else_=None),
+            version=Message.version + 1,
+            updated_at=_at(now),
+        )
+        .returning(Message)
+        .execution_options(populate_existing=True, synchronize_session=False)
+    )
+    if message is not None:
+        return message
+    current = get_message(db, message_id)
+    if current.role != MessageRole.ASSISTANT:
+        raise Conflict("only assistant messages are generated, so only they can be claimed", role=current.role)
+    if current.status == Status.COMPLETE:
+        raise Conflict("the message is already complete", status=current.status)
+    raise Conflict(
+        f"the message is being generated by {current.lease_owner!r}",
+        code=ErrorCode.LEASE_HELD,
+        status=current.status,
+        lease_owner=current.lease_owner,
+        lease_expires_at=current.lease_expires_at.isoformat() if current.lease_expires_at else None,
+    )
+
+
+def list_stale(db: Session, limit: int, owner: str | None = None) -> list[Message]:
+    """In-progress answers whose lease expired: their generator died and they need recovering. With ``owner``,
+    also those it holds, expired or not: a gateway restarted under the same name takes its own back at once."""
+    orphaned = Message.lease_expires_at < _at(utcnow())
+    if owner is not None:
+        orphaned = or_(orphaned, Message.lease_owner == owner)
+    stmt = (
+        select(Message)
+        # Not the prompts: every gateway scans for these every few seconds, and a claim returns the prompt.
+        .options(defer(Message.prompt, raiseload=True))
+        .where(Message.status == _IN_PROGRESS_SQL, orphaned)
+        .order_by(Message.lease_expires_at)
+        .limit(limit)
+    )
+    return list(db.scalars(stmt))
