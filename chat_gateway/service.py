@@ -218,9 +218,12 @@ class Answers:
         )
         # What the answer may cost until its usage is known: its prompt (the client's, else the question; the
         # history of an existing session is not known yet) and its max_tokens.
-        prompt_chars = len(json.dumps(prompt)) if prompt is not None else len(request.message)
-        if prompt is None and request.context is not None:
-            prompt_chars += len(json.dumps(request.context))
+        # Measured for a user's account only: the JSON of a whole prompt costs every other turn for nothing.
+        prompt_chars = 0
+        if caller.is_user:
+            prompt_chars = len(json.dumps(prompt)) if prompt is not None else len(request.message)
+            if prompt is None and request.context is not None:
+                prompt_chars += len(json.dumps(request.context))
         max_tokens = options.get("max_tokens", options.get("max_completion_tokens"))
         reserve = self.settings.budget_reserve_tokens
         account = caller.account(user_id, max_tokens=max_tokens, prompt_chars=prompt_chars, reserve=reserve)

@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import Date, and_, case, cast, func, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from persistence.db import insert_on_conflict
@@ -48,20 +49,7 @@ def open_record(
         _lock_user(db, account.user_id)
         if db.get(UsageRecord, message_id) is None:
             check_budgets(db, account, now)
-    values = {
-        "message_id": message_id,
-        "user_id": account.user_id,
-        "model": model,
-        "created_at": now,
-        "pending": True,
-        "reserved_tokens": account.reserve_tokens,
-        "prompt_tokens": 0,
-        "completion_tokens": 0,
-        "total_tokens": 0,
-        "estimated_tokens": 0,
-    }
-    dialect = db.get_bind().dialect.name
-    db.execute(insert_on_conflict(dialect, _TABLE).values(values).on_conflict_do_nothing(index_elements=["message_id"]))
+    db.execute(_new_record(db, message_id, model, account, now).on_conflict_do_nothing(index_elements=["message_id"]))
 
 
 def reopen(db: Session, message_id: uuid.UUID, account: TurnAccount) -> None:
@@ -69,19 +57,24 @@ def reopen(db: Session, message_id: uuid.UUID, account: TurnAccount) -> None:
     _lock_user(db, account.user_id)
     now = utcnow()
     check_budgets(db, account, now)
-    values = {"pending": True, "reserved_tokens": account.reserve_tokens}
-    dialect = db.get_bind().dialect.name
-    stmt = insert_on_conflict(dialect, _TABLE).values(
-        message_id=message_id,
-        user_id=account.user_id,
-        created_at=now,
-        prompt_tokens=0,
-        completion_tokens=0,
-        total_tokens=0,
-        estimated_tokens=0,
-        **values,
-    )
-    db.execute(stmt.on_conflict_do_update(index_elements=["message_id"], set_=values))
+    stmt = _new_record(db, message_id, None, account, now)
+    reserved = {"pending": True, "reserved_tokens": account.reserve_tokens}
+    db.execute(stmt.on_conflict_do_update(index_elements=["message_id"], set_=reserved))
+
+
+def _new_record(
+    db: Session, message_id: uuid.UUID, model: str | None, account: TurnAccount, now: datetime
+) -> postgresql.Insert | sqlite.Insert:
+    """The INSERT of an answer's record, reserving its tokens (token counts start at the table's 0)."""
+    values = {
+        "message_id": message_id,
+        "user_id": account.user_id,
+        "model": model,
+        "created_at": now,
+        "pending": True,
+        "reserved_tokens": account.reserve_tokens,
+    }
+    return insert_on_conflict(db.get_bind().dialect.name, _TABLE).values(values)
 
 
 def _lock_user(db: Session, user_id: str) -> None:
