@@ -2,14 +2,11 @@
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import cast
 
 from openai import AsyncOpenAI, AsyncStream
 from openai.types.chat import ChatCompletionMessageParam
@@ -23,24 +20,22 @@ from chat_gateway.metrics import RECOVERED, RESUMES
 from chat_gateway.persistence_client import PersistenceClient
 from chat_gateway.prompt import question_messages
 from chat_gateway.schemas import ChatRequest
+from chat_gateway.turns import build_turn, chat_ids, over_budget
 from chat_gateway.upstream import discard, open_stream
 from shared import (
     Conflict,
     ErrorCode,
-    JSONObject,
     MessageRole,
     MessageStatus,
     OffsetMismatch,
     PreconditionFailed,
     ServiceUnavailable,
-    TooManyRequests,
 )
-from shared.contract import MessageDetail, MessageUpdate, TurnAnswer, TurnCreate, TurnQuestion, TurnSession
+from shared.contract import MessageDetail, MessageUpdate, TurnCreate
 from shared.identity import TurnAccount
 
 logger = logging.getLogger(__name__)
 
-_IDS = uuid.UUID("5f1d0c3e-8a59-4a8e-9a43-6d1c2f0b7e21")
 NOT_STARTED = "abandoned before it began: its gateway never confirmed it"
 NO_UPSTREAM = (
     "no upstream key is configured: set OPENAI_API_KEY, or OPENAI_API_KEY_FILE to a file holding it, "
@@ -48,43 +43,8 @@ NO_UPSTREAM = (
 )
 
 
-def _chat_ids(idempotency_key: str | None, user_id: str) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
-    """Ids of the session, question and answer of one chat request.
-
-    With an Idempotency-Key they are derived from it, so a retried request finds the same rows (and the
-    same answer) instead of starting a second, billed generation. Without one they are random, and still
-    make the gateway's own retries of each write safe.
-    """
-    if idempotency_key is None:
-        return uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    seed = hashlib.sha256(f"{user_id}\x00{idempotency_key}".encode()).hexdigest()
-    return uuid.uuid5(_IDS, f"{seed}:session"), uuid.uuid5(_IDS, f"{seed}:user"), uuid.uuid5(_IDS, f"{seed}:answer")
-
-
 def _failed(error: str) -> MessageUpdate:
     return MessageUpdate(status=MessageStatus.FAILED, error=error)
-
-
-def over_budget(exc: Conflict) -> TooManyRequests:
-    """Persistence's refusal of a turn past a token budget, as its client is told it: a 429 to wait out.
-
-    Persistence says it with a 409 (a conflict with the user's ledger) because its client retries its 429s
-    (its own rate limit, a wait); this refusal no retry changes before the budget renews.
-    """
-    extra = exc.extra
-    retry_after = str(extra.get("retry_after", 60))
-    headers = {
-        "Retry-After": retry_after,
-        "X-RateLimit-Limit-Tokens": str(extra.get("limit", "")),
-        "X-RateLimit-Remaining-Tokens": "0",
-        "X-RateLimit-Reset-Tokens": f"{retry_after}s",
-    }
-    return TooManyRequests(exc.detail, code=ErrorCode.BUDGET_EXCEEDED, headers=headers, **extra)
-
-
-def title_from(message: str) -> str:
-    words = " ".join(message.split())
-    return (words[:77] + "...") if len(words) > 80 else words or "New chat"
 
 
 def _lease_is_live(message: MessageDetail) -> bool:
@@ -132,14 +92,16 @@ class Answers:
         """
         client = self._require_upstream()
         user_id = caller.owner(request.user_id)
-        session_ids, question_id, answer_id = _chat_ids(idempotency_key, user_id)
+        session_ids, question_id, answer_id = chat_ids(idempotency_key, user_id)
         session_id = request.session_id or session_ids
         model = request.model or self.settings.openai_model
         new_session = request.session_id is None
         if prompt is None and new_session:
             prompt = question_messages(request.message, request.context)  # the whole history of a new chat
         ids = (question_id, answer_id)
-        turn, account = self._turn(request, caller, user_id, ids, model, prompt, new_session or create_session)
+        turn, account = build_turn(
+            self.settings, request, caller, user_id, ids, model, prompt, new_session or create_session
+        )
         scope = caller.user_id
         # Sent before the turn is stored only where nothing but a failure refuses it: not past a budget, nor
         # into a session a user named (another user's is refused), which would bill an answer nobody gets.
@@ -193,55 +155,6 @@ class Answers:
                 await discard(opening)
             await self._take_over(answer, model=model, prompt=prompt, take_unstarted=True)
         return answer
-
-    def _turn(
-        self,
-        request: ChatRequest,
-        caller: Caller,
-        user_id: str,
-        ids: tuple[uuid.UUID, uuid.UUID],
-        model: str,
-        prompt: list[ChatCompletionMessageParam] | None,
-        opens_session: bool,
-    ) -> tuple[TurnCreate, TurnAccount]:
-        """The turn persistence stores: the question, the answer claimed by this gateway, whose it is."""
-        question_id, answer_id = ids
-        question = TurnQuestion(id=question_id, content=request.message, context=request.context)
-        options = request.options.given() if request.options is not None else {}
-        # A client's own prompt, which the stored history would not give back, is kept for a continuation.
-        own_prompt = prompt is not None and prompt != question_messages(request.message, request.context)
-        answer = TurnAnswer(
-            id=answer_id,
-            model=model,
-            options=options or None,
-            prompt=cast(list[JSONObject], prompt) if own_prompt else None,
-        )
-        # What the answer may cost until its usage is known: its prompt (the client's, else the question; the
-        # history of an existing session is not known yet) and its max_tokens.
-        # Measured for a user's account only: the JSON of a whole prompt costs every other turn for nothing.
-        prompt_chars = 0
-        if caller.is_user:
-            prompt_chars = len(json.dumps(prompt)) if prompt is not None else len(request.message)
-            if prompt is None and request.context is not None:
-                prompt_chars += len(json.dumps(request.context))
-        max_tokens = options.get("max_tokens", options.get("max_completion_tokens"))
-        reserve = self.settings.budget_reserve_tokens
-        account = caller.account(user_id, max_tokens=max_tokens, prompt_chars=prompt_chars, reserve=reserve)
-        session = None
-        if opens_session:
-            exclusive = caller.owns_exclusively(request.user_id)
-            session = TurnSession(user_id=user_id, title=title_from(request.message))
-            if exclusive:  # set only when it is: the default goes unsent (docs/benchmarks.md, bytes)
-                session.exclusive = True
-        turn = TurnCreate(
-            session=session,
-            question=question,
-            answer=answer,
-            owner=self.settings.instance_id,
-            lease_seconds=self.settings.lease_seconds,
-            account=account,
-        )
-        return turn, account
 
     async def _settle_turn(
         self, session_id: uuid.UUID, turn: TurnCreate, scope: str | None

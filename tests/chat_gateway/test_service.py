@@ -18,8 +18,8 @@ from chat_gateway.persistence_client import UNREACHABLE, PersistenceClient
 from chat_gateway.schemas import ChatRequest
 from chat_gateway.service import Answers
 from chat_gateway.upstream import create_client
-from shared import MessageRole, MessageStatus, ServiceUnavailable
-from shared.contract import MessageDetail, TurnCreate
+from shared import MessageStatus, ServiceUnavailable
+from shared.contract import AppendResult
 from tests.chat_gateway.conftest import stored_message
 from tests.conftest import serve
 from tests.fake_openai import TEXT, Plan, create_fake_openai, tokens
@@ -181,31 +181,34 @@ async def test_following_an_answer_through_persistence_asks_only_for_changes() -
     assert [(e.kind, e.offset, e.text) for e in events] == [("delta", 3, "Hel"), ("delta", 5, "lo"), ("done", 5, "")]
 
 
-class _SlowTurns(PersistenceClient):
+class _SlowTurns(httpx.AsyncBaseTransport):
     """Persistence slow to store a turn (a busy database), taking every append."""
 
     def __init__(self, delay: float) -> None:
         self.delay = delay
         self.appended: list[str] = []
 
-    async def start_turn(
-        self, session_id: uuid.UUID, body: TurnCreate, scope: str | None = None
-    ) -> tuple[MessageDetail, bool]:
-        await asyncio.sleep(self.delay)
-        assert body.answer.id is not None
-        answer = stored_message(
-            id=body.answer.id,
-            session_id=session_id,
-            role=MessageRole.ASSISTANT,
-            content="",
-            status=MessageStatus.IN_PROGRESS,
-            created_at=datetime.now(UTC),
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(await request.aread())
+        if request.url.path.endswith("/turns"):
+            await asyncio.sleep(self.delay)
+            answer = stored_message(
+                id=uuid.UUID(body["answer"]["id"]),
+                session_id=uuid.UUID(request.url.path.split("/")[2]),
+                content="",
+                status=MessageStatus.IN_PROGRESS,
+            )
+            return httpx.Response(201, json={"question": {}, "answer": answer.model_dump(mode="json")})
+        assert request.url.path.endswith("/append"), request.url.path
+        self.appended.append(body["text"])
+        appended = AppendResult(
+            id=uuid.UUID(request.url.path.split("/")[2]),
+            length=body["offset"] + len(body["text"]),
+            version=1,
+            status=body["finish"]["status"] if body.get("finish") else MessageStatus.IN_PROGRESS,
+            lease_expires_at=None,
         )
-        return answer, True
-
-    async def append(self, message_id: uuid.UUID, offset: int, text: str, **_kwargs: Any) -> int:
-        self.appended.append(text)
-        return offset + len(text)
+        return httpx.Response(200, json=appended.model_dump(mode="json"))
 
 
 async def test_text_an_upstream_sent_while_the_turn_was_stored_survives_a_drop(fake_upstream: FastAPI) -> None:
@@ -220,13 +223,15 @@ async def test_text_an_upstream_sent_while_the_turn_was_stored_survives_a_drop(f
         retry_max_wait=0,
     )
     store = _SlowTurns(delay=0.5)
+    http = httpx.AsyncClient(base_url="http://persistence", transport=store)
     client = create_client(settings)  # the gateway's own: aiohttp forgets what it buffered when a connection fails
     assert client is not None
-    answers = Answers(settings, store, client)
+    answers = Answers(settings, PersistenceClient(http, attempts=2, initial_wait=0, max_wait=0), client)
     try:
         answer = await answers.start_chat(ChatRequest(message="Hi"), idempotency_key=None)
         relayed = "".join([event.text async for event in answers._live[answer.id].events(0)])
     finally:
+        await http.aclose()
         await client.close()
     assert relayed == TEXT
     assert "".join(store.appended) == TEXT

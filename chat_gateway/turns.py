@@ -1,0 +1,104 @@
+"""What one chat request stores: its ids, its session's title, the turn (question and claimed answer) and the
+account it is charged to; and how a budget's refusal of it is told to its client."""
+
+import hashlib
+import json
+import uuid
+from typing import cast
+
+from openai.types.chat import ChatCompletionMessageParam
+
+from chat_gateway.config import Settings
+from chat_gateway.identity import Caller
+from chat_gateway.prompt import question_messages
+from chat_gateway.schemas import ChatRequest
+from shared import Conflict, ErrorCode, JSONObject, TooManyRequests
+from shared.contract import TurnAnswer, TurnCreate, TurnQuestion, TurnSession
+from shared.identity import TurnAccount
+
+_IDS = uuid.UUID("5f1d0c3e-8a59-4a8e-9a43-6d1c2f0b7e21")
+
+
+def chat_ids(idempotency_key: str | None, user_id: str) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
+    """Ids of the session, question and answer of one chat request.
+
+    With an Idempotency-Key they are derived from it, so a retried request finds the same rows (and the
+    same answer) instead of starting a second, billed generation. Without one they are random, and still
+    make the gateway's own retries of each write safe.
+    """
+    if idempotency_key is None:
+        return uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    seed = hashlib.sha256(f"{user_id}\x00{idempotency_key}".encode()).hexdigest()
+    return uuid.uuid5(_IDS, f"{seed}:session"), uuid.uuid5(_IDS, f"{seed}:user"), uuid.uuid5(_IDS, f"{seed}:answer")
+
+
+def over_budget(exc: Conflict) -> TooManyRequests:
+    """Persistence's refusal of a turn past a token budget, as its client is told it: a 429 to wait out.
+
+    Persistence says it with a 409 (a conflict with the user's ledger) because its client retries its 429s
+    (its own rate limit, a wait); this refusal no retry changes before the budget renews.
+    """
+    extra = exc.extra
+    retry_after = str(extra.get("retry_after", 60))
+    headers = {
+        "Retry-After": retry_after,
+        "X-RateLimit-Limit-Tokens": str(extra.get("limit", "")),
+        "X-RateLimit-Remaining-Tokens": "0",
+        "X-RateLimit-Reset-Tokens": f"{retry_after}s",
+    }
+    return TooManyRequests(exc.detail, code=ErrorCode.BUDGET_EXCEEDED, headers=headers, **extra)
+
+
+def title_from(message: str) -> str:
+    words = " ".join(message.split())
+    return (words[:77] + "...") if len(words) > 80 else words or "New chat"
+
+
+def build_turn(
+    settings: Settings,
+    request: ChatRequest,
+    caller: Caller,
+    user_id: str,
+    ids: tuple[uuid.UUID, uuid.UUID],
+    model: str,
+    prompt: list[ChatCompletionMessageParam] | None,
+    opens_session: bool,
+) -> tuple[TurnCreate, TurnAccount]:
+    """The turn persistence stores: the question, the answer claimed by this gateway, whose it is."""
+    question_id, answer_id = ids
+    question = TurnQuestion(id=question_id, content=request.message, context=request.context)
+    options = request.options.given() if request.options is not None else {}
+    # A client's own prompt, which the stored history would not give back, is kept for a continuation.
+    own_prompt = prompt is not None and prompt != question_messages(request.message, request.context)
+    answer = TurnAnswer(
+        id=answer_id,
+        model=model,
+        options=options or None,
+        prompt=cast(list[JSONObject], prompt) if own_prompt else None,
+    )
+    # What the answer may cost until its usage is known: its prompt (the client's, else the question; the
+    # history of an existing session is not known yet) and its max_tokens.
+    # Measured for a user's account only: the JSON of a whole prompt costs every other turn for nothing.
+    prompt_chars = 0
+    if caller.is_user:
+        prompt_chars = len(json.dumps(prompt)) if prompt is not None else len(request.message)
+        if prompt is None and request.context is not None:
+            prompt_chars += len(json.dumps(request.context))
+    max_tokens = options.get("max_tokens", options.get("max_completion_tokens"))
+    reserve = settings.budget_reserve_tokens
+    account = caller.account(user_id, max_tokens=max_tokens, prompt_chars=prompt_chars, reserve=reserve)
+    session = None
+    if opens_session:
+        exclusive = caller.owns_exclusively(request.user_id)
+        session = TurnSession(user_id=user_id, title=title_from(request.message))
+        if exclusive:  # set only when it is: the default goes unsent (docs/benchmarks.md, bytes)
+            session.exclusive = True
+    turn = TurnCreate(
+        session=session,
+        question=question,
+        answer=answer,
+        owner=settings.instance_id,
+        lease_seconds=settings.lease_seconds,
+        account=account,
+    )
+    return turn, account
