@@ -4,9 +4,11 @@ import base64
 import json
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from shared import BadRequest
+from shared import BadRequest, Page
+
+PageT = TypeVar("PageT", bound=Page[Any])
 
 
 def encode_cursor(*key: bool | int | datetime | uuid.UUID) -> str:
@@ -14,13 +16,12 @@ def encode_cursor(*key: bool | int | datetime | uuid.UUID) -> str:
     return base64.urlsafe_b64encode(json.dumps(parts, separators=(",", ":")).encode()).decode().rstrip("=")
 
 
-def keyset_page(rows: list[dict[str, Any]], limit: int, *key: str) -> tuple[list[dict[str, Any]], str | None]:
-    """The first ``limit`` of ``rows`` (read with one more, to tell whether a next page exists) and the
-    cursor after the last of them, from its columns ``key`` (None on the last page)."""
+def keyset_page(page: type[PageT], rows: list[dict[str, Any]], limit: int, *key: str) -> PageT:
+    """The first ``limit`` of ``rows`` (read with one more, to tell whether a next page exists) as a ``page``,
+    validated once, with the cursor after the last of them from its columns ``key`` (None on the last page)."""
     if len(rows) <= limit:
-        return rows, None
-    last = rows[limit - 1]
-    return rows[:limit], encode_cursor(*(last[column] for column in key))
+        return page(items=rows, next_cursor=None)
+    return page(items=rows[:limit], next_cursor=encode_cursor(*(rows[limit - 1][column] for column in key)))
 
 
 def decode_cursor(cursor: str, *types: type) -> tuple[bool | int | datetime | uuid.UUID, ...]:

@@ -93,7 +93,7 @@ class LenientInputModel(InputModel):
 
 
 def _getter(stored: Any) -> Callable[[str], Any]:
-    """Reads a stored row's columns, from a dict (pages) or an ORM object alike."""
+    """Reads a stored row's columns, from a dict (pages, a new message) or an ORM object alike."""
     return stored.get if isinstance(stored, Mapping) else functools.partial(getattr, stored)
 
 

@@ -57,7 +57,7 @@ async def identify(body: KeyCheck, db: DbDep) -> KeyIdentity:
 @router.get("/users/{user_id:path}/limits")
 async def get_user_limits(user_id: UserPath, db: DbDep) -> UserLimits:
     """A user's own limits (null: the gateway's defaults apply)."""
-    return UserLimits(user_id=user_id, limits=await db.run_autocommit(keys.user_limits, user_id))
+    return await db.run_autocommit(keys.user_limits, user_id)
 
 
 @router.put("/users/{user_id:path}/limits")

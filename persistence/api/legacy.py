@@ -20,13 +20,13 @@ LIST_MAX = 10_000
 @router.post("/")
 async def create_message(body: LegacyMessageCreate, db: DbDep) -> LegacyMessageRead:
     """Store a message of a chat (original API); the chat's session is created on first use."""
-    return LegacyMessageRead.of(await db.run(legacy.create_message, body))
+    return await db.run(legacy.create_message, body)
 
 
 @router.put("/{message_id}")
 async def update_message(message_id: uuid.UUID, body: LegacyMessageUpdate, db: DbDep) -> LegacyMessageRead:
     """Change a message's content and/or rating (original API)."""
-    return LegacyMessageRead.of(await db.run(legacy.update_message, message_id, body))
+    return await db.run(legacy.update_message, message_id, body)
 
 
 @router.get("/")
@@ -38,4 +38,4 @@ async def list_messages(
     ] = LIST_DEFAULT,
 ) -> list[LegacyMessageRead]:
     """List the newest messages of a chat, or of every chat, oldest first (original API)."""
-    return [LegacyMessageRead.of(row) for row in await db.run_autocommit(legacy.list_messages, chat_id, limit)]
+    return await db.run_autocommit(legacy.list_messages, chat_id, limit)

@@ -5,7 +5,6 @@ from fastapi import APIRouter, Query, Response
 
 from persistence.api.params import NO_NUL, Cursor, Limit, replayed
 from persistence.deps import DbDep, IfMatchDep, IfNoneMatchDep, OwnerCheck, SettingsDep
-from persistence.models import Message
 from persistence.schemas import MessageCreate
 from persistence.services import answers, messages, turns
 from shared import MessageRead, MessageRole, MessageStatus, Page
@@ -31,10 +30,10 @@ def _etag(version: int) -> str:
     return f'"{version}"'
 
 
-def _with_etag(message: Message, response: Response) -> MessageDetail:
-    """One message, as every route that answers with one message returns it: with its prompt."""
+def _with_etag(message: MessageDetail, response: Response) -> MessageDetail:
+    """One message, as every route that answers with one message returns it: with its version as its ETag."""
     response.headers["ETag"] = _etag(message.version)
-    return MessageDetail.model_validate(message)
+    return message
 
 
 def _not_modified(version: int, if_none_match: frozenset[str]) -> Response | None:
@@ -57,8 +56,7 @@ async def append_to_message(
     """Append partial text at an offset that must equal the current length (409 otherwise)."""
     # The last append ends the answer and settles its usage: both or neither, in one transaction.
     run = db.run if body.finish is not None else db.run_autocommit
-    row = await run(answers.append_text, message_id, body, lease_seconds=settings.lease_seconds)
-    return AppendResult.model_validate(row)
+    return await run(answers.append_text, message_id, body, lease_seconds=settings.lease_seconds)
 
 
 @router.post(
@@ -69,10 +67,10 @@ async def append_to_message(
 )
 async def create_message(session_id: uuid.UUID, body: MessageCreate, db: DbDep, response: Response) -> MessageDetail:
     """Add a message; repeating a create with the same id and body returns the stored one (200)."""
-    message, created = await db.run_autocommit(messages.create_message, session_id, body)
-    if not created:
+    stored = await db.run_autocommit(messages.create_message, session_id, body)
+    if not stored.created:
         response.status_code = 200
-    return _with_etag(message, response)
+    return _with_etag(stored.item, response)
 
 
 @router.post(
@@ -84,10 +82,10 @@ async def start_turn(
     """Store a question and its answer at once, the answer claimed if an owner is given; a replay is a 200."""
     # Budgets are checked and the turn stored in one transaction; without, a single statement needs none.
     run = db.run if body.account is not None and body.account.has_budget else db.run_autocommit
-    question, answer, created = await run(turns.start_turn, session_id, body, lease_seconds=settings.lease_seconds)
-    if not created:
+    stored = await run(turns.start_turn, session_id, body, lease_seconds=settings.lease_seconds)
+    if not stored.created:
         response.status_code = 200
-    return TurnRead(question=MessageRead.model_validate(question), answer=MessageRead.model_validate(answer))
+    return stored.item
 
 
 @router.get("/sessions/{session_id}/messages", dependencies=[OwnerCheck])
@@ -100,11 +98,9 @@ async def list_messages(
     order: Literal["asc", "desc"] = "asc",
 ) -> Page[MessageRead]:
     """List a session's messages in the order they were written (or newest first with order=desc)."""
-    rows, next_cursor = await db.run_autocommit(
+    return await db.run_autocommit(
         messages.list_messages, session_id, limit=limit, cursor=cursor, status=status, newest_first=order == "desc"
     )
-    # One validation of the whole page, from dicts.
-    return Page[MessageRead](items=rows, next_cursor=next_cursor)
 
 
 @router.get("/sessions/{session_id}/messages/last", dependencies=[OwnerCheck])
@@ -124,8 +120,7 @@ async def list_stale_messages(
     ] = None,
 ) -> list[MessageRead]:
     """List in-progress answers whose lease expired (their generator died), and those ``owner`` holds."""
-    rows = await db.run_autocommit(answers.list_stale, limit, owner)
-    return [MessageRead.model_validate(row) for row in rows]
+    return await db.run_autocommit(answers.list_stale, limit, owner)
 
 
 @router.get("/messages/{message_id}", response_model=MessageDetail, responses=NOT_MODIFIED, dependencies=[OwnerCheck])
@@ -149,10 +144,10 @@ async def get_message_text(
 ) -> MessageText | Response:
     """Get a message's text from an offset on, with its status: how an answer is followed as it grows."""
     text = await db.run_autocommit(messages.read_text, message_id, offset)
-    if (not_modified := _not_modified(text["version"], if_none_match)) is not None:
+    if (not_modified := _not_modified(text.version, if_none_match)) is not None:
         return not_modified
-    response.headers["ETag"] = _etag(text["version"])
-    return MessageText.model_validate(text)
+    response.headers["ETag"] = _etag(text.version)
+    return text
 
 
 @router.patch("/messages/{message_id}", dependencies=[OwnerCheck])

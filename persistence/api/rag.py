@@ -17,10 +17,8 @@ from persistence.schemas import (
     RagSessionCreate,
     RagSessionList,
     RagSessionRename,
-    SessionCreate,
-    SessionUpdate,
 )
-from persistence.services import answers, rag, sessions
+from persistence.services import rag, sessions
 from shared.contract import Health
 
 router = APIRouter(prefix="/api/v1", tags=["RAG chat-storage API"])
@@ -32,8 +30,7 @@ PageSize = Annotated[int, Query(ge=1, le=1000, description="Page size (at most 1
 @router.post("/sessions", status_code=201)
 async def create_session(body: RagSessionCreate, db: DbDep) -> RagSession:
     """Create a chat session for a user (named "New chat" unless a name is given)."""
-    chat, _ = await db.run(sessions.create_session, SessionCreate(user_id=body.user_id, title=body.name))
-    return RagSession.of(chat)
+    return await db.run(rag.create_session, body)
 
 
 @router.get("/sessions")
@@ -44,20 +41,19 @@ async def list_sessions(
     limit: PageSize = 100,
 ) -> RagSessionList:
     """List a user's sessions, favorites first, then newest activity first, with their total."""
-    rows, total = await db.run(rag.list_sessions, user_id, skip, limit)
-    return RagSessionList(sessions=[RagSession.of(row) for row in rows], total=total)
+    return await db.run(rag.list_sessions, user_id, skip, limit)
 
 
 @router.get("/sessions/{session_id}")
 async def get_session(session_id: uuid.UUID, db: DbDep) -> RagSession:
     """Get one session."""
-    return RagSession.of(await db.run_autocommit(sessions.get_session, session_id))
+    return await db.run_autocommit(rag.get_session, session_id)
 
 
 @router.put("/sessions/{session_id}")
 async def rename_session(session_id: uuid.UUID, body: RagSessionRename, db: DbDep) -> RagSession:
     """Rename a session."""
-    return RagSession.of(await db.run(sessions.update_session, session_id, SessionUpdate(title=body.name)))
+    return await db.run(rag.rename_session, session_id, body.name)
 
 
 @router.patch("/sessions/{session_id}/favorite")
@@ -67,7 +63,7 @@ async def favorite_session(
     is_favorite: Annotated[bool | None, Query(description="Set the flag to this value instead of toggling it.")] = None,
 ) -> RagSession:
     """Toggle a session's favorite flag, or set it with ?is_favorite=true|false."""
-    return RagSession.of(await db.run_autocommit(sessions.set_favorite, session_id, is_favorite))
+    return await db.run_autocommit(rag.set_favorite, session_id, is_favorite)
 
 
 @router.delete("/sessions/{session_id}", status_code=204)
@@ -80,21 +76,19 @@ async def delete_session(session_id: uuid.UUID, db: DbDep) -> Response:
 @router.post("/sessions/{session_id}/messages", status_code=201)
 async def create_message(session_id: uuid.UUID, body: RagMessageCreate, db: DbDep) -> RagMessage:
     """Add a message to a session (an unfinished answer: status pending or failed, its text as partial_content)."""
-    return RagMessage.of(await db.run_autocommit(rag.create_message, session_id, body))
+    return await db.run_autocommit(rag.create_message, session_id, body)
 
 
 @router.get("/sessions/{session_id}/messages")
 async def list_messages(session_id: uuid.UUID, db: DbDep, skip: Skip = 0, limit: PageSize = 100) -> RagMessageList:
     """List a session's messages, oldest first, with their total."""
-    rows, total = await db.run(rag.list_messages, session_id, skip, limit)
-    return RagMessageList(messages=[RagMessage.of(row) for row in rows], total=total)
+    return await db.run(rag.list_messages, session_id, skip, limit)
 
 
 @router.post("/sessions/{session_id}/resume", status_code=202)
 async def resume_session(session_id: uuid.UUID, db: DbDep) -> RagResumed:
     """Hand the session's last answer, pending or failed, to the gateways, which continue it from its saved text."""
-    answer = await db.run_autocommit(answers.hand_over_last_answer, session_id)
-    return RagResumed(message=RagMessage.of(answer), status=answer.status)
+    return await db.run_autocommit(rag.resume_session, session_id)
 
 
 @router.get("/health", responses={503: {"description": "The database is unreachable."}})

@@ -20,11 +20,10 @@ async def search(
     cursor: Cursor = None,
 ) -> Page[SearchHit]:
     """Search complete messages and session titles: most relevant first, with highlighted snippets."""
-    hits, next_cursor = await db.run_autocommit(
+    return await db.run_autocommit(
         search_service.search,
         q,
         limit=limit,
         user_id=on_behalf_of if on_behalf_of is not None else user_id,
         cursor=cursor,
     )
-    return Page[SearchHit](items=hits, next_cursor=next_cursor)

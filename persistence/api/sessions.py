@@ -23,17 +23,16 @@ router = APIRouter(prefix="/sessions", tags=["sessions"], dependencies=[OwnerChe
 @router.post("", status_code=201, responses={200: replayed(SessionRead)})
 async def create_session(body: SessionCreate, db: DbDep, response: Response) -> SessionRead:
     """Start a chat session; repeating a create with the same id returns the stored one (200)."""
-    chat, created = await db.run(sessions.create_session, body)
-    if not created:
+    stored = await db.run(sessions.create_session, body)
+    if not stored.created:
         response.status_code = 200
-    return SessionRead.model_validate(chat)
+    return stored.item
 
 
 @router.post("/import", status_code=201)
 async def import_session(body: SessionExport, db: DbDep) -> ImportResult:
     """Import a session document made by export; ids are kept, or replaced when taken."""
-    chat, remapped = await db.run(transfer.import_session, body)
-    return ImportResult(session=SessionRead.model_validate(chat), messages=len(body.messages), remapped=remapped)
+    return await db.run(transfer.import_session, body)
 
 
 @router.get("")
@@ -47,7 +46,7 @@ async def list_sessions(
     cursor: Cursor = None,
 ) -> Page[SessionRead]:
     """List sessions, favorites first, then newest activity first."""
-    rows, next_cursor = await db.run_autocommit(
+    return await db.run_autocommit(
         sessions.list_sessions,
         limit=limit,
         user_id=on_behalf_of if on_behalf_of is not None else user_id,
@@ -55,13 +54,12 @@ async def list_sessions(
         q=q,
         cursor=cursor,
     )
-    return Page[SessionRead](items=rows, next_cursor=next_cursor)
 
 
 @router.get("/{session_id}")
 async def get_session(session_id: uuid.UUID, db: DbDep) -> SessionRead:
     """Get one session."""
-    return SessionRead.model_validate(await db.run_autocommit(sessions.get_session, session_id))
+    return await db.run_autocommit(sessions.get_session, session_id)
 
 
 @router.get(
@@ -82,14 +80,13 @@ async def export_session(
 @router.patch("/{session_id}")
 async def update_session(session_id: uuid.UUID, body: SessionUpdate, db: DbDep) -> SessionRead:
     """Change a session's title, favorite flag or metadata."""
-    return SessionRead.model_validate(await db.run(sessions.update_session, session_id, body))
+    return await db.run(sessions.update_session, session_id, body)
 
 
 @router.put("/{session_id}")
 async def rename_session(session_id: uuid.UUID, body: SessionRename, db: DbDep) -> SessionRead:
     """Rename a session."""
-    changes = SessionUpdate(title=body.title)
-    return SessionRead.model_validate(await db.run(sessions.update_session, session_id, changes))
+    return await db.run(sessions.update_session, session_id, SessionUpdate(title=body.title))
 
 
 @router.patch("/{session_id}/favorite")
@@ -101,7 +98,7 @@ async def favorite_session(
 ) -> SessionRead:
     """Toggle the favorite flag, or set it with ?is_favorite= or {"is_favorite": bool}."""
     value = favorite_value(is_favorite, body.is_favorite if body is not None else None)
-    return SessionRead.model_validate(await db.run_autocommit(sessions.set_favorite, session_id, value))
+    return await db.run_autocommit(sessions.set_favorite, session_id, value)
 
 
 @router.delete("/{session_id}", status_code=204)

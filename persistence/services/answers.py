@@ -10,7 +10,6 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import (
-    Row,
     Update,
     and_,
     bindparam,
@@ -29,19 +28,20 @@ from persistence.services.messages import (
     _TABLE,
     Status,
     _at,
+    _get_message,
+    _last_message,
     _not_found,
-    get_message,
-    last_message,
 )
 from shared import (
     Conflict,
     DomainError,
     ErrorCode,
+    MessageRead,
     MessageRole,
     NotFound,
     OffsetMismatch,
 )
-from shared.contract import AppendRequest, ClaimRequest
+from shared.contract import AppendRequest, AppendResult, ClaimRequest, MessageDetail
 
 
 @functools.cache
@@ -72,7 +72,7 @@ def _append_statement(*, by_owner: bool, finish: frozenset[str]) -> Update:
     return update(table).where(*conditions).values(values).returning(*returning)
 
 
-def append_text(db: Session, message_id: uuid.UUID, data: AppendRequest, *, lease_seconds: float) -> Row[Any]:
+def append_text(db: Session, message_id: uuid.UUID, data: AppendRequest, *, lease_seconds: float) -> AppendResult:
     """Append ``data.text`` at ``data.offset``, which must be the current length: a retried append is a 409."""
     now = utcnow()
     finish = data.finish.model_dump(exclude_unset=True) if data.finish is not None else {}
@@ -89,7 +89,7 @@ def append_text(db: Session, message_id: uuid.UUID, data: AppendRequest, *, leas
     if row is not None:
         if finish:
             usage.settle(db, message_id, finish.get("usage"), row.length)
-        return row
+        return AppendResult.model_validate(row)
     raise _refusal_of_append(db, message_id, data)
 
 
@@ -121,7 +121,7 @@ def _refusal_of_append(db: Session, message_id: uuid.UUID, data: AppendRequest) 
     return OffsetMismatch(f"offset {data.offset} is not the current length {length}", length=length)
 
 
-def hand_over_last_answer(db: Session, session_id: uuid.UUID) -> Message:
+def _hand_over_last_answer(db: Session, session_id: uuid.UUID) -> Message:
     """Give a session's last answer, when it is pending or failed, to whichever gateway scans for orphans next.
 
     It is left as a gateway that died leaves its answers: in progress, with its lease already over. Crash
@@ -129,7 +129,7 @@ def hand_over_last_answer(db: Session, session_id: uuid.UUID) -> Message:
     returned as it is; anything else is a 409 that says why there is nothing to resume.
     """
     try:
-        answer = last_message(db, session_id, MessageRole.ASSISTANT)
+        answer = _last_message(db, session_id, MessageRole.ASSISTANT)
     except NotFound as exc:
         if exc.code != "no_message":
             raise
@@ -169,7 +169,7 @@ def hand_over_last_answer(db: Session, session_id: uuid.UUID) -> Message:
     return current  # its generator died: crash recovery has it already
 
 
-def claim_message(db: Session, message_id: uuid.UUID, data: ClaimRequest, *, lease_seconds: float) -> Message:
+def claim_message(db: Session, message_id: uuid.UUID, data: ClaimRequest, *, lease_seconds: float) -> MessageDetail:
     """Take the right to generate an answer: a pending or failed one, or one whose lease has expired.
 
     Claiming again while holding a live lease renews it (a heartbeat) and is not a new attempt.
@@ -199,8 +199,8 @@ def claim_message(db: Session, message_id: uuid.UUID, data: ClaimRequest, *, lea
         .execution_options(populate_existing=True, synchronize_session=False)
     )
     if message is not None:
-        return message
-    current = get_message(db, message_id)
+        return MessageDetail.model_validate(message)
+    current = _get_message(db, message_id)
     if current.role != MessageRole.ASSISTANT:
         raise Conflict("only assistant messages are generated, so only they can be claimed", role=current.role)
     if current.status == Status.COMPLETE:
@@ -214,7 +214,7 @@ def claim_message(db: Session, message_id: uuid.UUID, data: ClaimRequest, *, lea
     )
 
 
-def list_stale(db: Session, limit: int, owner: str | None = None) -> list[Message]:
+def list_stale(db: Session, limit: int, owner: str | None = None) -> list[MessageRead]:
     """In-progress answers whose lease expired: their generator died and they need recovering. With ``owner``,
     also those it holds, expired or not: a gateway restarted under the same name takes its own back at once."""
     orphaned = Message.lease_expires_at < _at(utcnow())
@@ -228,4 +228,4 @@ def list_stale(db: Session, limit: int, owner: str | None = None) -> list[Messag
         .order_by(Message.lease_expires_at)
         .limit(limit)
     )
-    return list(db.scalars(stmt))
+    return [MessageRead.model_validate(message) for message in db.scalars(stmt)]

@@ -94,11 +94,12 @@ def identify(db: Session, key: str, now: datetime | None = None) -> KeyIdentity:
     if row.last_used_at is None or now - row.last_used_at >= LAST_USED_PRECISION:
         row.last_used_at = now
         db.flush()
-    return KeyIdentity(key_id=row.id, user_id=row.user_id, limits=_limits(row).over(user_limits(db, row.user_id)))
+    limits = _limits(row).over(_limits(db.get(UserLimit, row.user_id)))
+    return KeyIdentity(key_id=row.id, user_id=row.user_id, limits=limits)
 
 
-def user_limits(db: Session, user_id: str) -> Limits:
-    return _limits(db.get(UserLimit, user_id))
+def user_limits(db: Session, user_id: str) -> UserLimits:
+    return UserLimits(user_id=user_id, limits=_limits(db.get(UserLimit, user_id)))
 
 
 def set_user_limits(db: Session, user_id: str, limits: Limits) -> UserLimits:

@@ -1,12 +1,16 @@
 """The original message API (chat_id, human/ai roles), kept working on top of sessions and messages."""
 
 import uuid
-from typing import Any
 
 from sqlalchemy.orm import Session
 
-from persistence.models import Message
-from persistence.schemas import LegacyMessageCreate, LegacyMessageUpdate, MessageCreate, SessionCreate
+from persistence.schemas import (
+    LegacyMessageCreate,
+    LegacyMessageRead,
+    LegacyMessageUpdate,
+    MessageCreate,
+    SessionCreate,
+)
 from persistence.services import messages, sessions
 from shared import MessageRole, MessageStatus
 
@@ -22,13 +26,13 @@ _ROLES = {
 def _ensure_session(db: Session, chat_id: uuid.UUID, first_message: str) -> None:
     if not sessions.session_exists(db, chat_id):
         title = " ".join(first_message.split())[:80] or "New chat"
-        sessions.create_session(db, SessionCreate(id=chat_id, user_id=LEGACY_USER_ID, title=title))
+        sessions._create_session(db, SessionCreate(id=chat_id, user_id=LEGACY_USER_ID, title=title))
 
 
-def create_message(db: Session, data: LegacyMessageCreate) -> Message:
+def create_message(db: Session, data: LegacyMessageCreate) -> LegacyMessageRead:
     _ensure_session(db, data.chat_id, data.content)
     role = _ROLES[data.role]
-    message, _ = messages.create_message(
+    stored = messages._store_message(
         db,
         data.chat_id,
         MessageCreate(
@@ -36,13 +40,13 @@ def create_message(db: Session, data: LegacyMessageCreate) -> Message:
         ),
         legacy_role=data.role if data.role != role else None,
     )
-    return message
+    return LegacyMessageRead.of(stored.item)
 
 
-def update_message(db: Session, message_id: uuid.UUID, data: LegacyMessageUpdate) -> Message:
-    return messages.edit_message(db, message_id, data.changes())
+def update_message(db: Session, message_id: uuid.UUID, data: LegacyMessageUpdate) -> LegacyMessageRead:
+    return LegacyMessageRead.of(messages._edit_message(db, message_id, data.changes()))
 
 
-def list_messages(db: Session, chat_id: uuid.UUID | None, limit: int) -> list[dict[str, Any]]:
+def list_messages(db: Session, chat_id: uuid.UUID | None, limit: int) -> list[LegacyMessageRead]:
     """The newest ``limit`` messages of the chat, or of every chat, oldest first (an unknown chat has none)."""
-    return messages.newest_messages(db, limit, chat_id)
+    return [LegacyMessageRead.of(row) for row in messages._newest_messages(db, limit, chat_id)]

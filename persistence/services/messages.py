@@ -27,18 +27,20 @@ from persistence.db import as_dicts, insert_on_conflict
 from persistence.models import ChatSession, Message, UTCDateTime, utcnow
 from persistence.pagination import decode_cursor, keyset_page
 from persistence.schemas import MessageCreate
-from persistence.services import usage
+from persistence.services import Stored, usage
 from persistence.services.sessions import session_exists
 from shared import (
     Conflict,
     ErrorCode,
+    MessageRead,
     MessageRole,
     MessageStatus,
     NotFound,
     OffsetMismatch,
+    Page,
     PreconditionFailed,
 )
-from shared.contract import MessageUpdate
+from shared.contract import MessageDetail, MessageText, MessageUpdate
 
 Status = MessageStatus
 
@@ -90,15 +92,22 @@ def _new_row(session_id: uuid.UUID, message_id: uuid.UUID | None, now: datetime,
     return _DEFAULTS | fresh | {"updated_at": now} | values
 
 
-def create_message(
-    db: Session, session_id: uuid.UUID, data: MessageCreate, *, legacy_role: str | None = None
-) -> tuple[Message, bool]:
-    """Store a message; returns it (not attached to ``db``) and whether it is new (False: a replay).
-
-    ``legacy_role`` is the role as the original message API's client spelled it, where that differs.
+def create_message(db: Session, session_id: uuid.UUID, data: MessageCreate) -> Stored[MessageDetail]:
+    """Store a message; a replay (same id, same body) is not created and returns the stored one.
 
     One statement when the message is new (a trigger moves its session up the list), so it can run
     outside a transaction.
+    """
+    return _store_message(db, session_id, data).map(MessageDetail.model_validate)
+
+
+def _store_message(
+    db: Session, session_id: uuid.UUID, data: MessageCreate, *, legacy_role: str | None = None
+) -> Stored[dict[str, Any] | Message]:
+    """``create_message`` for every API: a new message as the columns it was stored with (read models are
+    validated from a dict far quicker than from an ORM object), a replay as the stored object.
+
+    ``legacy_role`` is the role as the original message API's client spelled it, where that differs.
     """
     default_status = Status.PENDING if data.role == MessageRole.ASSISTANT else Status.COMPLETE
     now = utcnow()
@@ -119,16 +128,16 @@ def create_message(
         sent_at=data.sent_at or now,
     )
     # A plain INSERT rather than session.add + flush: the unit of work cost more CPU than the statement
-    # on this, the busiest write (docs/benchmarks.md). The returned object is complete without a reload.
+    # on this, the busiest write (docs/benchmarks.md). Its values are the whole row: nothing to reload.
     if _insert(db, values, session_id):
-        return Message(**values), True
+        return Stored(values, created=True)
     # The id is taken: a replay (perhaps racing its original, whose commit the INSERT waited for), or not.
     if (existing := db.get(Message, values["id"])) is None:  # deleted since the INSERT found it
         raise Conflict(f"message {values['id']} changed during the request: retry it", code=ErrorCode.RETRY)
     chosen = {"content": data.content, "context": data.context, "options": data.options, "prompt": data.prompt}
     if not _same_request(existing, session_id, data.role, **chosen):
         raise Conflict(f"message {values['id']} already exists with a different body", code=ErrorCode.ID_CONFLICT)
-    return existing, False
+    return Stored(existing, created=False)
 
 
 @functools.cache
@@ -151,15 +160,19 @@ def owner_of(db: Session, message_id: uuid.UUID) -> str | None:
     )
 
 
-def get_message(db: Session, message_id: uuid.UUID) -> Message:
+def get_message(db: Session, message_id: uuid.UUID) -> MessageDetail:
+    return MessageDetail.model_validate(_get_message(db, message_id))
+
+
+def _get_message(db: Session, message_id: uuid.UUID) -> Message:
     message = db.get(Message, message_id)
     if message is None:
         raise _not_found(message_id)
     return message
 
 
-def read_text(db: Session, message_id: uuid.UUID, offset: int) -> dict[str, Any]:
-    """A message's content from ``offset`` on, and how it stands (the fields of ``MessageText``).
+def read_text(db: Session, message_id: uuid.UUID, offset: int) -> MessageText:
+    """A message's content from ``offset`` on, and how it stands.
 
     Cut in the database: an answer polled as it grows sends only its new text, not all of it each time.
     """
@@ -169,7 +182,7 @@ def read_text(db: Session, message_id: uuid.UUID, offset: int) -> dict[str, Any]
     if offset > row["length"]:
         length = row["length"]
         raise OffsetMismatch(f"offset {offset} is past the end of the content ({length})", length=length)
-    return dict(row) | {"offset": offset}
+    return MessageText.model_validate({**row, "offset": offset})
 
 
 @functools.cache
@@ -206,11 +219,11 @@ def list_messages(
     cursor: str | None = None,
     status: MessageStatus | None = None,
     newest_first: bool = False,
-) -> tuple[list[dict[str, Any]], str | None]:
-    """Chronological (or newest first), one keyset page at a time: dicts of every column of a message.
+) -> Page[MessageRead]:
+    """Chronological (or newest first), one keyset page at a time.
 
-    Dicts rather than ORM objects or rows, and a statement built once: a page is read far more often than
-    anything else.
+    Validated from dicts of the columns rather than from ORM objects or rows, and a statement built once:
+    a page is read far more often than anything else.
     """
     params: dict[str, Any] = {"session_id": session_id, "status": status, "limit": limit + 1}
     if cursor is not None:
@@ -219,10 +232,10 @@ def list_messages(
     rows = as_dicts(db.execute(stmt, params))
     if not rows and not session_exists(db, session_id):
         raise NotFound(f"session {session_id} not found")
-    return keyset_page(rows, limit, "created_at", "id")
+    return keyset_page(Page[MessageRead], rows, limit, "created_at", "id")
 
 
-def newest_messages(db: Session, limit: int, session_id: uuid.UUID | None = None) -> list[dict[str, Any]]:
+def _newest_messages(db: Session, limit: int, session_id: uuid.UUID | None = None) -> list[dict[str, Any]]:
     """The newest ``limit`` messages of a session, or of every session, oldest first (one index seek)."""
     stmt = select(*_LISTED)
     if session_id is not None:
@@ -235,14 +248,18 @@ def count_messages(db: Session, session_id: uuid.UUID) -> int:
     return db.scalar(select(func.count()).select_from(_TABLE).where(_TABLE.c.session_id == session_id)) or 0
 
 
-def list_messages_from(db: Session, session_id: uuid.UUID, *, skip: int, limit: int) -> list[dict[str, Any]]:
+def _messages_from(db: Session, session_id: uuid.UUID, *, skip: int, limit: int) -> list[dict[str, Any]]:
     """A session's messages in the order they were written, from the ``skip``-th on (offset pages)."""
     key = (_TABLE.c[column.key] for column in _CHRONOLOGICAL)
     stmt = select(*_LISTED).where(_TABLE.c.session_id == session_id).order_by(*key).offset(skip).limit(limit)
     return as_dicts(db.execute(stmt))
 
 
-def last_message(db: Session, session_id: uuid.UUID, role: MessageRole | None = None) -> Message:
+def last_message(db: Session, session_id: uuid.UUID, role: MessageRole | None = None) -> MessageDetail:
+    return MessageDetail.model_validate(_last_message(db, session_id, role))
+
+
+def _last_message(db: Session, session_id: uuid.UUID, role: MessageRole | None = None) -> Message:
     stmt = select(Message).where(Message.session_id == session_id)
     if role is not None:
         stmt = stmt.where(Message.role == role)
@@ -265,7 +282,7 @@ def _lock(db: Session, message_id: uuid.UUID) -> Message:
 
 def update_message(
     db: Session, message_id: uuid.UUID, data: MessageUpdate, *, if_match: int | None, lease_seconds: float
-) -> Message:
+) -> MessageDetail:
     message = _lock(db, message_id)
     if if_match is not None and message.version != if_match:
         raise PreconditionFailed(f"message is at version {message.version}, not {if_match}", version=message.version)
@@ -286,7 +303,7 @@ def update_message(
     if new_status in (Status.COMPLETE, Status.FAILED) and "status" in changes:
         # Ended by hand (cancelled, given up): the run's own figures never came, so its text is counted.
         usage.settle(db, message_id, None, len(message.content))
-    return message
+    return MessageDetail.model_validate(message)
 
 
 def _enter_status(message: Message, status: MessageStatus, lease_seconds: float) -> None:
@@ -296,7 +313,7 @@ def _enter_status(message: Message, status: MessageStatus, lease_seconds: float)
     message.lease_expires_at = utcnow() + timedelta(seconds=lease_seconds) if in_progress else None
 
 
-def edit_message(db: Session, message_id: uuid.UUID, changes: dict[str, Any]) -> Message:
+def _edit_message(db: Session, message_id: uuid.UUID, changes: dict[str, Any]) -> Message:
     """An edit by the original message API: content and rating, whatever the status."""
     return _apply(db, _lock(db, message_id), changes)
 

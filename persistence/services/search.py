@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from persistence.models import UTCDateTime
 from persistence.pagination import decode_cursor, encode_cursor
-from shared import BadRequest, ErrorCode, SearchHit
+from shared import BadRequest, ErrorCode, Page, SearchHit
 
 _ORDER = "ORDER BY rank DESC, created_at DESC, kind, session_id, message_id"
 
@@ -61,7 +61,7 @@ def _words(q: str) -> list[str]:
 
 def search(
     db: Session, q: str, *, limit: int, user_id: str | None = None, cursor: str | None = None
-) -> tuple[list[SearchHit], str | None]:
+) -> Page[SearchHit]:
     words = _words(q)
     offset = decode_cursor(cursor, int)[0] if cursor else 0
     assert isinstance(offset, int)
@@ -76,5 +76,5 @@ def search(
         {"user_id": user_id} if user_id is not None else {}
     )
     rows = db.execute(statement, params).mappings().all()
-    hits = [SearchHit.model_validate(dict(row)) for row in rows[:limit]]
-    return hits, encode_cursor(offset + limit) if len(rows) > limit else None
+    next_cursor = encode_cursor(offset + limit) if len(rows) > limit else None
+    return Page[SearchHit](items=[dict(row) for row in rows[:limit]], next_cursor=next_cursor)

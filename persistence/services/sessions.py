@@ -13,22 +13,26 @@ from persistence.db import as_dicts, insert_on_conflict
 from persistence.models import ChatSession
 from persistence.pagination import decode_cursor, keyset_page
 from persistence.schemas import SessionCreate, SessionUpdate
-from persistence.services import usage
-from shared import NotFound
+from persistence.services import Stored, usage
+from shared import NotFound, Page, SessionRead
 
 _TABLE = ChatSession.metadata.tables[ChatSession.__tablename__]
 
 
-def create_session(db: Session, data: SessionCreate) -> tuple[ChatSession, bool]:
-    """Store a session; returns it and whether it is new (False: its client-chosen id already exists)."""
+def create_session(db: Session, data: SessionCreate) -> Stored[SessionRead]:
+    """Store a session; not created when its client-chosen id already exists (the stored one is returned)."""
+    return _create_session(db, data).map(SessionRead.model_validate)
+
+
+def _create_session(db: Session, data: SessionCreate) -> Stored[ChatSession]:
     if data.id is not None:
         try:
             with db.begin_nested():  # a retry may race the original create
                 chat = _insert_session(db, data, data.id)
         except IntegrityError:
-            return get_session(db, data.id), False
-        return chat, True
-    return _insert_session(db, data, uuid.uuid4()), True
+            return Stored(_get_session(db, data.id), created=False)
+        return Stored(chat, created=True)
+    return Stored(_insert_session(db, data, uuid.uuid4()), created=True)
 
 
 def _insert_session(db: Session, data: SessionCreate, session_id: uuid.UUID) -> ChatSession:
@@ -44,7 +48,11 @@ def _insert_session(db: Session, data: SessionCreate, session_id: uuid.UUID) -> 
     return chat
 
 
-def get_session(db: Session, session_id: uuid.UUID) -> ChatSession:
+def get_session(db: Session, session_id: uuid.UUID) -> SessionRead:
+    return SessionRead.model_validate(_get_session(db, session_id))
+
+
+def _get_session(db: Session, session_id: uuid.UUID) -> ChatSession:
     chat = db.get(ChatSession, session_id)
     if chat is None:
         raise NotFound(f"session {session_id} not found")
@@ -89,8 +97,9 @@ def list_sessions(
     favorite: bool | None = None,
     q: str | None = None,
     cursor: str | None = None,
-) -> tuple[list[dict[str, Any]], str | None]:
-    """Favorites first, then newest activity first: dicts of every column (as pages of messages, for speed)."""
+) -> Page[SessionRead]:
+    """Favorites first, then newest activity first; validated from dicts of every column (as pages of
+    messages are, for speed)."""
     params: dict[str, Any] = {"user_id": user_id, "favorite": favorite, "limit": limit + 1}
     if q:
         params["pattern"] = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
@@ -102,7 +111,7 @@ def list_sessions(
         by_user=user_id is not None, by_favorite=favorite is not None, by_title=bool(q), after_cursor=cursor is not None
     )
     rows = as_dicts(db.execute(stmt, params))
-    return keyset_page(rows, limit, "is_favorite", "updated_at", "id")
+    return keyset_page(Page[SessionRead], rows, limit, "is_favorite", "updated_at", "id")
 
 
 def _user_sessions(user_id: str | None) -> Select[Any]:
@@ -110,7 +119,7 @@ def _user_sessions(user_id: str | None) -> Select[Any]:
     return stmt if user_id is None else stmt.where(_TABLE.c.user_id == user_id)
 
 
-def list_sessions_from(db: Session, *, user_id: str | None, skip: int, limit: int) -> list[dict[str, Any]]:
+def _sessions_from(db: Session, *, user_id: str | None, skip: int, limit: int) -> list[dict[str, Any]]:
     """Sessions in the order of ``list_sessions``, from the ``skip``-th on (offset pages)."""
     key = (_TABLE.c.is_favorite.desc(), _TABLE.c.updated_at.desc(), _TABLE.c.id.desc())
     return as_dicts(db.execute(_user_sessions(user_id).order_by(*key).offset(skip).limit(limit)))
@@ -120,15 +129,23 @@ def count_sessions(db: Session, *, user_id: str | None) -> int:
     return db.scalar(select(func.count()).select_from(_user_sessions(user_id).subquery())) or 0
 
 
-def update_session(db: Session, session_id: uuid.UUID, data: SessionUpdate) -> ChatSession:
-    chat = get_session(db, session_id)
+def update_session(db: Session, session_id: uuid.UUID, data: SessionUpdate) -> SessionRead:
+    return SessionRead.model_validate(_update_session(db, session_id, data))
+
+
+def _update_session(db: Session, session_id: uuid.UUID, data: SessionUpdate) -> ChatSession:
+    chat = _get_session(db, session_id)
     for name, value in data.changes().items():
         setattr(chat, "metadata_" if name == "metadata" else name, value)
     db.flush()
     return chat
 
 
-def set_favorite(db: Session, session_id: uuid.UUID, is_favorite: bool | None) -> ChatSession:
+def set_favorite(db: Session, session_id: uuid.UUID, is_favorite: bool | None) -> SessionRead:
+    return SessionRead.model_validate(_set_favorite(db, session_id, is_favorite))
+
+
+def _set_favorite(db: Session, session_id: uuid.UUID, is_favorite: bool | None) -> ChatSession:
     """Set the flag, or toggle it when no value is given (atomically, so two toggles cancel out)."""
     value = ~ChatSession.is_favorite if is_favorite is None else is_favorite
     chat = db.scalar(
@@ -144,10 +161,10 @@ def set_favorite(db: Session, session_id: uuid.UUID, is_favorite: bool | None) -
 
 
 @functools.cache
-def open_session_statement(dialect: str) -> Insert:
+def _open_session_statement(dialect: str) -> Insert:
     """Create a session unless its id exists (its messages mark the activity, see migration 0003).
 
-    Parameters from ``open_session_params``.
+    Parameters from ``_open_session_params``.
     """
     columns = ("id", "user_id", "title", "is_favorite", "metadata", "created_at", "updated_at")
     stmt = insert_on_conflict(dialect, _TABLE).values(
@@ -156,7 +173,7 @@ def open_session_statement(dialect: str) -> Insert:
     return stmt.on_conflict_do_nothing(index_elements=[_TABLE.c.id])
 
 
-def open_session_params(session_id: uuid.UUID, user_id: str, title: str, now: datetime) -> dict[str, Any]:
+def _open_session_params(session_id: uuid.UUID, user_id: str, title: str, now: datetime) -> dict[str, Any]:
     values = {"id": session_id, "user_id": user_id, "title": title, "is_favorite": False, "metadata": None}
     return {f"session_{name}": value for name, value in (values | {"created_at": now, "updated_at": now}).items()}
 

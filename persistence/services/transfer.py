@@ -6,13 +6,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from persistence.models import ChatSession, Message, utcnow
-from persistence.schemas import ExportedMessage, ExportedSession, SessionExport
-from persistence.services.sessions import get_session
-from shared import MessageStatus
+from persistence.schemas import ExportedMessage, ExportedSession, ImportResult, SessionExport
+from persistence.services.sessions import _get_session
+from shared import MessageStatus, SessionRead
 
 
 def export_session(db: Session, session_id: uuid.UUID) -> SessionExport:
-    chat = get_session(db, session_id)
+    chat = _get_session(db, session_id)
     messages = db.scalars(
         select(Message).where(Message.session_id == session_id).order_by(Message.created_at, Message.id)
     )
@@ -26,8 +26,8 @@ def _taken(db: Session, model: type[ChatSession] | type[Message], ids: list[uuid
     return set(db.scalars(select(model.id).where(model.id.in_(ids)))) if ids else set()
 
 
-def import_session(db: Session, document: SessionExport) -> tuple[ChatSession, bool]:
-    """Store the document in one transaction (all of it or nothing); returns the session and whether ids changed.
+def import_session(db: Session, document: SessionExport) -> ImportResult:
+    """Store the document in one transaction (all of it or nothing).
 
     Ids are kept unless taken: a taken session id gives the session and all its messages new ids; a taken
     message id gives that message a new one.
@@ -53,7 +53,9 @@ def import_session(db: Session, document: SessionExport) -> tuple[ChatSession, b
         new_id = uuid.uuid4() if remap_all or message.id in taken else message.id
         db.add(Message(id=new_id, session_id=chat.id, lease_expires_at=lease, **fields))
     db.flush()
-    return chat, remap_all or bool(taken)
+    return ImportResult(
+        session=SessionRead.model_validate(chat), messages=len(document.messages), remapped=remap_all or bool(taken)
+    )
 
 
 def to_markdown(document: SessionExport) -> str:

@@ -26,41 +26,40 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from persistence.models import ChatSession, Message, utcnow
-from persistence.services import usage
+from persistence.services import Stored, usage
 from persistence.services.messages import (
     _TABLE,
     Status,
     _new_row,
     _same_request,
 )
-from persistence.services.sessions import open_session_params, open_session_statement, session_exists
+from persistence.services.sessions import _open_session_params, _open_session_statement, session_exists
 from persistence.services.sessions import owner_of as session_owner
 from shared import (
     Conflict,
     ErrorCode,
+    MessageRead,
     MessageRole,
     NotFound,
 )
-from shared.contract import TurnCreate
+from shared.contract import TurnCreate, TurnRead
 
 
-def start_turn(
-    db: Session, session_id: uuid.UUID, data: TurnCreate, *, lease_seconds: float
-) -> tuple[Message, Message, bool]:
+def start_turn(db: Session, session_id: uuid.UUID, data: TurnCreate, *, lease_seconds: float) -> Stored[TurnRead]:
     """Store a question and its answer with one INSERT, the answer claimed by ``data.owner`` when given.
 
-    Returns both (not attached to ``db``) and whether they are new; a replay of a stored turn returns
-    the turn as it is now (its answer may have grown), without claiming it. Runs outside a transaction:
-    the session, when created here, stays even if the messages turn out to conflict. A turn with token
-    budgets runs in one. A turn that opens a session is refused (404) when the session is another user's.
+    A replay of a stored turn is not created: it returns the turn as it is now (its answer may have grown),
+    without claiming it. Runs outside a transaction: the session, when created here, stays even if the
+    messages turn out to conflict. A turn with token budgets runs in one. A turn that opens a session is
+    refused (404) when the session is another user's.
     """
     now = utcnow()
     dialect = db.get_bind().dialect.name
     params: dict[str, Any] = {}
     if data.session is not None:
-        params = open_session_params(session_id, data.session.user_id, data.session.title, now)
+        params = _open_session_params(session_id, data.session.user_id, data.session.title, now)
         if dialect != "postgresql":  # SQLite has no INSERT inside WITH: the session goes first, on its own
-            opened = db.execute(open_session_statement(dialect), params).rowcount  # type: ignore[attr-defined]
+            opened = db.execute(_open_session_statement(dialect), params).rowcount  # type: ignore[attr-defined]
             if not opened and data.session.exclusive and session_owner(db, session_id) != data.session.user_id:
                 raise NotFound(f"session {session_id} not found")  # another user's, as if it did not exist
     question = _new_row(
@@ -113,7 +112,12 @@ def start_turn(
         raise NotFound(f"session {session_id} not found")
     if data.account is not None and not budgeted:
         usage.open_record(db, answer["id"], answer["model"], data.account, now)
-    return Message(**question), Message(**answer), True
+    # Read from the values inserted, which are the whole rows: no reload, and no ORM objects to build.
+    return Stored(_turn(question, answer), created=True)
+
+
+def _turn(question: dict[str, Any] | Message, answer: dict[str, Any] | Message) -> TurnRead:
+    return TurnRead(question=MessageRead.model_validate(question), answer=MessageRead.model_validate(answer))
 
 
 @functools.cache
@@ -139,9 +143,9 @@ def _turn_statement(dialect: str, *, opens_session: bool, exclusive: bool = Fals
         return (
             insert(_TABLE)
             .from_select(list(_TABLE.c), union_all(*rows))
-            .add_cte(open_session_statement(dialect).cte("opened"))
+            .add_cte(_open_session_statement(dialect).cte("opened"))
         )
-    opened = open_session_statement(dialect).returning(sessions.c.id).cte("opened")
+    opened = _open_session_statement(dialect).returning(sessions.c.id).cte("opened")
     # Only into a session this turn opened or its user's own: a session id taken by another user stores nothing
     # (the same statement cannot see the CTE's row in the table, hence both tests).
     own = or_(
@@ -159,7 +163,7 @@ def _turn_statement(dialect: str, *, opens_session: bool, exclusive: bool = Fals
 
 def _stored_turn(
     db: Session, session_id: uuid.UUID, question: dict[str, Any], answer: dict[str, Any]
-) -> tuple[Message, Message, bool]:
+) -> Stored[TurnRead]:
     """After a turn's INSERT failed: a replay of the same turn, a conflict, or a session that does not exist."""
     stored_question, stored_answer = db.get(Message, question["id"]), db.get(Message, answer["id"])
     if stored_question is None and stored_answer is None:
@@ -177,4 +181,4 @@ def _stored_turn(
         raise Conflict(
             f"message {answer['id']} already exists and is not this turn's answer", code=ErrorCode.ID_CONFLICT
         )
-    return stored_question, stored_answer, False
+    return Stored(_turn(stored_question, stored_answer), created=False)
