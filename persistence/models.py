@@ -8,7 +8,12 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared import MessageRole, MessageStatus
-from shared.resources import FINISH_REASON_MAX_LENGTH, MODEL_MAX_LENGTH
+from shared.resources import (
+    FINISH_REASON_MAX_LENGTH,
+    MODEL_MAX_LENGTH,
+    TOOL_CALL_ID_MAX_LENGTH,
+    TOOL_NAME_MAX_LENGTH,
+)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -90,6 +95,14 @@ class Message(Base):
     session_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
     role: Mapped[MessageRole] = mapped_column(_str_enum(MessageRole))
     content: Mapped[str] = mapped_column(Text, default="")
+    # A user message's content parts (text, image_url...) when it was sent as parts: ``content`` holds their text.
+    parts: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
+    # The calls an assistant message asks for, and the call a tool message answers (with its tool's name).
+    tool_calls: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
+    tool_call_id: Mapped[str | None] = mapped_column(String(TOOL_CALL_ID_MAX_LENGTH))
+    name: Mapped[str | None] = mapped_column(String(TOOL_NAME_MAX_LENGTH))
+    # The words search finds besides the content: the tools called, or the tool that answered.
+    tool_names: Mapped[str | None] = mapped_column(Text)
     context: Mapped[dict[str, Any] | None]
     status: Mapped[MessageStatus] = mapped_column(_str_enum(MessageStatus))
     error: Mapped[str | None] = mapped_column(Text)

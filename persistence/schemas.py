@@ -23,7 +23,7 @@ from shared.contract import (
     Title,
     UserId,
 )
-from shared.resources import Context, FinishReason, ModelName
+from shared.resources import Context, FinishReason, ModelName, ToolFields, parts_text
 from shared.schemas import check_storable
 
 # Sessions
@@ -50,7 +50,7 @@ class SessionUpdate(PatchModel):
 # Messages
 
 
-class MessageCreate(InputModel):
+class MessageCreate(InputModel, ToolFields):
     id: uuid.UUID | None = Field(
         default=None, description="Client-chosen id: retrying with the same id and body is safe."
     )
@@ -73,6 +73,9 @@ class MessageCreate(InputModel):
     def _inputs_for_answers(self) -> "MessageCreate":
         if (self.options is not None or self.prompt is not None) and self.role != MessageRole.ASSISTANT:
             raise ValueError("options and prompt are for assistant messages only")
+        self.check_tool_fields(self.role)
+        if self.parts is not None and not self.content:
+            self.content = parts_text(self.parts)
         return self
 
 
@@ -253,10 +256,11 @@ class RagResumed(ReadModel):
 # Export and import of a whole session.
 
 ExportFormat = Literal["durable-chat/session"]
-ExportVersion = Literal[1]
+# 2: messages may hold tool calls, tool results and content parts. Version 1 documents still import.
+ExportVersion = Literal[1, 2]
 
 
-class ExportedMessage(InputModel):
+class ExportedMessage(InputModel, ToolFields):
     id: uuid.UUID
     role: MessageRole
     content: str
@@ -277,6 +281,11 @@ class ExportedMessage(InputModel):
     created_at: UTCDatetime
     updated_at: UTCDatetime
 
+    @model_validator(mode="after")
+    def _tool_fields_on_their_roles(self) -> "ExportedMessage":
+        self.check_tool_fields(self.role)
+        return self
+
 
 class ExportedSession(InputModel):
     id: uuid.UUID
@@ -293,7 +302,7 @@ class SessionExport(InputModel):
     """A complete, versioned document of one session: exported, and accepted back by import."""
 
     format: ExportFormat = "durable-chat/session"
-    version: ExportVersion = 1
+    version: ExportVersion = 2
     session: ExportedSession
     messages: list[ExportedMessage]
 

@@ -13,7 +13,7 @@ from pydantic import Field, StringConstraints, model_validator
 
 from shared.enums import MessageStatus
 from shared.identity import TurnAccount
-from shared.resources import MAX_OFFSET, Context, FinishReason, MessageRead, ModelName
+from shared.resources import MAX_OFFSET, Context, FinishReason, MessageRead, ModelName, ToolCall
 from shared.schemas import InputModel, JSONObject, ReadModel
 
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
@@ -29,6 +29,8 @@ PROMPT_DESCRIPTION = (
     "(an OpenAI-compatible client's own prompt): stored for whoever continues the answer."
 )
 Prompt = Annotated[list[JSONObject], Field(min_length=1)]
+# OpenAI sets no limit; this one keeps a runaway model's answer storable.
+ToolCalls = Annotated[list[ToolCall], Field(min_length=1, max_length=128)]
 
 
 class PatchModel(InputModel):
@@ -82,6 +84,9 @@ class AnswerFinish(InputModel):
     usage: JSONObject | None = None
     model: ModelName | None = Field(
         default=None, description="The model that answered, when it differs from the stored one."
+    )
+    tool_calls: ToolCalls | None = Field(
+        default=None, description="The calls the answer asks for, whole: stored only with its end."
     )
 
 
@@ -169,6 +174,9 @@ class MessageText(ReadModel):
     error: str | None
     finish_reason: str | None
     usage: JSONObject | None
+    tool_calls: list[ToolCall] | None = Field(
+        default=None, description="Stored with the answer's end, whole: they follow the text (offsets after it)."
+    )
 
 
 class TurnRead(ReadModel):

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AliasChoices, Field, StringConstraints
+from pydantic import AliasChoices, BaseModel, Field, StringConstraints
 
 from shared.enums import MessageRole, MessageStatus
 from shared.schemas import JSONObject, ReadModel
@@ -15,6 +15,8 @@ MAX_OFFSET = 2**30
 # The columns' sizes: a model's API can send longer ones, which the gateway clips rather than lose an answer.
 MODEL_MAX_LENGTH = 200
 FINISH_REASON_MAX_LENGTH = 64
+TOOL_NAME_MAX_LENGTH = 128
+TOOL_CALL_ID_MAX_LENGTH = 255
 ModelName = Annotated[str, StringConstraints(max_length=MODEL_MAX_LENGTH)]
 FinishReason = Annotated[str, StringConstraints(max_length=FINISH_REASON_MAX_LENGTH)]
 T = TypeVar("T")
@@ -36,7 +38,66 @@ class SessionRead(ReadModel):
     updated_at: datetime
 
 
-class MessageRead(ReadModel):
+class FunctionCall(BaseModel):
+    name: str = Field(min_length=1, max_length=TOOL_NAME_MAX_LENGTH)
+    arguments: str = Field(description="As the model wrote them: usually JSON, stored and relayed unparsed.")
+
+
+class ToolCall(BaseModel):
+    """A call an assistant message asks its client to make, in OpenAI's Chat Completions shape."""
+
+    id: str = Field(min_length=1, max_length=TOOL_CALL_ID_MAX_LENGTH)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+ContentPart = Annotated[
+    JSONObject,
+    Field(
+        description='A part of a user message as OpenAI\'s clients send it: {"type": "text", "text": ...}, '
+        '{"type": "image_url", "image_url": {"url": ...}}...'
+    ),
+]
+
+
+def parts_text(parts: list[JSONObject]) -> str:
+    """The text of a message sent as parts: what its ``content`` holds, and what search finds."""
+    return "".join(str(part.get("text", "")) for part in parts if part.get("type") == "text")
+
+
+class ToolFields(BaseModel):
+    """What a message of an agent's conversation holds besides its text, checked where it is written."""
+
+    parts: list[ContentPart] | None = Field(default=None, description="A user message sent as content parts.")
+    tool_calls: list[ToolCall] | None = Field(default=None, description="The calls an assistant message asks for.")
+    tool_call_id: str | None = Field(
+        default=None, max_length=TOOL_CALL_ID_MAX_LENGTH, description="The call a tool message answers."
+    )
+    name: str | None = Field(
+        default=None, max_length=TOOL_NAME_MAX_LENGTH, description="The tool that answered, on a tool message."
+    )
+
+    def check_tool_fields(self, role: MessageRole) -> None:
+        """Each field on the role that has it: a tool message answers a call; only assistants call."""
+        if self.tool_calls and role != MessageRole.ASSISTANT:
+            raise ValueError("tool_calls are for assistant messages only")
+        if role == MessageRole.TOOL and not self.tool_call_id:
+            raise ValueError("a tool message needs the tool_call_id of the call it answers")
+        if role != MessageRole.TOOL and (self.tool_call_id is not None or self.name is not None):
+            raise ValueError("tool_call_id and name are for tool messages only")
+        if self.parts is not None and role not in (MessageRole.USER, MessageRole.SYSTEM):
+            raise ValueError("content parts are for user and system messages only")
+        for part in self.parts or []:
+            if not isinstance(part.get("type"), str):
+                raise ValueError('every content part needs a "type"')
+
+    def tool_names(self) -> str | None:
+        """The words search finds a message by besides its text."""
+        names = [call.function.name for call in self.tool_calls or []] + ([self.name] if self.name else [])
+        return " ".join(names) or None
+
+
+class MessageRead(ReadModel, ToolFields):
     id: uuid.UUID
     session_id: uuid.UUID
     role: MessageRole

@@ -76,6 +76,8 @@ def append_text(db: Session, message_id: uuid.UUID, data: AppendRequest, *, leas
     """Append ``data.text`` at ``data.offset``, which must be the current length: a retried append is a 409."""
     now = utcnow()
     finish = data.finish.model_dump(exclude_unset=True) if data.finish is not None else {}
+    if data.finish is not None and data.finish.tool_calls:
+        finish["tool_names"] = " ".join(call.function.name for call in data.finish.tool_calls)
     params = {
         "message_id": message_id,
         "offset": data.offset,

@@ -41,6 +41,7 @@ from shared import (
     PreconditionFailed,
 )
 from shared.contract import MessageDetail, MessageText, MessageUpdate
+from shared.resources import ToolCall
 
 Status = MessageStatus
 
@@ -86,6 +87,11 @@ _DEFAULTS: dict[str, Any] = {
 }
 
 
+def _json(models: list[ToolCall] | None) -> list[dict[str, Any]] | None:
+    """Models as a JSON column stores them."""
+    return None if models is None else [model.model_dump(mode="json") for model in models]
+
+
 def _new_row(session_id: uuid.UUID, message_id: uuid.UUID | None, now: datetime, **values: Any) -> dict[str, Any]:
     """Every column of a new message: the table's defaults, its ids and times, then ``values``."""
     fresh = {"id": message_id or uuid.uuid4(), "session_id": session_id, "sent_at": now, "created_at": now}
@@ -117,6 +123,11 @@ def _store_message(
         now,
         role=data.role,
         content=data.content,
+        parts=data.parts,
+        tool_calls=_json(data.tool_calls),
+        tool_call_id=data.tool_call_id,
+        name=data.name,
+        tool_names=data.tool_names(),
         context=data.context,
         status=data.status or default_status,
         error=data.error,
@@ -134,7 +145,14 @@ def _store_message(
     # The id is taken: a replay (perhaps racing its original, whose commit the INSERT waited for), or not.
     if (existing := db.get(Message, values["id"])) is None:  # deleted since the INSERT found it
         raise Conflict(f"message {values['id']} changed during the request: retry it", code=ErrorCode.RETRY)
-    chosen = {"content": data.content, "context": data.context, "options": data.options, "prompt": data.prompt}
+    chosen = {
+        "content": data.content,
+        "context": data.context,
+        "options": data.options,
+        "prompt": data.prompt,
+        "tool_calls": values["tool_calls"],
+        "tool_call_id": data.tool_call_id,
+    }
     if not _same_request(existing, session_id, data.role, **chosen):
         raise Conflict(f"message {values['id']} already exists with a different body", code=ErrorCode.ID_CONFLICT)
     return Stored(existing, created=False)
@@ -189,12 +207,14 @@ def read_text(db: Session, message_id: uuid.UUID, offset: int) -> MessageText:
 def _text_statement() -> Select[Any]:
     content = _TABLE.c.content
     text = func.substr(content, bindparam("start")).label("text")
-    columns = (_TABLE.c[name] for name in ("id", "version", "status", "error", "finish_reason", "usage"))
+    names = ("id", "version", "status", "error", "finish_reason", "usage", "tool_calls")
+    columns = (_TABLE.c[name] for name in names)
     return select(text, func.length(content).label("length"), *columns).where(_TABLE.c.id == bindparam("id"))
 
 
 # Every column but the prompt, for lists: it can be as long as a whole conversation, and only a generator needs it.
-_LISTED = tuple(c for c in _TABLE.c if c.key != "prompt")
+# Nor the words search finds it by, which only search reads.
+_LISTED = tuple(c for c in _TABLE.c if c.key not in ("prompt", "tool_names"))
 
 
 @functools.cache

@@ -1,4 +1,4 @@
-"""Full-text search over complete messages and session titles.
+"""Full-text search over complete messages (their text and the tools they name) and session titles.
 
 PostgreSQL full-text search (GIN indexes) and SQLite FTS5 (tables kept by triggers) behind one API with
 the same semantics: every word must match (case-insensitive, no stemming), results ordered by relevance,
@@ -16,13 +16,16 @@ from shared import BadRequest, ErrorCode, Page, SearchHit
 
 _ORDER = "ORDER BY rank DESC, created_at DESC, kind, session_id, message_id"
 
+# As indexed (migration 0008): the same expression, or the index is not used.
+_MESSAGE_WORDS = "m.content || ' ' || coalesce(m.tool_names, '')"
+
 _POSTGRESQL = """
 WITH query AS (SELECT to_tsquery('simple', :terms) AS q),
 hits AS (
-    SELECT 'message' AS kind, m.session_id, m.id AS message_id, s.title, m.role, m.content AS body,
-           ts_rank(to_tsvector('simple', m.content), query.q) AS rank, m.created_at
+    SELECT 'message' AS kind, m.session_id, m.id AS message_id, s.title, m.role, {message_words} AS body,
+           ts_rank(to_tsvector('simple', {message_words}), query.q) AS rank, m.created_at
     FROM messages m JOIN sessions s ON s.id = m.session_id, query
-    WHERE m.status = 'complete' AND to_tsvector('simple', m.content) @@ query.q {user_filter}
+    WHERE m.status = 'complete' AND to_tsvector('simple', {message_words}) @@ query.q {user_filter}
     UNION ALL
     SELECT 'session', s.id, NULL, s.title, NULL, s.title,
            ts_rank(to_tsvector('simple', s.title), query.q), s.created_at
@@ -40,7 +43,7 @@ _SQLITE = """
 SELECT * FROM (
     SELECT 'message' AS kind, m.session_id, m.id AS message_id, s.title, m.role,
            -bm25(messages_fts) AS rank, m.created_at,
-           snippet(messages_fts, 0, '**', '**', '...', 24) AS snippet
+           snippet(messages_fts, -1, '**', '**', '...', 24) AS snippet
     FROM messages_fts JOIN messages m ON m.rowid = messages_fts.rowid JOIN sessions s ON s.id = m.session_id
     WHERE messages_fts MATCH :terms {user_filter}
     UNION ALL
@@ -69,7 +72,9 @@ def search(
     # Every word must match: quoted terms joined by AND (PostgreSQL) or by a space (FTS5).
     terms = " & ".join(f"'{w}'" for w in words) if postgresql else " ".join(f'"{w}"' for w in words)
     sql = (_POSTGRESQL if postgresql else _SQLITE).format(
-        user_filter="AND s.user_id = :user_id" if user_id is not None else "", order=_ORDER
+        user_filter="AND s.user_id = :user_id" if user_id is not None else "",
+        order=_ORDER,
+        message_words=_MESSAGE_WORDS,
     )
     statement = text(sql).columns(session_id=Uuid(), message_id=Uuid(), created_at=UTCDateTime())
     params = {"terms": terms, "limit": limit + 1, "offset": offset} | (

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from persistence.models import ChatSession, Message, utcnow
 from persistence.schemas import ExportedMessage, ExportedSession, ImportResult, SessionExport
 from persistence.services.sessions import _get_session
-from shared import MessageStatus, SessionRead
+from shared import MessageRole, MessageStatus, SessionRead
 
 
 def export_session(db: Session, session_id: uuid.UUID) -> SessionExport:
@@ -47,7 +47,7 @@ def import_session(db: Session, document: SessionExport) -> ImportResult:
     db.add(chat)
     now = utcnow()
     for message in document.messages:
-        fields = message.model_dump(exclude={"id"})
+        fields = message.model_dump(exclude={"id"}) | {"tool_names": message.tool_names()}
         # An answer imported mid-generation has nobody generating it: its lease is over, so it is resumed.
         lease = now if message.status == MessageStatus.IN_PROGRESS else None
         new_id = uuid.uuid4() if remap_all or message.id in taken else message.id
@@ -69,5 +69,29 @@ def to_markdown(document: SessionExport) -> str:
         heading = f"## {message.role.value.capitalize()} · {message.sent_at:%Y-%m-%d %H:%M}"
         if message.status != MessageStatus.COMPLETE:
             heading += f" ({message.status.value}{': ' + message.error if message.error else ''})"
-        lines += ["", heading, "", message.content or "*(empty)*"]
+        lines += ["", heading, ""]
+        if message.role == MessageRole.TOOL:
+            lines += [f"*Result of `{message.name or 'a tool'}` (call `{message.tool_call_id}`):*", ""]
+        lines += _markdown_body(message)
     return "\n".join(lines) + "\n"
+
+
+def _markdown_body(message: ExportedMessage) -> list[str]:
+    """A message's text, its images by reference, its tool calls: each readable, none dropped."""
+    images = [
+        part.get("image_url", {}).get("url", "") for part in message.parts or [] if part.get("type") == "image_url"
+    ]
+    lines = [message.content] if message.content else []
+    lines += [f"![image]({url})" for url in images if isinstance(url, str)]
+    for call in message.tool_calls or []:
+        lines += [
+            "",
+            f"**Calls `{call.function.name}`** (call `{call.id}`):",
+            "",
+            "```json",
+            call.function.arguments,
+            "```",
+        ]
+    if message.role == MessageRole.TOOL and message.content:
+        lines = ["```", message.content, "```"]
+    return lines or ["*(empty)*"]

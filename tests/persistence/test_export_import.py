@@ -48,7 +48,7 @@ def _without_ids(document: dict[str, Any]) -> dict[str, Any]:
 def test_export_is_a_complete_versioned_document(client: TestClient) -> None:
     session = _chat_with_everything(client)
     document = _export(client, session["id"])
-    assert (document["format"], document["version"]) == ("durable-chat/session", 1)
+    assert (document["format"], document["version"]) == ("durable-chat/session", 2)
     assert document["session"]["metadata"] == {"tags": ["travel"]}
     assert [m["role"] for m in document["messages"]] == ["system", "user", "assistant", "user", "assistant"]
     answer = document["messages"][2]
@@ -124,7 +124,7 @@ def test_markdown_export_reads_like_the_chat(client: TestClient) -> None:
 @pytest.mark.parametrize(
     ("damage", "where"),
     [
-        (lambda d: d.update(version=2), "version"),
+        (lambda d: d.update(version=3), "version"),
         (lambda d: d.update(format="other"), "format"),
         (lambda d: d.pop("session"), "session"),
         (lambda d: d["messages"][3].update(role="robot"), "messages.3.role"),

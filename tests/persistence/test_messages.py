@@ -264,6 +264,7 @@ def test_text_from_an_offset_is_what_a_follower_has_not_seen(client: TestClient)
         "error": None,
         "finish_reason": None,
         "usage": None,
+        "tool_calls": None,
     }
     assert whole.headers["etag"] == '"4"'
     tail = client.get(url, params={"offset": 5}).json()
