@@ -86,6 +86,7 @@ class Follower:
                         error=stored.error,
                         finish_reason=stored.finish_reason,
                         usage=stored.usage,
+                        tool_calls=stored.tool_calls,
                     )
                     return
             await asyncio.sleep(self.settings.reattach_poll_seconds)

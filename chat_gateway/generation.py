@@ -11,7 +11,7 @@ import enum
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -25,6 +25,7 @@ from chat_gateway.persistence_client import AnswerStore, PersistenceError
 from chat_gateway.prompt import Continuation, build_messages, load_history
 from chat_gateway.retry import StreamInterrupted, error_kind
 from chat_gateway.saving import AnswerWriter, StopReason
+from chat_gateway.tool_calls import ToolCallAssembler
 from chat_gateway.upstream import (
     Usage,
     discard,
@@ -34,6 +35,7 @@ from chat_gateway.upstream import (
 )
 from shared import Conflict, MessageStatus, NotFound, storable_text
 from shared.contract import AnswerFinish, MessageDetail
+from shared.resources import ToolCall
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +81,12 @@ class Outcome(enum.StrEnum):
 
 @dataclass(frozen=True)
 class StreamEvent:
-    """What a listener receives; ``offset`` is the length of the answer after this event."""
+    """What a listener receives; ``offset`` is the length of the answer after this event.
+
+    An answer's offsets count the characters of its text, then one per tool call: its calls follow all of its
+    text, since they are stored whole with its end (chat_gateway/tool_calls.py). A ``done`` event carries the
+    calls after the listener's offset; the first of them is at ``offset - len(tool_calls) + 1``.
+    """
 
     kind: Literal["delta", "done", "error", "handoff"]
     offset: int
@@ -88,30 +95,35 @@ class StreamEvent:
     error: str | None = None
     finish_reason: str | None = None
     usage: dict[str, int] = field(default_factory=dict)
+    tool_calls: Sequence[ToolCall] = ()
 
 
 def final_event(
     offset: int,
-    length: int,
+    text_length: int,
     status: MessageStatus,
     *,
     error: str | None,
     finish_reason: str | None,
     usage: dict[str, Any] | None,
+    tool_calls: Sequence[ToolCall] | None,
 ) -> StreamEvent:
-    """How a stream from ``offset`` ends, for an answer that ended at ``length`` with ``status``: the one rule,
-    whether the answer was generated here or followed through persistence.
+    """How a stream from ``offset`` ends, for an answer that ended with ``status``, its text ``text_length``
+    long, then its calls: the one rule, whether the answer was generated here or followed through persistence.
 
     An offset past the end (a client that saw text a dead gateway had not saved, or a forged Last-Event-ID) ends
     with an error saying so, never ``done``: what that client holds is not the stored answer.
     """
+    calls = tool_calls or ()
+    length = text_length + len(calls)
     if offset > length:
         return StreamEvent(
             "error", offset, status=status, error=f"the answer ended at {length}, before offset {offset}"
         )
     if status == MessageStatus.COMPLETE:
         totals = {k: v for k, v in (usage or {}).items() if isinstance(v, int)}
-        return StreamEvent("done", offset, status=status, finish_reason=finish_reason, usage=totals)
+        unseen = calls[max(0, offset - text_length) :]
+        return StreamEvent("done", length, status=status, finish_reason=finish_reason, usage=totals, tool_calls=unseen)
     return StreamEvent("error", offset, status=status, error=error)
 
 
@@ -159,6 +171,7 @@ class Generation:
         self._on_finish = on_finish
 
         self.text = answer.content  # everything generated so far, saved or not
+        self.tool_calls: list[ToolCall] = []  # the calls of the attempt that finished: stored with the end
         self.outcome = Outcome.GENERATING
         self.error: str | None = None
         self.finish_reason: str | None = None
@@ -224,6 +237,7 @@ class Generation:
                 error=self.error,
                 finish_reason=self.finish_reason,
                 usage=self.usage.totals,
+                tool_calls=self.tool_calls if status == MessageStatus.COMPLETE else None,
             )
         if self._stop_reason == "deleted":
             return StreamEvent("error", offset, error="the answer was deleted (with its session)")
@@ -294,6 +308,7 @@ class Generation:
             self.finish_reason = "length"
             return
         join = Continuation(partial, exact=self.settings.continues_exactly)
+        calls = ToolCallAssembler()  # an attempt's calls: one cut off is asked for again, whole
         finish_reason = None
         if self._opening is not None:
             opening, self._opening = self._opening, None
@@ -307,6 +322,8 @@ class Generation:
                 self.model_used = chunk.model
             if chunk.text:
                 TOKENS.inc()
+            if chunk.tool_calls:
+                calls.feed(chunk.tool_calls)
             sent_before = bool(self.text)
             if text := join.feed(chunk.text):
                 if time.monotonic() >= self.writer.lease_deadline:  # checked here: a call per chunk costs the relay
@@ -321,6 +338,7 @@ class Generation:
         if finish_reason is None:
             raise StreamInterrupted("the upstream stream ended before the answer was finished")
         self.finish_reason = finish_reason
+        self.tool_calls = calls.calls(self.message_id.hex)
 
     @property
     def saved_length(self) -> int:
@@ -338,6 +356,8 @@ class Generation:
             fields["usage"] = self.usage.totals
         if (model := self.model_used or self.model) != self.answer.model:
             fields["model"] = model
+        if self.tool_calls and status == MessageStatus.COMPLETE:
+            fields["tool_calls"] = self.tool_calls
         return AnswerFinish(**fields)
 
     async def _finish(self, status: MessageStatus | None, error: str | None) -> None:

@@ -14,6 +14,7 @@ from starlette.types import Scope
 
 from chat_gateway.schemas import GenerationOptions
 from shared.contract import MessageDetail
+from shared.resources import ToolCall
 
 PREFIX = "/v1"
 
@@ -62,12 +63,11 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-# Parameters that would change what an answer is (tool calls, several choices, audio...): the gateway stores
-# and relays one text answer, so it refuses them rather than answer something else than asked.
+# Parameters that would change what an answer is (several choices, audio...): the gateway stores and relays
+# one answer (text and tool calls), so it refuses them rather than answer something else than asked.
 _UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "n": (lambda n: n != 1, "one choice per request is supported: n must be 1"),
-    "tools": (bool, "tool calling is not supported: this gateway stores and relays text answers"),
-    "functions": (bool, "function calling is not supported: this gateway stores and relays text answers"),
+    "functions": (bool, "the legacy `functions` parameter is not supported: send `tools`"),
     "logprobs": (bool, "logprobs are not supported"),
     "modalities": (lambda kinds: any(kind != "text" for kind in kinds), "only text output is supported"),
     "audio": (lambda _: True, "only text output is supported"),
@@ -87,7 +87,6 @@ class CompletionRequest(GenerationOptions):
     user: str | None = Field(default=None, max_length=255)
     metadata: dict[str, str] | None = None
     n: int | None = None
-    tools: list[Any] | None = None
     functions: list[Any] | None = None
     logprobs: bool | None = None
     modalities: list[str] | None = None
@@ -125,13 +124,17 @@ class ChunkFormat:
         # for every chunk cost a tenth of the relay's CPU (docs/benchmarks.md).
         self._head, _, self._tail = self.chunk({"content": "\0"}).rpartition(json.dumps("\0"))
 
-    def chunk(self, delta: dict[str, str], finish_reason: str | None = None) -> str:
+    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> str:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
         return sse(self.base | {"choices": [choice]} | ({"usage": None} if self.include_usage else {}))
 
     def text(self, text: str) -> str:
         """``chunk({"content": text})``, rendered faster."""
         return self._head + json.dumps(text) + self._tail
+
+    def tool_call(self, index: int, call: ToolCall) -> str:
+        """One whole call, in one delta: OpenAI's clients gather a call's deltas by ``index``."""
+        return self.chunk({"tool_calls": [{"index": index, **call.model_dump()}]})
 
     def usage(self, usage: dict[str, int]) -> str:
         return sse(self.base | {"choices": [], "usage": usage or None})
@@ -147,13 +150,22 @@ def completion(answer: MessageDetail, model: str) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": answer.content, "refusal": None},
+                "message": _message(answer),
                 "logprobs": None,
                 "finish_reason": answer.finish_reason or "stop",
             }
         ],
         "usage": answer.usage,
     }
+
+
+def _message(answer: MessageDetail) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": answer.content, "refusal": None}
+    if answer.tool_calls:
+        # As OpenAI answers a call without text: no content at all, rather than an empty one.
+        message["content"] = answer.content or None
+        message["tool_calls"] = [call.model_dump() for call in answer.tool_calls]
+    return message
 
 
 def answer_failed(error: str | None) -> dict[str, Any]:

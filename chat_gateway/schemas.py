@@ -1,13 +1,29 @@
 import uuid
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import ConfigDict, Field, StringConstraints, field_validator
 
 from shared import InputModel, JSONObject, MessageStatus, ReadModel
 from shared.contract import MessageDetail
-from shared.resources import Context
+from shared.resources import Context, ToolCall
 
 Penalty = Annotated[float, Field(ge=-2, le=2)]
+
+
+class FunctionTool(InputModel):
+    """A function tool, as Chat Completions takes it; other kinds (built-in tools, custom) are refused."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["function"] = Field(description='Only "function" tools: this gateway runs no tool itself.')
+    function: JSONObject
+
+    @field_validator("function")
+    @classmethod
+    def _named(cls, function: JSONObject) -> JSONObject:
+        if not isinstance(function.get("name"), str) or not function["name"]:
+            raise ValueError("a function tool needs a name")
+        return function
 
 
 class GenerationOptions(InputModel):
@@ -28,6 +44,11 @@ class GenerationOptions(InputModel):
     logit_bias: dict[str, Annotated[int, Field(ge=-100, le=100)]] | None = None
     response_format: JSONObject | None = None
     reasoning_effort: Annotated[str, StringConstraints(max_length=32)] | None = None
+    tools: Annotated[list[FunctionTool], Field(min_length=1, max_length=128)] | None = Field(
+        default=None, description="Function tools the model may call: its calls come back whole, stored."
+    )
+    tool_choice: Literal["none", "auto", "required"] | JSONObject | None = None
+    parallel_tool_calls: bool | None = None
 
     def given(self) -> JSONObject:
         return self.model_dump(exclude_none=True)
@@ -54,7 +75,14 @@ class ChatResponse(ReadModel):
     session_id: uuid.UUID
     message_id: uuid.UUID
     status: MessageStatus
+    tool_calls: list[ToolCall] | None = Field(default=None, description="The calls the answer asks for, if any.")
 
     @classmethod
     def of(cls, answer: MessageDetail) -> "ChatResponse":
-        return cls(response=answer.content, session_id=answer.session_id, message_id=answer.id, status=answer.status)
+        return cls(
+            response=answer.content,
+            session_id=answer.session_id,
+            message_id=answer.id,
+            status=answer.status,
+            tool_calls=answer.tool_calls,
+        )

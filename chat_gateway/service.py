@@ -310,7 +310,8 @@ class Answers:
     async def reattach(self, message_id: uuid.UUID, offset: int, scope: str | None = None) -> MessageDetail:
         """The answer to follow from ``offset``: refused when it has ended before that offset."""
         answer = await self.persistence.get_message(message_id, scope)
-        if answer.status in TERMINAL and offset > (length := len(answer.content)):
+        length = len(answer.content) + len(answer.tool_calls or ())
+        if answer.status in TERMINAL and offset > length:
             raise OffsetMismatch(f"offset {offset} is past the end of the answer ({length})", length=length)
         return answer
 

@@ -26,6 +26,7 @@ class Chunk:
     finish_reason: str | None = None
     model: str | None = None
     usage: dict[str, Any] | None = None
+    tool_calls: list[Any] | None = None  # the deltas of calls, as sent: whole only at the end (tool_calls.py)
 
 
 @dataclass
@@ -108,6 +109,8 @@ async def read_chunks(stream: AsyncStream[object]) -> AsyncGenerator[Chunk, None
             if isinstance(choices, list) and choices and isinstance(choice := choices[0], dict):
                 delta = choice.get("delta")
                 content = delta.get("content") if isinstance(delta, dict) else None
+                if isinstance(delta, dict) and isinstance(calls := delta.get("tool_calls"), list):
+                    chunk.tool_calls = calls
                 text = held + (content if isinstance(content, str) else "")
                 held = text[-1] if text and "\ud800" <= text[-1] <= "\udbff" else ""
                 chunk.text = storable_text(text[: len(text) - len(held)])

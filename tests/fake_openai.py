@@ -13,7 +13,7 @@ import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -42,14 +42,31 @@ class Plan:
     repeat_overlap: int = 0  # on a continuation, first repeat this many characters of the partial answer
     restart: bool = False  # on a continuation, first repeat the words the instruction asks for ([[...]])
     continue_with: str | None = None  # on a continuation, this instead of the rest of the text
+    # Calls to make after the text, as (name, arguments): streamed as OpenAI does, a call's arguments in
+    # fragments of ``fragment`` characters; each fragment counts as a token for ``drop_after``.
+    tool_calls: list[tuple[str, str]] = field(default_factory=list)
+    fragment: int = 4
 
 
 class Dropped(Exception):
     pass
 
 
-def _chunk(content: str | None, finish_reason: str | None = None) -> bytes:
-    delta = {"content": content} if content is not None else {}
+def call_deltas(calls: list[tuple[str, str]], fragment: int, attempt: int) -> list[dict[str, Any]]:
+    """The ``delta.tool_calls`` items of ``calls``: ids differ from one attempt to the next, as a model's do."""
+    deltas: list[dict[str, Any]] = []
+    for index, (name, arguments) in enumerate(calls):
+        call_id = f"call_{attempt}_{index}"
+        deltas.append({"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}})
+        for start in range(0, len(arguments), fragment):
+            deltas.append({"index": index, "function": {"arguments": arguments[start : start + fragment]}})
+    return deltas
+
+
+def _chunk(content: str | None, finish_reason: str | None = None, call: dict[str, Any] | None = None) -> bytes:
+    delta: dict[str, Any] = {"content": content} if content is not None else {}
+    if call is not None:
+        delta = {"tool_calls": [call]}
     body = {
         "id": "chatcmpl-fake",
         "object": "chat.completion.chunk",
@@ -99,19 +116,23 @@ def create_fake_openai() -> FastAPI:
             return JSONResponse(error, status_code=plan.status, headers=headers)
         text = remaining_text(body["messages"], plan, app.state.text)
         parts = tokens(text)
-        finish_reason = "stop"
+        finish_reason = "tool_calls" if plan.tool_calls else "stop"
         if (limit := body.get("max_tokens")) is not None and len(parts) > limit:
             parts, finish_reason = parts[:limit], "length"
+        calls = (
+            call_deltas(plan.tool_calls, plan.fragment, len(app.state.requests)) if finish_reason != "length" else []
+        )
         prompt_tokens = sum(len(tokens(str(m.get("content") or ""))) for m in body["messages"])
 
         async def stream() -> AsyncIterator[bytes]:
             app.state.open_streams += 1
             try:
                 await asyncio.sleep(plan.stall)
-                for index, part in enumerate(parts):
+                sent: list[str | dict[str, Any]] = [*parts, *calls]
+                for index, part in enumerate(sent):
                     if plan.drop_after is not None and index >= plan.drop_after:
                         raise Dropped  # uvicorn closes the connection mid-stream
-                    yield _chunk(part)
+                    yield _chunk(part) if isinstance(part, str) else _chunk(None, call=part)
                     await asyncio.sleep(plan.delay)
                 yield _chunk(None, finish_reason)
                 if (body.get("stream_options") or {}).get("include_usage"):

@@ -15,7 +15,10 @@ from shared.resources import MAX_OFFSET
 
 router = APIRouter(prefix="/chat", tags=["chat"])
 
-SSE_DOC: dict[str, object] = {"content": {"text/event-stream": {}}, "description": "Events start, delta, done, error."}
+SSE_DOC: dict[str, object] = {
+    "content": {"text/event-stream": {}},
+    "description": "Events start, delta, tool_call (each call whole, after the text), done, error.",
+}
 FAILED_DOC = "The answer failed: its `error`, `session_id`, `message_id` and the `partial` text it had."
 RESPONSES: dict[int | str, dict[str, object]] = {200: SSE_DOC, 502: {"model": ErrorBody, "description": FAILED_DOC}}
 
@@ -36,6 +39,10 @@ async def _events(answers: Answers, answer: MessageDetail, offset: int) -> Async
         if event.kind == "delta":
             yield ServerSentEvent(event="delta", data=json.dumps({"text": event.text}), id=str(event.offset))
         elif event.kind == "done":
+            # Each call whole, once stored, at the offsets after the text (StreamEvent).
+            first = event.offset - len(event.tool_calls) + 1
+            for at, call in enumerate(event.tool_calls, start=first):
+                yield ServerSentEvent(event="tool_call", data=call.model_dump_json(), id=str(at))
             body = {"status": event.status, "finish_reason": event.finish_reason, "usage": event.usage}
             yield ServerSentEvent(event="done", data=json.dumps(body), id=str(event.offset))
         else:

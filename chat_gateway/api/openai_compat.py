@@ -54,6 +54,8 @@ async def _chunks(answers: Answers, message_id: uuid.UUID, model: str, include_u
         if event.kind == "delta":
             yield render.text(event.text)
         elif event.kind == "done":
+            for index, call in enumerate(event.tool_calls):
+                yield render.tool_call(index, call)
             yield render.chunk({}, event.finish_reason or "stop")
             if include_usage:
                 yield render.usage(event.usage)

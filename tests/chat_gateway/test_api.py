@@ -60,7 +60,8 @@ def locked_gateway() -> Iterator[TestClient]:
         {"message": "hi", "options": {"temperature": 3}},
         {"message": "hi", "options": {"max_tokens": 0}},
         {"message": "hi", "options": {"stop": ["a", "b", "c", "d", "e"]}},
-        {"message": "hi", "options": {"tools": []}},  # only generation options
+        {"message": "hi", "options": {"tools": []}},  # no tools is no list of them
+        {"message": "hi", "options": {"functions": []}},  # only generation options
     ],
 )
 def test_bad_chat_bodies_are_422(open_gateway: TestClient, body: dict) -> None:
@@ -160,8 +161,7 @@ def test_openai_routes_take_a_bearer_key_and_answer_errors_in_openai_shape(locke
     ("fields", "message"),
     [
         ({"n": 2}, "body.n: one choice per request is supported: n must be 1"),
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "body.tools: tool calling is not supported"),
-        ({"functions": [{"name": "f"}]}, "body.functions: function calling is not supported"),
+        ({"functions": [{"name": "f"}]}, "body.functions: the legacy `functions` parameter is not supported"),
         ({"logprobs": True}, "body.logprobs: logprobs are not supported"),
         ({"modalities": ["text", "audio"]}, "body.modalities: only text output is supported"),
         ({"audio": {"voice": "alloy"}}, "body.audio: only text output is supported"),
@@ -181,7 +181,14 @@ def test_openai_parameters_asking_for_more_than_one_text_answer_are_400(
 
 
 @pytest.mark.parametrize(
-    "fields", [{"n": 1}, {"tools": []}, {"logprobs": False}, {"modalities": ["text"]}, {"store": True, "x": [1]}]
+    "fields",
+    [
+        {"n": 1},
+        {"parallel_tool_calls": False},
+        {"logprobs": False},
+        {"modalities": ["text"]},
+        {"store": True, "x": [1]},
+    ],
 )
 def test_openai_parameters_that_change_nothing_are_accepted(open_gateway: TestClient, fields: dict) -> None:
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], **fields}
