@@ -13,8 +13,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Scope
 
 from chat_gateway.schemas import GenerationOptions
+from shared import BadRequest, ErrorCode
 from shared.contract import MessageDetail
-from shared.resources import ToolCall
+from shared.resources import TOOL_CALL_ID_MAX_LENGTH, ToolCall
 
 PREFIX = "/v1"
 
@@ -52,11 +53,43 @@ class OpenAIMessage(BaseModel):
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
+    tool_call_id: str | None = Field(default=None, max_length=TOOL_CALL_ID_MAX_LENGTH)
+    name: str | None = None
 
     def text(self) -> str:
         if isinstance(self.content, list):
             return "".join(str(part.get("text", "")) for part in self.content if part.get("type") == "text")
         return self.content or ""
+
+    def parts(self) -> list[dict[str, Any]] | None:
+        """A user's content parts, when they hold more than text (an image): kept as sent."""
+        if isinstance(self.content, list) and any(part.get("type") != "text" for part in self.content):
+            return self.content
+        return None
+
+
+def new_inputs(messages: list[OpenAIMessage]) -> tuple[OpenAIMessage | None, list[OpenAIMessage]]:
+    """What a conversation adds since its last assistant message, which the answer answers: its last message
+    if it is a question, and the tool results just before it (an agent's round), in order."""
+    question = messages[-1] if messages[-1].role == "user" else None
+    end = len(messages) - (question is not None)
+    start = end
+    while start > 0 and messages[start - 1].role == "tool":
+        start -= 1
+    results = messages[start:end]
+    if question is None and not results:
+        raise BadRequest(
+            "the last message must be a user message, or the results of the last answer's tool calls",
+            code=ErrorCode.INVALID_VALUE,
+        )
+    if question is not None and not question.text() and question.parts() is None:
+        raise BadRequest("the last message, a user message, has no content", code=ErrorCode.INVALID_VALUE)
+    for result in results:
+        if not result.tool_call_id:
+            raise BadRequest(
+                "a tool message needs the tool_call_id of the call it answers", code=ErrorCode.INVALID_VALUE
+            )
+    return question, results
 
 
 class StreamOptions(BaseModel):

@@ -2,12 +2,12 @@
 
 import json
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from openai.types.chat import ChatCompletionMessageParam
 
 from chat_gateway.persistence_client import AnswerStore
-from shared import MessageRole
+from shared import JSONObject, MessageRole
 from shared.contract import MessageDetail
 
 CONTINUE_INSTRUCTION = (
@@ -46,26 +46,49 @@ async def load_history(
                 continue
             size = len(message.content) + len(render_context(message.context) if message.context else "")
             if chosen and used + size > budget_chars:
-                return chosen[::-1]
+                return _without_orphans(chosen[::-1])
             chosen.append(message)
             used += size
         if cursor is None:
-            return chosen[::-1]
+            return _without_orphans(chosen[::-1])
 
 
-def _chat_message(role: MessageRole, content: str) -> ChatCompletionMessageParam:
-    if role == MessageRole.ASSISTANT:
-        return {"role": "assistant", "content": content}
-    if role == MessageRole.SYSTEM:
-        return {"role": "system", "content": content}
-    return {"role": "user", "content": content}
+def _without_orphans(history: list[MessageDetail]) -> list[MessageDetail]:
+    """The history from its first message that is not a tool's result: one whose call was cut off by the
+    budget would be refused by the model's API (a tool message must follow the call it answers)."""
+    start = next((i for i, message in enumerate(history) if message.role != MessageRole.TOOL), len(history))
+    return history[start:]
 
 
-def question_messages(content: str, context: Any) -> list[ChatCompletionMessageParam]:
+def _chat_message(message: MessageDetail) -> ChatCompletionMessageParam:
+    """A stored message as the model is shown it: with its calls, as the result of one, or as its parts."""
+    if message.role == MessageRole.ASSISTANT:
+        if message.tool_calls:
+            calls = [call.model_dump() for call in message.tool_calls]
+            return cast(
+                ChatCompletionMessageParam,
+                {"role": "assistant", "content": message.content or None, "tool_calls": calls},
+            )
+        return {"role": "assistant", "content": message.content}
+    if message.role == MessageRole.TOOL:
+        return {"role": "tool", "content": message.content, "tool_call_id": message.tool_call_id or ""}
+    if message.role == MessageRole.SYSTEM:
+        return {"role": "system", "content": message.content}
+    return _user_message(message.content, message.parts)
+
+
+def _user_message(content: str, parts: list[JSONObject] | None) -> ChatCompletionMessageParam:
+    return cast(ChatCompletionMessageParam, {"role": "user", "content": parts if parts else content})
+
+
+def question_messages(
+    content: str, context: Any, parts: list[JSONObject] | None = None
+) -> list[ChatCompletionMessageParam]:
     """The newest user message, its context (if any) in a system message just before it."""
+    question = _user_message(content, parts)
     if not context:
-        return [{"role": "user", "content": content}]
-    return [{"role": "system", "content": "Context:\n" + render_context(context)}, {"role": "user", "content": content}]
+        return [question]
+    return [{"role": "system", "content": "Context:\n" + render_context(context)}, question]
 
 
 def build_messages(history: list[MessageDetail]) -> list[ChatCompletionMessageParam]:
@@ -74,9 +97,9 @@ def build_messages(history: list[MessageDetail]) -> list[ChatCompletionMessagePa
     messages: list[ChatCompletionMessageParam] = []
     for index, message in enumerate(history):
         if index == last_user:
-            messages.extend(question_messages(message.content, message.context))
+            messages.extend(question_messages(message.content, message.context, message.parts))
         else:
-            messages.append(_chat_message(message.role, message.content))
+            messages.append(_chat_message(message))
     return messages
 
 

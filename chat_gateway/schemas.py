@@ -1,11 +1,18 @@
 import uuid
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, StringConstraints, field_validator
+from pydantic import ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from shared import InputModel, JSONObject, MessageStatus, ReadModel
-from shared.contract import MessageDetail
-from shared.resources import Context, ToolCall
+from shared import InputModel, JSONObject, MessageRole, MessageStatus, ReadModel
+from shared.contract import MessageDetail, TurnInput
+from shared.resources import (
+    TOOL_CALL_ID_MAX_LENGTH,
+    TOOL_NAME_MAX_LENGTH,
+    ContentPart,
+    Context,
+    ToolCall,
+    parts_text,
+)
 
 Penalty = Annotated[float, Field(ge=-2, le=2)]
 
@@ -54,8 +61,24 @@ class GenerationOptions(InputModel):
         return self.model_dump(exclude_none=True)
 
 
+class ToolResult(InputModel):
+    """What a tool the answer called returned: stored in the session as a tool message, then answered."""
+
+    tool_call_id: Annotated[str, StringConstraints(min_length=1, max_length=TOOL_CALL_ID_MAX_LENGTH)]
+    content: str
+    name: Annotated[str, StringConstraints(max_length=TOOL_NAME_MAX_LENGTH)] | None = None
+
+
 class ChatRequest(InputModel):
-    message: Annotated[str, StringConstraints(min_length=1)]
+    message: Annotated[str, StringConstraints(min_length=1)] | None = Field(
+        default=None, description="The question (or `parts`, or `tool_results` alone in an agent's round)."
+    )
+    parts: Annotated[list[ContentPart], Field(min_length=1)] | None = Field(
+        default=None, description="The question as content parts (text, image_url...), stored as sent."
+    )
+    tool_results: Annotated[list[ToolResult], Field(min_length=1, max_length=128)] | None = Field(
+        default=None, description="The results of the calls the session's last answer made, in order."
+    )
     session_id: uuid.UUID | None = None
     user_id: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = Field(
         default=None,
@@ -68,6 +91,32 @@ class ChatRequest(InputModel):
     model: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
     options: GenerationOptions | None = Field(default=None, description="Temperature, max_tokens... for this answer.")
     stream: bool = False
+
+    @model_validator(mode="after")
+    def _something_to_answer(self) -> "ChatRequest":
+        if self.message is None and self.parts is None and self.tool_results is None:
+            raise ValueError("send a message, its parts, or the results of the last answer's tool calls")
+        for part in self.parts or []:
+            if not isinstance(part.get("type"), str):
+                raise ValueError('every content part needs a "type"')
+        return self
+
+    def text(self) -> str:
+        """The question's text: what titles a new chat and counts toward its budget."""
+        if self.message is not None:
+            return self.message
+        return parts_text(self.parts) if self.parts else ""
+
+    def inputs(self, ids: list[uuid.UUID]) -> list[TurnInput]:
+        """What the answer answers, as stored: the tool results, then the question if there is one."""
+        results = [
+            TurnInput(id=next_id, role=MessageRole.TOOL, content=r.content, tool_call_id=r.tool_call_id, name=r.name)
+            for next_id, r in zip(ids, self.tool_results or [], strict=False)
+        ]
+        if self.message is None and self.parts is None:
+            return results
+        question = TurnInput(id=ids[len(results)], content=self.message or "", parts=self.parts, context=self.context)
+        return [*results, question]
 
 
 class ChatResponse(ReadModel):

@@ -23,6 +23,7 @@ from chat_gateway.schemas import ChatRequest
 from chat_gateway.turns import build_turn, chat_ids, over_budget
 from chat_gateway.upstream import discard, open_stream
 from shared import (
+    BadRequest,
     Conflict,
     ErrorCode,
     MessageRole,
@@ -92,20 +93,25 @@ class Answers:
         """
         client = self._require_upstream()
         user_id = caller.owner(request.user_id)
-        session_ids, question_id, answer_id = chat_ids(idempotency_key, user_id)
-        session_id = request.session_id or session_ids
+        ids = chat_ids(idempotency_key, user_id, request)
+        answer_id = ids.answer
+        session_id = request.session_id or ids.session
         model = request.model or self.settings.openai_model
         new_session = request.session_id is None
         if prompt is None and new_session:
-            prompt = question_messages(request.message, request.context)  # the whole history of a new chat
-        ids = (question_id, answer_id)
+            if request.tool_results:
+                raise BadRequest(
+                    "tool results answer the calls of an earlier answer: name its session_id",
+                    code=ErrorCode.INVALID_VALUE,
+                )
+            prompt = question_messages(request.text(), request.context, request.parts)  # a new chat's history
         turn, account = build_turn(
             self.settings, request, caller, user_id, ids, model, prompt, new_session or create_session
         )
         scope = caller.user_id
         # Sent before the turn is stored only where nothing but a failure refuses it: not past a budget, nor
         # into a session a user named (another user's is refused), which would bill an answer nobody gets.
-        early = prompt is not None and idempotency_key is None and not account.has_budget
+        early = prompt is not None and not ids.derived and not account.has_budget
         early = early and not (scope is not None and request.session_id is not None)
         leased_at = time.monotonic()
         storing = asyncio.ensure_future(self.persistence.start_turn(session_id, turn, scope))

@@ -4,6 +4,7 @@ account it is charged to; and how a budget's refusal of it is told to its client
 import hashlib
 import json
 import uuid
+from dataclasses import dataclass
 from typing import cast
 
 from openai.types.chat import ChatCompletionMessageParam
@@ -13,23 +14,41 @@ from chat_gateway.identity import Caller
 from chat_gateway.prompt import question_messages
 from chat_gateway.schemas import ChatRequest
 from shared import Conflict, ErrorCode, JSONObject, TooManyRequests
-from shared.contract import TurnAnswer, TurnCreate, TurnQuestion, TurnSession
+from shared.contract import TurnAnswer, TurnCreate, TurnSession
 from shared.identity import TurnAccount
 
 _IDS = uuid.UUID("5f1d0c3e-8a59-4a8e-9a43-6d1c2f0b7e21")
 
 
-def chat_ids(idempotency_key: str | None, user_id: str) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
-    """Ids of the session, question and answer of one chat request.
+@dataclass(frozen=True)
+class ChatIds:
+    session: uuid.UUID
+    inputs: list[uuid.UUID]
+    answer: uuid.UUID
+    derived: bool  # from the request: a retry of it finds the same rows, so it is not surely new
+
+
+def chat_ids(idempotency_key: str | None, user_id: str, request: ChatRequest) -> ChatIds:
+    """Ids of the session, the inputs (tool results, question) and the answer of one chat request.
 
     With an Idempotency-Key they are derived from it, so a retried request finds the same rows (and the
-    same answer) instead of starting a second, billed generation. Without one they are random, and still
-    make the gateway's own retries of each write safe.
+    same answer) instead of starting a second, billed generation. So are those of an agent's round in a named
+    session, from the calls its results answer: a client retrying it (or resending it) gets the answer to those
+    results, not a second one. Otherwise they are random, and still make the gateway's own retries of each
+    write safe.
     """
-    if idempotency_key is None:
-        return uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    seed = hashlib.sha256(f"{user_id}\x00{idempotency_key}".encode()).hexdigest()
-    return uuid.uuid5(_IDS, f"{seed}:session"), uuid.uuid5(_IDS, f"{seed}:user"), uuid.uuid5(_IDS, f"{seed}:answer")
+    count = len(request.tool_results or []) + (request.message is not None or request.parts is not None)
+    seed = None
+    if idempotency_key is not None:
+        seed = hashlib.sha256(f"{user_id}\x00{idempotency_key}".encode()).hexdigest()
+    elif request.tool_results and request.session_id is not None:
+        calls = "\x00".join(result.tool_call_id for result in request.tool_results)
+        seed = hashlib.sha256(f"{user_id}\x00{request.session_id}\x00{calls}\x00{request.text()}".encode()).hexdigest()
+    if seed is None:
+        return ChatIds(uuid.uuid4(), [uuid.uuid4() for _ in range(count)], uuid.uuid4(), derived=False)
+    # The first input's id is the question's as it was before agents' rounds: retries across the upgrade match.
+    inputs = [uuid.uuid5(_IDS, f"{seed}:user" if i == 0 else f"{seed}:input{i}") for i in range(count)]
+    return ChatIds(uuid.uuid5(_IDS, f"{seed}:session"), inputs, uuid.uuid5(_IDS, f"{seed}:answer"), derived=True)
 
 
 def over_budget(exc: Conflict) -> TooManyRequests:
@@ -59,19 +78,17 @@ def build_turn(
     request: ChatRequest,
     caller: Caller,
     user_id: str,
-    ids: tuple[uuid.UUID, uuid.UUID],
+    ids: ChatIds,
     model: str,
     prompt: list[ChatCompletionMessageParam] | None,
     opens_session: bool,
 ) -> tuple[TurnCreate, TurnAccount]:
-    """The turn persistence stores: the question, the answer claimed by this gateway, whose it is."""
-    question_id, answer_id = ids
-    question = TurnQuestion(id=question_id, content=request.message, context=request.context)
+    """The turn persistence stores: what the answer answers, the answer claimed by this gateway, whose it is."""
     options = request.options.given() if request.options is not None else {}
     # A client's own prompt, which the stored history would not give back, is kept for a continuation.
-    own_prompt = prompt is not None and prompt != question_messages(request.message, request.context)
+    own_prompt = prompt is not None and prompt != question_messages(request.text(), request.context, request.parts)
     answer = TurnAnswer(
-        id=answer_id,
+        id=ids.answer,
         model=model,
         options=options or None,
         prompt=cast(list[JSONObject], prompt) if own_prompt else None,
@@ -81,7 +98,7 @@ def build_turn(
     # Measured for a user's account only: the JSON of a whole prompt costs every other turn for nothing.
     prompt_chars = 0
     if caller.is_user:
-        prompt_chars = len(json.dumps(prompt)) if prompt is not None else len(request.message)
+        prompt_chars = len(json.dumps(prompt)) if prompt is not None else len(request.text())
         if prompt is None and request.context is not None:
             prompt_chars += len(json.dumps(request.context))
     max_tokens = options.get("max_tokens", options.get("max_completion_tokens"))
@@ -90,12 +107,12 @@ def build_turn(
     session = None
     if opens_session:
         exclusive = caller.owns_exclusively(request.user_id)
-        session = TurnSession(user_id=user_id, title=title_from(request.message))
+        session = TurnSession(user_id=user_id, title=title_from(request.text()))
         if exclusive:  # set only when it is: the default goes unsent (docs/benchmarks.md, bytes)
             session.exclusive = True
     turn = TurnCreate(
         session=session,
-        question=question,
+        inputs=request.inputs(ids.inputs),
         answer=answer,
         owner=settings.instance_id,
         lease_seconds=settings.lease_seconds,

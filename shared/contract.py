@@ -11,9 +11,18 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
-from shared.enums import MessageStatus
+from shared.enums import MessageRole, MessageStatus
 from shared.identity import TurnAccount
-from shared.resources import MAX_OFFSET, Context, FinishReason, MessageRead, ModelName, ToolCall
+from shared.resources import (
+    MAX_OFFSET,
+    Context,
+    FinishReason,
+    MessageRead,
+    ModelName,
+    ToolCall,
+    ToolFields,
+    parts_text,
+)
 from shared.schemas import InputModel, JSONObject, ReadModel
 
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
@@ -127,10 +136,20 @@ class TurnSession(InputModel):
     )
 
 
-class TurnQuestion(InputModel):
+class TurnInput(InputModel, ToolFields):
+    """What the answer answers: a user's question, or a tool's result (an agent's round)."""
+
     id: uuid.UUID | None = Field(default=None, description="Client-chosen id: retrying the turn is then safe.")
-    content: str
+    role: Literal[MessageRole.USER, MessageRole.TOOL] = MessageRole.USER
+    content: str = ""
     context: Context | None = None
+
+    @model_validator(mode="after")
+    def _tool_fields_on_their_roles(self) -> "TurnInput":
+        self.check_tool_fields(self.role)
+        if self.parts is not None and not self.content:
+            self.content = parts_text(self.parts)
+        return self
 
 
 class TurnAnswer(InputModel):
@@ -144,7 +163,9 @@ class TurnCreate(InputModel):
     session: TurnSession | None = Field(
         default=None, description="When given, the session is created if it does not exist (else 404)."
     )
-    question: TurnQuestion
+    inputs: Annotated[list[TurnInput], Field(min_length=1, max_length=128)] = Field(
+        description="Stored in this order, before the answer: a question, or the results of the calls it made."
+    )
     answer: TurnAnswer = Field(default_factory=TurnAnswer)
     owner: Owner | None = Field(
         default=None, description="When given, the answer is stored claimed by it (in progress); else pending."
@@ -180,7 +201,7 @@ class MessageText(ReadModel):
 
 
 class TurnRead(ReadModel):
-    question: MessageRead
+    inputs: list[MessageRead]
     answer: MessageRead
 
 

@@ -22,11 +22,12 @@ from chat_gateway.openai_format import (
     CompletionRequest,
     answer_failed,
     completion,
+    new_inputs,
     sse,
 )
-from chat_gateway.schemas import ChatRequest
+from chat_gateway.schemas import ChatRequest, ToolResult
 from chat_gateway.service import Answers
-from shared import BadRequest, ErrorCode, MessageStatus
+from shared import MessageStatus
 
 router = APIRouter(prefix=PREFIX, tags=["OpenAI-compatible"], responses=ERROR_RESPONSES)
 
@@ -76,15 +77,19 @@ async def chat_completions(
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> Response:
     """Chat Completions, streamed or not, in OpenAI's exact format; the session comes back in X-Session-Id."""
-    last = body.messages[-1]
-    if last.role != "user" or not last.text():
-        raise BadRequest("the last message must be a user message with text", code=ErrorCode.INVALID_VALUE)
+    question, results = new_inputs(body.messages)
     model = body.model or settings.openai_model
     prompt: list[ChatCompletionMessageParam] = [m.model_dump(exclude_none=True) for m in body.messages]  # type: ignore[misc]
     session_id = _session_id(x_session_id, body, caller.user_id)
     # OpenAI's `user` names an end user of the client's own: it says whose chat it is only for an admin's key.
     request = ChatRequest(
-        message=last.text(),
+        message=question.text() if question is not None and question.parts() is None else None,
+        parts=question.parts() if question is not None else None,
+        tool_results=[
+            ToolResult(tool_call_id=result.tool_call_id or "", content=result.text(), name=result.name)
+            for result in results
+        ]
+        or None,
         session_id=session_id,
         user_id=None if caller.is_user else body.user,
         model=model,

@@ -1,12 +1,14 @@
-"""Turns: a question and its answer stored together, the answer claimed, before the answer is generated.
+"""Turns: what an answer answers (a question, or the results of the calls it made) and the answer, stored
+together, the answer claimed, before the answer is generated.
 
-One INSERT stores both (and, on PostgreSQL, opens the session in the same statement): the first word of an
-answer waits on one round trip.
+One INSERT stores them all (and, on PostgreSQL, opens the session in the same statement): the first word of
+an answer waits on one round trip.
 """
 
 import contextlib
 import functools
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -46,7 +48,7 @@ from shared.contract import TurnCreate, TurnRead
 
 
 def start_turn(db: Session, session_id: uuid.UUID, data: TurnCreate, *, lease_seconds: float) -> Stored[TurnRead]:
-    """Store a question and its answer with one INSERT, the answer claimed by ``data.owner`` when given.
+    """Store a turn's inputs and its answer with one INSERT, the answer claimed by ``data.owner`` when given.
 
     A replay of a stored turn is not created: it returns the turn as it is now (its answer may have grown),
     without claiming it. Runs outside a transaction: the session, when created here, stays even if the
@@ -62,21 +64,28 @@ def start_turn(db: Session, session_id: uuid.UUID, data: TurnCreate, *, lease_se
             opened = db.execute(_open_session_statement(dialect), params).rowcount  # type: ignore[attr-defined]
             if not opened and data.session.exclusive and session_owner(db, session_id) != data.session.user_id:
                 raise NotFound(f"session {session_id} not found")  # another user's, as if it did not exist
-    question = _new_row(
-        session_id,
-        data.question.id,
-        now,
-        role=MessageRole.USER,
-        content=data.question.content,
-        context=data.question.context,
-        status=Status.COMPLETE,
-    )
+    # A microsecond apart, so they sort in the order given, the answer last, whatever their ids.
+    inputs = [
+        _new_row(
+            session_id,
+            given.id,
+            now + timedelta(microseconds=position),
+            role=given.role,
+            content=given.content,
+            context=given.context,
+            parts=given.parts,
+            tool_call_id=given.tool_call_id,
+            name=given.name,
+            tool_names=given.tool_names(),
+            status=Status.COMPLETE,
+        )
+        for position, given in enumerate(data.inputs)
+    ]
     claim: dict[str, Any] = {}
     if data.owner is not None:
         expires = now + timedelta(seconds=data.lease_seconds or lease_seconds)
         claim = {"status": Status.IN_PROGRESS, "lease_owner": data.owner, "lease_expires_at": expires, "attempts": 1}
-    # A microsecond later, so the answer sorts after its question whatever their ids.
-    later = now + timedelta(microseconds=1)
+    later = now + timedelta(microseconds=len(inputs))
     answer = (
         _new_row(
             session_id,
@@ -90,14 +99,11 @@ def start_turn(db: Session, session_id: uuid.UUID, data: TurnCreate, *, lease_se
         )
         | claim
     )
-    params |= {
-        f"{row}_{name}": value
-        for row, values in (("question", question), ("answer", answer))
-        for name, value in values.items()
-    }
+    rows = {f"input{position}": values for position, values in enumerate(inputs)} | {"answer": answer}
+    params |= {f"{row}_{name}": value for row, values in rows.items() for name, value in values.items()}
     opens_in_statement = dialect == "postgresql" and data.session is not None
     exclusive = data.session is not None and data.session.exclusive
-    stmt = _turn_statement(dialect, opens_session=opens_in_statement, exclusive=exclusive)
+    stmt = _turn_statement(dialect, len(inputs), opens_session=opens_in_statement, exclusive=exclusive)
     budgeted = data.account is not None and data.account.has_budget
     if budgeted:  # checked first, under its user's lock: refused, nothing is stored
         assert data.account is not None
@@ -107,22 +113,24 @@ def start_turn(db: Session, session_id: uuid.UUID, data: TurnCreate, *, lease_se
         with db.begin_nested() if budgeted else contextlib.nullcontext():
             result = db.execute(stmt, params)
     except IntegrityError:
-        return _stored_turn(db, session_id, question, answer)
+        return _stored_turn(db, session_id, inputs, answer)
     if opens_in_statement and exclusive and not result.all():  # another user's session (see _turn_statement)
         raise NotFound(f"session {session_id} not found")
     if data.account is not None and not budgeted:
         usage.open_record(db, answer["id"], answer["model"], data.account, now)
     # Read from the values inserted, which are the whole rows: no reload, and no ORM objects to build.
-    return Stored(_turn(question, answer), created=True)
+    return Stored(_turn(inputs, answer), created=True)
 
 
-def _turn(question: dict[str, Any] | Message, answer: dict[str, Any] | Message) -> TurnRead:
-    return TurnRead(question=MessageRead.model_validate(question), answer=MessageRead.model_validate(answer))
+def _turn(inputs: Sequence[dict[str, Any] | Message], answer: dict[str, Any] | Message) -> TurnRead:
+    return TurnRead(
+        inputs=[MessageRead.model_validate(row) for row in inputs], answer=MessageRead.model_validate(answer)
+    )
 
 
 @functools.cache
-def _turn_statement(dialect: str, *, opens_session: bool, exclusive: bool = False) -> Insert:
-    """A turn's two messages in one INSERT, so both are stored or neither and no transaction is needed.
+def _turn_statement(dialect: str, inputs: int, *, opens_session: bool, exclusive: bool = False) -> Insert:
+    """A turn's messages in one INSERT, so all are stored or none and no transaction is needed.
 
     With ``opens_session`` (PostgreSQL) the session is created in the same statement, in a CTE: one round
     trip and one commit instead of two before the first word of an answer. With ``exclusive``, only into a
@@ -135,7 +143,8 @@ def _turn_statement(dialect: str, *, opens_session: bool, exclusive: bool = Fals
         return cast(param, column.type) if dialect == "postgresql" else param
 
     # INSERT ... SELECT ... UNION ALL SELECT: a multi-row VALUES would be compiled anew for every request.
-    rows = [select(*(value(row, column) for column in _TABLE.c)) for row in ("question", "answer")]
+    names = [*(f"input{position}" for position in range(inputs)), "answer"]
+    rows = [select(*(value(row, column) for column in _TABLE.c)) for row in names]
     if not opens_session:
         return insert(_TABLE).from_select(list(_TABLE.c), union_all(*rows))
     sessions = ChatSession.__table__
@@ -162,18 +171,21 @@ def _turn_statement(dialect: str, *, opens_session: bool, exclusive: bool = Fals
 
 
 def _stored_turn(
-    db: Session, session_id: uuid.UUID, question: dict[str, Any], answer: dict[str, Any]
+    db: Session, session_id: uuid.UUID, inputs: list[dict[str, Any]], answer: dict[str, Any]
 ) -> Stored[TurnRead]:
     """After a turn's INSERT failed: a replay of the same turn, a conflict, or a session that does not exist."""
-    stored_question, stored_answer = db.get(Message, question["id"]), db.get(Message, answer["id"])
-    if stored_question is None and stored_answer is None:
+    stored_inputs = [db.get(Message, given["id"]) for given in inputs]
+    stored_answer = db.get(Message, answer["id"])
+    if stored_answer is None and all(stored is None for stored in stored_inputs):
         if not session_exists(db, session_id):
             raise NotFound(f"session {session_id} not found")
         raise Conflict("the turn's messages changed during the request: retry it", code=ErrorCode.RETRY)
-    if not _same_request(
-        stored_question, session_id, MessageRole.USER, content=question["content"], context=question["context"]
-    ):
-        raise Conflict(f"message {question['id']} already exists with a different body", code=ErrorCode.ID_CONFLICT)
+    same_inputs = []
+    for given, stored in zip(inputs, stored_inputs, strict=True):
+        chosen = {name: given[name] for name in ("content", "context", "parts", "tool_call_id")}
+        if not _same_request(stored, session_id, given["role"], **chosen):
+            raise Conflict(f"message {given['id']} already exists with a different body", code=ErrorCode.ID_CONFLICT)
+        same_inputs.append(stored)
     # The model is left out: finishing an answer may record the one that actually answered.
     if not _same_request(
         stored_answer, session_id, MessageRole.ASSISTANT, options=answer["options"], prompt=answer["prompt"]
@@ -181,4 +193,4 @@ def _stored_turn(
         raise Conflict(
             f"message {answer['id']} already exists and is not this turn's answer", code=ErrorCode.ID_CONFLICT
         )
-    return Stored(_turn(stored_question, stored_answer), created=False)
+    return Stored(_turn(same_inputs, stored_answer), created=False)

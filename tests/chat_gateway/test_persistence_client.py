@@ -7,7 +7,7 @@ import respx
 
 from chat_gateway.persistence_client import PersistenceClient, PersistenceError
 from shared import Conflict, MessageStatus, NotFound, ServiceUnavailable
-from shared.contract import AnswerFinish, MessageUpdate, TurnCreate, TurnQuestion
+from shared.contract import AnswerFinish, MessageUpdate, TurnCreate, TurnInput
 from tests.chat_gateway.conftest import stored_message
 
 BASE = "http://persistence.test"
@@ -126,13 +126,13 @@ async def test_every_request_carries_what_the_api_needs(client: PersistenceClien
 @respx.mock
 async def test_a_turn_says_whether_it_is_new(client: PersistenceClient) -> None:
     session_id = uuid.uuid4()
-    turn = {"question": _message(role="user", status="complete"), "answer": _message(status="in_progress")}
+    turn = {"inputs": [_message(role="user", status="complete")], "answer": _message(status="in_progress")}
     route = respx.post(f"{BASE}/sessions/{session_id}/turns").mock(
         side_effect=[httpx.Response(201, json=turn), httpx.Response(200, json=turn)]
     )
-    answer, created = await client.start_turn(session_id, TurnCreate(question=TurnQuestion(content="hi")))
+    answer, created = await client.start_turn(session_id, TurnCreate(inputs=[TurnInput(content="hi")]))
     assert (answer.id, answer.status, created) == (MESSAGE_ID, "in_progress", True)
-    assert (await client.start_turn(session_id, TurnCreate(question=TurnQuestion(content="hi"))))[1] is False
+    assert (await client.start_turn(session_id, TurnCreate(inputs=[TurnInput(content="hi")])))[1] is False
     assert route.call_count == 2
 
 

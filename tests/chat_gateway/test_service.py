@@ -55,7 +55,7 @@ class _StoredTurns(httpx.AsyncBaseTransport):
         await asyncio.sleep(0)
         self.events.append("turn sent")
         answer = stored_message(content="Hello.", status=MessageStatus.COMPLETE).model_dump(mode="json")
-        return httpx.Response(200, json={"question": {}, "answer": answer})
+        return httpx.Response(200, json={"inputs": [], "answer": answer})
 
 
 async def test_the_turn_goes_out_before_the_upstream_request_opened_beside_it_is_built(
@@ -198,7 +198,7 @@ class _SlowTurns(httpx.AsyncBaseTransport):
                 content="",
                 status=MessageStatus.IN_PROGRESS,
             )
-            return httpx.Response(201, json={"question": {}, "answer": answer.model_dump(mode="json")})
+            return httpx.Response(201, json={"inputs": [], "answer": answer.model_dump(mode="json")})
         assert request.url.path.endswith("/append"), request.url.path
         self.appended.append(body["text"])
         appended = AppendResult(
@@ -264,7 +264,7 @@ class _RestartingPersistence:
             if self.down > 0:
                 self.down -= 1
                 raise httpx.ConnectError("connection refused")
-            return httpx.Response(200, json={"question": {}, "answer": self.answer})
+            return httpx.Response(200, json={"inputs": [], "answer": self.answer})
         assert self.answer is not None
         if request.url.path == "/messages/stale":
             return httpx.Response(200, json=[self.answer])

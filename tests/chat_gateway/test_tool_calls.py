@@ -1,6 +1,7 @@
 """Tool calls through the gateway, as real clients make them: relayed whole, stored once, the same everywhere."""
 
 import json
+import uuid
 from typing import Any
 
 import httpx
@@ -169,3 +170,117 @@ def test_tools_the_gateway_cannot_relay_are_a_400(
     assert response.status_code == 400, response.text
     assert problem in json.dumps(response.json())
     assert fake_openai.state.requests == []
+
+
+def _run_tool(name: str, arguments: str) -> str:
+    return {"get_weather": "18°C, sunny", "get_time": "14:05"}[name] + f" ({json.loads(arguments)})"
+
+
+def _accumulate(stream: Any) -> tuple[str, str, list[dict[str, Any]], str]:
+    """A streamed completion as the SDK's users gather it: text, finish reason, whole calls, completion id."""
+    text, finish_reason, completion_id = "", "", ""
+    calls: dict[int, dict[str, Any]] = {}
+    for chunk in stream:
+        completion_id = chunk.id
+        if not chunk.choices:
+            continue
+        delta = chunk.choices[0].delta
+        text += delta.content or ""
+        for call in delta.tool_calls or []:
+            got = calls.setdefault(
+                call.index, {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
+            )
+            got["id"] += call.id or ""
+            if call.function is not None:
+                got["function"]["name"] += call.function.name or ""
+                got["function"]["arguments"] += call.function.arguments or ""
+        finish_reason = chunk.choices[0].finish_reason or finish_reason
+    return text, finish_reason, [calls[i] for i in sorted(calls)], completion_id
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["streamed", "whole"])
+def test_an_sdk_agent_loop_is_stored_once_message_by_message(
+    gateway: Service, store: httpx.Client, fake_openai: FastAPI, stream: bool
+) -> None:
+    """call → run the tools → send their results → the final answer; the client resends the whole
+    conversation each round, and the session holds each message once."""
+    fake_openai.state.plans.extend([Plan(tool_calls=CALLS), Plan()])
+    sdk, session_id = _sdk(gateway), str(uuid.uuid4())
+    messages: list[Any] = [
+        {"role": "system", "content": "You are a weather bot."},
+        {"role": "user", "content": "Weather and time in Lyon?"},
+    ]
+
+    def ask() -> tuple[str, str, list[dict[str, Any]], str]:
+        kwargs: dict[str, Any] = {"model": "fake-model", "messages": messages, "tools": TOOLS}
+        headers = {"X-Session-Id": session_id}
+        if stream:
+            return _accumulate(sdk.chat.completions.create(**kwargs, stream=True, extra_headers=headers))
+        completion = sdk.chat.completions.create(**kwargs, extra_headers=headers)
+        message = completion.choices[0].message
+        calls = [call.model_dump() for call in message.tool_calls or []]
+        return message.content or "", completion.choices[0].finish_reason, calls, completion.id
+
+    text, finish_reason, calls, _ = ask()
+    assert (text, finish_reason, calls) == (TEXT, "tool_calls", _as_sent(1))
+    messages.append({"role": "assistant", "content": text, "tool_calls": calls})
+    results = [_run_tool(call["function"]["name"], call["function"]["arguments"]) for call in calls]
+    messages += [
+        {"role": "tool", "tool_call_id": call["id"], "content": result}
+        for call, result in zip(calls, results, strict=True)
+    ]
+    text, finish_reason, calls, completion_id = ask()
+    assert (text, finish_reason, calls) == (TEXT, "stop", [])
+    # The model saw the calls and their results as the client sent them.
+    assert fake_openai.state.requests[1]["messages"][2:] == [
+        {"role": "assistant", "content": TEXT, "tool_calls": _as_sent(1)},
+        *({"role": "tool", "tool_call_id": f"call_1_{i}", "content": results[i]} for i in range(2)),
+    ]
+    # Sent again (a client's retry of the round): the same answer, neither generated nor stored twice.
+    assert ask()[3] == completion_id
+    assert len(fake_openai.state.requests) == 2
+    stored = [
+        (m["role"], m["content"], m["tool_calls"], m["tool_call_id"], m["status"])
+        for m in store.get(f"/sessions/{session_id}/messages").json()["items"]
+    ]
+    assert stored == [
+        ("user", "Weather and time in Lyon?", None, None, "complete"),
+        ("assistant", TEXT, _as_sent(1), None, "complete"),
+        ("tool", results[0], None, "call_1_0", "complete"),
+        ("tool", results[1], None, "call_1_1", "complete"),
+        ("assistant", TEXT, None, None, "complete"),
+    ]
+
+
+def test_a_chat_round_with_tool_results_is_answered_from_the_stored_history(
+    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    fake_openai.state.plans.extend([Plan(tool_calls=CALLS[:1]), Plan()])
+    first = httpx.post(
+        f"{gateway.url}/chat",
+        json={
+            "parts": [
+                {"type": "text", "text": "Weather here?"},
+                {"type": "image_url", "image_url": {"url": "https://example.com/sky.png"}},
+            ],
+            "options": {"tools": TOOLS},
+        },
+        timeout=30,
+    ).json()
+    [call] = first["tool_calls"]
+    result = {"tool_call_id": call["id"], "content": "18°C", "name": "get_weather"}
+    body = {"session_id": first["session_id"], "tool_results": [result], "options": {"tools": TOOLS}}
+    second = httpx.post(f"{gateway.url}/chat", json=body, timeout=30)
+    assert (second.status_code, second.json()["response"]) == (200, TEXT), second.text
+    shown = fake_openai.state.requests[1]["messages"]
+    assert shown[0]["content"][1] == {"type": "image_url", "image_url": {"url": "https://example.com/sky.png"}}
+    assert shown[1:] == [
+        {"role": "assistant", "content": TEXT, "tool_calls": [call]},
+        {"role": "tool", "content": "18°C", "tool_call_id": call["id"]},
+    ]
+    assert fake_openai.state.requests[1]["tools"] == TOOLS
+    roles = [m["role"] for m in store.get(f"/sessions/{first['session_id']}/messages").json()["items"]]
+    assert roles == ["user", "assistant", "tool", "assistant"]
+    without_session = httpx.post(f"{gateway.url}/chat", json={"tool_results": [result]}, timeout=30)
+    assert without_session.status_code == 400
+    assert "session_id" in without_session.json()["detail"]

@@ -13,7 +13,7 @@ from tests.persistence.conftest import new_session, random_id
 
 
 def _turn(client: TestClient | httpx.Client, session_id: str, **extra: Any) -> Any:
-    body = {"question": {"content": "hi"}, "owner": "gw", "session": {"user_id": "alice", "title": "t"}} | extra
+    body = {"inputs": [{"content": "hi"}], "owner": "gw", "session": {"user_id": "alice", "title": "t"}} | extra
     return client.post(f"/sessions/{session_id}/turns", json=body)
 
 
@@ -75,7 +75,7 @@ def test_requests_on_behalf_of_a_user_see_only_their_own(client: TestClient) -> 
     ):
         body: dict[str, Any] | None = {"title": "mine"} if method == "PUT" else {} if method == "PATCH" else None
         if path.endswith("/turns"):
-            body = {"question": {"content": "hi"}}
+            body = {"inputs": [{"content": "hi"}]}
         response = client.request(method, path, headers=as_alice, json=body)
         assert response.status_code == 404, (method, path, response.text)
         assert response.json()["detail"].endswith("not found")

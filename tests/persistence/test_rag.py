@@ -145,7 +145,7 @@ def test_an_answer_generated_through_the_gateway_reads_as_the_rag_api_shows_it(
 ) -> None:
     session = live.post("/sessions", json={"user_id": "alice"}).json()
     turn = live.post(
-        f"/sessions/{session['id']}/turns", json={"question": {"content": "q"}, "owner": "gateway-1"}
+        f"/sessions/{session['id']}/turns", json={"inputs": [{"content": "q"}], "owner": "gateway-1"}
     ).json()
     live.post(f"/messages/{turn['answer']['id']}/append", json={"offset": 0, "text": "Half an ans"})
     messages = rag.get(f"/sessions/{session['id']}/messages").json()["messages"]

@@ -12,7 +12,7 @@ from tests.persistence.test_concurrency import _race
 
 def turn_body(**fields: Any) -> dict[str, Any]:
     question = {"id": random_id(), "content": "What is Lyon famous for?"}
-    return {"question": question, "answer": {"id": random_id(), "model": "m1"}, "owner": "g1"} | fields
+    return {"inputs": [question], "answer": {"id": random_id(), "model": "m1"}, "owner": "g1"} | fields
 
 
 def test_a_turn_creates_the_session_and_stores_the_answer_claimed(client: TestClient) -> None:
@@ -20,8 +20,8 @@ def test_a_turn_creates_the_session_and_stores_the_answer_claimed(client: TestCl
     body = turn_body(session={"user_id": "u9", "title": "Lyon"})
     response = client.post(f"/sessions/{session_id}/turns", json=body)
     assert response.status_code == 201, response.text
-    question, answer = response.json()["question"], response.json()["answer"]
-    assert (question["id"], question["role"], question["status"]) == (body["question"]["id"], "user", "complete")
+    [question], answer = response.json()["inputs"], response.json()["answer"]
+    assert (question["id"], question["role"], question["status"]) == (body["inputs"][0]["id"], "user", "complete")
     assert question["content"] == "What is Lyon famous for?"
     assert (answer["id"], answer["role"], answer["status"]) == (body["answer"]["id"], "assistant", "in_progress")
     assert (answer["lease_owner"], answer["attempts"], answer["model"], answer["content"]) == ("g1", 1, "m1", "")
@@ -77,7 +77,7 @@ def test_a_replay_with_another_question_is_409_and_changes_nothing(client: TestC
     session_id = random_id()
     body = turn_body(session={})
     assert client.post(f"/sessions/{session_id}/turns", json=body).status_code == 201
-    changed = body | {"question": body["question"] | {"content": "Something else"}}
+    changed = body | {"inputs": [body["inputs"][0] | {"content": "Something else"}]}
     response = client.post(f"/sessions/{session_id}/turns", json=changed)
     assert response.status_code == 409
     assert response.json()["code"] == "id_conflict"
@@ -116,7 +116,7 @@ def test_an_answer_id_taken_elsewhere_is_409_and_stores_nothing(client: TestClie
     response = client.post(f"/sessions/{session['id']}/turns", json=body)
     assert response.status_code == 409
     assert client.get(f"/sessions/{session['id']}/messages").json()["items"] == []
-    assert client.get(f"/messages/{body['question']['id']}").status_code == 404
+    assert client.get(f"/messages/{body['inputs'][0]['id']}").status_code == 404
 
 
 def test_a_stored_question_with_a_new_answer_id_is_409_and_stores_nothing(client: TestClient) -> None:
@@ -144,12 +144,14 @@ def test_bad_turns_are_422(client: TestClient) -> None:
     session = new_session(client)
     bodies: list[dict[str, Any]] = [
         {},
-        {"question": {}},
-        {"question": {"content": 1}},
+        {"inputs": []},
+        {"inputs": [{"content": 1}]},
+        {"question": {"content": "the field before inputs"}},
+        turn_body(inputs=[{"role": "tool", "content": "18°C"}]),  # which call it answers is not said
         turn_body(owner=""),
         turn_body(lease_seconds=0),
         turn_body(session={"title": ""}),
-        turn_body(question={"content": "x", "role": "assistant"}),
+        turn_body(inputs=[{"content": "x", "role": "assistant"}]),
     ]
     for body in bodies:
         response = client.post(f"/sessions/{session['id']}/turns", json=body)
@@ -163,7 +165,7 @@ def test_the_answer_keeps_its_generation_options(client: TestClient) -> None:
     body = turn_body(answer={"id": random_id(), "options": options})
     response = client.post(f"/sessions/{session['id']}/turns", json=body)
     assert response.status_code == 201, response.text
-    assert (response.json()["answer"]["options"], response.json()["question"]["options"]) == (options, None)
+    assert (response.json()["answer"]["options"], response.json()["inputs"][0]["options"]) == (options, None)
     assert client.get(f"/messages/{body['answer']['id']}").json()["options"] == options
     without = client.post(f"/sessions/{session['id']}/turns", json=turn_body()).json()["answer"]
     assert without["options"] is None
@@ -188,3 +190,23 @@ def test_a_clients_own_prompt_is_kept_with_the_answer_for_whoever_continues_it(c
     assert claimed.status_code == 200, claimed.text
     assert claimed.json()["prompt"] == prompt
     assert client.post(f"/sessions/{session['id']}/turns", json=turn_body(answer={"prompt": []})).status_code == 422
+
+
+def test_an_agents_round_stores_the_tool_results_then_the_answer_and_replays_as_one(client: TestClient) -> None:
+    session = new_session(client)
+    results = [
+        {"id": random_id(), "role": "tool", "content": "18°C", "tool_call_id": "call_1", "name": "get_weather"},
+        {"id": random_id(), "role": "tool", "content": "14:05", "tool_call_id": "call_2", "name": "get_time"},
+    ]
+    body = turn_body(inputs=results)
+    first = client.post(f"/sessions/{session['id']}/turns", json=body)
+    assert first.status_code == 201, first.text
+    replay = client.post(f"/sessions/{session['id']}/turns", json=body)
+    assert replay.status_code == 200, replay.text
+    assert [m["id"] for m in replay.json()["inputs"]] == [r["id"] for r in results]
+    listed = client.get(f"/sessions/{session['id']}/messages").json()["items"]
+    stored = [(m["role"], m["tool_call_id"], m["content"]) for m in listed]
+    assert stored == [("tool", "call_1", "18°C"), ("tool", "call_2", "14:05"), ("assistant", None, "")]
+    other = body | {"inputs": [results[0], results[1] | {"content": "15:00"}]}
+    conflict = client.post(f"/sessions/{session['id']}/turns", json=other)
+    assert conflict.status_code == 409
