@@ -30,6 +30,8 @@ from shared.contract import (
     AppendRequest,
     AppendResult,
     ClaimRequest,
+    ConversationFind,
+    ConversationFound,
     FavoriteSet,
     MessageDetail,
     MessageText,
@@ -250,6 +252,14 @@ class PersistenceClient:
         path = f"/sessions/{session_id}/turns"
         response = await self._send("POST", path, json=_body(body), headers=_on_behalf_of(scope))
         return MessageDetail.model_validate(response.json()["answer"]), response.status_code == 201
+
+    async def find_conversation(self, body: ConversationFind, scope: str | None = None) -> ConversationFound | None:
+        """The session a client's resent conversation goes on in, or None: a new conversation."""
+        try:
+            data = await self._request("POST", "/conversations/find", json=_body(body), headers=_on_behalf_of(scope))
+        except NotFound:
+            return None
+        return ConversationFound.model_validate(data)
 
     async def update_message(
         self, message_id: uuid.UUID, changes: MessageUpdate, *, if_match: int | None = None

@@ -80,12 +80,14 @@ class Answers:
         caller: Caller = ANYONE,
         prompt: list[ChatCompletionMessageParam] | None = None,
         create_session: bool = False,
+        conversation_key: str | None = None,
     ) -> MessageDetail:
         """Store the question and its answer, and start generating it (or attach to it, on a retry).
 
         ``caller``: whose chat it is, in which of their sessions, within which budgets (429 when one is
         spent). ``prompt`` replaces the prompt built from the stored history (OpenAI clients send their own);
-        ``create_session`` creates ``request.session_id`` when it does not exist yet.
+        ``create_session`` creates ``request.session_id`` when it does not exist yet. ``conversation_key`` is
+        kept with the answer, for a client that names no session to find it (chat_gateway/conversations.py).
 
         One request to persistence stores the turn with the answer claimed. When the prompt is known
         without the history and the turn is surely new (no Idempotency-Key), the upstream request is sent
@@ -108,6 +110,8 @@ class Answers:
         turn, account = build_turn(
             self.settings, request, caller, user_id, ids, model, prompt, new_session or create_session
         )
+        if conversation_key is not None:  # set only when it is: the default goes unsent (bytes per turn)
+            turn.answer.conversation_key = conversation_key
         scope = caller.user_id
         # Sent before the turn is stored only where nothing but a failure refuses it: not past a budget, nor
         # into a session a user named (another user's is refused), which would bill an answer nobody gets.

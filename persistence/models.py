@@ -103,6 +103,8 @@ class Message(Base):
     name: Mapped[str | None] = mapped_column(String(TOOL_NAME_MAX_LENGTH))
     # The words search finds besides the content: the tools called, or the tool that answered.
     tool_names: Mapped[str | None] = mapped_column(Text)
+    # An answer's key of the conversation it answered, for a client that names no session (migration 0009).
+    conversation_key: Mapped[str | None] = mapped_column(String(64))
     context: Mapped[dict[str, Any] | None]
     status: Mapped[MessageStatus] = mapped_column(_str_enum(MessageStatus))
     error: Mapped[str | None] = mapped_column(Text)
@@ -130,6 +132,12 @@ class Message(Base):
         # The newest messages of every chat (the original message API's GET /messages/).
         Index("ix_messages_created", "created_at", "id"),
         # Only live generations are indexed, so crash recovery stays cheap however large the table grows.
+        Index(
+            "ix_messages_conversation_key",
+            "conversation_key",
+            postgresql_where=text("conversation_key IS NOT NULL"),
+            sqlite_where=text("conversation_key IS NOT NULL"),
+        ),
         Index(
             "ix_messages_stale",
             "lease_expires_at",

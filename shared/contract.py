@@ -152,8 +152,14 @@ class TurnInput(InputModel, ToolFields):
         return self
 
 
+ConversationKey = Annotated[str, StringConstraints(pattern="^[0-9a-f]{64}$")]
+
+
 class TurnAnswer(InputModel):
     id: uuid.UUID | None = Field(default=None, description="Client-chosen id: retrying the turn is then safe.")
+    conversation_key: ConversationKey | None = Field(
+        default=None, description="A key of the conversation it answers, by which its client's next request finds it."
+    )
     model: ModelName | None = None
     options: JSONObject | None = Field(default=None, description=OPTIONS_DESCRIPTION)
     prompt: Prompt | None = Field(default=None, description=PROMPT_DESCRIPTION)
@@ -198,6 +204,25 @@ class MessageText(ReadModel):
     tool_calls: list[ToolCall] | None = Field(
         default=None, description="Stored with the answer's end, whole: they follow the text (offsets after it)."
     )
+
+
+class ConversationFind(InputModel):
+    """A client's conversation so far: the key of what its last answer answered, and that answer as resent."""
+
+    conversation_key: ConversationKey
+    user_id: UserId
+    content: str
+    tool_calls: list[ToolCall] | None = None
+    results_of: list[str] = Field(
+        default_factory=list,
+        description="The calls whose results the request sends: the answer may already be followed by them "
+        "(a retried round), not by anything else.",
+    )
+
+
+class ConversationFound(ReadModel):
+    session_id: uuid.UUID
+    answer_id: uuid.UUID
 
 
 class TurnRead(ReadModel):

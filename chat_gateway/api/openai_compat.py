@@ -13,6 +13,7 @@ from fastapi import APIRouter, Header, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from openai.types.chat import ChatCompletionMessageParam
 
+from chat_gateway.conversations import conversation_key, find_session
 from chat_gateway.deps import AnswersDep, CallerDep, SettingsDep
 from chat_gateway.generation import StreamEvent
 from chat_gateway.openai_format import (
@@ -81,6 +82,12 @@ async def chat_completions(
     model = body.model or settings.openai_model
     prompt: list[ChatCompletionMessageParam] = [m.model_dump(exclude_none=True) for m in body.messages]  # type: ignore[misc]
     session_id = _session_id(x_session_id, body, caller.user_id)
+    key = None
+    if session_id is None:  # the session that holds the conversation so far, if one does (conversations.py)
+        owner = caller.owner(None)
+        earlier = body.messages[: len(body.messages) - len(results) - (question is not None)]
+        session_id = await find_session(answers.persistence, owner, caller.user_id, earlier, results)
+        key = conversation_key(owner, body.messages)
     # OpenAI's `user` names an end user of the client's own: it says whose chat it is only for an admin's key.
     request = ChatRequest(
         message=question.text() if question is not None and question.parts() is None else None,
@@ -95,7 +102,9 @@ async def chat_completions(
         model=model,
         options=body.options(),
     )
-    answer = await answers.start_chat(request, idempotency_key, caller=caller, prompt=prompt, create_session=True)
+    answer = await answers.start_chat(
+        request, idempotency_key, caller=caller, prompt=prompt, create_session=True, conversation_key=key
+    )
     headers = {SESSION_HEADER: str(answer.session_id)}
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)

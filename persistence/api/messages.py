@@ -4,7 +4,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Response
 
 from persistence.api.params import NO_NUL, Cursor, Limit, replayed
-from persistence.deps import DbDep, IfMatchDep, IfNoneMatchDep, OwnerCheck, SettingsDep
+from persistence.deps import DbDep, IfMatchDep, IfNoneMatchDep, OnBehalfOfDep, OwnerCheck, SettingsDep
 from persistence.schemas import MessageCreate
 from persistence.services import answers, messages, turns
 from shared import MessageRead, MessageRole, MessageStatus, Page
@@ -12,6 +12,8 @@ from shared.contract import (
     AppendRequest,
     AppendResult,
     ClaimRequest,
+    ConversationFind,
+    ConversationFound,
     MessageDetail,
     MessageText,
     MessageUpdate,
@@ -86,6 +88,14 @@ async def start_turn(
     if not stored.created:
         response.status_code = 200
     return stored.item
+
+
+@router.post("/conversations/find", responses={404: {"description": "No session holds it."}})
+async def find_conversation(body: ConversationFind, db: DbDep, on_behalf_of: OnBehalfOfDep) -> ConversationFound:
+    """Find the session an OpenAI client's resent conversation goes on in, by the key of its last answer."""
+    if on_behalf_of is not None:
+        body = body.model_copy(update={"user_id": on_behalf_of})
+    return await db.run_autocommit(messages.find_conversation, body)
 
 
 @router.get("/sessions/{session_id}/messages", dependencies=[OwnerCheck])

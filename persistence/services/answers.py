@@ -29,6 +29,7 @@ from persistence.services.messages import (
     Status,
     _at,
     _get_message,
+    _json,
     _last_message,
     _not_found,
 )
@@ -77,6 +78,8 @@ def append_text(db: Session, message_id: uuid.UUID, data: AppendRequest, *, leas
     now = utcnow()
     finish = data.finish.model_dump(exclude_unset=True) if data.finish is not None else {}
     if data.finish is not None and data.finish.tool_calls:
+        # Whole, defaults included: a call stored without its "type" would differ from the same call resent.
+        finish["tool_calls"] = _json(data.finish.tool_calls)
         finish["tool_names"] = " ".join(call.function.name for call in data.finish.tool_calls)
     params = {
         "message_id": message_id,

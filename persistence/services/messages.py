@@ -40,7 +40,7 @@ from shared import (
     Page,
     PreconditionFailed,
 )
-from shared.contract import MessageDetail, MessageText, MessageUpdate
+from shared.contract import ConversationFind, ConversationFound, MessageDetail, MessageText, MessageUpdate
 from shared.resources import ToolCall
 
 Status = MessageStatus
@@ -214,7 +214,7 @@ def _text_statement() -> Select[Any]:
 
 # Every column but the prompt, for lists: it can be as long as a whole conversation, and only a generator needs it.
 # Nor the words search finds it by, which only search reads.
-_LISTED = tuple(c for c in _TABLE.c if c.key not in ("prompt", "tool_names"))
+_LISTED = tuple(c for c in _TABLE.c if c.key not in ("prompt", "tool_names", "conversation_key"))
 
 
 @functools.cache
@@ -253,6 +253,37 @@ def list_messages(
     if not rows and not session_exists(db, session_id):
         raise NotFound(f"session {session_id} not found")
     return keyset_page(Page[MessageRead], rows, limit, "created_at", "id")
+
+
+def find_conversation(db: Session, data: ConversationFind) -> ConversationFound:
+    """The session a client's conversation goes on in: the newest of the user's answers with that key which is
+    the one the client resent (same text, same calls) and is still its session's last message, or is followed
+    only by the results this request sends (a retried round, which its turn's ids then find). Else 404: an
+    edited history, or a branch from an earlier answer, starts a session of its own."""
+    candidates = db.execute(
+        select(Message.id, Message.session_id, Message.content, Message.tool_calls)
+        .join(ChatSession, ChatSession.id == Message.session_id)
+        .where(Message.conversation_key == data.conversation_key, ChatSession.user_id == data.user_id)
+        .order_by(Message.created_at.desc(), Message.id.desc())
+        .limit(8)
+    ).all()
+    for candidate in candidates:
+        stored_calls = [ToolCall.model_validate(call) for call in candidate.tool_calls or []]
+        if candidate.content != data.content or stored_calls != (data.tool_calls or []):
+            continue
+        after = db.execute(
+            select(Message.role, Message.tool_call_id)
+            .where(
+                Message.session_id == candidate.session_id,
+                Message.created_at > select(Message.created_at).where(Message.id == candidate.id).scalar_subquery(),
+            )
+            .order_by(Message.created_at, Message.id)
+            .limit(len(data.results_of) + 1)
+        ).all()
+        followed_by = [row.tool_call_id for row in after if row.role == MessageRole.TOOL]
+        if not after or (data.results_of and followed_by == data.results_of[: len(followed_by)] and followed_by):
+            return ConversationFound(session_id=candidate.session_id, answer_id=candidate.id)
+    raise NotFound("no session holds this conversation")
 
 
 def _newest_messages(db: Session, limit: int, session_id: uuid.UUID | None = None) -> list[dict[str, Any]]:

@@ -96,6 +96,7 @@ def start_turn(db: Session, session_id: uuid.UUID, data: TurnCreate, *, lease_se
             model=data.answer.model,
             options=data.answer.options,
             prompt=data.answer.prompt,
+            conversation_key=data.answer.conversation_key,
         )
         | claim
     )

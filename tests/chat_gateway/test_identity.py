@@ -471,3 +471,24 @@ def test_admin_limits_change_only_what_is_given(gateway: Service, admin: httpx.C
     wrong = subprocess.run([*command, "--user", user_id, "--budget", "lots"], capture_output=True, text=True)
     assert wrong.returncode == 2
     assert "N/day or N/month" in wrong.stderr
+
+
+def test_a_users_conversation_is_never_found_for_another_user(
+    gateway: Service, admin: httpx.Client, fake_openai: FastAPI
+) -> None:
+    """Two users sending the same conversation without a session header each go on in their own session."""
+    alice, bob = (_client(gateway, _user_key(admin, _new_user())) for _ in range(2))
+    first = [{"role": "user", "content": "Where is Lyon?"}]
+    asked = alice.post("/v1/chat/completions", json={"model": "fake-model", "messages": first})
+    answer = asked.json()["choices"][0]["message"]["content"]
+    follow_up = [*first, {"role": "assistant", "content": answer}, {"role": "user", "content": "And Paris?"}]
+    theirs = bob.post("/v1/chat/completions", json={"model": "fake-model", "messages": follow_up})
+    mine = alice.post("/v1/chat/completions", json={"model": "fake-model", "messages": follow_up})
+    assert mine.headers["x-session-id"] == asked.headers["x-session-id"]
+    assert theirs.headers["x-session-id"] != asked.headers["x-session-id"]
+    listed = bob.get(f"/chat/sessions/{theirs.headers['x-session-id']}/messages")
+    assert listed.status_code == 200, listed.text
+    assert [m["content"] for m in listed.json()["items"]] == [
+        "And Paris?",
+        TEXT,
+    ]

@@ -198,12 +198,14 @@ def _accumulate(stream: Any) -> tuple[str, str, list[dict[str, Any]], str]:
     return text, finish_reason, [calls[i] for i in sorted(calls)], completion_id
 
 
+@pytest.mark.parametrize("named", [True, False], ids=["session-header", "no-header"])
 @pytest.mark.parametrize("stream", [True, False], ids=["streamed", "whole"])
 def test_an_sdk_agent_loop_is_stored_once_message_by_message(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI, stream: bool
+    gateway: Service, store: httpx.Client, fake_openai: FastAPI, stream: bool, named: bool
 ) -> None:
     """call → run the tools → send their results → the final answer; the client resends the whole
-    conversation each round, and the session holds each message once."""
+    conversation each round, and the session holds each message once: the one it names, or without a
+    header the one that holds the conversation so far."""
     fake_openai.state.plans.extend([Plan(tool_calls=CALLS), Plan()])
     sdk, session_id = _sdk(gateway), str(uuid.uuid4())
     messages: list[Any] = [
@@ -212,11 +214,16 @@ def test_an_sdk_agent_loop_is_stored_once_message_by_message(
     ]
 
     def ask() -> tuple[str, str, list[dict[str, Any]], str]:
+        nonlocal session_id
         kwargs: dict[str, Any] = {"model": "fake-model", "messages": messages, "tools": TOOLS}
-        headers = {"X-Session-Id": session_id}
+        headers = {"X-Session-Id": session_id} if named else {}
         if stream:
-            return _accumulate(sdk.chat.completions.create(**kwargs, stream=True, extra_headers=headers))
-        completion = sdk.chat.completions.create(**kwargs, extra_headers=headers)
+            raw = sdk.chat.completions.with_raw_response.create(**kwargs, stream=True, extra_headers=headers)
+            session_id = raw.headers["x-session-id"]
+            return _accumulate(raw.parse())
+        raw = sdk.chat.completions.with_raw_response.create(**kwargs, extra_headers=headers)
+        session_id = raw.headers["x-session-id"]
+        completion = raw.parse()
         message = completion.choices[0].message
         calls = [call.model_dump() for call in message.tool_calls or []]
         return message.content or "", completion.choices[0].finish_reason, calls, completion.id

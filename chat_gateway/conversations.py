@@ -1,0 +1,73 @@
+"""One conversation, one session, without a header: an OpenAI client that names no session resends its whole
+conversation with each message, and it goes on in the session that holds it.
+
+Each answer to such a client keeps a key of the conversation it answered (a hash of what the model was shown,
+scoped to its owner). A request whose conversation, up to its last assistant message, is one such answer's
+conversation followed by that answer exactly as stored, goes on in that answer's session, provided the
+answer is still the session's last message. Anything else starts a session of its own:
+
+- an edited history (a message changed, removed or added before the last answer) matches no key;
+- a branch (a client that goes back to an earlier answer and asks something else) finds an answer that is no
+  longer its session's last: the branch gets its own session, and the first conversation stays as it was;
+- the same conversation asked twice, in two sessions, goes on in the newer one.
+"""
+
+import hashlib
+import json
+import uuid
+
+from pydantic import ValidationError
+
+from chat_gateway.openai_format import OpenAIMessage
+from chat_gateway.persistence_client import PersistenceClient
+from shared.contract import ConversationFind
+from shared.resources import ToolCall
+
+
+def conversation_key(owner: str, messages: list[OpenAIMessage]) -> str:
+    """A key of a conversation as its client sends it, for its owner: what a client that names no session finds
+    its session by when it resends the conversation (and the answer) with its next message.
+
+    Only what the model is shown counts: a client echoing an answer back with ``refusal: null`` or an empty
+    text as ``null`` sends the same conversation.
+    """
+    shown = []
+    for message in messages:
+        calls = [
+            [call.get("id"), (call.get("function") or {}).get("name"), (call.get("function") or {}).get("arguments")]
+            for call in (message.model_extra or {}).get("tool_calls") or []
+            if isinstance(call, dict)
+        ]
+        content = message.parts() or message.text()
+        shown.append([message.role, content, calls, message.tool_call_id, message.name])
+    encoded = json.dumps([owner, shown], ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(encoded.encode()).hexdigest()
+
+
+def resent_answer(message: OpenAIMessage) -> tuple[str, list[ToolCall] | None]:
+    """An assistant message a client sent back: its text and calls, as the stored answer would hold them."""
+    calls = (message.model_extra or {}).get("tool_calls") or None
+    return message.text(), [ToolCall.model_validate(call) for call in calls] if calls else None
+
+
+async def find_session(
+    persistence: PersistenceClient,
+    owner: str,
+    scope: str | None,
+    conversation: list[OpenAIMessage],
+    results: list[OpenAIMessage],
+) -> uuid.UUID | None:
+    """The session ``conversation`` (everything before the new messages, ``results`` among them) goes on in."""
+    if not conversation or conversation[-1].role != "assistant":
+        return None
+    try:
+        content, calls = resent_answer(conversation[-1])
+        key = conversation_key(owner, conversation[:-1])
+        results_of = [result.tool_call_id or "" for result in results]
+        find = ConversationFind(
+            conversation_key=key, user_id=owner, content=content, tool_calls=calls, results_of=results_of
+        )
+    except ValidationError:  # calls no answer of ours could have made: not a conversation stored here
+        return None
+    found = await persistence.find_conversation(find, scope)
+    return found.session_id if found is not None else None

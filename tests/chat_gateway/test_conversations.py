@@ -1,0 +1,88 @@
+"""One conversation, one session, without a header (chat_gateway/conversations.py), as OpenAI clients that
+resend the whole conversation each time (the `llm` CLI with -c, chat UIs, plain SDK loops) use the gateway."""
+
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from fastapi import FastAPI
+
+from tests.chat_gateway.conftest import Service
+from tests.fake_openai import TEXT
+
+pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
+
+
+class Client:
+    """An OpenAI client that keeps its conversation and sends all of it with each message."""
+
+    def __init__(self, gateway: Service, messages: list[dict[str, Any]] | None = None) -> None:
+        self.sdk = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0)
+        self.messages = messages or [{"role": "system", "content": "Be brief."}]
+
+    def ask(self, question: str) -> str:
+        """Ask, keep the answer; returns the session the gateway stored it in."""
+        self.messages.append({"role": "user", "content": question})
+        create = self.sdk.chat.completions.with_raw_response.create
+        raw = create(model="fake-model", messages=self.messages)  # type: ignore[arg-type]
+        answer = raw.parse().choices[0].message
+        self.messages.append({"role": "assistant", "content": answer.content, "refusal": answer.refusal})
+        return raw.headers["x-session-id"]
+
+
+def _stored(store: httpx.Client, session_id: str) -> list[tuple[str, str]]:
+    return [(m["role"], m["content"]) for m in store.get(f"/sessions/{session_id}/messages").json()["items"]]
+
+
+def test_follow_ups_without_a_header_go_on_in_one_session(
+    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    client = Client(gateway)
+    sessions = {client.ask("Where is Lyon?"), client.ask("And Paris?"), client.ask("Which is bigger?")}
+    assert len(sessions) == 1
+    (session_id,) = sessions
+    assert _stored(store, session_id) == [
+        ("user", "Where is Lyon?"),
+        ("assistant", TEXT),
+        ("user", "And Paris?"),
+        ("assistant", TEXT),
+        ("user", "Which is bigger?"),
+        ("assistant", TEXT),
+    ]
+    assert len(fake_openai.state.requests) == 3
+
+
+def test_an_edited_history_or_a_branch_starts_a_session_of_its_own(
+    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    client = Client(gateway)
+    first = client.ask("Where is Lyon?")
+    assert client.ask("And Paris?") == first
+    # A branch: back to the first answer, another question. The first conversation stays as it was.
+    branch = Client(gateway, client.messages[:3])
+    branched = branch.ask("And Marseille?")
+    assert branched != first
+    assert [content for _, content in _stored(store, first)] == ["Where is Lyon?", TEXT, "And Paris?", TEXT]
+    assert _stored(store, branched) == [("user", "And Marseille?"), ("assistant", TEXT)]
+    # The branch goes on in its own session from then on.
+    assert branch.ask("And Nice?") == branched
+    # An edited history (the system prompt changed) matches nothing.
+    edited = Client(gateway, [{"role": "system", "content": "Be verbose."}, *client.messages[1:]])
+    assert edited.ask("And Lille?") not in (first, branched)
+
+
+def test_a_named_session_wins_over_the_conversation(
+    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    client = Client(gateway)
+    first = client.ask("Where is Lyon?")
+    messages = [*client.messages, {"role": "user", "content": "And Paris?"}]
+    theirs = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        json={"model": "fake-model", "messages": messages, "metadata": {"session_id": "their-own"}},
+        timeout=30,
+    )
+    assert theirs.status_code == 200, theirs.text
+    assert theirs.headers["x-session-id"] != first
+    assert client.ask("And Paris?") == first
