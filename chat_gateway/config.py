@@ -38,6 +38,7 @@ class Settings(ServiceSettings):
     chat_api_keys: SecretStr | None = None  # the former name of CHAT_ADMIN_KEYS, still read
     # How long a user key's lookup is trusted: a revoked key stops working within this.
     key_cache_seconds: float = Field(default=5.0, ge=0, le=300)
+    models_cache_seconds: float = Field(default=60.0, ge=0, le=86400)  # GET /v1/models: the upstream's list
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_jwks_url: str | None = None

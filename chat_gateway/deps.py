@@ -3,6 +3,7 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from chat_gateway.catalog import ModelCatalog
 from chat_gateway.config import Settings
 from chat_gateway.identity import Authenticator, Caller
 from chat_gateway.persistence_client import PersistenceClient
@@ -27,7 +28,13 @@ async def get_answers(request: Request) -> Answers:
     return answers
 
 
+async def get_catalog(request: Request) -> ModelCatalog:
+    catalog: ModelCatalog = request.app.state.catalog
+    return catalog
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+CatalogDep = Annotated[ModelCatalog, Depends(get_catalog)]
 PersistenceDep = Annotated[PersistenceClient, Depends(get_persistence)]
 AnswersDep = Annotated[Answers, Depends(get_answers)]
 

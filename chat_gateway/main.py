@@ -13,6 +13,7 @@ from httpx_aiohttp import AiohttpTransport
 
 from chat_gateway import openai_format
 from chat_gateway.api import accounts, chat, health, openai_compat, sessions
+from chat_gateway.catalog import ModelCatalog
 from chat_gateway.config import Settings
 from chat_gateway.deps import get_caller
 from chat_gateway.identity import Authenticator
@@ -80,6 +81,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     _log_identity_mode(settings)
     app.state.persistence = persistence
     app.state.answers = answers
+    app.state.catalog = ModelCatalog(settings, client)
     recovery = asyncio.create_task(answers.recovery_loop(), name="recovery")
     freeze_startup_heap()
     try:

@@ -174,12 +174,13 @@ class ChunkFormat:
 
 
 def completion(answer: MessageDetail, model: str) -> dict[str, Any]:
-    """A whole answer as a ``chat.completion``."""
+    """A whole answer as a ``chat.completion``, naming ``model`` as a stream of it does (the model asked for:
+    a stream names it before the upstream has said which it is)."""
     return {
         "id": completion_id(answer.id),
         "object": "chat.completion",
         "created": int(answer.created_at.timestamp()),
-        "model": answer.model or model,
+        "model": model,
         "choices": [
             {
                 "index": 0,

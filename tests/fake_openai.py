@@ -104,6 +104,15 @@ def create_fake_openai() -> FastAPI:
     app.state.open_streams = 0  # streams being sent right now
     app.state.text = TEXT  # the answer to every question
 
+    app.state.models = None  # the ids GET /v1/models lists; None: the server has no such route (a 404)
+
+    @app.get("/v1/models")
+    async def models() -> Any:
+        if app.state.models is None:
+            return JSONResponse({"error": {"message": "no such route", "type": "fake"}}, status_code=404)
+        data = [{"id": model, "object": "model", "created": 1, "owned_by": "fake"} for model in app.state.models]
+        return {"object": "list", "data": data}
+
     @app.post("/v1/chat/completions")
     async def completions(request: Request) -> Any:
         body = await request.json()

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from openai.types.chat import ChatCompletionMessageParam
 
 from chat_gateway.conversations import conversation_key, find_session
-from chat_gateway.deps import AnswersDep, CallerDep, SettingsDep
+from chat_gateway.deps import AnswersDep, CallerDep, CatalogDep, SettingsDep
 from chat_gateway.generation import StreamEvent
 from chat_gateway.openai_format import (
     ERROR_RESPONSES,
@@ -117,7 +117,12 @@ async def chat_completions(
 
 
 @router.get("/models")
-async def list_models(settings: SettingsDep) -> dict[str, Any]:
-    """The model this gateway answers with by default, in OpenAI's list format."""
-    model = {"id": settings.openai_model, "object": "model", "created": 0, "owned_by": "durable-chat"}
-    return {"object": "list", "data": [model]}
+async def list_models(catalog: CatalogDep) -> dict[str, Any]:
+    """The upstream's models (cached briefly), else the default one, in OpenAI's list format."""
+    return {"object": "list", "data": await catalog.models()}
+
+
+@router.get("/models/{model_id:path}")
+async def get_model(model_id: str, catalog: CatalogDep) -> dict[str, Any]:
+    """One of the models, by id (ids may hold slashes: org/model)."""
+    return await catalog.model(model_id)

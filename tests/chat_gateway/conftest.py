@@ -97,6 +97,7 @@ def fake_openai(_fake_openai_server: tuple[FastAPI, str]) -> FastAPI:
     app.state.requests.clear()
     app.state.open_streams = 0
     app.state.text = TEXT
+    app.state.models = None
     return app
 
 

@@ -1,0 +1,39 @@
+"""GET /v1/models and the model a reply names, as the official SDK reads them."""
+
+import httpx
+import openai
+import pytest
+from fastapi import FastAPI
+
+from tests.chat_gateway.conftest import Service
+
+pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
+
+
+def _sdk(gateway: Service) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0)
+
+
+def test_the_upstreams_models_are_listed_and_cached(gateway: Service, fake_openai: FastAPI) -> None:
+    fake_openai.state.models = ["fake-model", "org/other-model"]
+    sdk = _sdk(gateway)
+    assert [model.id for model in sdk.models.list()] == ["fake-model", "org/other-model"]
+    assert sdk.models.retrieve("org/other-model").owned_by == "fake"
+    with pytest.raises(openai.NotFoundError):
+        sdk.models.retrieve("no-such-model")
+    fake_openai.state.models = ["changed"]  # within the cache's minute: still the list as it was
+    assert [model.id for model in sdk.models.list()] == ["fake-model", "org/other-model"]
+
+
+def test_an_upstream_without_a_list_has_the_default_model(gateway: Service, fake_openai: FastAPI) -> None:
+    assert [model.id for model in _sdk(gateway).models.list()] == ["fake-model"]
+    missing = httpx.get(f"{gateway.url}/v1/models/gpt-9", timeout=30)
+    assert (missing.status_code, missing.json()["error"]["type"]) == (404, "not_found_error")
+
+
+def test_streamed_and_whole_replies_name_the_model_alike(gateway: Service, fake_openai: FastAPI) -> None:
+    sdk = _sdk(gateway)
+    messages: list[openai.types.chat.ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
+    whole = sdk.chat.completions.create(model="fake", messages=messages)
+    streamed = {chunk.model for chunk in sdk.chat.completions.create(model="fake", messages=messages, stream=True)}
+    assert (whole.model, streamed) == ("fake", {"fake"})
