@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lock secrets run run-persistence run-gateway migrate test test-fast lint format clean local-llm bench bench-quick bench-deps bench-alternative chaos
+.PHONY: clients install lock secrets run run-persistence run-gateway migrate test test-fast lint format clean local-llm bench bench-quick bench-deps bench-alternative chaos
 
 # Everything from the lock, every file checked against its hash; then the project itself.
 $(STAMP): requirements-dev.lock pyproject.toml
@@ -65,7 +65,7 @@ lint: install
 	$(BIN)/mypy .
 
 # bench-deps: the tests run `make bench-quick` in miniature (tests/bench), which needs wrk and pgbench.
-test: lint bench-deps
+test: lint bench-deps clients
 	$(BIN)/pytest
 
 # The edit loop: unit and in-process API tests on SQLite (no processes started, no PostgreSQL), in about 30 s.
@@ -88,6 +88,17 @@ $(LITELLM_VENV)/.installed:
 	touch $@
 
 bench-alternative: $(LITELLM_VENV)/.installed
+
+# Real clients the tests run against the gateway as their users install them, in a virtualenv of their own
+# (their dependencies are theirs, not the services'): OpenAI's Agents SDK and the llm CLI.
+CLIENTS_VENV ?= .venv-clients
+
+$(CLIENTS_VENV)/.installed:
+	test -x $(CLIENTS_VENV)/bin/python || $(PYTHON) -m venv $(CLIENTS_VENV)
+	$(CLIENTS_VENV)/bin/python -m pip install -q --disable-pip-version-check "openai-agents==0.24.0" "llm==0.36"
+	touch $@
+
+clients: $(CLIENTS_VENV)/.installed
 
 bench: bench-deps bench-alternative
 	set -e; for b in $(filter-out gateway,$(BENCHMARKS)); do $(BIN)/python -m bench.$$b; done
