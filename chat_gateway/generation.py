@@ -33,7 +33,7 @@ from chat_gateway.upstream import (
     options_to_continue,
     read_chunks,
 )
-from shared import Conflict, MessageStatus, NotFound, storable_text
+from shared import Conflict, JSONObject, MessageStatus, NotFound, storable_text
 from shared.contract import AnswerFinish, MessageDetail
 from shared.resources import ToolCall
 
@@ -96,6 +96,7 @@ class StreamEvent:
     finish_reason: str | None = None
     usage: dict[str, int] = field(default_factory=dict)
     tool_calls: Sequence[ToolCall] = ()
+    logprobs: list[JSONObject] | None = None
 
 
 def final_event(
@@ -172,6 +173,7 @@ class Generation:
 
         self.text = answer.content  # everything generated so far, saved or not
         self.tool_calls: list[ToolCall] = []  # the calls of the attempt that finished: stored with the end
+        self.logprobs: list[JSONObject] = []  # of the text generated here, when asked for: relayed, not stored
         self.outcome = Outcome.GENERATING
         self.error: str | None = None
         self.finish_reason: str | None = None
@@ -214,10 +216,18 @@ class Generation:
             self._upstream.cancel()
 
     async def events(self, offset: int) -> AsyncIterator[StreamEvent]:
-        """The text from ``offset`` on as it grows, then how the answer ended."""
+        """The text from ``offset`` on as it grows, then how the answer ended.
+
+        Logprobs go with the text to a listener from the start; one that joins later gets the text alone.
+        """
+        relayed = 0 if offset == 0 else None  # how many of the logprobs this listener has had
         while True:
             if len(self.text) > offset:
                 text, offset = self.text[offset:], len(self.text)
+                if self.logprobs and relayed is not None:
+                    logprobs, relayed = self.logprobs[relayed:], len(self.logprobs)
+                    yield StreamEvent("delta", offset, text=text, logprobs=logprobs)
+                    continue
                 yield StreamEvent("delta", offset, text=text)
                 continue
             if self.done.is_set():
@@ -324,6 +334,8 @@ class Generation:
                 TOKENS.inc()
             if chunk.tool_calls:
                 calls.feed(chunk.tool_calls)
+            if chunk.logprobs:
+                self.logprobs += chunk.logprobs
             sent_before = bool(self.text)
             if text := join.feed(chunk.text):
                 if time.monotonic() >= self.writer.lease_deadline:  # checked here: a call per chunk costs the relay

@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Scope
 
 from chat_gateway.schemas import GenerationOptions
-from shared import BadRequest, ErrorCode
+from shared import BadRequest, ErrorCode, JSONObject
 from shared.contract import MessageDetail
 from shared.resources import TOOL_CALL_ID_MAX_LENGTH, ToolCall
 
@@ -101,7 +101,6 @@ class StreamOptions(BaseModel):
 _UNSUPPORTED: dict[str, tuple[Callable[[Any], bool], str]] = {
     "n": (lambda n: n != 1, "one choice per request is supported: n must be 1"),
     "functions": (bool, "the legacy `functions` parameter is not supported: send `tools`"),
-    "logprobs": (bool, "logprobs are not supported"),
     "modalities": (lambda kinds: any(kind != "text" for kind in kinds), "only text output is supported"),
     "audio": (lambda _: True, "only text output is supported"),
 }
@@ -121,7 +120,6 @@ class CompletionRequest(GenerationOptions):
     metadata: dict[str, str] | None = None
     n: int | None = None
     functions: list[Any] | None = None
-    logprobs: bool | None = None
     modalities: list[str] | None = None
     audio: dict[str, Any] | None = None
 
@@ -157,12 +155,16 @@ class ChunkFormat:
         # for every chunk cost a tenth of the relay's CPU (docs/benchmarks.md).
         self._head, _, self._tail = self.chunk({"content": "\0"}).rpartition(json.dumps("\0"))
 
-    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> str:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+    def chunk(
+        self, delta: dict[str, Any], finish_reason: str | None = None, logprobs: list[JSONObject] | None = None
+    ) -> str:
+        choice = {"index": 0, "delta": delta, "logprobs": _logprobs(logprobs), "finish_reason": finish_reason}
         return sse(self.base | {"choices": [choice]} | ({"usage": None} if self.include_usage else {}))
 
-    def text(self, text: str) -> str:
-        """``chunk({"content": text})``, rendered faster."""
+    def text(self, text: str, logprobs: list[JSONObject] | None = None) -> str:
+        """``chunk({"content": text})``, rendered faster (but with logprobs)."""
+        if logprobs:
+            return self.chunk({"content": text}, logprobs=logprobs)
         return self._head + json.dumps(text) + self._tail
 
     def tool_call(self, index: int, call: ToolCall) -> str:
@@ -173,7 +175,11 @@ class ChunkFormat:
         return sse(self.base | {"choices": [], "usage": usage or None})
 
 
-def completion(answer: MessageDetail, model: str) -> dict[str, Any]:
+def _logprobs(tokens: list[JSONObject] | None) -> JSONObject | None:
+    return {"content": tokens, "refusal": None} if tokens else None
+
+
+def completion(answer: MessageDetail, model: str, logprobs: list[JSONObject] | None = None) -> dict[str, Any]:
     """A whole answer as a ``chat.completion``, naming ``model`` as a stream of it does (the model asked for:
     a stream names it before the upstream has said which it is)."""
     return {
@@ -185,7 +191,7 @@ def completion(answer: MessageDetail, model: str) -> dict[str, Any]:
             {
                 "index": 0,
                 "message": _message(answer),
-                "logprobs": None,
+                "logprobs": _logprobs(logprobs),
                 "finish_reason": answer.finish_reason or "stop",
             }
         ],

@@ -56,6 +56,8 @@ class GenerationOptions(InputModel):
     )
     tool_choice: Literal["none", "auto", "required"] | JSONObject | None = None
     parallel_tool_calls: bool | None = None
+    logprobs: bool | None = Field(default=None, description="Relayed to the clients streaming it live; not stored.")
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
 
     def given(self) -> JSONObject:
         return self.model_dump(exclude_none=True)

@@ -325,6 +325,10 @@ class Answers:
             raise OffsetMismatch(f"offset {offset} is past the end of the answer ({length})", length=length)
         return answer
 
+    def generating(self, message_id: uuid.UUID) -> Generation | None:
+        """The answer's generation, while this gateway runs it."""
+        return self._live.get(message_id)
+
     def follow(self, message_id: uuid.UUID, offset: int) -> AsyncIterator[StreamEvent]:
         """The answer's text from ``offset`` on, live, until it ends: here or in another gateway."""
         return self._follower.follow(message_id, offset)

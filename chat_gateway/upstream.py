@@ -27,6 +27,7 @@ class Chunk:
     model: str | None = None
     usage: dict[str, Any] | None = None
     tool_calls: list[Any] | None = None  # the deltas of calls, as sent: whole only at the end (tool_calls.py)
+    logprobs: list[Any] | None = None  # the text's tokens' logprobs, when asked for: relayed, never stored
 
 
 @dataclass
@@ -115,6 +116,8 @@ async def read_chunks(stream: AsyncStream[object]) -> AsyncGenerator[Chunk, None
                 held = text[-1] if text and "\ud800" <= text[-1] <= "\udbff" else ""
                 chunk.text = storable_text(text[: len(text) - len(held)])
                 chunk.finish_reason = _label(choice.get("finish_reason"), FINISH_REASON_MAX_LENGTH)
+                if isinstance(logprobs := choice.get("logprobs"), dict) and isinstance(logprobs.get("content"), list):
+                    chunk.logprobs = logprobs["content"]
             yield chunk
         if held:
             yield Chunk(text=storable_text(held))

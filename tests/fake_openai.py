@@ -63,16 +63,22 @@ def call_deltas(calls: list[tuple[str, str]], fragment: int, attempt: int) -> li
     return deltas
 
 
-def _chunk(content: str | None, finish_reason: str | None = None, call: dict[str, Any] | None = None) -> bytes:
+def _chunk(
+    content: str | None, finish_reason: str | None = None, call: dict[str, Any] | None = None, logprobs: bool = False
+) -> bytes:
     delta: dict[str, Any] = {"content": content} if content is not None else {}
     if call is not None:
         delta = {"tool_calls": [call]}
+    choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+    if logprobs and content:
+        token = {"token": content, "logprob": -0.5, "bytes": list(content.encode()), "top_logprobs": []}
+        choice["logprobs"] = {"content": [token], "refusal": None}
     body = {
         "id": "chatcmpl-fake",
         "object": "chat.completion.chunk",
         "created": int(time.time()),
         "model": MODEL,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        "choices": [choice],
     }
     return f"data: {json.dumps(body)}\n\n".encode()
 
@@ -141,7 +147,8 @@ def create_fake_openai() -> FastAPI:
                 for index, part in enumerate(sent):
                     if plan.drop_after is not None and index >= plan.drop_after:
                         raise Dropped  # uvicorn closes the connection mid-stream
-                    yield _chunk(part) if isinstance(part, str) else _chunk(None, call=part)
+                    logprobs = bool(body.get("logprobs"))
+                    yield _chunk(part, logprobs=logprobs) if isinstance(part, str) else _chunk(None, call=part)
                     await asyncio.sleep(plan.delay)
                 yield _chunk(None, finish_reason)
                 if (body.get("stream_options") or {}).get("include_usage"):

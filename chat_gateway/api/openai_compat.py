@@ -54,7 +54,7 @@ async def _chunks(answers: Answers, message_id: uuid.UUID, model: str, include_u
     event: StreamEvent
     async for event in answers.follow(message_id, 0):
         if event.kind == "delta":
-            yield render.text(event.text)
+            yield render.text(event.text, event.logprobs)
         elif event.kind == "done":
             for index, call in enumerate(event.tool_calls):
                 yield render.tool_call(index, call)
@@ -110,10 +110,12 @@ async def chat_completions(
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         stream = _chunks(answers, answer.id, model, include_usage)
         return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
+    generation = answers.generating(answer.id)  # its logprobs, if asked for: they are not stored
     final = await answers.outcome(answer.id)
     if final.status == MessageStatus.FAILED:
         return JSONResponse(answer_failed(final.error), status_code=502, headers=headers)
-    return JSONResponse(completion(final, model), headers=headers)
+    logprobs = generation.logprobs if generation is not None else None
+    return JSONResponse(completion(final, model, logprobs), headers=headers)
 
 
 @router.get("/models")

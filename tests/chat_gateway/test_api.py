@@ -162,7 +162,6 @@ def test_openai_routes_take_a_bearer_key_and_answer_errors_in_openai_shape(locke
     [
         ({"n": 2}, "body.n: one choice per request is supported: n must be 1"),
         ({"functions": [{"name": "f"}]}, "body.functions: the legacy `functions` parameter is not supported"),
-        ({"logprobs": True}, "body.logprobs: logprobs are not supported"),
         ({"modalities": ["text", "audio"]}, "body.modalities: only text output is supported"),
         ({"audio": {"voice": "alloy"}}, "body.audio: only text output is supported"),
         ({"temperature": -1}, "body.temperature: Input should be greater than or equal to 0"),

@@ -6,6 +6,7 @@ import pytest
 from fastapi import FastAPI
 
 from tests.chat_gateway.conftest import Service
+from tests.fake_openai import TEXT
 
 pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
 
@@ -37,3 +38,24 @@ def test_streamed_and_whole_replies_name_the_model_alike(gateway: Service, fake_
     whole = sdk.chat.completions.create(model="fake", messages=messages)
     streamed = {chunk.model for chunk in sdk.chat.completions.create(model="fake", messages=messages, stream=True)}
     assert (whole.model, streamed) == ("fake", {"fake"})
+
+
+def test_logprobs_are_relayed_with_the_text_streamed_and_whole(gateway: Service, store: httpx.Client) -> None:
+    sdk = _sdk(gateway)
+    messages: list[openai.types.chat.ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
+    tokens: list[str] = []
+    text = ""
+    for chunk in sdk.chat.completions.create(
+        model="fake-model", messages=messages, stream=True, logprobs=True, top_logprobs=2
+    ):
+        text += chunk.choices[0].delta.content or ""
+        if chunk.choices[0].logprobs is not None:
+            tokens += [entry.token for entry in chunk.choices[0].logprobs.content or []]
+    assert "".join(tokens) == text == TEXT
+    whole = sdk.chat.completions.create(model="fake-model", messages=messages, logprobs=True)
+    assert whole.choices[0].logprobs is not None
+    assert "".join(entry.token for entry in whole.choices[0].logprobs.content or []) == TEXT
+    # Relayed, not stored: the answer keeps only that they were asked for, for a continuation.
+    answer = store.get(f"/messages/{whole.id.removeprefix('chatcmpl-')}").json()
+    assert answer["options"] == {"logprobs": True}
+    assert "logprobs" not in answer
