@@ -152,7 +152,10 @@ async def stream(client: httpx.AsyncClient, url: str) -> Stream:
             if not line.startswith("data: {"):
                 continue
             choices = json.loads(line[6:])["choices"]
-            if choices and (content := choices[0]["delta"].get("content")):
+            delta = choices[0]["delta"] if choices else {}
+            # A tool call's arguments count as its text (the tool-call relay, section 3b).
+            arguments = "".join(call["function"].get("arguments") or "" for call in delta.get("tool_calls") or [])
+            if content := delta.get("content") or arguments:
                 first = first or time.perf_counter() - started
                 parts.append(content)
     return Stream(started, first, time.perf_counter() - started, len(parts), "".join(parts))
@@ -445,8 +448,29 @@ def memory(gateway_service: Service, count: int) -> Memory:
 
 
 @dataclass
+class ToolCallRelay:
+    """Section 3b: answers that are one tool call of CHUNKS fragments, at concurrency 1."""
+
+    streams: int
+    cpu_us_per_chunk: float
+    text_cpu_us_per_chunk: float  # the same run's text answers, for the ratio
+    ratio: float
+
+
+def tool_call_relay(tmp: str, persistence: Service, count: int) -> ToolCallRelay:
+    with upstream("--tool-calls") as calls, gateway(tmp, persistence.url, calls) as service:
+        warm_up(service.url)
+        _, _, tool_cpu = direct_and_through(calls, service.url, _pid(service), 1, count)
+    with upstream() as text, gateway(tmp, persistence.url, text) as service:
+        warm_up(service.url)
+        _, _, text_cpu = direct_and_through(text, service.url, _pid(service), 1, count)
+    return ToolCallRelay(count, tool_cpu, text_cpu, tool_cpu / text_cpu)
+
+
+@dataclass
 class Report:
     relay: list[Relay] = field(default_factory=list)
+    tool_calls: ToolCallRelay | None = None
     alternative: Alternative | None = None
     amplification: list[Amplification] = field(default_factory=list)
     resume: Resume | None = None
@@ -482,6 +506,8 @@ def main(argv: list[str] | None = None) -> Report:
                 else:
                     print("3. relay cost ...", flush=True)
                     report.relay = relay(fast, service, levels)
+                print("3b. relay cost of tool-call chunks ...", flush=True)
+                report.tool_calls = tool_call_relay(tmp, persistence, 5 if quick else 100)
                 print("4. write amplification (fast upstream) ...", flush=True)
                 report.amplification.append(amplification(tmp, persistence, fast, 4 if quick else 20))
             with upstream("--delay", "0.02") as paced:  # 50 tokens/s, a typical hosted model
@@ -520,6 +546,12 @@ def print_report(report: Report) -> None:
             f" ({alt.direct_first_chunk_p50_ms:.2f}ms direct), added {alt.added_first_chunk_p50_ms:.2f}ms,"
             f" CPU/chunk {alt.cpu_us_per_chunk:.1f}us; the gateway's added TTFC is"
             f" {alt.gateway_added_first_chunk_ratio:.2f} of it, its CPU/chunk {alt.gateway_cpu_per_chunk_ratio:.3f}"
+        )
+    if tc := report.tool_calls:
+        print(
+            f"\n3b. tool calls, c = 1, {tc.streams} answers of one {CHUNKS}-fragment call: CPU/chunk"
+            f" {tc.cpu_us_per_chunk:.1f}us against {tc.text_cpu_us_per_chunk:.1f}us for text in the same run"
+            f" ({tc.ratio:.2f})"
         )
     print("\n4. write amplification")
     for a in report.amplification:

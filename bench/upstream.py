@@ -2,7 +2,8 @@
 
 Every answer is the same ``--chunks`` tokens ("w0 w1 w2 ..."), one per SSE chunk, ``--delay`` seconds
 apart. A request whose last message is a partial answer (the gateway resuming) gets only the rest.
-With ``--drop-at F``, a fresh (not resumed) answer breaks off after that fraction of its tokens.
+With ``--drop-at F``, a fresh (not resumed) answer breaks off after that fraction of its tokens. With
+``--tool-calls``, every answer is one tool call instead, its arguments those tokens, one fragment per chunk.
 GET /stats tells how many completion tokens were sent, fresh and resumed; POST /stats/reset zeroes them.
 
     python -m bench.upstream PORT [--chunks 200] [--delay 0] [--drop-at 0.8]
@@ -25,8 +26,10 @@ class Broken(Exception):
     """Raised mid-stream: uvicorn then closes the connection, as a failing upstream does."""
 
 
-def _chunk(content: str | None, finish_reason: str | None = None) -> bytes:
-    delta = {"content": content} if content is not None else {}
+def _chunk(content: str | None, finish_reason: str | None = None, call: dict[str, Any] | None = None) -> bytes:
+    delta: dict[str, Any] = {"content": content} if content is not None else {}
+    if call is not None:
+        delta = {"tool_calls": [call]}
     choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
     body = {
         "id": "chatcmpl-bench",
@@ -38,9 +41,18 @@ def _chunk(content: str | None, finish_reason: str | None = None) -> bytes:
     return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
 
 
-def create_app(chunks: int, delay: float, drop_at: float | None) -> Starlette:
+def _call_chunks(words: list[str]) -> list[bytes]:
+    """One call whose arguments are ``words``: its id, type and name come with the first fragment, as OpenAI's do."""
+    head = {"index": 0, "id": "call_bench", "type": "function", "function": {"name": "bench", "arguments": words[0]}}
+    return [_chunk(None, call=head)] + [
+        _chunk(None, call={"index": 0, "function": {"arguments": w}}) for w in words[1:]
+    ]
+
+
+def create_app(chunks: int, delay: float, drop_at: float | None, tool_calls: bool = False) -> Starlette:
     words = [f"w{i} " for i in range(chunks)]
-    encoded = [_chunk(word) for word in words]
+    encoded = _call_chunks(words) if tool_calls else [_chunk(word) for word in words]
+    finish_reason = "tool_calls" if tool_calls else "stop"
     answer = "".join(words)
     stats = {"requests": 0, "fresh_tokens": 0, "resumed_tokens": 0}
 
@@ -62,7 +74,7 @@ def create_app(chunks: int, delay: float, drop_at: float | None) -> Starlette:
                 yield encoded[index]
                 if delay:
                     await asyncio.sleep(delay)
-            yield _chunk(None, "stop")
+            yield _chunk(None, finish_reason)
             yield b"data: [DONE]\n\n"
 
         return StreamingResponse(stream(), media_type="text/event-stream")
@@ -89,8 +101,9 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=200)
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--drop-at", type=float, default=None)
+    parser.add_argument("--tool-calls", action="store_true")
     args = parser.parse_args()
-    app = create_app(args.chunks, args.delay, args.drop_at)
+    app = create_app(args.chunks, args.delay, args.drop_at, args.tool_calls)
     # "critical": the breaks --drop-at makes on purpose are not errors worth a traceback.
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="critical")
 
