@@ -1,6 +1,7 @@
 """Tool calls through the gateway, as real clients make them: relayed whole, stored once, the same everywhere."""
 
 import json
+import signal
 import uuid
 from typing import Any
 
@@ -102,17 +103,20 @@ def test_the_sdk_gets_calls_without_text_in_a_whole_completion(
     assert [call.model_dump() for call in choice.message.tool_calls] == _as_sent(1)[:1]
 
 
+@pytest.mark.parametrize("delay", [0, 0.005], ids=["unpaced", "paced"])
 @pytest.mark.parametrize(
     "drop_after",
     [len(tokens(TEXT)) + 3, len(tokens(TEXT)) + 12, len(tokens(TEXT)) + 10],
     ids=["in-the-first-call", "in-the-second-call", "between-calls"],
 )
 def test_a_drop_in_the_calls_relays_and_stores_only_the_calls_asked_again(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI, drop_after: int
+    gateway: Service, store: httpx.Client, fake_openai: FastAPI, drop_after: int, delay: float
 ) -> None:
     """Half a call is never shown: the answer's text so far is kept, its calls are asked for again, and the
     client and the store get the second attempt's calls only (their ids tell the attempts apart)."""
-    fake_openai.state.plans.extend([Plan(tool_calls=CALLS, drop_after=drop_after), Plan(tool_calls=CALLS)])
+    fake_openai.state.plans.extend(
+        [Plan(tool_calls=CALLS, drop_after=drop_after, delay=delay), Plan(tool_calls=CALLS, delay=delay)]
+    )
     body = {"message": "Weather and time?", "stream": True, "options": {"tools": TOOLS}}
     with httpx.stream("POST", f"{gateway.url}/chat", json=body, timeout=30) as response:
         events = list(sse_events(response))
@@ -291,3 +295,35 @@ def test_a_chat_round_with_tool_results_is_answered_from_the_stored_history(
     without_session = httpx.post(f"{gateway.url}/chat", json={"tool_results": [result]}, timeout=30)
     assert without_session.status_code == 400
     assert "session_id" in without_session.json()["detail"]
+
+
+def test_a_gateway_killed_in_the_middle_of_a_call_leaves_it_to_the_next_whole(
+    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    """SIGKILL while the upstream streams a call's arguments: nothing of the call was shown or stored; the
+    gateway that recovers the answer asks for its calls again, and a client reattaching gets them whole."""
+    fake_openai.state.plans.extend([Plan(tool_calls=CALLS, delay=0.05), Plan(tool_calls=CALLS)])
+    body = {"message": "Weather and time?", "stream": True, "options": {"tools": TOOLS}}
+    with httpx.stream("POST", f"{gateway.url}/chat", json=body, timeout=30) as response:
+        events = sse_events(response)
+        message_id = next(events).data["message_id"]
+        seen = ""
+        for event in events:
+            assert event.event == "delta", event  # the calls are never reached before the kill
+            seen += event.data["text"]
+            if seen == TEXT:
+                break
+        wait_for(lambda: store.get(f"/messages/{message_id}").json()["content"] == TEXT)
+        wait_for(lambda: len(fake_openai.state.requests) == 1 and fake_openai.state.open_streams == 1)
+        gateway.kill(signal.SIGKILL)  # while the call's fragments are still coming
+    stored = store.get(f"/messages/{message_id}").json()
+    assert (stored["status"], stored["tool_calls"]) == ("in_progress", None)
+    gateway.start()  # a new instance: it takes the orphan over once its lease expires
+    answer = _stored_answer(store, message_id)
+    assert (answer["status"], answer["content"], answer["tool_calls"]) == ("complete", TEXT, _as_sent(2))
+    with httpx.stream(
+        "GET", f"{gateway.url}/chat/messages/{message_id}/stream", params={"offset": len(TEXT)}, timeout=30
+    ) as response:
+        rest = [(e.event, e.data) for e in sse_events(response) if e.event in ("delta", "tool_call", "done")]
+    assert [data for kind, data in rest if kind == "tool_call"] == _as_sent(2)
+    assert rest[-1][0] == "done"
