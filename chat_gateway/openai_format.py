@@ -15,7 +15,7 @@ from starlette.types import Scope
 from chat_gateway.schemas import GenerationOptions
 from shared import BadRequest, ErrorCode, JSONObject
 from shared.contract import MessageDetail
-from shared.resources import TOOL_CALL_ID_MAX_LENGTH, ToolCall
+from shared.resources import TOOL_CALL_ID_MAX_LENGTH, TOOL_NAME_MAX_LENGTH, ToolCall
 
 PREFIX = "/v1"
 
@@ -66,6 +66,18 @@ class OpenAIMessage(BaseModel):
         if isinstance(self.content, list) and any(part.get("type") != "text" for part in self.content):
             return self.content
         return None
+
+
+def called_tools(messages: list[OpenAIMessage]) -> dict[str, str]:
+    """The tool each call of the conversation's assistant messages named, by call id: what a tool message
+    (which OpenAI's clients send without a name) is stored with, so it is shown and found by its tool."""
+    names: dict[str, str] = {}
+    for message in messages:
+        for call in (message.model_extra or {}).get("tool_calls") or [] if message.role == "assistant" else []:
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict) and isinstance(call.get("id"), str) and isinstance(function.get("name"), str):
+                names[call["id"]] = function["name"][:TOOL_NAME_MAX_LENGTH]
+    return names
 
 
 def new_inputs(messages: list[OpenAIMessage]) -> tuple[OpenAIMessage | None, list[OpenAIMessage]]:

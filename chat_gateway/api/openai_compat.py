@@ -22,6 +22,7 @@ from chat_gateway.openai_format import (
     ChunkFormat,
     CompletionRequest,
     answer_failed,
+    called_tools,
     completion,
     new_inputs,
     sse,
@@ -89,11 +90,16 @@ async def chat_completions(
         session_id = await find_session(answers.persistence, owner, caller.user_id, earlier, results)
         key = conversation_key(owner, body.messages)
     # OpenAI's `user` names an end user of the client's own: it says whose chat it is only for an admin's key.
+    tools = called_tools(body.messages) if results else {}
     request = ChatRequest(
         message=question.text() if question is not None and question.parts() is None else None,
         parts=question.parts() if question is not None else None,
         tool_results=[
-            ToolResult(tool_call_id=result.tool_call_id or "", content=result.text(), name=result.name)
+            ToolResult(
+                tool_call_id=result.tool_call_id or "",
+                content=result.text(),
+                name=result.name or tools.get(result.tool_call_id or ""),
+            )
             for result in results
         ]
         or None,

@@ -250,10 +250,10 @@ def test_an_sdk_agent_loop_is_stored_once_message_by_message(
     # Sent again (a client's retry of the round): the same answer, neither generated nor stored twice.
     assert ask()[3] == completion_id
     assert len(fake_openai.state.requests) == 2
-    stored = [
-        (m["role"], m["content"], m["tool_calls"], m["tool_call_id"], m["status"])
-        for m in store.get(f"/sessions/{session_id}/messages").json()["items"]
-    ]
+    items = store.get(f"/sessions/{session_id}/messages").json()["items"]
+    stored = [(m["role"], m["content"], m["tool_calls"], m["tool_call_id"], m["status"]) for m in items]
+    # OpenAI's tool messages name no tool: each is stored with the one its call named.
+    assert [m["name"] for m in items if m["role"] == "tool"] == ["get_weather", "get_time"]
     assert stored == [
         ("user", "Weather and time in Lyon?", None, None, "complete"),
         ("assistant", TEXT, _as_sent(1), None, "complete"),
