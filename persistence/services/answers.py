@@ -29,9 +29,9 @@ from persistence.services.messages import (
     Status,
     _at,
     _get_message,
-    _json,
     _last_message,
     _not_found,
+    _tool_columns,
 )
 from shared import (
     Conflict,
@@ -43,6 +43,7 @@ from shared import (
     OffsetMismatch,
 )
 from shared.contract import AppendRequest, AppendResult, ClaimRequest, MessageDetail
+from shared.resources import ToolFields
 
 
 @functools.cache
@@ -78,9 +79,8 @@ def append_text(db: Session, message_id: uuid.UUID, data: AppendRequest, *, leas
     now = utcnow()
     finish = data.finish.model_dump(exclude_unset=True) if data.finish is not None else {}
     if data.finish is not None and data.finish.tool_calls:
-        # Whole, defaults included: a call stored without its "type" would differ from the same call resent.
-        finish["tool_calls"] = _json(data.finish.tool_calls)
-        finish["tool_names"] = " ".join(call.function.name for call in data.finish.tool_calls)
+        calls = _tool_columns(ToolFields(tool_calls=data.finish.tool_calls))
+        finish |= {"tool_calls": calls["tool_calls"], "tool_names": calls["tool_names"]}
     params = {
         "message_id": message_id,
         "offset": data.offset,

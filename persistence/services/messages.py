@@ -41,7 +41,7 @@ from shared import (
     PreconditionFailed,
 )
 from shared.contract import ConversationFind, ConversationFound, MessageDetail, MessageText, MessageUpdate
-from shared.resources import ToolCall
+from shared.resources import ToolCall, ToolFields
 
 Status = MessageStatus
 
@@ -88,8 +88,19 @@ _DEFAULTS: dict[str, Any] = {
 
 
 def _json(models: list[ToolCall] | None) -> list[dict[str, Any]] | None:
-    """Models as a JSON column stores them."""
+    """Models as a JSON column stores them: whole, defaults included, so a call resent equals the one stored."""
     return None if models is None else [model.model_dump(mode="json") for model in models]
+
+
+def _tool_columns(given: ToolFields) -> dict[str, Any]:
+    """The columns of what a message holds besides its text, and the words search finds it by."""
+    return {
+        "parts": given.parts,
+        "tool_calls": _json(given.tool_calls),
+        "tool_call_id": given.tool_call_id,
+        "name": given.name,
+        "tool_names": given.tool_names(),
+    }
 
 
 def _new_row(session_id: uuid.UUID, message_id: uuid.UUID | None, now: datetime, **values: Any) -> dict[str, Any]:
@@ -123,11 +134,6 @@ def _store_message(
         now,
         role=data.role,
         content=data.content,
-        parts=data.parts,
-        tool_calls=_json(data.tool_calls),
-        tool_call_id=data.tool_call_id,
-        name=data.name,
-        tool_names=data.tool_names(),
         context=data.context,
         status=data.status or default_status,
         error=data.error,
@@ -137,6 +143,7 @@ def _store_message(
         prompt=data.prompt,
         legacy_role=legacy_role,
         sent_at=data.sent_at or now,
+        **_tool_columns(data),
     )
     # A plain INSERT rather than session.add + flush: the unit of work cost more CPU than the statement
     # on this, the busiest write (docs/benchmarks.md). Its values are the whole row: nothing to reload.

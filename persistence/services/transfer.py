@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session
 
 from persistence.models import ChatSession, Message, utcnow
 from persistence.schemas import ExportedMessage, ExportedSession, ImportResult, SessionExport
+from persistence.services.messages import _tool_columns
 from persistence.services.sessions import _get_session
 from shared import MessageRole, MessageStatus, SessionRead
 
@@ -47,7 +48,7 @@ def import_session(db: Session, document: SessionExport) -> ImportResult:
     db.add(chat)
     now = utcnow()
     for message in document.messages:
-        fields = message.model_dump(exclude={"id"}) | {"tool_names": message.tool_names()}
+        fields = message.model_dump(exclude={"id"}) | _tool_columns(message)
         # An answer imported mid-generation has nobody generating it: its lease is over, so it is resumed.
         lease = now if message.status == MessageStatus.IN_PROGRESS else None
         new_id = uuid.uuid4() if remap_all or message.id in taken else message.id

@@ -34,6 +34,7 @@ from persistence.services.messages import (
     Status,
     _new_row,
     _same_request,
+    _tool_columns,
 )
 from persistence.services.sessions import _open_session_params, _open_session_statement, session_exists
 from persistence.services.sessions import owner_of as session_owner
@@ -73,11 +74,8 @@ def start_turn(db: Session, session_id: uuid.UUID, data: TurnCreate, *, lease_se
             role=given.role,
             content=given.content,
             context=given.context,
-            parts=given.parts,
-            tool_call_id=given.tool_call_id,
-            name=given.name,
-            tool_names=given.tool_names(),
             status=Status.COMPLETE,
+            **_tool_columns(given),
         )
         for position, given in enumerate(data.inputs)
     ]
