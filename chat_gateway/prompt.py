@@ -34,7 +34,9 @@ async def load_history(
 ) -> list[MessageDetail]:
     """The newest complete messages written before ``answer`` whose text fits the budget, oldest first.
 
-    The newest user message always goes in, even over budget: without it there is nothing to answer.
+    The newest message always goes in, even over budget: without it there is nothing to answer. So does the
+    call a tool's result answers (and every message between them): a model's API refuses a result without
+    its call, and the budget never cuts a round of tool calls in two.
     """
     chosen: list[MessageDetail] = []
     used = 0
@@ -45,19 +47,12 @@ async def load_history(
             if message.created_at > answer.created_at or message.id == answer.id:
                 continue
             size = len(message.content) + len(render_context(message.context) if message.context else "")
-            if chosen and used + size > budget_chars:
-                return _without_orphans(chosen[::-1])
+            if chosen and used + size > budget_chars and chosen[-1].role != MessageRole.TOOL:
+                return chosen[::-1]
             chosen.append(message)
             used += size
         if cursor is None:
-            return _without_orphans(chosen[::-1])
-
-
-def _without_orphans(history: list[MessageDetail]) -> list[MessageDetail]:
-    """The history from its first message that is not a tool's result: one whose call was cut off by the
-    budget would be refused by the model's API (a tool message must follow the call it answers)."""
-    start = next((i for i, message in enumerate(history) if message.role != MessageRole.TOOL), len(history))
-    return history[start:]
+            return chosen[::-1]
 
 
 def _chat_message(message: MessageDetail) -> ChatCompletionMessageParam:

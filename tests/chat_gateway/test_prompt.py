@@ -12,6 +12,7 @@ from chat_gateway.prompt import (
 )
 from shared import MessageRole, MessageStatus
 from shared.contract import MessageDetail
+from shared.resources import FunctionCall, ToolCall
 from tests.chat_gateway.conftest import stored_message
 from tests.fake_openai import TEXT, tokens
 
@@ -139,3 +140,20 @@ async def test_history_skips_messages_written_after_the_answer_and_keeps_one_ove
     later = _message("user", "later", 2)
     history = await load_history(FakeHistory([later, question], page=10), SESSION, answer, budget_chars=10)  # type: ignore[arg-type]
     assert history == [question]
+
+
+async def test_the_budget_never_cuts_a_round_of_tool_calls_in_two() -> None:
+    """Results larger than the budget still go in with the call they answer: a result alone is refused."""
+    call = ToolCall(id="call_1", function=FunctionCall(name="read_file", arguments='{"path": "a.py"}'))
+    chronological = [
+        _message("user", "Fix a.py", 0),
+        _message("assistant", "", 1).model_copy(update={"tool_calls": [call]}),
+        _message("tool", "x" * 1000, 2).model_copy(update={"tool_call_id": "call_1"}),
+        _message("tool", "y" * 1000, 3).model_copy(update={"tool_call_id": "call_2"}),
+    ]
+    answer = _message("assistant", "", 4)
+    history = await load_history(FakeHistory(chronological[::-1], page=2), SESSION, answer, budget_chars=100)  # type: ignore[arg-type]
+    assert [m.role for m in history] == ["assistant", "tool", "tool"]
+    shown = build_messages(history)
+    assert shown[0] == {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]}
+    assert shown[1] == {"role": "tool", "content": "x" * 1000, "tool_call_id": "call_1"}
