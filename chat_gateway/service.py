@@ -2,11 +2,13 @@
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from openai import AsyncOpenAI, AsyncStream
 from openai.types.chat import ChatCompletionMessageParam
@@ -96,7 +98,6 @@ class Answers:
         client = self._require_upstream()
         user_id = caller.owner(request.user_id)
         ids = chat_ids(idempotency_key, user_id, request)
-        answer_id = ids.answer
         session_id = request.session_id or ids.session
         model = request.model or self.settings.openai_model
         new_session = request.session_id is None
@@ -112,25 +113,47 @@ class Answers:
         )
         if conversation_key is not None:  # set only when it is: the default goes unsent (bytes per turn)
             turn.answer.conversation_key = conversation_key
-        scope = caller.user_id
         # Sent before the turn is stored only where nothing but a failure refuses it: not past a budget, nor
         # into a session a user named (another user's is refused), which would bill an answer nobody gets.
         early = prompt is not None and not ids.derived and not account.has_budget
-        early = early and not (scope is not None and request.session_id is not None)
+        early = early and not (caller.user_id is not None and request.session_id is not None)
+        opens = None
+        if early and prompt is not None:
+            options = request.options.given() if request.options is not None else {}
+            opens = functools.partial(open_stream, client, model, prompt, options)
         leased_at = time.monotonic()
+        answer, created, opening = await self._store_turn(session_id, turn, caller.user_id, opens)
+        if created:
+            self._start(answer, client, model=model, prompt=prompt, opening=opening, leased_at=leased_at)
+        else:  # a retry: attach to the answer, or take it over if its generator is gone (or never began)
+            if opening is not None:
+                await discard(opening)
+            await self._take_over(answer, model=model, prompt=prompt, take_unstarted=True)
+        return answer
+
+    async def _store_turn(
+        self,
+        session_id: uuid.UUID,
+        turn: TurnCreate,
+        scope: str | None,
+        opens: Callable[[], Coroutine[Any, Any, AsyncStream[object]]] | None,
+    ) -> tuple[MessageDetail, bool, "asyncio.Task[AsyncStream[object]] | None"]:
+        """Store the turn: its answer as stored, whether this request created it, and the upstream stream
+        ``opens`` began beside it (None without one), which nobody reads before the turn is stored."""
+        answer_id = turn.answer.id
+        assert answer_id is not None  # chat_ids gives every turn its ids
         storing = asyncio.ensure_future(self.persistence.start_turn(session_id, turn, scope))
-        opening = None
+        opening: asyncio.Task[AsyncStream[object]] | None = None
         # Until it is started here: a concurrent retry (same Idempotency-Key) that finds the turn stored and
         # claimed by this gateway must follow it, not take it too.
         self._starting[answer_id] = self._starting.get(answer_id, 0) + 1
         try:
-            if early and prompt is not None:
+            if opens is not None:
                 # One step for the turn first: its request is then on the wire before the SDK spends its
                 # ~0.7 ms of CPU building the upstream one. The turn is the longer wait before the first word
                 # (docs/benchmarks.md, section 3).
                 await asyncio.sleep(0)
-                options = request.options.given() if request.options is not None else {}
-                opening = asyncio.create_task(open_stream(client, model, prompt, options))
+                opening = asyncio.create_task(opens())
             try:
                 answer, created = await storing
             except ServiceUnavailable:
@@ -158,13 +181,7 @@ class Answers:
         finally:
             if (left := self._starting.pop(answer_id) - 1) > 0:
                 self._starting[answer_id] = left
-        if created:
-            self._start(answer, client, model=model, prompt=prompt, opening=opening, leased_at=leased_at)
-        else:  # a retry: attach to the answer, or take it over if its generator is gone (or never began)
-            if opening is not None:
-                await discard(opening)
-            await self._take_over(answer, model=model, prompt=prompt, take_unstarted=True)
-        return answer
+        return answer, created, opening
 
     async def _settle_turn(
         self, session_id: uuid.UUID, turn: TurnCreate, scope: str | None
