@@ -21,7 +21,6 @@ from pydantic import ValidationError
 from chat_gateway.openai_format import OpenAIMessage
 from chat_gateway.persistence_client import PersistenceClient
 from shared.contract import ConversationFind
-from shared.resources import ToolCall
 
 
 def conversation_key(owner: str, messages: list[OpenAIMessage]) -> str:
@@ -33,21 +32,11 @@ def conversation_key(owner: str, messages: list[OpenAIMessage]) -> str:
     """
     shown = []
     for message in messages:
-        calls = [
-            [call.get("id"), (call.get("function") or {}).get("name"), (call.get("function") or {}).get("arguments")]
-            for call in (message.model_extra or {}).get("tool_calls") or []
-            if isinstance(call, dict)
-        ]
+        calls = [[call.id, call.function.name, call.function.arguments] for call in message.tool_calls or []]
         content = message.parts() or message.text()
         shown.append([message.role, content, calls, message.tool_call_id, message.name])
     encoded = json.dumps([owner, shown], ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(encoded.encode()).hexdigest()
-
-
-def resent_answer(message: OpenAIMessage) -> tuple[str, list[ToolCall] | None]:
-    """An assistant message a client sent back: its text and calls, as the stored answer would hold them."""
-    calls = (message.model_extra or {}).get("tool_calls") or None
-    return message.text(), [ToolCall.model_validate(call) for call in calls] if calls else None
 
 
 async def find_session(
@@ -60,14 +49,16 @@ async def find_session(
     """The session ``conversation`` (everything before the new messages, ``results`` among them) goes on in."""
     if not conversation or conversation[-1].role != "assistant":
         return None
+    answer = conversation[-1]
     try:
-        content, calls = resent_answer(conversation[-1])
-        key = conversation_key(owner, conversation[:-1])
-        results_of = [result.tool_call_id or "" for result in results]
         find = ConversationFind(
-            conversation_key=key, user_id=owner, content=content, tool_calls=calls, results_of=results_of
+            conversation_key=conversation_key(owner, conversation[:-1]),
+            user_id=owner,
+            content=answer.text(),
+            tool_calls=answer.calls() or None,
+            results_of=[result.tool_call_id or "" for result in results],
         )
-    except ValidationError:  # calls no answer of ours could have made: not a conversation stored here
+    except ValidationError:  # text no answer stored here could hold (a NUL...): not a conversation of ours
         return None
     found = await persistence.find_conversation(find, scope)
     return found.session_id if found is not None else None

@@ -293,6 +293,12 @@ class Generation:
             await asyncio.gather(writer, return_exceptions=True)
         try:
             await self._finish(status, error)
+        except Exception:
+            # Never left generating: its listeners follow it through persistence, whose lease runs out and
+            # hands it to crash recovery.
+            logger.exception("answer %s: its end could not be saved", self.message_id)
+            if self.outcome == Outcome.GENERATING:
+                self._end(Outcome.UNSAVED, UNSAVED)
         finally:
             ACTIVE_GENERATIONS.dec()
             self.done.set()

@@ -7,15 +7,15 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 from starlette.responses import JSONResponse, Response
 from starlette.types import Scope
 
-from chat_gateway.schemas import GenerationOptions
+from chat_gateway.schemas import ChatRequest, GenerationOptions, ToolResult
 from shared import BadRequest, ErrorCode, JSONObject
-from shared.contract import MessageDetail
-from shared.resources import TOOL_CALL_ID_MAX_LENGTH, TOOL_NAME_MAX_LENGTH, ToolCall
+from shared.contract import MAX_INPUTS, MessageDetail
+from shared.resources import TOOL_CALL_ID_MAX_LENGTH, TOOL_NAME_MAX_LENGTH, FunctionCall, ToolCall
 
 PREFIX = "/v1"
 
@@ -48,13 +48,51 @@ ERROR_TYPES = {
 }
 
 
+class OpenAIFunction(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(max_length=TOOL_NAME_MAX_LENGTH)
+    arguments: str
+
+
+class OpenAIToolCall(BaseModel):
+    """A call an assistant message of the client's conversation made: checked here, so a malformed one is a 400."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(min_length=1, max_length=TOOL_CALL_ID_MAX_LENGTH)
+    type: Literal["function"] = "function"
+    function: OpenAIFunction
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(min_length=1, max_length=64)
+
+
 class OpenAIMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
     tool_call_id: str | None = Field(default=None, max_length=TOOL_CALL_ID_MAX_LENGTH)
-    name: str | None = None
+    name: str | None = Field(default=None, max_length=TOOL_NAME_MAX_LENGTH)
+    tool_calls: list[OpenAIToolCall] | None = Field(default=None, max_length=MAX_INPUTS)
+
+    @field_validator("content")
+    @classmethod
+    def _typed_parts(cls, content: str | list[dict[str, Any]] | None) -> str | list[dict[str, Any]] | None:
+        for part in content if isinstance(content, list) else []:
+            ContentPart.model_validate(part)  # every part says what it is
+        return content
+
+    def calls(self) -> list[ToolCall]:
+        """The calls, as a stored answer holds them."""
+        return [
+            ToolCall(id=call.id, function=FunctionCall(name=call.function.name, arguments=call.function.arguments))
+            for call in self.tool_calls or []
+        ]
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -71,13 +109,7 @@ class OpenAIMessage(BaseModel):
 def called_tools(messages: list[OpenAIMessage]) -> dict[str, str]:
     """The tool each call of the conversation's assistant messages named, by call id: what a tool message
     (which OpenAI's clients send without a name) is stored with, so it is shown and found by its tool."""
-    names: dict[str, str] = {}
-    for message in messages:
-        for call in (message.model_extra or {}).get("tool_calls") or [] if message.role == "assistant" else []:
-            function = call.get("function") if isinstance(call, dict) else None
-            if isinstance(function, dict) and isinstance(call.get("id"), str) and isinstance(function.get("name"), str):
-                names[call["id"]] = function["name"][:TOOL_NAME_MAX_LENGTH]
-    return names
+    return {call.id: call.function.name for message in messages for call in message.tool_calls or []}
 
 
 def new_inputs(messages: list[OpenAIMessage]) -> tuple[OpenAIMessage | None, list[OpenAIMessage]]:
@@ -89,6 +121,11 @@ def new_inputs(messages: list[OpenAIMessage]) -> tuple[OpenAIMessage | None, lis
     while start > 0 and messages[start - 1].role == "tool":
         start -= 1
     results = messages[start:end]
+    if len(results) + (question is not None) > MAX_INPUTS:
+        raise BadRequest(
+            f"a request adds at most {MAX_INPUTS} messages (tool results and a question) to its conversation",
+            code=ErrorCode.INVALID_VALUE,
+        )
     if question is None and not results:
         raise BadRequest(
             "the last message must be a user message, or the results of the last answer's tool calls",
@@ -102,6 +139,40 @@ def new_inputs(messages: list[OpenAIMessage]) -> tuple[OpenAIMessage | None, lis
                 "a tool message needs the tool_call_id of the call it answers", code=ErrorCode.INVALID_VALUE
             )
     return question, results
+
+
+def chat_request(
+    body: "CompletionRequest",
+    question: OpenAIMessage | None,
+    results: list[OpenAIMessage],
+    session_id: uuid.UUID | None,
+    user_id: str | None,
+    model: str,
+) -> ChatRequest:
+    """The chat a Chat Completions request asks for: what it adds to its conversation, in our terms."""
+    tools = called_tools(body.messages) if results else {}
+    try:
+        return ChatRequest(
+            message=question.text() if question is not None and question.parts() is None else None,
+            parts=question.parts() if question is not None else None,
+            tool_results=[
+                ToolResult(
+                    tool_call_id=result.tool_call_id or "",
+                    content=result.text(),
+                    name=result.name or tools.get(result.tool_call_id or ""),
+                )
+                for result in results
+            ]
+            or None,
+            session_id=session_id,
+            user_id=user_id,
+            model=model,
+            options=body.options(),
+        )
+    except ValidationError as exc:  # what this request's fields allow, our stored messages may not
+        raise BadRequest(
+            f"the conversation cannot be stored: {exc.errors()[0]['msg']}", code=ErrorCode.INVALID_VALUE
+        ) from exc
 
 
 class StreamOptions(BaseModel):

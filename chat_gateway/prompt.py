@@ -55,11 +55,11 @@ async def load_history(
             return chosen[::-1]
 
 
-def _chat_message(message: MessageDetail) -> ChatCompletionMessageParam:
-    """A stored message as the model is shown it: with its calls, as the result of one, or as its parts."""
+def _chat_message(message: MessageDetail, answered: set[str]) -> ChatCompletionMessageParam:
+    """A stored message as the model is shown it: with its calls (those ``answered``), as the result of one,
+    or as its parts."""
     if message.role == MessageRole.ASSISTANT:
-        if message.tool_calls:
-            calls = [call.model_dump() for call in message.tool_calls]
+        if calls := [call.model_dump() for call in message.tool_calls or [] if call.id in answered]:
             return cast(
                 ChatCompletionMessageParam,
                 {"role": "assistant", "content": message.content or None, "tool_calls": calls},
@@ -87,14 +87,20 @@ def question_messages(
 
 
 def build_messages(history: list[MessageDetail]) -> list[ChatCompletionMessageParam]:
-    """History as chat messages, the newest user message as ``question_messages`` puts it."""
+    """History as chat messages, the newest user message as ``question_messages`` puts it.
+
+    Calls and results go in pairs: a call nobody answered (the chat went on with a question) and a result of
+    no call shown are left out, since a model's API refuses either, and every later turn would fail.
+    """
+    results = {m.tool_call_id for m in history if m.role == MessageRole.TOOL and m.tool_call_id}
+    calls = {call.id for m in history for call in m.tool_calls or [] if call.id in results}
     last_user = max((i for i, m in enumerate(history) if m.role == MessageRole.USER), default=None)
     messages: list[ChatCompletionMessageParam] = []
     for index, message in enumerate(history):
         if index == last_user:
             messages.extend(question_messages(message.content, message.context, message.parts))
-        else:
-            messages.append(_chat_message(message))
+        elif message.role != MessageRole.TOOL or message.tool_call_id in calls:
+            messages.append(_chat_message(message, calls))
     return messages
 
 

@@ -4,7 +4,7 @@ from typing import Annotated, Literal
 from pydantic import ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from shared import InputModel, JSONObject, MessageRole, MessageStatus, ReadModel
-from shared.contract import MessageDetail, TurnInput
+from shared.contract import MAX_INPUTS, MessageDetail, TurnInput
 from shared.resources import (
     TOOL_CALL_ID_MAX_LENGTH,
     TOOL_NAME_MAX_LENGTH,
@@ -98,6 +98,8 @@ class ChatRequest(InputModel):
     def _something_to_answer(self) -> "ChatRequest":
         if self.message is None and self.parts is None and self.tool_results is None:
             raise ValueError("send a message, its parts, or the results of the last answer's tool calls")
+        if len(self.tool_results or []) + (self.message is not None or self.parts is not None) > MAX_INPUTS:
+            raise ValueError(f"a request adds at most {MAX_INPUTS} messages (tool results and a question)")
         for part in self.parts or []:
             if not isinstance(part.get("type"), str):
                 raise ValueError('every content part needs a "type"')

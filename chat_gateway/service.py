@@ -97,7 +97,7 @@ class Answers:
         """
         client = self._require_upstream()
         user_id = caller.owner(request.user_id)
-        ids = chat_ids(idempotency_key, user_id, request)
+        ids = chat_ids(idempotency_key, user_id, request, conversation_key)
         session_id = request.session_id or ids.session
         model = request.model or self.settings.openai_model
         new_session = request.session_id is None

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared import storable_text
+from shared.contract import MAX_TOOL_CALLS
 from shared.resources import TOOL_CALL_ID_MAX_LENGTH, TOOL_NAME_MAX_LENGTH, FunctionCall, ToolCall
 
 
@@ -19,6 +20,10 @@ class _Call:
     id: str = ""
     name: str = ""
     arguments: list[str] = field(default_factory=list)
+
+
+class TooManyToolCalls(Exception):
+    """More calls than an answer can store: the answer fails saying so (no retry makes the model make fewer)."""
 
 
 class ToolCallAssembler:
@@ -51,6 +56,8 @@ class ToolCallAssembler:
 
     def calls(self, prefix: str) -> list[ToolCall]:
         """The whole calls, in index order; one an upstream left without an id gets one from ``prefix``."""
+        if len(self._calls) > MAX_TOOL_CALLS:
+            raise TooManyToolCalls(f"the model made {len(self._calls)} tool calls; an answer holds {MAX_TOOL_CALLS}")
         whole = []
         for index, call in sorted(self._calls.items()):
             call_id = storable_text(call.id[:TOOL_CALL_ID_MAX_LENGTH]) or f"call_{prefix}_{index}"

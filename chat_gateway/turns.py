@@ -28,22 +28,24 @@ class ChatIds:
     derived: bool  # from the request: a retry of it finds the same rows, so it is not surely new
 
 
-def chat_ids(idempotency_key: str | None, user_id: str, request: ChatRequest) -> ChatIds:
+def chat_ids(
+    idempotency_key: str | None, user_id: str, request: ChatRequest, conversation_key: str | None = None
+) -> ChatIds:
     """Ids of the session, the inputs (tool results, question) and the answer of one chat request.
 
     With an Idempotency-Key they are derived from it, so a retried request finds the same rows (and the
-    same answer) instead of starting a second, billed generation. So are those of an agent's round in a named
-    session, from the calls its results answer: a client retrying it (or resending it) gets the answer to those
-    results, not a second one. Otherwise they are random, and still make the gateway's own retries of each
-    write safe.
+    same answer) instead of starting a second, billed generation. So are those of an OpenAI client's agent
+    round in a known session, from the whole conversation it sends (``conversation_key``: every call, every
+    result, in order): a client retrying the round gets the answer to those results, not a second one, and no
+    other round, even one answering calls of the same ids, has the same. Otherwise they are random, and still
+    make the gateway's own retries of each write safe.
     """
     count = len(request.tool_results or []) + (request.message is not None or request.parts is not None)
     seed = None
     if idempotency_key is not None:
         seed = hashlib.sha256(f"{user_id}\x00{idempotency_key}".encode()).hexdigest()
-    elif request.tool_results and request.session_id is not None:
-        calls = "\x00".join(result.tool_call_id for result in request.tool_results)
-        seed = hashlib.sha256(f"{user_id}\x00{request.session_id}\x00{calls}\x00{request.text()}".encode()).hexdigest()
+    elif request.tool_results and request.session_id is not None and conversation_key is not None:
+        seed = hashlib.sha256(f"{user_id}\x00{request.session_id}\x00{conversation_key}".encode()).hexdigest()
     if seed is None:
         return ChatIds(uuid.uuid4(), [uuid.uuid4() for _ in range(count)], uuid.uuid4(), derived=False)
     # The first input's id is the question's as it was before agents' rounds: retries across the upgrade match.

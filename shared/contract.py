@@ -38,8 +38,10 @@ PROMPT_DESCRIPTION = (
     "(an OpenAI-compatible client's own prompt): stored for whoever continues the answer."
 )
 Prompt = Annotated[list[JSONObject], Field(min_length=1)]
-# OpenAI sets no limit; this one keeps a runaway model's answer storable.
-ToolCalls = Annotated[list[ToolCall], Field(min_length=1, max_length=128)]
+# OpenAI sets no limit; these keep a runaway model's answer, or a runaway agent's round, storable.
+MAX_TOOL_CALLS = 128
+MAX_INPUTS = 128
+ToolCalls = Annotated[list[ToolCall], Field(min_length=1, max_length=MAX_TOOL_CALLS)]
 
 
 class PatchModel(InputModel):
@@ -169,7 +171,7 @@ class TurnCreate(InputModel):
     session: TurnSession | None = Field(
         default=None, description="When given, the session is created if it does not exist (else 404)."
     )
-    inputs: Annotated[list[TurnInput], Field(min_length=1, max_length=128)] = Field(
+    inputs: Annotated[list[TurnInput], Field(min_length=1, max_length=MAX_INPUTS)] = Field(
         description="Stored in this order, before the answer: a question, or the results of the calls it made."
     )
     answer: TurnAnswer = Field(default_factory=TurnAnswer)

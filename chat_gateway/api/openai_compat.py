@@ -22,12 +22,11 @@ from chat_gateway.openai_format import (
     ChunkFormat,
     CompletionRequest,
     answer_failed,
-    called_tools,
+    chat_request,
     completion,
     new_inputs,
     sse,
 )
-from chat_gateway.schemas import ChatRequest, ToolResult
 from chat_gateway.service import Answers
 from shared import MessageStatus
 
@@ -83,31 +82,13 @@ async def chat_completions(
     model = body.model or settings.openai_model
     prompt: list[ChatCompletionMessageParam] = [m.model_dump(exclude_none=True) for m in body.messages]  # type: ignore[misc]
     session_id = _session_id(x_session_id, body, caller.user_id)
-    key = None
+    # OpenAI's `user` names an end user of the client's own: it says whose chat it is only for an admin's key.
+    owner = caller.owner(None if caller.is_user else body.user)
     if session_id is None:  # the session that holds the conversation so far, if one does (conversations.py)
-        owner = caller.owner(None)
         earlier = body.messages[: len(body.messages) - len(results) - (question is not None)]
         session_id = await find_session(answers.persistence, owner, caller.user_id, earlier, results)
-        key = conversation_key(owner, body.messages)
-    # OpenAI's `user` names an end user of the client's own: it says whose chat it is only for an admin's key.
-    tools = called_tools(body.messages) if results else {}
-    request = ChatRequest(
-        message=question.text() if question is not None and question.parts() is None else None,
-        parts=question.parts() if question is not None else None,
-        tool_results=[
-            ToolResult(
-                tool_call_id=result.tool_call_id or "",
-                content=result.text(),
-                name=result.name or tools.get(result.tool_call_id or ""),
-            )
-            for result in results
-        ]
-        or None,
-        session_id=session_id,
-        user_id=None if caller.is_user else body.user,
-        model=model,
-        options=body.options(),
-    )
+    request = chat_request(body, question, results, session_id, None if caller.is_user else body.user, model)
+    key = conversation_key(owner, body.messages)
     answer = await answers.start_chat(
         request, idempotency_key, caller=caller, prompt=prompt, create_session=True, conversation_key=key
     )

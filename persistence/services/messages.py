@@ -4,11 +4,13 @@ question and its answer stored together) or in answers.py (appends, claims, leas
 
 import functools
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeGuard
 
 from sqlalchemy import (
     Insert,
+    Row,
     Select,
     Uuid,
     bindparam,
@@ -285,12 +287,24 @@ def find_conversation(db: Session, data: ConversationFind) -> ConversationFound:
                 Message.created_at > select(Message.created_at).where(Message.id == candidate.id).scalar_subquery(),
             )
             .order_by(Message.created_at, Message.id)
-            .limit(len(data.results_of) + 1)
+            .limit(len(data.results_of) + 2)
         ).all()
-        followed_by = [row.tool_call_id for row in after if row.role == MessageRole.TOOL]
-        if not after or (data.results_of and followed_by == data.results_of[: len(followed_by)] and followed_by):
+        if not after or _is_this_round(after, data.results_of):
             return ConversationFound(session_id=candidate.session_id, answer_id=candidate.id)
     raise NotFound("no session holds this conversation")
+
+
+def _is_this_round(after: Sequence[Row[MessageRole, str | None]], results_of: list[str]) -> bool:
+    """Whether what follows an answer is exactly the round resent: its results, in order, and perhaps their
+    answer; anything else (another result, an edited one's id, a later question) is another conversation."""
+    results = [(MessageRole.TOOL, call_id) for call_id in results_of]
+    rounds = [(row.role, row.tool_call_id) for row in after]
+    return (
+        bool(results)
+        and rounds[: len(results)] == results
+        and len(rounds) <= len(results) + 1
+        and all(role == MessageRole.ASSISTANT for role, _ in rounds[len(results) :])
+    )
 
 
 def _newest_messages(db: Session, limit: int, session_id: uuid.UUID | None = None) -> list[dict[str, Any]]:

@@ -79,11 +79,11 @@ def to_markdown(document: SessionExport) -> str:
 
 def _markdown_body(message: ExportedMessage) -> list[str]:
     """A message's text, its images by reference, its tool calls: each readable, none dropped."""
-    images = [
-        part.get("image_url", {}).get("url", "") for part in message.parts or [] if part.get("type") == "image_url"
-    ]
+    images = [part.get("image_url") for part in message.parts or [] if part.get("type") == "image_url"]
+    # OpenAI's clients send {"url": ...}; some send the URL alone; anything else has no URL to show.
+    urls = [image.get("url") if isinstance(image, dict) else image for image in images]
     lines = [message.content] if message.content else []
-    lines += [f"![image]({url})" for url in images if isinstance(url, str)]
+    lines += [f"![image]({url})" for url in urls if isinstance(url, str)]
     for call in message.tool_calls or []:
         lines += [
             "",

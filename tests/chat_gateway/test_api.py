@@ -29,8 +29,7 @@ def _app(**overrides: object) -> TestClient:
         recovery_interval_seconds=3600,
         persistence_retry_attempts=1,
         turn_settle_seconds=0.1,  # a chat that reaches persistence is refused at once
-        max_body_bytes=4096,
-        **overrides,  # type: ignore[arg-type]
+        **({"max_body_bytes": 4096} | overrides),  # type: ignore[arg-type]
     )
     return TestClient(create_app(settings))
 
@@ -177,6 +176,47 @@ def test_openai_parameters_asking_for_more_than_one_text_answer_are_400(
     error = response.json()["error"]
     assert error["message"].startswith(message), error
     assert (error["type"], error["code"]) == ("invalid_request_error", "invalid_request")
+
+
+ASKED = {"role": "user", "content": "Weather?"}
+CALLED = {
+    "role": "assistant",
+    "content": "",
+    "tool_calls": [{"id": "c1", "function": {"name": "f", "arguments": "{}"}}],
+}
+
+
+@pytest.mark.parametrize(
+    ("messages", "problem"),
+    [
+        ([ASKED, CALLED | {"tool_calls": 5}, ASKED], "tool_calls"),
+        ([ASKED, CALLED | {"tool_calls": True}, ASKED], "tool_calls"),
+        ([ASKED, CALLED | {"tool_calls": [{"id": "c1", "function": "f"}]}, ASKED], "function"),
+        ([ASKED, CALLED | {"tool_calls": [{"id": "", "function": {"name": "f", "arguments": ""}}]}, ASKED], "id"),
+        ([ASKED, CALLED, {"role": "tool", "content": "18°C", "tool_call_id": "c1", "name": "n" * 200}], "name"),
+        ([ASKED, CALLED, {"role": "tool", "content": "18°C"}], "tool_call_id"),
+        ([{"role": "user", "content": [{"image_url": {"url": "x"}}]}], "type"),
+        ([{"role": "user", "content": [{"type": 5}]}], "type"),
+        ([ASKED, CALLED, *[{"role": "tool", "tool_call_id": f"{i}"} for i in range(129)]], "128"),
+        ([ASKED, CALLED, {"role": "assistant", "content": "again"}], "last message"),
+    ],
+)
+def test_a_conversation_the_gateway_cannot_store_is_a_400_before_anything_is_stored(
+    messages: list[dict], problem: str
+) -> None:
+    with _app(max_body_bytes=65536) as gateway:  # persistence is unreachable: a 400 comes before it
+        response = gateway.post("/v1/chat/completions", json={"model": "m", "messages": messages})
+    assert response.status_code == 400, response.text
+    assert problem in response.json()["error"]["message"]
+
+
+def test_a_chat_round_adds_at_most_128_messages() -> None:
+    results = [{"tool_call_id": f"c{i}", "content": "r"} for i in range(128)]
+    body = {"session_id": str(uuid.uuid4()), "tool_results": results, "message": "and?"}
+    with _app(max_body_bytes=65536) as gateway:
+        response = gateway.post("/chat", json=body)
+    assert response.status_code == 422, response.text
+    assert "at most 128" in response.text
 
 
 @pytest.mark.parametrize(

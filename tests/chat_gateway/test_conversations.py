@@ -9,7 +9,7 @@ import pytest
 from fastapi import FastAPI
 
 from tests.chat_gateway.conftest import Service
-from tests.fake_openai import TEXT
+from tests.fake_openai import TEXT, Plan
 
 pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
 
@@ -86,3 +86,33 @@ def test_a_named_session_wins_over_the_conversation(
     assert theirs.status_code == 200, theirs.text
     assert theirs.headers["x-session-id"] != first
     assert client.ask("And Paris?") == first
+
+
+def test_a_round_with_an_extra_result_is_not_the_round_stored(
+    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    """A resent round whose results are not exactly those stored after the answer starts its own session."""
+    calls = [("get_weather", '{"city": "Lyon"}')]
+    fake_openai.state.plans.extend([Plan(tool_calls=calls), Plan(), Plan()])
+    client = Client(gateway, [{"role": "user", "content": "Weather?"}])
+    sdk = client.sdk
+    tools: Any = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    asked: list[Any] = list(client.messages)
+    raw = sdk.chat.completions.with_raw_response.create(model="fake-model", messages=asked, tools=tools)
+    session = raw.headers["x-session-id"]
+    call = raw.parse().choices[0].message.tool_calls[0].model_dump()  # type: ignore[index]
+    asked.append({"role": "assistant", "content": TEXT, "tool_calls": [call]})
+    result: Any = {"role": "tool", "tool_call_id": call["id"], "content": "sunny"}
+    again = sdk.chat.completions.with_raw_response.create(model="fake-model", messages=[*asked, result], tools=tools)
+    assert again.headers["x-session-id"] == session
+    extra: Any = {"role": "tool", "tool_call_id": "other", "content": "x"}
+    other = sdk.chat.completions.with_raw_response.create(
+        model="fake-model", messages=[*asked, result, extra], tools=tools
+    )
+    assert other.headers["x-session-id"] != session
+    assert [m["role"] for m in store.get(f"/sessions/{session}/messages").json()["items"]] == [
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+    ]

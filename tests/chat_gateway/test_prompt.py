@@ -157,3 +157,23 @@ async def test_the_budget_never_cuts_a_round_of_tool_calls_in_two() -> None:
     shown = build_messages(history)
     assert shown[0] == {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]}
     assert shown[1] == {"role": "tool", "content": "x" * 1000, "tool_call_id": "call_1"}
+
+
+def test_calls_nobody_answered_and_results_of_no_call_are_left_out() -> None:
+    """A /chat session that went on with a question after an answer's calls still makes a valid prompt."""
+    answered = ToolCall(id="call_1", function=FunctionCall(name="f", arguments="{}"))
+    ignored = ToolCall(id="call_2", function=FunctionCall(name="g", arguments="{}"))
+    history = [
+        _message("user", "Do it", 0),
+        _message("assistant", "On it.", 1).model_copy(update={"tool_calls": [answered, ignored]}),
+        _message("tool", "done", 2).model_copy(update={"tool_call_id": "call_1"}),
+        _message("tool", "stray", 3).model_copy(update={"tool_call_id": "call_9"}),
+        _message("assistant", "", 4).model_copy(update={"tool_calls": [ignored]}),
+        _message("user", "Thanks", 5),
+    ]
+    assert build_messages(history)[1:] == [
+        {"role": "assistant", "content": "On it.", "tool_calls": [answered.model_dump()]},
+        {"role": "tool", "content": "done", "tool_call_id": "call_1"},
+        {"role": "assistant", "content": ""},
+        {"role": "user", "content": "Thanks"},
+    ]

@@ -327,3 +327,39 @@ def test_a_gateway_killed_in_the_middle_of_a_call_leaves_it_to_the_next_whole(
         rest = [(e.event, e.data) for e in sse_events(response) if e.event in ("delta", "tool_call", "done")]
     assert [data for kind, data in rest if kind == "tool_call"] == _as_sent(2)
     assert rest[-1][0] == "done"
+
+
+def test_more_calls_than_an_answer_holds_fail_it_saying_so(
+    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    fake_openai.state.plans.append(Plan(tool_calls=[("f", "{}")] * 130))
+    body = {"model": "fake-model", "messages": [{"role": "user", "content": "Call f 130 times"}], "tools": TOOLS}
+    response = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=30)
+    assert response.status_code == 502, response.text
+    assert "130 tool calls" in response.json()["error"]["message"]
+    stored = store.get(f"/sessions/{response.headers['x-session-id']}/messages").json()["items"][-1]
+    assert (stored["status"], stored["tool_calls"]) == ("failed", None)
+    assert len(fake_openai.state.requests) == 1  # not retried: the model would make as many again
+
+
+def test_a_round_resent_with_another_result_in_a_named_session_is_another_round(
+    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    fake_openai.state.plans.extend([Plan(tool_calls=CALLS[:1]), Plan(), Plan()])
+    sdk, session = _sdk(gateway), {"X-Session-Id": str(uuid.uuid4())}
+    messages: list[Any] = [{"role": "user", "content": "Weather?"}]
+    first = sdk.chat.completions.create(model="fake-model", messages=messages, tools=TOOLS, extra_headers=session)
+    call = first.choices[0].message.tool_calls[0].model_dump()  # type: ignore[index]
+    messages.append({"role": "assistant", "content": TEXT, "tool_calls": [call]})
+    for result in ("sunny", "rainy"):  # the same call answered twice, differently: two rounds, two answers
+        answered = [*messages, {"role": "tool", "tool_call_id": call["id"], "content": result}]
+        sdk.chat.completions.create(model="fake-model", messages=answered, tools=TOOLS, extra_headers=session)
+    items = store.get(f"/sessions/{session['X-Session-Id']}/messages").json()["items"]
+    assert [(m["role"], m["content"] if m["role"] == "tool" else "") for m in items] == [
+        ("user", ""),
+        ("assistant", ""),
+        ("tool", "sunny"),
+        ("assistant", ""),
+        ("tool", "rainy"),
+        ("assistant", ""),
+    ]

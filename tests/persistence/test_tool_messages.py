@@ -143,3 +143,17 @@ def test_markdown_shows_calls_results_and_images(client: TestClient) -> None:
     assert "**Calls `get_weather`** (call `call_1`):" in markdown
     assert '{"city": "Lyon"}' in markdown
     assert "*Result of `get_time` (call `call_2`):*" in markdown
+
+
+def test_an_image_given_as_a_bare_url_or_without_one_is_exported_without_a_500(client: TestClient) -> None:
+    session = new_session(client)
+    parts = [
+        {"type": "text", "text": "Look"},
+        {"type": "image_url", "image_url": "https://example.com/a.png"},
+        {"type": "image_url", "image_url": None},
+        {"type": "image_url", "image_url": 5},
+    ]
+    new_message(client, session["id"], content="", parts=parts)
+    markdown = client.get(f"/sessions/{session['id']}/export", params={"format": "md"})
+    assert markdown.status_code == 200, markdown.text
+    assert "![image](https://example.com/a.png)" in markdown.text
