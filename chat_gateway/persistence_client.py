@@ -207,6 +207,9 @@ class PersistenceClient:
     async def delete_session(self, session_id: uuid.UUID, scope: str | None = None) -> None:
         await self._request("DELETE", f"/sessions/{session_id}", headers=_on_behalf_of(scope))
 
+    async def delete_message(self, message_id: uuid.UUID, scope: str | None = None) -> None:
+        await self._request("DELETE", f"/messages/{message_id}", headers=_on_behalf_of(scope))
+
     async def export_session(self, session_id: uuid.UUID, fmt: str, scope: str | None = None) -> httpx.Response:
         """The export as persistence sent it (JSON or Markdown), errors raised as usual."""
         response = await self.http.get(
@@ -229,9 +232,10 @@ class PersistenceClient:
         response = await self._send("GET", f"/messages/{message_id}/text", params={"offset": offset}, headers=headers)
         return None if response.status_code == 304 else MessageText.model_validate(response.json())
 
-    async def last_message(self, session_id: uuid.UUID, role: str, scope: str | None = None) -> MessageDetail:
+    async def last_message(self, session_id: uuid.UUID, role: str | None, scope: str | None = None) -> MessageDetail:
+        params = {"role": role} if role is not None else None
         data = await self._request(
-            "GET", f"/sessions/{session_id}/messages/last", params={"role": role}, headers=_on_behalf_of(scope)
+            "GET", f"/sessions/{session_id}/messages/last", params=params, headers=_on_behalf_of(scope)
         )
         return MessageDetail.model_validate(data)
 

@@ -28,6 +28,7 @@ from shared import (
     BadRequest,
     Conflict,
     ErrorCode,
+    JSONObject,
     MessageRole,
     MessageStatus,
     OffsetMismatch,
@@ -66,6 +67,7 @@ class Answers:
         self._claiming: set[uuid.UUID] = set()
         self._starting: dict[uuid.UUID, int] = {}  # answers whose turns this gateway is storing (how many times)
         self.draining = False
+        self._forgetting: set[asyncio.Task[None]] = set()  # sessions to delete once their answer ends
 
     def _require_upstream(self) -> AsyncOpenAI:
         if self.draining:
@@ -83,13 +85,15 @@ class Answers:
         prompt: list[ChatCompletionMessageParam] | None = None,
         create_session: bool = False,
         conversation_key: str | None = None,
+        response: JSONObject | None = None,
     ) -> MessageDetail:
         """Store the question and its answer, and start generating it (or attach to it, on a retry).
 
         ``caller``: whose chat it is, in which of their sessions, within which budgets (429 when one is
         spent). ``prompt`` replaces the prompt built from the stored history (OpenAI clients send their own);
         ``create_session`` creates ``request.session_id`` when it does not exist yet. ``conversation_key`` is
-        kept with the answer, for a client that names no session to find it (chat_gateway/conversations.py).
+        kept with the answer, for a client that names no session to find it (chat_gateway/conversations.py);
+        ``response``, what a Responses API client asked for (chat_gateway/responses.py).
 
         One request to persistence stores the turn with the answer claimed. When the prompt is known
         without the history and the turn is surely new (no Idempotency-Key), the upstream request is sent
@@ -113,6 +117,8 @@ class Answers:
         )
         if conversation_key is not None:  # set only when it is: the default goes unsent (bytes per turn)
             turn.answer.conversation_key = conversation_key
+        if response is not None:
+            turn.answer.response = response
         # Sent before the turn is stored only where nothing but a failure refuses it: not past a budget, nor
         # into a session a user named (another user's is refused), which would bill an answer nobody gets.
         early = prompt is not None and not ids.derived and not account.has_budget
@@ -341,6 +347,18 @@ class Answers:
         if answer.status in TERMINAL and offset > length:
             raise OffsetMismatch(f"offset {offset} is past the end of the answer ({length})", length=length)
         return answer
+
+    def forget_when_done(self, message_id: uuid.UUID, session_id: uuid.UUID) -> None:
+        """Delete the session once its answer has ended (a response its client asked not to store)."""
+
+        async def forget() -> None:
+            with contextlib.suppress(Exception):  # gone already, or persistence down: nothing more to do here
+                await self.outcome(message_id)
+                await self.persistence.delete_session(session_id)
+
+        task = asyncio.create_task(forget(), name=f"forget-{message_id}")
+        self._forgetting.add(task)
+        task.add_done_callback(self._forgetting.discard)
 
     def generating(self, message_id: uuid.UUID) -> Generation | None:
         """The answer's generation, while this gateway runs it."""

@@ -105,6 +105,8 @@ class Message(Base):
     tool_names: Mapped[str | None] = mapped_column(Text)
     # An answer's key of the conversation it answered, for a client that names no session (migration 0009).
     conversation_key: Mapped[str | None] = mapped_column(String(64))
+    # What a Responses API client asked for besides the answer's options (migration 0010).
+    response: Mapped[dict[str, Any] | None]
     context: Mapped[dict[str, Any] | None]
     status: Mapped[MessageStatus] = mapped_column(_str_enum(MessageStatus))
     error: Mapped[str | None] = mapped_column(Text)

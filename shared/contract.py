@@ -162,6 +162,9 @@ class TurnAnswer(InputModel):
     conversation_key: ConversationKey | None = Field(
         default=None, description="A key of the conversation it answers, by which its client's next request finds it."
     )
+    response: JSONObject | None = Field(
+        default=None, description="What a Responses API client asked for besides the options (background...)."
+    )
     model: ModelName | None = None
     options: JSONObject | None = Field(default=None, description=OPTIONS_DESCRIPTION)
     prompt: Prompt | None = Field(default=None, description=PROMPT_DESCRIPTION)
@@ -189,6 +192,7 @@ class MessageDetail(MessageRead):
     it can be as long as a conversation."""
 
     prompt: list[JSONObject] | None = None
+    response: JSONObject | None = Field(default=None, description="What a Responses API client asked for.")
 
 
 class MessageText(ReadModel):

@@ -160,6 +160,13 @@ async def get_message_text(
     return text
 
 
+@router.delete("/messages/{message_id}", status_code=204, dependencies=[OwnerCheck])
+async def delete_message(message_id: uuid.UUID, db: DbDep) -> Response:
+    """Delete one message; an answer being generated stops at its next write."""
+    await db.run(messages.delete_message, message_id)
+    return Response(status_code=204)
+
+
 @router.patch("/messages/{message_id}", dependencies=[OwnerCheck])
 async def update_message(
     message_id: uuid.UUID,

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Select,
     Uuid,
     bindparam,
+    delete,
     func,
     literal,
     literal_column,
@@ -223,7 +224,7 @@ def _text_statement() -> Select[Any]:
 
 # Every column but the prompt, for lists: it can be as long as a whole conversation, and only a generator needs it.
 # Nor the words search finds it by, which only search reads.
-_LISTED = tuple(c for c in _TABLE.c if c.key not in ("prompt", "tool_names", "conversation_key"))
+_LISTED = tuple(c for c in _TABLE.c if c.key not in ("prompt", "tool_names", "conversation_key", "response"))
 
 
 @functools.cache
@@ -341,6 +342,14 @@ def _last_message(db: Session, session_id: uuid.UUID, role: MessageRole | None =
     if not session_exists(db, session_id):
         raise NotFound(f"session {session_id} not found")
     raise NotFound(f"session {session_id} has no {role.value + ' ' if role else ''}messages", code=ErrorCode.NO_MESSAGE)
+
+
+def delete_message(db: Session, message_id: uuid.UUID) -> None:
+    """Delete one message (a Responses API client deleting a response): an answer being generated stops at its
+    next write, which finds it gone."""
+    usage.release_message(db, message_id)
+    if db.execute(delete(Message).where(Message.id == message_id)).rowcount == 0:  # type: ignore[attr-defined]
+        raise _not_found(message_id)
 
 
 def _lock(db: Session, message_id: uuid.UUID) -> Message:

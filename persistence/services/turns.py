@@ -95,6 +95,7 @@ def start_turn(db: Session, session_id: uuid.UUID, data: TurnCreate, *, lease_se
             options=data.answer.options,
             prompt=data.answer.prompt,
             conversation_key=data.answer.conversation_key,
+            response=data.answer.response,
         )
         | claim
     )

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Date, and_, case, cast, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.selectable import ScalarSelect
 
 from persistence.db import insert_on_conflict
 from persistence.models import Message, UsageRecord, utcnow
@@ -135,7 +136,15 @@ def settle(db: Session, message_id: uuid.UUID, usage: dict[str, Any] | None, len
 
 def release_session(db: Session, session_id: uuid.UUID) -> None:
     """Before a session is deleted: its answers still being generated stop counting as reserved."""
-    answers = select(Message.id).where(Message.session_id == session_id).scalar_subquery()
+    _release(db, select(Message.id).where(Message.session_id == session_id).scalar_subquery())
+
+
+def release_message(db: Session, message_id: uuid.UUID) -> None:
+    """Before a message is deleted: if it is an answer being generated, it stops counting as reserved."""
+    _release(db, select(Message.id).where(Message.id == message_id).scalar_subquery())
+
+
+def _release(db: Session, answers: ScalarSelect[uuid.UUID]) -> None:
     db.execute(
         update(UsageRecord)
         .where(UsageRecord.message_id.in_(answers), UsageRecord.pending)

@@ -129,7 +129,7 @@ def test_oversize_body_is_413(client: TestClient) -> None:
 
 def test_unknown_route_and_method(client: TestClient) -> None:
     _assert_error(client.get("/nowhere"), 404)
-    _assert_error(client.delete("/messages/stale"), 405)
+    _assert_error(client.post("/messages/stale"), 405)
 
 
 def test_a_405_allows_every_method_of_the_path(client: TestClient) -> None:

@@ -210,3 +210,17 @@ def test_an_agents_round_stores_the_tool_results_then_the_answer_and_replays_as_
     other = body | {"inputs": [results[0], results[1] | {"content": "15:00"}]}
     conflict = client.post(f"/sessions/{session['id']}/turns", json=other)
     assert conflict.status_code == 409
+
+
+def test_an_answer_keeps_what_a_responses_client_asked_and_can_be_deleted_alone(client: TestClient) -> None:
+    session = new_session(client)
+    asked = {"background": True, "store": True, "metadata": {"ticket": "42"}, "instructions": "Be brief."}
+    body = turn_body(answer={"id": random_id(), "response": asked})
+    turn = client.post(f"/sessions/{session['id']}/turns", json=body).json()
+    answer_id = turn["answer"]["id"]
+    assert client.get(f"/messages/{answer_id}").json()["response"] == asked
+    assert "response" not in client.get(f"/sessions/{session['id']}/messages").json()["items"][1]
+    assert client.delete(f"/messages/{answer_id}").status_code == 204
+    assert client.get(f"/messages/{answer_id}").status_code == 404
+    assert client.delete(f"/messages/{answer_id}").status_code == 404
+    assert [m["role"] for m in client.get(f"/sessions/{session['id']}/messages").json()["items"]] == ["user"]

@@ -1,0 +1,148 @@
+"""The Responses API over durable answers: creating a response, following it, cancelling and deleting it.
+
+The wire format (objects, events, their sequence numbers) is in responses_format.py; the routes in
+api/responses.py. A response is generated like any chat answer: it survives its client, upstream drops and its
+gateway's death, and any gateway renders it and its events the same way, for as long as it is stored.
+"""
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+
+from openai.types.chat import ChatCompletionMessageParam
+
+from chat_gateway.identity import Caller
+from chat_gateway.openai_format import OpenAIMessage, chat_request, new_inputs
+from chat_gateway.prompt import build_messages, load_history
+from chat_gateway.responses_format import (
+    ResponseCreate,
+    ResponseEvents,
+    completion_request,
+    input_messages,
+    message_id_of,
+)
+from chat_gateway.service import Answers
+from shared import BadRequest, ErrorCode, JSONObject, MessageStatus, NotFound
+from shared.contract import MessageDetail
+
+CONVERSATION_PREFIX = "conv_"
+
+
+def session_of(conversation: str) -> uuid.UUID:
+    """The session a conversation id names (``conv_<hex>``, or the session's own id)."""
+    try:
+        return uuid.UUID(hex=conversation.removeprefix(CONVERSATION_PREFIX))
+    except ValueError:
+        raise NotFound(f"no conversation {conversation!r}") from None
+
+
+def sse(event: JSONObject) -> str:
+    return f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
+
+
+async def _conversation_so_far(answers: Answers, previous: MessageDetail) -> list[OpenAIMessage]:
+    """What ``previous`` answered and how, as chat messages: the response a ``previous_response_id`` goes on
+    from. Its own instructions stay behind, as OpenAI's do."""
+    if previous.prompt is not None:
+        asked = previous.prompt
+        if (previous.response or {}).get("instructions") and asked and asked[0].get("role") == "system":
+            asked = asked[1:]
+    else:
+        history = await load_history(answers.persistence, previous.session_id, previous, 2**30)
+        asked = [dict(message) for message in build_messages(history)]
+    answered: JSONObject = {"role": "assistant", "content": previous.content or None}
+    if previous.tool_calls:
+        answered["tool_calls"] = [call.model_dump() for call in previous.tool_calls]
+    return [OpenAIMessage.model_validate(message) for message in [*asked, answered]]
+
+
+async def _session_history(answers: Answers, session_id: uuid.UUID, scope: str | None) -> list[OpenAIMessage]:
+    """A conversation's messages as the model is shown them."""
+    await answers.persistence.get_session(session_id, scope)  # another user's is a 404
+    history: list[MessageDetail] = []
+    cursor = None
+    while True:
+        page, cursor = await answers.persistence.history_page(session_id, cursor)
+        history += [message for message in page if message.status == MessageStatus.COMPLETE]
+        if cursor is None:
+            break
+    history.sort(key=lambda message: (message.created_at, message.id))
+    return [OpenAIMessage.model_validate(dict(message)) for message in build_messages(history)]
+
+
+async def create(
+    answers: Answers, caller: Caller, body: ResponseCreate, idempotency_key: str | None
+) -> tuple[MessageDetail, str]:
+    """Store the response's input and its answer, and start generating it; returns the answer and its model."""
+    if body.background and not body.store:
+        raise BadRequest("background responses must be stored: store cannot be false", code=ErrorCode.INVALID_VALUE)
+    if body.previous_response_id and body.conversation_id():
+        raise BadRequest("give previous_response_id or conversation, not both", code=ErrorCode.INVALID_VALUE)
+    model = body.model or answers.settings.openai_model
+    new = input_messages(body)
+    before: list[OpenAIMessage] = []
+    session_id = None
+    if body.previous_response_id:
+        previous = await answers.persistence.get_message(message_id_of(body.previous_response_id), caller.user_id)
+        before = await _conversation_so_far(answers, previous)
+        last = await answers.persistence.last_message(previous.session_id, None, caller.user_id)
+        # Its session goes on if the previous response is still its end; else this is a branch: a session of its
+        # own, its prompt (kept with the answer) holding the conversation so far.
+        session_id = previous.session_id if last.id == previous.id and body.store else None
+    elif conversation := body.conversation_id():
+        session_id = session_of(conversation)
+        before = await _session_history(answers, session_id, caller.user_id)
+    instructions = [OpenAIMessage(role="system", content=body.instructions)] if body.instructions else []
+    completion = completion_request(body, [*instructions, *before, *new], model)
+    question, results = new_inputs(new)
+    user_id = None if caller.is_user else body.user
+    request = chat_request(completion, question, results, session_id, user_id, model)
+    prompt: list[ChatCompletionMessageParam] = [m.model_dump(exclude_none=True) for m in completion.messages]  # type: ignore[misc]
+    asked = body.asked()
+    answer = await answers.start_chat(
+        request, idempotency_key, caller=caller, prompt=prompt, create_session=True, response=asked
+    )
+    answer = answer.model_copy(update={"response": asked})  # a turn's answer comes back without it
+    if not body.store:  # kept only until it ends, in a session of its own
+        answers.forget_when_done(answer.id, answer.session_id)
+    return answer, model
+
+
+async def events(answers: Answers, answer: MessageDetail, model: str, starting_after: int = -1) -> AsyncIterator[str]:
+    """The response's events after ``starting_after``, live until it ends, as Server-Sent Events."""
+    render = ResponseEvents(answer, model, starting_after)
+    for started in render.start():
+        yield sse(started)
+    offset = render.text_offset()
+    if answer.status in (MessageStatus.COMPLETE, MessageStatus.FAILED):
+        offset = min(offset, len(answer.content))
+    async for event in answers.follow(answer.id, offset):
+        if event.kind == "delta":
+            for rendered in render.text(event.text, event.offset):
+                yield sse(rendered)
+        elif event.kind == "done" or event.status is not None:
+            stored = await answers.persistence.get_message(answer.id)
+            for rendered in render.end(stored):
+                yield sse(rendered)
+        else:  # lost track of it (persistence unreachable): it may go on; resuming from here follows it again
+            yield sse({"type": "error", "sequence_number": render.last, "code": "unavailable", "message": event.error})
+
+
+async def cancel(answers: Answers, response: str, scope: str | None) -> MessageDetail:
+    """Stop a background response; cancelling one that has ended returns it as it ended."""
+    answer = await answers.persistence.get_message(message_id_of(response), scope)
+    if not (answer.response or {}).get("background"):
+        raise BadRequest("only background responses can be cancelled", code=ErrorCode.INVALID_VALUE)
+    if answer.status in (MessageStatus.COMPLETE, MessageStatus.FAILED):
+        return answer
+    return await answers.cancel(answer.id, scope)
+
+
+async def delete(answers: Answers, response: str, scope: str | None) -> None:
+    """Delete a response (its answer); one being generated stops at its next write."""
+    await answers.persistence.delete_message(message_id_of(response), scope)
+
+
+async def wait(answers: Answers, answer: MessageDetail) -> MessageDetail:
+    """The response once it has ended, as stored."""
+    return await answers.outcome(answer.id)

@@ -1,0 +1,154 @@
+"""The Responses API through the gateway, with the official SDK unchanged but for its base URL."""
+
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from fastapi import FastAPI
+
+from tests.chat_gateway.conftest import Service, wait_for
+from tests.fake_openai import TEXT, Plan
+
+pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
+
+WEATHER: Any = [
+    {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}, "strict": None}
+]
+
+
+def _sdk(gateway: Service) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0)
+
+
+def _answer_id(response_id: str) -> str:
+    hex_id = response_id.removeprefix("resp_")
+    return f"{hex_id[:8]}-{hex_id[8:12]}-{hex_id[12:16]}-{hex_id[16:20]}-{hex_id[20:]}"
+
+
+def _stored_session(store: httpx.Client, response_id: str) -> list[tuple[str, str]]:
+    answer = store.get(f"/messages/{_answer_id(response_id)}").json()
+    items = store.get(f"/sessions/{answer['session_id']}/messages").json()["items"]
+    return [(m["role"], m["content"]) for m in items]
+
+
+def test_a_response_is_created_whole_and_stored(gateway: Service, store: httpx.Client, fake_openai: FastAPI) -> None:
+    response = _sdk(gateway).responses.create(model="fake-model", input="Where is Lyon?", instructions="Be brief.")
+    assert (response.status, response.output_text, response.instructions) == ("completed", TEXT, "Be brief.")
+    assert response.usage is not None
+    assert response.usage.output_tokens > 0
+    assert fake_openai.state.requests[0]["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Where is Lyon?"},
+    ]
+    assert _stored_session(store, response.id) == [("user", "Where is Lyon?"), ("assistant", TEXT)]
+    again = _sdk(gateway).responses.retrieve(response.id)
+    assert (again.id, again.output_text, again.status) == (response.id, TEXT, "completed")
+
+
+def test_a_streamed_response_numbers_its_events_from_what_is_stored(
+    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    fake_openai.state.plans.append(Plan(delay=0.005))
+    sdk = _sdk(gateway)
+    events = list(sdk.responses.create(model="fake-model", input="Where is Lyon?", stream=True))
+    kinds = [event.type for event in events]
+    assert kinds[:4] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ]
+    assert kinds[-4:] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    numbers = [event.sequence_number for event in events]
+    assert numbers == sorted(set(numbers))
+    deltas = [event for event in events if event.type == "response.output_text.delta"]
+    assert "".join(event.delta for event in deltas) == TEXT
+    assert numbers[-1] == len(TEXT) + 7
+    response_id = events[0].response.id  # type: ignore[union-attr]
+    # Resumed after any event, through the same or any gateway: exactly the rest, numbered the same.
+    for after in (0, 3, 10, len(TEXT) + 3, len(TEXT) + 5):
+        rest = list(sdk.responses.retrieve(response_id, stream=True, starting_after=after))
+        assert [event.sequence_number for event in rest] == [n for n in numbers if n > after]
+        text = "".join(event.delta for event in rest if event.type == "response.output_text.delta")
+        assert text == TEXT[max(0, after - 3) :]
+
+
+def test_a_background_response_outlives_its_request_and_is_polled(
+    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    fake_openai.state.plans.append(Plan(delay=0.02))
+    sdk = _sdk(gateway)
+    started = sdk.responses.create(model="fake-model", input="Where is Lyon?", background=True)
+    assert (started.status, started.background) == ("in_progress", True)
+    done = wait_for(lambda: (r := sdk.responses.retrieve(started.id)).status == "completed" and r)
+    assert done.output_text == TEXT
+    # Resumed from the middle long after it ended: no expiry.
+    rest = list(sdk.responses.retrieve(started.id, stream=True, starting_after=13))
+    assert "".join(e.delta for e in rest if e.type == "response.output_text.delta") == TEXT[10:]
+
+
+def test_a_background_response_is_cancelled_once(gateway: Service, store: httpx.Client, fake_openai: FastAPI) -> None:
+    fake_openai.state.plans.append(Plan(delay=0.1))
+    sdk = _sdk(gateway)
+    started = sdk.responses.create(model="fake-model", input="Where is Lyon?", background=True)
+    wait_for(lambda: store.get(f"/messages/{_answer_id(started.id)}").json()["content"])
+    cancelled = sdk.responses.cancel(started.id)
+    assert cancelled.status == "cancelled"
+    assert sdk.responses.cancel(started.id).status == "cancelled"
+    stored = store.get(f"/messages/{_answer_id(started.id)}").json()
+    assert (stored["status"], stored["error"]) == ("failed", "cancelled")
+    assert stored["content"]
+    assert TEXT.startswith(stored["content"])
+    whole = sdk.responses.create(model="fake-model", input="Hi")
+    with pytest.raises(openai.BadRequestError):
+        sdk.responses.cancel(whole.id)
+
+
+def test_previous_response_id_chains_and_function_calls_round_trip(
+    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    fake_openai.state.plans.extend([Plan(tool_calls=[("get_weather", '{"city": "Lyon"}')]), Plan()])
+    sdk = _sdk(gateway)
+    first = sdk.responses.create(model="fake-model", input="Weather in Lyon?", tools=WEATHER)
+    calls = [item for item in first.output if item.type == "function_call"]
+    assert [(call.name, call.arguments) for call in calls] == [("get_weather", '{"city": "Lyon"}')]
+    call_id = calls[0].call_id
+    output: Any = [{"type": "function_call_output", "call_id": call_id, "output": "18°C"}]
+    second = sdk.responses.create(model="fake-model", input=output, previous_response_id=first.id, tools=WEATHER)
+    assert (second.output_text, second.previous_response_id) == (TEXT, first.id)
+    shown = fake_openai.state.requests[1]["messages"]
+    assert shown[0] == {"role": "user", "content": "Weather in Lyon?"}
+    assert shown[1]["tool_calls"][0]["id"] == call_id
+    assert shown[2] == {"role": "tool", "tool_call_id": call_id, "content": "18°C"}
+    roles = [role for role, _ in _stored_session(store, second.id)]
+    assert roles == ["user", "assistant", "tool", "assistant"]
+
+
+def test_bad_requests_are_400s_and_unknown_responses_404s(gateway: Service, fake_openai: FastAPI) -> None:
+    sdk = _sdk(gateway)
+    with pytest.raises(openai.BadRequestError):
+        sdk.responses.create(model="fake-model", input="Hi", background=True, store=False)
+    with pytest.raises(openai.BadRequestError):
+        sdk.responses.create(model="fake-model", input="Hi", tools=[{"type": "web_search"}])
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.retrieve("resp_0123")
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.retrieve("resp_" + "0" * 32)
+    assert fake_openai.state.requests == []
+
+
+def test_a_response_not_stored_is_gone_once_it_ends(gateway: Service, store: httpx.Client) -> None:
+    sdk = _sdk(gateway)
+    response = sdk.responses.create(model="fake-model", input="Hi", store=False)
+    assert response.output_text == TEXT
+    wait_for(lambda: store.get(f"/messages/{_answer_id(response.id)}").status_code == 404)
+    deleted = _sdk(gateway).responses.create(model="fake-model", input="Hi")
+    sdk.responses.delete(deleted.id)
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.retrieve(deleted.id)
