@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 from openai.types.chat import ChatCompletionMessageParam
 
+from chat_gateway.conversations import conversation_key, find_session
 from chat_gateway.identity import Caller
 from chat_gateway.openai_format import OpenAIMessage, chat_request, new_inputs
 from chat_gateway.prompt import build_messages, load_history
@@ -18,6 +19,7 @@ from chat_gateway.responses_format import (
     ResponseCreate,
     ResponseEvents,
     completion_request,
+    input_items,
     input_messages,
     message_id_of,
 )
@@ -96,11 +98,22 @@ async def create(
     completion = completion_request(body, [*instructions, *before, *new], model)
     question, results = new_inputs(new)
     user_id = None if caller.is_user else body.user
+    owner = caller.owner(user_id)
+    # A client that resends its whole conversation (the Agents SDK does) goes on in the session that holds it.
+    if session_id is None and body.store and not body.previous_response_id:
+        earlier = completion.messages[: len(completion.messages) - len(results) - (question is not None)]
+        session_id = await find_session(answers.persistence, owner, caller.user_id, earlier, results)
     request = chat_request(completion, question, results, session_id, user_id, model)
     prompt: list[ChatCompletionMessageParam] = [m.model_dump(exclude_none=True) for m in completion.messages]  # type: ignore[misc]
-    asked = body.asked()
+    asked = body.asked(len(new))
     answer = await answers.start_chat(
-        request, idempotency_key, caller=caller, prompt=prompt, create_session=True, response=asked
+        request,
+        idempotency_key,
+        caller=caller,
+        prompt=prompt,
+        create_session=True,
+        conversation_key=conversation_key(owner, completion.messages) if body.store else None,
+        response=asked,
     )
     answer = answer.model_copy(update={"response": asked})  # a turn's answer comes back without it
     if not body.store:  # kept only until it ends, in a session of its own
@@ -141,6 +154,27 @@ async def cancel(answers: Answers, response: str, scope: str | None) -> MessageD
 async def delete(answers: Answers, response: str, scope: str | None) -> None:
     """Delete a response (its answer); one being generated stops at its next write."""
     await answers.persistence.delete_message(message_id_of(response), scope)
+
+
+async def list_input_items(
+    answers: Answers, response: str, scope: str | None, *, after: str | None, limit: int, order: str
+) -> JSONObject:
+    """A page of the response's own input items, in OpenAI's list shape."""
+    answer = await answers.persistence.get_message(message_id_of(response), scope)
+    items = input_items(answer)
+    if order == "desc":
+        items.reverse()
+    if after is not None:
+        ids = [item["id"] for item in items]
+        items = items[ids.index(after) + 1 :] if after in ids else []
+    page = items[:limit]
+    return {
+        "object": "list",
+        "data": page,
+        "first_id": page[0]["id"] if page else None,
+        "last_id": page[-1]["id"] if page else None,
+        "has_more": len(items) > limit,
+    }
 
 
 async def wait(answers: Answers, answer: MessageDetail) -> MessageDetail:

@@ -122,8 +122,9 @@ class ResponseCreate(BaseModel):
             return str(self.conversation.get("id") or "") or None
         return self.conversation
 
-    def asked(self) -> JSONObject:
-        """What the answer keeps of this request for its response object (migration 0010)."""
+    def asked(self, inputs: int) -> JSONObject:
+        """What the answer keeps of this request for its response object (migration 0010), and how many of its
+        prompt's last messages are this request's own input (``input_items``)."""
         fields = ("background", "store", "instructions", "previous_response_id", "metadata", "tools", "tool_choice")
         asked = {name: getattr(self, name) for name in fields}
         asked |= {
@@ -131,7 +132,7 @@ class ResponseCreate(BaseModel):
             "parallel_tool_calls": self.parallel_tool_calls,
         }
         asked |= {"max_output_tokens": self.max_output_tokens, "temperature": self.temperature, "top_p": self.top_p}
-        return asked
+        return asked | {"inputs": inputs}
 
     def chat_options(self) -> JSONObject:
         """The Chat Completions parameters this request's options are."""
@@ -190,8 +191,8 @@ def input_messages(request: ResponseCreate) -> list[OpenAIMessage]:
         elif kind == "function_call":
             call = {"id": item.get("call_id"), "type": "function"}
             call["function"] = {"name": item.get("name"), "arguments": item.get("arguments", "")}
-            if messages and messages[-1]["role"] == "assistant" and "tool_calls" in messages[-1]:
-                messages[-1]["tool_calls"].append(call)
+            if messages and messages[-1]["role"] == "assistant":  # the calls of the message before them
+                messages[-1].setdefault("tool_calls", []).append(call)
             else:
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
         elif kind == "function_call_output":
@@ -207,6 +208,64 @@ def completion_request(request: ResponseCreate, messages: list[OpenAIMessage], m
     """The chat completion that answers the response."""
     body = {"model": model, "messages": [m.model_dump(exclude_none=True) for m in messages]}
     return CompletionRequest.model_validate(body | request.chat_options())
+
+
+def input_items(answer: MessageDetail) -> list[JSONObject]:
+    """The response's own input, as Responses items (from the end of its prompt, where the request's input is)."""
+    count = int((answer.response or {}).get("inputs") or 0)
+    own = (answer.prompt or [])[-count:] if count else []
+    items: list[JSONObject] = []
+    for index, message in enumerate(own):
+        item_id = f"{answer.id.hex}_{index}"
+        role = message.get("role")
+        if role == "tool":
+            output = message.get("content")
+            items.append(
+                {
+                    "id": f"fco_{item_id}",
+                    "type": "function_call_output",
+                    "call_id": message.get("tool_call_id"),
+                    "output": output,
+                }
+            )
+            continue
+        for position, call in enumerate(message.get("tool_calls") or []):
+            function = call.get("function") or {}
+            items.append(
+                {
+                    "id": f"fc_{item_id}_{position}",
+                    "type": "function_call",
+                    "call_id": call.get("id"),
+                    "name": function.get("name"),
+                    "arguments": function.get("arguments"),
+                    "status": "completed",
+                }
+            )
+        if message.get("content") or not message.get("tool_calls"):
+            items.append(
+                {
+                    "id": f"msg_{item_id}",
+                    "type": "message",
+                    "role": role,
+                    "status": "completed",
+                    "content": _input_content(message.get("content"), output=role == "assistant"),
+                }
+            )
+    return items
+
+
+def _input_content(content: Any, *, output: bool) -> list[JSONObject]:
+    text_type = "output_text" if output else "input_text"
+    if isinstance(content, str):
+        return [{"type": text_type, "text": content}]
+    parts = []
+    for part in content or []:
+        if part.get("type") == "text":
+            parts.append({"type": text_type, "text": part.get("text", "")})
+        elif part.get("type") == "image_url":
+            image = part.get("image_url") or {}
+            parts.append({"type": "input_image", "image_url": image.get("url"), "detail": image.get("detail", "auto")})
+    return parts
 
 
 # The response object

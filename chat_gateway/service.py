@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from openai import AsyncOpenAI, AsyncStream
 from openai.types.chat import ChatCompletionMessageParam
@@ -117,8 +117,9 @@ class Answers:
         )
         if conversation_key is not None:  # set only when it is: the default goes unsent (bytes per turn)
             turn.answer.conversation_key = conversation_key
-        if response is not None:
+        if response is not None:  # its input items are read from its prompt, kept whatever it is
             turn.answer.response = response
+            turn.answer.prompt = turn.answer.prompt or cast(list[JSONObject], prompt)
         # Sent before the turn is stored only where nothing but a failure refuses it: not past a budget, nor
         # into a session a user named (another user's is refused), which would bill an answer nobody gets.
         early = prompt is not None and not ids.derived and not account.has_budget

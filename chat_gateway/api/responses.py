@@ -1,7 +1,7 @@
 """OpenAI's Responses API (POST /v1/responses and the routes on one response), over durable answers: any
 gateway serves any response, its events resumable from any sequence number (chat_gateway/responses.py)."""
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -48,6 +48,19 @@ async def get_response(
     if stream:
         return _stream(responses.events(answers, answer, model, starting_after))
     return JSONResponse(response_object(answer, model))
+
+
+@router.get("/responses/{response_id}/input_items")
+async def list_input_items(
+    response_id: str,
+    caller: CallerDep,
+    answers: AnswersDep,
+    after: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    order: Literal["asc", "desc"] = "desc",
+) -> dict[str, Any]:
+    """The response's own input items, a page at a time."""
+    return await responses.list_input_items(answers, response_id, caller.user_id, after=after, limit=limit, order=order)
 
 
 @router.post("/responses/{response_id}/cancel")

@@ -38,9 +38,12 @@ def _roles_and_calls(store: httpx.Client, session_id: str) -> list[tuple[str, li
     return [(m["role"], [call["function"]["name"] for call in m["tool_calls"] or []]) for m in items]
 
 
+@pytest.mark.parametrize("interface", ["chat", "responses"])
 def test_an_agents_sdk_agent_runs_two_tools_in_two_rounds_into_one_stored_session(
-    clients: Path, gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    clients: Path, gateway: Service, store: httpx.Client, fake_openai: FastAPI, interface: str
 ) -> None:
+    """Through Chat Completions (no session header) or the Responses API (its default), the agent's three
+    requests land in one session, calls and results included."""
     before = _sessions(store)
     fake_openai.state.text = "Let me look."
     fake_openai.state.plans.extend(
@@ -50,7 +53,7 @@ def test_an_agents_sdk_agent_runs_two_tools_in_two_rounds_into_one_stored_sessio
         ]
     )
     ran = subprocess.run(
-        [clients / "python", AGENT, gateway.url], capture_output=True, text=True, timeout=120, check=False
+        [clients / "python", AGENT, gateway.url, interface], capture_output=True, text=True, timeout=120, check=False
     )
     assert ran.returncode == 0, ran.stderr
     result = json.loads(ran.stdout.strip().splitlines()[-1])

@@ -152,3 +152,21 @@ def test_a_response_not_stored_is_gone_once_it_ends(gateway: Service, store: htt
     sdk.responses.delete(deleted.id)
     with pytest.raises(openai.NotFoundError):
         sdk.responses.retrieve(deleted.id)
+
+
+def test_a_responses_input_items_are_its_own_input_a_page_at_a_time(gateway: Service, fake_openai: FastAPI) -> None:
+    sdk = _sdk(gateway)
+    first = sdk.responses.create(model="fake-model", input="Where is Lyon?", instructions="Be brief.")
+    asked: Any = [
+        {"role": "user", "content": "And Paris?"},
+        {"role": "user", "content": [{"type": "input_text", "text": "And "}, {"type": "input_text", "text": "Nice?"}]},
+    ]
+    second = sdk.responses.create(model="fake-model", input=asked, previous_response_id=first.id)
+    items = list(sdk.responses.input_items.list(second.id, order="asc"))
+    assert [(item.type, item.content[0].text) for item in items] == [  # type: ignore[union-attr]
+        ("message", "And Paris?"),
+        ("message", "And Nice?"),
+    ]
+    page = sdk.responses.input_items.list(second.id, limit=1)
+    assert (len(page.data), page.has_more) == (1, True)
+    assert [item.content[0].text for item in sdk.responses.input_items.list(first.id)] == ["Where is Lyon?"]  # type: ignore[union-attr]
