@@ -163,10 +163,10 @@ def test_a_responses_input_items_are_its_own_input_a_page_at_a_time(gateway: Ser
     ]
     second = sdk.responses.create(model="fake-model", input=asked, previous_response_id=first.id)
     items = list(sdk.responses.input_items.list(second.id, order="asc"))
-    assert [(item.type, item.content[0].text) for item in items] == [  # type: ignore[union-attr]
+    assert [(item.type, item.content[0].text) for item in items] == [  # type: ignore[union-attr,index]
         ("message", "And Paris?"),
         ("message", "And Nice?"),
     ]
     page = sdk.responses.input_items.list(second.id, limit=1)
     assert (len(page.data), page.has_more) == (1, True)
-    assert [item.content[0].text for item in sdk.responses.input_items.list(first.id)] == ["Where is Lyon?"]  # type: ignore[union-attr]
+    assert [item.content[0].text for item in sdk.responses.input_items.list(first.id)] == ["Where is Lyon?"]  # type: ignore[union-attr,index]
