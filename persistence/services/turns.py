@@ -9,7 +9,7 @@ import contextlib
 import functools
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -65,6 +65,34 @@ def start_turn(db: Session, session_id: uuid.UUID, data: TurnCreate, *, lease_se
             opened = db.execute(_open_session_statement(dialect), params).rowcount  # type: ignore[attr-defined]
             if not opened and data.session.exclusive and session_owner(db, session_id) != data.session.user_id:
                 raise NotFound(f"session {session_id} not found")  # another user's, as if it did not exist
+    inputs, answer = _turn_rows(session_id, data, now, lease_seconds)
+    rows = {f"input{position}": values for position, values in enumerate(inputs)} | {"answer": answer}
+    params |= {f"{row}_{name}": value for row, values in rows.items() for name, value in values.items()}
+    opens_in_statement = dialect == "postgresql" and data.session is not None
+    exclusive = data.session is not None and data.session.exclusive
+    stmt = _turn_statement(dialect, len(inputs), opens_session=opens_in_statement, exclusive=exclusive)
+    budgeted = data.account is not None and data.account.has_budget
+    if budgeted:  # checked first, under its user's lock: refused, nothing is stored
+        assert data.account is not None
+        usage.open_record(db, answer["id"], answer["model"], data.account, now)
+    try:
+        # In a transaction (a budgeted turn), a failed INSERT must not abort it: a savepoint.
+        with db.begin_nested() if budgeted else contextlib.nullcontext():
+            result = db.execute(stmt, params)
+    except IntegrityError:
+        return _stored_turn(db, session_id, inputs, answer)
+    if opens_in_statement and exclusive and not result.all():  # another user's session (see _turn_statement)
+        raise NotFound(f"session {session_id} not found")
+    if data.account is not None and not budgeted:
+        usage.open_record(db, answer["id"], answer["model"], data.account, now)
+    # Read from the values inserted, which are the whole rows: no reload, and no ORM objects to build.
+    return Stored(_turn(inputs, answer), created=True)
+
+
+def _turn_rows(
+    session_id: uuid.UUID, data: TurnCreate, now: datetime, lease_seconds: float
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Every column of the turn's inputs and of its answer (claimed by ``data.owner`` when given)."""
     # A microsecond apart, so they sort in the order given, the answer last, whatever their ids.
     inputs = [
         _new_row(
@@ -99,27 +127,7 @@ def start_turn(db: Session, session_id: uuid.UUID, data: TurnCreate, *, lease_se
         )
         | claim
     )
-    rows = {f"input{position}": values for position, values in enumerate(inputs)} | {"answer": answer}
-    params |= {f"{row}_{name}": value for row, values in rows.items() for name, value in values.items()}
-    opens_in_statement = dialect == "postgresql" and data.session is not None
-    exclusive = data.session is not None and data.session.exclusive
-    stmt = _turn_statement(dialect, len(inputs), opens_session=opens_in_statement, exclusive=exclusive)
-    budgeted = data.account is not None and data.account.has_budget
-    if budgeted:  # checked first, under its user's lock: refused, nothing is stored
-        assert data.account is not None
-        usage.open_record(db, answer["id"], answer["model"], data.account, now)
-    try:
-        # In a transaction (a budgeted turn), a failed INSERT must not abort it: a savepoint.
-        with db.begin_nested() if budgeted else contextlib.nullcontext():
-            result = db.execute(stmt, params)
-    except IntegrityError:
-        return _stored_turn(db, session_id, inputs, answer)
-    if opens_in_statement and exclusive and not result.all():  # another user's session (see _turn_statement)
-        raise NotFound(f"session {session_id} not found")
-    if data.account is not None and not budgeted:
-        usage.open_record(db, answer["id"], answer["model"], data.account, now)
-    # Read from the values inserted, which are the whole rows: no reload, and no ORM objects to build.
-    return Stored(_turn(inputs, answer), created=True)
+    return inputs, answer
 
 
 def _turn(inputs: Sequence[dict[str, Any] | Message], answer: dict[str, Any] | Message) -> TurnRead:
