@@ -5,6 +5,7 @@ api/responses.py. A response is generated like any chat answer: it survives its 
 gateway's death, and any gateway renders it and its events the same way, for as long as it is stored.
 """
 
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -24,7 +25,7 @@ from chat_gateway.responses_format import (
     message_id_of,
 )
 from chat_gateway.service import Answers
-from shared import BadRequest, ErrorCode, JSONObject, MessageStatus, NotFound
+from shared import BadRequest, DomainError, ErrorCode, JSONObject, MessageStatus, NotFound
 from shared.contract import MessageDetail
 
 CONVERSATION_PREFIX = "conv_"
@@ -94,6 +95,8 @@ async def create(
     elif conversation := body.conversation_id():
         session_id = session_of(conversation)
         before = await _session_history(answers, session_id, caller.user_id)
+    if not body.store:  # answered in a session of its own, deleted with it once it ends (forget)
+        session_id = None
     instructions = [OpenAIMessage(role="system", content=body.instructions)] if body.instructions else []
     completion = completion_request(body, [*instructions, *before, *new], model)
     question, results = new_inputs(new)
@@ -115,14 +118,27 @@ async def create(
         conversation_key=conversation_key(owner, completion.messages) if body.store else None,
         response=asked,
     )
-    answer = answer.model_copy(update={"response": asked})  # a turn's answer comes back without it
-    if not body.store:  # kept only until it ends, in a session of its own
-        answers.forget_when_done(answer.id, answer.session_id)
-    return answer, model
+    return answer.model_copy(update={"response": asked}), model  # a turn's answer comes back without it
 
 
 async def events(answers: Answers, answer: MessageDetail, model: str, starting_after: int = -1) -> AsyncIterator[str]:
-    """The response's events after ``starting_after``, live until it ends, as Server-Sent Events."""
+    """The response's events after ``starting_after``, live until it ends, as Server-Sent Events; a response
+    not to be stored is deleted once its client has them (or has gone)."""
+    try:
+        async for event in _events(answers, answer, model, starting_after):
+            yield event
+    finally:
+        if (answer.response or {}).get("store") is False:
+            await forget(answers, answer)
+
+
+async def forget(answers: Answers, answer: MessageDetail) -> None:
+    """Delete a response its client asked not to store (with the session it was answered in, its own)."""
+    with contextlib.suppress(DomainError):  # gone already, or persistence down: nothing more to do here
+        await answers.persistence.delete_session(answer.session_id)
+
+
+async def _events(answers: Answers, answer: MessageDetail, model: str, starting_after: int) -> AsyncIterator[str]:
     render = ResponseEvents(answer, model, starting_after)
     for started in render.start():
         yield sse(started)

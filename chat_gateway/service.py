@@ -67,7 +67,6 @@ class Answers:
         self._claiming: set[uuid.UUID] = set()
         self._starting: dict[uuid.UUID, int] = {}  # answers whose turns this gateway is storing (how many times)
         self.draining = False
-        self._forgetting: set[asyncio.Task[None]] = set()  # sessions to delete once their answer ends
 
     def _require_upstream(self) -> AsyncOpenAI:
         if self.draining:
@@ -348,18 +347,6 @@ class Answers:
         if answer.status in TERMINAL and offset > length:
             raise OffsetMismatch(f"offset {offset} is past the end of the answer ({length})", length=length)
         return answer
-
-    def forget_when_done(self, message_id: uuid.UUID, session_id: uuid.UUID) -> None:
-        """Delete the session once its answer has ended (a response its client asked not to store)."""
-
-        async def forget() -> None:
-            with contextlib.suppress(Exception):  # gone already, or persistence down: nothing more to do here
-                await self.outcome(message_id)
-                await self.persistence.delete_session(session_id)
-
-        task = asyncio.create_task(forget(), name=f"forget-{message_id}")
-        self._forgetting.add(task)
-        task.add_done_callback(self._forgetting.discard)
 
     def generating(self, message_id: uuid.UUID) -> Generation | None:
         """The answer's generation, while this gateway runs it."""

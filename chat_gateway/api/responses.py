@@ -31,7 +31,10 @@ async def create_response(
         return _stream(responses.events(answers, answer, model))
     if body.background:
         return JSONResponse(response_object(answer, model))
-    return JSONResponse(response_object(await responses.wait(answers, answer), model))
+    final = await responses.wait(answers, answer)
+    if not body.store:
+        await responses.forget(answers, answer)
+    return JSONResponse(response_object(final, model))
 
 
 @router.get("/responses/{response_id}", response_model=None)

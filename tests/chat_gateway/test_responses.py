@@ -170,3 +170,19 @@ def test_a_responses_input_items_are_its_own_input_a_page_at_a_time(gateway: Ser
     page = sdk.responses.input_items.list(second.id, limit=1)
     assert (len(page.data), page.has_more) == (1, True)
     assert [item.content[0].text for item in sdk.responses.input_items.list(first.id)] == ["Where is Lyon?"]  # type: ignore[union-attr,index]
+
+
+def test_a_streamed_response_not_stored_is_gone_once_streamed_and_leaves_its_conversation_alone(
+    gateway: Service, store: httpx.Client
+) -> None:
+    sdk = _sdk(gateway)
+    kept = sdk.responses.create(model="fake-model", input="Where is Lyon?")
+    events = list(
+        sdk.responses.create(
+            model="fake-model", input="And Paris?", previous_response_id=kept.id, stream=True, store=False
+        )
+    )
+    assert events[-1].type == "response.completed"
+    gone = events[0].response.id  # type: ignore[union-attr]
+    assert store.get(f"/messages/{_answer_id(gone)}").status_code == 404
+    assert _stored_session(store, kept.id) == [("user", "Where is Lyon?"), ("assistant", TEXT)]
