@@ -15,69 +15,22 @@ from shared import (
     SessionRead,
     UTCDatetime,
 )
-from shared.contract import (
+
+# Sessions and messages as both services create them are the contract's (shared/contract.py); the names stay
+# importable from here, where persistence's modules have always found them.
+from shared.contract import (  # noqa: F401
     OPTIONS_DESCRIPTION,
     PROMPT_DESCRIPTION,
+    MessageCreate,
     PatchModel,
     Prompt,
+    SessionCreate,
+    SessionUpdate,
     Title,
     UserId,
 )
-from shared.resources import Context, FinishReason, ModelName, ToolFields, parts_text
+from shared.resources import Context, FinishReason, ModelName, ToolFields
 from shared.schemas import check_storable
-
-# Sessions
-
-
-class SessionCreate(InputModel):
-    id: uuid.UUID | None = Field(
-        default=None, description="Client-chosen id: creating it again returns the stored session (200)."
-    )
-    user_id: UserId = "anonymous"
-    title: Title = "New chat"
-    is_favorite: bool = False
-    metadata: JSONObject | None = None
-
-
-class SessionUpdate(PatchModel):
-    not_nullable = frozenset({"title", "is_favorite"})
-
-    title: Title | None = None
-    is_favorite: bool | None = None
-    metadata: JSONObject | None = None
-
-
-# Messages
-
-
-class MessageCreate(InputModel, ToolFields):
-    id: uuid.UUID | None = Field(
-        default=None, description="Client-chosen id: retrying with the same id and body is safe."
-    )
-    role: MessageRole
-    content: str = ""
-    context: Context | None = None
-    status: Literal[MessageStatus.PENDING, MessageStatus.COMPLETE, MessageStatus.FAILED] | None = Field(
-        default=None,
-        description="Defaults to `pending` for assistant messages, `complete` otherwise. "
-        "A message becomes `in_progress` only by being claimed.",
-    )
-    error: str | None = None
-    rating: bool | None = None
-    model: ModelName | None = None
-    options: JSONObject | None = Field(default=None, description=OPTIONS_DESCRIPTION)
-    prompt: Prompt | None = Field(default=None, description=PROMPT_DESCRIPTION)
-    sent_at: UTCDatetime | None = None
-
-    @model_validator(mode="after")
-    def _inputs_for_answers(self) -> "MessageCreate":
-        if (self.options is not None or self.prompt is not None) and self.role != MessageRole.ASSISTANT:
-            raise ValueError("options and prompt are for assistant messages only")
-        self.check_tool_fields(self.role)
-        if self.parts is not None and not self.content:
-            self.content = parts_text(self.parts)
-        return self
-
 
 # The APIs of the systems this one replaces, kept for their existing clients.
 

@@ -23,7 +23,7 @@ from shared.resources import (
     ToolFields,
     parts_text,
 )
-from shared.schemas import InputModel, JSONObject, ReadModel
+from shared.schemas import InputModel, JSONObject, ReadModel, UTCDatetime
 
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=255)]
@@ -58,6 +58,59 @@ class PatchModel(InputModel):
 
     def changes(self) -> dict[str, Any]:
         return self.model_dump(exclude_unset=True)
+
+
+# Sessions and messages, created (persistence's own routes; the gateway's Conversations API).
+
+
+class SessionCreate(InputModel):
+    id: uuid.UUID | None = Field(
+        default=None, description="Client-chosen id: creating it again returns the stored session (200)."
+    )
+    user_id: UserId = "anonymous"
+    title: Title = "New chat"
+    is_favorite: bool = False
+    metadata: JSONObject | None = None
+
+
+class SessionUpdate(PatchModel):
+    not_nullable = frozenset({"title", "is_favorite"})
+
+    title: Title | None = None
+    is_favorite: bool | None = None
+    metadata: JSONObject | None = None
+
+
+# Messages
+
+
+class MessageCreate(InputModel, ToolFields):
+    id: uuid.UUID | None = Field(
+        default=None, description="Client-chosen id: retrying with the same id and body is safe."
+    )
+    role: MessageRole
+    content: str = ""
+    context: Context | None = None
+    status: Literal[MessageStatus.PENDING, MessageStatus.COMPLETE, MessageStatus.FAILED] | None = Field(
+        default=None,
+        description="Defaults to `pending` for assistant messages, `complete` otherwise. "
+        "A message becomes `in_progress` only by being claimed.",
+    )
+    error: str | None = None
+    rating: bool | None = None
+    model: ModelName | None = None
+    options: JSONObject | None = Field(default=None, description=OPTIONS_DESCRIPTION)
+    prompt: Prompt | None = Field(default=None, description=PROMPT_DESCRIPTION)
+    sent_at: UTCDatetime | None = None
+
+    @model_validator(mode="after")
+    def _inputs_for_answers(self) -> "MessageCreate":
+        if (self.options is not None or self.prompt is not None) and self.role != MessageRole.ASSISTANT:
+            raise ValueError("options and prompt are for assistant messages only")
+        self.check_tool_fields(self.role)
+        if self.parts is not None and not self.content:
+            self.content = parts_text(self.parts)
+        return self
 
 
 # Sessions, as the gateway relays its clients' changes.

@@ -5,7 +5,6 @@ from fastapi import APIRouter, Query, Response
 
 from persistence.api.params import NO_NUL, Cursor, Limit, replayed
 from persistence.deps import DbDep, IfMatchDep, IfNoneMatchDep, OnBehalfOfDep, OwnerCheck, SettingsDep
-from persistence.schemas import MessageCreate
 from persistence.services import answers, messages, turns
 from shared import MessageRead, MessageRole, MessageStatus, Page
 from shared.contract import (
@@ -14,6 +13,7 @@ from shared.contract import (
     ClaimRequest,
     ConversationFind,
     ConversationFound,
+    MessageCreate,
     MessageDetail,
     MessageText,
     MessageUpdate,

@@ -6,15 +6,10 @@ from fastapi.responses import PlainTextResponse
 
 from persistence.api.params import NO_NUL, Cursor, Limit, favorite_value, replayed
 from persistence.deps import DbDep, OnBehalfOfDep, OwnerCheck
-from persistence.schemas import (
-    ImportResult,
-    SessionCreate,
-    SessionExport,
-    SessionUpdate,
-)
+from persistence.schemas import ImportResult, SessionExport
 from persistence.services import sessions, transfer
 from shared import Page, SessionRead
-from shared.contract import FavoriteSet, SessionRename
+from shared.contract import FavoriteSet, SessionCreate, SessionRename, SessionUpdate
 
 # Every route with a session id answers only for the session's user when asked on behalf of one.
 router = APIRouter(prefix="/sessions", tags=["sessions"], dependencies=[OwnerCheck])

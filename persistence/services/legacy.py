@@ -4,15 +4,10 @@ import uuid
 
 from sqlalchemy.orm import Session
 
-from persistence.schemas import (
-    LegacyMessageCreate,
-    LegacyMessageRead,
-    LegacyMessageUpdate,
-    MessageCreate,
-    SessionCreate,
-)
+from persistence.schemas import LegacyMessageCreate, LegacyMessageRead, LegacyMessageUpdate
 from persistence.services import messages, sessions
 from shared import MessageRole, MessageStatus
+from shared.contract import MessageCreate, SessionCreate
 
 LEGACY_USER_ID = "legacy"
 _ROLES = {

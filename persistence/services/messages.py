@@ -29,7 +29,6 @@ from sqlalchemy.sql.schema import ScalarElementColumnDefault
 from persistence.db import as_dicts, insert_on_conflict
 from persistence.models import ChatSession, Message, UTCDateTime, utcnow
 from persistence.pagination import decode_cursor, keyset_page
-from persistence.schemas import MessageCreate
 from persistence.services import Stored, usage
 from persistence.services.sessions import session_exists
 from shared import (
@@ -43,7 +42,14 @@ from shared import (
     Page,
     PreconditionFailed,
 )
-from shared.contract import ConversationFind, ConversationFound, MessageDetail, MessageText, MessageUpdate
+from shared.contract import (
+    ConversationFind,
+    ConversationFound,
+    MessageCreate,
+    MessageDetail,
+    MessageText,
+    MessageUpdate,
+)
 from shared.resources import ToolCall, ToolFields
 
 Status = MessageStatus

@@ -14,11 +14,10 @@ from persistence.schemas import (
     RagSession,
     RagSessionCreate,
     RagSessionList,
-    SessionCreate,
-    SessionUpdate,
 )
 from persistence.services import answers, messages, sessions
 from shared import NotFound
+from shared.contract import SessionCreate, SessionUpdate
 
 
 def create_session(db: Session, data: RagSessionCreate) -> RagSession:

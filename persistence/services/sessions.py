@@ -12,9 +12,9 @@ from sqlalchemy.orm import Session
 from persistence.db import as_dicts, insert_on_conflict
 from persistence.models import ChatSession
 from persistence.pagination import decode_cursor, keyset_page
-from persistence.schemas import SessionCreate, SessionUpdate
 from persistence.services import Stored, usage
 from shared import NotFound, Page, SessionRead
+from shared.contract import SessionCreate, SessionUpdate
 
 _TABLE = ChatSession.metadata.tables[ChatSession.__tablename__]
 

@@ -7,9 +7,9 @@ from sqlalchemy.orm import Session
 
 from persistence.db import AUTOCOMMIT, Database, create_db_engine, migrate
 from persistence.models import ChatSession, utcnow
-from persistence.schemas import MessageCreate
 from persistence.services import messages
 from shared import MessageRole, NotFound
+from shared.contract import MessageCreate
 
 pytestmark = pytest.mark.anyio
 
