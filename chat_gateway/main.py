@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from httpx_aiohttp import AiohttpTransport
 
 from chat_gateway import openai_format
-from chat_gateway.api import accounts, chat, health, openai_compat, responses, sessions
+from chat_gateway.api import accounts, chat, health, openai_compat, openai_conversations, responses, sessions
 from chat_gateway.catalog import ModelCatalog
 from chat_gateway.config import Settings
 from chat_gateway.deps import get_caller
@@ -122,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     authenticated = [Depends(get_caller)]
     app.include_router(openai_compat.router, dependencies=authenticated)
     app.include_router(responses.router, dependencies=authenticated)
+    app.include_router(openai_conversations.router, dependencies=authenticated)
     app.include_router(health.router)
     app.include_router(chat.router, dependencies=authenticated)
     app.include_router(sessions.router, dependencies=authenticated)

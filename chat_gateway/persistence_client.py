@@ -33,10 +33,13 @@ from shared.contract import (
     ConversationFind,
     ConversationFound,
     FavoriteSet,
+    MessageCreate,
     MessageDetail,
     MessageText,
     MessageUpdate,
+    SessionCreate,
     SessionRename,
+    SessionUpdate,
     TurnCreate,
 )
 from shared.identity import (
@@ -206,6 +209,22 @@ class PersistenceClient:
 
     async def delete_session(self, session_id: uuid.UUID, scope: str | None = None) -> None:
         await self._request("DELETE", f"/sessions/{session_id}", headers=_on_behalf_of(scope))
+
+    async def create_session(self, body: SessionCreate, scope: str | None = None) -> SessionRead:
+        data = await self._request("POST", "/sessions", json=_body(body), headers=_on_behalf_of(scope))
+        return SessionRead.model_validate(data)
+
+    async def update_session(self, session_id: uuid.UUID, body: SessionUpdate, scope: str | None = None) -> SessionRead:
+        path = f"/sessions/{session_id}"
+        data = await self._request("PATCH", path, json=_body(body), headers=_on_behalf_of(scope))
+        return SessionRead.model_validate(data)
+
+    async def create_message(
+        self, session_id: uuid.UUID, body: MessageCreate, scope: str | None = None
+    ) -> MessageDetail:
+        path = f"/sessions/{session_id}/messages"
+        data = await self._request("POST", path, json=_body(body), headers=_on_behalf_of(scope))
+        return MessageDetail.model_validate(data)
 
     async def delete_message(self, message_id: uuid.UUID, scope: str | None = None) -> None:
         await self._request("DELETE", f"/messages/{message_id}", headers=_on_behalf_of(scope))

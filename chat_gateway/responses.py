@@ -14,6 +14,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from chat_gateway.conversations import conversation_key, find_session
 from chat_gateway.identity import Caller
+from chat_gateway.items import session_of
 from chat_gateway.openai_format import OpenAIMessage, chat_request, new_inputs
 from chat_gateway.prompt import build_messages, load_history
 from chat_gateway.responses_format import (
@@ -25,18 +26,8 @@ from chat_gateway.responses_format import (
     message_id_of,
 )
 from chat_gateway.service import Answers
-from shared import BadRequest, DomainError, ErrorCode, JSONObject, MessageStatus, NotFound
+from shared import BadRequest, DomainError, ErrorCode, JSONObject, MessageStatus
 from shared.contract import MessageDetail
-
-CONVERSATION_PREFIX = "conv_"
-
-
-def session_of(conversation: str) -> uuid.UUID:
-    """The session a conversation id names (``conv_<hex>``, or the session's own id)."""
-    try:
-        return uuid.UUID(hex=conversation.removeprefix(CONVERSATION_PREFIX))
-    except ValueError:
-        raise NotFound(f"no conversation {conversation!r}") from None
 
 
 def sse(event: JSONObject) -> str:

@@ -100,14 +100,19 @@ def _chat(client: httpx.Client, message: str = "hello", **fields: Any) -> dict[s
 
 
 # Bodies for the operations that need one; every other operation is called without.
-BODIES = {("PUT", "/chat/sessions/{session_id}"): {"title": "taken over"}}
+BODIES = {
+    ("PUT", "/chat/sessions/{session_id}"): {"title": "taken over"},
+    ("POST", "/v1/conversations/{conversation_id}"): {"metadata": {"taken": "over"}},
+    ("POST", "/v1/conversations/{conversation_id}/items"): {"items": [{"role": "user", "content": "hi"}]},
+}
+PLACEHOLDERS = ("{session_id}", "{message_id}", "{response_id}", "{conversation_id}")
 
 
 def _id_operations(spec: dict[str, Any]) -> list[tuple[str, str]]:
     return [
         (method.upper(), path)
         for path, operations in spec["paths"].items()
-        if "{session_id}" in path or "{message_id}" in path
+        if any(placeholder in path for placeholder in PLACEHOLDERS)
         for method in operations
     ]
 
@@ -119,6 +124,8 @@ def test_another_users_ids_are_404s_on_every_operation_and_change_nothing(
     with _client(gateway, alice) as as_alice, _client(gateway, bob) as as_bob:
         chat = _chat(as_alice, "the secret of alice")
         ids = {"{session_id}": chat["session_id"], "{message_id}": chat["message_id"]}
+        ids |= {"{response_id}": f"resp_{uuid.UUID(chat['message_id']).hex}"}
+        ids |= {"{conversation_id}": f"conv_{uuid.UUID(chat['session_id']).hex}"}
         before = as_alice.get(f"/chat/sessions/{chat['session_id']}/export").json()
         operations = _id_operations(as_bob.get("/openapi.json").json())
         assert len(operations) >= 10  # every session and message route of the gateway, as its document lists them

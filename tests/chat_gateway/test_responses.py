@@ -1,5 +1,6 @@
 """The Responses API through the gateway, with the official SDK unchanged but for its base URL."""
 
+import uuid
 from typing import Any
 
 import httpx
@@ -186,3 +187,43 @@ def test_a_streamed_response_not_stored_is_gone_once_streamed_and_leaves_its_con
     gone = events[0].response.id  # type: ignore[union-attr]
     assert store.get(f"/messages/{_answer_id(gone)}").status_code == 404
     assert _stored_session(store, kept.id) == [("user", "Where is Lyon?"), ("assistant", TEXT)]
+
+
+def test_a_conversation_is_a_session_that_responses_go_on_in(
+    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    sdk = _sdk(gateway)
+    first: Any = [{"type": "message", "role": "user", "content": "Where is Lyon?"}]
+    conversation = sdk.conversations.create(items=first, metadata={"topic": "travel"})
+    assert (conversation.object, conversation.metadata) == ("conversation", {"topic": "travel"})
+    sdk.conversations.items.create(
+        conversation.id, items=[{"type": "message", "role": "assistant", "content": "In France."}]
+    )
+    response = sdk.responses.create(model="fake-model", input="And Paris?", conversation=conversation.id)
+    assert response.output_text == TEXT
+    # The model was shown the conversation so far; the session holds it all, in order.
+    assert fake_openai.state.requests[0]["messages"] == [
+        {"role": "user", "content": "Where is Lyon?"},
+        {"role": "assistant", "content": "In France."},
+        {"role": "user", "content": "And Paris?"},
+    ]
+    session = uuid.UUID(hex=conversation.id.removeprefix("conv_"))
+    listed = store.get(f"/sessions/{session}/messages").json()["items"]
+    assert [(m["role"], m["content"]) for m in listed] == [
+        ("user", "Where is Lyon?"),
+        ("assistant", "In France."),
+        ("user", "And Paris?"),
+        ("assistant", TEXT),
+    ]
+    items = list(sdk.conversations.items.list(conversation.id, order="asc"))
+    assert [(item.type, item.role) for item in items] == [  # type: ignore[union-attr]
+        ("message", "user"),
+        ("message", "assistant"),
+        ("message", "user"),
+        ("message", "assistant"),
+    ]
+    assert sdk.conversations.update(conversation.id, metadata={"topic": "cities"}).metadata == {"topic": "cities"}
+    assert sdk.conversations.retrieve(conversation.id).id == conversation.id
+    assert sdk.conversations.delete(conversation.id).deleted
+    with pytest.raises(openai.NotFoundError):
+        sdk.conversations.retrieve(conversation.id)

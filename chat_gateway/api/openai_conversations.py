@@ -1,0 +1,73 @@
+"""OpenAI's Conversations API: a conversation is a session, its items the session's messages (chat_gateway/items.py)."""
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from chat_gateway import items
+from chat_gateway.deps import AnswersDep, CallerDep
+from chat_gateway.openai_format import ERROR_RESPONSES, PREFIX
+from shared import JSONObject
+
+router = APIRouter(prefix=f"{PREFIX}/conversations", tags=["OpenAI-compatible"], responses=ERROR_RESPONSES)
+
+Metadata = Annotated[dict[str, str], Field(max_length=16)]
+
+
+class ConversationCreate(BaseModel):
+    items: Annotated[list[JSONObject], Field(max_length=20)] = []
+    metadata: Metadata | None = None
+
+
+class ConversationUpdate(BaseModel):
+    metadata: Metadata
+
+
+class ItemsCreate(BaseModel):
+    items: Annotated[list[JSONObject], Field(min_length=1, max_length=20)]
+
+
+@router.post("")
+async def create_conversation(body: ConversationCreate, caller: CallerDep, answers: AnswersDep) -> dict[str, Any]:
+    """Start a conversation (a session), with its first items."""
+    return await items.create(answers, caller.owner(None), caller.user_id, body.items, body.metadata)
+
+
+@router.get("/{conversation_id}")
+async def get_conversation(conversation_id: str, caller: CallerDep, answers: AnswersDep) -> dict[str, Any]:
+    """A conversation."""
+    return await items.get(answers, conversation_id, caller.user_id)
+
+
+@router.post("/{conversation_id}")
+async def update_conversation(
+    conversation_id: str, body: ConversationUpdate, caller: CallerDep, answers: AnswersDep
+) -> dict[str, Any]:
+    """Replace a conversation's metadata."""
+    return await items.update(answers, conversation_id, caller.user_id, body.metadata)
+
+
+@router.delete("/{conversation_id}")
+async def delete_conversation(conversation_id: str, caller: CallerDep, answers: AnswersDep) -> dict[str, Any]:
+    """Delete a conversation (the session and all its messages)."""
+    return await items.delete(answers, conversation_id, caller.user_id)
+
+
+@router.get("/{conversation_id}/items")
+async def list_items(
+    conversation_id: str,
+    caller: CallerDep,
+    answers: AnswersDep,
+    after: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    order: Literal["asc", "desc"] = "desc",
+) -> dict[str, Any]:
+    """A conversation's items, a page at a time."""
+    return await items.list_items(answers, conversation_id, caller.user_id, after=after, limit=limit, order=order)
+
+
+@router.post("/{conversation_id}/items")
+async def add_items(conversation_id: str, body: ItemsCreate, caller: CallerDep, answers: AnswersDep) -> dict[str, Any]:
+    """Add items at a conversation's end."""
+    return await items.add_items(answers, conversation_id, caller.user_id, body.items)
