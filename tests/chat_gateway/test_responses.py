@@ -1,6 +1,8 @@
 """The Responses API through the gateway, with the official SDK unchanged but for its base URL."""
 
+import signal
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -8,7 +10,7 @@ import openai
 import pytest
 from fastapi import FastAPI
 
-from tests.chat_gateway.conftest import Service, wait_for
+from tests.chat_gateway.conftest import Service, gateway_env, wait_for
 from tests.fake_openai import TEXT, Plan
 
 pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
@@ -227,3 +229,49 @@ def test_a_conversation_is_a_session_that_responses_go_on_in(
     assert sdk.conversations.delete(conversation.id).deleted
     with pytest.raises(openai.NotFoundError):
         sdk.conversations.retrieve(conversation.id)
+
+
+def test_a_response_outlives_its_gateway_and_is_resumed_through_another(
+    tmp_path: Path,
+    gateway: Service,
+    persistence: Service,
+    store: httpx.Client,
+    fake_openai: FastAPI,
+    fake_openai_url: str,
+) -> None:
+    """Streamed from one gateway, which is SIGKILLed in the middle; the answer is taken over by another,
+    through which the client resumes after the last event it saw: the events go on with no gap or repeat."""
+    fake_openai.state.plans.extend([Plan(delay=0.05), Plan(delay=0.01)])
+    seen: list[Any] = []
+    with _sdk(gateway).responses.create(
+        model="fake-model", input="Where is Lyon?", stream=True, background=True
+    ) as events:
+        for event in events:
+            seen.append(event)
+            if event.type == "response.output_text.delta" and len(seen) > 8:
+                break
+    wait_for(lambda: store.get(f"/messages/{_answer_id(seen[0].response.id)}").json()["content"])
+    gateway.kill(signal.SIGKILL)
+    other = Service(
+        "chat_gateway.main:create_app", gateway_env(tmp_path, persistence.url, fake_openai_url), tmp_path / "other.log"
+    ).start()
+    try:
+        rest = list(
+            _sdk(other).responses.retrieve(seen[0].response.id, stream=True, starting_after=seen[-1].sequence_number)
+        )
+    finally:
+        other.kill(signal.SIGTERM)
+    numbers = [event.sequence_number for event in [*seen, *rest]]
+    assert numbers == sorted(set(numbers))
+    text = "".join(event.delta for event in [*seen, *rest] if event.type == "response.output_text.delta")
+    assert (text, rest[-1].type) == (TEXT, "response.completed")
+    answer = store.get(f"/messages/{_answer_id(seen[0].response.id)}").json()
+    assert (answer["content"], answer["attempts"]) == (TEXT, 2)
+
+
+def test_an_upstream_drop_is_continued_inside_a_response(gateway: Service, fake_openai: FastAPI) -> None:
+    fake_openai.state.plans.append(Plan(drop_after=7))
+    events = list(_sdk(gateway).responses.create(model="fake-model", input="Where is Lyon?", stream=True))
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == TEXT
+    assert events[-1].response.output_text == TEXT  # type: ignore[union-attr]
+    assert len(fake_openai.state.requests) == 2
