@@ -1,17 +1,19 @@
-"""The chaos run's clients: each chat is one of five kinds, through either gateway, and records what its client
+"""The chaos run's clients: each chat is one of six kinds, through either gateway, and records what its client
 was shown and told, to be checked against what was stored."""
 
+import asyncio
 import json
 import random
 import re
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-KINDS = ("sse", "json_idempotent", "json", "openai_stream", "openai")
+KINDS = ("sse", "json_idempotent", "json", "openai_stream", "openai", "responses")
 REATTACH = re.compile(r"reattach from (\d+)")
 
 
@@ -203,6 +205,53 @@ class Client:
                         chat.seen += choice.get("delta", {}).get("content") or ""
         except httpx.TransportError as exc:
             chat.notes.append(f"lost: {exc!r}")
+
+    async def _responses(self, chat: Chat) -> None:
+        """A background response, streamed; when the stream breaks, resumed after the last event it had, through
+        either gateway. Its events must number on with no gap in the text and no repeat."""
+        body = {"model": "chaos", "input": chat.question, "background": True, "stream": True}
+        request = self.http.build_request("POST", f"{self._gateway()}/v1/responses", json=body)
+        after = -1
+        while time.monotonic() < self.deadline:
+            try:
+                response = await self.http.send(request, stream=True)
+                try:
+                    if response.status_code != 200:
+                        await response.aread()
+                        error = response.json().get("error") or {}
+                        if chat.message_id is None and response.status_code == 503 and "will not" in str(error):
+                            self._told_failed(chat, f"503: {error.get('message')}")
+                            return
+                        chat.notes.append(f"{response.status_code}: {error.get('message')}")
+                    else:
+                        async for _event, _id, data in _sse(response):
+                            number = data.get("sequence_number", -1)
+                            if number <= after and data.get("type") != "error":
+                                chat.notes.append(f"event {number} again, after {after}")
+                            after = max(after, number)
+                            kind = data.get("type")
+                            if kind == "response.created":
+                                chat.message_id = str(uuid.UUID(hex=data["response"]["id"].removeprefix("resp_")))
+                            elif kind == "response.output_text.delta":
+                                chat.seen += data["delta"]
+                            elif kind == "response.completed":
+                                chat.outcome = "complete"
+                                return
+                            elif kind in ("response.failed", "response.incomplete"):
+                                self._told_failed(chat, f"{kind}: {data['response'].get('error')}")
+                                return
+                finally:
+                    await response.aclose()
+            except httpx.TransportError as exc:
+                chat.notes.append(f"resuming after {exc!r}")
+            if chat.message_id is None:
+                chat.notes.append("lost before response.created")
+                return
+            chat.reattaches += 1
+            await asyncio.sleep(0.2)
+            resumed = f"{self._gateway()}/v1/responses/resp_{uuid.UUID(chat.message_id).hex}"
+            params = {"stream": "true", "starting_after": str(after)}
+            request = self.http.build_request("GET", resumed, params=params)
 
     async def close(self) -> None:
         await self.http.aclose()

@@ -192,6 +192,7 @@ def check(chaos: Chaos, chats: list[Chat]) -> dict[str, Any]:
     upstream = chaos.upstream_stats()
     answers: Counter[str] = Counter()
     problems: list[str] = []
+    events_again = 0
     shown_wrong = told_then_generated = 0
     sent = needed = 0
     for chat in chats:
@@ -220,6 +221,9 @@ def check(chaos: Chaos, chats: list[Chat]) -> dict[str, Any]:
         if not shown_ok:
             shown_wrong += 1
             problems.append(f"{key} ({chat.kind}): shown {chat.seen[-40:]!r} ({len(chat.seen)}), stored {len(content)}")
+        if repeated := [note for note in chat.notes if note.startswith("event ") and " again" in note]:
+            events_again += 1  # a resumed response's event given twice
+            problems.append(f"{key} ({chat.kind}): {repeated[0]}")
         if chat.told_failed_at is not None:
             later = [t for t in upstream.get(key, {}).get("requested", []) if t > chat.told_failed_at]
             if later or status == "complete":
@@ -234,6 +238,7 @@ def check(chaos: Chaos, chats: list[Chat]) -> dict[str, Any]:
         "answers": dict(answers),
         "clients shown text that is not the stored answer": shown_wrong,
         "chats generated after their client was told they failed": told_then_generated,
+        "responses resumed with an event given twice": events_again,
         "characters generated / needed": round(sent / needed, 4) if needed else None,
         "orphans picked up": len(pickups),
         "orphans never picked up": chaos.orphans.never,
@@ -255,6 +260,8 @@ def missed_targets(report: dict[str, Any], *, timing: bool = True) -> list[str]:
         missed.append("clients shown text that is not the stored answer")
     if report["chats generated after their client was told they failed"]:
         missed.append("chats generated after their client was told they failed")
+    if report["responses resumed with an event given twice"]:
+        missed.append("responses resumed with an event given twice")
     if (ratio := report["characters generated / needed"]) is not None and ratio > 1.05:
         missed.append("characters generated / needed above 1.05")
     if report["orphans never picked up"]:
