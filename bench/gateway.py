@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import sqlalchemy as sa
@@ -142,34 +143,49 @@ class Stream:
     text: str
 
 
-async def stream(client: httpx.AsyncClient, url: str) -> Stream:
-    body = {"model": "bench", "stream": True, "messages": [QUESTION]}
+def _chunk_text(data: dict[str, Any]) -> str:
+    """A Chat Completions chunk's text; a tool call's arguments count as its text (section 3b)."""
+    choices = data["choices"]
+    delta = choices[0]["delta"] if choices else {}
+    arguments = "".join(call["function"].get("arguments") or "" for call in delta.get("tool_calls") or [])
+    return str(delta.get("content") or arguments)
+
+
+def _event_text(data: dict[str, Any]) -> str:
+    """A Responses API event's text (section 3c)."""
+    return str(data.get("delta") or "") if data.get("type") == "response.output_text.delta" else ""
+
+
+async def stream(client: httpx.AsyncClient, url: str, responses: bool = False) -> Stream:
+    if responses:
+        path, body = "/v1/responses", {"model": "bench", "stream": True, "input": QUESTION["content"]}
+    else:
+        path, body = "/v1/chat/completions", {"model": "bench", "stream": True, "messages": [QUESTION]}
+    text_of = _event_text if responses else _chunk_text
     started = time.perf_counter()
     first, parts = 0.0, []
-    async with client.stream("POST", f"{url}/v1/chat/completions", json=body) as response:
+    async with client.stream("POST", f"{url}{path}", json=body) as response:
         response.raise_for_status()
         async for line in response.aiter_lines():
             if not line.startswith("data: {"):
                 continue
-            choices = json.loads(line[6:])["choices"]
-            delta = choices[0]["delta"] if choices else {}
-            # A tool call's arguments count as its text (the tool-call relay, section 3b).
-            arguments = "".join(call["function"].get("arguments") or "" for call in delta.get("tool_calls") or [])
-            if content := delta.get("content") or arguments:
+            if content := text_of(json.loads(line[6:])):
                 first = first or time.perf_counter() - started
                 parts.append(content)
     return Stream(started, first, time.perf_counter() - started, len(parts), "".join(parts))
 
 
-async def streams(url: str, concurrency: int, count: int, headers: dict[str, str] | None = None) -> list[Stream]:
-    """``count`` streams, ``concurrency`` at a time."""
+async def streams(
+    url: str, concurrency: int, count: int, headers: dict[str, str] | None = None, responses: bool = False
+) -> list[Stream]:
+    """``count`` streams, ``concurrency`` at a time (through the Responses API with ``responses``)."""
     limits = httpx.Limits(max_connections=concurrency + 8)
     async with httpx.AsyncClient(timeout=120, limits=limits, headers=headers) as client:
         gate = asyncio.Semaphore(concurrency)
 
         async def one() -> Stream:
             async with gate:
-                return await stream(client, url)
+                return await stream(client, url, responses)
 
         results = await asyncio.gather(*(one() for _ in range(count)))
     # The gateway may relay several upstream chunks as one, so the text is what must be whole.
@@ -289,13 +305,19 @@ def _pooled(runs: list[Measured]) -> Relay:
 
 
 def direct_and_through(
-    upstream_url: str, url: str, pid: int, concurrency: int, count: int, headers: dict[str, str] | None = None
+    upstream_url: str,
+    url: str,
+    pid: int,
+    concurrency: int,
+    count: int,
+    headers: dict[str, str] | None = None,
+    responses: bool = False,
 ) -> Measured:
-    """The streams straight from the upstream, then through the relay at ``url``, and the relay's (process
-    ``pid``) CPU microseconds per chunk."""
+    """The streams straight from the upstream, then through the relay at ``url`` (its Responses API with
+    ``responses``), and the relay's (process ``pid``) CPU microseconds per chunk."""
     direct = asyncio.run(streams(upstream_url, concurrency, count))
     before = cpu_seconds(pid)
-    through = asyncio.run(streams(url, concurrency, count, headers))
+    through = asyncio.run(streams(url, concurrency, count, headers, responses))
     return direct, through, (cpu_seconds(pid) - before) / (count * CHUNKS) * 1e6
 
 
@@ -468,9 +490,43 @@ def tool_call_relay(tmp: str, persistence: Service, count: int) -> ToolCallRelay
 
 
 @dataclass
+class ResponsesRelay:
+    """Section 3c: the same answers streamed through the Responses API and through Chat Completions, at
+    concurrency 1, in alternating rounds."""
+
+    streams: int
+    chat_added_first_chunk_ms: float
+    responses_added_first_chunk_ms: float
+    added_ratio: float
+    chat_cpu_us_per_chunk: float
+    responses_cpu_us_per_chunk: float
+    cpu_ratio: float
+
+
+def responses_relay(upstream_url: str, service: Service, rounds: int, count: int) -> ResponsesRelay:
+    warm_up(service.url)
+    asyncio.run(streams(service.url, 2, 4, responses=True))
+    chat, responses = [], []
+    for _ in range(rounds):
+        chat.append(direct_and_through(upstream_url, service.url, _pid(service), 1, count))
+        responses.append(direct_and_through(upstream_url, service.url, _pid(service), 1, count, responses=True))
+    as_chat, as_responses = _pooled(chat), _pooled(responses)
+    return ResponsesRelay(
+        as_responses.streams,
+        as_chat.added_first_chunk_p50_ms,
+        as_responses.added_first_chunk_p50_ms,
+        as_responses.added_first_chunk_p50_ms / as_chat.added_first_chunk_p50_ms,
+        as_chat.gateway_cpu_us_per_chunk,
+        as_responses.gateway_cpu_us_per_chunk,
+        as_responses.gateway_cpu_us_per_chunk / as_chat.gateway_cpu_us_per_chunk,
+    )
+
+
+@dataclass
 class Report:
     relay: list[Relay] = field(default_factory=list)
     tool_calls: ToolCallRelay | None = None
+    responses: ResponsesRelay | None = None
     alternative: Alternative | None = None
     amplification: list[Amplification] = field(default_factory=list)
     resume: Resume | None = None
@@ -506,6 +562,8 @@ def main(argv: list[str] | None = None) -> Report:
                 else:
                     print("3. relay cost ...", flush=True)
                     report.relay = relay(fast, service, levels)
+                print("3c. relay cost through the Responses API ...", flush=True)
+                report.responses = responses_relay(fast, service, 2 if quick else 5, 3 if quick else 20)
                 print("3b. relay cost of tool-call chunks ...", flush=True)
                 report.tool_calls = tool_call_relay(tmp, persistence, 5 if quick else 100)
                 print("4. write amplification (fast upstream) ...", flush=True)
@@ -552,6 +610,13 @@ def print_report(report: Report) -> None:
             f"\n3b. tool calls, c = 1, {tc.streams} answers of one {CHUNKS}-fragment call: CPU/chunk"
             f" {tc.cpu_us_per_chunk:.1f}us against {tc.text_cpu_us_per_chunk:.1f}us for text in the same run"
             f" ({tc.ratio:.2f})"
+        )
+    if rr := report.responses:
+        print(
+            f"\n3c. Responses API, c = 1, {rr.streams} streams alternating with Chat Completions: added TTFC"
+            f" {rr.responses_added_first_chunk_ms:.2f}ms against {rr.chat_added_first_chunk_ms:.2f}ms"
+            f" ({rr.added_ratio:.2f}), CPU/chunk {rr.responses_cpu_us_per_chunk:.1f}us against"
+            f" {rr.chat_cpu_us_per_chunk:.1f}us ({rr.cpu_ratio:.2f})"
         )
     print("\n4. write amplification")
     for a in report.amplification:
