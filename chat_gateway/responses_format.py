@@ -28,15 +28,16 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from chat_gateway.openai_format import CompletionRequest, OpenAIMessage
 from shared import BadRequest, ErrorCode, JSONObject, MessageStatus, NotFound
 from shared.contract import MessageDetail
 from shared.resources import ToolCall
 
+M = TypeVar("M", bound=BaseModel)
 RESPONSE_PREFIX = "resp_"
 # The event numbers before the text's deltas (created, in_progress, the message's item and part).
 BEFORE_TEXT = 3
@@ -201,13 +202,26 @@ def input_messages(request: ResponseCreate) -> list[OpenAIMessage]:
             messages.append({"role": "tool", "tool_call_id": item.get("call_id"), "content": text})
         elif kind != "reasoning":  # a reasoning item a client replays says nothing a chat model is shown
             raise BadRequest(f"input items of type {kind!r} are not served here", code=ErrorCode.INVALID_VALUE)
-    return [OpenAIMessage.model_validate(message) for message in messages]
+    return [_checked(OpenAIMessage, message) for message in messages]
 
 
 def completion_request(request: ResponseCreate, messages: list[OpenAIMessage], model: str) -> CompletionRequest:
     """The chat completion that answers the response."""
     body = {"model": model, "messages": [m.model_dump(exclude_none=True) for m in messages]}
-    return CompletionRequest.model_validate(body | request.chat_options())
+    return _checked(CompletionRequest, body | request.chat_options())
+
+
+def _checked(model: type[M], data: JSONObject) -> M:
+    """``data`` as ``model``: what the request's items and options make that a chat request cannot be (a call
+    without its call_id, a tool_choice of no known kind...) is the client's 400, not the gateway's 500."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        raise BadRequest(
+            f"the request cannot be served: {where}: {error['msg']}", code=ErrorCode.INVALID_VALUE
+        ) from exc
 
 
 def input_items(answer: MessageDetail) -> list[JSONObject]:

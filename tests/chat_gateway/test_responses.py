@@ -275,3 +275,21 @@ def test_an_upstream_drop_is_continued_inside_a_response(gateway: Service, fake_
     assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == TEXT
     assert events[-1].response.output_text == TEXT  # type: ignore[union-attr]
     assert len(fake_openai.state.requests) == 2
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"input": [{"type": "function_call", "name": "f", "arguments": "{}"}]},  # no call_id
+        {"input": [{"type": "function_call_output", "output": "x"}]},  # no call_id
+        {"input": [{"type": "message", "role": "robot", "content": "hi"}]},
+        {"input": [{"type": "message", "role": "user", "content": [{"type": "input_audio"}]}]},
+        {"input": [{"type": "item_reference", "id": "x"}]},
+        {"input": "hi", "tool_choice": 5},
+    ],
+)
+def test_items_a_chat_model_cannot_be_given_are_400s(gateway: Service, fake_openai: FastAPI, fields: dict) -> None:
+    response = httpx.post(f"{gateway.url}/v1/responses", json={"model": "fake-model", **fields}, timeout=30)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    assert fake_openai.state.requests == []
