@@ -6,7 +6,6 @@ gateway's death, and any gateway renders it and its events the same way, for as 
 """
 
 import contextlib
-import json
 import uuid
 from collections.abc import AsyncIterator
 
@@ -24,14 +23,11 @@ from chat_gateway.responses_format import (
     input_items,
     input_messages,
     message_id_of,
+    sse,
 )
 from chat_gateway.service import Answers
 from shared import BadRequest, DomainError, ErrorCode, JSONObject, MessageStatus
 from shared.contract import MessageDetail
-
-
-def sse(event: JSONObject) -> str:
-    return f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
 
 
 async def _conversation_so_far(answers: Answers, previous: MessageDetail) -> list[OpenAIMessage]:
@@ -132,18 +128,18 @@ async def forget(answers: Answers, answer: MessageDetail) -> None:
 async def _events(answers: Answers, answer: MessageDetail, model: str, starting_after: int) -> AsyncIterator[str]:
     render = ResponseEvents(answer, model, starting_after)
     for started in render.start():
-        yield sse(started)
+        yield started
     offset = render.text_offset()
     if answer.status in (MessageStatus.COMPLETE, MessageStatus.FAILED):
         offset = min(offset, len(answer.content))
     async for event in answers.follow(answer.id, offset):
         if event.kind == "delta":
             for rendered in render.text(event.text, event.offset):
-                yield sse(rendered)
+                yield rendered
         elif event.kind == "done" or event.status is not None:
             stored = await answers.persistence.get_message(answer.id)
             for rendered in render.end(stored):
-                yield sse(rendered)
+                yield rendered
         else:  # lost track of it (persistence unreachable): it may go on; resuming from here follows it again
             yield sse({"type": "error", "sequence_number": render.last, "code": "unavailable", "message": event.error})
 

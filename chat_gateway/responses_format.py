@@ -24,6 +24,7 @@ resuming after ``N`` gets the text from ``N - 3`` on, from any gateway, with no 
 """
 
 import contextlib
+import json
 import re
 import time
 import uuid
@@ -43,6 +44,10 @@ RESPONSE_PREFIX = "resp_"
 BEFORE_TEXT = 3
 # Where a text's deltas are cut: before each word (after whitespace), and at its end.
 WORD_START = re.compile(r"(?<=\s)(?=\S)")
+
+
+def sse(event: JSONObject) -> str:
+    return f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
 
 
 def response_id(message_id: uuid.UUID) -> str:
@@ -404,23 +409,27 @@ class ResponseEvents:
         self.last = starting_after  # the number of the last event given
         self.message_open = False
         self._held = ""  # text received and not sent yet: the word being written
+        kind = "response.output_text.delta"
+        self._delta_head = f'event: {kind}\ndata: {{"type": "{kind}", "sequence_number": '
+        item = f'"item_id": "msg_{answer.id.hex}", "output_index": 0, "content_index": 0, "logprobs": []'
+        self._delta_middle = f", {item}, " + '"delta": '
         self._received = self.text_offset()  # where the text received ends
 
     def text_offset(self) -> int:
         """Where in the text the events to send begin."""
         return max(0, self.after - BEFORE_TEXT)
 
-    def _event(self, sequence: int, kind: str, **fields: Any) -> Iterator[JSONObject]:
+    def _event(self, sequence: int, kind: str, **fields: Any) -> Iterator[str]:
         if sequence > self.after:
             self.last = sequence
-            yield {"type": kind, "sequence_number": sequence, **fields}
+            yield sse({"type": kind, "sequence_number": sequence, **fields})
 
-    def start(self) -> Iterator[JSONObject]:
+    def start(self) -> Iterator[str]:
         snapshot = response_object(self.answer, self.model, snapshot=True)
         yield from self._event(0, "response.created", response=snapshot)
         yield from self._event(1, "response.in_progress", response=snapshot)
 
-    def _open_message(self) -> Iterator[JSONObject]:
+    def _open_message(self) -> Iterator[str]:
         if not self.message_open:
             self.message_open = True
             item = _message_item(self.answer, "", "added")
@@ -430,7 +439,7 @@ class ResponseEvents:
                 3, "response.content_part.added", item_id=item["id"], output_index=0, content_index=0, part=part
             )
 
-    def text(self, delta: str, offset: int) -> Iterator[JSONObject]:
+    def text(self, delta: str, offset: int) -> Iterator[str]:
         """Text that ends at ``offset`` in the answer: sent word by word (``WORD_START``), each word once the
         next one begins, so that however it arrived (an upstream's chunks, a replay's one read) it is cut alike.
         """
@@ -444,19 +453,14 @@ class ResponseEvents:
             cut = word.start()
         self._held = self._held[cut:]
 
-    def _delta(self, text: str, end: int) -> Iterator[JSONObject]:
-        item_id = f"msg_{self.answer.id.hex}"
-        yield from self._event(
-            BEFORE_TEXT + end,
-            "response.output_text.delta",
-            item_id=item_id,
-            output_index=0,
-            content_index=0,
-            delta=text,
-            logprobs=[],
-        )
+    def _delta(self, text: str, end: int) -> Iterator[str]:
+        """``_event("response.output_text.delta", ...)``, rendered from a template: building and encoding the
+        whole event for every delta cost a third more CPU per chunk than a Chat Completions stream's."""
+        if (sequence := BEFORE_TEXT + end) > self.after:
+            self.last = sequence
+            yield self._delta_head + str(sequence) + self._delta_middle + json.dumps(text) + "}\n\n"
 
-    def end(self, stored: MessageDetail) -> Iterator[JSONObject]:
+    def end(self, stored: MessageDetail) -> Iterator[str]:
         """The rest, once the answer has ended: the message's end, the calls, and the response's."""
         text = stored.content
         if len(text) > self._received:  # not all of it came as deltas
