@@ -8,10 +8,12 @@ gateway's death, and any gateway renders it and its events the same way, for as 
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 from openai.types.chat import ChatCompletionMessageParam
 
 from chat_gateway.conversations import conversation_key, find_session
+from chat_gateway.generation import StreamEvent
 from chat_gateway.identity import Caller
 from chat_gateway.items import session_of
 from chat_gateway.openai_format import OpenAIMessage, chat_request, new_inputs
@@ -132,16 +134,30 @@ async def _events(answers: Answers, answer: MessageDetail, model: str, starting_
     offset = render.text_offset()
     if answer.status in (MessageStatus.COMPLETE, MessageStatus.FAILED):
         offset = min(offset, len(answer.content))
+    text: list[str] | None = [] if offset == 0 else None  # the whole text, when this stream has it all
     async for event in answers.follow(answer.id, offset):
         if event.kind == "delta":
+            if text is not None:
+                text.append(event.text)
             for rendered in render.text(event.text, event.offset):
                 yield rendered
         elif event.kind == "done" or event.status is not None:
-            stored = await answers.persistence.get_message(answer.id)
-            for rendered in render.end(stored):
+            for rendered in render.end(await _as_ended(answers, answer, event, text)):
                 yield rendered
         else:  # lost track of it (persistence unreachable): it may go on; resuming from here follows it again
             yield sse({"type": "error", "sequence_number": render.last, "code": "unavailable", "message": event.error})
+
+
+async def _as_ended(
+    answers: Answers, answer: MessageDetail, event: StreamEvent, text: list[str] | None
+) -> MessageDetail:
+    """The answer as it was stored when it ended: from its end event when this stream had all of its text (an
+    end is only given once stored), else read again."""
+    if text is None:
+        return await answers.persistence.get_message(answer.id)
+    ended: dict[str, Any] = {"content": "".join(text), "status": event.status, "error": event.error}
+    ended |= {"finish_reason": event.finish_reason, "usage": event.usage or None}
+    return answer.model_copy(update=ended | {"tool_calls": list(event.tool_calls) or None})
 
 
 async def cancel(answers: Answers, response: str, scope: str | None) -> MessageDetail:
