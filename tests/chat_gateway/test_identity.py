@@ -439,6 +439,27 @@ def test_over_budget_nothing_reaches_the_upstream_and_resumes_are_refused(
         assert limits["total_tokens"] > 0
 
 
+def test_responses_and_conversations_are_a_users_own_and_within_their_budget(
+    gateway: Service, admin: httpx.Client, fake_openai: FastAPI
+) -> None:
+    key = _user_key(admin, _new_user(), limits={"tokens_per_day": 5})
+    with _client(gateway, key) as as_user, _client(gateway, _user_key(admin, _new_user())) as as_other:
+        first = as_user.post("/v1/responses", json={"model": "fake-model", "input": "hi", "max_output_tokens": 50})
+        assert first.status_code == 200, first.text
+        asked = len(fake_openai.state.requests)
+        refused = as_user.post("/v1/responses", json={"model": "fake-model", "input": "more", "background": True})
+        assert (refused.status_code, refused.json()["error"]["code"]) == (429, "budget_exceeded")
+        assert len(fake_openai.state.requests) == asked  # refused before any upstream request
+        conversation = as_user.post("/v1/conversations", json={}).json()
+        chained = {"model": "fake-model", "input": "and?", "previous_response_id": first.json()["id"]}
+        assert as_other.post("/v1/responses", json=chained).status_code == 404
+        assert as_other.get(f"/v1/conversations/{conversation['id']}").status_code == 404
+        on = {"model": "fake-model", "input": "and?", "conversation": conversation["id"]}
+        assert as_other.post("/v1/responses", json=on).status_code == 404
+        usage = as_user.get("/usage").json()
+        assert usage["total_tokens"] > 0
+
+
 def _chat_message_id(client: httpx.Client, session_id: str) -> str:
     items = client.get(f"/chat/sessions/{session_id}/messages").json()["items"]
     return str(items[-1]["id"])
