@@ -5,11 +5,13 @@ search, export, the terminal client), and the other way round."""
 import uuid
 from typing import Any
 
+from pydantic import ValidationError
+
 from chat_gateway.openai_format import OpenAIMessage
 from chat_gateway.responses_format import ResponseCreate, input_messages
 from chat_gateway.service import Answers
 from chat_gateway.turns import title_from
-from shared import JSONObject, MessageRole, MessageStatus, NotFound
+from shared import BadRequest, ErrorCode, JSONObject, MessageRole, MessageStatus, NotFound
 from shared.contract import MessageCreate, SessionCreate, SessionUpdate
 from shared.resources import MessageRead, SessionRead
 
@@ -38,7 +40,15 @@ def conversation_object(session: SessionRead) -> JSONObject:
 
 
 def _message_of(message: OpenAIMessage) -> MessageCreate:
-    """A chat message as the session stores it."""
+    """A chat message as the session stores it; one it cannot store (a call's output without its call_id) is a 400."""
+    try:
+        return _stored_as(message)
+    except ValidationError as exc:
+        problem = exc.errors()[0]["msg"]
+        raise BadRequest(f"an item cannot be stored: {problem}", code=ErrorCode.INVALID_VALUE) from exc
+
+
+def _stored_as(message: OpenAIMessage) -> MessageCreate:
     if message.role == "tool":
         return MessageCreate(
             role=MessageRole.TOOL, content=message.text(), tool_call_id=message.tool_call_id, name=message.name

@@ -293,3 +293,14 @@ def test_items_a_chat_model_cannot_be_given_are_400s(gateway: Service, fake_open
     assert response.status_code == 400, response.text
     assert response.json()["error"]["type"] == "invalid_request_error"
     assert fake_openai.state.requests == []
+
+
+def test_conversation_items_that_cannot_be_stored_are_400s(gateway: Service) -> None:
+    sdk = _sdk(gateway)
+    conversation = sdk.conversations.create()
+    for item in ({"type": "function_call_output", "output": "x"}, {"type": "item_reference", "id": "x"}):
+        response = httpx.post(
+            f"{gateway.url}/v1/conversations/{conversation.id}/items", json={"items": [item]}, timeout=30
+        )
+        assert response.status_code == 400, response.text
+    assert list(sdk.conversations.items.list(conversation.id)) == []
