@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 from starlette.responses import JSONResponse, Response
 from starlette.types import Scope
@@ -79,6 +79,12 @@ class OpenAIMessage(BaseModel):
     tool_call_id: str | None = Field(default=None, max_length=TOOL_CALL_ID_MAX_LENGTH)
     name: str | None = Field(default=None, max_length=TOOL_NAME_MAX_LENGTH)
     tool_calls: list[OpenAIToolCall] | None = Field(default=None, max_length=MAX_INPUTS)
+
+    @model_validator(mode="after")
+    def _tool_results_name_their_call(self) -> "OpenAIMessage":
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs the tool_call_id of the call it answers")
+        return self
 
     @field_validator("content")
     @classmethod
