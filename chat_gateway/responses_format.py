@@ -19,8 +19,8 @@ a call's four events                   from L + 7 (or 2, without a message), 4 e
 ``response.completed`` (or failed...)  last
 =====================================  =====================================
 
-Deltas are cut wherever the text was when they were sent, and every one is numbered by where it ends: a client
-resuming after ``N`` gets the text from ``N - 3`` on, from any gateway, with no gap and no repeat.
+Deltas are cut after each whitespace character (however the text arrived), and every one is numbered by where
+it ends: a client resuming after ``N`` gets the text from ``N - 3`` on, from any gateway, with no gap and no repeat.
 """
 
 import contextlib
@@ -42,8 +42,9 @@ M = TypeVar("M", bound=BaseModel)
 RESPONSE_PREFIX = "resp_"
 # The event numbers before the text's deltas (created, in_progress, the message's item and part).
 BEFORE_TEXT = 3
-# Where a text's deltas are cut: before each word (after whitespace), and at its end.
-WORD_START = re.compile(r"(?<=\s)(?=\S)")
+# Where a text's deltas are cut: after each whitespace character, and at its end. Known as soon as that
+# character is: nothing waits for what comes after it.
+CUT_AFTER = re.compile(r"\s")
 
 
 def sse(event: JSONObject) -> str:
@@ -425,9 +426,14 @@ class ResponseEvents:
             yield sse({"type": kind, "sequence_number": sequence, **fields})
 
     def start(self) -> Iterator[str]:
-        snapshot = response_object(self.answer, self.model, snapshot=True)
-        yield from self._event(0, "response.created", response=snapshot)
-        yield from self._event(1, "response.in_progress", response=snapshot)
+        if self.after >= 1:
+            return
+        snapshot = json.dumps(response_object(self.answer, self.model, snapshot=True))
+        for sequence, kind in enumerate(("response.created", "response.in_progress")):
+            if sequence > self.after:  # the one snapshot, encoded once
+                self.last = sequence
+                data = f'{{"type": "{kind}", "sequence_number": {sequence}, "response": {snapshot}}}'
+                yield f"event: {kind}\ndata: {data}\n\n"
 
     def _open_message(self) -> Iterator[str]:
         if not self.message_open:
@@ -440,17 +446,17 @@ class ResponseEvents:
             )
 
     def text(self, delta: str, offset: int) -> Iterator[str]:
-        """Text that ends at ``offset`` in the answer: sent word by word (``WORD_START``), each word once the
-        next one begins, so that however it arrived (an upstream's chunks, a replay's one read) it is cut alike.
+        """Text that ends at ``offset`` in the answer: sent word by word, each with the whitespace after it
+        (``CUT_AFTER``), so that however it arrived (an upstream's chunks, a replay's one read) it is cut alike.
         """
         yield from self._open_message()
         self._held += delta
         self._received = offset
         start = offset - len(self._held)
         cut = 0
-        for word in WORD_START.finditer(self._held):
-            yield from self._delta(self._held[cut : word.start()], start + word.start())
-            cut = word.start()
+        for space in CUT_AFTER.finditer(self._held):
+            yield from self._delta(self._held[cut : space.end()], start + space.end())
+            cut = space.end()
         self._held = self._held[cut:]
 
     def _delta(self, text: str, end: int) -> Iterator[str]:
