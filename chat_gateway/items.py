@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from chat_gateway.openai_format import OpenAIMessage
-from chat_gateway.responses_format import ResponseCreate, input_messages
+from chat_gateway.responses_format import ResponseCreate, input_messages, item_content, list_page
 from chat_gateway.service import Answers
 from chat_gateway.turns import title_from
 from shared import BadRequest, ErrorCode, JSONObject, MessageRole, MessageStatus, NotFound
@@ -65,10 +65,6 @@ def _stored_as(message: OpenAIMessage) -> MessageCreate:
     return MessageCreate(role=role, content="" if parts else message.text(), parts=parts)
 
 
-def _text_parts(text: str, kind: str) -> list[JSONObject]:
-    return [{"type": kind, "text": text}]
-
-
 def items_of(message: MessageRead) -> list[JSONObject]:
     """A stored message as Responses items: a message, the calls an answer made, a tool's output."""
     hex_id = message.id.hex
@@ -81,7 +77,7 @@ def items_of(message: MessageRead) -> list[JSONObject]:
             status = {MessageStatus.COMPLETE: "completed", MessageStatus.FAILED: "incomplete"}.get(
                 message.status, "in_progress"
             )
-            text = [part | {"annotations": []} for part in _text_parts(message.content, "output_text")]
+            text = [part | {"annotations": []} for part in item_content(message.content, output=True)]
             items.append({"id": f"msg_{hex_id}", "type": "message", "role": "assistant", "status": status})
             items[-1]["content"] = text
         for index, call in enumerate(message.tool_calls or []):
@@ -96,14 +92,7 @@ def items_of(message: MessageRead) -> list[JSONObject]:
                 }
             )
         return items
-    content: list[JSONObject] = []
-    for part in message.parts or _text_parts(message.content, "text"):
-        if part.get("type") == "text":
-            content.append({"type": "input_text", "text": part.get("text", "")})
-        elif part.get("type") == "image_url":
-            image: Any = part.get("image_url")
-            url = image.get("url") if isinstance(image, dict) else image
-            content.append({"type": "input_image", "image_url": url, "detail": "auto"})
+    content = item_content(message.parts or message.content)
     role = "user" if message.role == MessageRole.USER else "system"
     return [{"id": f"msg_{hex_id}", "type": "message", "role": role, "status": "completed", "content": content}]
 
@@ -128,7 +117,7 @@ async def add_items(answers: Answers, conversation: str, scope: str | None, item
     for message in input_messages(ResponseCreate(input=items)):
         stored = await answers.persistence.create_message(session_id, _message_of(message), scope)
         added += items_of(stored)
-    return _page(added, has_more=False)
+    return list_page(added, after=None, limit=len(added), order="asc")
 
 
 async def list_items(
@@ -144,17 +133,7 @@ async def list_items(
         messages += page.items
         cursor = page.next_cursor
     items = [item for message in messages for item in items_of(message)]
-    if order == "desc":
-        items.reverse()
-    if after is not None:
-        ids = [item["id"] for item in items]
-        items = items[ids.index(after) + 1 :] if after in ids else []
-    return _page(items[:limit], has_more=len(items) > limit)
-
-
-def _page(items: list[JSONObject], *, has_more: bool) -> JSONObject:
-    first, last = (items[0]["id"], items[-1]["id"]) if items else (None, None)
-    return {"object": "list", "data": items, "first_id": first, "last_id": last, "has_more": has_more}
+    return list_page(items, after=after, limit=limit, order=order)
 
 
 async def get(answers: Answers, conversation: str, scope: str | None) -> JSONObject:

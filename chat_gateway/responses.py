@@ -24,6 +24,7 @@ from chat_gateway.responses_format import (
     completion_request,
     input_items,
     input_messages,
+    list_page,
     message_id_of,
     sse,
 )
@@ -180,20 +181,7 @@ async def list_input_items(
 ) -> JSONObject:
     """A page of the response's own input items, in OpenAI's list shape."""
     answer = await answers.persistence.get_message(message_id_of(response), scope)
-    items = input_items(answer)
-    if order == "desc":
-        items.reverse()
-    if after is not None:
-        ids = [item["id"] for item in items]
-        items = items[ids.index(after) + 1 :] if after in ids else []
-    page = items[:limit]
-    return {
-        "object": "list",
-        "data": page,
-        "first_id": page[0]["id"] if page else None,
-        "last_id": page[-1]["id"] if page else None,
-        "has_more": len(items) > limit,
-    }
+    return list_page(input_items(answer), after=after, limit=limit, order=order)
 
 
 async def wait(answers: Answers, answer: MessageDetail) -> MessageDetail:

@@ -268,13 +268,14 @@ def input_items(answer: MessageDetail) -> list[JSONObject]:
                     "type": "message",
                     "role": role,
                     "status": "completed",
-                    "content": _input_content(message.get("content"), output=role == "assistant"),
+                    "content": item_content(message.get("content"), output=role == "assistant"),
                 }
             )
     return items
 
 
-def _input_content(content: Any, *, output: bool) -> list[JSONObject]:
+def item_content(content: Any, *, output: bool = False) -> list[JSONObject]:
+    """A chat message's content (text, or parts) as a Responses item's content parts."""
     text_type = "output_text" if output else "input_text"
     if isinstance(content, str):
         return [{"type": text_type, "text": content}]
@@ -283,9 +284,23 @@ def _input_content(content: Any, *, output: bool) -> list[JSONObject]:
         if part.get("type") == "text":
             parts.append({"type": text_type, "text": part.get("text", "")})
         elif part.get("type") == "image_url":
-            image = part.get("image_url") or {}
-            parts.append({"type": "input_image", "image_url": image.get("url"), "detail": image.get("detail", "auto")})
+            # OpenAI's clients send {"url": ..., "detail": ...}; some send the URL alone.
+            image = part.get("image_url")
+            url, detail = (image.get("url"), image.get("detail")) if isinstance(image, dict) else (image, None)
+            parts.append({"type": "input_image", "image_url": url, "detail": detail or "auto"})
     return parts
+
+
+def list_page(items: list[JSONObject], *, after: str | None, limit: int, order: str) -> JSONObject:
+    """A page of items in OpenAI's list shape: ``order``-ed, from the one after ``after``, ``limit`` long."""
+    if order == "desc":
+        items = items[::-1]
+    if after is not None:
+        ids = [item["id"] for item in items]
+        items = items[ids.index(after) + 1 :] if after in ids else []
+    page = items[:limit]
+    first, last = (page[0]["id"], page[-1]["id"]) if page else (None, None)
+    return {"object": "list", "data": page, "first_id": first, "last_id": last, "has_more": len(items) > limit}
 
 
 # The response object
