@@ -66,8 +66,8 @@ def start_turn(db: Session, session_id: uuid.UUID, data: TurnCreate, *, lease_se
             if not opened and data.session.exclusive and session_owner(db, session_id) != data.session.user_id:
                 raise NotFound(f"session {session_id} not found")  # another user's, as if it did not exist
     inputs, answer = _turn_rows(session_id, data, now, lease_seconds)
-    rows = {f"input{position}": values for position, values in enumerate(inputs)} | {"answer": answer}
-    params |= {f"{row}_{name}": value for row, values in rows.items() for name, value in values.items()}
+    rows = [*inputs, answer]
+    params |= {f"r{row}_{name}": value for row, values in enumerate(rows) for name, value in values.items()}
     opens_in_statement = dialect == "postgresql" and data.session is not None
     exclusive = data.session is not None and data.session.exclusive
     stmt = _turn_statement(dialect, len(inputs), opens_session=opens_in_statement, exclusive=exclusive)
@@ -145,14 +145,17 @@ def _turn_statement(dialect: str, inputs: int, *, opens_session: bool, exclusive
     session the statement created or its user's own, and the ids stored are returned (none: refused).
     """
 
-    def value(row: str, column: Column[Any]) -> ColumnElement[Any]:
-        param = bindparam(f"{row}_{column.name}", type_=column.type)
-        # PostgreSQL types a UNION's columns from its values, and would take two NULLs for text.
-        return cast(param, column.type) if dialect == "postgresql" else param
+    def value(row: int, column: Column[Any]) -> ColumnElement[Any]:
+        param = bindparam(f"r{row}_{column.name}", type_=column.type)
+        # PostgreSQL types a UNION's columns from its values, and would take two NULLs for text; the first
+        # SELECT's types are the UNION's, so only its values are cast.
+        return cast(param, column.type) if dialect == "postgresql" and row == 0 else param
 
     # INSERT ... SELECT ... UNION ALL SELECT: a multi-row VALUES would be compiled anew for every request.
-    names = [*(f"input{position}" for position in range(inputs)), "answer"]
-    rows = [select(*(value(row, column) for column in _TABLE.c)) for row in names]
+    # Rows are r0, r1... (the inputs, then the answer), and the statement is kept short: psycopg parses a
+    # statement over 4,096 bytes anew on every execution (MAX_CACHED_STATEMENT_LENGTH), before the first word
+    # of every answer (tests/persistence/test_turns.py).
+    rows = [select(*(value(row, column) for column in _TABLE.c)) for row in range(inputs + 1)]
     if not opens_session:
         return insert(_TABLE).from_select(list(_TABLE.c), union_all(*rows))
     sessions = ChatSession.__table__
