@@ -80,6 +80,12 @@ async def list_messages(
     return await persistence.list_messages(session_id, _given(limit=limit, cursor=cursor), caller.user_id)
 
 
+@router.get("/messages/{message_id}", response_model=MessageRead)
+async def get_message(message_id: uuid.UUID, caller: CallerDep, persistence: PersistenceDep) -> MessageRead:
+    """Get one message: an answer's status and its text as stored so far."""
+    return await persistence.get_message(message_id, caller.user_id)
+
+
 @router.put("/sessions/{session_id}")
 async def rename_session(
     session_id: uuid.UUID,

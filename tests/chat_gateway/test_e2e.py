@@ -835,3 +835,13 @@ def test_an_upstream_model_name_too_long_to_store_is_clipped_not_a_failed_answer
     assert reply.status_code == 200, reply.text
     stored = _finished(store, reply.json()["message_id"])
     assert (stored["status"], stored["content"], stored["model"]) == ("complete", TEXT, "m" * 200)
+
+
+def test_one_message_is_read_through_the_gateway_without_its_prompt(gateway: Service, store: httpx.Client) -> None:
+    body = httpx.post(f"{gateway.url}/chat", json={"message": "Tell me about Lyon"}, timeout=30).json()
+    message = httpx.get(f"{gateway.url}/chat/messages/{body['message_id']}", timeout=10)
+    assert message.status_code == 200, message.text
+    stored = _stored(store, body["message_id"])
+    assert (message.json()["content"], message.json()["status"]) == (stored["content"], "complete")
+    assert not {"prompt", "conversation_key"} & message.json().keys()
+    assert httpx.get(f"{gateway.url}/chat/messages/{uuid.uuid4()}", timeout=10).status_code == 404
