@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: clients install lock secrets run run-persistence run-gateway migrate test test-fast lint format clean local-llm bench bench-quick bench-deps bench-alternative chaos
+.PHONY: browser clients install lock secrets run run-persistence run-gateway migrate test test-fast lint format clean local-llm bench bench-quick bench-deps bench-alternative chaos
 
 # Everything from the lock, every file checked against its hash; then the project itself.
 $(STAMP): requirements-dev.lock pyproject.toml
@@ -29,9 +29,19 @@ secrets: $(STAMP)
 # `make` or a closed terminal would otherwise leave them holding their ports): util-linux's setpriv, where present.
 export PDEATHSIG := $(shell command -v setpriv >/dev/null 2>&1 && echo setpriv --pdeathsig TERM)
 
-# Both services, as listed in the Procfile; Ctrl-C stops both.
+LLM_PORT ?= 8200
+export LLM_PORT
+
+# Both services, as listed in the Procfile; Ctrl-C stops both. `make run UPSTREAM=demo` needs no model, key or
+# network: the project's fake OpenAI-compatible server (tests/fake_openai.py --demo, a Markdown answer at 20 words
+# a second) runs beside them on :$(LLM_PORT), and the gateway uses it.
+ifeq ($(UPSTREAM),demo)
+run: export OPENAI_BASE_URL = http://127.0.0.1:$(LLM_PORT)/v1
+run: export OPENAI_API_KEY = demo
+run: export OPENAI_MODEL = demo
+endif
 run: install secrets
-	exec $(BIN)/honcho start
+	exec $(BIN)/honcho start persistence gateway $(if $(filter demo,$(UPSTREAM)),demo-llm)
 
 # One service each, so they can be restarted independently.
 run-persistence: install secrets
@@ -43,7 +53,6 @@ run-gateway: install secrets
 # A small local model (Gemma 3 270M) behind an OpenAI-compatible server on 127.0.0.1:8200, in its own
 # virtualenv; never part of `make test`. The first build compiles llama.cpp: about 20 minutes on 2 cores.
 LLM_VENV ?= .venv-llm
-LLM_PORT ?= 8200
 # `make local-llm LLM_CHAT_FORMAT=chatml-function-calling`: llama-cpp-python's format that answers `tools` with
 # tool calls (a forced one, with tool_choice naming the function, is grammar-constrained).
 LLM_CHAT_FORMAT ?= gemma
@@ -68,8 +77,12 @@ lint: install
 	$(BIN)/mypy .
 
 # bench-deps: the tests run `make bench-quick` in miniature (tests/bench), which needs wrk and pgbench.
-test: lint bench-deps clients
+test: lint bench-deps clients browser
 	$(BIN)/pytest
+
+# The web page's tests drive Debian's chromium through Playwright (tests/chat_gateway/test_web.py).
+browser:
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 
 # The edit loop: unit and in-process API tests on SQLite (no processes started, no PostgreSQL), in about 30 s.
 test-fast: install

@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from httpx_aiohttp import AiohttpTransport
 
 from chat_gateway import openai_format
-from chat_gateway.api import accounts, chat, health, openai_compat, openai_conversations, responses, sessions
+from chat_gateway.api import accounts, chat, health, openai_compat, openai_conversations, responses, sessions, web
 from chat_gateway.catalog import ModelCatalog
 from chat_gateway.config import Settings
 from chat_gateway.deps import get_caller
@@ -127,4 +127,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(chat.router, dependencies=authenticated)
     app.include_router(sessions.router, dependencies=authenticated)
     app.include_router(accounts.router, dependencies=authenticated)
+    app.include_router(web.router)  # the page itself is public: it asks for a key before anything else
+    app.mount("/ui", web.files(), name="ui")
     return app

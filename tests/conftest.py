@@ -2,7 +2,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from typing import NoReturn
 
@@ -16,7 +16,7 @@ DEFAULT_TEST_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/15"
 
 
-def _unreachable(message: str) -> NoReturn:
+def unreachable(message: str) -> NoReturn:
     """A service some tests need is down: they skip, or fail under CI=true."""
     if os.environ.get("CI") == "true":
         pytest.fail(message)
@@ -31,7 +31,7 @@ def postgres_url_or_skip() -> sa.URL:
         with engine.connect() as connection:
             connection.execute(sa.text("SELECT 1"))
     except sa.exc.OperationalError as exc:
-        _unreachable(f"PostgreSQL unreachable at {url.render_as_string(hide_password=True)}: {exc.orig}")
+        unreachable(f"PostgreSQL unreachable at {url.render_as_string(hide_password=True)}: {exc.orig}")
     finally:
         engine.dispose()
     return url
@@ -44,7 +44,7 @@ def redis_url_or_skip() -> str:
     try:
         client.ping()
     except redis.RedisError as exc:
-        _unreachable(f"Redis unreachable at {url}: {exc}")
+        unreachable(f"Redis unreachable at {url}: {exc}")
     finally:
         client.close()
     return url
@@ -99,3 +99,14 @@ def serve(app: FastAPI) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Each phase's report on its test (``item.rep_call``...): a fixture's teardown can tell whether the test
+    failed, to keep what it saw (the browser tests' screenshots)."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

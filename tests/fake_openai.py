@@ -109,6 +109,8 @@ def create_fake_openai() -> FastAPI:
     app.state.requests = []
     app.state.open_streams = 0  # streams being sent right now
     app.state.text = TEXT  # the answer to every question
+    app.state.answer = None  # or a function of the conversation that answers it (the demo's)
+    app.state.default_plan = Plan()  # what a request without a scripted plan gets
 
     app.state.models = None  # the ids GET /v1/models lists; None: the server has no such route (a 404)
 
@@ -123,13 +125,14 @@ def create_fake_openai() -> FastAPI:
     async def completions(request: Request) -> Any:
         body = await request.json()
         app.state.requests.append(body)
-        plan: Plan = app.state.plans.popleft() if app.state.plans else Plan()
+        plan: Plan = app.state.plans.popleft() if app.state.plans else app.state.default_plan
         if plan.status is not None:
             headers = {"retry-after": plan.retry_after} if plan.retry_after else {}
             message = plan.message or f"scripted {plan.status}"
             error = {"error": {"message": message, "type": "fake", "code": None}}
             return JSONResponse(error, status_code=plan.status, headers=headers)
-        text = remaining_text(body["messages"], plan, app.state.text)
+        answer = app.state.answer(body["messages"]) if app.state.answer is not None else app.state.text
+        text = remaining_text(body["messages"], plan, answer)
         parts = tokens(text)
         finish_reason = "tool_calls" if plan.tool_calls else "stop"
         if (limit := body.get("max_tokens")) is not None and len(parts) > limit:
@@ -162,9 +165,42 @@ def create_fake_openai() -> FastAPI:
     return app
 
 
-if __name__ == "__main__":  # for trying the gateway by hand: python -m tests.fake_openai [port]
-    import sys
+def demo_answer(messages: list[dict[str, Any]]) -> str:
+    """The offline demo's answer (``make run UPSTREAM=demo``): the same for the same question, so an interrupted
+    answer is continued exactly, and in Markdown, so the page shows what it renders."""
+    asked = next((str(m.get("content") or "") for m in reversed(messages) if m.get("role") == "user"), "")
+    quoted = " ".join(asked.split())[:200] or "nothing"
+    return (
+        f"You asked: *{quoted}*. This is the offline demo model (`tests/fake_openai.py`), not a real one: it "
+        "answers every question with this text, a few words at a time, so there is time to try what the "
+        "gateway promises.\n\n"
+        "- **Reload the page**, or close the tab and open it again: the answer goes on meanwhile and shows up "
+        "where it is.\n"
+        "- **Stop the gateway** (Ctrl-C in `make run`) and start it again: the page reconnects and shows the "
+        "rest, with no word twice and none missing.\n"
+        "- **Stop** an answer, then **Resume** it: it is continued from its saved text.\n\n"
+        "| where | what is kept |\n"
+        "| --- | --- |\n"
+        "| persistence | every message, and each answer as it grows |\n"
+        "| gateway | nothing it could lose |\n\n"
+        "```python\n"
+        "from openai import OpenAI\n\n"
+        'client = OpenAI(base_url="http://127.0.0.1:8100/v1", api_key="unused in open mode")\n'
+        "```\n\n"
+        "Any OpenAI-compatible server can take this model's place: see the README."
+    )
+
+
+if __name__ == "__main__":  # by hand: python -m tests.fake_openai [port] [--demo]
+    import argparse
 
     import uvicorn
 
-    uvicorn.run(create_fake_openai(), host="127.0.0.1", port=int(sys.argv[1]) if len(sys.argv) > 1 else 8200)
+    parser = argparse.ArgumentParser(description="A fake OpenAI-compatible server on 127.0.0.1.")
+    parser.add_argument("port", type=int, nargs="?", default=8200)
+    parser.add_argument("--demo", action="store_true", help="the offline demo: a Markdown answer, 20 words a second")
+    arguments = parser.parse_args()
+    fake = create_fake_openai()
+    if arguments.demo:
+        fake.state.answer, fake.state.default_plan, fake.state.models = demo_answer, Plan(delay=0.05), ["demo"]
+    uvicorn.run(fake, host="127.0.0.1", port=arguments.port)

@@ -1,0 +1,369 @@
+"""The chat page (chat_gateway/web/) in a real browser: Debian's chromium driven by Playwright, against the real
+services and the fake upstream. A failing test leaves a screenshot in test-results/.
+
+Each test reads the answer as the page shows it and as persistence stored it: they must be the same text.
+"""
+
+import os
+import re
+import shutil
+import signal
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, expect, sync_playwright
+
+from tests.chat_gateway.conftest import PERSISTENCE_KEY, Service, gateway_env, wait_for
+from tests.conftest import unreachable
+from tests.fake_openai import TEXT, Plan
+
+pytestmark = pytest.mark.slow  # starts processes and a browser: left out of `make test-fast`
+
+RESULTS = Path(__file__).resolve().parents[2] / "test-results"
+MARKDOWN = (
+    "Here is a table:\n\n| city | river |\n| --- | --- |\n| Lyon | Rhone |\n\n"
+    "And code:\n\n```python\nprint('hello')\n```\n\nThe end."
+)
+ADMIN_KEY = "admin-key-for-the-page"
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    executable = os.environ.get("CHROMIUM") or shutil.which("chromium")
+    if executable is None:
+        unreachable("no chromium to drive (Debian's package: `make browser` installs it)")
+    browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+    yield browser
+    browser.close()
+
+
+def _forget_every_chat(persistence: Service) -> None:
+    """The module's tests share one persistence service; in open mode the page lists every chat in it."""
+    with httpx.Client(base_url=persistence.url, headers={"x-api-key": PERSISTENCE_KEY}, timeout=30) as store:
+        while sessions := store.get("/sessions", params={"limit": 200}).json()["items"]:
+            for session in sessions:
+                assert store.delete(f"/sessions/{session['id']}").status_code == 204
+
+
+def _gateway(tmp_path: Path, persistence: Service, upstream: str, **extra: str) -> Iterator[Service]:
+    _forget_every_chat(persistence)
+    # A person clicking around makes a few requests a second, more than a script of one tab would.
+    env = gateway_env(tmp_path, persistence.url, upstream, RATE_LIMIT="100000/minute", **extra)
+    service = Service("chat_gateway.main:create_app", env, tmp_path / "gateway.log").start()
+    yield service
+    service.kill(signal.SIGTERM)
+
+
+@pytest.fixture
+def web_gateway(
+    tmp_path: Path, persistence: Service, _fake_openai_server: tuple[FastAPI, str], fake_openai: FastAPI
+) -> Iterator[Service]:
+    yield from _gateway(tmp_path, persistence, _fake_openai_server[1])
+
+
+class Console:
+    """What the page logs: any error or warning fails the test."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def watch(self, page: Page) -> None:
+        page.on("console", self._message)
+        page.on("pageerror", lambda error: self.problems.append(f"uncaught: {error}"))
+
+    def _message(self, message: ConsoleMessage) -> None:
+        # A reload or a killed gateway aborts requests on purpose; the browser reports those as network errors.
+        if message.type in ("error", "warning") and "net::ERR_" not in message.text:
+            self.problems.append(f"{message.type}: {message.text}")
+
+
+@pytest.fixture
+def console() -> Console:
+    return Console()
+
+
+@pytest.fixture
+def page(browser: Browser, console: Console, request: pytest.FixtureRequest) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1200, "height": 800})
+    context.on("page", console.watch)
+    opened = context.new_page()
+    yield opened
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        RESULTS.mkdir(exist_ok=True)
+        for number, each in enumerate(context.pages):
+            each.screenshot(path=RESULTS / f"{request.node.name}-{number}.png", full_page=True)
+    context.close()
+    assert console.problems == [], console.problems
+
+
+def answer(page: Page) -> str:
+    """The last answer's text as the page shows it."""
+    return page.locator("article.assistant .body").last.inner_text()
+
+
+def last_answer_id(page: Page) -> str:
+    locator = page.locator("article.assistant").last
+    expect(locator).to_have_attribute("data-id", re.compile("^[0-9a-f-]{36}$"))
+    return str(locator.get_attribute("data-id"))
+
+
+def complete(page: Page, timeout: float = 30_000) -> None:
+    expect(page.locator("article.assistant").last).to_have_attribute("data-status", "complete", timeout=timeout)
+
+
+def send(page: Page, text: str) -> None:
+    page.locator("#input").fill(text)
+    page.locator("#input").press("Enter")
+
+
+def stored(store: httpx.Client, message_id: str) -> dict:
+    message: dict = store.get(f"/messages/{message_id}").json()
+    return message
+
+
+def session_of(page: Page) -> str:
+    return page.url.split("#", 1)[1]
+
+
+def test_a_message_streams_and_is_rendered_as_markdown(
+    page: Page, web_gateway: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    fake_openai.state.text = MARKDOWN
+    fake_openai.state.plans.append(Plan(delay=0.05))
+    page.goto(web_gateway.url)
+    expect(page.locator("#sessions-empty")).to_have_text("No chats yet.")
+    send(page, "Show me a table")
+    expect(page.locator("article.user .body")).to_have_text("Show me a table")
+    expect(page.locator("#stop")).to_be_visible()
+    # Text shows while the answer is still being written.
+    expect(page.locator("article.assistant .body")).to_contain_text("Here is", timeout=20_000)
+    assert page.locator("article.assistant").get_attribute("data-status") == "in_progress"
+    complete(page)
+    expect(page.locator("#send")).to_be_visible()
+    body = page.locator("article.assistant .body")
+    expect(body.locator("table td").first).to_have_text("Lyon")
+    expect(body.locator("pre code.hljs")).to_contain_text("print('hello')")
+    message = stored(store, last_answer_id(page))
+    assert (message["status"], message["content"]) == ("complete", MARKDOWN)
+    expect(page.locator("#sessions a")).to_have_count(1)
+    expect(page.locator("#title")).to_have_text("Show me a table")
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.05], ids=["unpaced", "paced"])
+def test_a_reload_mid_answer_replays_it_and_follows_it_to_the_stored_end(
+    page: Page, web_gateway: Service, store: httpx.Client, fake_openai: FastAPI, delay: float
+) -> None:
+    fake_openai.state.plans.append(Plan(delay=delay))
+    page.goto(web_gateway.url)
+    send(page, "Tell me about Lyon")
+    expect(page.locator("article.assistant .body")).to_contain_text("Lyon sits", timeout=20_000)
+    message_id = last_answer_id(page)
+    page.reload()
+    complete(page)
+    assert answer(page) == TEXT == stored(store, message_id)["content"]
+    expect(page.locator("article.assistant")).to_have_count(1)
+
+
+def test_stop_keeps_the_partial_answer_and_resume_finishes_it(
+    page: Page, web_gateway: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    fake_openai.state.plans.extend([Plan(delay=0.5), Plan()])  # slow enough to be stopped, however slow the machine
+    page.goto(web_gateway.url)
+    send(page, "Tell me about Lyon")
+    expect(page.locator("article.assistant .body")).to_contain_text("Lyon sits", timeout=20_000)
+    page.locator("#stop").click()
+    article = page.locator("article.assistant")
+    expect(article).to_have_attribute("data-status", "failed")
+    expect(article.locator(".footer")).to_contain_text("cancelled")
+    message = stored(store, last_answer_id(page))
+    assert (message["status"], message["error"]) == ("failed", "cancelled")
+    assert TEXT.startswith(message["content"])
+    assert message["content"] != TEXT
+    article.locator("button.resume").click()
+    complete(page)
+    assert answer(page) == TEXT == stored(store, message["id"])["content"]
+
+
+def test_search_finds_a_chat_and_opens_it(page: Page, web_gateway: Service, fake_openai: FastAPI) -> None:
+    for question in ("Where do the rivers meet?", "Which pastries are pink?"):
+        response = httpx.post(f"{web_gateway.url}/chat", json={"message": question}, timeout=30)
+        assert response.status_code == 200, response.text
+    page.goto(web_gateway.url)
+    expect(page.locator("#sessions a")).to_have_count(2)
+    page.locator("#search").fill("pastries")
+    expect(page.locator("#sessions a")).to_have_count(1)
+    page.locator("#sessions a").click()
+    expect(page.locator("#title")).to_have_text("Which pastries are pink?")
+    expect(page.locator("article.user .body")).to_have_text("Which pastries are pink?")
+    page.locator("#search").fill("zebra")
+    expect(page.locator("#sessions-empty")).to_have_text("Nothing found.")
+    page.locator("#search").fill("")
+    expect(page.locator("#sessions a")).to_have_count(2)
+
+
+def test_one_answer_streams_in_two_tabs(
+    page: Page, web_gateway: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    fake_openai.state.plans.append(Plan(delay=0.2))  # still answering when the second tab has loaded
+    page.goto(web_gateway.url)
+    send(page, "Tell me about Lyon")
+    expect(page.locator("article.assistant .body")).to_contain_text("Lyon sits", timeout=20_000)
+    second = page.context.new_page()
+    second.goto(f"{web_gateway.url}/#{session_of(page)}")
+    expect(second.locator("article.assistant")).to_have_attribute("data-status", "in_progress")
+    complete(page)
+    complete(second)
+    content = stored(store, last_answer_id(page))["content"]
+    assert answer(page) == answer(second) == content == TEXT
+
+
+def test_a_gateway_restart_mid_answer_shows_reconnecting_then_the_rest(
+    page: Page, web_gateway: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    fake_openai.state.plans.append(Plan(delay=0.1))
+    page.goto(web_gateway.url)
+    send(page, "Tell me about Lyon")
+    expect(page.locator("article.assistant .body")).to_contain_text("Lyon sits", timeout=20_000)
+    message_id = last_answer_id(page)
+    web_gateway.kill(signal.SIGKILL)
+    expect(page.locator("#status")).to_contain_text("Reconnecting")
+    web_gateway.start()  # same port: its recovery takes the answer over once the dead one's lease expires
+    complete(page, timeout=60_000)
+    expect(page.locator("#status")).to_be_hidden()
+    message = stored(store, message_id)
+    assert answer(page) == message["content"] == TEXT
+    assert message["status"] == "complete"
+
+
+def test_rename_favorite_export_and_delete_after_confirming(
+    page: Page, web_gateway: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    page.goto(web_gateway.url)
+    send(page, "Tell me about Lyon")
+    complete(page)
+    session_id = session_of(page)
+    page.locator("#rename").click()
+    page.locator("#ask-value").fill("Lyon, briefly")
+    page.locator("#ask-value").press("Enter")
+    expect(page.locator("#title")).to_have_text("Lyon, briefly")
+    expect(page.locator("#sessions a .name")).to_have_text("Lyon, briefly")
+    page.locator("#favorite").click()
+    expect(page.locator("#favorite")).to_have_attribute("aria-pressed", "true")
+    assert store.get(f"/sessions/{session_id}").json()["is_favorite"] is True
+    with page.expect_download() as download:
+        page.locator("#export-md").click()
+    assert "Lyon sits" in Path(download.value.path()).read_text()
+    page.locator("#delete").click()
+    expect(page.locator("#ask")).to_be_visible()
+    page.locator("#ask-cancel").click()
+    assert store.get(f"/sessions/{session_id}").status_code == 200  # cancelled: nothing deleted
+    page.locator("#delete").click()
+    page.locator("#ask-ok").click()
+    expect(page.locator("#sessions-empty")).to_be_visible()
+    expect(page.locator("#title")).to_have_text("New chat")
+    assert store.get(f"/sessions/{session_id}").status_code == 404
+
+
+def test_tool_calls_and_their_results_are_shown(page: Page, web_gateway: Service, fake_openai: FastAPI) -> None:
+    fake_openai.state.plans.append(Plan(tool_calls=[("get_weather", '{"city": "Lyon"}')]))
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    first = httpx.post(
+        f"{web_gateway.url}/v1/chat/completions",
+        json={"model": "fake-model", "messages": [{"role": "user", "content": "Weather?"}], "tools": tools},
+        timeout=30,
+    )
+    assert first.status_code == 200, first.text
+    session_id = first.headers["x-session-id"]
+    call = first.json()["choices"][0]["message"]["tool_calls"][0]
+    messages = [
+        {"role": "user", "content": "Weather?"},
+        first.json()["choices"][0]["message"],
+        {"role": "tool", "tool_call_id": call["id"], "content": "Sunny, 21 °C"},
+    ]
+    second = httpx.post(
+        f"{web_gateway.url}/v1/chat/completions",
+        json={"model": "fake-model", "messages": messages, "tools": tools},
+        headers={"x-session-id": session_id},
+        timeout=30,
+    )
+    assert second.status_code == 200, second.text
+    page.goto(f"{web_gateway.url}/#{session_id}")
+    expect(page.locator("details.tool-call summary")).to_have_text("Calls get_weather")
+    page.locator("details.tool-call summary").click()
+    expect(page.locator("details.tool-call pre")).to_contain_text('"city": "Lyon"')
+    expect(page.locator("article.tool .role")).to_have_text("Result of get_weather")
+    expect(page.locator("article.tool .body")).to_have_text("Sunny, 21 °C")
+
+
+@pytest.fixture
+def locked_gateway(
+    tmp_path: Path, persistence: Service, _fake_openai_server: tuple[FastAPI, str], fake_openai: FastAPI
+) -> Iterator[Service]:
+    yield from _gateway(tmp_path, persistence, _fake_openai_server[1], CHAT_ADMIN_KEYS=ADMIN_KEY)
+
+
+def test_a_locked_gateway_asks_for_a_key_and_shows_that_user_s_chats(
+    page: Page, locked_gateway: Service, console: Console
+) -> None:
+    created = httpx.post(
+        f"{locked_gateway.url}/admin/keys", json={"user_id": f"ann-{uuid.uuid4()}"}, headers={"x-api-key": ADMIN_KEY}
+    )
+    assert created.status_code == 201, created.text
+    httpx.post(
+        f"{locked_gateway.url}/chat", json={"message": "Ann's question"}, headers={"x-api-key": created.json()["key"]}
+    ).raise_for_status()
+    page.goto(locked_gateway.url)
+    expect(page.locator("#sign-in")).to_be_visible()
+    page.locator("#key").fill("not-a-key")
+    page.locator("#key").press("Enter")
+    expect(page.locator("#sign-in-error")).to_have_text("That key was not accepted.")
+    page.locator("#key").fill(created.json()["key"])
+    page.locator("#key").press("Enter")
+    expect(page.locator("#sign-in")).to_be_hidden()
+    expect(page.locator("#sessions a .name")).to_have_text(["Ann's question"])
+    expect(page.locator("#who")).to_have_text("Signed in with a key")
+    page.reload()  # the key is kept in this browser
+    expect(page.locator("#sessions a .name")).to_have_text(["Ann's question"])
+    # The browser logs the refused key's 401s: those were expected.
+    console.problems = [p for p in console.problems if "401" not in p]
+
+
+def test_on_a_phone_the_list_of_chats_opens_over_the_chat(
+    page: Page, web_gateway: Service, fake_openai: FastAPI
+) -> None:
+    httpx.post(f"{web_gateway.url}/chat", json={"message": "Tell me about Lyon"}, timeout=30).raise_for_status()
+    page.set_viewport_size({"width": 390, "height": 800})
+    page.goto(web_gateway.url)
+    expect(page.locator("#sidebar")).to_be_hidden()
+    page.locator("#open-sidebar").click()
+    page.locator("#sessions a").click()
+    expect(page.locator("#sidebar")).to_be_hidden()
+    expect(page.locator("article.assistant .body")).to_have_text(TEXT)
+    send(page, "And its food?")
+    complete(page)
+    expect(page.locator("article.assistant")).to_have_count(2)
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390  # nothing wider than the screen
+
+
+def test_the_page_loads_nothing_from_elsewhere(page: Page, web_gateway: Service) -> None:
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    response = page.goto(web_gateway.url)
+    assert response is not None
+    assert "default-src 'self'" in response.headers["content-security-policy"]
+    expect(page.locator("#welcome")).to_be_visible()
+    wait_for(lambda: any("/chat/sessions" in url for url in requested))
+    assert requested
+    assert all(url.startswith(web_gateway.url) for url in requested), requested
