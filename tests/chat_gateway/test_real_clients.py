@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI
 
 from tests.chat_gateway.conftest import Service
-from tests.conftest import _unreachable
+from tests.conftest import unreachable
 from tests.fake_openai import TEXT, Plan
 
 pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
@@ -25,7 +25,7 @@ def clients() -> Path:
     """The clients' virtualenv's bin directory."""
     venv = Path(os.environ.get("CLIENTS_VENV", ROOT / ".venv-clients"))
     if not (venv / ".installed").exists():
-        _unreachable(f"the real clients are not installed in {venv}: `make clients` installs them")
+        unreachable(f"the real clients are not installed in {venv}: `make clients` installs them")
     return venv / "bin"
 
 
