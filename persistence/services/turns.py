@@ -7,25 +7,29 @@ an answer waits on one round trip.
 
 import contextlib
 import functools
+import json
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
-    Column,
     Insert,
+    Select,
+    Text,
     bindparam,
     cast,
     exists,
+    func,
     insert,
+    literal_column,
     or_,
     select,
     union_all,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import ColumnElement
 
 from persistence.models import ChatSession, Message, utcnow
 from persistence.services import Stored, usage
@@ -66,8 +70,7 @@ def start_turn(db: Session, session_id: uuid.UUID, data: TurnCreate, *, lease_se
             if not opened and data.session.exclusive and session_owner(db, session_id) != data.session.user_id:
                 raise NotFound(f"session {session_id} not found")  # another user's, as if it did not exist
     inputs, answer = _turn_rows(session_id, data, now, lease_seconds)
-    rows = [*inputs, answer]
-    params |= {f"r{row}_{name}": value for row, values in enumerate(rows) for name, value in values.items()}
+    params |= _rows_params(dialect, [*inputs, answer])
     opens_in_statement = dialect == "postgresql" and data.session is not None
     exclusive = data.session is not None and data.session.exclusive
     stmt = _turn_statement(dialect, len(inputs), opens_session=opens_in_statement, exclusive=exclusive)
@@ -144,27 +147,12 @@ def _turn_statement(dialect: str, inputs: int, *, opens_session: bool, exclusive
     trip and one commit instead of two before the first word of an answer. With ``exclusive``, only into a
     session the statement created or its user's own, and the ids stored are returned (none: refused).
     """
-
-    def value(row: int, column: Column[Any]) -> ColumnElement[Any]:
-        param = bindparam(f"r{row}_{column.name}", type_=column.type)
-        # PostgreSQL types a UNION's columns from its values, and would take two NULLs for text; the first
-        # SELECT's types are the UNION's, so only its values are cast.
-        return cast(param, column.type) if dialect == "postgresql" and row == 0 else param
-
-    # INSERT ... SELECT ... UNION ALL SELECT: a multi-row VALUES would be compiled anew for every request.
-    # Rows are r0, r1... (the inputs, then the answer), and the statement is kept short: psycopg parses a
-    # statement over 4,096 bytes anew on every execution (MAX_CACHED_STATEMENT_LENGTH), before the first word
-    # of every answer (tests/persistence/test_turns.py).
-    rows = [select(*(value(row, column) for column in _TABLE.c)) for row in range(inputs + 1)]
+    rows = _rows(dialect, inputs)
     if not opens_session:
-        return insert(_TABLE).from_select(list(_TABLE.c), union_all(*rows))
+        return insert(_TABLE).from_select(list(_TABLE.c), rows)
     sessions = ChatSession.__table__
     if not exclusive:
-        return (
-            insert(_TABLE)
-            .from_select(list(_TABLE.c), union_all(*rows))
-            .add_cte(_open_session_statement(dialect).cte("opened"))
-        )
+        return insert(_TABLE).from_select(list(_TABLE.c), rows).add_cte(_open_session_statement(dialect).cte("opened"))
     opened = _open_session_statement(dialect).returning(sessions.c.id).cte("opened")
     # Only into a session this turn opened or its user's own: a session id taken by another user stores nothing
     # (the same statement cannot see the CTE's row in the table, hence both tests).
@@ -176,9 +164,47 @@ def _turn_statement(dialect: str, inputs: int, *, opens_session: bool, exclusive
             )
         ),
     )
-    rows = [row.where(own) for row in rows]
-    stmt = insert(_TABLE).from_select(list(_TABLE.c), union_all(*rows)).add_cte(opened)
+    stmt = insert(_TABLE).from_select(list(_TABLE.c), select(rows.subquery()).where(own)).add_cte(opened)
     return stmt.returning(_TABLE.c.id)  # what was stored: nothing, when refused
+
+
+def _rows(dialect: str, count: int) -> Select[Any]:
+    """The turn's rows as a SELECT of every column, from ``_rows_params``.
+
+    On PostgreSQL, all of them are one JSON parameter, turned into rows of the table's type by
+    jsonb_populate_recordset: a statement of a few parameters and one text, whatever the number of rows.
+    psycopg parses a statement anew on every execution, before the first word of every answer, once it has more
+    than 50 parameters or 4,096 bytes (MAX_CACHED_STATEMENT_PARAMS and _LENGTH); a question's turn as one
+    parameter per column had 63. SQLite (whose driver caches statements by their text alone) gets them as
+    SELECT ... UNION ALL SELECT ..., one parameter per column, rows r0, r1...: a multi-row VALUES would be
+    compiled anew for every request.
+    """
+    if dialect == "postgresql":
+        given = cast(bindparam("turn_rows", type_=Text()), JSONB)
+        records = func.jsonb_populate_recordset(literal_column(f"NULL::{_TABLE.name}"), given)
+        # Its columns by name, not a column list, which would rename them in the table's order in the database.
+        source = records.table_valued(*(column.name for column in _TABLE.c)).alias("turn")
+        return select(*(source.c[column.name] for column in _TABLE.c))
+    rows = [
+        select(*(bindparam(f"r{row}_{column.name}", type_=column.type) for column in _TABLE.c))
+        for row in range(count + 1)
+    ]
+    return union_all(*rows)  # type: ignore[return-value]
+
+
+def _rows_params(dialect: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    if dialect == "postgresql":
+        return {"turn_rows": json.dumps(rows, ensure_ascii=False, default=_json_value)}
+    return {f"r{row}_{name}": value for row, values in enumerate(rows) for name, value in values.items()}
+
+
+def _json_value(value: object) -> str:
+    """What JSON has no type for, as PostgreSQL reads it into the column: ids and times as text."""
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} in a turn's row")
 
 
 def _stored_turn(

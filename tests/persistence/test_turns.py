@@ -5,10 +5,11 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from psycopg._queries import MAX_CACHED_STATEMENT_LENGTH
+from psycopg._queries import MAX_CACHED_STATEMENT_LENGTH, MAX_CACHED_STATEMENT_PARAMS
 from sqlalchemy.dialects import postgresql
 
 from persistence.services.turns import _turn_statement
+from shared.contract import MAX_TOOL_CALLS
 from tests.persistence.conftest import append, new_answer, new_session, random_id
 from tests.persistence.test_concurrency import _race
 
@@ -229,12 +230,16 @@ def test_an_answer_keeps_what_a_responses_client_asked_and_can_be_deleted_alone(
     assert [m["role"] for m in client.get(f"/sessions/{session['id']}/messages").json()["items"]] == ["user"]
 
 
+@pytest.mark.parametrize("inputs", [1, MAX_TOOL_CALLS])
 @pytest.mark.parametrize("exclusive", [False, True])
 @pytest.mark.parametrize("opens_session", [False, True])
-def test_a_question_s_turn_statement_stays_in_psycopg_s_statement_cache(opens_session: bool, exclusive: bool) -> None:
-    """psycopg parses a statement longer than this anew on every execution: before the first word of every
-    answer (a tenth of a millisecond of CPU each, measured), so a column added to messages must not push it
-    over."""
-    statement = _turn_statement("postgresql", 1, opens_session=opens_session, exclusive=exclusive)
-    sql = str(statement.compile(dialect=postgresql.psycopg.dialect()))
-    assert len(sql.encode()) <= MAX_CACHED_STATEMENT_LENGTH
+def test_a_turn_s_statement_stays_in_psycopg_s_statement_cache(
+    inputs: int, opens_session: bool, exclusive: bool
+) -> None:
+    """psycopg parses a statement anew on every execution once it has more than 50 parameters or 4,096 bytes:
+    before the first word of every answer. The rows are one parameter, so no column added to messages, and no
+    number of tool results, pushes a turn over."""
+    statement = _turn_statement("postgresql", inputs, opens_session=opens_session, exclusive=exclusive)
+    compiled = statement.compile(dialect=postgresql.psycopg.dialect())
+    assert len(str(compiled).encode()) <= MAX_CACHED_STATEMENT_LENGTH
+    assert len(compiled.params) <= MAX_CACHED_STATEMENT_PARAMS
