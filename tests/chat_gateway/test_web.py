@@ -4,6 +4,7 @@ services and the fake upstream. A failing test leaves a screenshot in test-resul
 Each test reads the answer as the page shows it and as persistence stored it: they must be the same text.
 """
 
+import json
 import os
 import re
 import shutil
@@ -193,6 +194,23 @@ def test_stop_keeps_the_partial_answer_and_resume_finishes_it(
     article.locator("button.resume").click()
     complete(page)
     assert answer(page) == TEXT == stored(store, message["id"])["content"]
+
+
+def test_an_answer_started_elsewhere_is_stopped_from_a_page_opened_later(
+    page: Page, web_gateway: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    fake_openai.state.plans.append(Plan(delay=0.5))  # slow enough to be stopped, however slow the machine
+    with httpx.stream("POST", f"{web_gateway.url}/chat", json={"message": "Hi", "stream": True}, timeout=30) as sent:
+        start = next(line for line in sent.iter_lines() if line.startswith("data: "))
+    # The client that asked is gone (its tab closed): the answer goes on.
+    ids = json.loads(start.removeprefix("data: "))
+    page.goto(f"{web_gateway.url}/#{ids['session_id']}")
+    expect(page.locator("article.assistant")).to_have_attribute("data-status", "in_progress")
+    page.locator("#stop").click()
+    expect(page.locator("article.assistant .footer")).to_contain_text("cancelled")
+    message = stored(store, ids["message_id"])
+    assert (message["status"], message["error"]) == ("failed", "cancelled")
+    assert answer(page) == message["content"].rstrip()  # Markdown drops the trailing space
 
 
 def test_search_finds_a_chat_and_opens_it(page: Page, web_gateway: Service, fake_openai: FastAPI) -> None:
