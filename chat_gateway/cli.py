@@ -185,7 +185,8 @@ class RichDisplay:
             self.pending = ""
 
     def notice(self, text: str) -> None:
-        self.console.print(text, markup=False, highlight=False, style="dim")
+        # Unwrapped: the command it may give is copied whole.
+        self.console.print(text, markup=False, highlight=False, style="dim", soft_wrap=True)
 
 
 Display = PlainDisplay | RichDisplay

@@ -62,7 +62,8 @@ def test_a_conversation_then_every_session_command(gateway: Service, fake_openai
     assert "**quenelles**" in found["items"][0]["snippet"]
 
     refused = _chat(gateway, "delete", session)  # no terminal to ask on
-    assert (refused.returncode, refused.stderr) == (1, "error: not deleted: confirm with --yes (no terminal to ask on)\n")
+    assert refused.returncode == 1
+    assert refused.stderr == "error: not deleted: confirm with --yes (no terminal to ask on)\n"
     assert _chat(gateway, "delete", "--yes", session).stdout.strip() == "deleted"
     assert _chat(gateway, "sessions").stdout.strip() == "no sessions yet"
     missing = _chat(gateway, "show", session)
