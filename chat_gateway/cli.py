@@ -252,9 +252,10 @@ class Follow:
                     _check(source.response)
                     self.display.waiting(None)
                     for kind, data in self._events(source):
-                        down_since, attempt = None, 0  # the gateway is there: a new outage starts the clock anew
                         if (ended := self._show(kind, data)) is not None:
                             return ended
+                        if kind != "start":  # the answer moves on: a new outage starts the clock anew
+                            down_since, attempt = None, 0
             except ApiError as exc:
                 if exc.status not in TRANSIENT or self.answer.message_id is None:
                     raise
@@ -312,7 +313,7 @@ def _questions(args: argparse.Namespace) -> Iterator[str]:
         while True:
             try:
                 yield input("you> " if sys.stdin.isatty() else "")
-            except EOFError:
+            except (EOFError, KeyboardInterrupt):
                 return
     from prompt_toolkit import PromptSession
     from prompt_toolkit.history import FileHistory
@@ -679,6 +680,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
         except httpx.TransportError as exc:
             print(f"error: cannot reach the gateway at {args.url}: {exc}", file=sys.stderr)
+        except KeyboardInterrupt:
+            print(file=sys.stderr)
+            return 130
     return 1
 
 
