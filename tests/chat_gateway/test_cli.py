@@ -1,9 +1,13 @@
 """The `chat` terminal client, driven as a user drives it, against the running services."""
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -61,7 +65,10 @@ def test_a_conversation_then_every_session_command(gateway: Service, fake_openai
     assert [(hit["kind"], hit["session_id"]) for hit in found["items"]] == [("message", session)] * 2
     assert "**quenelles**" in found["items"][0]["snippet"]
 
-    assert _chat(gateway, "delete", session).stdout.strip() == "deleted"
+    refused = _chat(gateway, "delete", session)  # no terminal to ask on
+    assert refused.returncode == 1
+    assert refused.stderr == "error: not deleted: confirm with --yes (no terminal to ask on)\n"
+    assert _chat(gateway, "delete", "--yes", session).stdout.strip() == "deleted"
     assert _chat(gateway, "sessions").stdout.strip() == "no sessions yet"
     missing = _chat(gateway, "show", session)
     assert missing.returncode == 1
@@ -122,3 +129,96 @@ def test_ctrl_c_stops_the_display_not_the_answer(gateway: Service, store: httpx.
         )
     )
     assert answer["content"] == TEXT
+
+
+def _answering(gateway: Service, user: str, *args: str) -> tuple[subprocess.Popen[str], str]:
+    """`chat` asked one question, once its answer has begun to show: the process and what it showed."""
+    process = subprocess.Popen(
+        [*CHAT, "--url", gateway.url, "--user", user, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdin is not None
+    assert process.stdout is not None
+    process.stdin.write("Tell me about Lyon\n")
+    process.stdin.flush()  # closed by communicate(): the client quits once the answer has ended
+    return process, os.read(process.stdout.fileno(), 4096).decode()
+
+
+def test_an_answer_is_followed_through_a_gateway_restart_without_a_repeat_or_a_gap(
+    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    fake_openai.state.plans.append(Plan(delay=0.05))
+    process, first = _answering(gateway, "reconnecting")
+    gateway.kill(signal.SIGKILL)
+    gateway.start()
+    rest, errors = process.communicate(timeout=60)
+    assert process.returncode == 0, errors
+    assert first + rest == TEXT + "\n"
+    assert errors == "reconnecting…\n"
+    session = _only_session(gateway, user="reconnecting")
+    answer = store.get(f"/sessions/{session}/messages/last", params={"role": "assistant"}).json()
+    assert (answer["content"], answer["attempts"]) == (TEXT, 2)
+
+
+def test_the_client_gives_up_in_time_and_says_how_to_go_on(
+    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    fake_openai.state.plans.append(Plan(delay=0.05))
+    process, first = _answering(gateway, "given-up", "--reconnect-for", "1")
+    gateway.kill(signal.SIGKILL)
+    rest, errors = process.communicate(timeout=60)
+    assert process.returncode == 1
+    message = re.search(r"`chat resume ([0-9a-f-]{36})` follows it", errors)
+    assert message is not None, errors
+    assert errors.startswith("reconnecting…\n[the gateway has been unreachable for 1 s")
+    shown = first + rest
+    assert TEXT.startswith(shown.removesuffix("\n"))
+    assert shown.endswith("\n")
+
+    gateway.start()  # the answer was not lost: it is continued, and `chat resume` follows it to its end
+    resumed = _chat(gateway, "resume", message.group(1), user="given-up")
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout == TEXT + "\n"
+
+
+def test_resume_follows_an_answer_its_restarted_gateway_continues(
+    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    """Not a 409 while the answer is in progress: `chat resume SESSION` attaches to its last answer."""
+    fake_openai.state.plans.append(Plan(delay=0.05))
+    question = "Where is the orphan?"
+    body = {"message": question, "stream": True, "user_id": "orphaned"}
+    with httpx.stream("POST", f"{gateway.url}/chat", json=body, timeout=30) as response:
+        session = json.loads(next(line for line in response.iter_lines() if line.startswith("data:"))[5:])
+        wait_for(lambda: store.get(f"/messages/{session['message_id']}").json()["content"])  # it has begun
+        gateway.kill(signal.SIGKILL)
+    gateway.start()
+    resumed = _chat(gateway, "resume", session["session_id"], user="orphaned")
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout == TEXT + "\n"
+    # Continued by the restarted gateway (its recovery), not generated again by the client.
+    asked = [r["messages"] for r in fake_openai.state.requests if question in str(r["messages"])]
+    assert len(asked) == 2
+    assert asked[-1][-1]["role"] == "assistant"
+
+
+def test_search_and_what_every_listing_says_when_empty(gateway: Service, fake_openai: FastAPI) -> None:
+    assert _chat(gateway, "sessions", user="newcomer").stdout == "no sessions yet\n"
+    assert _chat(gateway, "search", "quenelles", user="newcomer").stdout == "nothing found for 'quenelles'\n"
+    assert _chat(gateway, "usage", user="newcomer").stdout.startswith("no usage from ")
+    now, session = datetime.now(UTC).isoformat(), str(uuid.uuid4())
+    stored = {"id": session, "user_id": "newcomer", "title": "Empty", "created_at": now, "updated_at": now}
+    empty = {"format": "durable-chat/session", "version": 2, "session": stored, "messages": []}
+    imported = httpx.post(f"{gateway.url}/chat/sessions/import", json=empty, timeout=30)
+    assert imported.status_code == 201, imported.text
+    assert _chat(gateway, "show", session, user="newcomer").stdout == "no messages in this session yet\n"
+
+    assert _chat(gateway, "--session", session, stdin="Tell me about Lyon\n", user="newcomer").stdout
+    found = _chat(gateway, "search", "quenelles", user="newcomer").stdout.splitlines()
+    assert found[0].startswith(f"{session}  ")
+    assert found[0].endswith("  Empty")
+    assert found[1].startswith("    assistant: ")
+    assert "**quenelles**" in found[1]  # the matched words, marked as the gateway marks them
