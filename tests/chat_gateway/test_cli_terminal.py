@@ -2,13 +2,14 @@
 
 import io
 import os
+import re
 import signal
 import sys
 import warnings
 from pathlib import Path
 
 import httpx
-import pexpect  # type: ignore[import-untyped]  # no type stubs are installed for it
+import pexpect
 import pytest
 from fastapi import FastAPI
 
@@ -54,7 +55,8 @@ class Terminal:
         """The exit status, once the client has quit."""
         self.child.expect(pexpect.EOF)
         self.child.close()
-        status: int = self.child.exitstatus
+        status = self.child.exitstatus
+        assert status is not None  # it exited, not killed by a signal
         return status
 
     def screen(self, since: int = 0) -> str:
@@ -124,7 +126,9 @@ def test_ctrl_c_stops_the_display_and_resume_attaches_to_the_answer(
     term.expect("Lyon sits")
     term.child.sendintr()
     term.child.expect(r"\[display stopped; the answer goes on: `chat resume ([0-9a-f-]{36})` shows the rest\]")
-    message_id = term.child.match.group(1)
+    match = term.child.match
+    assert isinstance(match, re.Match)
+    message_id = match.group(1)
     term.expect(PROMPT)  # the display stopped, not the client
     term.send("\x04")
     assert term.ended() == 0

@@ -1,303 +1,29 @@
-"""`chat`: a terminal client of the gateway (also `python -m chat_gateway.cli`).
-
-An answer is followed to its end whatever happens to the connection: dropped, or the gateway restarted, the
-client reconnects and goes on from the last offset it showed (SSE Last-Event-ID), for ``--reconnect-for``
-seconds. Ctrl-C while an answer streams stops the display, not the answer: `chat resume ID` shows the rest.
-"""
+"""The `chat` commands and their arguments."""
 
 import argparse
 import json
 import os
 import re
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
-from httpx_sse import EventSource, connect_sse
-from markdown_it import MarkdownIt
-from rich.console import Console, ConsoleOptions, RenderResult
-from rich.live import Live
-from rich.markdown import Markdown
+from httpx_sse import connect_sse
+from rich.console import Console
 from rich.markup import escape
-from rich.segment import Segment
-from rich.text import Text
 
+from chat_gateway.cli.following import Answer, ApiError, Follow, Gateway, GaveUp, Opener, check
 from shared.identity import USER_KEY_PREFIX
 
-STOPPED = "[display stopped; the answer goes on: `chat resume {message}` shows the rest]"
-GAVE_UP = (
-    "[the gateway has been unreachable for {seconds:g} s; the answer may go on: `chat resume {message}` follows it]"
-)
-FAILED = "[answer failed: {error}; `chat resume {message}` continues it]"
 WELCOME = (
     "Chatting through {url}. Enter sends; Alt+Enter (or Esc, Enter) starts a new line, and a paste stays one "
     "message. Up recalls earlier questions. Ctrl-C stops showing an answer (it goes on); Ctrl-D quits."
 )
-# Answers the gateway may give while it restarts or behind a proxy: worth another try, unlike a 4xx.
-TRANSIENT = frozenset({502, 503, 504})
-RETRY_WAITS = (0.1, 0.25, 0.5, 1.0, 2.0)
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, detail: str) -> None:
-        super().__init__(f"{status}: {detail}")
-        self.status = status
-
-
-class Gateway(httpx.Client):
-    """The gateway's client; it remembers whether the gateway has answered at all in this run."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(event_hooks={"response": [self._answered]}, **kwargs)
-        self.reached = False
-
-    def _answered(self, response: httpx.Response) -> None:
-        self.reached = True
-
-
-class GaveUp(Exception):
-    """The gateway stayed unreachable for longer than ``--reconnect-for``."""
-
-
-def _check(response: httpx.Response) -> httpx.Response:
-    if response.is_success:
-        return response
-    response.read()
-    try:
-        body = response.json()
-        detail = body.get("detail") or body.get("error", {}).get("message") or response.text
-    except ValueError:
-        detail = response.text
-    raise ApiError(response.status_code, detail)
-
-
-class PlainDisplay:
-    """An answer's text as it comes, untouched: for pipes and files (and the tests that read them)."""
-
-    def __init__(self) -> None:
-        self.ends_line = True
-        self.waiting_for: str | None = None
-
-    def text(self, text: str) -> None:
-        # Noted first: a Ctrl-C lands as soon as the text is out, and what follows must start on a line of its own.
-        self.ends_line = text.endswith("\n")
-        sys.stdout.write(text)
-        sys.stdout.flush()
-
-    def waiting(self, status: str | None) -> None:
-        # Once per outage: stderr is a log here, not a status line that can be cleared.
-        if status and not self.waiting_for:
-            print(status, file=sys.stderr, flush=True)
-        self.waiting_for = status
-
-    def close(self) -> None:
-        if not self.ends_line:
-            print(flush=True)
-            self.ends_line = True
-
-    def notice(self, text: str) -> None:
-        print(text, flush=True)
-
-
-_blocks = MarkdownIt("commonmark").enable("strikethrough").enable("table")
-
-
-def _complete(text: str) -> int:
-    """How much of ``text`` is whole Markdown blocks: those another top-level block follows, which more text
-    can no longer change (the last one may still grow: a paragraph, a list, a code fence not closed yet)."""
-    starts = [token.map[0] for token in _blocks.parse(text) if token.level == 0 and token.map and token.nesting >= 0]
-    if len(starts) < 2:
-        return 0
-    lines = text.splitlines(keepends=True)
-    return sum(len(line) for line in lines[: starts[-1]])
-
-
-class _Lines:
-    def __init__(self, lines: list[list[Segment]]) -> None:
-        self.lines = lines
-
-    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        for line in self.lines:
-            yield from line
-            yield Segment.line()
-
-
-class RichDisplay:
-    """An answer as Markdown, word-wrapped to the terminal. Blocks are printed for good once whole; the one
-    still growing is drawn below them in a live region, redrawn as text arrives, so nothing is printed twice."""
-
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self.pending = ""
-        self.status: str | None = None
-        self.blocks = 0
-        self.live = Live(self, console=console, transient=True, refresh_per_second=8, vertical_overflow="crop")
-        self.live.start()
-
-    def _render(self, markdown: str) -> list[list[Segment]]:
-        lines = self.console.render_lines(Markdown(markdown), pad=False)
-        while lines and not "".join(segment.text for segment in lines[0]).strip():
-            lines.pop(0)
-        while lines and not "".join(segment.text for segment in lines[-1]).strip():
-            lines.pop()
-        return lines
-
-    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        # Only what fits: a live region taller than the screen cannot be redrawn in place.
-        room = max(1, console.height - 2)
-        lines = self._render(self.pending)[-room:] if self.pending.strip() else []
-        if self.blocks and lines:
-            yield Segment.line()
-        yield _Lines(lines)
-        if self.status:
-            yield Text(self.status, style="dim italic")
-
-    def _print(self, markdown: str) -> None:
-        if lines := self._render(markdown):
-            if self.blocks:
-                self.console.print()
-            self.console.print(_Lines(lines), end="")
-            self.blocks += 1
-
-    def text(self, text: str) -> None:
-        self.pending += text
-        if whole := _complete(self.pending):
-            self._print(self.pending[:whole])
-            self.pending = self.pending[whole:]
-
-    def waiting(self, status: str | None) -> None:
-        self.status = status
-        self.live.refresh()
-
-    def close(self) -> None:
-        if self.live.is_started:
-            self.status = None
-            self.live.stop()
-            self._print(self.pending)
-            self.pending = ""
-
-    def notice(self, text: str) -> None:
-        # Unwrapped: the command it may give is copied whole.
-        self.console.print(text, markup=False, highlight=False, style="dim", soft_wrap=True)
-
-
-Display = PlainDisplay | RichDisplay
-
-
-def _display() -> Display:
-    console = Console(highlight=False)
-    return RichDisplay(console) if console.is_terminal and not console.is_dumb_terminal else PlainDisplay()
-
-
-@dataclass
-class Answer:
-    """An answer being followed: its ids once known, and the offset of the last event shown."""
-
-    message_id: str | None = None
-    session_id: str | None = None
-    seen: str = "0"
-    tool_calls: list[str] = field(default_factory=list)
-
-
-Opener = Callable[[], AbstractContextManager[EventSource]]
-
-
-class Follow:
-    """Shows an answer from a first request (a question, a resume, an attach) to the answer's end, through
-    dropped connections and gateway restarts; a question is sent again under its Idempotency-Key until its
-    answer's id is known, after which the answer is followed from the last offset shown."""
-
-    def __init__(self, http: httpx.Client, args: argparse.Namespace, answer: Answer | None = None) -> None:
-        self.http = http
-        self.reconnect_for: float = args.reconnect_for
-        self.answer = answer or Answer()
-        self.display = _display()
-
-    def _reattach(self) -> AbstractContextManager[EventSource]:
-        path = f"/chat/messages/{self.answer.message_id}/stream"
-        return connect_sse(self.http, "GET", path, headers={"last-event-id": self.answer.seen})
-
-    def _events(self, source: EventSource) -> Iterator[tuple[str, dict[str, Any]]]:
-        for event in source.iter_sse():
-            if event.event == "ping" or not event.data:
-                continue
-            yield event.event, json.loads(event.data)
-            if event.id:
-                self.answer.seen = event.id
-
-    def run(self, first: Opener) -> bool:
-        """True when the answer was shown to its end; False when it failed, or Ctrl-C stopped the display."""
-        try:
-            return self._run(first)
-        except KeyboardInterrupt:
-            self.display.close()
-            self.display.notice(STOPPED.format(message=self.answer.message_id or "ID"))
-            return False
-        finally:
-            self.display.close()
-
-    def _run(self, first: Opener) -> bool:
-        opener, down_since, attempt = first, None, 0
-        while True:
-            try:
-                with opener() as source:
-                    _check(source.response)
-                    self.display.waiting(None)
-                    for kind, data in self._events(source):
-                        if (ended := self._show(kind, data)) is not None:
-                            return ended
-                        if kind != "start":  # the answer moves on: a new outage starts the clock anew
-                            down_since, attempt = None, 0
-            except ApiError as exc:
-                if exc.status not in TRANSIENT or self.answer.message_id is None:
-                    raise
-            except httpx.TransportError:
-                if self.answer.message_id is None and not (isinstance(self.http, Gateway) and self.http.reached):
-                    raise  # never reached: a wrong URL, or no gateway running, is said at once
-            # Dropped, or the gateway lost track of the answer (an error without status): it may well go on.
-            if self.answer.message_id is not None:
-                opener = self._reattach
-            down_since = down_since or time.monotonic()
-            if time.monotonic() - down_since > self.reconnect_for:
-                raise GaveUp(GAVE_UP.format(seconds=self.reconnect_for, message=self.answer.message_id or "ID"))
-            self.display.waiting("reconnecting…")
-            time.sleep(RETRY_WAITS[min(attempt, len(RETRY_WAITS) - 1)])
-            attempt += 1
-
-    def _show(self, kind: str, data: dict[str, Any]) -> bool | None:
-        """Show one event: True or False once the answer has ended (well or not), None while it goes on."""
-        if kind == "start":
-            self.answer.message_id, self.answer.session_id = data["message_id"], data["session_id"]
-        elif kind == "delta":
-            self.display.text(data["text"])
-        elif kind == "tool_call":
-            function = data.get("function") or {}
-            self.answer.tool_calls.append(f"[tool call: {function.get('name')}({function.get('arguments')})]")
-        elif kind == "done":
-            self.display.close()
-            for call in self.answer.tool_calls:
-                self.display.notice(call)
-            if data.get("finish_reason") == "length":
-                self.display.notice("[the answer reached its length limit]")
-            return True
-        elif kind == "error" and data.get("status") is not None:
-            self.display.close()
-            if data["status"] == "failed":
-                self.display.notice(FAILED.format(error=data["error"], message=self.answer.message_id))
-                return False
-            self.display.notice(f"[{data['error']}]")
-            return True
-        elif kind == "error":
-            raise httpx.RemoteProtocolError(data.get("error") or "the gateway lost track of the answer")
-        return None
 
 
 def _history_file() -> Path:
@@ -367,7 +93,7 @@ def _user(args: argparse.Namespace) -> dict[str, str]:
 
 
 def sessions(http: httpx.Client, args: argparse.Namespace) -> int:
-    page = _check(http.get("/chat/sessions", params=_user(args) | {"limit": 200})).json()
+    page = check(http.get("/chat/sessions", params=_user(args) | {"limit": 200})).json()
     if not page["items"]:
         print("no sessions yet")
     for item in page["items"]:
@@ -380,7 +106,7 @@ def _messages(http: httpx.Client, session_id: str) -> Iterator[dict[str, Any]]:
     cursor = None
     while True:
         params: dict[str, Any] = {"limit": 200} | ({"cursor": cursor} if cursor else {})
-        page = _check(http.get(f"/chat/sessions/{session_id}/messages", params=params)).json()
+        page = check(http.get(f"/chat/sessions/{session_id}/messages", params=params)).json()
         yield from page["items"]
         if not (cursor := page["next_cursor"]):
             return
@@ -398,7 +124,7 @@ def show(http: httpx.Client, args: argparse.Namespace) -> int:
 
 
 def search(http: httpx.Client, args: argparse.Namespace) -> int:
-    page = _check(http.get("/chat/search", params=_user(args) | {"q": args.query, "limit": args.limit})).json()
+    page = check(http.get("/chat/search", params=_user(args) | {"q": args.query, "limit": args.limit})).json()
     if not page["items"]:
         print(f"nothing found for {args.query!r}")
     console = Console(highlight=False)
@@ -416,19 +142,19 @@ def search(http: httpx.Client, args: argparse.Namespace) -> int:
 
 
 def rename(http: httpx.Client, args: argparse.Namespace) -> int:
-    session = _check(http.put(f"/chat/sessions/{args.id}", json={"title": args.title})).json()
+    session = check(http.put(f"/chat/sessions/{args.id}", json={"title": args.title})).json()
     print(f"renamed: {session['title']}")
     return 0
 
 
 def favorite(http: httpx.Client, args: argparse.Namespace) -> int:
-    session = _check(http.patch(f"/chat/sessions/{args.id}/favorite")).json()
+    session = check(http.patch(f"/chat/sessions/{args.id}/favorite")).json()
     print("favorite" if session["is_favorite"] else "not a favorite")
     return 0
 
 
 def delete(http: httpx.Client, args: argparse.Namespace) -> int:
-    session = _check(http.get(f"/chat/sessions/{args.id}")).json()
+    session = check(http.get(f"/chat/sessions/{args.id}")).json()
     if not args.yes:
         if not sys.stdin.isatty():
             print("error: not deleted: confirm with --yes (no terminal to ask on)", file=sys.stderr)
@@ -441,7 +167,7 @@ def delete(http: httpx.Client, args: argparse.Namespace) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             print("not deleted")
             return 1
-    _check(http.delete(f"/chat/sessions/{args.id}"))
+    check(http.delete(f"/chat/sessions/{args.id}"))
     print("deleted")
     return 0
 
@@ -459,7 +185,7 @@ def resume(http: httpx.Client, args: argparse.Namespace) -> int:
     """Show an answer (by its id, or a session's last one by the session's id) to its end: attached to while
     it is generated, shown when complete, and generated on from its saved text only when failed or pending."""
     try:
-        answer: dict[str, Any] | None = _check(http.get(f"/chat/messages/{args.id}")).json()
+        answer: dict[str, Any] | None = check(http.get(f"/chat/messages/{args.id}")).json()
     except ApiError as exc:
         if exc.status != 404:
             raise
@@ -491,14 +217,14 @@ def _finish(follow: Follow, first: Opener) -> int:
 
 
 def export(http: httpx.Client, args: argparse.Namespace) -> int:
-    response = _check(http.get(f"/chat/sessions/{args.id}/export", params={"format": args.format}))
+    response = check(http.get(f"/chat/sessions/{args.id}/export", params={"format": args.format}))
     sys.stdout.write(response.text if args.format == "md" else json.dumps(response.json(), indent=2) + "\n")
     return 0
 
 
 def usage(http: httpx.Client, args: argparse.Namespace) -> int:
     params = {name: value for name, value in (("since", args.since), ("until", args.until)) if value}
-    report = _check(http.get("/usage", params=_user(args) | params)).json()
+    report = check(http.get("/usage", params=_user(args) | params)).json()
     if not report["rows"]:
         print(f"no usage from {report['since']} to {report['until']}")
         return 0
@@ -536,7 +262,7 @@ def keys_create(http: httpx.Client, args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"user_id": args.for_user, "name": args.name, "limits": _limits(args)}
     if args.expires_in_days is not None:
         body["expires_at"] = (datetime.now(UTC) + timedelta(days=args.expires_in_days)).isoformat()
-    created = _check(http.post("/admin/keys", json=body)).json()
+    created = check(http.post("/admin/keys", json=body)).json()
     print(created["key"])
     print(f"(the key of {created['user_id']}, id {created['id']}: shown this once, keep it)", file=sys.stderr)
     return 0
@@ -544,7 +270,7 @@ def keys_create(http: httpx.Client, args: argparse.Namespace) -> int:
 
 def keys_list(http: httpx.Client, args: argparse.Namespace) -> int:
     params = {"user_id": args.for_user} if args.for_user else None
-    listed = _check(http.get("/admin/keys", params=params)).json()
+    listed = check(http.get("/admin/keys", params=params)).json()
     if not listed:
         print("no keys")
     for key in listed:
@@ -557,7 +283,7 @@ def keys_list(http: httpx.Client, args: argparse.Namespace) -> int:
 
 
 def keys_revoke(http: httpx.Client, args: argparse.Namespace) -> int:
-    revoked = _check(http.delete(f"/admin/keys/{args.id}")).json()
+    revoked = check(http.delete(f"/admin/keys/{args.id}")).json()
     print(f"revoked {revoked['prefix']}... of {revoked['user_id']}")
     return 0
 
@@ -565,10 +291,10 @@ def keys_revoke(http: httpx.Client, args: argparse.Namespace) -> int:
 def limits_set(http: httpx.Client, args: argparse.Namespace) -> int:
     """Show a user's limits, changing those given (0 removes one: the default applies again)."""
     path = f"/admin/users/{quote(args.for_user, safe='')}/limits"
-    limits = _check(http.get(path)).json()["limits"]
+    limits = check(http.get(path)).json()["limits"]
     if changes := _limits(args):
         limits |= {name: value or None for name, value in changes.items()}
-        limits = _check(http.put(path, json=limits)).json()["limits"]
+        limits = check(http.put(path, json=limits)).json()["limits"]
     print(json.dumps(limits))
     return 0
 
@@ -684,7 +410,3 @@ def main(argv: list[str] | None = None) -> int:
             print(file=sys.stderr)
             return 130
     return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
