@@ -93,6 +93,15 @@ class OpenAIMessage(BaseModel):
             ContentPart.model_validate(part)  # every part says what it is
         return content
 
+    def upstream(self) -> dict[str, Any]:
+        """The message as the upstream is sent it: as given, but an assistant's missing or null ``content`` is
+        sent as "". OpenAI takes all three; llama-cpp-python's server refuses null and its function-calling
+        template breaks its stream without the key (prompt.py builds a stored history's messages alike)."""
+        message = self.model_dump(exclude_none=True)
+        if self.role == "assistant":
+            message.setdefault("content", "")
+        return message
+
     def calls(self) -> list[ToolCall]:
         """The calls, as a stored answer holds them."""
         return [

@@ -62,7 +62,7 @@ def _chat_message(message: MessageDetail, answered: set[str]) -> ChatCompletionM
         if calls := [call.model_dump() for call in message.tool_calls or [] if call.id in answered]:
             return cast(
                 ChatCompletionMessageParam,
-                {"role": "assistant", "content": message.content or None, "tool_calls": calls},
+                {"role": "assistant", "content": message.content, "tool_calls": calls},
             )
         return {"role": "assistant", "content": message.content}
     if message.role == MessageRole.TOOL:

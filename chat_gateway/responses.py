@@ -97,7 +97,7 @@ async def create(
         earlier = completion.messages[: len(completion.messages) - len(results) - (question is not None)]
         session_id = await find_session(answers.persistence, owner, caller.user_id, earlier, results)
     request = chat_request(completion, question, results, session_id, user_id, model)
-    prompt: list[ChatCompletionMessageParam] = [m.model_dump(exclude_none=True) for m in completion.messages]  # type: ignore[misc]
+    prompt: list[ChatCompletionMessageParam] = [m.upstream() for m in completion.messages]  # type: ignore[misc]
     asked = body.asked(len(new))
     answer = await answers.start_chat(
         request,

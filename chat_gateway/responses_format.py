@@ -213,7 +213,7 @@ def input_messages(request: ResponseCreate) -> list[OpenAIMessage]:
 
 def completion_request(request: ResponseCreate, messages: list[OpenAIMessage], model: str) -> CompletionRequest:
     """The chat completion that answers the response."""
-    body = {"model": model, "messages": [m.model_dump(exclude_none=True) for m in messages]}
+    body = {"model": model, "messages": [m.upstream() for m in messages]}
     return _checked(CompletionRequest, body | request.chat_options())
 
 

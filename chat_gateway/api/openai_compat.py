@@ -80,7 +80,7 @@ async def chat_completions(
     """Chat Completions, streamed or not, in OpenAI's exact format; the session comes back in X-Session-Id."""
     question, results = new_inputs(body.messages)
     model = body.model or settings.openai_model
-    prompt: list[ChatCompletionMessageParam] = [m.model_dump(exclude_none=True) for m in body.messages]  # type: ignore[misc]
+    prompt: list[ChatCompletionMessageParam] = [m.upstream() for m in body.messages]  # type: ignore[misc]
     session_id = _session_id(x_session_id, body, caller.user_id)
     # OpenAI's `user` names an end user of the client's own: it says whose chat it is only for an admin's key.
     owner = caller.owner(None if caller.is_user else body.user)

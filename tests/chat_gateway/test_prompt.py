@@ -155,7 +155,7 @@ async def test_the_budget_never_cuts_a_round_of_tool_calls_in_two() -> None:
     history = await load_history(FakeHistory(chronological[::-1], page=2), SESSION, answer, budget_chars=100)  # type: ignore[arg-type]
     assert [m.role for m in history] == ["assistant", "tool", "tool"]
     shown = build_messages(history)
-    assert shown[0] == {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]}
+    assert shown[0] == {"role": "assistant", "content": "", "tool_calls": [call.model_dump()]}
     assert shown[1] == {"role": "tool", "content": "x" * 1000, "tool_call_id": "call_1"}
 
 
