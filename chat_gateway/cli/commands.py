@@ -15,6 +15,7 @@ from urllib.parse import quote
 import httpx
 from httpx_sse import connect_sse
 from rich.console import Console
+from rich.markdown import Markdown
 from rich.markup import escape
 
 from chat_gateway.cli.following import Answer, ApiError, Follow, Gateway, GaveUp, Opener, check
@@ -114,9 +115,14 @@ def _messages(http: httpx.Client, session_id: str) -> Iterator[dict[str, Any]]:
 
 def show(http: httpx.Client, args: argparse.Namespace) -> int:
     shown = False
+    console = Console(highlight=False)
     for message in _messages(http, args.id):
         marker = "" if message["status"] == "complete" else f" [{message['status']}]"
-        print(f"{message['role']}{marker}: {message['content']}\n")
+        if console.is_terminal:  # as answers are shown while they stream: Markdown, wrapped to the terminal
+            console.print(f"{message['role']}{marker}:", style="bold", markup=False)
+            console.print(Markdown(message["content"]), "")
+        else:
+            print(f"{message['role']}{marker}: {message['content']}\n")
         shown = True
     if not shown:
         print("no messages in this session yet")
