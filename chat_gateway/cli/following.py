@@ -2,10 +2,12 @@
 
 import argparse
 import json
+import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any
 
 import httpx
@@ -79,6 +81,7 @@ class Follow:
         self.reconnect_for: float = args.reconnect_for
         self.answer = answer or Answer()
         self.display = make_display()
+        self.interrupted = False
 
     def _reattach(self) -> AbstractContextManager[EventSource]:
         path = f"/chat/messages/{self.answer.message_id}/stream"
@@ -94,6 +97,7 @@ class Follow:
 
     def run(self, first: Opener) -> bool:
         """True when the answer was shown to its end; False when it failed, or Ctrl-C stopped the display."""
+        previous = signal.signal(signal.SIGINT, self._interrupt)
         try:
             return self._run(first)
         except KeyboardInterrupt:
@@ -101,7 +105,14 @@ class Follow:
             self.display.notice(STOPPED.format(message=self.answer.message_id or "ID"))
             return False
         finally:
+            signal.signal(signal.SIGINT, previous)
             self.display.close()
+
+    def _interrupt(self, signum: int, frame: FrameType | None) -> None:
+        # Noted as well as raised: closing a connection interrupted mid-read may raise an error of its own, which
+        # would replace the KeyboardInterrupt and read as a dropped connection to reconnect through.
+        self.interrupted = True
+        raise KeyboardInterrupt
 
     def _run(self, first: Opener) -> bool:
         opener, down_since, attempt = first, None, 0
@@ -121,6 +132,8 @@ class Follow:
             except httpx.TransportError:
                 if self.answer.message_id is None and not (isinstance(self.http, Gateway) and self.http.reached):
                     raise  # never reached: a wrong URL, or no gateway running, is said at once
+            if self.interrupted:
+                raise KeyboardInterrupt
             # Dropped, or the gateway lost track of the answer (an error without status): it may well go on.
             if self.answer.message_id is not None:
                 opener = self._reattach

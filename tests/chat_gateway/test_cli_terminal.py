@@ -46,7 +46,18 @@ class Terminal:
         self.child.logfile_read = self.written
 
     def expect(self, text: str) -> None:
-        self.child.expect_exact(text)
+        try:
+            self.child.expect_exact(text)
+        except pexpect.TIMEOUT:
+            raise AssertionError(f"{text!r} never showed; the screen:\n{self.screen()}") from None
+
+    def expect_pattern(self, pattern: str) -> re.Match[str]:
+        try:
+            self.child.expect(pattern)
+        except pexpect.TIMEOUT:
+            raise AssertionError(f"{pattern!r} never showed; the screen:\n{self.screen()}") from None
+        assert isinstance(self.child.match, re.Match)
+        return self.child.match
 
     def send(self, keys: str) -> None:
         self.child.send(keys)
@@ -125,9 +136,9 @@ def test_ctrl_c_stops_the_display_and_resume_attaches_to_the_answer(
     term.send("hi\r")
     term.expect("Lyon sits")
     term.child.sendintr()
-    term.child.expect(r"\[display stopped; the answer goes on: `chat resume ([0-9a-f-]{36})` shows the rest\]")
-    match = term.child.match
-    assert isinstance(match, re.Match)
+    match = term.expect_pattern(
+        r"\[display stopped; the answer goes on: `chat resume ([0-9a-f-]{36})` shows the rest\]"
+    )
     message_id = match.group(1)
     term.expect(PROMPT)  # the display stopped, not the client
     term.send("\x04")
