@@ -479,14 +479,25 @@ class ToolCallRelay:
     ratio: float
 
 
-def tool_call_relay(tmp: str, persistence: Service, count: int) -> ToolCallRelay:
-    with upstream("--tool-calls") as calls, gateway(tmp, persistence.url, calls) as service:
-        warm_up(service.url)
-        _, _, tool_cpu = direct_and_through(calls, service.url, _pid(service), 1, count)
-    with upstream() as text, gateway(tmp, persistence.url, text) as service:
-        warm_up(service.url)
-        _, _, text_cpu = direct_and_through(text, service.url, _pid(service), 1, count)
-    return ToolCallRelay(count, tool_cpu, text_cpu, tool_cpu / text_cpu)
+def tool_call_relay(tmp: str, persistence: Service, count: int, rounds: int = 5) -> ToolCallRelay:
+    """Section 3b: ``count`` answers of one call each and ``count`` of text, each through a gateway of its own,
+    in alternating rounds (the one that goes first alternating too): the machine's drift lands on both."""
+    with (
+        upstream("--tool-calls") as calls,
+        upstream() as text,
+        gateway(tmp, persistence.url, calls) as tool_gateway,
+        gateway(tmp, persistence.url, text) as text_gateway,
+    ):
+        cpu: dict[str, list[float]] = {"tool": [], "text": []}
+        sides = [("tool", calls, tool_gateway), ("text", text, text_gateway)]
+        for service in (tool_gateway, text_gateway):
+            warm_up(service.url)
+        for round_ in range(rounds):
+            for side, upstream_url, service in sides if round_ % 2 == 0 else sides[::-1]:
+                _, _, used = direct_and_through(upstream_url, service.url, _pid(service), 1, count // rounds)
+                cpu[side].append(used)
+    tool_cpu, text_cpu = statistics.mean(cpu["tool"]), statistics.mean(cpu["text"])
+    return ToolCallRelay(count // rounds * rounds, tool_cpu, text_cpu, tool_cpu / text_cpu)
 
 
 @dataclass
