@@ -7,13 +7,14 @@ an answer waits on one round trip.
 
 import contextlib
 import functools
-import json
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic_core import to_json
 from sqlalchemy import (
+    CompoundSelect,
     Insert,
     Select,
     Text,
@@ -168,7 +169,7 @@ def _turn_statement(dialect: str, inputs: int, *, opens_session: bool, exclusive
     return stmt.returning(_TABLE.c.id)  # what was stored: nothing, when refused
 
 
-def _rows(dialect: str, count: int) -> Select[Any]:
+def _rows(dialect: str, count: int) -> Select[Any] | CompoundSelect[Any]:
     """The turn's rows as a SELECT of every column, from ``_rows_params``.
 
     On PostgreSQL, all of them are one JSON parameter, turned into rows of the table's type by
@@ -189,22 +190,13 @@ def _rows(dialect: str, count: int) -> Select[Any]:
         select(*(bindparam(f"r{row}_{column.name}", type_=column.type) for column in _TABLE.c))
         for row in range(count + 1)
     ]
-    return union_all(*rows)  # type: ignore[return-value]
+    return union_all(*rows)
 
 
 def _rows_params(dialect: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    if dialect == "postgresql":
-        return {"turn_rows": json.dumps(rows, ensure_ascii=False, default=_json_value)}
+    if dialect == "postgresql":  # ids and times as the ISO text PostgreSQL reads into their columns
+        return {"turn_rows": to_json(rows).decode()}
     return {f"r{row}_{name}": value for row, values in enumerate(rows) for name, value in values.items()}
-
-
-def _json_value(value: object) -> str:
-    """What JSON has no type for, as PostgreSQL reads it into the column: ids and times as text."""
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} in a turn's row")
 
 
 def _stored_turn(
