@@ -1,12 +1,13 @@
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Query, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from chat_gateway.catalog import ModelCatalog
 from chat_gateway.config import Settings
 from chat_gateway.identity import Authenticator, Caller
 from chat_gateway.persistence_client import PersistenceClient
+from chat_gateway.responses_format import ItemPage
 from chat_gateway.service import Answers
 from shared import presented_key
 
@@ -60,3 +61,15 @@ async def get_caller(
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+async def get_item_page(
+    after: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    order: Literal["asc", "desc"] = "desc",
+) -> ItemPage:
+    """OpenAI's list parameters, for a response's input items and a conversation's items alike."""
+    return ItemPage(after, limit, order)
+
+
+ItemPageDep = Annotated[ItemPage, Depends(get_item_page)]

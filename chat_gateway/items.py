@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from chat_gateway.openai_format import OpenAIMessage
-from chat_gateway.responses_format import ResponseCreate, input_messages, item_content, list_page
+from chat_gateway.responses_format import ItemPage, ResponseCreate, input_messages, item_content, list_page
 from chat_gateway.service import Answers
 from chat_gateway.turns import title_from
 from shared import BadRequest, ErrorCode, JSONObject, MessageRole, MessageStatus, NotFound
@@ -117,23 +117,21 @@ async def add_items(answers: Answers, conversation: str, scope: str | None, item
     for message in input_messages(ResponseCreate(input=items)):
         stored = await answers.persistence.create_message(session_id, _message_of(message), scope)
         added += items_of(stored)
-    return list_page(added, after=None, limit=len(added), order="asc")
+    return list_page(added, ItemPage(limit=len(added), order="asc"))
 
 
-async def list_items(
-    answers: Answers, conversation: str, scope: str | None, *, after: str | None, limit: int, order: str
-) -> JSONObject:
+async def list_items(answers: Answers, conversation: str, scope: str | None, page: ItemPage) -> JSONObject:
     """A page of the conversation's items."""
     session_id = session_of(conversation)
     listed = await answers.persistence.list_messages(session_id, {"limit": 200}, scope)
     messages = list(listed.items)
     cursor = listed.next_cursor
     while cursor is not None:
-        page = await answers.persistence.list_messages(session_id, {"limit": 200, "cursor": cursor}, scope)
-        messages += page.items
-        cursor = page.next_cursor
+        listed = await answers.persistence.list_messages(session_id, {"limit": 200, "cursor": cursor}, scope)
+        messages += listed.items
+        cursor = listed.next_cursor
     items = [item for message in messages for item in items_of(message)]
-    return list_page(items, after=after, limit=limit, order=order)
+    return list_page(items, page)
 
 
 async def get(answers: Answers, conversation: str, scope: str | None) -> JSONObject:

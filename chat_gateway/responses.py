@@ -19,6 +19,7 @@ from chat_gateway.items import session_of
 from chat_gateway.openai_format import OpenAIMessage, chat_request, new_inputs
 from chat_gateway.prompt import build_messages, load_history
 from chat_gateway.responses_format import (
+    ItemPage,
     ResponseCreate,
     ResponseEvents,
     completion_request,
@@ -176,12 +177,10 @@ async def delete(answers: Answers, response: str, scope: str | None) -> None:
     await answers.persistence.delete_message(message_id_of(response), scope)
 
 
-async def list_input_items(
-    answers: Answers, response: str, scope: str | None, *, after: str | None, limit: int, order: str
-) -> JSONObject:
+async def list_input_items(answers: Answers, response: str, scope: str | None, page: ItemPage) -> JSONObject:
     """A page of the response's own input items, in OpenAI's list shape."""
     answer = await answers.persistence.get_message(message_id_of(response), scope)
-    return list_page(input_items(answer), after=after, limit=limit, order=order)
+    return list_page(input_items(answer), page)
 
 
 async def wait(answers: Answers, answer: MessageDetail) -> MessageDetail:

@@ -29,6 +29,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -291,16 +292,25 @@ def item_content(content: Any, *, output: bool = False) -> list[JSONObject]:
     return parts
 
 
-def list_page(items: list[JSONObject], *, after: str | None, limit: int, order: str) -> JSONObject:
+@dataclass(frozen=True)
+class ItemPage:
+    """Which page of a list of items: OpenAI's ``after``, ``limit`` and ``order``."""
+
+    after: str | None = None
+    limit: int = 20
+    order: Literal["asc", "desc"] = "desc"
+
+
+def list_page(items: list[JSONObject], page: ItemPage) -> JSONObject:
     """A page of items in OpenAI's list shape: ``order``-ed, from the one after ``after``, ``limit`` long."""
-    if order == "desc":
+    if page.order == "desc":
         items = items[::-1]
-    if after is not None:
+    if page.after is not None:
         ids = [item["id"] for item in items]
-        items = items[ids.index(after) + 1 :] if after in ids else []
-    page = items[:limit]
-    first, last = (page[0]["id"], page[-1]["id"]) if page else (None, None)
-    return {"object": "list", "data": page, "first_id": first, "last_id": last, "has_more": len(items) > limit}
+        items = items[ids.index(page.after) + 1 :] if page.after in ids else []
+    data = items[: page.limit]
+    first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
+    return {"object": "list", "data": data, "first_id": first, "last_id": last, "has_more": len(items) > page.limit}
 
 
 # The response object

@@ -1,12 +1,12 @@
 """OpenAI's Conversations API: a conversation is a session, its items the session's messages (chat_gateway/items.py)."""
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from chat_gateway import items
-from chat_gateway.deps import AnswersDep, CallerDep
+from chat_gateway.deps import AnswersDep, CallerDep, ItemPageDep
 from chat_gateway.openai_format import ERROR_RESPONSES, PREFIX
 from shared import JSONObject
 
@@ -55,16 +55,9 @@ async def delete_conversation(conversation_id: str, caller: CallerDep, answers: 
 
 
 @router.get("/{conversation_id}/items")
-async def list_items(
-    conversation_id: str,
-    caller: CallerDep,
-    answers: AnswersDep,
-    after: Annotated[str | None, Query(max_length=200)] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    order: Literal["asc", "desc"] = "desc",
-) -> dict[str, Any]:
+async def list_items(conversation_id: str, caller: CallerDep, answers: AnswersDep, page: ItemPageDep) -> dict[str, Any]:
     """A conversation's items, a page at a time."""
-    return await items.list_items(answers, conversation_id, caller.user_id, after=after, limit=limit, order=order)
+    return await items.list_items(answers, conversation_id, caller.user_id, page)
 
 
 @router.post("/{conversation_id}/items")

@@ -1,13 +1,13 @@
 """OpenAI's Responses API (POST /v1/responses and the routes on one response), over durable answers: any
 gateway serves any response, its events resumable from any sequence number (chat_gateway/responses.py)."""
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from chat_gateway import responses
-from chat_gateway.deps import AnswersDep, CallerDep
+from chat_gateway.deps import AnswersDep, CallerDep, ItemPageDep
 from chat_gateway.openai_format import ERROR_RESPONSES, PREFIX
 from chat_gateway.responses_format import ResponseCreate, message_id_of, response_object
 
@@ -55,15 +55,10 @@ async def get_response(
 
 @router.get("/responses/{response_id}/input_items")
 async def list_input_items(
-    response_id: str,
-    caller: CallerDep,
-    answers: AnswersDep,
-    after: Annotated[str | None, Query(max_length=200)] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    order: Literal["asc", "desc"] = "desc",
+    response_id: str, caller: CallerDep, answers: AnswersDep, page: ItemPageDep
 ) -> dict[str, Any]:
     """The response's own input items, a page at a time."""
-    return await responses.list_input_items(answers, response_id, caller.user_id, after=after, limit=limit, order=order)
+    return await responses.list_input_items(answers, response_id, caller.user_id, page)
 
 
 @router.post("/responses/{response_id}/cancel")
