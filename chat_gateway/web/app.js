@@ -81,6 +81,7 @@ function renderMarkdown(element, text) {
 function el(tag, attributes = {}, ...children) {
   const element = document.createElement(tag);
   for (const [name, value] of Object.entries(attributes)) {
+    if (value === null || value === undefined) continue;
     if (name === "class") element.className = value;
     else if (name === "text") element.textContent = value;
     else element.setAttribute(name, value);
@@ -111,14 +112,14 @@ class MessageView {
     this.calls = [];
     this.offset = null;
     this.body = el("div", { class: "body" });
-    this.calls_ = el("div", { class: "calls" });
+    this.extras = el("div", { class: "extras" }); // its tool calls and the parts it holds besides text
     this.footer = el("div", { class: "footer" });
     this.element = el(
       "article",
       { class: `message ${message.role}`, "data-id": message.id, "data-status": message.status || "complete" },
       el("div", { class: "role", text: roleName(message) }),
       this.body,
-      this.calls_,
+      this.extras,
       this.footer,
     );
     this.pending = null;
@@ -168,7 +169,7 @@ class MessageView {
       el("summary", {}, "Calls ", el("code", { text: call.function.name })),
       el("pre", { text: args }),
     );
-    this.calls_.append(details);
+    this.extras.append(details);
   }
 
   showParts(parts) {
@@ -176,7 +177,7 @@ class MessageView {
       if (part.type === "image_url") {
         const url = part.image_url?.url || "";
         const label = url.startsWith("data:") ? "an attached image" : url;
-        this.calls_.append(el("p", { class: "part", text: `Image: ${label}` }));
+        this.extras.append(el("p", { class: "part", text: `Image: ${label}` }));
       }
     }
   }
@@ -207,11 +208,8 @@ function roleName(message) {
   return { user: "You", assistant: "Assistant", system: "System" }[message.role] || message.role;
 }
 
-const views = new Map(); // message id -> MessageView, for the chat shown
-
 function addView(message) {
   const view = new MessageView(message);
-  if (view.id !== null) views.set(view.id, view);
   $("messages").append(view.element);
   $("welcome").hidden = true;
   return view;
@@ -263,9 +261,12 @@ async function follow(view, first) {
       }
     }
     if (event.id !== undefined) view.offset = Number(event.id);
-    attempt = 0;
-    failedSince = null;
-    setStatus(null);
+    if (failedSince !== null) {
+      // Reconnected: the answer moves on again.
+      attempt = 0;
+      failedSince = null;
+      setStatus(null);
+    }
   };
   try {
     while (!control.signal.aborted) {
@@ -330,7 +331,6 @@ function started(view, data) {
   if (view.id !== null) return;
   view.id = data.message_id;
   view.element.dataset.id = data.message_id;
-  views.set(view.id, view);
   if (state.sessionId !== data.session_id) {
     state.sessionId = data.session_id;
     history.replaceState(null, "", `#${data.session_id}`);
@@ -384,7 +384,7 @@ async function loadSessions() {
     const page = await json("/chat/sessions?limit=200");
     state.sessions = page.items;
     showSessions(page.items);
-    const current = page.items.find((session) => session.id === state.sessionId);
+    const current = currentSession();
     if (current) showTitle(current);
   } catch (error) {
     if (!(error instanceof ApiError && error.status === 401)) setStatus(`Chats not loaded: ${error.message}`, "error");
@@ -421,7 +421,6 @@ function showTitle(session) {
 async function openSession(sessionId) {
   for (const control of state.follows.values()) control.abort();
   state.follows.clear();
-  views.clear();
   $("messages").replaceChildren();
   busy(false);
   setStatus(null);
@@ -503,23 +502,21 @@ async function rename() {
   const session = currentSession();
   if (!session) return;
   const title = await ask("Rename the chat", "", { value: session.title, ok: "Rename" });
-  if (!title) return;
-  try {
-    showTitle(await json(`/chat/sessions/${session.id}`, { method: "PUT", body: { title } }));
-    loadSessions();
-  } catch (error) {
-    setStatus(`Not renamed: ${error.message}`, "error");
-  }
+  if (title) await changeSession(`/chat/sessions/${session.id}`, { method: "PUT", body: { title } }, "Not renamed");
 }
 
 async function toggleFavorite() {
   const session = currentSession();
-  if (!session) return;
+  if (session) await changeSession(`/chat/sessions/${session.id}/favorite`, { method: "PATCH" }, "Not changed");
+}
+
+// A change to the chat shown: its title bar, then the list, show the session as it now is.
+async function changeSession(path, request, failure) {
   try {
-    showTitle(await json(`/chat/sessions/${session.id}/favorite`, { method: "PATCH" }));
+    showTitle(await json(path, request));
     loadSessions();
   } catch (error) {
-    setStatus(`Not changed: ${error.message}`, "error");
+    setStatus(`${failure}: ${error.message}`, "error");
   }
 }
 
