@@ -175,6 +175,22 @@ def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.05) -> A
         time.sleep(interval)
 
 
+def read_message(store: httpx.Client, message_id: str) -> dict[str, Any]:
+    """A message as persistence stored it."""
+    response = store.get(f"/messages/{message_id}")
+    assert response.status_code == 200, response.text
+    message: dict[str, Any] = response.json()
+    return message
+
+
+def read_finished(store: httpx.Client, message_id: str) -> dict[str, Any]:
+    """An answer as persistence stored it, once it has ended (complete or failed)."""
+    finished: dict[str, Any] = wait_for(
+        lambda: (m := read_message(store, message_id))["status"] in ("complete", "failed") and m
+    )
+    return finished
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

@@ -26,22 +26,18 @@ import openai
 import pytest
 from fastapi import FastAPI
 
-from tests.chat_gateway.conftest import Event, Service, gateway_env, sse_events, wait_for
+from tests.chat_gateway.conftest import (
+    Event,
+    Service,
+    gateway_env,
+    read_finished,
+    read_message,
+    sse_events,
+    wait_for,
+)
 from tests.fake_openai import TEXT, Plan, tokens
 
 pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
-
-
-def _stored(store: httpx.Client, message_id: str) -> dict:
-    response = store.get(f"/messages/{message_id}")
-    assert response.status_code == 200
-    body: dict = response.json()
-    return body
-
-
-def _finished(store: httpx.Client, message_id: str) -> dict:
-    finished: dict = wait_for(lambda: (m := _stored(store, message_id))["status"] in ("complete", "failed") and m)
-    return finished
 
 
 @contextmanager
@@ -62,7 +58,7 @@ def test_json_chat_stores_question_and_answer(gateway: Service, store: httpx.Cli
     assert response.status_code == 200, response.text
     body = response.json()
     assert (body["response"], body["status"]) == (TEXT, "complete")
-    answer = _stored(store, body["message_id"])
+    answer = read_message(store, body["message_id"])
     assert (answer["content"], answer["finish_reason"], answer["model"]) == (TEXT, "stop", "fake-model")
     assert answer["usage"]["completion_tokens"] == len(tokens(TEXT))
     messages = store.get(f"/sessions/{body['session_id']}/messages").json()["items"]
@@ -91,7 +87,7 @@ def test_streamed_chat_and_history_of_a_second_turn(
     assert events[-1].event == "done"
     assert events[-1].data["status"] == "complete"
     ids = events[0].data
-    assert _stored(store, ids["message_id"])["content"] == TEXT
+    assert read_message(store, ids["message_id"])["content"] == TEXT
     # A second turn in the same session sends the first one as history.
     second = httpx.post(
         f"{gateway.url}/chat",
@@ -125,7 +121,7 @@ def test_disconnect_then_reattach_with_last_event_id(
         rest = list(sse_events(response))
     assert seen + "".join(e.data["text"] for e in rest if e.event == "delta") == TEXT
     assert rest[-1].event == "done"
-    assert _finished(store, message_id)["content"] == TEXT
+    assert read_finished(store, message_id)["content"] == TEXT
     # A finished answer replays from any offset.
     with httpx.stream("GET", url, params={"offset": 10}, timeout=30) as response:
         replay = list(sse_events(response))
@@ -139,7 +135,7 @@ def test_upstream_drop_is_continued_without_repeating_text(
     fake_openai.state.plans.extend([Plan(drop_after=drop_at), Plan(drop_after=3)])  # dropped twice
     body = httpx.post(f"{gateway.url}/chat", json={"message": "hi"}, timeout=30).json()
     assert body["response"] == TEXT
-    assert _stored(store, body["message_id"])["content"] == TEXT
+    assert read_message(store, body["message_id"])["content"] == TEXT
     requests = fake_openai.state.requests
     assert len(requests) == 3, (drop_at, [r["messages"][-1] for r in requests])
     partial = requests[2]["messages"][-1]
@@ -161,7 +157,7 @@ def test_an_answer_of_identical_rows_survives_a_drop_whole_with_an_exact_upstrea
     fake_openai.state.plans.append(Plan(drop_after=drop_after))
     body = httpx.post(f"{gateway.url}/chat", json={"message": "a table"}, timeout=30).json()
     assert (body["status"], body["response"]) == ("complete", TABLE)
-    assert _stored(store, body["message_id"])["content"] == TABLE
+    assert read_message(store, body["message_id"])["content"] == TABLE
     assert len(fake_openai.state.requests) == 2
 
 
@@ -178,7 +174,7 @@ def test_a_restarting_upstream_repeats_the_words_it_is_asked_for_and_only_they_a
     finally:
         restarting.kill(signal.SIGTERM)
     assert body["response"] == text
-    assert _stored(store, body["message_id"])["content"] == text
+    assert read_message(store, body["message_id"])["content"] == text
     instruction = str(fake_openai.state.requests[1]["messages"][-2]["content"])
     assert "[[" in instruction
 
@@ -200,7 +196,7 @@ def test_client_error_is_not_retried_and_fails_the_answer(
     assert (body["code"], body["partial"]) == ("answer_failed", "")
     assert "400" in body["error"]
     assert len(fake_openai.state.requests) == 1
-    assert _stored(store, body["message_id"])["status"] == "failed"
+    assert read_message(store, body["message_id"])["status"] == "failed"
 
 
 def test_resume_after_failure_continues_the_partial_answer(
@@ -210,7 +206,7 @@ def test_resume_after_failure_continues_the_partial_answer(
     # of them (then nothing is relayed or stored, rightly, but there is no partial answer to resume).
     fake_openai.state.plans.extend([Plan(drop_after=6), Plan(status=401)])
     failed = httpx.post(f"{gateway.url}/chat", json={"message": "hi"}, timeout=30).json()
-    stored = _stored(store, failed["message_id"])
+    stored = read_message(store, failed["message_id"])
     assert stored["status"] == "failed"
     six = "".join(tokens(TEXT)[:6])
     # Both in one comparison: a failure then shows whether the client saw the text as well as the store.
@@ -218,7 +214,7 @@ def test_resume_after_failure_continues_the_partial_answer(
     resumed = httpx.post(f"{gateway.url}/chat/sessions/{failed['session_id']}/resume", timeout=30)
     assert resumed.status_code == 200, resumed.text
     assert resumed.json()["response"] == TEXT
-    final = _stored(store, failed["message_id"])
+    final = read_message(store, failed["message_id"])
     assert (final["content"], final["status"], final["attempts"]) == (TEXT, "complete", 2)
     again = httpx.post(f"{gateway.url}/chat/messages/{failed['message_id']}/resume", timeout=30)
     assert again.status_code == 409
@@ -230,7 +226,7 @@ def test_an_upstream_error_message_with_a_nul_is_stored_with_the_partial_answer(
     """The error is stored as text can be (U+FFFD), not refused, which lost the partial answer with it."""
     fake_openai.state.plans.extend([Plan(drop_after=6), Plan(status=401, message="bad\x00key")])
     failed = httpx.post(f"{gateway.url}/chat", json={"message": "hi"}, timeout=30).json()
-    stored = _stored(store, failed["message_id"])
+    stored = read_message(store, failed["message_id"])
     assert (stored["status"], stored["content"]) == ("failed", "".join(tokens(TEXT)[:6]))
     assert "bad\ufffdkey" in stored["error"]
 
@@ -250,7 +246,7 @@ def test_two_concurrent_resumes_start_one_generation(
         responses = list(pool.map(resume, range(2)))
     assert Counter(r.status_code for r in responses) == {200: 1, 409: 1}
     assert len(fake_openai.state.requests) == 3
-    assert _stored(store, failed["message_id"])["content"] == TEXT
+    assert read_message(store, failed["message_id"])["content"] == TEXT
 
 
 def test_cancel_keeps_the_partial_text_and_can_be_resumed(
@@ -264,7 +260,7 @@ def test_cancel_keeps_the_partial_text_and_can_be_resumed(
     assert cancelled.json()["status"] == "failed"
     assert rest[-1].event == "error"
     assert rest[-1].data["error"] == "cancelled"
-    stored = _stored(store, message_id)
+    stored = read_message(store, message_id)
     assert (stored["status"], stored["error"]) == ("failed", "cancelled")
     assert stored["content"]
     assert TEXT.startswith(stored["content"])
@@ -278,7 +274,7 @@ def test_deleting_the_session_mid_answer_stops_its_generation(
 ) -> None:
     fake_openai.state.plans.append(Plan(delay=0.1))  # about 4.5 s for the whole answer
     with streaming_chat(gateway) as (message_id, events):
-        session_id = _stored(store, message_id)["session_id"]
+        session_id = read_message(store, message_id)["session_id"]
         assert httpx.delete(f"{gateway.url}/chat/sessions/{session_id}", timeout=30).status_code == 204
         rest = list(events)
     assert rest[-1].event == "error"
@@ -316,11 +312,11 @@ def test_gateway_killed_mid_stream_is_recovered_by_the_next_one(
     fake_openai.state.plans.extend([Plan(delay=0.05), Plan(delay=0.01)])
     options = {"temperature": 0.3, "seed": 11}
     with streaming_chat(gateway, deltas=8, options=options) as (message_id, _):
-        wait_for(lambda: _stored(store, message_id)["content"])
+        wait_for(lambda: read_message(store, message_id)["content"])
         gateway.kill(signal.SIGKILL)
-    assert _stored(store, message_id)["status"] == "in_progress"
+    assert read_message(store, message_id)["status"] == "in_progress"
     gateway.start()  # a new instance: it finds the orphan once its lease expires
-    final = _finished(store, message_id)
+    final = read_finished(store, message_id)
     assert (final["content"], final["status"], final["attempts"]) == (TEXT, "complete", 2)
     recovery = fake_openai.state.requests[-1]
     assert recovery["messages"][-1]["role"] == "assistant"  # a continuation, with the answer's options
@@ -337,11 +333,11 @@ def test_a_gateway_restarted_under_the_same_instance_id_takes_its_answers_back_a
     gateway = Service("chat_gateway.main:create_app", env, tmp_path / "a.log").start()
     try:
         with streaming_chat(gateway, deltas=8) as (message_id, _):
-            wait_for(lambda: _stored(store, message_id)["content"])
+            wait_for(lambda: read_message(store, message_id)["content"])
             gateway.kill(signal.SIGKILL)
         restarted = time.monotonic()
         gateway.start()
-        final = _finished(store, message_id)
+        final = read_finished(store, message_id)
     finally:
         gateway.kill(signal.SIGTERM)
     assert time.monotonic() - restarted < 10
@@ -366,10 +362,10 @@ def test_an_openai_call_whose_gateway_died_is_continued_from_the_clients_own_pro
         message_id = uuid.UUID(json.loads(next(lines)[6:])["id"].removeprefix("chatcmpl-"))
         for _ in range(8):
             next(lines)
-        wait_for(lambda: _stored(store, str(message_id))["content"])
+        wait_for(lambda: read_message(store, str(message_id))["content"])
         gateway.kill(signal.SIGKILL)
     gateway.start()
-    final = _finished(store, str(message_id))
+    final = read_finished(store, str(message_id))
     assert (final["content"], final["status"], final["attempts"]) == (TEXT, "complete", 2)
     recovery = fake_openai.state.requests[-1]
     assert recovery["messages"][:4] == messages
@@ -397,7 +393,7 @@ def test_persistence_restarted_mid_stream_loses_nothing(
                 assert event.event == "done", event.data
     restarter.join()
     assert text == TEXT
-    assert _finished(store, message_id)["content"] == TEXT
+    assert read_finished(store, message_id)["content"] == TEXT
 
 
 def test_without_upstream_key_chat_is_503_with_how_to(tmp_path: Path, persistence: Service) -> None:
@@ -469,7 +465,7 @@ def test_lease_is_renewed_while_the_upstream_is_silent(
             assert answer_id not in {m["id"] for m in store.get("/messages/stale").json()}
             threading.Event().wait(0.2)
         body = pending.result().json()
-    final = _stored(store, body["message_id"])
+    final = read_message(store, body["message_id"])
     assert (final["content"], final["attempts"]) == (TEXT, 1)
     assert len(fake_openai.state.requests) == 1
 
@@ -488,7 +484,7 @@ def _in_progress(store: httpx.Client) -> str | None:
 def test_partial_text_is_written_in_batches(gateway: Service, store: httpx.Client, fake_openai: FastAPI) -> None:
     fake_openai.state.plans.append(Plan(delay=0.01))
     body = httpx.post(f"{gateway.url}/chat", json={"message": "hi"}, timeout=30).json()
-    final = _stored(store, body["message_id"])
+    final = read_message(store, body["message_id"])
     writes = final["version"] - 3  # minus the create, the claim and the final status
     assert 1 <= writes <= len(tokens(TEXT)) // 2, writes
 
@@ -499,7 +495,7 @@ def test_stopped_gateway_finishes_answers_within_its_grace_period(
     fake_openai.state.plans.append(Plan(delay=0.03))
     with streaming_chat(gateway) as (message_id, _):
         gateway.kill(signal.SIGTERM)  # returns once the process has exited
-    final = _stored(store, message_id)
+    final = read_message(store, message_id)
     assert (final["content"], final["status"], final["attempts"]) == (TEXT, "complete", 1)
 
 
@@ -512,7 +508,7 @@ def test_stopped_gateway_releases_what_outlives_the_grace_period(
     fake_openai.state.plans.extend([Plan(delay=0.1), Plan()])
     with streaming_chat(gateway) as (message_id, _):
         gateway.kill(signal.SIGTERM)
-    released = _stored(store, message_id)
+    released = read_message(store, message_id)
     assert released["status"] == "in_progress"
     assert released["content"]
     assert message_id in {m["id"] for m in store.get("/messages/stale").json()}  # no wait for the lease
@@ -520,7 +516,7 @@ def test_stopped_gateway_releases_what_outlives_the_grace_period(
     env = gateway_env(tmp_path, persistence.url, upstream)
     other = Service("chat_gateway.main:create_app", env, tmp_path / "other.log").start()
     try:
-        final = _finished(store, message_id)
+        final = read_finished(store, message_id)
     finally:
         other.kill(signal.SIGTERM)
     assert (final["content"], final["status"], final["attempts"]) == (TEXT, "complete", 2)
@@ -531,11 +527,11 @@ def test_recovery_can_mark_orphans_failed_instead(
 ) -> None:
     fake_openai.state.plans.append(Plan(delay=0.05))
     with streaming_chat(gateway) as (message_id, _):
-        wait_for(lambda: _stored(store, message_id)["content"])
+        wait_for(lambda: read_message(store, message_id)["content"])
         gateway.kill(signal.SIGKILL)
     gateway.env["RECOVERY_MODE"] = "fail"
     gateway.start()
-    final = _finished(store, message_id)
+    final = read_finished(store, message_id)
     assert final["status"] == "failed"
     assert final["error"].startswith("abandoned")
     assert final["content"]
@@ -557,7 +553,7 @@ def test_reattach_through_another_gateway_follows_the_answer(
         other.kill(signal.SIGTERM)
     assert "".join(e.data["text"] for e in events if e.event == "delta") == TEXT
     assert events[-1].event == "done"
-    final = _stored(store, message_id)
+    final = read_message(store, message_id)
     assert (final["content"], final["lease_owner"], final["attempts"]) == (TEXT, None, 1)
 
 
@@ -573,7 +569,7 @@ def test_reattach_through_another_gateway_from_text_not_yet_saved_waits_for_it(
     try:
         with streaming_chat(saving_late, deltas=12) as (message_id, first):
             seen = int(next(e for e in first if e.event == "delta").id or 0)
-            assert len(_stored(store, message_id)["content"]) < seen
+            assert len(read_message(store, message_id)["content"]) < seen
             url = f"{gateway.url}/chat/messages/{message_id}/stream"
             with httpx.stream("GET", url, headers={"last-event-id": str(seen)}, timeout=30) as response:
                 assert response.status_code == 200
@@ -616,7 +612,7 @@ def test_a_forged_last_event_id_past_the_end_is_answered_alike_by_every_gateway(
         other.kill(signal.SIGTERM)
     expected = {"status": "complete", "error": f"the answer ended at {len(TEXT)}, before offset {2**30}"}
     assert endings == [("error", expected), ("error", expected)]
-    assert _finished(store, message_id)["content"] == TEXT
+    assert read_finished(store, message_id)["content"] == TEXT
 
 
 def test_a_gateway_paused_past_its_lease_never_shows_its_client_text_that_is_not_the_answer(
@@ -639,7 +635,7 @@ def test_a_gateway_paused_past_its_lease_never_shows_its_client_text_that_is_not
             seen += [e.data["text"] for e in itertools.islice((e for e in events if e.event == "delta"), 5)]
             gateway.process.send_signal(signal.SIGSTOP)
             try:
-                stored = _finished(store, message_id)["content"]
+                stored = read_finished(store, message_id)["content"]
             finally:
                 gateway.process.send_signal(signal.SIGCONT)
             rest = list(events)
@@ -746,7 +742,7 @@ def test_generation_options_reach_the_model_and_hold_for_the_whole_answer(
     }
     answer_text = "".join(tokens(TEXT)[: 10 + continued["max_tokens"]])
     assert (completion.choices[0].message.content, completion.choices[0].finish_reason) == (answer_text, "length")
-    stored = _stored(store, completion.id.removeprefix("chatcmpl-"))
+    stored = read_message(store, completion.id.removeprefix("chatcmpl-"))
     assert (stored["content"], stored["finish_reason"], stored["options"]) == (answer_text, "length", options)
 
 
@@ -787,7 +783,7 @@ def test_a_nul_from_the_model_is_stored_as_u_fffd_not_refused_for_ever(
     reply = httpx.post(f"{gateway.url}/chat", json={"message": "hi"}, timeout=30)
     assert reply.status_code == 200, reply.text
     assert reply.json()["response"] == "Hello \ufffd world \U0001f600 again."
-    stored = _finished(store, reply.json()["message_id"])
+    stored = read_finished(store, reply.json()["message_id"])
     assert (stored["status"], stored["content"]) == ("complete", "Hello \ufffd world \U0001f600 again.")
 
 
@@ -833,7 +829,7 @@ def test_an_upstream_model_name_too_long_to_store_is_clipped_not_a_failed_answer
     monkeypatch.setattr("tests.fake_openai.MODEL", "m" * 300)
     reply = httpx.post(f"{gateway.url}/chat", json={"message": "hi"}, timeout=30)
     assert reply.status_code == 200, reply.text
-    stored = _finished(store, reply.json()["message_id"])
+    stored = read_finished(store, reply.json()["message_id"])
     assert (stored["status"], stored["content"], stored["model"]) == ("complete", TEXT, "m" * 200)
 
 
@@ -841,7 +837,7 @@ def test_one_message_is_read_through_the_gateway_without_its_prompt(gateway: Ser
     body = httpx.post(f"{gateway.url}/chat", json={"message": "Tell me about Lyon"}, timeout=30).json()
     message = httpx.get(f"{gateway.url}/chat/messages/{body['message_id']}", timeout=10)
     assert message.status_code == 200, message.text
-    stored = _stored(store, body["message_id"])
+    stored = read_message(store, body["message_id"])
     assert (message.json()["content"], message.json()["status"]) == (stored["content"], "complete")
     assert not {"prompt", "conversation_key"} & message.json().keys()
     assert httpx.get(f"{gateway.url}/chat/messages/{uuid.uuid4()}", timeout=10).status_code == 404

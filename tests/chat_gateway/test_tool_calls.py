@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI
 from openai.types.chat import ChatCompletionToolParam
 
-from tests.chat_gateway.conftest import Service, sse_events, wait_for
+from tests.chat_gateway.conftest import Service, read_finished, sse_events, wait_for
 from tests.fake_openai import TEXT, Plan, tokens
 
 pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
@@ -36,13 +36,6 @@ def _as_sent(attempt: int) -> list[dict[str, Any]]:
         {"id": f"call_{attempt}_{index}", "type": "function", "function": {"name": name, "arguments": arguments}}
         for index, (name, arguments) in enumerate(CALLS)
     ]
-
-
-def _stored_answer(store: httpx.Client, message_id: str) -> dict[str, Any]:
-    answer: dict[str, Any] = wait_for(
-        lambda: (m := store.get(f"/messages/{message_id}").json())["status"] in ("complete", "failed") and m
-    )
-    return answer
 
 
 def _sdk(gateway: Service) -> openai.OpenAI:
@@ -82,7 +75,7 @@ def test_the_sdk_streams_parallel_calls_and_they_are_stored(
     sent = fake_openai.state.requests[0]
     assert (sent["tools"], sent["tool_choice"], sent["parallel_tool_calls"]) == (TOOLS, "auto", True)
     assert completion_id is not None
-    answer = _stored_answer(store, completion_id.removeprefix("chatcmpl-"))
+    answer = read_finished(store, completion_id.removeprefix("chatcmpl-"))
     assert (answer["content"], answer["tool_calls"], answer["finish_reason"]) == (TEXT, _as_sent(1), "tool_calls")
     assert answer["options"]["tools"] == TOOLS  # a continuation asks with the same tools
 
@@ -127,7 +120,7 @@ def test_a_drop_in_the_calls_relays_and_stores_only_the_calls_asked_again(
     # The calls' ids are the offsets after the text, one each: a client reattaching knows which it has.
     assert [e.id for e in events if e.event == "tool_call"] == [str(len(TEXT) + 1), str(len(TEXT) + 2)]
     assert events[-1].id == str(len(TEXT) + 2)
-    answer = _stored_answer(store, start["message_id"])
+    answer = read_finished(store, start["message_id"])
     assert (answer["content"], answer["tool_calls"]) == (TEXT, _as_sent(2))
     continued = fake_openai.state.requests[1]
     assert continued["tools"] == TOOLS
@@ -319,7 +312,7 @@ def test_a_gateway_killed_in_the_middle_of_a_call_leaves_it_to_the_next_whole(
     stored = store.get(f"/messages/{message_id}").json()
     assert (stored["status"], stored["tool_calls"]) == ("in_progress", None)
     gateway.start()  # a new instance: it takes the orphan over once its lease expires
-    answer = _stored_answer(store, message_id)
+    answer = read_finished(store, message_id)
     assert (answer["status"], answer["content"], answer["tool_calls"]) == ("complete", TEXT, _as_sent(2))
     with httpx.stream(
         "GET", f"{gateway.url}/chat/messages/{message_id}/stream", params={"offset": len(TEXT)}, timeout=30

@@ -18,7 +18,7 @@ import pytest
 from fastapi import FastAPI
 from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, expect, sync_playwright
 
-from tests.chat_gateway.conftest import PERSISTENCE_KEY, Service, gateway_env, wait_for
+from tests.chat_gateway.conftest import PERSISTENCE_KEY, Service, gateway_env, read_message, wait_for
 from tests.conftest import unreachable
 from tests.fake_openai import TEXT, Plan
 
@@ -128,11 +128,6 @@ def send(page: Page, text: str) -> None:
     page.locator("#input").press("Enter")
 
 
-def stored(store: httpx.Client, message_id: str) -> dict:
-    message: dict = store.get(f"/messages/{message_id}").json()
-    return message
-
-
 def session_of(page: Page) -> str:
     return page.url.split("#", 1)[1]
 
@@ -155,7 +150,7 @@ def test_a_message_streams_and_is_rendered_as_markdown(
     body = page.locator("article.assistant .body")
     expect(body.locator("table td").first).to_have_text("Lyon")
     expect(body.locator("pre code.hljs")).to_contain_text("print('hello')")
-    message = stored(store, last_answer_id(page))
+    message = read_message(store, last_answer_id(page))
     assert (message["status"], message["content"]) == ("complete", MARKDOWN)
     expect(page.locator("#sessions a")).to_have_count(1)
     expect(page.locator("#title")).to_have_text("Show me a table")
@@ -172,7 +167,7 @@ def test_a_reload_mid_answer_replays_it_and_follows_it_to_the_stored_end(
     message_id = last_answer_id(page)
     page.reload()
     complete(page)
-    assert answer(page) == TEXT == stored(store, message_id)["content"]
+    assert answer(page) == TEXT == read_message(store, message_id)["content"]
     expect(page.locator("article.assistant")).to_have_count(1)
 
 
@@ -187,13 +182,13 @@ def test_stop_keeps_the_partial_answer_and_resume_finishes_it(
     article = page.locator("article.assistant")
     expect(article).to_have_attribute("data-status", "failed")
     expect(article.locator(".footer")).to_contain_text("cancelled")
-    message = stored(store, last_answer_id(page))
+    message = read_message(store, last_answer_id(page))
     assert (message["status"], message["error"]) == ("failed", "cancelled")
     assert TEXT.startswith(message["content"])
     assert message["content"] != TEXT
     article.locator("button.resume").click()
     complete(page)
-    assert answer(page) == TEXT == stored(store, message["id"])["content"]
+    assert answer(page) == TEXT == read_message(store, message["id"])["content"]
 
 
 def test_an_answer_started_elsewhere_is_stopped_from_a_page_opened_later(
@@ -208,7 +203,7 @@ def test_an_answer_started_elsewhere_is_stopped_from_a_page_opened_later(
     expect(page.locator("article.assistant")).to_have_attribute("data-status", "in_progress")
     page.locator("#stop").click()
     expect(page.locator("article.assistant .footer")).to_contain_text("cancelled")
-    message = stored(store, ids["message_id"])
+    message = read_message(store, ids["message_id"])
     assert (message["status"], message["error"]) == ("failed", "cancelled")
     assert answer(page) == message["content"].rstrip()  # Markdown drops the trailing space
 
@@ -242,7 +237,7 @@ def test_one_answer_streams_in_two_tabs(
     expect(second.locator("article.assistant")).to_have_attribute("data-status", "in_progress")
     complete(page)
     complete(second)
-    content = stored(store, last_answer_id(page))["content"]
+    content = read_message(store, last_answer_id(page))["content"]
     assert answer(page) == answer(second) == content == TEXT
 
 
@@ -259,7 +254,7 @@ def test_a_gateway_restart_mid_answer_shows_reconnecting_then_the_rest(
     web_gateway.start()  # same port: its recovery takes the answer over once the dead one's lease expires
     complete(page, timeout=60_000)
     expect(page.locator("#status")).to_be_hidden()
-    message = stored(store, message_id)
+    message = read_message(store, message_id)
     assert answer(page) == message["content"] == TEXT
     assert message["status"] == "complete"
 
