@@ -21,6 +21,8 @@ LOCK := $(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 -
 lock: install
 	$(LOCK) -o requirements.lock
 	$(LOCK) --extra dev -o requirements-dev.lock
+	$(BIN)/uv pip compile tests/chat_gateway/clients/requirements.in --python-version 3.11 --generate-hashes \
+		--no-header -o requirements-clients.lock
 
 secrets: $(STAMP)
 	$(BIN)/python scripts/ensure_secrets.py secrets
@@ -106,12 +108,13 @@ $(LITELLM_VENV)/.installed:
 bench-alternative: $(LITELLM_VENV)/.installed
 
 # Real clients the tests run against the gateway as their users install them, in a virtualenv of their own
-# (their dependencies are theirs, not the services'): OpenAI's Agents SDK and the llm CLI.
+# (their dependencies are theirs, not the services'): the openai SDK, OpenAI's Agents SDK, LangGraph, pydantic-ai
+# and the llm CLI, from their lock (tests/chat_gateway/clients/requirements.in).
 CLIENTS_VENV ?= .venv-clients
 
-$(CLIENTS_VENV)/.installed:
+$(CLIENTS_VENV)/.installed: requirements-clients.lock
 	test -x $(CLIENTS_VENV)/bin/python || $(PYTHON) -m venv $(CLIENTS_VENV)
-	$(CLIENTS_VENV)/bin/python -m pip install -q --disable-pip-version-check "openai-agents==0.24.0" "llm==0.36"
+	$(CLIENTS_VENV)/bin/python -m pip install -q --disable-pip-version-check --require-hashes -r requirements-clients.lock
 	touch $@
 
 clients: $(CLIENTS_VENV)/.installed

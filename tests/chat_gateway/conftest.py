@@ -1,3 +1,4 @@
+import contextlib
 import json
 import os
 import signal
@@ -7,6 +8,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +20,7 @@ from fastapi import FastAPI
 
 from shared import MessageRole, MessageStatus
 from shared.contract import AnswerFinish, MessageDetail
-from tests.conftest import serve
+from tests.conftest import fresh_postgres_database, serve
 from tests.fake_openai import TEXT, create_fake_openai
 
 PERSISTENCE_KEY = "e2e-persistence-key"
@@ -74,13 +76,24 @@ def _base_env(tmp: Path) -> dict[str, str]:
     return env | {"SECRETS_DIR": str(secrets), "API_KEY": PERSISTENCE_KEY}
 
 
+@contextmanager
+def persistence_on(tmp: Path, database: str) -> Iterator[Service]:
+    """The persistence service on ``database``: "sqlite" (a file in ``tmp``) or "postgresql" (a database of its
+    own on the test server, dropped afterwards)."""
+    with contextlib.ExitStack() as stack:
+        url = f"sqlite:///{tmp / 'chat.db'}"
+        if database == "postgresql":
+            url = stack.enter_context(fresh_postgres_database())
+        env = _base_env(tmp) | {"DATABASE_URL": url, "LEASE_SECONDS": "2"}
+        service = Service("persistence.main:create_app", env, tmp / "persistence.log").start()
+        stack.callback(service.kill, signal.SIGTERM)
+        yield service
+
+
 @pytest.fixture(scope="module")
 def persistence(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    tmp = tmp_path_factory.mktemp("persistence")
-    env = _base_env(tmp) | {"DATABASE_URL": f"sqlite:///{tmp / 'chat.db'}", "LEASE_SECONDS": "2"}
-    service = Service("persistence.main:create_app", env, tmp / "persistence.log").start()
-    yield service
-    service.kill(signal.SIGTERM)
+    with persistence_on(tmp_path_factory.mktemp("persistence"), "sqlite") as service:
+        yield service
 
 
 @pytest.fixture(scope="module")

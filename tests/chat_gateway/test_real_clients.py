@@ -4,13 +4,14 @@ virtualenv of their own), unchanged but for the gateway's base URL."""
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.chat_gateway.conftest import Service
+from tests.chat_gateway.conftest import Service, persistence_on
 from tests.conftest import unreachable
 from tests.fake_openai import TEXT, Plan
 
@@ -18,6 +19,13 @@ pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
 
 ROOT = Path(__file__).resolve().parents[2]
 AGENT = Path(__file__).parent / "clients" / "weather_agent.py"
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def persistence(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """Every real client's test runs on both databases."""
+    with persistence_on(tmp_path_factory.mktemp("persistence"), request.param) as service:
+        yield service
 
 
 @pytest.fixture(scope="module")
