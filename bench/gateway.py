@@ -156,11 +156,17 @@ def _event_text(data: dict[str, Any]) -> str:
     return str(data.get("delta") or "") if data.get("type") == "response.output_text.delta" else ""
 
 
+_ASKED = itertools.count()
+
+
 async def stream(client: httpx.AsyncClient, url: str, responses: bool = False) -> Stream:
+    # Each chat its own question: the same request again within a minute is a retry (the README), answered with
+    # the first one's answer instead of relayed.
+    question = QUESTION | {"content": f"{QUESTION['content']} ({next(_ASKED)})"}
     if responses:
-        path, body = "/v1/responses", {"model": "bench", "stream": True, "input": QUESTION["content"]}
+        path, body = "/v1/responses", {"model": "bench", "stream": True, "input": question["content"]}
     else:
-        path, body = "/v1/chat/completions", {"model": "bench", "stream": True, "messages": [QUESTION]}
+        path, body = "/v1/chat/completions", {"model": "bench", "stream": True, "messages": [question]}
     text_of = _event_text if responses else _chunk_text
     started = time.perf_counter()
     first, parts = 0.0, []

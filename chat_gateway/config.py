@@ -64,6 +64,9 @@ class Settings(ServiceSettings):
     # How long a chat whose turn may or may not have been stored waits for persistence to say (longer than a
     # persistence restart) before its client is told it failed; it is then never generated.
     turn_settle_seconds: float = Field(default=30.0, gt=0, le=600)
+    # An OpenAI client's request sent again without an Idempotency-Key (its own retries) attaches to the first
+    # one's answer while that is generated, once it failed, or for this long after it completed (README).
+    retry_window_seconds: float = Field(default=60.0, ge=0)
 
     recovery_interval_seconds: float = Field(default=10.0, gt=0)
     recovery_mode: Literal["resume", "fail"] = "resume"

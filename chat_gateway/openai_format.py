@@ -214,7 +214,6 @@ class CompletionRequest(GenerationOptions):
     messages: list[OpenAIMessage] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: str | None = Field(default=None, max_length=255)
     metadata: dict[str, str] | None = None
     n: int | None = None
     functions: list[Any] | None = None

@@ -6,16 +6,18 @@ gateway's death, and any gateway renders it and its events the same way, for as 
 """
 
 import contextlib
+import json
+import math
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 from openai.types.chat import ChatCompletionMessageParam
 
-from chat_gateway.conversations import conversation_key, find_session
+from chat_gateway.conversations import conversation_key, find_session, request_key
 from chat_gateway.generation import StreamEvent
 from chat_gateway.identity import Caller
-from chat_gateway.items import session_of
+from chat_gateway.items import resolve_references, session_messages, session_of
 from chat_gateway.openai_format import OpenAIMessage, chat_request, new_inputs
 from chat_gateway.prompt import build_messages, load_history
 from chat_gateway.responses_format import (
@@ -30,7 +32,8 @@ from chat_gateway.responses_format import (
     sse,
 )
 from chat_gateway.service import Answers
-from shared import BadRequest, DomainError, ErrorCode, JSONObject, MessageStatus
+from chat_gateway.upstream import CHARS_PER_TOKEN
+from shared import BadRequest, Conflict, DomainError, ErrorCode, JSONObject, MessageStatus
 from shared.contract import MessageDetail
 
 
@@ -50,18 +53,31 @@ async def _conversation_so_far(answers: Answers, previous: MessageDetail) -> lis
     return [OpenAIMessage.model_validate(message) for message in [*asked, answered]]
 
 
-async def _session_history(answers: Answers, session_id: uuid.UUID, scope: str | None) -> list[OpenAIMessage]:
-    """A conversation's messages as the model is shown them."""
-    await answers.persistence.get_session(session_id, scope)  # another user's is a 404
-    history: list[MessageDetail] = []
-    cursor = None
-    while True:
-        page, cursor = await answers.persistence.history_page(session_id, cursor)
-        history += [message for message in page if message.status == MessageStatus.COMPLETE]
-        if cursor is None:
-            break
-    history.sort(key=lambda message: (message.created_at, message.id))
-    return [OpenAIMessage.model_validate(dict(message)) for message in build_messages(history)]
+async def _conversation(
+    answers: Answers, caller: Caller, body: ResponseCreate
+) -> tuple[list[OpenAIMessage], list[OpenAIMessage], uuid.UUID | None]:
+    """What the response goes on from (its previous response's or its conversation's messages), its own input as
+    chat messages, and the session it is stored in (None: found or made by ``create``)."""
+    if body.previous_response_id and body.conversation_id():
+        raise BadRequest("give previous_response_id or conversation, not both", code=ErrorCode.INVALID_VALUE)
+    new = input_messages(await resolve_references(answers, body, caller.user_id))
+    if body.previous_response_id:
+        previous = await answers.persistence.get_message(message_id_of(body.previous_response_id), caller.user_id)
+        if previous.status in (MessageStatus.PENDING, MessageStatus.IN_PROGRESS):
+            # Its text so far is not what the conversation will hold: the model would be shown a partial answer.
+            raise Conflict(
+                f"the previous response {body.previous_response_id} is still in progress: wait for it to end",
+                code=ErrorCode.IN_PROGRESS,
+            )
+        before = await _conversation_so_far(answers, previous)
+        last = await answers.persistence.last_message(previous.session_id, None, caller.user_id)
+        # Its session goes on if the previous response is still its end; else this is a branch: a session of its
+        # own, its prompt (kept with the answer) holding the conversation so far.
+        return before, new, previous.session_id if last.id == previous.id else None
+    if conversation := body.conversation_id():
+        session_id = session_of(conversation)
+        return await session_messages(answers, session_id, caller.user_id), new, session_id
+    return [], new, None
 
 
 async def create(
@@ -70,22 +86,8 @@ async def create(
     """Store the response's input and its answer, and start generating it; returns the answer and its model."""
     if body.background and not body.store:
         raise BadRequest("background responses must be stored: store cannot be false", code=ErrorCode.INVALID_VALUE)
-    if body.previous_response_id and body.conversation_id():
-        raise BadRequest("give previous_response_id or conversation, not both", code=ErrorCode.INVALID_VALUE)
     model = body.model or answers.settings.openai_model
-    new = input_messages(body)
-    before: list[OpenAIMessage] = []
-    session_id = None
-    if body.previous_response_id:
-        previous = await answers.persistence.get_message(message_id_of(body.previous_response_id), caller.user_id)
-        before = await _conversation_so_far(answers, previous)
-        last = await answers.persistence.last_message(previous.session_id, None, caller.user_id)
-        # Its session goes on if the previous response is still its end; else this is a branch: a session of its
-        # own, its prompt (kept with the answer) holding the conversation so far.
-        session_id = previous.session_id if last.id == previous.id and body.store else None
-    elif conversation := body.conversation_id():
-        session_id = session_of(conversation)
-        before = await _session_history(answers, session_id, caller.user_id)
+    before, new, session_id = await _conversation(answers, caller, body)
     if not body.store:  # answered in a session of its own, deleted with it once it ends (forget)
         session_id = None
     instructions = [OpenAIMessage(role="system", content=body.instructions)] if body.instructions else []
@@ -100,6 +102,9 @@ async def create(
     request = chat_request(completion, question, results, session_id, user_id, model)
     prompt: list[ChatCompletionMessageParam] = [m.upstream() for m in completion.messages]  # type: ignore[misc]
     asked = body.asked(len(new))
+    options = request.options.given() if request.options is not None else {}
+    retried = body.store and idempotency_key is None  # a response not stored is deleted once it ends: no retry
+    named = session_of(conversation) if (conversation := body.conversation_id()) else None
     answer = await answers.start_chat(
         request,
         idempotency_key,
@@ -107,9 +112,21 @@ async def create(
         prompt=prompt,
         create_session=True,
         conversation_key=conversation_key(owner, completion.messages) if body.store else None,
+        request_key=request_key(owner, named, prompt, model, options, asked) if retried else None,
         response=asked,
     )
     return answer.model_copy(update={"response": asked}), model  # a turn's answer comes back without it
+
+
+async def count_input_tokens(answers: Answers, caller: Caller, body: ResponseCreate) -> JSONObject:
+    """An estimate of the tokens the response's input would be (the prompt's length: ``CHARS_PER_TOKEN``
+    characters a token, as budgets count it): the upstream's own tokenizer is not known here."""
+    before, new, _ = await _conversation(answers, caller, body)
+    instructions = [OpenAIMessage(role="system", content=body.instructions)] if body.instructions else []
+    shown = [message.upstream() for message in [*instructions, *before, *new]]
+    tools = body.chat_options().get("tools") or []
+    characters = len(json.dumps([shown, tools], ensure_ascii=False))
+    return {"object": "response.input_tokens", "input_tokens": math.ceil(characters / CHARS_PER_TOKEN)}
 
 
 async def events(answers: Answers, answer: MessageDetail, model: str, starting_after: int = -1) -> AsyncIterator[str]:
@@ -141,7 +158,7 @@ async def _events(answers: Answers, answer: MessageDetail, model: str, starting_
         if event.kind == "delta":
             if text is not None:
                 text.append(event.text)
-            for rendered in render.text(event.text, event.offset):
+            for rendered in render.text(event.text, event.offset, event.logprobs):
                 yield rendered
         elif event.kind == "done" or event.status is not None:
             for rendered in render.end(await _as_ended(answers, answer, event, text)):

@@ -35,7 +35,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from chat_gateway.openai_format import CompletionRequest, OpenAIMessage
-from shared import BadRequest, ErrorCode, JSONObject, MessageStatus, NotFound
+from shared import CANCELLED, BadRequest, ErrorCode, JSONObject, MessageStatus, NotFound
 from shared.contract import MessageDetail
 from shared.resources import ToolCall
 
@@ -93,6 +93,15 @@ class TextOptions(BaseModel):
     format: TextFormat = Field(default_factory=TextFormat)
 
 
+class Reasoning(BaseModel):
+    """A reasoning model's options: ``effort`` is passed on as Chat Completions' ``reasoning_effort``; its summary
+    is not served (a chat completion has none to give)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    effort: str | None = Field(default=None, max_length=32)
+
+
 class ResponseCreate(BaseModel):
     """A Responses API request: what this gateway serves of it, translated to a chat completion upstream."""
 
@@ -113,6 +122,8 @@ class ResponseCreate(BaseModel):
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
     text: TextOptions | None = None
+    reasoning: Reasoning | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
     metadata: dict[str, str] | None = None
     user: str | None = Field(default=None, max_length=255)
 
@@ -140,7 +151,9 @@ class ResponseCreate(BaseModel):
             "parallel_tool_calls": self.parallel_tool_calls,
         }
         asked |= {"max_output_tokens": self.max_output_tokens, "temperature": self.temperature, "top_p": self.top_p}
-        return asked | {"inputs": inputs}
+        asked |= {"reasoning": self.reasoning.model_dump() if self.reasoning else None}
+        asked |= {"top_logprobs": self.top_logprobs}
+        return asked | {"user": self.user, "inputs": inputs}
 
     def chat_options(self) -> JSONObject:
         """The Chat Completions parameters this request's options are."""
@@ -155,9 +168,13 @@ class ResponseCreate(BaseModel):
             options["parallel_tool_calls"] = self.parallel_tool_calls
         if self.max_output_tokens is not None:
             options["max_tokens"] = self.max_output_tokens
-        for name in ("temperature", "top_p"):
+        for name in ("temperature", "top_p", "user"):
             if (value := getattr(self, name)) is not None:
                 options[name] = value
+        if self.reasoning is not None and self.reasoning.effort is not None:
+            options["reasoning_effort"] = self.reasoning.effort
+        if self.top_logprobs is not None:  # logprobs are relayed to a live stream, not stored (as in Chat Completions)
+            options |= {"logprobs": True, "top_logprobs": self.top_logprobs}
         if self.text is not None and self.text.format.type != "text":
             response_format = self.text.format.model_dump()
             if response_format["type"] == "json_schema":  # the schema is beside the type here, inside it there
@@ -165,6 +182,12 @@ class ResponseCreate(BaseModel):
                 response_format = {"type": kind, "json_schema": response_format}
             options["response_format"] = response_format
         return options
+
+
+class InputTokensCount(ResponseCreate):
+    """What ``responses.input_tokens.count`` is asked: a response's request, its input optional."""
+
+    input: str | list[JSONObject] = Field(default_factory=list)
 
 
 def _content(content: Any) -> str | list[JSONObject]:
@@ -322,7 +345,7 @@ def _status(answer: MessageDetail) -> str:
     if answer.status == MessageStatus.IN_PROGRESS:
         return "in_progress"
     if answer.status == MessageStatus.FAILED:
-        return "cancelled" if answer.error == "cancelled" else "failed"
+        return "cancelled" if answer.error == CANCELLED else "failed"
     return "incomplete" if answer.finish_reason in ("length", "content_filter") else "completed"
 
 
@@ -411,6 +434,9 @@ def response_object(answer: MessageDetail, model: str, *, snapshot: bool = False
         "tools": asked.get("tools") or [],
         "temperature": asked.get("temperature"),
         "top_p": asked.get("top_p"),
+        "top_logprobs": asked.get("top_logprobs"),
+        "reasoning": asked.get("reasoning") or {"effort": None, "summary": None},
+        "user": asked.get("user"),
         "max_output_tokens": asked.get("max_output_tokens"),
         "text": asked.get("text") or {"format": {"type": "text"}},
         "store": asked.get("store", True),
@@ -422,6 +448,19 @@ def response_object(answer: MessageDetail, model: str, *, snapshot: bool = False
 # The events
 
 
+def _event_before(after: int, answer: MessageDetail) -> int:
+    """The last event given at or before ``after``. A delta is numbered by where its text ends, so a number between
+    two deltas' was never given: a client naming it resumes after the delta before it, whole, rather than from
+    inside the next one (whose number would then come twice, with two texts)."""
+    offset = after - BEFORE_TEXT
+    text = answer.content
+    ended = answer.status in (MessageStatus.COMPLETE, MessageStatus.FAILED)
+    if offset <= 0 or offset > len(text) or (ended and offset == len(text)) or CUT_AFTER.match(text, offset - 1):
+        return after  # an event, or past the text known here
+    cuts = [cut.end() for cut in CUT_AFTER.finditer(text, 0, offset)]
+    return BEFORE_TEXT + (cuts[-1] if cuts else 0)
+
+
 class ResponseEvents:
     """A response's events after ``starting_after``, numbered as the module's table says.
 
@@ -431,10 +470,11 @@ class ResponseEvents:
     def __init__(self, answer: MessageDetail, model: str, starting_after: int) -> None:
         self.answer = answer
         self.model = model
-        self.after = starting_after
+        self.after = _event_before(starting_after, answer)
         self.last = starting_after  # the number of the last event given
         self.message_open = False
         self._held = ""  # text received and not sent yet: the word being written
+        self._logprobs: list[JSONObject] = []  # those of the text received, for the next delta sent
         kind = "response.output_text.delta"
         self._delta_head = f'event: {kind}\ndata: {{"type": "{kind}", "sequence_number": '
         item = f'"item_id": "msg_{answer.id.hex}", "output_index": 0, "content_index": 0, "logprobs": []'
@@ -470,11 +510,13 @@ class ResponseEvents:
                 3, "response.content_part.added", item_id=item["id"], output_index=0, content_index=0, part=part
             )
 
-    def text(self, delta: str, offset: int) -> Iterator[str]:
+    def text(self, delta: str, offset: int, logprobs: list[JSONObject] | None = None) -> Iterator[str]:
         """Text that ends at ``offset`` in the answer: sent word by word, each with the whitespace after it
         (``CUT_AFTER``), so that however it arrived (an upstream's chunks, a replay's one read) it is cut alike.
+        Its ``logprobs`` (live only: they are not stored) go with the next delta sent.
         """
         yield from self._open_message()
+        self._logprobs += logprobs or []
         self._held += delta
         self._received = offset
         start = offset - len(self._held)
@@ -489,6 +531,14 @@ class ResponseEvents:
         whole event for every delta cost a third more CPU per chunk than a Chat Completions stream's."""
         if (sequence := BEFORE_TEXT + end) > self.after:
             self.last = sequence
+            if self._logprobs:
+                item = {"item_id": f"msg_{self.answer.id.hex}", "output_index": 0, "content_index": 0}
+                kind = "response.output_text.delta"
+                yield sse(
+                    {"type": kind, "sequence_number": sequence, **item, "logprobs": self._logprobs, "delta": text}
+                )
+                self._logprobs = []
+                return
             yield self._delta_head + str(sequence) + self._delta_middle + json.dumps(text) + "}\n\n"
 
     def end(self, stored: MessageDetail) -> Iterator[str]:

@@ -58,6 +58,11 @@ class GenerationOptions(InputModel):
     parallel_tool_calls: bool | None = None
     logprobs: bool | None = Field(default=None, description="Relayed to the clients streaming it live; not stored.")
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    user: Annotated[str, StringConstraints(max_length=255)] | None = Field(
+        default=None,
+        description="Your end user's id (OpenAI's `user`), for your own bookkeeping: stored with the answer and "
+        "passed on; it never chooses the session.",
+    )
 
     def given(self) -> JSONObject:
         return self.model_dump(exclude_none=True)

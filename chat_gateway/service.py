@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+from cachetools import TTLCache
 from openai import AsyncOpenAI, AsyncStream
 from openai.types.chat import ChatCompletionMessageParam
 
@@ -25,6 +26,7 @@ from chat_gateway.schemas import ChatRequest
 from chat_gateway.turns import build_turn, chat_ids, over_budget
 from chat_gateway.upstream import discard, open_stream
 from shared import (
+    CANCELLED,
     BadRequest,
     Conflict,
     ErrorCode,
@@ -66,6 +68,9 @@ class Answers:
         self._follower = Follower(settings, persistence, self._live)
         self._claiming: set[uuid.UUID] = set()
         self._starting: dict[uuid.UUID, int] = {}  # answers whose turns this gateway is storing (how many times)
+        # The request keys of the OpenAI clients' requests stored lately, to tell a likely retry (start_chat): for
+        # at least ten minutes, since an answer still being generated is attached to whatever the window.
+        self._requests: TTLCache[str, bool] = TTLCache(maxsize=10_000, ttl=max(settings.retry_window_seconds, 600))
         self.draining = False
 
     def _require_upstream(self) -> AsyncOpenAI:
@@ -84,6 +89,7 @@ class Answers:
         prompt: list[ChatCompletionMessageParam] | None = None,
         create_session: bool = False,
         conversation_key: str | None = None,
+        request_key: str | None = None,
         response: JSONObject | None = None,
     ) -> MessageDetail:
         """Store the question and its answer, and start generating it (or attach to it, on a retry).
@@ -92,6 +98,8 @@ class Answers:
         spent). ``prompt`` replaces the prompt built from the stored history (OpenAI clients send their own);
         ``create_session`` creates ``request.session_id`` when it does not exist yet. ``conversation_key`` is
         kept with the answer, for a client that names no session to find it (chat_gateway/conversations.py);
+        ``request_key``, for the same request sent again without an Idempotency-Key to find its answer: it
+        follows it while it is generated, gets it once complete, and resumes it from its saved text if it failed;
         ``response``, what a Responses API client asked for (chat_gateway/responses.py).
 
         One request to persistence stores the turn with the answer claimed. When the prompt is known
@@ -116,6 +124,9 @@ class Answers:
         )
         if conversation_key is not None:  # set only when it is: the default goes unsent (bytes per turn)
             turn.answer.conversation_key = conversation_key
+        if request_key is not None:
+            turn.answer.request_key = request_key
+            turn.answer.retry_seconds = self.settings.retry_window_seconds
         if response is not None:  # its input items are read from its prompt, kept whatever it is
             turn.answer.response = response
             turn.answer.prompt = turn.answer.prompt or cast(list[JSONObject], prompt)
@@ -123,19 +134,26 @@ class Answers:
         # into a session a user named (another user's is refused), which would bill an answer nobody gets.
         early = prompt is not None and not ids.derived and not account.has_budget
         early = early and not (caller.user_id is not None and request.session_id is not None)
+        # Nor for a request this gateway saw lately: it is likely a retry, which generates nothing new. (One that
+        # went to another gateway first opens a stream here that is dropped once its turn is found stored.)
+        early = early and not (request_key is not None and request_key in self._requests)
         opens = None
         if early and prompt is not None:
             options = request.options.given() if request.options is not None else {}
             opens = functools.partial(open_stream, client, model, prompt, options)
         leased_at = time.monotonic()
         answer, created, opening = await self._store_turn(session_id, turn, caller.user_id, opens)
+        if request_key is not None:
+            self._requests[request_key] = True
         if created:
             self._start(answer, client, model=model, prompt=prompt, opening=opening, leased_at=leased_at)
-        else:  # a retry: attach to the answer, or take it over if its generator is gone (or never began)
-            if opening is not None:
-                await discard(opening)
-            await self._take_over(answer, model=model, prompt=prompt, take_unstarted=True)
-        return answer
+            return answer
+        # A retry: attach to the answer, or take it over if its generator is gone (or never began); the same
+        # request resent once its answer failed resumes it, within the budgets.
+        if opening is not None:
+            await discard(opening)
+        retried = account if request_key is not None else None
+        return await self._take_over(answer, model=model, prompt=prompt, take_unstarted=True, resume_failed=retried)
 
     async def _store_turn(
         self,
@@ -228,17 +246,23 @@ class Answers:
         prompt: list[ChatCompletionMessageParam] | None = None,
         model: str | None = None,
         take_unstarted: bool = False,
-    ) -> None:
+        resume_failed: TurnAccount | None = None,
+    ) -> MessageDetail:
         """Generate an orphaned answer here, if no one else does; otherwise leave it (its clients follow it).
+        Returns the answer as it now stands.
 
-        ``take_unstarted`` also takes one failed before it began (``NOT_STARTED``): a retry of its chat.
+        ``take_unstarted`` also takes one failed before it began (``NOT_STARTED``): a retry of its chat; with
+        ``resume_failed``, the account of a request sent again, any failed one, from its saved text.
         """
-        unstarted = take_unstarted and answer.status == MessageStatus.FAILED and answer.error == NOT_STARTED
+        failed = answer.status == MessageStatus.FAILED
+        unstarted = take_unstarted and failed and answer.error == NOT_STARTED
         if answer.role != MessageRole.ASSISTANT or self._busy_here(answer):
-            return
-        if self._orphaned(answer) or unstarted:
+            return answer
+        if self._orphaned(answer) or unstarted or (failed and resume_failed is not None):
             with contextlib.suppress(Conflict):  # another gateway won the claim: follow it through persistence
-                await self._claim_and_start(answer, model=model, prompt=prompt)
+                account = resume_failed if failed and not unstarted else None
+                return await self._claim_and_start(answer, model=model, prompt=prompt, account=account)
+        return answer
 
     async def _resume_here(self, answer: MessageDetail, account: TurnAccount) -> None:
         """Generate a pending, failed or orphaned answer here, or say why not (409); within the budgets (429)."""
@@ -257,8 +281,8 @@ class Answers:
         model: str | None = None,
         prompt: list[ChatCompletionMessageParam] | None = None,
         account: TurnAccount | None = None,
-    ) -> None:
-        """Claim the answer (Conflict when another gateway holds it) and generate it here."""
+    ) -> MessageDetail:
+        """Claim the answer (Conflict when another gateway holds it) and generate it here; returns it claimed."""
         client = self._require_upstream()
         self._claiming.add(answer.id)
         try:
@@ -275,6 +299,7 @@ class Answers:
         finally:
             self._claiming.discard(answer.id)
         self._start(claimed, client, model=model, prompt=prompt, leased_at=leased_at)
+        return claimed
 
     def _start(
         self,
@@ -338,7 +363,7 @@ class Answers:
         if answer.status == MessageStatus.FAILED:
             return answer
         # Generated elsewhere: its next write finds the lease gone and stops.
-        return await self.persistence.update_message(message_id, _failed("cancelled"))
+        return await self.persistence.update_message(message_id, _failed(CANCELLED))
 
     async def reattach(self, message_id: uuid.UUID, offset: int, scope: str | None = None) -> MessageDetail:
         """The answer to follow from ``offset``: refused when it has ended before that offset."""

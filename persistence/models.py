@@ -105,6 +105,8 @@ class Message(Base):
     tool_names: Mapped[str | None] = mapped_column(Text)
     # An answer's key of the conversation it answered, for a client that names no session (migration 0009).
     conversation_key: Mapped[str | None] = mapped_column(String(64))
+    # An answer's key of the request it answers, by which the same request retried finds it (migration 0011).
+    request_key: Mapped[str | None] = mapped_column(String(64))
     # What a Responses API client asked for besides the answer's options (migration 0010).
     response: Mapped[dict[str, Any] | None]
     context: Mapped[dict[str, Any] | None]
@@ -139,6 +141,13 @@ class Message(Base):
             "conversation_key",
             postgresql_where=text("conversation_key IS NOT NULL"),
             sqlite_where=text("conversation_key IS NOT NULL"),
+        ),
+        Index(
+            "ux_messages_request_key",
+            "request_key",
+            unique=True,
+            postgresql_where=text("request_key IS NOT NULL"),
+            sqlite_where=text("request_key IS NOT NULL"),
         ),
         Index(
             "ix_messages_stale",

@@ -1,6 +1,6 @@
 """Code both services import: settings with Docker-secret loading, and the chat vocabulary."""
 
-from shared.enums import MessageRole, MessageStatus
+from shared.enums import CANCELLED, MessageRole, MessageStatus
 from shared.errors import (
     BadRequest,
     Conflict,
@@ -20,6 +20,7 @@ from shared.security import key_matches, presented_key
 from shared.settings import ServiceSettings, SettingsError, load_settings, load_settings_or_exit, split_keys
 
 __all__ = [
+    "CANCELLED",
     "BadRequest",
     "Conflict",
     "DomainError",

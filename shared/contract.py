@@ -84,6 +84,9 @@ class SessionUpdate(PatchModel):
 # Messages
 
 
+ConversationKey = Annotated[str, StringConstraints(pattern="^[0-9a-f]{64}$")]
+
+
 class MessageCreate(InputModel, ToolFields):
     id: uuid.UUID | None = Field(
         default=None, description="Client-chosen id: retrying with the same id and body is safe."
@@ -102,6 +105,11 @@ class MessageCreate(InputModel, ToolFields):
     options: JSONObject | None = Field(default=None, description=OPTIONS_DESCRIPTION)
     prompt: Prompt | None = Field(default=None, description=PROMPT_DESCRIPTION)
     sent_at: UTCDatetime | None = None
+    conversation_key: ConversationKey | None = Field(
+        default=None,
+        description="A key of the session's conversation up to this message, when a client adds it (OpenAI's "
+        "Conversations API) before it asks for the answer: the request that sends that conversation finds it.",
+    )
 
     @model_validator(mode="after")
     def _inputs_for_answers(self) -> "MessageCreate":
@@ -207,17 +215,25 @@ class TurnInput(InputModel, ToolFields):
         return self
 
 
-ConversationKey = Annotated[str, StringConstraints(pattern="^[0-9a-f]{64}$")]
-
-
 class TurnAnswer(InputModel):
     id: uuid.UUID | None = Field(default=None, description="Client-chosen id: retrying the turn is then safe.")
     conversation_key: ConversationKey | None = Field(
-        default=None, description="A key of the conversation it answers, by which its client's next request finds it."
+        default=None,
+        description="A key of the conversation it answers, inputs included, by which its client's next request "
+        "finds it. When a session of the turn's user ends with a message its client added under the same key "
+        "(`MessageCreate.conversation_key`), the answer goes there, after it, and the inputs (stored already) are not "
+        "stored again.",
     )
     response: JSONObject | None = Field(
         default=None, description="What a Responses API client asked for besides the options (background...)."
     )
+    request_key: ConversationKey | None = Field(
+        default=None,
+        description="A key of the request (its caller, conversation and parameters): a turn whose key an answer "
+        "has already is that request retried, and gets that answer's turn back (a 200) instead of a new one, "
+        "unless the answer completed more than `retry_seconds` ago (then the key passes to the new answer).",
+    )
+    retry_seconds: float | None = Field(default=None, ge=0, description="See `request_key` (default: 60).")
     model: ModelName | None = None
     options: JSONObject | None = Field(default=None, description=OPTIONS_DESCRIPTION)
     prompt: Prompt | None = Field(default=None, description=PROMPT_DESCRIPTION)
@@ -228,7 +244,8 @@ class TurnCreate(InputModel):
         default=None, description="When given, the session is created if it does not exist (else 404)."
     )
     inputs: Annotated[list[TurnInput], Field(min_length=1, max_length=MAX_INPUTS)] = Field(
-        description="Stored in this order, before the answer: a question, or the results of the calls it made."
+        description="Stored in this order, before the answer: a question, or the results of the calls it made "
+        "(unless stored already: see `answer.conversation_key`)."
     )
     answer: TurnAnswer = Field(default_factory=TurnAnswer)
     owner: Owner | None = Field(

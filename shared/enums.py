@@ -13,3 +13,7 @@ class MessageStatus(StrEnum):
     IN_PROGRESS = "in_progress"
     COMPLETE = "complete"
     FAILED = "failed"
+
+
+# The error of an answer its client stopped on purpose: ended like a complete one, not a failure to retry.
+CANCELLED = "cancelled"

@@ -16,6 +16,7 @@ class ErrorCode(enum.StrEnum):
     INVALID_QUERY = "invalid_query"
     TOO_LARGE = "too_large"
     METHOD_NOT_ALLOWED = "method_not_allowed"
+    UNSUPPORTED = "unsupported"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     HTTP_ERROR = "http_error"
     # Who calls

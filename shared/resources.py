@@ -1,5 +1,6 @@
 """Sessions and messages as persistence serves them: the gateway relays the same shapes to its clients."""
 
+import json
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
@@ -49,6 +50,20 @@ class ToolCall(BaseModel):
     id: str = Field(min_length=1, max_length=TOOL_CALL_ID_MAX_LENGTH)
     type: Literal["function"] = "function"
     function: FunctionCall
+
+    def as_resent(self) -> tuple[str, str, Any]:
+        """What stays the same when a client sends the call back: its id, its name, and its arguments as a JSON
+        value. Clients re-serialize them (compact, with \\u escapes, keys in another order): the text is the
+        model's, the value is the call."""
+        return self.id, self.function.name, json_value(self.function.arguments)
+
+
+def json_value(text: str) -> str:
+    """``text`` as the JSON value it writes (objects with their keys sorted), or as itself if it is not JSON."""
+    try:
+        return json.dumps(json.loads(text), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    except ValueError:
+        return text
 
 
 ContentPart = Annotated[

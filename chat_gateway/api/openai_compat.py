@@ -13,7 +13,7 @@ from fastapi import APIRouter, Header, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from openai.types.chat import ChatCompletionMessageParam
 
-from chat_gateway.conversations import conversation_key, find_session
+from chat_gateway.conversations import conversation_key, find_session, request_key
 from chat_gateway.deps import AnswersDep, CallerDep, CatalogDep, SettingsDep
 from chat_gateway.generation import StreamEvent
 from chat_gateway.openai_format import (
@@ -37,9 +37,10 @@ _SESSION_KEYS = uuid.UUID("0b9e4f3a-55c1-4c52-9a57-b1a1f1d6c0de")
 
 
 def _session_id(header: str | None, body: CompletionRequest, user_id: str | None) -> uuid.UUID | None:
-    """X-Session-Id, else metadata.session_id, else user: a UUID as given, any other key mapped to one (for a
-    user's credential, one of their own: two users naming their chats alike never share one)."""
-    key = header or (body.metadata or {}).get("session_id") or body.user
+    """X-Session-Id, else metadata.session_id: a UUID as given, any other key mapped to one (for a user's
+    credential, one of their own: two users naming their chats alike never share one). Never ``user``, an end
+    user's id, who has many conversations (it is stored with each answer)."""
+    key = header or (body.metadata or {}).get("session_id")
     if not key:
         return None
     try:
@@ -81,7 +82,7 @@ async def chat_completions(
     question, results = new_inputs(body.messages)
     model = body.model or settings.openai_model
     prompt: list[ChatCompletionMessageParam] = [m.upstream() for m in body.messages]  # type: ignore[misc]
-    session_id = _session_id(x_session_id, body, caller.user_id)
+    named = session_id = _session_id(x_session_id, body, caller.user_id)
     # OpenAI's `user` names an end user of the client's own: it says whose chat it is only for an admin's key.
     owner = caller.owner(None if caller.is_user else body.user)
     if session_id is None:  # the session that holds the conversation so far, if one does (conversations.py)
@@ -89,8 +90,16 @@ async def chat_completions(
         session_id = await find_session(answers.persistence, owner, caller.user_id, earlier, results)
     request = chat_request(body, question, results, session_id, None if caller.is_user else body.user, model)
     key = conversation_key(owner, body.messages)
+    options = request.options.given() if request.options is not None else {}
+    retry_key = request_key(owner, named, prompt, model, options) if idempotency_key is None else None
     answer = await answers.start_chat(
-        request, idempotency_key, caller=caller, prompt=prompt, create_session=True, conversation_key=key
+        request,
+        idempotency_key,
+        caller=caller,
+        prompt=prompt,
+        create_session=True,
+        conversation_key=key,
+        request_key=retry_key,
     )
     headers = {SESSION_HEADER: str(answer.session_id)}
     if body.stream:

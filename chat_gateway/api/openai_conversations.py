@@ -64,3 +64,15 @@ async def list_items(conversation_id: str, caller: CallerDep, answers: AnswersDe
 async def add_items(conversation_id: str, body: ItemsCreate, caller: CallerDep, answers: AnswersDep) -> dict[str, Any]:
     """Add items at a conversation's end."""
     return await items.add_items(answers, conversation_id, caller.user_id, body.items)
+
+
+@router.get("/{conversation_id}/items/{item_id}")
+async def get_item(conversation_id: str, item_id: str, caller: CallerDep, answers: AnswersDep) -> dict[str, Any]:
+    """One of a conversation's items."""
+    return await items.get_item(answers, conversation_id, item_id, caller.user_id)
+
+
+@router.delete("/{conversation_id}/items/{item_id}")
+async def delete_item(conversation_id: str, item_id: str, caller: CallerDep, answers: AnswersDep) -> dict[str, Any]:
+    """Delete an item (the message that holds it); returns the conversation."""
+    return await items.delete_item(answers, conversation_id, item_id, caller.user_id)

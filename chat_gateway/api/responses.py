@@ -9,7 +9,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from chat_gateway import responses
 from chat_gateway.deps import AnswersDep, CallerDep, ItemPageDep
 from chat_gateway.openai_format import ERROR_RESPONSES, PREFIX
-from chat_gateway.responses_format import ResponseCreate, message_id_of, response_object
+from chat_gateway.responses_format import InputTokensCount, ResponseCreate, message_id_of, response_object
+from shared import BadRequest, ErrorCode
 
 router = APIRouter(prefix=PREFIX, tags=["OpenAI-compatible"], responses=ERROR_RESPONSES)
 
@@ -35,6 +36,22 @@ async def create_response(
     if not body.store:
         await responses.forget(answers, answer)
     return JSONResponse(response_object(final, model))
+
+
+@router.post("/responses/input_tokens")
+async def count_input_tokens(body: InputTokensCount, caller: CallerDep, answers: AnswersDep) -> dict[str, Any]:
+    """An estimate of a response's input tokens (its prompt's length over four), as its budget counts them."""
+    return await responses.count_input_tokens(answers, caller, body)
+
+
+@router.post("/responses/compact", response_model=None, responses={400: {"description": "Not served here."}})
+async def compact_response() -> Response:
+    """Not served: a compacted conversation is an upstream model's own encrypted summary (400 unsupported)."""
+    raise BadRequest(
+        "responses.compact is not served by this gateway: its conversations are stored whole; keep the items, or "
+        "start a new conversation from a summary of your own",
+        code=ErrorCode.UNSUPPORTED,
+    )
 
 
 @router.get("/responses/{response_id}", response_model=None)

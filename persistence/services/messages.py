@@ -152,6 +152,7 @@ def _store_message(
         prompt=data.prompt,
         legacy_role=legacy_role,
         sent_at=data.sent_at or now,
+        conversation_key=data.conversation_key,
         **_tool_columns(data),
     )
     # A plain INSERT rather than session.add + flush: the unit of work cost more CPU than the statement
@@ -230,7 +231,9 @@ def _text_statement() -> Select[Any]:
 
 # Every column but the prompt, for lists: it can be as long as a whole conversation, and only a generator needs it.
 # Nor the words search finds it by, which only search reads.
-_LISTED = tuple(c for c in _TABLE.c if c.key not in ("prompt", "tool_names", "conversation_key", "response"))
+_LISTED = tuple(
+    c for c in _TABLE.c if c.key not in ("prompt", "tool_names", "conversation_key", "request_key", "response")
+)
 
 
 @functools.cache
@@ -273,8 +276,8 @@ def list_messages(
 
 def find_conversation(db: Session, data: ConversationFind) -> ConversationFound:
     """The session a client's conversation goes on in: the newest of the user's answers with that key which is
-    the one the client resent (same text, same calls) and is still its session's last message, or is followed
-    only by the results this request sends (a retried round, which its turn's ids then find). Else 404: an
+    the one the client resent (same text, same calls: their arguments as JSON values) and is still its session's
+    last message, or is followed only by the results this request sends (a retried round). Else 404: an
     edited history, or a branch from an earlier answer, starts a session of its own."""
     candidates = db.execute(
         select(Message.id, Message.session_id, Message.content, Message.tool_calls)
@@ -283,9 +286,10 @@ def find_conversation(db: Session, data: ConversationFind) -> ConversationFound:
         .order_by(Message.created_at.desc(), Message.id.desc())
         .limit(8)
     ).all()
+    resent = [call.as_resent() for call in data.tool_calls or []]
     for candidate in candidates:
-        stored_calls = [ToolCall.model_validate(call) for call in candidate.tool_calls or []]
-        if candidate.content != data.content or stored_calls != (data.tool_calls or []):
+        stored_calls = [ToolCall.model_validate(call).as_resent() for call in candidate.tool_calls or []]
+        if candidate.content != data.content or stored_calls != resent:
             continue
         after = db.execute(
             select(Message.role, Message.tool_call_id)
@@ -299,6 +303,28 @@ def find_conversation(db: Session, data: ConversationFind) -> ConversationFound:
         if not after or _is_this_round(after, data.results_of):
             return ConversationFound(session_id=candidate.session_id, answer_id=candidate.id)
     raise NotFound("no session holds this conversation")
+
+
+def whole_conversation(db: Session, key: str, user_id: str) -> uuid.UUID | None:
+    """The newest session of ``user_id`` whose last message its client added under ``key``: it holds that whole
+    conversation (``MessageCreate.conversation_key``)."""
+    rows = db.execute(
+        select(Message.id, Message.session_id)
+        .join(ChatSession, ChatSession.id == Message.session_id)
+        .where(Message.conversation_key == key, ChatSession.user_id == user_id, Message.role != MessageRole.ASSISTANT)
+        .order_by(Message.created_at.desc(), Message.id.desc())
+        .limit(8)
+    ).all()
+    for row in rows:
+        last = db.scalar(
+            select(Message.id)
+            .where(Message.session_id == row.session_id)
+            .order_by(*(column.desc() for column in _CHRONOLOGICAL))
+            .limit(1)
+        )
+        if last == row.id:
+            return uuid.UUID(str(row.session_id))
+    return None
 
 
 def _is_this_round(after: Sequence[Row[MessageRole, str | None]], results_of: list[str]) -> bool:

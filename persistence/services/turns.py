@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     bindparam,
     cast,
+    delete,
     exists,
     func,
     insert,
@@ -27,6 +28,7 @@ from sqlalchemy import (
     or_,
     select,
     union_all,
+    update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
@@ -40,34 +42,42 @@ from persistence.services.messages import (
     _new_row,
     _same_request,
     _tool_columns,
+    whole_conversation,
 )
 from persistence.services.sessions import _open_session_params, _open_session_statement, session_exists
 from persistence.services.sessions import owner_of as session_owner
 from shared import (
+    CANCELLED,
     Conflict,
     ErrorCode,
     MessageRead,
     MessageRole,
     NotFound,
 )
-from shared.contract import TurnCreate, TurnRead
+from shared.contract import TurnAnswer, TurnCreate, TurnRead
 
 
 def start_turn(db: Session, session_id: uuid.UUID, data: TurnCreate, *, lease_seconds: float) -> Stored[TurnRead]:
     """Store a turn's inputs and its answer with one INSERT, the answer claimed by ``data.owner`` when given.
 
     A replay of a stored turn is not created: it returns the turn as it is now (its answer may have grown),
-    without claiming it. Runs outside a transaction: the session, when created here, stays even if the
+    without claiming it. So is a turn whose ``request_key`` an answer has already (``_retried``). Runs outside a
+    transaction: the session, when created here, stays even if the
     messages turn out to conflict. A turn with token budgets runs in one. A turn that opens a session is
     refused (404) when the session is another user's.
     """
+    # Its client added the inputs to a session itself, then asked for the answer: the answer goes after them.
+    key, account = data.answer.conversation_key, data.account
+    if key is not None and account is not None and (holding := whole_conversation(db, key, account.user_id)):
+        session_id, data = holding, data.model_copy(update={"session": None, "inputs": []})
     now = utcnow()
     dialect = db.get_bind().dialect.name
     params: dict[str, Any] = {}
+    opened = False  # the session, by a statement of its own
     if data.session is not None:
         params = _open_session_params(session_id, data.session.user_id, data.session.title, now)
         if dialect != "postgresql":  # SQLite has no INSERT inside WITH: the session goes first, on its own
-            opened = db.execute(_open_session_statement(dialect), params).rowcount  # type: ignore[attr-defined]
+            opened = bool(db.execute(_open_session_statement(dialect), params).rowcount)  # type: ignore[attr-defined]
             if not opened and data.session.exclusive and session_owner(db, session_id) != data.session.user_id:
                 raise NotFound(f"session {session_id} not found")  # another user's, as if it did not exist
     inputs, answer = _turn_rows(session_id, data, now, lease_seconds)
@@ -84,6 +94,16 @@ def start_turn(db: Session, session_id: uuid.UUID, data: TurnCreate, *, lease_se
         with db.begin_nested() if budgeted else contextlib.nullcontext():
             result = db.execute(stmt, params)
     except IntegrityError:
+        if data.answer.request_key is not None and (prior := _retried(db, data.answer, now)) is not None:
+            # The same request again: its answer's turn, and nothing of this one (on PostgreSQL the session opened
+            # in the failed statement is gone with it).
+            if budgeted:
+                usage.release_message(db, answer["id"])
+            if opened:
+                db.execute(delete(ChatSession).where(ChatSession.id == session_id))
+            return Stored(_turn(_inputs_of(db, prior, len(inputs)), prior), created=False)
+        if data.answer.request_key is not None and _released(db, data.answer.request_key):
+            return start_turn(db, session_id, data, lease_seconds=lease_seconds)  # the key is this turn's now
         return _stored_turn(db, session_id, inputs, answer)
     if opens_in_statement and exclusive and not result.all():  # another user's session (see _turn_statement)
         raise NotFound(f"session {session_id} not found")
@@ -91,6 +111,41 @@ def start_turn(db: Session, session_id: uuid.UUID, data: TurnCreate, *, lease_se
         usage.open_record(db, answer["id"], answer["model"], data.account, now)
     # Read from the values inserted, which are the whole rows: no reload, and no ORM objects to build.
     return Stored(_turn(inputs, answer), created=True)
+
+
+RETRY_SECONDS = 60
+
+
+def _retried(db: Session, answer: TurnAnswer, now: datetime) -> Message | None:
+    """The answer of the request ``answer`` repeats: one with its ``request_key`` that is still being generated,
+    that failed (to be resumed from its saved text), or that ended less than ``retry_seconds`` ago, complete or
+    cancelled. One that ended so earlier gives its key up to the new request: asked again then, it is a new
+    question."""
+    prior = db.scalar(select(Message).where(Message.request_key == answer.request_key))
+    if prior is None:
+        return None
+    window = timedelta(seconds=RETRY_SECONDS if answer.retry_seconds is None else answer.retry_seconds)
+    ended = prior.status == Status.COMPLETE or (prior.status == Status.FAILED and prior.error == CANCELLED)
+    if ended and prior.updated_at < now - window:
+        return None
+    return prior
+
+
+def _released(db: Session, request_key: str) -> bool:
+    """Take ``request_key`` from the answer that had it (``_retried`` found it too old to retry)."""
+    stmt = update(Message).where(Message.request_key == request_key).values(request_key=None)
+    return bool(db.execute(stmt.execution_options(synchronize_session=False)).rowcount)  # type: ignore[attr-defined]
+
+
+def _inputs_of(db: Session, answer: Message, count: int) -> list[Message]:
+    """The ``count`` messages an answer's turn stored before it: what it answers."""
+    stmt = (
+        select(Message)
+        .where(Message.session_id == answer.session_id, Message.created_at < answer.created_at)
+        .order_by(Message.created_at.desc(), Message.id.desc())
+        .limit(count)
+    )
+    return list(db.scalars(stmt))[::-1]
 
 
 def _turn_rows(
@@ -127,6 +182,7 @@ def _turn_rows(
             options=data.answer.options,
             prompt=data.answer.prompt,
             conversation_key=data.answer.conversation_key,
+            request_key=data.answer.request_key,
             response=data.answer.response,
         )
         | claim

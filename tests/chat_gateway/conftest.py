@@ -130,6 +130,10 @@ def gateway_env(tmp: Path, persistence_url: str, upstream_url: str | None, **ext
         "FLUSH_INTERVAL_SECONDS": "0.05",
         "REATTACH_POLL_SECONDS": "0.05",
         "OPENAI_MODEL": "fake-model",
+        # The tests of a module share one database and ask the same questions within a minute: a completed
+        # answer is not another test's retry. Retries of answers still generated or failed attach whatever this
+        # is; the tests of retries after completion set their own.
+        "RETRY_WINDOW_SECONDS": "0",
     }
     if upstream_url is not None:
         env |= {"OPENAI_API_KEY": "sk-fake", "OPENAI_BASE_URL": f"{upstream_url}/v1"}

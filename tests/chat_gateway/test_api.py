@@ -117,7 +117,7 @@ def test_client_auth_protects_every_chat_route(locked_gateway: TestClient) -> No
     paths = locked_gateway.app.openapi()["paths"]  # type: ignore[attr-defined]
     routes = [(m.upper(), p.replace("{message_id}", ID).replace("{session_id}", ID)) for p in paths for m in paths[p]]
     protected = [(m, p) for m, p in routes if p not in OPEN_PATHS]
-    assert len(protected) == 35
+    assert len(protected) == 39
     for method, path in protected:
         for headers in ({}, {"x-api-key": "wrong"}):
             response = locked_gateway.request(method, path, headers=headers, json={"message": "hi"})

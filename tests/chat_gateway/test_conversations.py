@@ -67,9 +67,13 @@ def test_an_edited_history_or_a_branch_starts_a_session_of_its_own(
     assert _stored(store, branched) == [("user", "And Marseille?"), ("assistant", TEXT)]
     # The branch goes on in its own session from then on.
     assert branch.ask("And Nice?") == branched
-    # An edited history (the system prompt changed) matches nothing.
-    edited = Client(gateway, [{"role": "system", "content": "Be verbose."}, *client.messages[1:]])
+    # An edited history (a question changed) matches nothing.
+    edited = Client(gateway, [client.messages[0], {"role": "user", "content": "Where is Lyon, France?"}])
+    edited.messages += client.messages[2:]
     assert edited.ask("And Lille?") not in (first, branched)
+    # Another system prompt (an agent's instructions that change per round) is no branch: it goes on.
+    instructed = Client(gateway, [{"role": "system", "content": "Be verbose."}, *client.messages[1:]])
+    assert instructed.ask("And Lille?") == first
 
 
 def test_a_named_session_wins_over_the_conversation(
@@ -116,3 +120,23 @@ def test_a_round_with_an_extra_result_is_not_the_round_stored(
         "tool",
         "assistant",
     ]
+
+
+def test_a_conversations_items_are_retrieved_and_deleted_one_by_one(gateway: Service, fake_openai: FastAPI) -> None:
+    sdk = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0)
+    conversation = sdk.conversations.create(items=[{"type": "message", "role": "user", "content": "Where is Lyon?"}])
+    sdk.responses.create(model="fake-model", input="And Paris?", conversation=conversation.id)
+    items: list[Any] = sdk.conversations.items.list(conversation.id, order="asc").data
+    assert [item.type for item in items] == ["message", "message", "message"]
+    got = sdk.conversations.items.retrieve(items[0].id, conversation_id=conversation.id)
+    assert got.model_dump() == items[0].model_dump()
+    left = sdk.conversations.items.delete(items[-1].id, conversation_id=conversation.id)
+    assert (left.id, left.object) == (conversation.id, "conversation")
+    assert [item.id for item in sdk.conversations.items.list(conversation.id, order="asc").data] == [
+        item.id for item in items[:-1]
+    ]
+    with pytest.raises(openai.NotFoundError):
+        sdk.conversations.items.retrieve(items[-1].id, conversation_id=conversation.id)
+    other = sdk.conversations.create()
+    with pytest.raises(openai.NotFoundError):  # an item of another conversation
+        sdk.conversations.items.retrieve(items[0].id, conversation_id=other.id)

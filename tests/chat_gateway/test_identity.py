@@ -389,12 +389,13 @@ def test_an_admin_acting_for_a_user_never_writes_into_a_session_another_user_too
 ) -> None:
     alice_id = _new_user()
     bob = _user_key(admin, _new_user())
-    # The session id an integration's `user: alice` maps to, taken first by bob.
+    # The session id an integration names for alice, taken first by bob.
     taken = str(uuid.uuid5(uuid.UUID("0b9e4f3a-55c1-4c52-9a57-b1a1f1d6c0de"), alice_id))
     completion = {"model": "fake-model", "messages": [{"role": "user", "content": "bob's trap"}]}
     with _client(gateway, bob) as as_bob:
         assert as_bob.post("/v1/chat/completions", json=completion, headers={"X-Session-Id": taken}).status_code == 200
-        answered = admin.post("/v1/chat/completions", json=completion | {"user": alice_id})
+        named = {"X-Session-Id": taken}
+        answered = admin.post("/v1/chat/completions", json=completion | {"user": alice_id}, headers=named)
         assert answered.status_code == 404
         assert len(as_bob.get(f"/chat/sessions/{taken}/messages").json()["items"]) == 2
 

@@ -74,12 +74,14 @@ def test_a_streamed_response_numbers_its_events_from_what_is_stored(
     assert "".join(event.delta for event in deltas) == TEXT
     assert numbers[-1] == len(TEXT) + 7
     response_id = events[0].response.id  # type: ignore[union-attr]
-    # Resumed after any event, through the same or any gateway: exactly the rest, numbered the same.
+    # Resumed after any event, through the same or any gateway: exactly the rest, numbered the same. After a
+    # number no event had (10: inside the second word), from the event before it.
     for after in (0, 3, 10, len(TEXT) + 3, len(TEXT) + 5):
+        given = max(n for n in numbers if n <= after)
         rest = list(sdk.responses.retrieve(response_id, stream=True, starting_after=after))
-        assert [event.sequence_number for event in rest] == [n for n in numbers if n > after]
+        assert [event.sequence_number for event in rest] == [n for n in numbers if n > given]
         text = "".join(event.delta for event in rest if event.type == "response.output_text.delta")
-        assert text == TEXT[max(0, after - 3) :]
+        assert text == TEXT[min(max(0, given - 3), len(TEXT)) :]
 
 
 def test_a_background_response_outlives_its_request_and_is_polled(
@@ -284,7 +286,6 @@ def test_an_upstream_drop_is_continued_inside_a_response(gateway: Service, fake_
         {"input": [{"type": "function_call_output", "output": "x"}]},  # no call_id
         {"input": [{"type": "message", "role": "robot", "content": "hi"}]},
         {"input": [{"type": "message", "role": "user", "content": [{"type": "input_audio"}]}]},
-        {"input": [{"type": "item_reference", "id": "x"}]},
         {"input": "hi", "tool_choice": 5},
     ],
 )
@@ -304,3 +305,109 @@ def test_conversation_items_that_cannot_be_stored_are_400s(gateway: Service) -> 
         )
         assert response.status_code == 400, response.text
     assert list(sdk.conversations.items.list(conversation.id)) == []
+
+
+def test_previous_response_id_of_a_response_still_in_progress_is_a_409(
+    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    """The model would be shown its partial text, and the session then hold the whole: refused until it ends."""
+    fake_openai.state.plans.append(Plan(delay=0.02))
+    sdk = _sdk(gateway)
+    first = sdk.responses.create(model="fake-model", input="Where is Lyon? (still going)", background=True)
+    wait_for(lambda: store.get(f"/messages/{_answer_id(first.id)}").json()["content"])
+    with pytest.raises(openai.ConflictError, match="still in progress"):
+        sdk.responses.create(model="fake-model", input="And Paris?", previous_response_id=first.id)
+    wait_for(lambda: sdk.responses.retrieve(first.id).status == "completed")
+    then = sdk.responses.create(model="fake-model", input="And Paris?", previous_response_id=first.id)
+    assert then.status == "completed"
+    assert _stored_session(store, then.id) == [
+        ("user", "Where is Lyon? (still going)"),
+        ("assistant", TEXT),
+        ("user", "And Paris?"),
+        ("assistant", TEXT),
+    ]
+
+
+def test_resuming_after_a_number_no_event_had_rounds_down_to_the_event_before(gateway: Service) -> None:
+    """Deltas are numbered by where their text ends: a number between two of them resumes after the first,
+    so no number is given twice with two texts."""
+    sdk = _sdk(gateway)
+    response = sdk.responses.create(model="fake-model", input="Where is Lyon? (resumed between deltas)")
+    deltas = {
+        event.sequence_number: event.delta
+        for event in sdk.responses.retrieve(response.id, stream=True)
+        if event.type == "response.output_text.delta"
+    }
+    numbers = sorted(deltas)
+    between = numbers[2] + 2  # a number inside the next delta, never given
+    assert between < numbers[3]
+    resumed = [
+        event
+        for event in sdk.responses.retrieve(response.id, stream=True, starting_after=between)
+        if event.type == "response.output_text.delta"
+    ]
+    assert (resumed[0].sequence_number, resumed[0].delta) == (numbers[3], deltas[numbers[3]])
+    assert "".join(deltas[n] for n in numbers[:3]) + "".join(e.delta for e in resumed) == TEXT
+
+
+def test_reasoning_effort_top_logprobs_and_user_go_upstream(gateway: Service, fake_openai: FastAPI) -> None:
+    events = list(
+        _sdk(gateway).responses.create(
+            model="fake-model",
+            input="Where is Lyon? (with logprobs)",
+            reasoning={"effort": "low"},
+            top_logprobs=2,
+            user="end-user-7",
+            stream=True,
+        )
+    )
+    sent = fake_openai.state.requests[0]
+    assert (sent["reasoning_effort"], sent["logprobs"], sent["top_logprobs"], sent["user"]) == (
+        "low",
+        True,
+        2,
+        "end-user-7",
+    )
+    deltas = [event for event in events if event.type == "response.output_text.delta"]
+    assert "".join(event.delta for event in deltas) == TEXT
+    # Relayed live: each token's with the delta its text is in, or the next one.
+    assert "".join(logprob.token for event in deltas for logprob in event.logprobs) == TEXT
+    final = getattr(events[-1], "response")  # noqa: B009 - the last event is the response's end
+    assert (final.reasoning.effort if final.reasoning else None, final.top_logprobs, final.user) == (
+        "low",
+        2,
+        "end-user-7",
+    )
+
+
+def test_an_item_reference_is_the_item_it_names(gateway: Service, fake_openai: FastAPI) -> None:
+    sdk = _sdk(gateway)
+    first = sdk.responses.create(model="fake-model", input="Where is Lyon? (referenced)")
+    [question] = sdk.responses.input_items.list(first.id).data
+    answer = first.output[0]
+    referenced: Any = [
+        {"type": "item_reference", "id": question.id},
+        {"type": "item_reference", "id": answer.id},
+        {"role": "user", "content": "And Paris?"},
+    ]
+    sdk.responses.create(model="fake-model", input=referenced)
+    assert fake_openai.state.requests[-1]["messages"] == [
+        {"role": "user", "content": "Where is Lyon? (referenced)"},
+        {"role": "assistant", "content": TEXT},
+        {"role": "user", "content": "And Paris?"},
+    ]
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.create(model="fake-model", input=[{"type": "item_reference", "id": "msg_" + "0" * 32}])
+
+
+def test_input_tokens_are_counted_and_compaction_is_refused_as_unsupported(gateway: Service) -> None:
+    sdk = _sdk(gateway)
+    counted = sdk.responses.input_tokens.count(model="fake-model", input="Where is Lyon?", instructions="Be brief.")
+    assert counted.object == "response.input_tokens"
+    assert 5 < counted.input_tokens < 40  # an estimate: four characters a token
+    first = sdk.responses.create(model="fake-model", input="Where is Lyon? (counted)")
+    longer = sdk.responses.input_tokens.count(model="fake-model", input="And Paris?", previous_response_id=first.id)
+    assert longer.input_tokens > len(TEXT) // 4
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk.responses.compact(model="fake-model", previous_response_id=first.id)
+    assert refused.value.code == "unsupported"

@@ -1,0 +1,104 @@
+"""A turn's request key: the same request sent again (an OpenAI client's own retry) gets the first one's turn back,
+and a turn whose inputs its client added to a session itself goes after them (migration 0011)."""
+
+import hashlib
+from typing import Any
+
+import httpx
+from fastapi.testclient import TestClient
+
+from tests.persistence.conftest import append, new_message, new_session, random_id
+from tests.persistence.test_concurrency import _race
+
+
+def _key(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _turn(request_key: str, **answer: Any) -> dict[str, Any]:
+    """A new conversation's turn: new ids and a new session each time, as each of a client's retries asks."""
+    return {
+        "session": {"user_id": "u1", "title": "Lyon"},
+        "inputs": [{"id": random_id(), "content": "What is Lyon famous for?"}],
+        "answer": {"id": random_id(), "model": "m1", "request_key": request_key} | answer,
+        "owner": "g1",
+        "account": {"user_id": "u1"},
+    }
+
+
+def _sessions(client: TestClient | httpx.Client) -> list[str]:
+    return [s["id"] for s in client.get("/sessions", params={"user_id": "u1", "limit": 100}).json()["items"]]
+
+
+def _finish(client: TestClient, answer: dict[str, Any], status: str = "complete", error: str | None = None) -> None:
+    finish = {"status": status} | ({"error": error} if error else {})
+    response = append(client, answer["id"], 0, "Silk.", owner="g1", lease_seconds=30, finish=finish)
+    assert response.status_code == 200, response.text
+
+
+def test_the_same_request_again_gets_the_first_turn_and_stores_nothing(client: TestClient) -> None:
+    key = _key("the same request again")
+    first = client.post(f"/sessions/{random_id()}/turns", json=_turn(key))
+    assert first.status_code == 201, first.text
+    before = _sessions(client)
+    again = client.post(f"/sessions/{random_id()}/turns", json=_turn(key))
+    assert again.status_code == 200, again.text
+    assert again.json()["answer"]["id"] == first.json()["answer"]["id"]
+    assert [m["id"] for m in again.json()["inputs"]] == [m["id"] for m in first.json()["inputs"]]
+    assert _sessions(client) == before  # not even an empty session
+    _finish(client, first.json()["answer"])
+    done = client.post(f"/sessions/{random_id()}/turns", json=_turn(key))  # complete, within the window
+    assert (done.status_code, done.json()["answer"]["content"]) == (200, "Silk.")
+
+
+def test_a_completed_answer_gives_its_key_up_after_the_window(client: TestClient) -> None:
+    key = _key("asked again later")
+    first = client.post(f"/sessions/{random_id()}/turns", json=_turn(key, retry_seconds=0)).json()
+    _finish(client, first["answer"])
+    later = client.post(f"/sessions/{random_id()}/turns", json=_turn(key, retry_seconds=0))
+    assert later.status_code == 201, later.text  # a new question, in a session of its own
+    assert later.json()["answer"]["session_id"] != first["answer"]["session_id"]
+    # The key is the new answer's now: while it is generated, the same request attaches to it.
+    retried = client.post(f"/sessions/{random_id()}/turns", json=_turn(key, retry_seconds=0))
+    assert (retried.status_code, retried.json()["answer"]["id"]) == (200, later.json()["answer"]["id"])
+
+
+def test_a_failed_answer_is_retried_whenever_and_a_cancelled_one_is_not(client: TestClient) -> None:
+    failed_key, cancelled_key = _key("failed"), _key("cancelled")
+    failed = client.post(f"/sessions/{random_id()}/turns", json=_turn(failed_key, retry_seconds=0)).json()
+    _finish(client, failed["answer"], "failed", "upstream 500")
+    again = client.post(f"/sessions/{random_id()}/turns", json=_turn(failed_key, retry_seconds=0))
+    assert (again.status_code, again.json()["answer"]["id"]) == (200, failed["answer"]["id"])
+    cancelled = client.post(f"/sessions/{random_id()}/turns", json=_turn(cancelled_key, retry_seconds=0)).json()
+    _finish(client, cancelled["answer"], "failed", "cancelled")
+    anew = client.post(f"/sessions/{random_id()}/turns", json=_turn(cancelled_key, retry_seconds=0))
+    assert anew.status_code == 201, anew.text
+
+
+def test_the_same_request_sent_together_stores_one_turn(live: httpx.Client, live_url: str) -> None:
+    key = _key("sent together")
+    before = set(_sessions(live))
+    responses = _race(live_url, 6, lambda http, _: http.post(f"/sessions/{random_id()}/turns", json=_turn(key)))
+    assert sorted(r.status_code for r in responses) == [200] * 5 + [201]
+    assert len({r.json()["answer"]["id"] for r in responses}) == 1
+    assert len(set(_sessions(live)) - before) == 1
+
+
+def test_a_turn_goes_after_the_inputs_its_client_added_under_its_conversation_key(client: TestClient) -> None:
+    """A client that adds its question to a conversation itself, then asks for the answer without naming it."""
+    session = new_session(client, user_id="u1")
+    key = _key("the conversation so far")
+    question = new_message(client, session["id"], role="user", content="What is Lyon famous for?", conversation_key=key)
+    body = _turn(_key("its request"))
+    body["answer"]["conversation_key"] = key
+    response = client.post(f"/sessions/{random_id()}/turns", json=body)
+    assert response.status_code == 201, response.text
+    assert response.json()["answer"]["session_id"] == session["id"]
+    stored = client.get(f"/sessions/{session['id']}/messages").json()["items"]
+    assert [m["id"] for m in stored] == [question["id"], response.json()["answer"]["id"]]  # the question once
+    # Once answered, the same key finds nothing more: the next turn with it opens its own session.
+    other = _turn(_key("another request"))
+    other["answer"]["conversation_key"] = key
+    elsewhere = client.post(f"/sessions/{random_id()}/turns", json=other)
+    assert elsewhere.status_code == 201
+    assert elsewhere.json()["answer"]["session_id"] != session["id"]
