@@ -26,8 +26,8 @@ The same request sent again (``request_key``) is not a new turn at all: it attac
 import hashlib
 import json
 import uuid
+from collections.abc import Sequence
 
-from openai.types.chat import ChatCompletionMessageParam
 from pydantic import ValidationError
 
 from chat_gateway.openai_format import OpenAIMessage
@@ -58,7 +58,7 @@ def conversation_key(owner: str, messages: list[OpenAIMessage]) -> str:
 def request_key(
     owner: str,
     named_session: uuid.UUID | None,
-    prompt: list[ChatCompletionMessageParam],
+    prompt: Sequence[object],
     model: str,
     options: JSONObject,
     asked: JSONObject | None = None,

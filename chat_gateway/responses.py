@@ -9,7 +9,7 @@ import contextlib
 import json
 import math
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from openai.types.chat import ChatCompletionMessageParam
@@ -105,6 +105,9 @@ async def create(
     options = request.options.given() if request.options is not None else {}
     retried = body.store and idempotency_key is None  # a response not stored is deleted once it ends: no retry
     named = session_of(conversation) if (conversation := body.conversation_id()) else None
+    key_prompt: Sequence[object] = prompt
+    if named is not None:  # its retry finds the first one's turn in the conversation already: keyed without it
+        key_prompt = [message.upstream() for message in [*instructions, *_before_its_turn(before, new), *new]]
     answer = await answers.start_chat(
         request,
         idempotency_key,
@@ -112,10 +115,21 @@ async def create(
         prompt=prompt,
         create_session=True,
         conversation_key=conversation_key(owner, completion.messages) if body.store else None,
-        request_key=request_key(owner, named, prompt, model, options, asked) if retried else None,
+        request_key=request_key(owner, named, key_prompt, model, options, asked) if retried else None,
         response=asked,
     )
     return answer.model_copy(update={"response": asked}), model  # a turn's answer comes back without it
+
+
+def _before_its_turn(history: list[OpenAIMessage], new: list[OpenAIMessage]) -> list[OpenAIMessage]:
+    """A conversation's history without a last turn that is ``new`` (and its answer, once complete): what the
+    request that stored that turn was sent with, when this one is it again."""
+    end = len(history) - (bool(history) and history[-1].role == "assistant")
+    start = end - len(new)
+    shown = [(m.role, m.text(), m.tool_call_id) for m in history[max(start, 0) : end]]
+    if new and start >= 0 and shown == [(m.role, m.text(), m.tool_call_id) for m in new]:
+        return history[:start]
+    return history
 
 
 async def count_input_tokens(answers: Answers, caller: Caller, body: ResponseCreate) -> JSONObject:

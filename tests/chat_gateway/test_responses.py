@@ -411,3 +411,21 @@ def test_input_tokens_are_counted_and_compaction_is_refused_as_unsupported(gatew
     with pytest.raises(openai.BadRequestError) as refused:
         sdk.responses.compact(model="fake-model", previous_response_id=first.id)
     assert refused.value.code == "unsupported"
+
+
+def test_a_response_in_a_conversation_sent_again_is_the_first_one(
+    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    """An SDK's retry of a request naming a conversation finds its turn stored there already: it is that
+    response, not a second question."""
+    fake_openai.state.plans.append(Plan(delay=0.02))
+    sdk = _sdk(gateway)
+    conversation = sdk.conversations.create()
+    asked: Any = {"model": "fake-model", "input": "Where is Lyon? (sent again)", "conversation": conversation.id}
+    first = sdk.responses.create(**asked, background=True)
+    wait_for(lambda: store.get(f"/messages/{_answer_id(first.id)}").json()["content"])
+    again = sdk.responses.create(**asked, background=True)
+    assert again.id == first.id
+    wait_for(lambda: sdk.responses.retrieve(first.id).status == "completed")
+    assert _stored_session(store, first.id) == [("user", "Where is Lyon? (sent again)"), ("assistant", TEXT)]
+    assert len(fake_openai.state.requests) == 1
