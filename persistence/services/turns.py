@@ -94,7 +94,8 @@ def start_turn(db: Session, session_id: uuid.UUID, data: TurnCreate, *, lease_se
         with db.begin_nested() if budgeted else contextlib.nullcontext():
             result = db.execute(stmt, params)
     except IntegrityError:
-        if data.answer.request_key is not None and (prior := _retried(db, data.answer, now)) is not None:
+        prior = _retried(db, data.answer, now) if data.answer.request_key is not None else None
+        if prior is not None and prior.id != answer["id"]:  # (the same answer: a replay of this very turn)
             # The same request again: its answer's turn, and nothing of this one (on PostgreSQL the session opened
             # in the failed statement is gone with it).
             if budgeted:
@@ -102,7 +103,7 @@ def start_turn(db: Session, session_id: uuid.UUID, data: TurnCreate, *, lease_se
             if opened:
                 db.execute(delete(ChatSession).where(ChatSession.id == session_id))
             return Stored(_turn(_inputs_of(db, prior, len(inputs)), prior), created=False)
-        if data.answer.request_key is not None and _released(db, data.answer.request_key):
+        if prior is None and data.answer.request_key is not None and _released(db, data.answer.request_key):
             return start_turn(db, session_id, data, lease_seconds=lease_seconds)  # the key is this turn's now
         return _stored_turn(db, session_id, inputs, answer)
     if opens_in_statement and exclusive and not result.all():  # another user's session (see _turn_statement)

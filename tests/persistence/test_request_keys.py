@@ -102,3 +102,20 @@ def test_a_turn_goes_after_the_inputs_its_client_added_under_its_conversation_ke
     elsewhere = client.post(f"/sessions/{random_id()}/turns", json=other)
     assert elsewhere.status_code == 201
     assert elsewhere.json()["answer"]["session_id"] != session["id"]
+
+
+def test_a_budgeted_retry_is_recorded_once_and_a_replay_of_the_turn_keeps_its_record(client: TestClient) -> None:
+    key = _key("budgeted")
+    body = _turn(key) | {"account": {"user_id": "u1", "reserve_tokens": 50, "tokens_per_day": 10_000}}
+    session_id = random_id()
+    first = client.post(f"/sessions/{session_id}/turns", json=body)
+    assert first.status_code == 201, first.text
+    retry = body | {"inputs": [{"id": random_id(), "content": "What is Lyon famous for?"}]}
+    retry["answer"] = body["answer"] | {"id": random_id()}
+    assert client.post(f"/sessions/{random_id()}/turns", json=retry).status_code == 200
+    # The very same turn again (its gateway never heard the first reply): a replay, its record untouched.
+    assert client.post(f"/sessions/{session_id}/turns", json=body).status_code == 200
+    usage = {"prompt_tokens": 7, "completion_tokens": 9, "total_tokens": 16}
+    finish = {"status": "complete", "usage": usage}
+    append(client, first.json()["answer"]["id"], 0, "Silk.", owner="g1", lease_seconds=30, finish=finish)
+    assert client.get("/usage", params={"user_id": "u1"}).json()["total_tokens"] == 16
