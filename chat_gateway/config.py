@@ -1,3 +1,4 @@
+import hashlib
 import os
 import socket
 import uuid
@@ -21,6 +22,10 @@ class Settings(ServiceSettings):
     # The persistence service and its key (the same secret the persistence service reads).
     api_base_url: str = "http://localhost:8000"
     api_key: SecretStr
+    # The key of the ids that session names map to (an OpenAI client's X-Session-Id that is not a UUID): secret,
+    # so that nobody computes the id of another's name and takes it first. Default: derived from API_KEY's first
+    # key; set it (SESSION_NAME_SECRET_FILE...) to keep names through a rotation of that key.
+    session_name_secret: SecretStr | None = None
 
     # The upstream: OpenAI or any OpenAI-compatible server. Without a key chat calls answer 503.
     openai_api_key: SecretStr | None = None
@@ -66,7 +71,7 @@ class Settings(ServiceSettings):
     turn_settle_seconds: float = Field(default=30.0, gt=0, le=600)
     # An OpenAI client's request sent again without an Idempotency-Key (its own retries) attaches to the first
     # one's answer while that is generated, once it failed, or for this long after it completed (README).
-    retry_window_seconds: float = Field(default=60.0, ge=0)
+    retry_window_seconds: float = Field(default=60.0, ge=0, le=30 * 86400)
 
     recovery_interval_seconds: float = Field(default=10.0, gt=0)
     recovery_mode: Literal["resume", "fail"] = "resume"
@@ -97,6 +102,13 @@ class Settings(ServiceSettings):
         if self.upstream_continuation != "auto":
             return self.upstream_continuation == "exact"
         return self.openai_base_url is not None and urlsplit(self.openai_base_url).hostname != OPENAI_HOST
+
+    @property
+    def session_names_key(self) -> bytes:
+        if self.session_name_secret is not None:
+            return self.session_name_secret.get_secret_value().encode()
+        first = split_keys(self.api_key)[:1] or ("",)
+        return hashlib.sha256(b"session names\x00" + first[0].encode()).digest()
 
     @property
     def admin_keys(self) -> tuple[str, ...]:

@@ -21,9 +21,16 @@ from limits import RateLimitItem, RateLimitItemPerMinute, parse
 from chat_gateway.config import Settings
 from chat_gateway.persistence_client import PersistenceClient
 from chat_gateway.tokens import TokenVerifier
-from chat_gateway.upstream import CHARS_PER_TOKEN
 from shared import ErrorCode, Forbidden, TooManyRequests, Unauthorized, key_matches
-from shared.identity import DEFAULT_USER, MAX_TOKENS, USER_KEY_PREFIX, KeyIdentity, Limits, TurnAccount
+from shared.identity import (
+    CHARS_PER_TOKEN,
+    DEFAULT_USER,
+    MAX_TOKENS,
+    USER_KEY_PREFIX,
+    KeyIdentity,
+    Limits,
+    TurnAccount,
+)
 from shared.ratelimit import RateLimiter, Verdict
 
 logger = logging.getLogger(__name__)
@@ -71,14 +78,24 @@ class Caller:
         user, and for an admin acting for a named user. Open mode shares everything, as it always has."""
         return self.is_user or (self.role == Role.ADMIN and requested is not None)
 
+    def writes_into(self, requested: str | None) -> str | None:
+        """Whose sessions a request that names one may write into: a user's own; an admin's, those of the user it
+        acts for, or without one the default user's (never a session someone else owns); in open mode, any."""
+        if self.role == Role.OPEN:
+            return None
+        return self.owner(requested)
+
     def require_admin(self) -> None:
         if self.is_user:
             raise Forbidden("only an admin key may do this")
 
-    def account(self, user_id: str, *, max_tokens: int | None, prompt_chars: int, reserve: int) -> TurnAccount:
+    def account(
+        self, user_id: str, *, max_tokens: int | None, prompt_chars: int, reserve: int, history_chars: int = 0
+    ) -> TurnAccount:
         """A new run's account: whose usage it is, and (for users) the budgets it must fit in.
 
-        Until its usage is known the run counts for its prompt (estimated from its length) and its
+        Until its usage is known the run counts for its prompt (estimated from its length: what it is sent, and
+        up to ``history_chars`` of its session's stored history, which persistence counts) and its
         ``max_tokens`` (``reserve`` without one): a budget is passed by at most that much.
         """
         if not self.is_user:
@@ -87,6 +104,7 @@ class Caller:
         return TurnAccount(
             user_id=user_id,
             reserve_tokens=min(expected, MAX_TOKENS),
+            history_chars=history_chars,
             tokens_per_day=self.limits.tokens_per_day,
             tokens_per_month=self.limits.tokens_per_month,
         )

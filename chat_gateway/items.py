@@ -115,9 +115,14 @@ async def resolve_references(answers: Answers, body: ResponseCreate, scope: str 
     """``body`` with each ``item_reference`` in its input replaced by the item it names."""
     if isinstance(body.input, str) or not any(_is_reference(item) for item in body.input):
         return body
-    resolved = [
-        await find_item(answers, str(item.get("id")), scope) if _is_reference(item) else item for item in body.input
-    ]
+    resolved = []
+    for item in body.input:
+        if not _is_reference(item):
+            resolved.append(item)
+        elif isinstance(reference := item.get("id"), str) and reference:
+            resolved.append(await find_item(answers, reference, scope))
+        else:
+            raise BadRequest("an item_reference needs the id of an item", code=ErrorCode.INVALID_VALUE)
     return body.model_copy(update={"input": resolved})
 
 

@@ -32,9 +32,9 @@ from chat_gateway.responses_format import (
     sse,
 )
 from chat_gateway.service import Answers
-from chat_gateway.upstream import CHARS_PER_TOKEN
 from shared import BadRequest, Conflict, DomainError, ErrorCode, JSONObject, MessageStatus
 from shared.contract import MessageDetail
+from shared.identity import CHARS_PER_TOKEN
 
 
 async def _conversation_so_far(answers: Answers, previous: MessageDetail) -> list[OpenAIMessage]:
@@ -116,6 +116,9 @@ async def create(
         create_session=True,
         conversation_key=conversation_key(owner, completion.messages) if body.store else None,
         request_key=request_key(owner, named, key_prompt, model, options, asked) if retried else None,
+        # In a conversation, the same input again once its answer is complete is the conversation going on ("yes",
+        # "continue"): only a request whose answer is still generated, or failed, is taken for its retry.
+        retry_window=0 if named is not None else None,
         response=asked,
     )
     return answer.model_copy(update={"response": asked}), model  # a turn's answer comes back without it

@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import time
 import uuid
@@ -90,6 +91,7 @@ class Answers:
         create_session: bool = False,
         conversation_key: str | None = None,
         request_key: str | None = None,
+        retry_window: float | None = None,
         response: JSONObject | None = None,
     ) -> MessageDetail:
         """Store the question and its answer, and start generating it (or attach to it, on a retry).
@@ -99,7 +101,8 @@ class Answers:
         ``create_session`` creates ``request.session_id`` when it does not exist yet. ``conversation_key`` is
         kept with the answer, for a client that names no session to find it (chat_gateway/conversations.py);
         ``request_key``, for the same request sent again without an Idempotency-Key to find its answer: it
-        follows it while it is generated, gets it once complete, and resumes it from its saved text if it failed;
+        follows it while it is generated, gets it once complete (for ``retry_window`` seconds, default
+        RETRY_WINDOW_SECONDS), and resumes it from its saved text if it failed;
         ``response``, what a Responses API client asked for (chat_gateway/responses.py).
 
         One request to persistence stores the turn with the answer claimed. When the prompt is known
@@ -126,7 +129,9 @@ class Answers:
             turn.answer.conversation_key = conversation_key
         if request_key is not None:
             turn.answer.request_key = request_key
-            turn.answer.retry_seconds = self.settings.retry_window_seconds
+            turn.answer.retry_seconds = self.settings.retry_window_seconds if retry_window is None else retry_window
+        if conversation_key is not None and request.session_id is None:  # named or found, it is that one
+            turn.follows_added = True
         if response is not None:  # its input items are read from its prompt, kept whatever it is
             turn.answer.response = response
             turn.answer.prompt = turn.answer.prompt or cast(list[JSONObject], prompt)
@@ -142,9 +147,9 @@ class Answers:
             options = request.options.given() if request.options is not None else {}
             opens = functools.partial(open_stream, client, model, prompt, options)
         leased_at = time.monotonic()
-        answer, created, opening = await self._store_turn(session_id, turn, caller.user_id, opens)
-        if request_key is not None:
+        if request_key is not None:  # before it is stored: the same request at the same time is not opened twice
             self._requests[request_key] = True
+        answer, created, opening = await self._store_turn(session_id, turn, caller.user_id, opens)
         if created:
             self._start(answer, client, model=model, prompt=prompt, opening=opening, leased_at=leased_at)
             return answer
@@ -254,7 +259,7 @@ class Answers:
         ``take_unstarted`` also takes one failed before it began (``NOT_STARTED``): a retry of its chat; with
         ``resume_failed``, the account of a request sent again, any failed one, from its saved text.
         """
-        failed = answer.status == MessageStatus.FAILED
+        failed = answer.status == MessageStatus.FAILED and answer.error != CANCELLED  # cancelled: ended on purpose
         unstarted = take_unstarted and failed and answer.error == NOT_STARTED
         if answer.role != MessageRole.ASSISTANT or self._busy_here(answer):
             return answer
@@ -338,12 +343,16 @@ class Answers:
 
     async def _resume(self, answer: MessageDetail, caller: Caller) -> MessageDetail:
         max_tokens = (answer.options or {}).get("max_tokens")
-        reserve = self.settings.budget_reserve_tokens
+        # Its prompt: the client's own, kept with it, else its session's history (persistence counts it); and its
+        # text so far, sent to be continued.
+        prompt_chars = len(answer.content) + (len(json.dumps(answer.prompt)) if answer.prompt is not None else 0)
+        history_chars = self.settings.history_budget_chars if answer.prompt is None else 0
         account = caller.account(
             caller.owner(None),
             max_tokens=max_tokens if isinstance(max_tokens, int) else None,
-            prompt_chars=0,
-            reserve=reserve,
+            prompt_chars=prompt_chars,
+            reserve=self.settings.budget_reserve_tokens,
+            history_chars=history_chars,
         )
         await self._resume_here(answer, account)
         RESUMES.inc()

@@ -95,17 +95,21 @@ def build_turn(
         options=options or None,
         prompt=cast(list[JSONObject], prompt) if own_prompt else None,
     )
-    # What the answer may cost until its usage is known: its prompt (the client's, else the question; the
-    # history of an existing session is not known yet) and its max_tokens.
+    # What the answer may cost until its usage is known: its prompt (the client's, else the question and the
+    # session's stored history, up to what a prompt carries of it, which persistence counts) and its max_tokens.
     # Measured for a user's account only: the JSON of a whole prompt costs every other turn for nothing.
-    prompt_chars = 0
+    prompt_chars = history_chars = 0
     if caller.is_user:
         prompt_chars = len(json.dumps(prompt)) if prompt is not None else len(request.text())
         if prompt is None and request.context is not None:
             prompt_chars += len(json.dumps(request.context))
+        if prompt is None:
+            history_chars = settings.history_budget_chars
     max_tokens = options.get("max_tokens", options.get("max_completion_tokens"))
     reserve = settings.budget_reserve_tokens
-    account = caller.account(user_id, max_tokens=max_tokens, prompt_chars=prompt_chars, reserve=reserve)
+    account = caller.account(
+        user_id, max_tokens=max_tokens, prompt_chars=prompt_chars, reserve=reserve, history_chars=history_chars
+    )
     session = None
     if opens_session:
         exclusive = caller.owns_exclusively(request.user_id)

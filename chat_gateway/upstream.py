@@ -15,6 +15,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from chat_gateway.config import Settings
 from shared import storable_text
+from shared.identity import CHARS_PER_TOKEN
 from shared.resources import FINISH_REASON_MAX_LENGTH, MODEL_MAX_LENGTH
 
 logger = logging.getLogger(__name__)
@@ -67,8 +68,6 @@ async def open_stream(
     )
 
 
-# OpenAI's rule of thumb for English text; what a continuation counts as already spent of a token limit.
-CHARS_PER_TOKEN = 4
 TOKEN_LIMITS = ("max_tokens", "max_completion_tokens")
 
 

@@ -220,9 +220,7 @@ class TurnAnswer(InputModel):
     conversation_key: ConversationKey | None = Field(
         default=None,
         description="A key of the conversation it answers, inputs included, by which its client's next request "
-        "finds it. When a session of the turn's user ends with a message its client added under the same key "
-        "(`MessageCreate.conversation_key`), the answer goes there, after it, and the inputs (stored already) are not "
-        "stored again.",
+        "finds it (and `follows_added`).",
     )
     response: JSONObject | None = Field(
         default=None, description="What a Responses API client asked for besides the options (background...)."
@@ -233,7 +231,9 @@ class TurnAnswer(InputModel):
         "has already is that request retried, and gets that answer's turn back (a 200) instead of a new one, "
         "unless the answer completed more than `retry_seconds` ago (then the key passes to the new answer).",
     )
-    retry_seconds: float | None = Field(default=None, ge=0, description="See `request_key` (default: 60).")
+    retry_seconds: float | None = Field(
+        default=None, ge=0, le=30 * 86400, description="See `request_key` (default: 60)."
+    )
     model: ModelName | None = None
     options: JSONObject | None = Field(default=None, description=OPTIONS_DESCRIPTION)
     prompt: Prompt | None = Field(default=None, description=PROMPT_DESCRIPTION)
@@ -254,6 +254,12 @@ class TurnCreate(InputModel):
     lease_seconds: LeaseSeconds | None = None
     account: TurnAccount | None = Field(
         default=None, description="Whose answer it is (its usage is recorded); with budgets, refused when spent."
+    )
+    follows_added: bool = Field(
+        default=False,
+        description="Its client named no session: when a session of the account's user ends with a message its "
+        "client added under the answer's `conversation_key` (`MessageCreate.conversation_key`), the answer goes "
+        "there, after it, and the inputs (stored already) are not stored again.",
     )
 
 

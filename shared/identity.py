@@ -23,6 +23,9 @@ DEFAULT_USER = "anonymous"
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 KeyName = Annotated[str, StringConstraints(max_length=200)]
 MAX_TOKENS = 2**62  # a BIGINT holds every sum of them that can happen
+# How text is counted in tokens until an upstream says (budgets, continuations' max_tokens): about four
+# characters a token in English, fewer in most other languages, so a reservation errs low there.
+CHARS_PER_TOKEN = 4
 Count = Annotated[int, Field(ge=1, le=MAX_TOKENS)]
 
 
@@ -87,6 +90,11 @@ class TurnAccount(InputModel):
     user_id: UserId
     reserve_tokens: Annotated[int, Field(ge=0, le=MAX_TOKENS)] = Field(
         default=0, description="What the answer counts for until its usage is known (its max_tokens)."
+    )
+    history_chars: Annotated[int, Field(ge=0, le=2**30)] = Field(
+        default=0,
+        description="The answer's prompt also carries up to this many characters of its session's stored history "
+        "(the messages before it): persistence adds what the session holds, so bounded, to the reservation.",
     )
     tokens_per_day: Count | None = None
     tokens_per_month: Count | None = None

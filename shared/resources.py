@@ -62,7 +62,7 @@ def json_value(text: str) -> str:
     """``text`` as the JSON value it writes (objects with their keys sorted), or as itself if it is not JSON."""
     try:
         return json.dumps(json.loads(text), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past what a call's arguments are
         return text
 
 

@@ -5,6 +5,8 @@ Every call is stored like /chat: only the new turn (the last, user, message) is 
 clients send the whole history each time; the answer is durable the same way.
 """
 
+import hashlib
+import hmac
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -33,20 +35,26 @@ from shared import MessageStatus
 router = APIRouter(prefix=PREFIX, tags=["OpenAI-compatible"], responses=ERROR_RESPONSES)
 
 SESSION_HEADER = "X-Session-Id"
-_SESSION_KEYS = uuid.UUID("0b9e4f3a-55c1-4c52-9a57-b1a1f1d6c0de")
 
 
-def _session_id(header: str | None, body: CompletionRequest, user_id: str | None) -> uuid.UUID | None:
-    """X-Session-Id, else metadata.session_id: a UUID as given, any other key mapped to one (for a user's
-    credential, one of their own: two users naming their chats alike never share one). Never ``user``, an end
-    user's id, who has many conversations (it is stored with each answer)."""
-    key = header or (body.metadata or {}).get("session_id")
-    if not key:
-        return None
+def _named_session(
+    header: str | None, body: CompletionRequest, owner: str, key: bytes
+) -> tuple[uuid.UUID | None, bool]:
+    """The session a request names (X-Session-Id, else metadata.session_id), and whether it may be created.
+
+    A UUID names a session that exists (ids are the server's: one sent back in X-Session-Id); nobody creates a
+    session at an id of their choosing. Any other name is the owner's: it maps to an id through a keyed hash
+    (HMAC, SESSION_NAME_SECRET), so nobody computes the id of another's name to take it first, and that session
+    is created when it does not exist.
+    """
+    name = header or (body.metadata or {}).get("session_id")
+    if not name:
+        return None, False
     try:
-        return uuid.UUID(key)
+        return uuid.UUID(name), False
     except ValueError:
-        return uuid.uuid5(_SESSION_KEYS, key if user_id is None else f"{user_id}\x00{key}")
+        digest = hmac.new(key, f"{owner}\x00{name}".encode(), hashlib.sha256).digest()
+        return uuid.UUID(bytes=digest[:16], version=4), True
 
 
 async def _chunks(answers: Answers, message_id: uuid.UUID, model: str, include_usage: bool) -> AsyncIterator[str]:
@@ -82,13 +90,17 @@ async def chat_completions(
     question, results = new_inputs(body.messages)
     model = body.model or settings.openai_model
     prompt: list[ChatCompletionMessageParam] = [m.upstream() for m in body.messages]  # type: ignore[misc]
-    named = session_id = _session_id(x_session_id, body, caller.user_id)
     # OpenAI's `user` names an end user of the client's own: it says whose chat it is only for an admin's key.
-    owner = caller.owner(None if caller.is_user else body.user)
+    acting_for = None if caller.is_user else body.user
+    owner = caller.owner(acting_for)
+    named, creates = _named_session(x_session_id, body, owner, settings.session_names_key)
+    session_id = named
+    if named is not None and not creates:  # an existing session, the caller's to write into (else a 404)
+        await answers.persistence.get_session(named, caller.writes_into(acting_for))
     if session_id is None:  # the session that holds the conversation so far, if one does (conversations.py)
         earlier = body.messages[: len(body.messages) - len(results) - (question is not None)]
         session_id = await find_session(answers.persistence, owner, caller.user_id, earlier, results)
-    request = chat_request(body, question, results, session_id, None if caller.is_user else body.user, model)
+    request = chat_request(body, question, results, session_id, acting_for, model)
     key = conversation_key(owner, body.messages)
     options = request.options.given() if request.options is not None else {}
     retry_key = request_key(owner, named, prompt, model, options) if idempotency_key is None else None

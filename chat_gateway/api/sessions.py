@@ -4,9 +4,11 @@ import uuid
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query, Response
+from pydantic import ValidationError
 
 from chat_gateway.deps import CallerDep, PersistenceDep
-from shared import JSONObject, MessageRead, Page, SearchHit, SessionRead
+from chat_gateway.schemas import GenerationOptions
+from shared import BadRequest, ErrorCode, JSONObject, MessageRead, Page, SearchHit, SessionRead
 from shared.contract import FavoriteSet, SessionRename
 
 router = APIRouter(prefix="/chat", tags=["sessions"])
@@ -48,11 +50,28 @@ async def list_sessions(
     return await persistence.list_sessions(params, caller.user_id)
 
 
+def check_imported_options(document: JSONObject) -> None:
+    """An imported answer's options are what a resume sends upstream: only the generation options a chat takes."""
+    for position, message in enumerate(document.get("messages") or []):
+        options = message.get("options") if isinstance(message, dict) else None
+        if options is None:
+            continue
+        try:
+            GenerationOptions.model_validate(options)
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            where = ".".join(str(part) for part in problem["loc"])
+            raise BadRequest(
+                f"messages.{position}.options: {where}: {problem['msg']}", code=ErrorCode.INVALID_VALUE
+            ) from exc
+
+
 @router.post("/sessions/import", status_code=201)
 async def import_session(
     caller: CallerDep, persistence: PersistenceDep, document: Annotated[JSONObject, Body()]
 ) -> JSONObject:
     """Import a session exported by GET /chat/sessions/{id}/export?format=json: it becomes the caller's."""
+    check_imported_options(document)
     if caller.user_id is not None and isinstance(session := document.get("session"), dict):
         # A copy of one's own, with ids of its own: kept ids would tell whether another user's exist.
         session["user_id"], session["id"] = caller.user_id, str(uuid.uuid4())

@@ -183,6 +183,7 @@ def claim_message(db: Session, message_id: uuid.UUID, data: ClaimRequest, *, lea
     expires = now + timedelta(seconds=data.lease_seconds or lease_seconds)
     live = and_(Message.status == Status.IN_PROGRESS, Message.lease_expires_at > _at(now))
     renewal = and_(live, Message.lease_owner == data.owner)
+    renews = db.scalar(select(renewal).where(Message.id == message_id))
     claimable = or_(
         Message.status.in_([Status.PENDING, Status.FAILED]),
         and_(Message.status == Status.IN_PROGRESS, ~live),
@@ -204,6 +205,8 @@ def claim_message(db: Session, message_id: uuid.UUID, data: ClaimRequest, *, lea
         .execution_options(populate_existing=True, synchronize_session=False)
     )
     if message is not None:
+        if not renews:  # a new run, however it was started: its tokens are counted
+            usage.open_run(db, message_id, now)
         return MessageDetail.model_validate(message)
     current = _get_message(db, message_id)
     if current.role != MessageRole.ASSISTANT:

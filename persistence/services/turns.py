@@ -54,23 +54,26 @@ from shared import (
     MessageRole,
     NotFound,
 )
-from shared.contract import TurnAnswer, TurnCreate, TurnRead
+from shared.contract import TurnCreate, TurnRead
 
 
 def start_turn(db: Session, session_id: uuid.UUID, data: TurnCreate, *, lease_seconds: float) -> Stored[TurnRead]:
     """Store a turn's inputs and its answer with one INSERT, the answer claimed by ``data.owner`` when given.
 
     A replay of a stored turn is not created: it returns the turn as it is now (its answer may have grown),
-    without claiming it. So is a turn whose ``request_key`` an answer has already (``_retried``). Runs outside a
-    transaction: the session, when created here, stays even if the
-    messages turn out to conflict. A turn with token budgets runs in one. A turn that opens a session is
-    refused (404) when the session is another user's.
+    without claiming it. So is a turn whose ``request_key`` an answer has already (``_retried``): that answer's
+    turn comes back. Runs outside a transaction: the session, when created here, stays even if the messages turn
+    out to conflict. A turn with token budgets runs in one. A turn that opens a session is refused (404) when the
+    session is another user's.
     """
-    # Its client added the inputs to a session itself, then asked for the answer: the answer goes after them.
-    key, account = data.answer.conversation_key, data.account
-    if key is not None and account is not None and (holding := whole_conversation(db, key, account.user_id)):
-        session_id, data = holding, data.model_copy(update={"session": None, "inputs": []})
     now = utcnow()
+    if data.answer.request_key is not None and (prior := _retried(db, data, now)) is not None:
+        return Stored(_turn(_inputs_of(db, prior, len(data.inputs)), prior), created=False)
+    if data.follows_added and data.account is not None and data.answer.conversation_key is not None:
+        # Its client added the inputs to a session itself, then asked for the answer: the answer goes after them.
+        holding = whole_conversation(db, data.answer.conversation_key, data.account.user_id)
+        if holding is not None:
+            session_id, data = holding, data.model_copy(update={"session": None, "inputs": []})
     dialect = db.get_bind().dialect.name
     params: dict[str, Any] = {}
     opened = False  # the session, by a statement of its own
@@ -88,23 +91,21 @@ def start_turn(db: Session, session_id: uuid.UUID, data: TurnCreate, *, lease_se
     budgeted = data.account is not None and data.account.has_budget
     if budgeted:  # checked first, under its user's lock: refused, nothing is stored
         assert data.account is not None
-        usage.open_record(db, answer["id"], answer["model"], data.account, now)
+        usage.open_record(db, answer["id"], answer["model"], usage.with_history(db, data.account, session_id), now)
     try:
         # In a transaction (a budgeted turn), a failed INSERT must not abort it: a savepoint.
         with db.begin_nested() if budgeted else contextlib.nullcontext():
             result = db.execute(stmt, params)
     except IntegrityError:
-        prior = _retried(db, data.answer, now) if data.answer.request_key is not None else None
-        if prior is not None and prior.id != answer["id"]:  # (the same answer: a replay of this very turn)
-            # The same request again: its answer's turn, and nothing of this one (on PostgreSQL the session opened
-            # in the failed statement is gone with it).
-            if budgeted:
-                usage.release_message(db, answer["id"])
-            if opened:
+        stored = _elsewhere(db, session_id, data, answer)
+        if stored is not None:
+            # Nothing of this attempt stays: its record (the INSERT that failed took its answer), and the session it
+            # opened on its own (on PostgreSQL, opened in the failed statement, it is gone with it).
+            if budgeted and stored.answer.id != answer["id"]:
+                usage.forget(db, answer["id"])
+            if opened and stored.answer.session_id != session_id:
                 db.execute(delete(ChatSession).where(ChatSession.id == session_id))
-            return Stored(_turn(_inputs_of(db, prior, len(inputs)), prior), created=False)
-        if prior is None and data.answer.request_key is not None and _released(db, data.answer.request_key):
-            return start_turn(db, session_id, data, lease_seconds=lease_seconds)  # the key is this turn's now
+            return Stored(stored, created=False)
         return _stored_turn(db, session_id, inputs, answer)
     if opens_in_statement and exclusive and not result.all():  # another user's session (see _turn_statement)
         raise NotFound(f"session {session_id} not found")
@@ -114,28 +115,45 @@ def start_turn(db: Session, session_id: uuid.UUID, data: TurnCreate, *, lease_se
     return Stored(_turn(inputs, answer), created=True)
 
 
+# How long after it completed the same request again still gets an answer (TurnAnswer.retry_seconds).
 RETRY_SECONDS = 60
 
 
-def _retried(db: Session, answer: TurnAnswer, now: datetime) -> Message | None:
-    """The answer of the request ``answer`` repeats: one with its ``request_key`` that is still being generated,
-    that failed (to be resumed from its saved text), or that ended less than ``retry_seconds`` ago, complete or
-    cancelled. One that ended so earlier gives its key up to the new request: asked again then, it is a new
-    question."""
-    prior = db.scalar(select(Message).where(Message.request_key == answer.request_key))
+def _retried(db: Session, data: TurnCreate, now: datetime) -> Message | None:
+    """The answer of the request ``data`` repeats: the user's answer with its ``request_key`` that is being
+    generated, that failed (to be resumed from its saved text), or that ended less than ``retry_seconds`` ago,
+    complete or cancelled. One that ended earlier gives its key up to the new request: it is a new question."""
+    stmt = select(Message).where(Message.request_key == data.answer.request_key)
+    if data.account is not None:  # (the key hashes its owner already: this is only a second lock on that door)
+        owner = select(ChatSession.user_id).where(ChatSession.id == Message.session_id).scalar_subquery()
+        stmt = stmt.where(owner == data.account.user_id)
+    prior = db.scalar(stmt)
     if prior is None:
         return None
-    window = timedelta(seconds=RETRY_SECONDS if answer.retry_seconds is None else answer.retry_seconds)
+    window = timedelta(seconds=RETRY_SECONDS if data.answer.retry_seconds is None else data.answer.retry_seconds)
     ended = prior.status == Status.COMPLETE or (prior.status == Status.FAILED and prior.error == CANCELLED)
     if ended and prior.updated_at < now - window:
+        # Only that answer's key, and only as it was read: a concurrent request that took it since keeps it.
+        release = update(Message).where(Message.id == prior.id, Message.request_key == data.answer.request_key)
+        db.execute(release.values(request_key=None).execution_options(synchronize_session=False))
         return None
     return prior
 
 
-def _released(db: Session, request_key: str) -> bool:
-    """Take ``request_key`` from the answer that had it (``_retried`` found it too old to retry)."""
-    stmt = update(Message).where(Message.request_key == request_key).values(request_key=None)
-    return bool(db.execute(stmt.execution_options(synchronize_session=False)).rowcount)  # type: ignore[attr-defined]
+def _elsewhere(db: Session, session_id: uuid.UUID, data: TurnCreate, answer: dict[str, Any]) -> TurnRead | None:
+    """After a turn's INSERT failed, the turn it is stored as already, when not where it asked to be: this very turn
+    replayed after it went after the inputs its client had added (``follows_added``), or the same request stored
+    meanwhile by a concurrent one (its ``request_key``)."""
+    own = db.get(Message, answer["id"])
+    asked = {"conversation_key": answer["conversation_key"], "options": answer["options"], "prompt": answer["prompt"]}
+    redirected = own is not None and own.session_id != session_id and answer["conversation_key"] is not None
+    if redirected and _same_request(own, own.session_id if own else session_id, MessageRole.ASSISTANT, **asked):
+        return _turn(_inputs_of(db, own, len(data.inputs)), own)
+    if own is None and data.answer.request_key is not None:
+        prior = db.scalar(select(Message).where(Message.request_key == data.answer.request_key))
+        if prior is not None:
+            return _turn(_inputs_of(db, prior, len(data.inputs)), prior)
+    return None
 
 
 def _inputs_of(db: Session, answer: Message, count: int) -> list[Message]:

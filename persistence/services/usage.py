@@ -13,17 +13,16 @@ from collections import defaultdict
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Date, and_, case, cast, func, select, text, update
+from sqlalchemy import Date, and_, case, cast, delete, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.selectable import ScalarSelect
 
 from persistence.db import insert_on_conflict
-from persistence.models import Message, UsageRecord, utcnow
+from persistence.models import ChatSession, Message, UsageRecord, utcnow
 from shared import Conflict, ErrorCode
-from shared.identity import TurnAccount, UsageReport, UsageRow, UsageTotal
+from shared.identity import CHARS_PER_TOKEN, MAX_TOKENS, TurnAccount, UsageReport, UsageRow, UsageTotal
 
-CHARS_PER_TOKEN = 4
 _TABLE = UsageRecord.metadata.tables[UsageRecord.__tablename__]
 _COUNTED = UsageRecord.total_tokens + UsageRecord.reserved_tokens
 
@@ -38,6 +37,22 @@ def month_start(now: datetime) -> datetime:
 
 def _next_month(start: datetime) -> datetime:
     return (start + timedelta(days=32)).replace(day=1)
+
+
+def with_history(
+    db: Session, account: TurnAccount, session_id: uuid.UUID, before: datetime | None = None
+) -> TurnAccount:
+    """``account`` reserving also the stored history its answer's prompt carries: the session's messages (those
+    written ``before`` it, for an answer already stored), up to ``account.history_chars`` characters. Without it,
+    a long history (which costs nothing to store) made every answer's prompt cost far more than it reserved."""
+    if not account.history_chars:
+        return account
+    stmt = select(func.coalesce(func.sum(func.length(Message.content)), 0)).where(Message.session_id == session_id)
+    if before is not None:
+        stmt = stmt.where(Message.created_at < before)
+    chars = min(int(db.scalar(stmt) or 0), account.history_chars)
+    reserved = min(account.reserve_tokens + math.ceil(chars / CHARS_PER_TOKEN), MAX_TOKENS)
+    return account.model_copy(update={"reserve_tokens": reserved, "history_chars": 0})
 
 
 def open_record(
@@ -56,11 +71,25 @@ def open_record(
 def reopen(db: Session, message_id: uuid.UUID, account: TurnAccount) -> None:
     """Before an answer is resumed: check its user's budgets and reserve its new run (in a transaction)."""
     _lock_user(db, account.user_id)
+    if account.history_chars and (answer := db.get(Message, message_id)) is not None:
+        account = with_history(db, account, answer.session_id, answer.created_at)
     now = utcnow()
     check_budgets(db, account, now)
     stmt = _new_record(db, message_id, None, account, now)
     reserved = {"pending": True, "reserved_tokens": account.reserve_tokens}
     db.execute(stmt.on_conflict_do_update(index_elements=["message_id"], set_=reserved))
+
+
+def open_run(db: Session, message_id: uuid.UUID, now: datetime) -> None:
+    """An answer's new run begins (claimed: resumed, recovered, taken over): its record counts again until the run
+    is settled, and one that has none (an answer stored without a turn) gets one, its session's user's. Every
+    generated token is in the ledger, whoever started the run."""
+    owner = select(ChatSession.user_id).join(Message, Message.session_id == ChatSession.id)
+    user_id = db.scalar(owner.where(Message.id == message_id))
+    if user_id is None:
+        return
+    stmt = _new_record(db, message_id, None, TurnAccount(user_id=user_id), now)
+    db.execute(stmt.on_conflict_do_update(index_elements=["message_id"], set_={"pending": True}))
 
 
 def _new_record(
@@ -132,6 +161,11 @@ def settle(db: Session, message_id: uuid.UUID, usage: dict[str, Any] | None, len
             "estimated_tokens": UsageRecord.estimated_tokens + grown,
         }
     db.execute(update(UsageRecord).where(UsageRecord.message_id == message_id, UsageRecord.pending).values(values))
+
+
+def forget(db: Session, message_id: uuid.UUID) -> None:
+    """The record of an answer that was not stored after all (its turn was another's): it never counts."""
+    db.execute(delete(UsageRecord).where(UsageRecord.message_id == message_id))
 
 
 def release_session(db: Session, session_id: uuid.UUID) -> None:

@@ -384,20 +384,38 @@ def test_with_redis_a_users_rate_holds_across_gateways(
     assert statuses == [200, 200, 200, 200, 429, 429]
 
 
-def test_an_admin_acting_for_a_user_never_writes_into_a_session_another_user_took(
+def test_nobody_takes_a_session_id_of_their_choosing_or_computes_anothers_name(
     gateway: Service, admin: httpx.Client, fake_openai: FastAPI
 ) -> None:
-    alice_id = _new_user()
-    bob = _user_key(admin, _new_user())
-    # The session id an integration names for alice, taken first by bob.
-    taken = str(uuid.uuid5(uuid.UUID("0b9e4f3a-55c1-4c52-9a57-b1a1f1d6c0de"), alice_id))
+    """Session squatting: a raw UUID must name an existing session (ids are the server's), a name maps to an id
+    through a keyed hash, and an admin acting for a user (or for nobody) never writes into another's session."""
+    alice_id, bob_id = _new_user(), _new_user()
+    bob = _user_key(admin, bob_id)
     completion = {"model": "fake-model", "messages": [{"role": "user", "content": "bob's trap"}]}
     with _client(gateway, bob) as as_bob:
-        assert as_bob.post("/v1/chat/completions", json=completion, headers={"X-Session-Id": taken}).status_code == 200
-        named = {"X-Session-Id": taken}
-        answered = admin.post("/v1/chat/completions", json=completion | {"user": alice_id}, headers=named)
-        assert answered.status_code == 404
-        assert len(as_bob.get(f"/chat/sessions/{taken}/messages").json()["items"]) == 2
+        # The public uuid5 of alice's name that ids used to be, and any id bob picks: neither is created.
+        for chosen in (
+            str(uuid.uuid5(uuid.UUID("0b9e4f3a-55c1-4c52-9a57-b1a1f1d6c0de"), f"{alice_id}\x00project-x")),
+            str(uuid.uuid4()),
+        ):
+            squat = as_bob.post("/v1/chat/completions", json=completion, headers={"X-Session-Id": chosen})
+            assert squat.status_code == 404, squat.text
+            assert as_bob.get(f"/chat/sessions/{chosen}").status_code == 404
+        bobs = as_bob.post("/v1/chat/completions", json=completion, headers={"X-Session-Id": "ticket-4711"})
+        bobs_session = bobs.headers["x-session-id"]
+    # Alice's (through an admin's integration) and an admin's own chats under the same names: their own sessions.
+    named = {"X-Session-Id": "ticket-4711"}
+    for acting_for in ({"user": alice_id}, {}):
+        answered = admin.post("/v1/chat/completions", json=completion | acting_for, headers=named)
+        assert answered.status_code == 200, answered.text
+        assert answered.headers["x-session-id"] != bobs_session
+        # Bob's session, named by its id: not theirs to write into.
+        into_bobs = admin.post(
+            "/v1/chat/completions", json=completion | acting_for, headers={"X-Session-Id": bobs_session}
+        )
+        assert into_bobs.status_code == 404, into_bobs.text
+    with _client(gateway, bob) as as_bob:
+        assert len(as_bob.get(f"/chat/sessions/{bobs_session}/messages").json()["items"]) == 2
 
 
 def test_user_ids_of_any_text_are_isolated(gateway: Service, admin: httpx.Client, fake_openai: FastAPI) -> None:

@@ -204,7 +204,7 @@ def test_an_sdk_agent_loop_is_stored_once_message_by_message(
     conversation each round, and the session holds each message once: the one it names, or without a
     header the one that holds the conversation so far."""
     fake_openai.state.plans.extend([Plan(tool_calls=CALLS), Plan()])
-    sdk, session_id = _sdk(gateway), str(uuid.uuid4())
+    sdk, session_id = _sdk(gateway), f"weather-{uuid.uuid4()}"  # a name: the server makes its session's id
     messages: list[Any] = [
         {"role": "system", "content": "You are a weather bot."},
         {"role": "user", "content": "Weather and time in Lyon?"},
@@ -339,15 +339,18 @@ def test_a_round_resent_with_another_result_in_a_named_session_is_another_round(
     gateway: Service, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     fake_openai.state.plans.extend([Plan(tool_calls=CALLS[:1]), Plan(), Plan()])
-    sdk, session = _sdk(gateway), {"X-Session-Id": str(uuid.uuid4())}
+    sdk, session = _sdk(gateway), {"X-Session-Id": f"weather-{uuid.uuid4()}"}
     messages: list[Any] = [{"role": "user", "content": "Weather?"}]
-    first = sdk.chat.completions.create(model="fake-model", messages=messages, tools=TOOLS, extra_headers=session)
+    raw = sdk.chat.completions.with_raw_response.create(
+        model="fake-model", messages=messages, tools=TOOLS, extra_headers=session
+    )
+    session_id, first = raw.headers["x-session-id"], raw.parse()
     call = first.choices[0].message.tool_calls[0].model_dump()  # type: ignore[index]
     messages.append({"role": "assistant", "content": TEXT, "tool_calls": [call]})
     for result in ("sunny", "rainy"):  # the same call answered twice, differently: two rounds, two answers
         answered = [*messages, {"role": "tool", "tool_call_id": call["id"], "content": result}]
         sdk.chat.completions.create(model="fake-model", messages=answered, tools=TOOLS, extra_headers=session)
-    items = store.get(f"/sessions/{session['X-Session-Id']}/messages").json()["items"]
+    items = store.get(f"/sessions/{session_id}/messages").json()["items"]
     assert [(m["role"], m["content"] if m["role"] == "tool" else "") for m in items] == [
         ("user", ""),
         ("assistant", ""),

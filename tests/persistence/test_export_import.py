@@ -96,14 +96,22 @@ def test_a_taken_message_id_alone_is_replaced(client: TestClient) -> None:
     assert len(_export(client, imported["session"]["id"])["messages"]) == 5
 
 
-def test_an_answer_imported_mid_generation_can_be_recovered(client: TestClient) -> None:
+def test_an_answer_imported_mid_generation_comes_in_failed_and_is_never_generated_by_itself(
+    client: TestClient,
+) -> None:
+    """Crash recovery would generate it, with nobody's budget and no ledger row: its user resumes it instead."""
     answer = new_answer(client)
     claim(client, answer["id"])
     append(client, answer["id"], 0, "half")
+    pending = new_message(client, answer["session_id"], role="assistant", content="")
     document = _export(client, answer["session_id"])
     client.delete(f"/sessions/{answer['session_id']}")
     client.post("/sessions/import", json=document)
-    assert answer["id"] in {m["id"] for m in client.get("/messages/stale").json()}
+    assert answer["id"] not in {m["id"] for m in client.get("/messages/stale").json()}
+    imported = client.get(f"/messages/{answer['id']}").json()
+    assert (imported["status"], imported["content"], imported["lease_expires_at"]) == ("failed", "half", None)
+    assert imported["error"].startswith("imported unfinished")
+    assert client.get(f"/messages/{pending['id']}").json()["status"] == "failed"
 
 
 def test_markdown_export_reads_like_the_chat(client: TestClient) -> None:

@@ -89,15 +89,26 @@ def test_a_turn_goes_after_the_inputs_its_client_added_under_its_conversation_ke
     session = new_session(client, user_id="u1")
     key = _key("the conversation so far")
     question = new_message(client, session["id"], role="user", content="What is Lyon famous for?", conversation_key=key)
-    body = _turn(_key("its request"))
+    named = _turn(_key("a request naming its own session"))
+    named["answer"]["conversation_key"] = key
+    own_session = random_id()
+    stays = client.post(f"/sessions/{own_session}/turns", json=named)  # it named a session: it goes there
+    assert (stays.status_code, stays.json()["answer"]["session_id"]) == (201, own_session)
+    body = _turn(_key("its request")) | {"follows_added": True}
     body["answer"]["conversation_key"] = key
-    response = client.post(f"/sessions/{random_id()}/turns", json=body)
+    path = f"/sessions/{random_id()}/turns"
+    response = client.post(path, json=body)
     assert response.status_code == 201, response.text
     assert response.json()["answer"]["session_id"] == session["id"]
     stored = client.get(f"/sessions/{session['id']}/messages").json()["items"]
     assert [m["id"] for m in stored] == [question["id"], response.json()["answer"]["id"]]  # the question once
+    # The same turn again (its gateway lost the reply): that answer, where it went, and no session left behind.
+    before = _sessions(client)
+    replayed = client.post(path, json=body)
+    assert (replayed.status_code, replayed.json()["answer"]["id"]) == (200, response.json()["answer"]["id"])
+    assert _sessions(client) == before
     # Once answered, the same key finds nothing more: the next turn with it opens its own session.
-    other = _turn(_key("another request"))
+    other = _turn(_key("another request")) | {"follows_added": True}
     other["answer"]["conversation_key"] = key
     elsewhere = client.post(f"/sessions/{random_id()}/turns", json=other)
     assert elsewhere.status_code == 201
@@ -119,3 +130,17 @@ def test_a_budgeted_retry_is_recorded_once_and_a_replay_of_the_turn_keeps_its_re
     finish = {"status": "complete", "usage": usage}
     append(client, first.json()["answer"]["id"], 0, "Silk.", owner="g1", lease_seconds=30, finish=finish)
     assert client.get("/usage", params={"user_id": "u1"}).json()["total_tokens"] == 16
+
+
+def test_a_retry_is_answered_when_the_first_request_spent_the_budget_and_reserves_nothing(client: TestClient) -> None:
+    key = _key("the budget's last answer")
+    account = {"user_id": "u1", "reserve_tokens": 100, "tokens_per_day": 100}
+    first = client.post(f"/sessions/{random_id()}/turns", json=_turn(key) | {"account": account})
+    assert first.status_code == 201, first.text
+    for _ in range(3):  # the SDK's retries, while it is generated: the budget is spent, but this is paid for
+        retry = client.post(f"/sessions/{random_id()}/turns", json=_turn(key) | {"account": account})
+        assert (retry.status_code, retry.json()["answer"]["id"]) == (200, first.json()["answer"]["id"])
+    report = client.get("/usage", params={"user_id": "u1"}).json()
+    assert (report["rows"][0]["answers"], report["rows"][0]["pending_answers"]) == (1, 1)
+    refused = client.post(f"/sessions/{random_id()}/turns", json=_turn(_key("another")) | {"account": account})
+    assert refused.status_code == 409  # a new question is not
