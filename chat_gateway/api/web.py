@@ -10,10 +10,13 @@ from fastapi.staticfiles import StaticFiles
 WEB = Path(__file__).resolve().parent.parent / "web"
 
 # The page runs only its own scripts and talks only to this gateway; an answer's Markdown is sanitized, and this
-# keeps anything that slipped through from loading or sending anything.
+# keeps anything that slipped through from loading or sending anything: no form posts anywhere (the page's own
+# forms are handled by its script, or close a dialog, neither of which navigates), and no <base> moves where
+# relative addresses go.
 PAGE_HEADERS = {
     "Content-Security-Policy": (
-        "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+        "default-src 'self'; img-src 'self' data:; object-src 'none'; form-action 'none'; base-uri 'none'; "
+        "frame-ancestors 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",

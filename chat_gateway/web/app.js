@@ -6,7 +6,16 @@ import DOMPurify from "./vendor/purify.js";
 import hljs from "./vendor/highlight.js";
 import { createParser } from "./vendor/eventsource-parser/index.js";
 
-const $ = (id) => document.getElementById(id);
+// The page's own elements, each by its id in camelCase (`sign-in-form`: ui.signInForm), found once before anything
+// is rendered: looked up later, an id in a chat's content could stand in for one of them.
+const ui = Object.freeze(
+  Object.fromEntries(
+    [...document.querySelectorAll("[id]")].map((element) => [
+      element.id.replace(/-(\w)/g, (_, letter) => letter.toUpperCase()),
+      element,
+    ]),
+  ),
+);
 const KEY_STORAGE = "durable-chat.key";
 const RECONNECT_GIVE_UP_MS = 120_000; // then the page says so, and a button follows the answer again
 const RENDER_EVERY_MS = 50; // Markdown is rendered at most this often while an answer grows
@@ -67,10 +76,34 @@ async function readEvents(response, onEvent) {
 
 // Rendering
 
-marked.use({ gfm: true, breaks: false });
+// A task list's boxes are drawn as characters: no <input> comes out of an answer (below).
+marked.use({ gfm: true, breaks: false, renderer: { checkbox: ({ checked }) => (checked ? "☑ " : "☐ ") } });
+
+// What an answer's Markdown may become on the page: text, structure, links, images and code, never a form or a
+// control (a form posting what the reader types to another site; a button or a field posing as the page's own; a
+// label whose `for` clicks one of the page's buttons) and never an id or a name, which could stand in for the
+// page's own elements or clobber properties of `document`. Markdown makes none of these itself (marked gives
+// headings no ids), so nothing is lost; SANITIZE_DOM (DOMPurify's default) stays on, and SANITIZE_NAMED_PROPS,
+// which would keep ids under a prefix, is not needed with none kept.
+const ANSWER_HTML = {
+  // A form and everything that can be part of one.
+  FORBID_TAGS: ["form", "fieldset", "legend", "label", "output", "input", "button", "textarea", "select", "option",
+    "optgroup", "datalist"],
+  FORBID_ATTR: ["id", "name"],
+};
+
+// A URL path with data in it: each value becomes one segment, encoded, so an id or an address's hash can neither
+// add segments nor climb out of its route. "." and ".." are refused: a browser resolves them, encoded or not.
+function path(strings, ...values) {
+  return strings.reduce((built, string, index) => {
+    const value = String(values[index - 1]);
+    if (value === "." || value === "..") throw new TypeError(`“${value}” names no chat or message`);
+    return built + encodeURIComponent(value) + string;
+  });
+}
 
 function renderMarkdown(element, text) {
-  element.innerHTML = DOMPurify.sanitize(marked.parse(text));
+  element.innerHTML = DOMPurify.sanitize(marked.parse(text), ANSWER_HTML);
   for (const block of element.querySelectorAll("pre code")) hljs.highlightElement(block);
   for (const link of element.querySelectorAll("a[href]")) {
     link.target = "_blank";
@@ -91,14 +124,13 @@ function el(tag, attributes = {}, ...children) {
 }
 
 function setStatus(text, kind = "info") {
-  const status = $("status");
-  status.hidden = !text;
-  status.textContent = text || "";
-  status.dataset.kind = kind;
+  ui.status.hidden = !text;
+  ui.status.textContent = text || "";
+  ui.status.dataset.kind = kind;
 }
 
 function scrollToEnd() {
-  const box = $("messages");
+  const box = ui.messages;
   if (box.scrollHeight - box.scrollTop - box.clientHeight < 120) box.scrollTop = box.scrollHeight;
 }
 
@@ -210,16 +242,16 @@ function roleName(message) {
 
 function addView(message) {
   const view = new MessageView(message);
-  $("messages").append(view.element);
-  $("welcome").hidden = true;
+  ui.messages.append(view.element);
+  ui.welcome.hidden = true;
   return view;
 }
 
 // Following answers
 
 function busy(isBusy) {
-  $("send").hidden = isBusy;
-  $("stop").hidden = !isBusy;
+  ui.send.hidden = isBusy;
+  ui.stop.hidden = !isBusy;
 }
 
 function activeAnswer() {
@@ -273,7 +305,7 @@ async function follow(view, first) {
       try {
         const response =
           first ??
-          (await api(`/chat/messages/${view.id}/stream`, {
+          (await api(path`/chat/messages/${view.id}/stream`, {
             headers: view.offset === null ? {} : { "Last-Event-ID": String(view.offset) },
             signal: control.signal,
           }));
@@ -318,7 +350,7 @@ async function send(text) {
   const response = await api("/chat", { method: "POST", body }).catch((error) => error);
   if (response instanceof Error) {
     for (const view of [question, answer]) view.element.remove();
-    $("input").value = text; // not sent: nothing is lost
+    ui.input.value = text; // not sent: nothing is lost
     busy(false);
     setStatus(`Not sent: ${response.message}`, "error");
     return;
@@ -333,7 +365,7 @@ function started(view, data) {
   view.element.dataset.id = data.message_id;
   if (state.sessionId !== data.session_id) {
     state.sessionId = data.session_id;
-    history.replaceState(null, "", `#${data.session_id}`);
+    history.replaceState(null, "", `#${encodeURIComponent(data.session_id)}`);
   }
   loadSessions();
 }
@@ -342,7 +374,7 @@ async function stop() {
   const view = activeAnswer();
   if (!view) return;
   try {
-    await api(`/chat/messages/${view.id}/cancel`, { method: "POST" });
+    await api(path`/chat/messages/${view.id}/cancel`, { method: "POST" });
   } catch (error) {
     setStatus(`Could not stop it: ${error.message}`, "error");
   }
@@ -350,7 +382,7 @@ async function stop() {
 
 async function resumeAnswer(view) {
   try {
-    const response = await api(`/chat/messages/${view.id}/resume?stream=true`, { method: "POST" });
+    const response = await api(`${path`/chat/messages/${view.id}/resume`}?stream=true`, { method: "POST" });
     view.offset = null;
     follow(view, response);
   } catch (error) {
@@ -361,10 +393,10 @@ async function resumeAnswer(view) {
 // Chats
 
 function showSessions(sessions, searched = false) {
-  const list = $("sessions");
+  const list = ui.sessions;
   list.replaceChildren();
   for (const session of sessions) {
-    const link = el("a", { href: `#${session.id}`, "data-id": session.id });
+    const link = el("a", { href: `#${encodeURIComponent(session.id)}`, "data-id": session.id });
     link.append(
       el("span", { class: "star", "aria-label": session.is_favorite ? "favorite" : "", text: session.is_favorite ? "★" : "" }),
       el("span", { class: "name", text: session.title }),
@@ -373,7 +405,7 @@ function showSessions(sessions, searched = false) {
     if (session.id === state.sessionId) link.setAttribute("aria-current", "page");
     list.append(el("li", {}, link));
   }
-  const empty = $("sessions-empty");
+  const empty = ui.sessionsEmpty;
   empty.hidden = sessions.length > 0;
   empty.textContent = searched ? "Nothing found." : "No chats yet.";
 }
@@ -395,7 +427,7 @@ async function search(query) {
   state.searching = Boolean(query);
   if (!query) return loadSessions();
   try {
-    const page = await json(`/chat/search?q=${encodeURIComponent(query)}&limit=50`);
+    const page = await json(`/chat/search?${new URLSearchParams({ q: query, limit: 50 })}`);
     const seen = new Set();
     const hits = [];
     for (const hit of page.items) {
@@ -410,9 +442,9 @@ async function search(query) {
 }
 
 function showTitle(session) {
-  $("title").textContent = session ? session.title : "New chat";
-  $("session-actions").hidden = !session;
-  const star = $("favorite");
+  ui.title.textContent = session ? session.title : "New chat";
+  ui.sessionActions.hidden = !session;
+  const star = ui.favorite;
   star.textContent = session?.is_favorite ? "★" : "☆";
   star.setAttribute("aria-pressed", String(Boolean(session?.is_favorite)));
   document.title = session ? `${session.title} · Durable chat` : "Durable chat";
@@ -421,7 +453,7 @@ function showTitle(session) {
 async function openSession(sessionId) {
   for (const control of state.follows.values()) control.abort();
   state.follows.clear();
-  $("messages").replaceChildren();
+  ui.messages.replaceChildren();
   busy(false);
   setStatus(null);
   state.sessionId = sessionId;
@@ -429,14 +461,14 @@ async function openSession(sessionId) {
   closeSidebarOnPhones();
   if (!sessionId) {
     showTitle(null);
-    $("welcome").hidden = false;
-    $("input").focus();
+    ui.welcome.hidden = false;
+    ui.input.focus();
     return;
   }
-  $("welcome").hidden = true;
+  ui.welcome.hidden = true;
   try {
     const [session, messages] = await Promise.all([
-      json(`/chat/sessions/${sessionId}`),
+      json(path`/chat/sessions/${sessionId}`),
       allMessages(sessionId),
     ]);
     if (state.sessionId !== sessionId) return;
@@ -449,9 +481,11 @@ async function openSession(sessionId) {
         if (message.status === "in_progress" || message.status === "pending") follow(view, null);
       }
     }
-    $("messages").scrollTop = $("messages").scrollHeight;
+    ui.messages.scrollTop = ui.messages.scrollHeight;
   } catch (error) {
-    setStatus(error.status === 404 ? "That chat does not exist (any more)." : `Not loaded: ${error.message}`, "error");
+    // 422: what the address names is not even an id.
+    const missing = error.status === 404 || error.status === 422;
+    setStatus(missing ? "That chat does not exist (any more)." : `Not loaded: ${error.message}`, "error");
     showTitle(null);
   }
 }
@@ -460,9 +494,8 @@ async function allMessages(sessionId) {
   const messages = [];
   let cursor = null;
   do {
-    const page = await json(
-      `/chat/sessions/${sessionId}/messages?limit=200${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`,
-    );
+    const query = new URLSearchParams({ limit: 200, ...(cursor ? { cursor } : {}) });
+    const page = await json(`${path`/chat/sessions/${sessionId}/messages`}?${query}`);
     messages.push(...page.items);
     cursor = page.next_cursor;
   } while (cursor);
@@ -475,14 +508,14 @@ function currentSession() {
 
 // Dialogs: a question (and, for `value`, a text to edit); resolves with the answer, or null.
 function ask(title, text, { value = null, ok = "OK", danger = false } = {}) {
-  const dialog = $("ask");
-  $("ask-title").textContent = title;
-  $("ask-text").textContent = text;
-  const input = $("ask-value");
+  const dialog = ui.ask;
+  ui.askTitle.textContent = title;
+  ui.askText.textContent = text;
+  const input = ui.askValue;
   input.hidden = value === null;
   input.value = value ?? "";
-  $("ask-ok").textContent = ok;
-  $("ask-ok").className = danger ? "danger" : "primary";
+  ui.askOk.textContent = ok;
+  ui.askOk.className = danger ? "danger" : "primary";
   return new Promise((resolve) => {
     const done = (answer) => {
       dialog.removeEventListener("close", onClose);
@@ -490,11 +523,11 @@ function ask(title, text, { value = null, ok = "OK", danger = false } = {}) {
     };
     const onClose = () => done(dialog.returnValue === "ok" ? (value === null ? true : input.value.trim()) : null);
     dialog.addEventListener("close", onClose);
-    $("ask-cancel").onclick = () => dialog.close("cancel");
-    $("ask-ok").value = "ok";
+    ui.askCancel.onclick = () => dialog.close("cancel");
+    ui.askOk.value = "ok";
     dialog.returnValue = "";
     dialog.showModal();
-    (value === null ? $("ask-cancel") : input).focus();
+    (value === null ? ui.askCancel : input).focus();
   });
 }
 
@@ -502,12 +535,12 @@ async function rename() {
   const session = currentSession();
   if (!session) return;
   const title = await ask("Rename the chat", "", { value: session.title, ok: "Rename" });
-  if (title) await changeSession(`/chat/sessions/${session.id}`, { method: "PUT", body: { title } }, "Not renamed");
+  if (title) await changeSession(path`/chat/sessions/${session.id}`, { method: "PUT", body: { title } }, "Not renamed");
 }
 
 async function toggleFavorite() {
   const session = currentSession();
-  if (session) await changeSession(`/chat/sessions/${session.id}/favorite`, { method: "PATCH" }, "Not changed");
+  if (session) await changeSession(path`/chat/sessions/${session.id}/favorite`, { method: "PATCH" }, "Not changed");
 }
 
 // A change to the chat shown: its title bar, then the list, show the session as it now is.
@@ -529,7 +562,7 @@ async function remove() {
   });
   if (!sure) return;
   try {
-    await api(`/chat/sessions/${session.id}`, { method: "DELETE" });
+    await api(path`/chat/sessions/${session.id}`, { method: "DELETE" });
     history.replaceState(null, "", "#");
     await openSession(null);
     loadSessions();
@@ -542,7 +575,8 @@ async function exportSession(format) {
   const session = currentSession();
   if (!session) return;
   try {
-    const blob = await (await api(`/chat/sessions/${session.id}/export?format=${format}`)).blob();
+    const exported = await api(`${path`/chat/sessions/${session.id}/export`}?${new URLSearchParams({ format })}`);
+    const blob = await exported.blob();
     const link = el("a", { href: URL.createObjectURL(blob), download: `${session.title || "chat"}.${format}` });
     document.body.append(link);
     link.click();
@@ -556,15 +590,15 @@ async function exportSession(format) {
 // Signing in: a key is kept in this browser only; open mode needs none.
 
 function signIn(message = "") {
-  const dialog = $("sign-in");
-  $("sign-in-error").textContent = message;
+  const dialog = ui.signIn;
+  ui.signInError.textContent = message;
   if (!dialog.open) dialog.showModal();
-  $("key").focus();
+  ui.key.focus();
 }
 
 function showAccount() {
-  $("who").textContent = state.openMode ? "Open mode: no key needed" : "Signed in with a key";
-  $("sign-out").hidden = state.openMode || !state.key;
+  ui.who.textContent = state.openMode ? "Open mode: no key needed" : "Signed in with a key";
+  ui.signOut.hidden = state.openMode || !state.key;
 }
 
 async function start() {
@@ -577,10 +611,20 @@ async function start() {
   }
   showAccount();
   await loadSessions();
-  await openSession(location.hash.slice(1) || null);
+  await openSession(addressedSession());
   // Only now: a message sent earlier would be wiped from the page by the chat opened above.
-  for (const id of ["input", "send"]) $(id).disabled = false;
-  $("input").focus();
+  for (const control of [ui.input, ui.send]) control.disabled = false;
+  ui.input.focus();
+}
+
+// The chat the address names: its hash, as the page writes it (`#${encodeURIComponent(id)}`). Whatever it holds
+// is only ever one segment of a path (`path`).
+function addressedSession() {
+  try {
+    return decodeURIComponent(location.hash.slice(1)) || null;
+  } catch {
+    return location.hash.slice(1); // not percent-encoding: taken as it is, and found to be no chat
+  }
 }
 
 function closeSidebarOnPhones() {
@@ -589,56 +633,56 @@ function closeSidebarOnPhones() {
 
 // Wiring
 
-$("sign-in-form").addEventListener("submit", (event) => {
+ui.signInForm.addEventListener("submit", (event) => {
   event.preventDefault();
-  state.key = $("key").value.trim();
+  state.key = ui.key.value.trim();
   localStorage.setItem(KEY_STORAGE, state.key);
-  $("sign-in").close();
+  ui.signIn.close();
   start();
 });
-$("sign-in").addEventListener("cancel", (event) => event.preventDefault()); // nothing works without a key
-$("sign-out").addEventListener("click", () => {
+ui.signIn.addEventListener("cancel", (event) => event.preventDefault()); // nothing works without a key
+ui.signOut.addEventListener("click", () => {
   localStorage.removeItem(KEY_STORAGE);
   state.key = null;
   location.hash = "";
   location.reload();
 });
 
-$("composer").addEventListener("submit", (event) => {
+ui.composer.addEventListener("submit", (event) => {
   event.preventDefault();
-  const input = $("input");
+  const input = ui.input;
   const text = input.value;
   if (!text.trim() || activeAnswer()) return;
   input.value = "";
   send(text);
 });
-$("input").addEventListener("keydown", (event) => {
+ui.input.addEventListener("keydown", (event) => {
   if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
     event.preventDefault();
-    $("composer").requestSubmit();
+    ui.composer.requestSubmit();
   } else if (event.key === "Escape" && activeAnswer()) {
     stop();
   }
 });
-$("stop").addEventListener("click", stop);
-$("new-chat").addEventListener("click", () => {
+ui.stop.addEventListener("click", stop);
+ui.newChat.addEventListener("click", () => {
   history.replaceState(null, "", "#");
   openSession(null);
 });
-$("rename").addEventListener("click", rename);
-$("favorite").addEventListener("click", toggleFavorite);
-$("delete").addEventListener("click", remove);
-$("export-md").addEventListener("click", () => exportSession("md"));
-$("export-json").addEventListener("click", () => exportSession("json"));
+ui.rename.addEventListener("click", rename);
+ui.favorite.addEventListener("click", toggleFavorite);
+ui.delete.addEventListener("click", remove);
+ui.exportMd.addEventListener("click", () => exportSession("md"));
+ui.exportJson.addEventListener("click", () => exportSession("json"));
 let searchTimer = null;
-$("search").addEventListener("input", (event) => {
+ui.search.addEventListener("input", (event) => {
   clearTimeout(searchTimer);
   searchTimer = setTimeout(() => search(event.target.value.trim()), 200);
 });
-$("open-sidebar").addEventListener("click", () => document.body.classList.add("sidebar-open"));
-$("close-sidebar").addEventListener("click", closeSidebarOnPhones);
+ui.openSidebar.addEventListener("click", () => document.body.classList.add("sidebar-open"));
+ui.closeSidebar.addEventListener("click", closeSidebarOnPhones);
 window.addEventListener("hashchange", () => {
-  const id = location.hash.slice(1) || null;
+  const id = addressedSession();
   if (id !== state.sessionId) openSession(id);
 });
 

