@@ -16,11 +16,14 @@ $(STAMP): requirements-dev.lock pyproject.toml
 
 install: $(STAMP)
 
-# After a change to the dependencies in pyproject.toml: both lock files again (run time for the images, and dev).
+# After a change to the dependencies in pyproject.toml: both lock files again (run time for the images, and dev),
+# and requirements.txt: the run-time lock under the name deployments and scanners look for.
 LOCK := $(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes --no-header
+REQUIREMENTS_TXT_HEADER := \# A copy of requirements.lock (the run-time lock, hashed) for tools that look for this name: make lock writes it.
 lock: install
 	$(LOCK) -o requirements.lock
 	$(LOCK) --extra dev -o requirements-dev.lock
+	{ echo '$(REQUIREMENTS_TXT_HEADER)'; cat requirements.lock; } > requirements.txt
 	$(BIN)/uv pip compile tests/chat_gateway/clients/requirements.in --python-version 3.11 --generate-hashes \
 		--no-header -o requirements-clients.lock
 

@@ -1,7 +1,10 @@
 import hashlib
+import ipaddress
 import os
 import socket
 import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import ClassVar, Literal
 from urllib.parse import urlsplit
 
@@ -10,6 +13,41 @@ from pydantic import Field, SecretStr, model_validator
 from shared import ServiceSettings, split_keys
 
 OPENAI_HOST = "api.openai.com"
+UVICORN_DEFAULT_HOST = "127.0.0.1"  # what uvicorn binds without --host
+
+
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach an address: a name is taken at its word only if it is localhost."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def uvicorn_host(argv: Sequence[str], environ: Mapping[str, str]) -> str | None:
+    """The address uvicorn's command line binds, when this process is uvicorn's CLI (`uvicorn ...` or
+    `python -m uvicorn ...`); None otherwise, or when it serves a socket it did not bind (--uds, --fd).
+
+    The gateway has to be told where it listens: uvicorn starts the application (the factory, then its
+    lifespan) before it binds, and hands it nothing about the address. Its command line is what decided it.
+    """
+    program = Path(argv[0]) if argv else Path()
+    if not (program.name == "uvicorn" or (program.name == "__main__.py" and program.parent.name == "uvicorn")):
+        return None
+    # click's rules: --host X or --host=X, the last one winning; without one, UVICORN_HOST, then the default.
+    host = environ.get("UVICORN_HOST") or UVICORN_DEFAULT_HOST
+    for index, arg in enumerate(argv[1:], start=1):
+        if arg == "--":
+            break
+        if arg in ("--uds", "--fd") or arg.startswith(("--uds=", "--fd=")):
+            return None
+        if arg == "--host" and index + 1 < len(argv):
+            host = argv[index + 1]
+        elif arg.startswith("--host="):
+            host = arg.removeprefix("--host=")
+    return host
 
 
 def _instance_id() -> str:
@@ -52,6 +90,11 @@ class Settings(ServiceSettings):
     jwt_user_claim: str = Field(default="sub", min_length=1)
     # A token signed by a key the cached JWKS lacks (rotated) makes the gateway fetch it again, at most this often.
     jwt_jwks_min_refresh_seconds: float = Field(default=10.0, ge=0)
+    # Where the gateway listens, for a launcher whose command line does not say (uvicorn's does, and wins: see
+    # uvicorn_host). Open mode is refused on any address but loopback unless ALLOW_OPEN says that only trusted
+    # callers reach it.
+    host: str | None = None
+    allow_open: bool = False
 
     instance_id: str = Field(default_factory=_instance_id, min_length=1, max_length=200)
     lease_seconds: float = Field(default=15.0, gt=0, le=3600)
@@ -96,6 +139,23 @@ class Settings(ServiceSettings):
         if not (self.jwt_issuer and self.jwt_audience):
             raise ValueError("JWT bearer tokens need JWT_ISSUER and JWT_AUDIENCE: both are checked in every token")
         return self
+
+    def open_exposure(self, launched_on: str | None) -> str | None:
+        """Why this gateway must not start (None: it may): open mode on an address others can reach.
+
+        ``launched_on`` is uvicorn's --host (uvicorn_host), the address actually bound when known; else HOST.
+        """
+        if not self.open_mode or self.allow_open:
+            return None
+        address, said_by = (launched_on, "uvicorn's --host") if launched_on is not None else (self.host, "HOST")
+        if address is None or is_loopback(address):
+            return None
+        return (
+            f"open mode on {address} ({said_by}), not a loopback address: anyone who reaches it could read and "
+            "change every chat and spend the upstream key. Give the gateway admin keys (CHAT_ADMIN_KEYS, or "
+            'CHAT_ADMIN_KEYS_FILE naming a file of them; README, "Identity") or an identity provider (JWT_*), '
+            "or bind it to 127.0.0.1, or set ALLOW_OPEN=true if only trusted callers can reach that address"
+        )
 
     @property
     def continues_exactly(self) -> bool:

@@ -3,6 +3,8 @@
 import asyncio
 import contextlib
 import logging
+import os
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,7 +16,7 @@ from httpx_aiohttp import AiohttpTransport
 from chat_gateway import openai_format
 from chat_gateway.api import accounts, chat, health, openai_compat, openai_conversations, responses, sessions, web
 from chat_gateway.catalog import ModelCatalog
-from chat_gateway.config import Settings
+from chat_gateway.config import Settings, uvicorn_host
 from chat_gateway.deps import get_caller
 from chat_gateway.identity import Authenticator
 from chat_gateway.persistence_client import PersistenceClient
@@ -99,6 +101,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings_or_exit(Settings)
+    # Refused before anything is served: uvicorn binds only once the application is built and started.
+    if (problem := settings.open_exposure(uvicorn_host(sys.argv, os.environ))) is not None:
+        raise SystemExit(f"{Settings.service_name}: {problem}")
     configure_logging(settings.log_level)
 
     app = FastAPI(

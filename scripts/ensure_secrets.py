@@ -4,7 +4,9 @@ import secrets
 import sys
 from pathlib import Path
 
-GENERATED = ("api_key", "db_password")
+# gateway_admin_keys is the containers' gateway's admin key (docker-compose.chat.yaml mounts it): not named
+# chat_admin_keys, which the gateway would read from secrets/ itself, so `make run` stays in open mode.
+GENERATED = ("api_key", "db_password", "gateway_admin_keys")
 
 
 def main(directory: Path) -> None:

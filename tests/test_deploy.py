@@ -4,6 +4,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -29,6 +30,12 @@ IMAGES: dict[str, tuple[str, type[BaseSettings], int]] = {
 }
 
 
+# What the compose files publish: the gateway to every address (it needs a key), the rest to this machine only.
+PUBLISHED = {"persistence": "127.0.0.1:8000:8000", "gateway": "8100:8100"}
+# Variables that would decide the gateway's mode or address from the developer's environment, not the test's.
+OUTSIDE = ("CHAT_ADMIN_KEYS", "CHAT_API_KEYS", "JWT_JWKS_URL", "JWT_PUBLIC_KEY", "HOST", "UVICORN_HOST", "ALLOW_OPEN")
+
+
 def _compose(name: str) -> dict[str, Any]:
     loaded: dict[str, Any] = yaml.safe_load((ROOT / name).read_text())
     return loaded
@@ -49,6 +56,11 @@ def _merged() -> dict[str, Any]:
 
 def _dockerfile(name: str) -> str:
     return (ROOT / name).read_text()
+
+
+def _image_env(dockerfile: str) -> dict[str, str]:
+    """The image's one-line ENV settings (NAME=value)."""
+    return dict(re.findall(r"^ENV (\w+)=(\S+)$", _dockerfile(dockerfile), re.MULTILINE))
 
 
 def _cmd(dockerfile: str) -> list[str]:
@@ -115,7 +127,7 @@ def test_dockerfile_matches_the_service(service: str) -> None:
     assert command[command.index("--port") + 1] == str(port)
     compose_service = _merged()["services"][service]
     assert compose_service["build"]["dockerfile"] == dockerfile
-    assert compose_service["ports"] == [f"{port}:{port}"]
+    assert compose_service["ports"] == [PUBLISHED[service]]
     for copied in re.findall(r"^COPY (?:--chmod=\d+ )?(\S+) ", text, re.MULTILINE):
         assert (ROOT / copied).exists(), copied
 
@@ -212,9 +224,8 @@ def test_wait_for_it_takes_the_usual_interface(args: list[str], tmp_path: Path) 
     assert (result.stderr == "") is ("-q" in args or "--quiet" in given)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("service", sorted(IMAGES))
-def test_image_start_command_serves_health(service: str, tmp_path: Path) -> None:
+def _start_image(service: str, tmp_path: Path, **settings: str) -> tuple[subprocess.Popen[bytes], int]:
+    """The image's command, as the image runs it (its ENV too), on a free port; persistence on SQLite."""
     dockerfile, _, _ = IMAGES[service]
     command = _cmd(dockerfile)
     port = _free_port()  # the image's own port may be taken on a developer's machine
@@ -223,25 +234,73 @@ def test_image_start_command_serves_health(service: str, tmp_path: Path) -> None
     secret = tmp_path / "api_key"
     secret.write_text("deploy-test-key\n")
     env = {k: v for k, v in os.environ.items() if not k.endswith(("_KEY", "_KEY_FILE", "_URL"))}
+    env = {k: v for k, v in env.items() if k.removesuffix("_FILE") not in OUTSIDE}
+    env |= _image_env(dockerfile)
     env |= {"API_KEY_FILE": str(secret), "SECRETS_DIR": str(tmp_path), "DATABASE_URL": f"sqlite:///{tmp_path}/db"}
     process = subprocess.Popen(
-        [sys.executable, "-m", *command], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        [sys.executable, "-m", *command],
+        cwd=ROOT,
+        env=env | settings,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
+    return process, port
+
+
+def _health(process: subprocess.Popen[bytes], port: int) -> httpx.Response:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+        except httpx.TransportError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                output = process.stdout.read().decode() if process.stdout else ""
+                pytest.fail(f"did not start:\n{output[-3000:]}")
+            time.sleep(0.1)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=30)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("service", sorted(IMAGES))
+def test_image_start_command_serves_health(service: str, tmp_path: Path) -> None:
+    admin_keys = tmp_path / "gateway_admin_keys"
+    admin_keys.write_text("deploy-test-admin-key\n")
+    # The gateway as compose starts it: in keys mode (it would not start open on 0.0.0.0).
+    settings = {"CHAT_ADMIN_KEYS_FILE": str(admin_keys)} if service == "gateway" else {}
+    process, port = _start_image(service, tmp_path, **settings)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                response = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-                break
-            except httpx.TransportError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"{service} did not start")
-                time.sleep(0.1)
+        response = _health(process, port)
         assert response.status_code == 200
         assert response.json() == {"status": "ok"}
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
+        _stop(process)
+
+
+@pytest.mark.slow
+def test_the_gateway_image_refuses_to_start_open_unless_told_and_says_what_to_do(tmp_path: Path) -> None:
+    refused, port = _start_image("gateway", tmp_path)
+    try:
+        output, _ = refused.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        _stop(refused)
+        pytest.fail("the gateway started open on 0.0.0.0")
+    assert refused.returncode != 0
+    message = output.decode()
+    assert "chat_gateway: open mode on 0.0.0.0 (uvicorn's --host), not a loopback address" in message
+    for remedy in ("CHAT_ADMIN_KEYS_FILE", "JWT_", "127.0.0.1", "ALLOW_OPEN=true"):
+        assert remedy in message
+    with socket.socket() as probe:  # it never listened: the port is still free
+        probe.bind(("0.0.0.0", port))
+
+    allowed, port = _start_image("gateway", tmp_path, ALLOW_OPEN="true")
+    try:
+        assert _health(allowed, port).status_code == 200
+    finally:
+        _stop(allowed)
 
 
 def _serving(port: int) -> bool:
@@ -301,3 +360,93 @@ def test_the_images_get_run_time_dependencies_only_locked_with_hashes() -> None:
     assert {"httpx-sse", "prompt-toolkit", "rich"} <= locked["requirements.lock"]
     assert not {"honcho", "pytest", "ruff", "mypy", "uv", "pexpect", "playwright"} & locked["requirements.lock"]
     assert {"honcho", "pytest", "playwright"} <= locked["requirements-dev.lock"]
+
+
+def _published(port: str | dict[str, Any]) -> str:
+    """The host address a compose port mapping publishes on (compose's short and long syntax)."""
+    if isinstance(port, dict):
+        return str(port.get("host_ip", "0.0.0.0"))
+    parts = str(port).rsplit(":", 2)
+    return parts[0].strip("[]") if len(parts) == 3 else "0.0.0.0"
+
+
+def test_nothing_but_the_gateway_is_published_beyond_this_machine() -> None:
+    """Persistence's service key reaches every user's chats, pgAdmin's login is the database password: this
+    machine only. The gateway reaches persistence by its name on app_network."""
+    services = _merged()["services"]
+    for name, service in services.items():
+        if name != "gateway":
+            for port in service.get("ports", []):
+                assert _published(port) == "127.0.0.1", f"{name} is published on {port}"
+    assert services["gateway"]["environment"]["API_BASE_URL"] == "http://persistence:8000"
+    assert services["persistence"]["networks"] == services["gateway"]["networks"]
+
+
+def _compose_env(service: dict[str, Any], secrets_dir: Path) -> dict[str, str]:
+    """A service's environment as compose gives it, its Docker secrets read from ``secrets_dir``."""
+    env = {}
+    for variable, value in service["environment"].items():
+        value = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(value))  # nothing exported: the defaults
+        if value.startswith("/run/secrets/"):
+            value = str(secrets_dir / f"{value.removeprefix('/run/secrets/')}.txt")
+        env[variable] = value
+    return env
+
+
+def test_compose_starts_the_gateway_in_keys_mode_with_the_admin_key_make_secrets_creates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secrets_dir = tmp_path / "secrets"
+    create = [sys.executable, str(ROOT / "scripts" / "ensure_secrets.py"), str(secrets_dir)]
+    subprocess.run(create, check=True, capture_output=True)
+    admin_keys = secrets_dir / "gateway_admin_keys.txt"
+    key = admin_keys.read_text().strip()
+    assert len(key) >= 40  # 32 random bytes
+    assert admin_keys.stat().st_mode & 0o777 == 0o600
+    subprocess.run(create, check=True, capture_output=True)
+    assert admin_keys.read_text().strip() == key  # never overwritten
+
+    merged = _merged()
+    gateway = merged["services"]["gateway"]
+    assert gateway["environment"]["CHAT_ADMIN_KEYS_FILE"] == "/run/secrets/gateway_admin_keys"
+    assert merged["secrets"]["gateway_admin_keys"] == {"file": "./secrets/gateway_admin_keys.txt"}
+    # Nothing from the shell can turn it open, nor replace the key with an empty one.
+    assert not {"CHAT_ADMIN_KEYS", "CHAT_API_KEYS", "ALLOW_OPEN"} & set(gateway["environment"])
+
+    for name in OUTSIDE:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(f"{name}_FILE", raising=False)
+    (secrets_dir / "openai_api_key.txt").write_text("sk-test\n")  # the one secret the user brings
+    monkeypatch.setenv("SECRETS_DIR", str(tmp_path / "nothing-local"))
+    for variable, value in _compose_env(gateway, secrets_dir).items():
+        monkeypatch.setenv(variable, value)
+    settings = GatewaySettings()  # API_KEY comes from its file
+    assert settings.admin_keys == (key,)
+    assert not settings.open_mode
+    assert settings.open_exposure(_image_env("Dockerfile.chat")["HOST"]) is None
+
+    # `make run` reads secrets/ itself, and must stay open: the generated key is not under a name it reads.
+    for variable in gateway["environment"]:
+        monkeypatch.delenv(variable)
+    monkeypatch.setenv("SECRETS_DIR", str(secrets_dir))
+    assert GatewaySettings().open_mode
+
+
+def test_the_gateway_image_says_where_it_listens_as_its_command_binds_it() -> None:
+    command = _cmd("Dockerfile.chat")
+    assert _image_env("Dockerfile.chat")["HOST"] == command[command.index("--host") + 1] == "0.0.0.0"
+
+
+def test_requirements_txt_is_the_run_time_lock_as_make_lock_writes_it(tmp_path: Path) -> None:
+    """Deployments and scanners look for requirements.txt: it must say what requirements.lock says."""
+    planned = subprocess.run(
+        ["make", "--no-print-directory", "-n", "lock"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    writes = [line for line in planned if line.rstrip().endswith("> requirements.txt")]
+    assert len(writes) == 1, planned
+    shutil.copy(ROOT / "requirements.lock", tmp_path)
+    subprocess.run(["bash", "-c", writes[0]], cwd=tmp_path, check=True)  # no network: it copies the lock
+    committed = (ROOT / "requirements.txt").read_text()
+    assert committed == (tmp_path / "requirements.txt").read_text(), "requirements.txt is stale: run make lock"
+    pins = [line for line in committed.splitlines() if not line.startswith("#")]
+    assert "\n".join(pins) + "\n" == (ROOT / "requirements.lock").read_text()
