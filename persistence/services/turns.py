@@ -57,7 +57,9 @@ from shared import (
 from shared.contract import TurnCreate, TurnRead
 
 
-def start_turn(db: Session, session_id: uuid.UUID, data: TurnCreate, *, lease_seconds: float) -> Stored[TurnRead]:
+def start_turn(
+    db: Session, session_id: uuid.UUID, data: TurnCreate, *, lease_seconds: float, _retrying: bool = False
+) -> Stored[TurnRead]:
     """Store a turn's inputs and its answer with one INSERT, the answer claimed by ``data.owner`` when given.
 
     A replay of a stored turn is not created: it returns the turn as it is now (its answer may have grown),
@@ -67,7 +69,11 @@ def start_turn(db: Session, session_id: uuid.UUID, data: TurnCreate, *, lease_se
     session is another user's.
     """
     now = utcnow()
-    if data.answer.request_key is not None and (prior := _retried(db, data, now)) is not None:
+    budgeted = data.account is not None and data.account.has_budget
+    # The same request again is its answer's, before any budget: its answer is paid for (it may have spent the
+    # budget itself), and a record reserved for a turn never stored would count for nothing. Without budgets, the
+    # INSERT finds it (the key is unique) at no cost to the turns that are new.
+    if budgeted and data.answer.request_key is not None and (prior := _retried(db, data, now)) is not None:
         return Stored(_turn(_inputs_of(db, prior, len(data.inputs)), prior), created=False)
     if data.follows_added and data.account is not None and data.answer.conversation_key is not None:
         # Its client added the inputs to a session itself, then asked for the answer: the answer goes after them.
@@ -88,7 +94,6 @@ def start_turn(db: Session, session_id: uuid.UUID, data: TurnCreate, *, lease_se
     opens_in_statement = dialect == "postgresql" and data.session is not None
     exclusive = data.session is not None and data.session.exclusive
     stmt = _turn_statement(dialect, len(inputs), opens_session=opens_in_statement, exclusive=exclusive)
-    budgeted = data.account is not None and data.account.has_budget
     if budgeted:  # checked first, under its user's lock: refused, nothing is stored
         assert data.account is not None
         usage.open_record(db, answer["id"], answer["model"], usage.with_history(db, data.account, session_id), now)
@@ -97,7 +102,7 @@ def start_turn(db: Session, session_id: uuid.UUID, data: TurnCreate, *, lease_se
         with db.begin_nested() if budgeted else contextlib.nullcontext():
             result = db.execute(stmt, params)
     except IntegrityError:
-        stored = _elsewhere(db, session_id, data, answer)
+        stored = _elsewhere(db, session_id, data, answer, now)
         if stored is not None:
             # Nothing of this attempt stays: its record (the INSERT that failed took its answer), and the session it
             # opened on its own (on PostgreSQL, opened in the failed statement, it is gone with it).
@@ -106,6 +111,9 @@ def start_turn(db: Session, session_id: uuid.UUID, data: TurnCreate, *, lease_se
             if opened and stored.answer.session_id != session_id:
                 db.execute(delete(ChatSession).where(ChatSession.id == session_id))
             return Stored(stored, created=False)
+        if data.answer.request_key is not None and not _retrying and _key_holder(db, data) is None:
+            # Its key was an answer's that completed too long ago (``_retried`` gave it up): once more, as new.
+            return start_turn(db, session_id, data, lease_seconds=lease_seconds, _retrying=True)
         return _stored_turn(db, session_id, inputs, answer)
     if opens_in_statement and exclusive and not result.all():  # another user's session (see _turn_statement)
         raise NotFound(f"session {session_id} not found")
@@ -140,19 +148,23 @@ def _retried(db: Session, data: TurnCreate, now: datetime) -> Message | None:
     return prior
 
 
-def _elsewhere(db: Session, session_id: uuid.UUID, data: TurnCreate, answer: dict[str, Any]) -> TurnRead | None:
+def _key_holder(db: Session, data: TurnCreate) -> Message | None:
+    return db.scalar(select(Message).where(Message.request_key == data.answer.request_key))
+
+
+def _elsewhere(
+    db: Session, session_id: uuid.UUID, data: TurnCreate, answer: dict[str, Any], now: datetime
+) -> TurnRead | None:
     """After a turn's INSERT failed, the turn it is stored as already, when not where it asked to be: this very turn
     replayed after it went after the inputs its client had added (``follows_added``), or the same request stored
-    meanwhile by a concurrent one (its ``request_key``)."""
+    before (its ``request_key``: ``_retried``, which gives up a key too old to retry)."""
     own = db.get(Message, answer["id"])
     asked = {"conversation_key": answer["conversation_key"], "options": answer["options"], "prompt": answer["prompt"]}
     redirected = own is not None and own.session_id != session_id and answer["conversation_key"] is not None
     if redirected and _same_request(own, own.session_id if own else session_id, MessageRole.ASSISTANT, **asked):
         return _turn(_inputs_of(db, own, len(data.inputs)), own)
-    if own is None and data.answer.request_key is not None:
-        prior = db.scalar(select(Message).where(Message.request_key == data.answer.request_key))
-        if prior is not None:
-            return _turn(_inputs_of(db, prior, len(data.inputs)), prior)
+    if own is None and data.answer.request_key is not None and (prior := _retried(db, data, now)) is not None:
+        return _turn(_inputs_of(db, prior, len(data.inputs)), prior)
     return None
 
 
