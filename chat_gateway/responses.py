@@ -119,6 +119,7 @@ async def create(
         # In a conversation, the same input again once its answer is complete is the conversation going on ("yes",
         # "continue"): only a request whose answer is still generated, or failed, is taken for its retry.
         retry_window=0 if named is not None else None,
+        follows_added=not body.previous_response_id and named is None,
         response=asked,
     )
     return answer.model_copy(update={"response": asked}), model  # a turn's answer comes back without it

@@ -92,6 +92,7 @@ class Answers:
         conversation_key: str | None = None,
         request_key: str | None = None,
         retry_window: float | None = None,
+        follows_added: bool = False,
         response: JSONObject | None = None,
     ) -> MessageDetail:
         """Store the question and its answer, and start generating it (or attach to it, on a retry).
@@ -102,7 +103,8 @@ class Answers:
         kept with the answer, for a client that names no session to find it (chat_gateway/conversations.py);
         ``request_key``, for the same request sent again without an Idempotency-Key to find its answer: it
         follows it while it is generated, gets it once complete (for ``retry_window`` seconds, default
-        RETRY_WINDOW_SECONDS), and resumes it from its saved text if it failed;
+        RETRY_WINDOW_SECONDS), and resumes it from its saved text if it failed; ``follows_added``, for a request
+        that named no session: its answer goes after its inputs if its client added them to a conversation itself;
         ``response``, what a Responses API client asked for (chat_gateway/responses.py).
 
         One request to persistence stores the turn with the answer claimed. When the prompt is known
@@ -130,7 +132,7 @@ class Answers:
         if request_key is not None:
             turn.answer.request_key = request_key
             turn.answer.retry_seconds = self.settings.retry_window_seconds if retry_window is None else retry_window
-        if conversation_key is not None and request.session_id is None:  # named or found, it is that one
+        if follows_added and conversation_key is not None:
             turn.follows_added = True
         if response is not None:  # its input items are read from its prompt, kept whatever it is
             turn.answer.response = response

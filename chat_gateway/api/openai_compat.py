@@ -112,6 +112,7 @@ async def chat_completions(
         create_session=True,
         conversation_key=key,
         request_key=retry_key,
+        follows_added=named is None,
     )
     headers = {SESSION_HEADER: str(answer.session_id)}
     if body.stream:
