@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from shared import ServiceSettings, split_keys
+from shared.settings import rate_limit_or_none
 
 OPENAI_HOST = "api.openai.com"
 UVICORN_DEFAULT_HOST = "127.0.0.1"  # what uvicorn binds without --host
@@ -79,8 +80,12 @@ class Settings(ServiceSettings):
     # hashed in persistence); JWTs from an identity provider (JWT_*). With none of them: open mode.
     chat_admin_keys: SecretStr | None = None
     chat_api_keys: SecretStr | None = None  # the former name of CHAT_ADMIN_KEYS, still read
-    # How long a user key's lookup is trusted: a revoked key stops working within this.
+    # How long a user key's lookup is trusted, a refusal as well as an identity: a revoked or expired key
+    # stops working within this.
     key_cache_seconds: float = Field(default=5.0, ge=0, le=300)
+    # Refused credentials (401s) per client address: past it, that address gets 429s, without any lookup or
+    # token verification, until the window ends. "none" turns it off.
+    auth_failure_limit: str | None = "30/minute"
     models_cache_seconds: float = Field(default=60.0, ge=0, le=86400)  # GET /v1/models: the upstream's list
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
@@ -127,6 +132,11 @@ class Settings(ServiceSettings):
     tokens_per_month: int | None = Field(default=None, ge=1)
     # What an answer without max_tokens counts for against a token budget until its usage is known.
     budget_reserve_tokens: int = Field(default=1024, ge=0)
+
+    @field_validator("auth_failure_limit")
+    @classmethod
+    def _parse_auth_failure_limit(cls, value: str | None) -> str | None:
+        return rate_limit_or_none(value)
 
     @model_validator(mode="after")
     def _jwt_complete(self) -> "Settings":

@@ -51,7 +51,8 @@ async def get_caller(
     _key: Annotated[str | None, Security(_key_header)],
     _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> Caller:
-    """Who calls, from the credential alone; the request counted against their limit (401s count nowhere)."""
+    """Who calls, from the credential alone; the request counted against their limit, a refused credential
+    against its address's (AUTH_FAILURE_LIMIT)."""
     auth: Authenticator = request.app.state.auth
     address = request.client.host if request.client is not None else "unknown"
     caller = await auth.identify(presented_key(request.headers), address)

@@ -12,6 +12,7 @@ import enum
 import hashlib
 import logging
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,12 +21,14 @@ from limits import RateLimitItem, RateLimitItemPerMinute, parse
 
 from chat_gateway.config import Settings
 from chat_gateway.persistence_client import PersistenceClient
-from chat_gateway.tokens import TokenVerifier
+from chat_gateway.tokens import MAX_TOKEN_LENGTH, TokenVerifier
 from shared import ErrorCode, Forbidden, TooManyRequests, Unauthorized, key_matches
 from shared.identity import (
     CHARS_PER_TOKEN,
     DEFAULT_USER,
     MAX_TOKENS,
+    MAX_USER_ID,
+    RESERVED_USERS,
     USER_KEY_PREFIX,
     KeyIdentity,
     Limits,
@@ -37,8 +40,9 @@ logger = logging.getLogger(__name__)
 
 MISSING = "missing or invalid key: send it in x-api-key, or as Authorization: Bearer <key>"
 MAX_KEY_LENGTH = 512  # what persistence takes: a longer one is no key of ours
-MAX_USER_ID = 255
-# Bounds the lookups cached, valid or not: made-up keys must not grow the gateway's memory.
+# The longest credential of any kind looked at: a JWT's bound (tokens.MAX_TOKEN_LENGTH); keys are shorter.
+MAX_CREDENTIAL_LENGTH = MAX_TOKEN_LENGTH
+# Bounds each cache of lookups: made-up keys and addresses must not grow the gateway's memory.
 CACHED_LOOKUPS = 10_000
 
 
@@ -139,10 +143,19 @@ class Authenticator:
         )
         self._default_rate = parse(settings.rate_limit) if settings.rate_limit else None
         ttl = settings.key_cache_seconds
-        # Key digest -> identity (None: refused); user id -> limits. Expiring: a revoked key or a changed limit
-        # takes effect within KEY_CACHE_SECONDS.
-        self._keys: TTLCache[str, KeyIdentity | None] | None = TTLCache(CACHED_LOOKUPS, ttl) if ttl else None
+        # Key digest -> identity; user id -> limits. Expiring: a revoked or expired key, or a changed limit, takes
+        # effect within KEY_CACHE_SECONDS.
+        self._keys: TTLCache[str, KeyIdentity] | None = TTLCache(CACHED_LOOKUPS, ttl) if ttl else None
+        # Digests of keys persistence refused: the same made-up key sent again costs no lookup. Apart from the
+        # identities, so a flood of made-up keys never evicts the valid ones.
+        self._refused: TTLCache[str, bool] | None = TTLCache(CACHED_LOOKUPS, ttl) if ttl else None
         self._limits: TTLCache[str, Limits] | None = TTLCache(CACHED_LOOKUPS, ttl) if ttl else None
+        self._failure_rate = parse(settings.auth_failure_limit) if settings.auth_failure_limit else None
+        # Address -> when its failure window ends (epoch seconds): refused before any work until then. Kept
+        # here, so the check costs no round trip to the limiter's store on every request.
+        self._blocked: TTLCache[str, float] | None = None
+        if self._failure_rate is not None:
+            self._blocked = TTLCache(CACHED_LOOKUPS, self._failure_rate.get_expiry())
 
     @classmethod
     def build(
@@ -168,8 +181,37 @@ class Authenticator:
         if self.settings.open_mode:
             # Whatever header is sent: counted per address, so made-up keys are not fresh budgets.
             return Caller(Role.OPEN, None, self.defaults, self._default_rate, f"addr:{address}")
+        self._refuse_if_blocked(address)
+        try:
+            return await self._identify(credential)
+        except Unauthorized:
+            await self._count_failure(address)
+            raise
+
+    def _refuse_if_blocked(self, address: str) -> None:
+        """429 for an address past AUTH_FAILURE_LIMIT, before its credential is even compared or looked up."""
+        if self._blocked is None or (until := self._blocked.get(address)) is None:
+            return
+        if (wait := math.ceil(until - time.time())) > 0:
+            raise TooManyRequests(
+                f"too many refused credentials from this address; retry in {wait} s", headers={"Retry-After": str(wait)}
+            )
+
+    async def _count_failure(self, address: str) -> None:
+        """Count a refused credential against its address; past AUTH_FAILURE_LIMIT, a 429 instead of the 401."""
+        if self._failure_rate is None or self._blocked is None:
+            return
+        verdict = await self.limiter.hit(self._failure_rate, f"auth-failures:{address}")
+        if not verdict.allowed:
+            self._blocked[address] = verdict.reset_at
+            self._refuse_if_blocked(address)
+
+    async def _identify(self, credential: str | None) -> Caller:
         if not credential:
             raise Unauthorized(MISSING)
+        if len(credential) > MAX_CREDENTIAL_LENGTH:
+            # Refused unread, before any comparison, pattern or decoding: their cost grows with the length.
+            raise Unauthorized(f"the credential is longer than {MAX_CREDENTIAL_LENGTH} characters: {MISSING}")
         if key_matches(credential, self.settings.admin_keys):
             # Limited as every key was before users had keys of their own: one key, one budget.
             return Caller(Role.ADMIN, None, Limits(), self._default_rate, f"admin:{_digest(credential)}")
@@ -179,11 +221,22 @@ class Authenticator:
                 raise Unauthorized(
                     "invalid token: its user claim is not a usable user id", code=ErrorCode.INVALID_TOKEN
                 )
+            if user_id in RESERVED_USERS:
+                raise Unauthorized(
+                    "invalid token: its user claim names a built-in owner of shared chats, not a user",
+                    code=ErrorCode.INVALID_TOKEN,
+                )
             return self._user(user_id, await self._user_limits(user_id))
         # Anything but a user key is refused unread: made-up credentials cost no lookup.
         if not credential.startswith(USER_KEY_PREFIX) or len(credential) > MAX_KEY_LENGTH:
             raise Unauthorized(MISSING)
         identity = await self._key(credential)
+        if identity.user_id in RESERVED_USERS:
+            # Created before such ids were refused: it would read every chat filed under that owner.
+            raise Unauthorized(
+                "this key's user is a built-in owner of shared chats, not a user: ask for a key of your own",
+                code=ErrorCode.INVALID_USER_KEY,
+            )
         return self._user(identity.user_id, identity.limits)
 
     def _user(self, user_id: str, own: Limits) -> Caller:
@@ -194,15 +247,18 @@ class Authenticator:
 
     async def _key(self, key: str) -> KeyIdentity:
         digest = _digest(key)
-        if self._keys is not None and digest in self._keys:
-            cached = self._keys[digest]
-        else:
-            cached = await self.persistence.identify_key(key)
-            if self._keys is not None:
-                self._keys[digest] = cached
-        if cached is None:
+        if self._keys is not None and (cached := self._keys.get(digest)) is not None:
+            return cached
+        if self._refused is not None and self._refused.get(digest):
             raise Unauthorized(MISSING)
-        return cached
+        identity = await self.persistence.identify_key(key)
+        if identity is None:
+            if self._refused is not None:
+                self._refused[digest] = True
+            raise Unauthorized(MISSING)
+        if self._keys is not None:
+            self._keys[digest] = identity
+        return identity
 
     async def _user_limits(self, user_id: str) -> Limits:
         if self._limits is not None and (cached := self._limits.get(user_id)) is not None:

@@ -18,6 +18,11 @@ logger = logging.getLogger(__name__)
 # A hung identity provider holds the refetch lock, and so every verification waiting for keys, this long at most.
 JWKS_TIMEOUT_SECONDS = 5.0
 
+# Longer tokens are refused before they are parsed or decoded, which costs time in proportion to the length (a
+# 50 MB one held the event loop for seconds). Identity providers' access tokens stay well under it, claims of
+# many groups included.
+MAX_TOKEN_LENGTH = 8192
+
 _JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
 # Most specific first: InvalidSignatureError is a DecodeError, and every one of them a PyJWTError.
@@ -93,6 +98,8 @@ class TokenVerifier:
 
     async def user_id(self, token: str) -> str:
         """The verified user id, the token's ``user_claim``; Unauthorized (code "invalid_token") otherwise."""
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise _invalid(f"longer than {MAX_TOKEN_LENGTH} characters")
         if not self.looks_like_jwt(token):
             raise _invalid("malformed")
         try:

@@ -10,7 +10,7 @@ from persistence.config import Settings
 from persistence.db import Database
 from persistence.services import messages, sessions
 from shared import BadRequest, ErrorCode, NotFound, ServiceUnavailable, Unauthorized, key_matches, presented_key
-from shared.identity import ON_BEHALF_OF
+from shared.identity import MAX_USER_ID, ON_BEHALF_OF
 
 # Every dependency and route is `async def`: FastAPI runs a plain `def` in the thread pool, and each such
 # hop cost more CPU than the query it wraps (docs/benchmarks.md). Database.run is the one hop a request makes.
@@ -91,18 +91,29 @@ async def if_none_match_tags(
 IfNoneMatchDep = Annotated[frozenset[str], Depends(if_none_match_tags)]
 
 
+# A user id's characters are at most 4 bytes of UTF-8 each, each byte 3 characters percent-encoded.
+_MAX_ENCODED_USER = 12 * MAX_USER_ID
+
+
 async def on_behalf_of(
     user: Annotated[
         str | None,
         Header(
             alias=ON_BEHALF_OF,
-            max_length=255,
+            max_length=_MAX_ENCODED_USER,
             description="Answer for this user only (percent-encoded): another user's session or message is a 404.",
         ),
     ] = None,
 ) -> str | None:
     # Percent-encoded by the gateway: a header carries no non-ASCII text, and loses surrounding spaces.
-    return unquote(user) if user is not None else None
+    if user is None:
+        return None
+    decoded = unquote(user)
+    # Bounded decoded, as every user id is: 255 characters of "é" are 1530 encoded. Said in terms of the user id,
+    # the gateway relays it to its caller, who never sent this header.
+    if not 0 < len(decoded) <= MAX_USER_ID:
+        raise BadRequest(f"the user id must be 1 to {MAX_USER_ID} characters long", code=ErrorCode.INVALID_VALUE)
+    return decoded
 
 
 OnBehalfOfDep = Annotated[str | None, Depends(on_behalf_of)]

@@ -28,7 +28,12 @@ _HTTP_CODES = {
     405: ErrorCode.METHOD_NOT_ALLOWED,
     413: ErrorCode.TOO_LARGE,
     415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+    431: ErrorCode.HEADERS_TOO_LARGE,
 }
+
+# A request's headers, names and values together, in bytes: more is refused (431) before any other work. A
+# bearer JWT (at most 8 KiB, chat_gateway/tokens.py) and every usual header fit in it several times over.
+MAX_HEADER_BYTES = 32 * 1024
 
 
 # For the OpenAPI document (FastAPI's ``responses``): without it every route would claim FastAPI's own 422 shape.
@@ -143,4 +148,25 @@ class BodyLimitMiddleware:
                 response = reshaped(scope, error_response(413, detail, ErrorCode.TOO_LARGE), self.reshape)
                 await response(scope, receive, send)
                 return
+        await self.app(scope, receive, send)
+
+
+class HeaderLimitMiddleware:
+    """431 for a request whose headers add up to more than ``max_bytes``, before anything reads them.
+
+    The server has already received and parsed them: ``shared.server.HttpToolsProtocol`` bounds that work, as
+    uvicorn's h11 (``--h11-max-incomplete-event-size``) does; this is the exact limit, whatever the server.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_HEADER_BYTES, reshape: Reshape | None = None) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.reshape = reshape
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and sum(len(name) + len(value) for name, value in scope["headers"]) > self.max_bytes:
+            detail = f"request headers are larger than {self.max_bytes} bytes in all"
+            response = reshaped(scope, error_response(431, detail, ErrorCode.HEADERS_TOO_LARGE), self.reshape)
+            await response(scope, receive, send)
+            return
         await self.app(scope, receive, send)

@@ -12,7 +12,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field, StringConstraints, model_validator
 
 from shared.enums import MessageRole, MessageStatus
-from shared.identity import TurnAccount
+from shared.identity import DEFAULT_USER, TurnAccount
 from shared.resources import (
     MAX_OFFSET,
     Context,
@@ -67,7 +67,7 @@ class SessionCreate(InputModel):
     id: uuid.UUID | None = Field(
         default=None, description="Client-chosen id: creating it again returns the stored session (200)."
     )
-    user_id: UserId = "anonymous"
+    user_id: UserId = DEFAULT_USER
     title: Title = "New chat"
     is_favorite: bool = False
     metadata: JSONObject | None = None
@@ -192,7 +192,7 @@ class ClaimRequest(InputModel):
 class TurnSession(InputModel):
     """The session to create, with the path's id, when it does not exist yet."""
 
-    user_id: UserId = "anonymous"
+    user_id: UserId = DEFAULT_USER
     title: Title = "New chat"
     exclusive: bool = Field(
         default=False, description="Refuse the turn (404) when the session exists and is another user's."

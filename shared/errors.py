@@ -15,6 +15,7 @@ class ErrorCode(enum.StrEnum):
     INVALID_VALUE = "invalid_value"
     INVALID_QUERY = "invalid_query"
     TOO_LARGE = "too_large"
+    HEADERS_TOO_LARGE = "headers_too_large"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     UNSUPPORTED = "unsupported"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"

@@ -8,7 +8,8 @@ import uuid
 from datetime import date, datetime
 from typing import Annotated
 
-from pydantic import Field, StringConstraints
+from pydantic import AfterValidator, Field, StringConstraints
+from pydantic_core import PydanticCustomError
 
 from shared.schemas import InputModel, ReadModel, UTCDatetime
 
@@ -19,8 +20,28 @@ ON_BEHALF_OF = "X-On-Behalf-Of"
 USER_KEY_PREFIX = "dck_"
 # Whose a chat is when nobody says (open mode, an admin naming no user).
 DEFAULT_USER = "anonymous"
+# Whose the chats written through the original message API (/messages/) are.
+LEGACY_USER = "legacy"
+# Owners the services file chats under themselves, never a person: a key or a token for one would list and
+# search every chat filed there, so none is ever issued or accepted for them.
+RESERVED_USERS = frozenset({DEFAULT_USER, LEGACY_USER})
 
-UserId = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+MAX_USER_ID = 255
+UserId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_USER_ID)]
+
+
+def _not_reserved(user_id: str) -> str:
+    if user_id in RESERVED_USERS:
+        raise PydanticCustomError(
+            "reserved_user_id",
+            "'{user_id}' is a built-in owner of shared chats, not a user: choose another user id",
+            {"user_id": user_id},
+        )
+    return user_id
+
+
+# A user a key may be created or limits set for: any user id but the reserved ones.
+PersonId = Annotated[UserId, AfterValidator(_not_reserved)]
 KeyName = Annotated[str, StringConstraints(max_length=200)]
 MAX_TOKENS = 2**62  # a BIGINT holds every sum of them that can happen
 # How text is counted in tokens until an upstream says (budgets, continuations' max_tokens): about four
@@ -43,7 +64,7 @@ class Limits(InputModel):
 
 
 class KeyCreate(InputModel):
-    user_id: UserId
+    user_id: PersonId
     name: KeyName | None = None
     expires_at: UTCDatetime | None = None
     limits: Limits = Field(default_factory=Limits)

@@ -69,6 +69,15 @@ class SecretFilesSource(PydanticBaseSettingsSource):
         return values
 
 
+def rate_limit_or_none(value: str | None) -> str | None:
+    """A limit setting ("60/minute"), checked; None for "none" or "off"."""
+    # A word, not an empty value: an empty variable counts as unset, so it would bring the default back.
+    if not value or value.strip().lower() in NO_RATE_LIMIT:
+        return None
+    parse_limit(value)  # raises ValueError naming the bad value
+    return value
+
+
 class ServiceSettings(BaseSettings):
     """Base of each service's settings: environment first, then secret files, then defaults."""
 
@@ -97,11 +106,7 @@ class ServiceSettings(BaseSettings):
     @field_validator("rate_limit")
     @classmethod
     def _parse_rate_limit(cls, value: str | None) -> str | None:
-        # A word, not an empty value: an empty variable counts as unset, so it would bring the default back.
-        if not value or value.strip().lower() in NO_RATE_LIMIT:
-            return None
-        parse_limit(value)  # raises ValueError naming the bad value
-        return value
+        return rate_limit_or_none(value)
 
     @property
     def cors_origin_list(self) -> list[str]:

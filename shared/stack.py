@@ -5,7 +5,7 @@ import gc
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
 
-from shared.asgi import BodyLimitMiddleware, Reshape
+from shared.asgi import BodyLimitMiddleware, HeaderLimitMiddleware, Reshape
 from shared.observability import RequestMiddleware, metrics_endpoint
 from shared.ratelimit import RateLimiter, RateLimitHeaders, RateLimitMiddleware, shared_storage
 from shared.settings import ServiceSettings
@@ -25,7 +25,8 @@ def install_middleware(
     reshape_errors: Reshape | None = None,
     counts_callers: bool = False,
 ) -> None:
-    """The stack both services share, outermost first: request id and log line, CORS, rate limit, body limit.
+    """The stack both services share, outermost first: request id and log line, header limit, CORS, rate limit,
+    body limit.
 
     ``reshape_errors`` reshapes the errors the limits answer themselves, as the app's handlers do the rest.
     ``counts_callers``: the app counts each request against its caller's limit once it knows who calls (the
@@ -52,6 +53,7 @@ def install_middleware(
                 "X-RateLimit-Reset",
             ],
         )
+    app.add_middleware(HeaderLimitMiddleware, reshape=reshape_errors)
     app.add_middleware(RequestMiddleware, service=service)
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
 

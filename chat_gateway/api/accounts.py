@@ -7,12 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from chat_gateway.deps import CallerDep, PersistenceDep
-from shared.identity import KeyCreate, KeyCreated, KeyRead, Limits, UsageReport, UserLimits
+from shared.identity import KeyCreate, KeyCreated, KeyRead, Limits, PersonId, UsageReport, UserLimits
 
 router = APIRouter()
 
 UserQuery = Annotated[str | None, Query(min_length=1, max_length=255)]
 UserPath = Annotated[str, Path(min_length=1, max_length=255)]
+PersonPath = Annotated[PersonId, Path(min_length=1, max_length=255)]  # reserved ids refused (422)
 
 
 @router.post("/admin/keys", status_code=201, tags=["admin"])
@@ -45,7 +46,7 @@ async def get_user_limits(user_id: UserPath, caller: CallerDep, persistence: Per
 
 @router.put("/admin/users/{user_id:path}/limits", tags=["admin"])
 async def set_user_limits(
-    user_id: UserPath, body: Limits, caller: CallerDep, persistence: PersistenceDep
+    user_id: PersonPath, body: Limits, caller: CallerDep, persistence: PersistenceDep
 ) -> UserLimits:
     """Set a user's limits: requests per minute, tokens per day and per month (admins)."""
     caller.require_admin()

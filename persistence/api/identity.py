@@ -18,6 +18,7 @@ from shared.identity import (
     KeyIdentity,
     KeyRead,
     Limits,
+    PersonId,
     TurnAccount,
     UsageReport,
     UserLimits,
@@ -27,6 +28,7 @@ router = APIRouter(tags=["identity"])
 
 UserQuery = Annotated[str | None, Query(min_length=1, max_length=255, pattern=NO_NUL)]
 UserPath = Annotated[str, Path(min_length=1, max_length=255, pattern=NO_NUL)]
+PersonPath = Annotated[PersonId, Path(min_length=1, max_length=255, pattern=NO_NUL)]  # reserved ids refused
 MAX_REPORT_DAYS = 366
 
 
@@ -61,7 +63,7 @@ async def get_user_limits(user_id: UserPath, db: DbDep) -> UserLimits:
 
 
 @router.put("/users/{user_id:path}/limits")
-async def set_user_limits(user_id: UserPath, body: Limits, db: DbDep) -> UserLimits:
+async def set_user_limits(user_id: PersonPath, body: Limits, db: DbDep) -> UserLimits:
     """Set a user's limits (null: the gateway's defaults apply); a key's own limits come first."""
     return await db.run(keys.set_user_limits, user_id, body)
 

@@ -8,8 +8,8 @@ from persistence.schemas import LegacyMessageCreate, LegacyMessageRead, LegacyMe
 from persistence.services import messages, sessions
 from shared import MessageRole, MessageStatus
 from shared.contract import MessageCreate, SessionCreate
+from shared.identity import LEGACY_USER
 
-LEGACY_USER_ID = "legacy"
 _ROLES = {
     "human": MessageRole.USER,
     "ai": MessageRole.ASSISTANT,
@@ -21,7 +21,7 @@ _ROLES = {
 def _ensure_session(db: Session, chat_id: uuid.UUID, first_message: str) -> None:
     if not sessions.session_exists(db, chat_id):
         title = " ".join(first_message.split())[:80] or "New chat"
-        sessions._create_session(db, SessionCreate(id=chat_id, user_id=LEGACY_USER_ID, title=title))
+        sessions._create_session(db, SessionCreate(id=chat_id, user_id=LEGACY_USER, title=title))
 
 
 def create_message(db: Session, data: LegacyMessageCreate) -> LegacyMessageRead:

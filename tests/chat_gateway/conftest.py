@@ -32,6 +32,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# As the Procfile and the images run both services: the request head bounded while it arrives (shared/server.py).
+SERVE_ARGS = ("--http", "shared.server:HttpToolsProtocol")
+
+
 class Service:
     """A service run as users run it: uvicorn in its own process, on a loopback port."""
 
@@ -45,7 +49,8 @@ class Service:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> "Service":
-        command = [sys.executable, "-m", "uvicorn", self.app, "--factory", "--port", str(self.port), *self.extra_args]
+        command = [sys.executable, "-m", "uvicorn", self.app, "--factory", "--port", str(self.port), *SERVE_ARGS]
+        command += self.extra_args
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30

@@ -42,7 +42,8 @@ def open_gateway() -> Iterator[TestClient]:
 
 @pytest.fixture
 def locked_gateway() -> Iterator[TestClient]:
-    with _app(chat_api_keys=SecretStr("client-key\nnext-key")) as client:
+    # Refusing every route twice, from one address: more than AUTH_FAILURE_LIMIT's default allows.
+    with _app(chat_api_keys=SecretStr("client-key\nnext-key"), auth_failure_limit="1000/minute") as client:
         yield client
 
 

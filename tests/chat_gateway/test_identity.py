@@ -1,16 +1,19 @@
 """Identity, isolation, usage and budgets, against real processes: persistence, a gateway with admin keys and
 an identity provider (a JWKS served locally), and the fake upstream. Every user reaches only their own chats."""
 
+import contextlib
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -18,10 +21,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI, Response
 from openai import OpenAI
 
+from shared.identity import DEFAULT_USER, RESERVED_USERS
 from tests.chat_gateway.conftest import Service, gateway_env, sse_events, wait_for
 from tests.chat_gateway.test_tokens import JWKS, Key
 from tests.conftest import redis_url_or_skip, serve
 from tests.fake_openai import TEXT, Plan
+
+_T = TypeVar("_T")
 
 pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
 
@@ -60,6 +66,7 @@ def gateway(
         _fake_openai_server[1],
         CHAT_ADMIN_KEYS=ADMIN_KEY,
         KEY_CACHE_SECONDS="0.3",
+        AUTH_FAILURE_LIMIT="1000/minute",  # every test here refuses credentials from one address
         JWT_ISSUER=ISSUER,
         JWT_AUDIENCE=AUDIENCE,
         JWT_JWKS_URL=idp[0].url,
@@ -541,3 +548,155 @@ def test_a_users_conversation_is_never_found_for_another_user(
         "And Paris?",
         TEXT,
     ]
+
+
+# Issue 36: built-in owners are nobody's identity, and refused credentials cost (almost) nothing.
+
+
+def test_reserved_user_ids_get_no_key_no_limits_and_no_token(
+    gateway: Service, admin: httpx.Client, idp: tuple[JWKS, Key], fake_openai: FastAPI
+) -> None:
+    _, key = idp
+    # What "anonymous" would have read: the chats an admin starts without naming a user are filed under it.
+    shared_chat = _chat(admin, "an admin's chat, for nobody in particular")
+    assert admin.get(f"/chat/sessions/{shared_chat['session_id']}").json()["user_id"] == DEFAULT_USER
+    assert {"anonymous", "legacy"} == RESERVED_USERS  # every built-in owner the code files chats under
+    for user_id in sorted(RESERVED_USERS):
+        created = admin.post("/admin/keys", json={"user_id": user_id})
+        assert created.status_code == 422, created.text
+        assert created.json()["errors"][0]["type"] == "reserved_user_id"
+        assert "built-in owner" in created.json()["detail"]
+        limits = admin.put(f"/admin/users/{user_id}/limits", json={"requests_per_minute": 1000})
+        assert limits.status_code == 422, limits.text
+        claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": user_id, "exp": int(time.time()) + 300}
+        listed = httpx.get(f"{gateway.url}/chat/sessions", headers={"authorization": f"Bearer {key.sign(claims)}"})
+        assert listed.status_code == 401, listed.text
+        assert listed.json()["code"] == "invalid_token"
+    # Ids that merely look alike are ordinary users.
+    assert admin.post("/admin/keys", json={"user_id": "Anonymous"}).status_code == 201
+
+
+def _health_while(url: str, send: Callable[[], _T]) -> tuple[_T, float]:
+    """``send()``'s result, and the longest a /health request made meanwhile took."""
+    slowest = 0.0
+    done = threading.Event()
+    result: list[_T] = []
+
+    def run() -> None:
+        try:
+            result.append(send())
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    with httpx.Client(base_url=url, timeout=10) as client:
+        while not done.wait(0.02):
+            started = time.monotonic()
+            assert client.get("/health").status_code == 200
+            slowest = max(slowest, time.monotonic() - started)
+    thread.join()
+    assert result, "send() failed"
+    return result[0], slowest
+
+
+def _raw_request(url: str, headers: bytes) -> tuple[bytes, float]:
+    """The status line a request with these raw header lines got, and how long it took: sent over a socket of
+    its own, since the server may answer and close before the client has sent it all."""
+    host, port = url.removeprefix("http://").split(":")
+    started = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        request = b"GET /chat/sessions HTTP/1.1\r\nhost: test\r\n" + headers + b"\r\n"
+
+        def write() -> None:
+            with contextlib.suppress(OSError):  # refused midway: the server closed the connection
+                sock.sendall(request)
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        answer = b""
+        with contextlib.suppress(OSError):
+            while b"\r\n" not in answer and (chunk := sock.recv(4096)):
+                answer += chunk
+        elapsed = time.monotonic() - started
+        with contextlib.suppress(OSError):  # unblocks the writer, if the server has not reset the connection
+            sock.shutdown(socket.SHUT_RDWR)
+        writer.join()
+    return answer.split(b"\r\n", 1)[0], elapsed
+
+
+def test_huge_headers_and_credentials_are_refused_at_once_and_stall_nobody(
+    gateway: Service, idp: tuple[JWKS, Key]
+) -> None:
+    huge = 8 * 1024 * 1024
+    # One 8 MiB header, as a user key and as a bearer token (JWT mode is on too): cut off while it arrives.
+    for header in (b"x-api-key: dck_" + b"a" * huge, b"authorization: Bearer " + b"e" * huge + b".e.e"):
+        (status, elapsed), health = _health_while(gateway.url, partial(_raw_request, gateway.url, header + b"\r\n"))
+        assert status == b"HTTP/1.1 431 Request Header Fields Too Large"
+        assert elapsed < 1, elapsed
+        assert health < 1, health
+    # Headers past 32 KiB in all, each of them small: the app's own limit, in the one error shape.
+    many = {f"x-filler-{n}": "f" * 1000 for n in range(40)}
+    refused = httpx.get(f"{gateway.url}/chat/sessions", headers=many | {"x-api-key": ADMIN_KEY})
+    assert refused.status_code == 431
+    assert refused.json()["code"] == "headers_too_large"
+    # Under the header limit but longer than any credential (8 KiB): 401, unread. A JWT-shaped one included.
+    _, key = idp
+    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": _new_user(), "exp": int(time.time()) + 300, "pad": "p" * 9000}
+    for credential in ("dck_" + "a" * 20_000, key.sign(claims), "h." + "p" * 20_000 + ".s"):
+        started = time.monotonic()
+        response = httpx.get(f"{gateway.url}/chat/sessions", headers={"authorization": f"Bearer {credential}"})
+        assert response.status_code == 401, response.text
+        assert "8192" in response.json()["detail"]
+        assert time.monotonic() - started < 1
+
+
+@pytest.fixture(scope="module")
+def strict_gateway(
+    tmp_path_factory: pytest.TempPathFactory, persistence: Service, _fake_openai_server: tuple[FastAPI, str]
+) -> Iterator[Service]:
+    """Keys mode with the failed-authentication limit low enough to reach, and keys cached as by default."""
+    tmp = tmp_path_factory.mktemp("strict")
+    env = gateway_env(
+        tmp,
+        persistence.url,
+        _fake_openai_server[1],
+        CHAT_ADMIN_KEYS=ADMIN_KEY,
+        AUTH_FAILURE_LIMIT="20/minute",
+        RATE_LIMIT="1000/minute",
+    )
+    service = Service("chat_gateway.main:create_app", env, tmp / "gateway.log").start()
+    yield service
+    service.kill(signal.SIGTERM)
+
+
+def _lookups(persistence: Service) -> int:
+    """Key lookups persistence has answered, from its request log."""
+    return persistence.log.read_text().count('"path": "/keys/identify"')
+
+
+def test_made_up_user_keys_cost_few_lookups_and_get_429s_past_the_failure_limit(
+    strict_gateway: Service, persistence: Service
+) -> None:
+    with httpx.Client(base_url=strict_gateway.url, headers={"x-api-key": ADMIN_KEY}) as admin:
+        valid = _user_key(admin, _new_user())
+    before = _lookups(persistence)
+    # The same unknown key again: its refusal is cached, it is looked up once.
+    same = [httpx.get(f"{strict_gateway.url}/chat/sessions", headers={"x-api-key": "dck_unknown"}) for _ in range(5)]
+    assert [r.status_code for r in same] == [401] * 5
+    assert _lookups(persistence) - before == 1
+    statuses = [
+        httpx.get(f"{strict_gateway.url}/chat/sessions", headers={"x-api-key": f"dck_{uuid.uuid4().hex}"}).status_code
+        for _ in range(300)
+    ]
+    # 20 refusals a minute from one address, the 5 above included; then 429s that look nothing up.
+    assert statuses[:15] == [401] * 15
+    assert set(statuses[15:]) == {429}
+    assert _lookups(persistence) - before <= 20
+    blocked = httpx.get(f"{strict_gateway.url}/chat/sessions", headers={"x-api-key": valid})
+    assert blocked.status_code == 429
+    assert int(blocked.headers["retry-after"]) >= 1
+    # Another address is not held up, and health never is.
+    with httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2")) as elsewhere:
+        assert elsewhere.get(f"{strict_gateway.url}/chat/sessions", headers={"x-api-key": valid}).status_code == 200
+    assert httpx.get(f"{strict_gateway.url}/health").status_code == 200

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fastapi import FastAPI, Response
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from chat_gateway.tokens import TokenVerifier
+from chat_gateway.tokens import MAX_TOKEN_LENGTH, TokenVerifier
 from shared import ServiceUnavailable, Unauthorized
 from tests.conftest import serve
 
@@ -311,3 +311,25 @@ def test_api_keys_do_not_look_like_jwts(rsa_key: Key) -> None:
     assert not TokenVerifier.looks_like_jwt("sk-live.abc")
     assert not TokenVerifier.looks_like_jwt("a.b.c.d")
     assert TokenVerifier.looks_like_jwt(rsa_key.sign(claims()))
+
+
+async def test_a_token_past_the_length_bound_is_refused_undecoded(
+    idp: JWKS, rsa_key: Key, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    check = verifier(idp.url)
+    fits = rsa_key.sign(claims(pad="p" * 5000))  # base64: 4 characters for 3 bytes
+    assert len(fits) <= MAX_TOKEN_LENGTH
+    assert await check.user_id(fits) == "user-42"
+    too_long = rsa_key.sign(claims(pad="p" * MAX_TOKEN_LENGTH))
+
+    def never(*_args: Any, **_kwargs: Any) -> None:
+        raise AssertionError("an over-long token was parsed")
+
+    monkeypatch.setattr(jwt, "get_unverified_header", never)
+    monkeypatch.setattr(jwt, "decode", never)
+    assert await refused(check, too_long) == f"invalid token: longer than {MAX_TOKEN_LENGTH} characters"
+    started = time.monotonic()
+    assert (
+        await refused(check, "e" * 50_000_000 + ".e.e") == f"invalid token: longer than {MAX_TOKEN_LENGTH} characters"
+    )
+    assert time.monotonic() - started < 0.1

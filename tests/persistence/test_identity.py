@@ -3,12 +3,13 @@
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from shared.identity import ON_BEHALF_OF
+from shared.identity import ON_BEHALF_OF, RESERVED_USERS
 from tests.persistence.conftest import new_session, random_id
 
 
@@ -207,3 +208,24 @@ def test_on_behalf_of_is_percent_encoded(client: TestClient) -> None:
     new_session(client, user_id="josé")
     listed = client.get("/sessions", headers={ON_BEHALF_OF: "%20jos%C3%A9"}).json()["items"]
     assert [item["user_id"] for item in listed] == [" josé"]
+
+
+@pytest.mark.parametrize("user_id", sorted(RESERVED_USERS))
+def test_reserved_user_ids_get_no_key_and_no_limits(client: TestClient, user_id: str) -> None:
+    created = client.post("/keys", json={"user_id": user_id})
+    assert created.status_code == 422, created.text
+    assert created.json()["errors"][0]["type"] == "reserved_user_id"
+    assert client.put(f"/users/{user_id}/limits", json={"tokens_per_day": 9}).status_code == 422
+    assert client.get("/keys", params={"user_id": user_id}).json() == []
+
+
+def test_on_behalf_of_bounds_the_user_id_not_its_encoding(client: TestClient) -> None:
+    longest = "é" * 255  # 1530 characters percent-encoded
+    new_session(client, user_id=longest)
+    listed = client.get("/sessions", headers={ON_BEHALF_OF: quote(longest, safe="")})
+    assert listed.status_code == 200, listed.text
+    assert [item["user_id"] for item in listed.json()["items"]] == [longest]
+    refused = client.get("/sessions", headers={ON_BEHALF_OF: quote(longest + "é", safe="")})
+    assert refused.status_code == 400
+    # Said in the caller's terms: the gateway relays it to clients that never sent this header.
+    assert refused.json()["detail"] == "the user id must be 1 to 255 characters long"
