@@ -33,6 +33,7 @@ from shared.identity import (
     KeyIdentity,
     Limits,
     TurnAccount,
+    usable_user_id,
 )
 from shared.ratelimit import RateLimiter, Verdict
 
@@ -217,9 +218,11 @@ class Authenticator:
             return Caller(Role.ADMIN, None, Limits(), self._default_rate, f"admin:{_digest(credential)}")
         if self.tokens is not None and TokenVerifier.looks_like_jwt(credential):
             user_id = await self.tokens.user_id(credential)
-            if not 0 < len(user_id) <= MAX_USER_ID:
+            if not usable_user_id(user_id):
                 raise Unauthorized(
-                    "invalid token: its user claim is not a usable user id", code=ErrorCode.INVALID_TOKEN
+                    f"invalid token: its user claim is not a user id (1 to {MAX_USER_ID} characters, no control "
+                    "characters)",
+                    code=ErrorCode.INVALID_TOKEN,
                 )
             if user_id in RESERVED_USERS:
                 raise Unauthorized(

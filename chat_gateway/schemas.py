@@ -5,6 +5,7 @@ from pydantic import ConfigDict, Field, StringConstraints, field_validator, mode
 
 from shared import InputModel, JSONObject, MessageRole, MessageStatus, ReadModel
 from shared.contract import MAX_INPUTS, MessageDetail, TurnInput
+from shared.identity import UserId
 from shared.resources import (
     TOOL_CALL_ID_MAX_LENGTH,
     TOOL_NAME_MAX_LENGTH,
@@ -87,7 +88,7 @@ class ChatRequest(InputModel):
         default=None, description="The results of the calls the session's last answer made, in order."
     )
     session_id: uuid.UUID | None = None
-    user_id: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = Field(
+    user_id: UserId | None = Field(
         default=None,
         description="Whose chat it is: with a user's credential, absent or their own; an admin names anyone "
         "(default: anonymous).",

@@ -10,7 +10,7 @@ from persistence.config import Settings
 from persistence.db import Database
 from persistence.services import messages, sessions
 from shared import BadRequest, ErrorCode, NotFound, ServiceUnavailable, Unauthorized, key_matches, presented_key
-from shared.identity import MAX_USER_ID, ON_BEHALF_OF
+from shared.identity import MAX_USER_ID, ON_BEHALF_OF, usable_user_id
 
 # Every dependency and route is `async def`: FastAPI runs a plain `def` in the thread pool, and each such
 # hop cost more CPU than the query it wraps (docs/benchmarks.md). Database.run is the one hop a request makes.
@@ -111,8 +111,11 @@ async def on_behalf_of(
     decoded = unquote(user)
     # Bounded decoded, as every user id is: 255 characters of "é" are 1530 encoded. Said in terms of the user id,
     # the gateway relays it to its caller, who never sent this header.
-    if not 0 < len(decoded) <= MAX_USER_ID:
-        raise BadRequest(f"the user id must be 1 to {MAX_USER_ID} characters long", code=ErrorCode.INVALID_VALUE)
+    if not usable_user_id(decoded):
+        raise BadRequest(
+            f"the user id must be 1 to {MAX_USER_ID} characters long, none a control character",
+            code=ErrorCode.INVALID_VALUE,
+        )
     return decoded
 
 

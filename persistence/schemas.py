@@ -27,8 +27,8 @@ from shared.contract import (  # noqa: F401
     SessionCreate,
     SessionUpdate,
     Title,
-    UserId,
 )
+from shared.identity import UserId
 from shared.resources import Context, FinishReason, ModelName, ToolFields
 from shared.schemas import check_storable
 

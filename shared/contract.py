@@ -12,7 +12,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field, StringConstraints, model_validator
 
 from shared.enums import MessageRole, MessageStatus
-from shared.identity import DEFAULT_USER, TurnAccount
+from shared.identity import DEFAULT_USER, TurnAccount, UserId
 from shared.resources import (
     MAX_OFFSET,
     Context,
@@ -26,7 +26,6 @@ from shared.resources import (
 from shared.schemas import InputModel, JSONObject, ReadModel, UTCDatetime
 
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
-UserId = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 Owner = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 LeaseSeconds = Annotated[float, Field(gt=0, le=3600)]
 OPTIONS_DESCRIPTION = (

@@ -4,6 +4,7 @@ Persistence stores user keys (hashed), per-user limits and the usage ledger; the
 callers with them and scopes every request to the caller's own data (``ON_BEHALF_OF``).
 """
 
+import re
 import uuid
 from datetime import date, datetime
 from typing import Annotated
@@ -26,8 +27,17 @@ LEGACY_USER = "legacy"
 # search every chat filed there, so none is ever issued or accepted for them.
 RESERVED_USERS = frozenset({DEFAULT_USER, LEGACY_USER})
 
+# The one rule for a user id, wherever it comes from (a body, a key, a token's claim, a path): 1 to 255 characters,
+# none of them a control character (a line break, a tab...), which paths and headers lose or refuse on the way.
 MAX_USER_ID = 255
-UserId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_USER_ID)]
+_CONTROL = r"\x00-\x1f\x7f-\x9f"
+UserId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_USER_ID, pattern=f"^[^{_CONTROL}]+$")]
+_HAS_CONTROL = re.compile(f"[{_CONTROL}]")
+
+
+def usable_user_id(user_id: str) -> bool:
+    """Whether ``user_id`` follows the rule of ``UserId``."""
+    return 0 < len(user_id) <= MAX_USER_ID and not _HAS_CONTROL.search(user_id)
 
 
 def _not_reserved(user_id: str) -> str:

@@ -576,6 +576,25 @@ def test_reserved_user_ids_get_no_key_no_limits_and_no_token(
     assert admin.post("/admin/keys", json={"user_id": "Anonymous"}).status_code == 201
 
 
+def test_one_rule_for_user_ids_at_every_edge(gateway: Service, admin: httpx.Client, idp: tuple[JWKS, Key]) -> None:
+    """1 to 255 characters, none a control character: a key, a token's claim or a chat's user_id outside it is a
+    clear 4xx, never a 404 everywhere; inside it, any text works end to end (non-ASCII at full length too)."""
+    _, key = idp
+    for bad in ("alice\nbob", "tab\there", "x" * 256, ""):
+        assert admin.post("/admin/keys", json={"user_id": bad}).status_code == 422, repr(bad)
+        assert admin.post("/chat", json={"message": "hi", "user_id": bad}).status_code == 422, repr(bad)
+        claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": bad, "exp": int(time.time()) + 300}
+        refused = httpx.get(f"{gateway.url}/chat/sessions", headers={"authorization": f"Bearer {key.sign(claims)}"})
+        assert (refused.status_code, refused.json()["code"]) == (401, "invalid_token"), repr(bad)
+    longest = "é" * 254 + "ü"
+    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": longest, "exp": int(time.time()) + 300}
+    with httpx.Client(
+        base_url=gateway.url, headers={"authorization": f"Bearer {key.sign(claims)}"}, timeout=30
+    ) as user:
+        assert user.get("/chat/sessions").status_code == 200
+        assert user.get("/usage").status_code == 200
+
+
 def _health_while(url: str, send: Callable[[], _T]) -> tuple[_T, float]:
     """``send()``'s result, and the longest a /health request made meanwhile took."""
     slowest = 0.0
