@@ -228,4 +228,4 @@ def test_on_behalf_of_bounds_the_user_id_not_its_encoding(client: TestClient) ->
     refused = client.get("/sessions", headers={ON_BEHALF_OF: quote(longest + "é", safe="")})
     assert refused.status_code == 400
     # Said in the caller's terms: the gateway relays it to clients that never sent this header.
-    assert refused.json()["detail"] == "the user id must be 1 to 255 characters long"
+    assert refused.json()["detail"] == "the user id must be 1 to 255 characters long, none a control character"
