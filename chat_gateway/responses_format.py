@@ -32,9 +32,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from chat_gateway.openai_format import CompletionRequest, OpenAIMessage
+from chat_gateway.schemas import validated
 from shared import CANCELLED, BadRequest, ErrorCode, JSONObject, MessageStatus, NotFound
 from shared.contract import MessageDetail
 from shared.resources import ToolCall
@@ -244,14 +245,7 @@ def completion_request(request: ResponseCreate, messages: list[OpenAIMessage], m
 def _checked(model: type[M], data: JSONObject) -> M:
     """``data`` as ``model``: what the request's items and options make that a chat request cannot be (a call
     without its call_id, a tool_choice of no known kind...) is the client's 400, not the gateway's 500."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(part) for part in error["loc"])
-        raise BadRequest(
-            f"the request cannot be served: {where}: {error['msg']}", code=ErrorCode.INVALID_VALUE
-        ) from exc
+    return validated(model, data, "the request cannot be served")
 
 
 def input_items(answer: MessageDetail) -> list[JSONObject]:

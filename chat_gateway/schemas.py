@@ -1,9 +1,9 @@
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
-from shared import InputModel, JSONObject, MessageRole, MessageStatus, ReadModel
+from shared import BadRequest, ErrorCode, InputModel, JSONObject, MessageRole, MessageStatus, ReadModel
 from shared.contract import MAX_INPUTS, MessageDetail, TurnInput
 from shared.identity import UserId
 from shared.resources import (
@@ -16,6 +16,18 @@ from shared.resources import (
 )
 
 Penalty = Annotated[float, Field(ge=-2, le=2)]
+M = TypeVar("M", bound=BaseModel)
+
+
+def validated(model: type[M], data: object, what: str) -> M:
+    """``data`` as ``model``, or the client's 400 saying ``what`` and where: data the gateway reads from a client
+    beyond its route's own body (items made into chat messages, an imported document's options)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        raise BadRequest(f"{what}: {where}: {error['msg']}", code=ErrorCode.INVALID_VALUE) from exc
 
 
 class FunctionTool(InputModel):

@@ -4,11 +4,10 @@ import uuid
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query, Response
-from pydantic import ValidationError
 
 from chat_gateway.deps import CallerDep, PersistenceDep
-from chat_gateway.schemas import GenerationOptions
-from shared import BadRequest, ErrorCode, JSONObject, MessageRead, Page, SearchHit, SessionRead
+from chat_gateway.schemas import GenerationOptions, validated
+from shared import JSONObject, MessageRead, Page, SearchHit, SessionRead
 from shared.contract import FavoriteSet, SessionRename
 
 router = APIRouter(prefix="/chat", tags=["sessions"])
@@ -53,17 +52,8 @@ async def list_sessions(
 def check_imported_options(document: JSONObject) -> None:
     """An imported answer's options are what a resume sends upstream: only the generation options a chat takes."""
     for position, message in enumerate(document.get("messages") or []):
-        options = message.get("options") if isinstance(message, dict) else None
-        if options is None:
-            continue
-        try:
-            GenerationOptions.model_validate(options)
-        except ValidationError as exc:
-            problem = exc.errors()[0]
-            where = ".".join(str(part) for part in problem["loc"])
-            raise BadRequest(
-                f"messages.{position}.options: {where}: {problem['msg']}", code=ErrorCode.INVALID_VALUE
-            ) from exc
+        if isinstance(message, dict) and message.get("options") is not None:
+            validated(GenerationOptions, message["options"], f"messages.{position}.options")
 
 
 @router.post("/sessions/import", status_code=201)

@@ -20,7 +20,7 @@ from fastapi import FastAPI
 
 from shared import MessageRole, MessageStatus
 from shared.contract import AnswerFinish, MessageDetail
-from tests.conftest import fresh_postgres_database, serve
+from tests.conftest import fresh_postgres_database, serve, unreachable
 from tests.fake_openai import TEXT, create_fake_openai
 
 PERSISTENCE_KEY = "e2e-persistence-key"
@@ -99,6 +99,23 @@ def persistence_on(tmp: Path, database: str) -> Iterator[Service]:
 def persistence(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     with persistence_on(tmp_path_factory.mktemp("persistence"), "sqlite") as service:
         yield service
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def persistence_on_both(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """``persistence`` on SQLite, then on PostgreSQL, for a module whose tests must hold on both: it names it
+    its ``persistence`` (test_real_clients.py)."""
+    with persistence_on(tmp_path_factory.mktemp("persistence"), request.param) as service:
+        yield service
+
+
+@pytest.fixture(scope="module")
+def clients() -> Path:
+    """The real clients' virtualenv's bin directory (`make clients`): they run as their users install them."""
+    venv = Path(os.environ.get("CLIENTS_VENV", Path(__file__).resolve().parents[2] / ".venv-clients"))
+    if not (venv / ".installed").exists():
+        unreachable(f"the real clients are not installed in {venv}: `make clients` installs them")
+    return venv / "bin"
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ question, each call, each result and the final answer, once each, in order.
 """
 
 import json
-import os
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -21,13 +20,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.chat_gateway.conftest import Service, persistence_on
-from tests.conftest import unreachable
+from tests.chat_gateway.conftest import Service
 from tests.fake_openai import Plan
 
 pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
 
-ROOT = Path(__file__).resolve().parents[2]
 CLIENTS = Path(__file__).parent / "clients"
 
 QUESTION = "What's the weather in Lyon Fourvière, and what time is it there?"
@@ -42,20 +39,10 @@ FINAL = "It is 18°C and sunny in Lyon Fourvière, and 14:05."
 Stored = tuple[str, str, list[tuple[str, Any]]]  # role, content, calls (name, parsed arguments)
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def persistence(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """Every framework's test runs on both databases."""
-    with persistence_on(tmp_path_factory.mktemp("persistence"), request.param) as service:
-        yield service
-
-
 @pytest.fixture(scope="module")
-def clients() -> Path:
-    """The clients' virtualenv's bin directory."""
-    venv = Path(os.environ.get("CLIENTS_VENV", ROOT / ".venv-clients"))
-    if not (venv / ".installed").exists():
-        unreachable(f"the real clients are not installed in {venv}: `make clients` installs them")
-    return venv / "bin"
+def persistence(persistence_on_both: Service) -> Service:
+    """Every framework's test runs on both databases."""
+    return persistence_on_both
 
 
 @dataclass

@@ -5,10 +5,8 @@ stored session, holding what the client sent and was answered, once each, and ea
 for once (once more per scripted drop)."""
 
 import json
-import os
 import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +14,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.chat_gateway.conftest import Service, persistence_on
-from tests.conftest import unreachable
+from tests.chat_gateway.conftest import Service
 from tests.fake_openai import Plan, tokens
 
 pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
 
-ROOT = Path(__file__).resolve().parents[2]
 CLIENT = Path(__file__).parent / "clients" / "agents_sdk.py"
 
 QUESTION = "Quel temps fait-il à Lyon Fourvière ☀️ ?"
@@ -39,20 +35,10 @@ DROP_IN_WEATHER = Plan(tool_calls=[WEATHER], drop_after=len(tokens(ANSWER)) + 3)
 Message = tuple[str, str, list[str]]  # role, content, names of the calls
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def persistence(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """Every test here runs on both databases."""
-    with persistence_on(tmp_path_factory.mktemp("persistence"), request.param) as service:
-        yield service
-
-
 @pytest.fixture(scope="module")
-def clients() -> Path:
-    """The clients' virtualenv's bin directory."""
-    venv = Path(os.environ.get("CLIENTS_VENV", ROOT / ".venv-clients"))
-    if not (venv / ".installed").exists():
-        unreachable(f"the real clients are not installed in {venv}: `make clients` installs them")
-    return venv / "bin"
+def persistence(persistence_on_both: Service) -> Service:
+    """Every test here runs on both databases."""
+    return persistence_on_both
 
 
 def _run(clients: Path, gateway: Service, *arguments: str) -> dict[str, Any]:

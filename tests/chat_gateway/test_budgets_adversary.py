@@ -4,14 +4,13 @@ processes, in keys mode, on SQLite and on PostgreSQL."""
 
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.chat_gateway.conftest import Service, persistence_on
+from tests.chat_gateway.conftest import Service
 from tests.chat_gateway.test_identity import _client, _new_user, _user_key, admin, gateway, idp  # noqa: F401
 
 pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
@@ -19,10 +18,9 @@ pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
 HISTORY_BUDGET_CHARS = 24_000  # the gateway's default: how much of a session's history a prompt carries
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def persistence(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    with persistence_on(tmp_path_factory.mktemp("persistence"), request.param) as service:
-        yield service
+@pytest.fixture(scope="module")
+def persistence(persistence_on_both: Service) -> Service:
+    return persistence_on_both
 
 
 def _long_conversation(as_user: httpx.Client) -> str:

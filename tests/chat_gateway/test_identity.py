@@ -22,7 +22,7 @@ from fastapi import FastAPI, Response
 from openai import OpenAI
 
 from shared.identity import DEFAULT_USER, RESERVED_USERS
-from tests.chat_gateway.conftest import Service, gateway_env, persistence_on, sse_events, wait_for
+from tests.chat_gateway.conftest import Service, gateway_env, sse_events, wait_for
 from tests.chat_gateway.test_tokens import JWKS, Key
 from tests.conftest import redis_url_or_skip, serve
 from tests.fake_openai import TEXT, Plan
@@ -36,11 +36,10 @@ ISSUER = "https://idp.example.test/"
 AUDIENCE = "durable-chat"
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def persistence(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+@pytest.fixture(scope="module")
+def persistence(persistence_on_both: Service) -> Service:
     """What an adversary with an ordinary key tries must fail on both databases."""
-    with persistence_on(tmp_path_factory.mktemp("persistence"), request.param) as service:
-        yield service
+    return persistence_on_both
 
 
 @pytest.fixture(scope="module")
