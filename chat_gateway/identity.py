@@ -83,6 +83,13 @@ class Caller:
         user, and for an admin acting for a named user. Open mode shares everything, as it always has."""
         return self.is_user or (self.role == Role.ADMIN and requested is not None)
 
+    def reaches(self, requested: str | None) -> str | None:
+        """Whose chats a request reaches (None: everyone's): a user's own; an admin acting for a named user, that
+        user's (it never writes into another's session for them); an admin acting for nobody, or open mode, any."""
+        if self.is_user or (self.role == Role.ADMIN and requested is not None):
+            return self.owner(requested)
+        return None
+
     def writes_into(self, requested: str | None) -> str | None:
         """Whose sessions a request that names one may write into: a user's own; an admin's, those of the user it
         acts for, or without one the default user's (never a session someone else owns); in open mode, any."""
@@ -105,10 +112,12 @@ class Caller:
         """
         if not self.is_user:
             return TurnAccount(user_id=user_id)
-        expected = math.ceil(prompt_chars / CHARS_PER_TOKEN) + (max_tokens if max_tokens is not None else reserve)
+        prompt = min(math.ceil(prompt_chars / CHARS_PER_TOKEN), MAX_TOKENS)
+        expected = prompt + (max_tokens if max_tokens is not None else reserve)
         return TurnAccount(
             user_id=user_id,
             reserve_tokens=min(expected, MAX_TOKENS),
+            prompt_tokens=prompt,
             history_chars=history_chars,
             tokens_per_day=self.limits.tokens_per_day,
             tokens_per_month=self.limits.tokens_per_month,
@@ -234,6 +243,12 @@ class Authenticator:
         if not credential.startswith(USER_KEY_PREFIX) or len(credential) > MAX_KEY_LENGTH:
             raise Unauthorized(MISSING)
         identity = await self._key(credential)
+        if not usable_user_id(identity.user_id):  # issued before the rule: it would fail on every route
+            raise Unauthorized(
+                f"this key's user id is not a user id (1 to {MAX_USER_ID} characters, no control characters): ask for "
+                "a key of your own",
+                code=ErrorCode.INVALID_USER_KEY,
+            )
         if identity.user_id in RESERVED_USERS:
             # Created before such ids were refused: it would read every chat filed under that owner.
             raise Unauthorized(

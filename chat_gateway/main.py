@@ -103,7 +103,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings_or_exit(Settings)
     # Refused before anything is served: uvicorn binds only once the application is built and started.
     if (problem := settings.open_exposure(uvicorn_host(sys.argv, os.environ))) is not None:
-        raise SystemExit(f"{Settings.service_name}: {problem}")
+        # Said on stderr, then exit code 3, uvicorn's start-up failure: its supervisor (--workers) stops instead
+        # of starting the worker again and again.
+        print(f"{Settings.service_name}: {problem}", file=sys.stderr)  # noqa: T201 - before logging is set up
+        raise SystemExit(3)
     configure_logging(settings.log_level)
 
     app = FastAPI(

@@ -46,7 +46,10 @@ async def load_history(
         for message in page:
             if message.created_at > answer.created_at or message.id == answer.id:
                 continue
+            # Everything of it the prompt carries, as budgets count it (usage.with_history): calls and parts too.
             size = len(message.content) + len(render_context(message.context) if message.context else "")
+            size += len(json.dumps([call.model_dump() for call in message.tool_calls])) if message.tool_calls else 0
+            size += len(json.dumps(message.parts)) if message.parts else 0
             if chosen and used + size > budget_chars and chosen[-1].role != MessageRole.TOOL:
                 return chosen[::-1]
             chosen.append(message)

@@ -60,9 +60,10 @@ async def _conversation(
     chat messages, and the session it is stored in (None: found or made by ``create``)."""
     if body.previous_response_id and body.conversation_id():
         raise BadRequest("give previous_response_id or conversation, not both", code=ErrorCode.INVALID_VALUE)
-    new = input_messages(await resolve_references(answers, body, caller.user_id))
+    scope = caller.reaches(None if caller.is_user else body.user)
+    new = input_messages(await resolve_references(answers, body, scope))
     if body.previous_response_id:
-        previous = await answers.persistence.get_message(message_id_of(body.previous_response_id), caller.user_id)
+        previous = await answers.persistence.get_message(message_id_of(body.previous_response_id), scope)
         if previous.status in (MessageStatus.PENDING, MessageStatus.IN_PROGRESS):
             # Its text so far is not what the conversation will hold: the model would be shown a partial answer.
             raise Conflict(
@@ -70,13 +71,13 @@ async def _conversation(
                 code=ErrorCode.IN_PROGRESS,
             )
         before = await _conversation_so_far(answers, previous)
-        last = await answers.persistence.last_message(previous.session_id, None, caller.user_id)
+        last = await answers.persistence.last_message(previous.session_id, None, scope)
         # Its session goes on if the previous response is still its end; else this is a branch: a session of its
         # own, its prompt (kept with the answer) holding the conversation so far.
         return before, new, previous.session_id if last.id == previous.id else None
     if conversation := body.conversation_id():
         session_id = session_of(conversation)
-        return await session_messages(answers, session_id, caller.user_id), new, session_id
+        return await session_messages(answers, session_id, scope), new, session_id
     return [], new, None
 
 

@@ -24,7 +24,7 @@ from chat_gateway.metrics import RECOVERED, RESUMES
 from chat_gateway.persistence_client import PersistenceClient
 from chat_gateway.prompt import question_messages
 from chat_gateway.schemas import ChatRequest
-from chat_gateway.turns import build_turn, chat_ids, over_budget
+from chat_gateway.turns import build_turn, chat_ids, options_chars, over_budget, token_limit
 from chat_gateway.upstream import discard, open_stream
 from shared import (
     CANCELLED,
@@ -140,7 +140,7 @@ class Answers:
         # Sent before the turn is stored only where nothing but a failure refuses it: not past a budget, nor
         # into a session a user named (another user's is refused), which would bill an answer nobody gets.
         early = prompt is not None and not ids.derived and not account.has_budget
-        early = early and not (caller.user_id is not None and request.session_id is not None)
+        early = early and not (caller.reaches(request.user_id) is not None and request.session_id is not None)
         # Nor for a request this gateway saw lately: it is likely a retry, which generates nothing new. (One that
         # went to another gateway first opens a stream here that is dropped once its turn is found stored.)
         early = early and not (request_key is not None and request_key in self._requests)
@@ -151,7 +151,7 @@ class Answers:
         leased_at = time.monotonic()
         if request_key is not None:  # before it is stored: the same request at the same time is not opened twice
             self._requests[request_key] = True
-        answer, created, opening = await self._store_turn(session_id, turn, caller.user_id, opens)
+        answer, created, opening = await self._store_turn(session_id, turn, caller.reaches(request.user_id), opens)
         if created:
             self._start(answer, client, model=model, prompt=prompt, opening=opening, leased_at=leased_at)
             return answer
@@ -344,14 +344,15 @@ class Answers:
         return await self._resume(answer, caller)
 
     async def _resume(self, answer: MessageDetail, caller: Caller) -> MessageDetail:
-        max_tokens = (answer.options or {}).get("max_tokens")
-        # Its prompt: the client's own, kept with it, else its session's history (persistence counts it); and its
-        # text so far, sent to be continued.
+        options = answer.options or {}
+        # Its prompt: the client's own, kept with it, else its session's history (persistence counts it); its
+        # tools; and its text so far, sent to be continued.
         prompt_chars = len(answer.content) + (len(json.dumps(answer.prompt)) if answer.prompt is not None else 0)
+        prompt_chars += options_chars(options)
         history_chars = self.settings.history_budget_chars if answer.prompt is None else 0
         account = caller.account(
             caller.owner(None),
-            max_tokens=max_tokens if isinstance(max_tokens, int) else None,
+            max_tokens=token_limit(options),
             prompt_chars=prompt_chars,
             reserve=self.settings.budget_reserve_tokens,
             history_chars=history_chars,

@@ -53,6 +53,18 @@ def chat_ids(
     return ChatIds(uuid.uuid5(_IDS, f"{seed}:session"), inputs, uuid.uuid5(_IDS, f"{seed}:answer"), derived=True)
 
 
+def token_limit(options: JSONObject) -> int | None:
+    """An answer's token limit as an upstream reads it: the larger, where a client sends both names (vLLM honours
+    max_completion_tokens, OpenAI either)."""
+    limits = [value for name in ("max_tokens", "max_completion_tokens") if isinstance(value := options.get(name), int)]
+    return max(limits) if limits else None
+
+
+def options_chars(options: JSONObject) -> int:
+    """What of an answer's options its upstream reads as prompt: its tools and response format, as sent."""
+    return len(json.dumps([options.get("tools"), options.get("response_format")]))
+
+
 def over_budget(exc: Conflict) -> TooManyRequests:
     """Persistence's refusal of a turn past a token budget, as its client is told it: a 429 to wait out.
 
@@ -100,12 +112,17 @@ def build_turn(
     # Measured for a user's account only: the JSON of a whole prompt costs every other turn for nothing.
     prompt_chars = history_chars = 0
     if caller.is_user:
-        prompt_chars = len(json.dumps(prompt)) if prompt is not None else len(request.text())
-        if prompt is None and request.context is not None:
-            prompt_chars += len(json.dumps(request.context))
-        if prompt is None:
+        sent: object = prompt
+        if prompt is None:  # what the stored history's prompt adds to it: the inputs, whole, and their context
+            sent = [
+                request.message,
+                request.parts,
+                request.context,
+                [r.model_dump() for r in request.tool_results or []],
+            ]
             history_chars = settings.history_budget_chars
-    max_tokens = options.get("max_tokens", options.get("max_completion_tokens"))
+        prompt_chars = len(json.dumps(sent)) + options_chars(options)
+    max_tokens = token_limit(options)
     reserve = settings.budget_reserve_tokens
     account = caller.account(
         user_id, max_tokens=max_tokens, prompt_chars=prompt_chars, reserve=reserve, history_chars=history_chars

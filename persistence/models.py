@@ -205,6 +205,8 @@ class UsageRecord(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     pending: Mapped[bool] = mapped_column(default=True)
     reserved_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Of reserved_tokens, the prompt's estimate: charged when a run ends without the upstream's figures.
+    reserved_prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     total_tokens: Mapped[int] = mapped_column(BigInteger, default=0)

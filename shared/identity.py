@@ -122,6 +122,10 @@ class TurnAccount(InputModel):
     reserve_tokens: Annotated[int, Field(ge=0, le=MAX_TOKENS)] = Field(
         default=0, description="What the answer counts for until its usage is known (its max_tokens)."
     )
+    prompt_tokens: Annotated[int, Field(ge=0, le=MAX_TOKENS)] = Field(
+        default=0,
+        description="Of reserve_tokens, the prompt's estimate: charged if the run ends without the upstream's figures.",
+    )
     history_chars: Annotated[int, Field(ge=0, le=2**30)] = Field(
         default=0,
         description="The answer's prompt also carries up to this many characters of its session's stored history "

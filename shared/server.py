@@ -52,6 +52,14 @@ class HttpToolsProtocol(_HttpToolsProtocol):
         self._in_head = False
         super().on_headers_complete()
 
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # A header after the head is a chunked body's trailer: uvicorn would add it to a request the app is already
+        # serving, unbounded. None is served here.
+        if not self._in_head:
+            self._refuse_head()
+            return
+        super().on_header(name, value)
+
     def _refuse_head(self) -> None:
         if self.transport.is_closing():
             return

@@ -51,7 +51,8 @@ async def list_sessions(
 
 def check_imported_options(document: JSONObject) -> None:
     """An imported answer's options are what a resume sends upstream: only the generation options a chat takes."""
-    for position, message in enumerate(document.get("messages") or []):
+    messages = document.get("messages")
+    for position, message in enumerate(messages if isinstance(messages, list) else []):
         if isinstance(message, dict) and message.get("options") is not None:
             validated(GenerationOptions, message["options"], f"messages.{position}.options")
 

@@ -13,9 +13,10 @@ from collections import defaultdict
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Date, and_, case, cast, delete, func, select, text, update
+from sqlalchemy import Date, Text, and_, case, cast, delete, func, literal, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import ScalarSelect
 
 from persistence.db import insert_on_conflict
@@ -40,19 +41,24 @@ def _next_month(start: datetime) -> datetime:
 
 
 def with_history(
-    db: Session, account: TurnAccount, session_id: uuid.UUID, before: datetime | None = None
+    db: Session, account: TurnAccount, session_id: uuid.UUID, before: Message | None = None
 ) -> TurnAccount:
     """``account`` reserving also the stored history its answer's prompt carries: the session's messages (those
-    written ``before`` it, for an answer already stored), up to ``account.history_chars`` characters. Without it,
-    a long history (which costs nothing to store) made every answer's prompt cost far more than it reserved."""
+    written before the answer ``before``, for an answer already stored), their text, context, parts and calls, up
+    to ``account.history_chars`` characters. Without it, a long history (which costs nothing to store) made every
+    answer's prompt cost far more than it reserved."""
     if not account.history_chars:
         return account
-    stmt = select(func.coalesce(func.sum(func.length(Message.content)), 0)).where(Message.session_id == session_id)
+    size: ColumnElement[Any] = func.length(Message.content)
+    for column in (Message.context, Message.parts, Message.tool_calls):
+        size = size + func.coalesce(func.length(cast(column, Text)), 0)
+    stmt = select(func.coalesce(func.sum(size), 0)).where(Message.session_id == session_id)
     if before is not None:
-        stmt = stmt.where(Message.created_at < before)
-    chars = min(int(db.scalar(stmt) or 0), account.history_chars)
-    reserved = min(account.reserve_tokens + math.ceil(chars / CHARS_PER_TOKEN), MAX_TOKENS)
-    return account.model_copy(update={"reserve_tokens": reserved, "history_chars": 0})
+        stmt = stmt.where(Message.created_at <= before.created_at, Message.id != before.id)
+    tokens = math.ceil(min(int(db.scalar(stmt) or 0), account.history_chars) / CHARS_PER_TOKEN)
+    reserved = min(account.reserve_tokens + tokens, MAX_TOKENS)
+    prompt = min(account.prompt_tokens + tokens, MAX_TOKENS)
+    return account.model_copy(update={"reserve_tokens": reserved, "prompt_tokens": prompt, "history_chars": 0})
 
 
 def open_record(
@@ -72,11 +78,14 @@ def reopen(db: Session, message_id: uuid.UUID, account: TurnAccount) -> None:
     """Before an answer is resumed: check its user's budgets and reserve its new run (in a transaction)."""
     _lock_user(db, account.user_id)
     if account.history_chars and (answer := db.get(Message, message_id)) is not None:
-        account = with_history(db, account, answer.session_id, answer.created_at)
+        account = with_history(db, account, answer.session_id, answer)
     now = utcnow()
     check_budgets(db, account, now)
     stmt = _new_record(db, message_id, None, account, now)
-    reserved = {"pending": True, "reserved_tokens": account.reserve_tokens}
+    # Dated by this run: a budget is a day's or a month's, and a run resumed today is today's (its record's earlier
+    # runs move with it: counted more, never less).
+    reserved = {"pending": True, "reserved_tokens": account.reserve_tokens, "created_at": now}
+    reserved["reserved_prompt_tokens"] = account.prompt_tokens
     db.execute(stmt.on_conflict_do_update(index_elements=["message_id"], set_=reserved))
 
 
@@ -88,8 +97,9 @@ def open_run(db: Session, message_id: uuid.UUID, now: datetime) -> None:
     user_id = db.scalar(owner.where(Message.id == message_id))
     if user_id is None:
         return
-    stmt = _new_record(db, message_id, None, TurnAccount(user_id=user_id), now)
-    db.execute(stmt.on_conflict_do_update(index_elements=["message_id"], set_={"pending": True}))
+    # Built unvalidated: a session's owner stored before the user-id rule is still billed.
+    stmt = _new_record(db, message_id, None, TurnAccount.model_construct(user_id=user_id), now)
+    db.execute(stmt.on_conflict_do_update(index_elements=["message_id"], set_={"pending": True, "created_at": now}))
 
 
 def _new_record(
@@ -103,6 +113,7 @@ def _new_record(
         "created_at": now,
         "pending": True,
         "reserved_tokens": account.reserve_tokens,
+        "reserved_prompt_tokens": account.prompt_tokens,
     }
     return insert_on_conflict(db.get_bind().dialect.name, _TABLE).values(values)
 
@@ -138,14 +149,15 @@ def check_budgets(db: Session, account: TurnAccount, now: datetime) -> None:
 
 
 def settle(db: Session, message_id: uuid.UUID, usage: dict[str, Any] | None, length: int) -> None:
-    """Add an ended run's tokens: the upstream's figures, else what the answer's text grew by, estimated.
+    """Add an ended run's tokens: the upstream's figures, else estimated: the prompt it reserved (it was sent, and
+    is billed) and what the answer's text grew by.
 
     Only a pending record is settled, so a run is never counted twice.
     """
     totals = {key: value for key, value in (usage or {}).items() if isinstance(value, int)}
     prompt, completion = totals.get("prompt_tokens"), totals.get("completion_tokens")
     total = totals.get("total_tokens", prompt + completion if prompt is not None and completion is not None else None)
-    values: dict[str, Any] = {"pending": False, "reserved_tokens": 0}
+    values: dict[str, Any] = {"pending": False, "reserved_tokens": 0, "reserved_prompt_tokens": 0}
     if total is not None:
         values |= {
             "prompt_tokens": UsageRecord.prompt_tokens + (prompt or 0),
@@ -153,14 +165,21 @@ def settle(db: Session, message_id: uuid.UUID, usage: dict[str, Any] | None, len
             "total_tokens": UsageRecord.total_tokens + total,
         }
     else:
-        counted = math.ceil(length / CHARS_PER_TOKEN)
-        grown = case((UsageRecord.completion_tokens < counted, counted - UsageRecord.completion_tokens), else_=0)
-        values |= {
-            "completion_tokens": UsageRecord.completion_tokens + grown,
-            "total_tokens": UsageRecord.total_tokens + grown,
-            "estimated_tokens": UsageRecord.estimated_tokens + grown,
-        }
+        values |= _estimated(literal(math.ceil(length / CHARS_PER_TOKEN)))
     db.execute(update(UsageRecord).where(UsageRecord.message_id == message_id, UsageRecord.pending).values(values))
+
+
+def _estimated(counted: Any) -> dict[str, Any]:
+    """A run's tokens without the upstream's figures: its prompt as reserved, and its text's growth (``counted``,
+    the tokens of the answer's whole text, of which earlier runs counted some)."""
+    grown = case((UsageRecord.completion_tokens < counted, counted - UsageRecord.completion_tokens), else_=0)
+    prompt = UsageRecord.reserved_prompt_tokens
+    return {
+        "prompt_tokens": UsageRecord.prompt_tokens + prompt,
+        "completion_tokens": UsageRecord.completion_tokens + grown,
+        "total_tokens": UsageRecord.total_tokens + prompt + grown,
+        "estimated_tokens": UsageRecord.estimated_tokens + prompt + grown,
+    }
 
 
 def forget(db: Session, message_id: uuid.UUID) -> None:
@@ -179,10 +198,13 @@ def release_message(db: Session, message_id: uuid.UUID) -> None:
 
 
 def _release(db: Session, answers: ScalarSelect[uuid.UUID]) -> None:
+    """Answers deleted while being generated: their runs end here, charged as estimated (their prompt was sent)."""
+    length = select(func.length(Message.content)).where(Message.id == UsageRecord.message_id).scalar_subquery()
+    counted = (func.coalesce(length, 0) + (CHARS_PER_TOKEN - 1)) // CHARS_PER_TOKEN
     db.execute(
         update(UsageRecord)
         .where(UsageRecord.message_id.in_(answers), UsageRecord.pending)
-        .values(pending=False, reserved_tokens=0)
+        .values(pending=False, reserved_tokens=0, reserved_prompt_tokens=0, **_estimated(counted))
         .execution_options(synchronize_session=False)
     )
 

@@ -10,8 +10,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.chat_gateway.conftest import Service
+from tests.chat_gateway.conftest import Service, sse_events
 from tests.chat_gateway.test_identity import _client, _new_user, _user_key, admin, gateway, idp  # noqa: F401
+from tests.fake_openai import Plan
 
 pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
 
@@ -98,3 +99,34 @@ def test_imported_unfinished_answers_are_never_generated_for_free(
         resumed = as_user.post(f"/chat/messages/{stored['id']}/resume")
         assert resumed.status_code == 429  # resumable, through the budgeted path only
         assert len(fake_openai.state.requests) == asked
+
+
+def test_cancelling_runs_over_a_long_prompt_spends_the_budget_all_the_same(
+    gateway: Service,  # noqa: F811
+    admin: httpx.Client,  # noqa: F811
+    fake_openai: FastAPI,
+) -> None:
+    """A run cancelled before the upstream's last chunk has no upstream figures: it is charged its prompt, so a
+    loop of long prompts cancelled at once is refused once the budget is spent, as any other."""
+    user_id, budget = _new_user(), 3_000
+    key = _user_key(admin, user_id, limits={"tokens_per_day": budget})
+    fake_openai.state.default_plan = Plan(delay=0.05)
+    started, refused = 0, None
+    try:
+        with _client(gateway, key) as as_user:
+            for _ in range(10):
+                body = {"message": "Summarise: " + "lorem ipsum " * 330, "stream": True, "options": {"max_tokens": 5}}
+                with as_user.stream("POST", "/chat", json=body) as stream:
+                    if stream.status_code == 429:
+                        refused = stream
+                        break
+                    assert stream.status_code == 200
+                    started += 1
+                    first = next(event for event in sse_events(stream) if event.event == "start")
+                    assert as_user.post(f"/chat/messages/{first.data['message_id']}/cancel").status_code == 200
+    finally:
+        fake_openai.state.default_plan = Plan()
+    assert refused is not None, f"{started} long prompts started and cancelled, none refused"
+    assert started <= 4  # about a thousand tokens of prompt each: three spend the budget
+    used = admin.get("/usage", params={"user_id": user_id}).json()["total_tokens"]
+    assert budget <= used <= budget + 1_100

@@ -109,11 +109,14 @@ def test_open_mode_is_refused_on_an_address_others_can_reach(
 
 
 @pytest.mark.usefixtures("nothing_from_outside")
-def test_the_app_is_not_built_open_on_every_address(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_app_is_not_built_open_on_every_address(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setattr(sys, "argv", ["uvicorn", "chat_gateway.main:create_app", "--factory", "--host", "0.0.0.0"])
     with pytest.raises(SystemExit) as info:
         create_app(Settings(api_key=SecretStr("k")))
-    assert str(info.value).startswith("chat_gateway: open mode on 0.0.0.0 (uvicorn's --host), not a loopback")
+    assert info.value.code == 3  # uvicorn's start-up failure: --workers' supervisor stops rather than respawn it
+    assert capsys.readouterr().err.startswith("chat_gateway: open mode on 0.0.0.0 (uvicorn's --host), not a loopback")
     assert create_app(Settings(api_key=SecretStr("k"), allow_open=True)).state.settings.allow_open
     assert not create_app(Settings(api_key=SecretStr("k"), chat_admin_keys=SecretStr("a"))).state.settings.open_mode
     monkeypatch.setattr(sys, "argv", ["uvicorn", "chat_gateway.main:create_app", "--factory"])

@@ -190,3 +190,23 @@ def test_a_long_history_is_reserved_before_it_is_sent(client: TestClient) -> Non
     while user.running:
         user.end(user.running[0], "complete")
     assert client.get("/usage", params={"user_id": user.user_id}).json()["total_tokens"] <= 100 + user.costliest
+
+
+def test_a_run_ended_without_the_upstreams_figures_pays_for_its_prompt(client: TestClient) -> None:
+    """Cancelled, deleted, failed or from an upstream that sends none: its prompt was sent, and is billed."""
+    user = User(client, budget=10_000)
+    account = user.account(4_000, 10, history=False)  # 1,000 tokens of prompt, reserved
+    ended = []
+    for _ in range(2):
+        session_id = str(uuid.uuid4())
+        body = {"session": {"user_id": user.user_id, "title": "t"}, "inputs": [{"content": "q"}], "owner": "gw"}
+        turn = client.post(f"/sessions/{session_id}/turns", json=body | {"account": account})
+        assert turn.status_code == 201, turn.text
+        ended.append((session_id, turn.json()["answer"]["id"]))
+    # One cancelled with 8 characters written, the other deleted while it is generated.
+    client.post(f"/messages/{ended[0][1]}/append", json={"offset": 0, "text": "Lyon sit"})
+    assert client.patch(f"/messages/{ended[0][1]}", json={"status": "failed", "error": "cancelled"}).status_code == 200
+    assert client.delete(f"/sessions/{ended[1][0]}").status_code == 204
+    report = client.get("/usage", params={"user_id": user.user_id}).json()
+    assert report["total_tokens"] == 1_000 + 2 + 1_000
+    assert report["rows"][0]["estimated_tokens"] == report["total_tokens"]
