@@ -107,6 +107,12 @@ class Settings(ServiceSettings):
     flush_interval_seconds: float = Field(default=1.0, gt=0)
     flush_bytes: int = Field(default=4096, ge=1)
     history_budget_chars: int = Field(default=24_000, ge=0)
+    # Where an answer's text is made durable before a client is shown it (chat_gateway/answer_log.py): a Redis URL
+    # (redis://, rediss:// or unix://; a secret, since it may hold a password). Unset: persistence itself, one
+    # write per chunk at a steady rate instead of one per FLUSH_INTERVAL_SECONDS.
+    answer_log_url: SecretStr | None = None
+    # How long an append to the log may take before the generation gives up on the log and uses persistence.
+    answer_log_timeout_seconds: float = Field(default=1.0, gt=0, le=60)
 
     # One retry policy for the upstream: starting a stream and continuing an interrupted one.
     retry_attempts: int = Field(default=4, ge=1, le=20)
@@ -132,6 +138,13 @@ class Settings(ServiceSettings):
     tokens_per_month: int | None = Field(default=None, ge=1)
     # What an answer without max_tokens counts for against a token budget until its usage is known.
     budget_reserve_tokens: int = Field(default=1024, ge=0)
+
+    @field_validator("answer_log_url")
+    @classmethod
+    def _check_answer_log_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and urlsplit(value.get_secret_value()).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
 
     @field_validator("auth_failure_limit")
     @classmethod

@@ -13,7 +13,7 @@ from fastapi import Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
 from httpx_aiohttp import AiohttpTransport
 
-from chat_gateway import openai_format
+from chat_gateway import answer_log, openai_format
 from chat_gateway.api import accounts, chat, health, openai_compat, openai_conversations, responses, sessions, web
 from chat_gateway.catalog import ModelCatalog
 from chat_gateway.config import Settings, uvicorn_host
@@ -75,7 +75,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     client = create_client(settings)
     if client is None:
         logger.warning("no upstream key configured: chat calls will answer 503")
-    answers = Answers(settings, persistence, client)
+    log = (
+        None
+        if settings.answer_log_url is None
+        else answer_log.connect(settings.answer_log_url.get_secret_value(), settings.answer_log_timeout_seconds)
+    )
+    if log is None:
+        logger.info("no ANSWER_LOG_URL: text is shown once persistence holds it (a write per chunk)")
+    answers = Answers(settings, persistence, client, log)
     identity_provider = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
     app.state.auth = Authenticator.build(
         settings, persistence, rate_limiter(settings, "chat_gateway"), identity_provider
@@ -94,6 +101,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await recovery
         await answers.shutdown(settings.shutdown_grace_seconds)
         await persistence.http.aclose()
+        if log is not None:
+            await log.close()
         await identity_provider.aclose()
         if client is not None:
             await client.close()

@@ -16,6 +16,7 @@ import time
 
 import httpx
 import openai
+from redis.exceptions import RedisError
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -148,4 +149,15 @@ def last_save(settings: Settings) -> AsyncRetrying:
         wait=wait_fixed(min(1.0, settings.flush_interval_seconds)),
         retry=retry_if_result(lambda saved: saved is not True),
         retry_error_callback=lambda _state: False,
+    )
+
+
+def answer_log(settings: Settings) -> AsyncRetrying:
+    """Reading a claimed answer's logged text: its clients may have been shown text that only the log holds, so
+    it is tried for a lease's time (a Redis restart, a failover) before the answer goes on without it."""
+    return AsyncRetrying(
+        stop=stop_after_delay(settings.lease_seconds),
+        wait=wait_exponential_jitter(multiplier=settings.retry_initial_wait, max=1.0),
+        retry=retry_if_exception(lambda exc: isinstance(exc, RedisError | OSError)),
+        reraise=True,
     )

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from chat_gateway import retry
+from chat_gateway.answer_text import AnswerText
 from chat_gateway.config import Settings
 from chat_gateway.persistence_client import AnswerStore, PersistenceError
 from shared import Conflict, MessageStatus, NotFound, OffsetMismatch, ServiceUnavailable
@@ -25,7 +26,7 @@ StopReason = Literal["cancelled", "lease_lost", "deleted", "refused", "shutdown"
 
 
 class AnswerWriter:
-    """Saves ``text()`` (the answer so far, saved or not) from ``saved`` on, under the lease ``owner`` holds.
+    """Saves ``buffer``'s text from where persistence's copy ends (``buffer.saved``), under this gateway's lease.
 
     A write persistence refuses for good stops the generation through ``stop``: ``lease_lost`` (taken over
     or cancelled), ``deleted`` (its session went), ``refused`` (a 4xx no retry changes; ``refused`` says why).
@@ -35,8 +36,7 @@ class AnswerWriter:
         self,
         message_id: uuid.UUID,
         *,
-        text: Callable[[], str],
-        saved: int,
+        buffer: AnswerText,
         persistence: AnswerStore,
         settings: Settings,
         stop: Callable[[StopReason], None],
@@ -44,8 +44,7 @@ class AnswerWriter:
     ) -> None:
         """``leased_at``: when (``time.monotonic``) the request that gave this gateway the lease was sent."""
         self.message_id = message_id
-        self._text = text
-        self.saved = saved  # how much of the text persistence is known to hold
+        self.buffer = buffer
         self.persistence = persistence
         self.settings = settings
         self._stop = stop
@@ -57,6 +56,14 @@ class AnswerWriter:
         self._last_write = time.monotonic()
         self._flush_now = asyncio.Event()
         self._closing = False
+
+    @property
+    def saved(self) -> int:
+        """How much of the text persistence is known to hold."""
+        return self.buffer.saved
+
+    def _text(self) -> str:
+        return self.buffer.text
 
     def wake(self) -> None:
         """Write now rather than at the next interval."""
@@ -115,7 +122,7 @@ class AnswerWriter:
         end = self._end_to_save()
         sent = time.monotonic()
         try:
-            self.saved = await self.persistence.append(
+            saved = await self.persistence.append(
                 self.message_id,
                 self.saved,
                 self._text()[self.saved : end],
@@ -123,6 +130,7 @@ class AnswerWriter:
                 lease_seconds=lease_seconds or self.settings.lease_seconds,
                 finish=finish,
             )
+            self.buffer.mark_saved(saved)
         except ServiceUnavailable as exc:
             logger.warning("answer %s: text kept in memory, persistence unreachable: %s", self.message_id, exc)
             return False
@@ -162,6 +170,6 @@ class AnswerWriter:
         text = self._text()
         ours = stored.lease_owner == self.settings.instance_id and stored.status == MessageStatus.IN_PROGRESS
         if ours and len(stored.content) > self.saved and text.startswith(stored.content):
-            self.saved = len(stored.content)
+            self.buffer.mark_saved(len(stored.content))
             return True
         return False

@@ -16,6 +16,7 @@ from openai import AsyncOpenAI, AsyncStream
 from openai.types.chat import ChatCompletionMessageParam
 
 from chat_gateway import retry
+from chat_gateway.answer_log import AnswerLog, LogError
 from chat_gateway.config import Settings
 from chat_gateway.following import TERMINAL, Follower
 from chat_gateway.generation import Generation, StreamEvent
@@ -61,10 +62,17 @@ def _lease_is_live(message: MessageDetail) -> bool:
 class Answers:
     """The answers this instance generates, and every way to reach an answer wherever it is generated."""
 
-    def __init__(self, settings: Settings, persistence: PersistenceClient, client: AsyncOpenAI | None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        persistence: PersistenceClient,
+        client: AsyncOpenAI | None,
+        log: AnswerLog | None = None,
+    ) -> None:
         self.settings = settings
         self.persistence = persistence
         self.client = client
+        self.log = log
         self._live: dict[uuid.UUID, Generation] = {}
         self._follower = Follower(settings, persistence, self._live)
         self._claiming: set[uuid.UUID] = set()
@@ -305,7 +313,7 @@ class Answers:
             claimed = await self.persistence.claim(answer.id, self.settings.instance_id, self.settings.lease_seconds)
         finally:
             self._claiming.discard(answer.id)
-        self._start(claimed, client, model=model, prompt=prompt, leased_at=leased_at)
+        self._start(claimed, client, model=model, prompt=prompt, leased_at=leased_at, taken_over=True)
         return claimed
 
     def _start(
@@ -317,8 +325,10 @@ class Answers:
         prompt: list[ChatCompletionMessageParam] | None,
         opening: "asyncio.Task[AsyncStream[object]] | None" = None,
         leased_at: float | None = None,
+        taken_over: bool = False,
     ) -> None:
-        """Generate an answer this instance holds the lease of (since ``leased_at``, on the monotonic clock)."""
+        """Generate an answer this instance holds the lease of (since ``leased_at``, on the monotonic clock);
+        ``taken_over``: claimed, rather than stored with its turn."""
         generation = Generation(
             claimed,
             model=model or claimed.model or self.settings.openai_model,
@@ -329,6 +339,8 @@ class Answers:
             prompt=prompt,
             opening=opening,
             leased_at=leased_at,
+            log=self.log,
+            taken_over=taken_over,
         )
         self._live[claimed.id] = generation
         generation.start()
@@ -405,7 +417,9 @@ class Answers:
         for answer in await self.persistence.stale(self.settings.instance_id):
             if self._busy_here(answer):
                 continue
-            if self._may_have_been_refused(answer):
+            if self._may_have_been_refused(answer) and not (shown := await self._was_shown(answer)):
+                if shown is None:  # not known: asked again at the next scan
+                    continue
                 # Its gateway never wrote to it, not even to renew its lease, and has had time to give up on its
                 # turn and tell its client the chat failed (_settle_turn): it ends failed, never generated. A retry
                 # of the chat with its Idempotency-Key takes it up again.
@@ -422,6 +436,17 @@ class Answers:
                 taken += answer.id in self._live
         RECOVERED.inc(taken)
         return taken
+
+    async def _was_shown(self, answer: MessageDetail) -> bool | None:
+        """Whether an answer with nothing saved had text shown to its clients: text the answer log holds (None:
+        the log is unreachable). Without a log, shown text is saved text."""
+        if self.log is None:
+            return False
+        try:
+            return await self.log.logged_length(answer.id) > 0
+        except LogError as exc:
+            logger.warning("answer %s: the answer log is unreachable, its recovery waits: %s", answer.id, exc)
+            return None
 
     def _may_have_been_refused(self, answer: MessageDetail) -> bool:
         """Whether an orphan's client may have been told its chat failed: its gateway never wrote to it, and

@@ -5,10 +5,15 @@ trailing assistant message exactly, the way llama.cpp does (stopping at ``max_to
 ``Plan(restart=True)``, as a model that starts a new message and repeats the words it is asked to. Each request
 takes the next scripted ``Plan`` (default: behave): drop the connection after k tokens, answer an error status (with
 Retry-After), stall before the first token, or go slowly.
+
+With ``app.state.sample = True`` it writes as a model that samples does: new words on every request, a
+continuation's included (the partial answer, then words never sent before), so text a client was shown and
+nobody saved is never written again.
 """
 
 import asyncio
 import json
+import random
 import re
 import time
 from collections import deque
@@ -29,6 +34,51 @@ MODEL = "fake-model"
 
 def tokens(text: str) -> list[str]:
     return re.findall(r"\S+\s*|\s+", text)
+
+
+VOCABULARY = (
+    "amber",
+    "basalt",
+    "cedar",
+    "delta",
+    "ember",
+    "fjord",
+    "granite",
+    "harbor",
+    "iris",
+    "juniper",
+    "kestrel",
+    "lagoon",
+    "meadow",
+    "nectar",
+    "orchid",
+    "pebble",
+    "quartz",
+    "river",
+    "saffron",
+    "tundra",
+    "umber",
+    "violet",
+    "willow",
+    "xenon",
+    "yarrow",
+    "zephyr,",
+    "alpine.",
+    "brisk;",
+    "crimson!",
+    "dune?",
+    "élan",
+    "naïve",
+    "café",
+    "über",
+)
+
+
+def sampled(partial: str, words: int) -> str:
+    """An answer as a sampling model writes it: ``partial`` (empty for a new one), then ``words`` words drawn
+    afresh, whatever was drawn for the same question before."""
+    draw = random.Random()
+    return partial + "".join(f"{draw.choice(VOCABULARY)} " for _ in range(words))
 
 
 @dataclass
@@ -111,6 +161,7 @@ def create_fake_openai() -> FastAPI:
     app.state.text = TEXT  # the answer to every question
     app.state.answer = None  # or a function of the conversation that answers it (the demo's)
     app.state.default_plan = Plan()  # what a request without a scripted plan gets
+    app.state.sample = False  # new words on every request (see the module's docstring)
 
     app.state.models = None  # the ids GET /v1/models lists; None: the server has no such route (a 404)
 
@@ -132,6 +183,10 @@ def create_fake_openai() -> FastAPI:
             error = {"error": {"message": message, "type": "fake", "code": None}}
             return JSONResponse(error, status_code=plan.status, headers=headers)
         answer = app.state.answer(body["messages"]) if app.state.answer is not None else app.state.text
+        if app.state.sample:
+            last = body["messages"][-1]
+            partial = str(last.get("content") or "") if last.get("role") == "assistant" else ""
+            answer = sampled(partial, max(0, len(tokens(answer)) - len(tokens(partial))))
         text = remaining_text(body["messages"], plan, answer)
         parts = tokens(text)
         finish_reason = "tool_calls" if plan.tool_calls else "stop"

@@ -80,11 +80,15 @@ def test_each_compose_file_runs_alone_on_the_shared_external_network() -> None:
 
 def test_files_merge_into_the_whole_system() -> None:
     services = _merged()["services"]
-    assert set(services) == {"db", "persistence", "pgadmin", "gateway"}
+    assert set(services) == {"db", "persistence", "pgadmin", "gateway", "answer-log"}
     assert services["pgadmin"]["profiles"] == ["tools"]
     assert services["db"]["image"] == "postgres:16"
     assert services["persistence"]["depends_on"] == {"db": {"condition": "service_healthy"}}
     assert services["gateway"]["environment"]["API_BASE_URL"] == "http://persistence:8000"
+    # The answer log keeps every append on disk before acknowledging it, and is reached by the gateway only.
+    assert services["answer-log"]["command"][1:] == ["--appendonly", "yes", "--appendfsync", "always", "--save", ""]
+    assert "ports" not in services["answer-log"]
+    assert services["gateway"]["environment"]["ANSWER_LOG_URL"].endswith("redis://answer-log:6379/0}")
 
 
 def test_every_secret_has_a_committed_example_and_is_mounted_where_the_code_reads_it() -> None:

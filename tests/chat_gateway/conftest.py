@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from shared import MessageRole, MessageStatus
 from shared.contract import AnswerFinish, MessageDetail
 from tests.conftest import fresh_postgres_database, serve, unreachable
-from tests.fake_openai import TEXT, create_fake_openai
+from tests.fake_openai import TEXT, Plan, create_fake_openai
 
 PERSISTENCE_KEY = "e2e-persistence-key"
 
@@ -133,6 +133,8 @@ def fake_openai(_fake_openai_server: tuple[FastAPI, str]) -> FastAPI:
     app.state.open_streams = 0
     app.state.text = TEXT
     app.state.models = None
+    app.state.sample = False
+    app.state.default_plan = Plan()
     return app
 
 

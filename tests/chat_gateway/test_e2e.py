@@ -35,6 +35,7 @@ from tests.chat_gateway.conftest import (
     sse_events,
     wait_for,
 )
+from tests.conftest import redis_url_or_skip
 from tests.fake_openai import TEXT, Plan, tokens
 
 pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
@@ -481,12 +482,31 @@ def _in_progress(store: httpx.Client) -> str | None:
     return message_id
 
 
-def test_partial_text_is_written_in_batches(gateway: Service, store: httpx.Client, fake_openai: FastAPI) -> None:
+def test_partial_text_is_written_in_batches_with_an_answer_log(
+    tmp_path: Path, persistence: Service, store: httpx.Client, fake_openai: FastAPI, fake_openai_url: str
+) -> None:
+    """The log makes each chunk durable before it is shown; persistence receives batches."""
     fake_openai.state.plans.append(Plan(delay=0.01))
-    body = httpx.post(f"{gateway.url}/chat", json={"message": "hi"}, timeout=30).json()
+    env = gateway_env(tmp_path, persistence.url, fake_openai_url, ANSWER_LOG_URL=redis_url_or_skip())
+    logging = Service("chat_gateway.main:create_app", env, tmp_path / "logging.log").start()
+    try:
+        body = httpx.post(f"{logging.url}/chat", json={"message": "hi"}, timeout=30).json()
+    finally:
+        logging.kill(signal.SIGTERM)
     final = read_message(store, body["message_id"])
     writes = final["version"] - 3  # minus the create, the claim and the final status
     assert 1 <= writes <= len(tokens(TEXT)) // 2, writes
+
+
+def test_without_an_answer_log_each_write_follows_the_last(
+    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+) -> None:
+    """Persistence makes text durable: a write as soon as the one before returned, so at most one per chunk."""
+    fake_openai.state.plans.append(Plan(delay=0.01))
+    body = httpx.post(f"{gateway.url}/chat", json={"message": "hi"}, timeout=30).json()
+    final = read_message(store, body["message_id"])
+    assert (final["content"], final["status"]) == (TEXT, "complete")
+    assert 1 <= final["version"] - 3 <= len(tokens(TEXT))
 
 
 def test_stopped_gateway_finishes_answers_within_its_grace_period(

@@ -12,6 +12,7 @@ from pydantic import SecretStr
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from chat_gateway.answer_log import AnswerLog, connect
 from chat_gateway.config import Settings
 from chat_gateway.generation import Generation
 from chat_gateway.persistence_client import AnswerStore, PersistenceError
@@ -82,7 +83,11 @@ async def _clients_closed() -> AsyncIterator[None]:
 
 
 def _generation(
-    settings: Settings, store: AnswerStore, upstream_url: str, answer: MessageDetail | None = None
+    settings: Settings,
+    store: AnswerStore,
+    upstream_url: str,
+    answer: MessageDetail | None = None,
+    log: AnswerLog | None = None,
 ) -> Generation:
     client = AsyncOpenAI(api_key="sk", base_url=upstream_url, max_retries=0)
     _CLIENTS.append(client)
@@ -94,6 +99,7 @@ def _generation(
         client=client,
         on_finish=lambda _generation: None,
         prompt=[{"role": "user", "content": "Hi"}],
+        log=log,
     )
 
 
@@ -176,6 +182,42 @@ async def test_the_first_words_reach_listeners_before_a_buffered_answer_is_read_
     assert read_when_first_sent == len(WORDS[0])
     assert "".join(received) == "".join(WORDS)
     assert "".join(store.appended) == "".join(WORDS)
+
+
+async def _durable_when_shown(generation: Generation, store: _Store) -> str:
+    """What a listener is given, each piece checked to be saved already when it is given."""
+    shown = ""
+    async for event in generation.events(0):
+        shown += event.text
+        if event.kind == "delta":
+            assert event.offset <= len("".join(store.appended)), "shown before it was saved"
+    return shown
+
+
+@pytest.mark.parametrize("path", ["/v1", "/slow/v1"])
+async def test_without_an_answer_log_a_listener_is_given_only_saved_text(upstream_url: str, path: str) -> None:
+    url = upstream_url.replace("/v1", path)
+    store = _Store()
+    generation = _generation(Settings(api_key=SecretStr("k"), openai_api_key=SecretStr("sk")), store, url)
+    generation.start()
+    assert await _durable_when_shown(generation, store) == "".join(WORDS) == "".join(store.appended)
+
+
+async def test_with_its_answer_log_unreachable_a_generation_makes_text_durable_in_persistence(
+    upstream_url: str,
+) -> None:
+    slow = upstream_url.replace("/v1", "/slow/v1")
+    store = _Store()
+    settings = Settings(api_key=SecretStr("k"), openai_api_key=SecretStr("sk"))
+    log = connect("redis://127.0.0.1:1/0", timeout_seconds=0.2)
+    generation = _generation(settings, store, slow, log=log)
+    generation.start()
+    try:
+        assert await _durable_when_shown(generation, store) == "".join(WORDS) == "".join(store.appended)
+    finally:
+        await log.close()
+    assert generation.log_writer is not None
+    assert not generation.log_writer.working
 
 
 async def test_an_answer_deleted_while_generated_stops_generating(upstream_url: str) -> None:

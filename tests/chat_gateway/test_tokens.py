@@ -328,8 +328,7 @@ async def test_a_token_past_the_length_bound_is_refused_undecoded(
     monkeypatch.setattr(jwt, "get_unverified_header", never)
     monkeypatch.setattr(jwt, "decode", never)
     assert await refused(check, too_long) == f"invalid token: longer than {MAX_TOKEN_LENGTH} characters"
-    started = time.monotonic()
+    # Fifty million characters: refused by their length alone (``never`` above), however long the machine takes.
     assert (
         await refused(check, "e" * 50_000_000 + ".e.e") == f"invalid token: longer than {MAX_TOKEN_LENGTH} characters"
     )
-    assert time.monotonic() - started < 0.1

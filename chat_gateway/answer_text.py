@@ -1,0 +1,55 @@
+"""The text of an answer this gateway generates, and how much of it is where: one buffer that the generation
+fills, the writers (persistence's, the answer log's) mark as they save it, and listeners read.
+
+A listener is given ``text[:durable]`` and nothing past it: text that persistence or the answer log holds,
+which whoever continues the answer goes on from. What a client was shown is therefore always the start of
+the answer as it will be stored, however the gateway that showed it ends.
+"""
+
+import asyncio
+
+
+class AnswerText:
+    def __init__(self, content: str) -> None:
+        self.text = content  # everything generated so far, durable or not
+        self.saved = len(content)  # persistence holds text[:saved]
+        self.logged = 0  # the answer log holds text[:logged]
+        self._changed: asyncio.Future[None] | None = None
+
+    @property
+    def durable(self) -> int:
+        """How much of the text may be shown: what persistence or the answer log holds."""
+        return max(self.saved, self.logged)
+
+    def add(self, text: str) -> None:
+        self.text += text
+
+    def mark_saved(self, length: int) -> None:
+        self._advance(length, self.logged)
+
+    def mark_logged(self, length: int) -> None:
+        self._advance(self.saved, length)
+
+    def restart_from(self, text: str, logged: int) -> None:
+        """Go on from ``text`` (a takeover's, longer than what persistence returned), ``logged`` of it logged."""
+        self.text, self.logged = text, logged
+        self.notify()
+
+    def _advance(self, saved: int, logged: int) -> None:
+        durable = self.durable
+        self.saved, self.logged = saved, logged
+        if self.durable > durable:
+            self.notify()
+
+    def notify(self) -> None:
+        """Wake the listeners: more text is durable, or the answer ended."""
+        # The future exists only while someone waits: most changes come before a listener is back to wait.
+        changed, self._changed = self._changed, None
+        if changed is not None and not changed.done():
+            changed.set_result(None)
+
+    async def changed(self) -> None:
+        if self._changed is None:
+            self._changed = asyncio.get_running_loop().create_future()
+        # Shielded: a listener that goes away must not cancel the future the others wait on.
+        await asyncio.shield(self._changed)
