@@ -157,7 +157,9 @@ def answer_log(settings: Settings) -> AsyncRetrying:
     it is tried for a lease's time (a Redis restart, a failover) before the answer goes on without it."""
     return AsyncRetrying(
         stop=stop_after_delay(settings.lease_seconds),
-        wait=wait_exponential_jitter(multiplier=settings.retry_initial_wait, max=1.0),
+        wait=wait_exponential_jitter(
+            multiplier=settings.retry_initial_wait, jitter=settings.retry_initial_wait, max=1.0
+        ),
         retry=retry_if_exception(lambda exc: isinstance(exc, RedisError | OSError)),
         reraise=True,
     )

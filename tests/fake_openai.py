@@ -78,7 +78,9 @@ def sampled(partial: str, words: int) -> str:
     """An answer as a sampling model writes it: ``partial`` (empty for a new one), then ``words`` words drawn
     afresh, whatever was drawn for the same question before."""
     draw = random.Random()
-    return partial + "".join(f"{draw.choice(VOCABULARY)} " for _ in range(words))
+    drawn = " ".join(draw.choice(VOCABULARY) for _ in range(words))
+    # Words, as a model writes them: no trailing space (a page shows none), one space after a cut word.
+    return partial + (" " if partial and not partial[-1].isspace() else "") + drawn
 
 
 @dataclass

@@ -580,11 +580,19 @@ def test_reattach_through_another_gateway_follows_the_answer(
 def test_reattach_through_another_gateway_from_text_not_yet_saved_waits_for_it(
     tmp_path: Path, gateway: Service, persistence: Service, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
-    """The client saw more than the first gateway had saved (it saves once a second): the other gateway waits
-    for that text to be saved, then goes on from the client's offset, instead of ending the stream in error."""
+    """The client saw text the first gateway had logged but not yet saved to persistence (which it does every
+    30 s): the other gateway waits for that text to be saved, then goes on from the client's offset, instead of
+    ending the stream in error."""
     fake_openai.state.plans.append(Plan(delay=0.03))
     upstream = gateway.env["OPENAI_BASE_URL"].removesuffix("/v1")
-    env = gateway_env(tmp_path, persistence.url, upstream, FLUSH_INTERVAL_SECONDS="30", FLUSH_BYTES="100000")
+    env = gateway_env(
+        tmp_path,
+        persistence.url,
+        upstream,
+        ANSWER_LOG_URL=redis_url_or_skip(),
+        FLUSH_INTERVAL_SECONDS="30",
+        FLUSH_BYTES="100000",
+    )
     saving_late = Service("chat_gateway.main:create_app", env, tmp_path / "late.log").start()
     try:
         with streaming_chat(saving_late, deltas=12) as (message_id, first):
