@@ -4,15 +4,22 @@
    upstream vs through the gateway (persistence on PostgreSQL), and the gateway's CPU per relayed chunk
    (from its own /proc accounting). With ``--litellm``, the same at concurrency 1 through LiteLLM's proxy,
    the alternative, in the same run, and the gateway's figures as fractions of LiteLLM's.
+3d. Reader delay: per token, from the upstream sending it to the client holding it, with a 50 tokens/s upstream
+   and several streams at once (bench/reader_delay.py).
 4. Write amplification: persistence requests per 1,000 streamed tokens and bytes sent to persistence per
-   byte of answer, counted by a proxy between the gateway and persistence, at a steady token rate.
+   byte of answer, counted by a proxy between the gateway and persistence, unpaced and at 50 tokens/s; with
+   ``--answer-log``, both with the log and without it (issue 37: without, each chunk is saved before it is shown).
 5. Resume savings: answers break off at 80% and the gateway resumes them; tokens the upstream sent for
    the resumes vs for a whole answer.
 6. Memory: the gateway's resident memory with 200 streams open at once.
 
 Every service runs in its own process, as users run them; the clients and the proxy run here.
 
-    python -m bench.gateway [--quick] [--litellm .venv-litellm/bin/litellm]
+With ``--answer-log`` the gateways run with the answer log (ANSWER_LOG_URL), as compose runs them: in the Redis at
+BENCH_REDIS_URL (default redis://127.0.0.1:6379/13), at another URL given, or with ``--answer-log compose`` in a
+redis-server of the run's own configured as compose's (an fsync per append).
+
+    python -m bench.gateway [--quick] [--litellm .venv-litellm/bin/litellm] [--answer-log [URL|compose]]
 """
 
 import argparse
@@ -34,7 +41,8 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
-from bench.common import KEY, save_results, scratch_directory, service_env
+from bench.common import KEY, code_env, redis_durability, redis_server, save_results, scratch_directory, service_env
+from bench.reader_delay import ReaderDelay, reader_delays
 from tests.chat_gateway.conftest import Service, free_port
 from tests.conftest import DEFAULT_TEST_DATABASE_URL, temporary_database
 
@@ -100,7 +108,11 @@ def litellm(tmp: str, command: str, upstream_url: str) -> Iterator[tuple[str, in
 
 
 @contextmanager
-def gateway(tmp: str, persistence_url: str, upstream_url: str) -> Iterator[Service]:
+def gateway(
+    tmp: str, persistence_url: str, upstream_url: str, answer_log: str | None = None, code: str | None = None
+) -> Iterator[Service]:
+    """A gateway, with the answer log at ``answer_log`` if given, from the source tree ``code`` if given."""
+    log = {} if answer_log is None else {"ANSWER_LOG_URL": answer_log}
     env = service_env(
         tmp,
         RATE_LIMIT="1000000/second",  # the default suits real clients, not a load generator
@@ -111,12 +123,21 @@ def gateway(tmp: str, persistence_url: str, upstream_url: str) -> Iterator[Servi
         OPENAI_MODEL="bench",
         RETRY_INITIAL_WAIT="0",
         RETRY_MAX_WAIT="0",
+        **log,
+        **code_env(code),
     )
     service = Service("chat_gateway.main:create_app", env, Path(tmp) / f"gateway-{free_port()}.log").start()
     try:
         yield service
     finally:
         service.kill(signal.SIGTERM)
+
+
+def persistence_service(tmp: str, database_url: str, code: str | None = None) -> Service:
+    """Persistence on ``database_url``, from the source tree ``code`` if given, started."""
+    env = service_env(tmp, API_KEY=KEY, DATABASE_URL=database_url, **code_env(code))
+    workers = ("--workers", str(os.cpu_count() or 2))
+    return Service("persistence.main:create_app", env, Path(tmp) / f"persistence-{free_port()}.log", workers).start()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -379,6 +400,8 @@ def compared(
 
 @dataclass
 class Amplification:
+    configuration: str  # "answer log" or "no log"
+    upstream: str  # "unpaced" or "50 tokens/s"
     answers: int
     tokens: int
     answer_bytes: int
@@ -388,13 +411,25 @@ class Amplification:
     wire_bytes_per_answer_byte: float
 
 
-def amplification(tmp: str, persistence: Service, upstream_url: str, answers: int) -> Amplification:
+def amplification(
+    tmp: str,
+    persistence: Service,
+    upstream_url: str,
+    answers: int,
+    answer_log: str | None = None,
+    code: str | None = None,
+    paced: bool = False,
+) -> Amplification:
+    """Writes to persistence for ``answers`` answers at once through a gateway of their own (with the answer log
+    at ``answer_log``, from the tree ``code``), counted by a proxy in front of persistence."""
+
     async def run() -> Amplification:
         proxy = CountingProxy(persistence.port)
         proxy_url = await proxy.start()
         with ExitStack() as stack:
             # Started from a thread: the proxy must keep serving while the gateway starts.
-            service = await asyncio.to_thread(stack.enter_context, gateway(tmp, proxy_url, upstream_url))
+            started = gateway(tmp, proxy_url, upstream_url, answer_log, code)
+            service = await asyncio.to_thread(stack.enter_context, started)
             proxy.requests.clear()
             proxy.wire_bytes = proxy.body_bytes = 0
             done = await streams(service.url, answers, answers)
@@ -407,6 +442,8 @@ def amplification(tmp: str, persistence: Service, upstream_url: str, answers: in
         tokens = len(done) * CHUNKS
         answer_bytes = sum(len(s.text.encode()) for s in done)
         return Amplification(
+            "no log" if answer_log is None else "answer log",
+            "50 tokens/s" if paced else "unpaced",
             answers,
             tokens,
             answer_bytes,
@@ -485,14 +522,16 @@ class ToolCallRelay:
     ratio: float
 
 
-def tool_call_relay(tmp: str, persistence: Service, count: int, rounds: int = 5) -> ToolCallRelay:
+def tool_call_relay(
+    tmp: str, persistence: Service, count: int, rounds: int = 5, answer_log: str | None = None
+) -> ToolCallRelay:
     """Section 3b: ``count`` answers of one call each and ``count`` of text, each through a gateway of its own,
     in alternating rounds (the one that goes first alternating too): the machine's drift lands on both."""
     with (
         upstream("--tool-calls") as calls,
         upstream() as text,
-        gateway(tmp, persistence.url, calls) as tool_gateway,
-        gateway(tmp, persistence.url, text) as text_gateway,
+        gateway(tmp, persistence.url, calls, answer_log) as tool_gateway,
+        gateway(tmp, persistence.url, text, answer_log) as text_gateway,
     ):
         cpu: dict[str, list[float]] = {"tool": [], "text": []}
         sides = [("tool", calls, tool_gateway), ("text", text, text_gateway)]
@@ -541,13 +580,19 @@ def responses_relay(upstream_url: str, service: Service, rounds: int, count: int
 
 @dataclass
 class Report:
+    answer_log: str | None = None  # its URL and how it keeps what it acknowledged; None: without one
     relay: list[Relay] = field(default_factory=list)
     tool_calls: ToolCallRelay | None = None
     responses: ResponsesRelay | None = None
     alternative: Alternative | None = None
+    reader_delay: dict[str, ReaderDelay] = field(default_factory=dict)  # "direct" and "gateway"
     amplification: list[Amplification] = field(default_factory=list)
     resume: Resume | None = None
     memory: Memory | None = None
+
+
+PACED = ("--delay", "0.02")  # 50 tokens/s, a typical hosted model
+BENCH_REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 
 
 def main(argv: list[str] | None = None) -> Report:
@@ -555,50 +600,87 @@ def main(argv: list[str] | None = None) -> Report:
     parser.add_argument("--quick", action="store_true", help="a few streams each: checks the harness only")
     parser.add_argument("--database-url", default=os.environ.get("TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL))
     parser.add_argument("--litellm", metavar="COMMAND", help="LiteLLM's `litellm` command: compare the relay with it")
+    parser.add_argument(
+        "--answer-log", nargs="?", const=BENCH_REDIS_URL, metavar="URL|compose", help="run the gateways with it"
+    )
     args = parser.parse_args(argv)
-    quick = args.quick
-    levels = [(1, 5), (16, 16), (64, 64)] if quick else [(1, 100), (16, 320), (64, 256)]
     report = Report()
     with (
         temporary_database(sa.make_url(args.database_url), prefix="bench") as url,
         scratch_directory() as tmp,
+        answer_log_at(tmp, args.answer_log) as log,
     ):
-        env = service_env(tmp, API_KEY=KEY, DATABASE_URL=url)
-        workers = ("--workers", str(os.cpu_count() or 2))
-        persistence = Service("persistence.main:create_app", env, Path(tmp) / "persistence.log", workers).start()
+        report.answer_log = None if log is None else f"{log} ({redis_durability(log)})"
+        persistence = persistence_service(tmp, url)
         try:
-            with upstream() as fast, gateway(tmp, persistence.url, fast) as service:
-                if args.litellm:
-                    print("3. relay cost, at concurrency 1 alternating with LiteLLM's proxy ...", flush=True)
-                    rounds = 2 if quick else 5
-                    at_1, report.alternative = compared(
-                        tmp, args.litellm, fast, service, rounds, levels[0][1] // rounds, 3 if quick else 6
-                    )
-                    print("3. relay cost, at concurrency 16 and 64 ...", flush=True)
-                    report.relay = [at_1, *relay(fast, service, levels[1:])]
-                else:
-                    print("3. relay cost ...", flush=True)
-                    report.relay = relay(fast, service, levels)
-                print("3c. relay cost through the Responses API ...", flush=True)
-                report.responses = responses_relay(fast, service, 2 if quick else 5, 3 if quick else 20)
-                print("3b. relay cost of tool-call chunks ...", flush=True)
-                report.tool_calls = tool_call_relay(tmp, persistence, 5 if quick else 100)
-                print("4. write amplification (fast upstream) ...", flush=True)
-                report.amplification.append(amplification(tmp, persistence, fast, 4 if quick else 20))
-            with upstream("--delay", "0.02") as paced:  # 50 tokens/s, a typical hosted model
-                print("4. write amplification (50 tokens/s) ...", flush=True)
-                report.amplification.append(amplification(tmp, persistence, paced, 4 if quick else 20))
-            with upstream("--drop-at", "0.8") as breaking, gateway(tmp, persistence.url, breaking) as service:
+            relay_sections(args, tmp, persistence, log, report)
+            paced_sections(args.quick, tmp, persistence, log, report)
+            with upstream("--drop-at", "0.8") as breaking, gateway(tmp, persistence.url, breaking, log) as service:
                 print("5. resume savings ...", flush=True)
-                report.resume = resume(service, breaking, persistence, 3 if quick else 20)
-            with upstream("--delay", "0.1") as slow, gateway(tmp, persistence.url, slow) as service:
+                report.resume = resume(service, breaking, persistence, 3 if args.quick else 20)
+            with upstream("--delay", "0.1") as slow, gateway(tmp, persistence.url, slow, log) as service:
                 print("6. memory ...", flush=True)
-                report.memory = memory(service, 20 if quick else 200)
+                report.memory = memory(service, 20 if args.quick else 200)
         finally:
             persistence.kill(signal.SIGTERM)
     print_report(report)
-    save_results("gateway", quick, asdict(report))
+    save_results("gateway", args.quick, asdict(report))
     return report
+
+
+@contextmanager
+def answer_log_at(tmp: str, where: str | None) -> Iterator[str | None]:
+    """The answer log's URL: none, the one given, or (``compose``) a redis-server of this run's own."""
+    if where == "compose":
+        with redis_server(tmp, free_port()) as url:
+            yield url
+    else:
+        yield where
+
+
+def relay_sections(args: argparse.Namespace, tmp: str, persistence: Service, log: str | None, report: Report) -> None:
+    """Sections 3, 3b and 3c."""
+    quick = args.quick
+    levels = [(1, 5), (16, 16), (64, 64)] if quick else [(1, 100), (16, 320), (64, 256)]
+    with upstream() as fast, gateway(tmp, persistence.url, fast, log) as service:
+        if args.litellm:
+            print("3. relay cost, at concurrency 1 alternating with LiteLLM's proxy ...", flush=True)
+            rounds = 2 if quick else 5
+            at_1, report.alternative = compared(
+                tmp, args.litellm, fast, service, rounds, levels[0][1] // rounds, 3 if quick else 6
+            )
+            print("3. relay cost, at concurrency 16 and 64 ...", flush=True)
+            report.relay = [at_1, *relay(fast, service, levels[1:])]
+        else:
+            print("3. relay cost ...", flush=True)
+            report.relay = relay(fast, service, levels)
+        print("3c. relay cost through the Responses API ...", flush=True)
+        report.responses = responses_relay(fast, service, 2 if quick else 5, 3 if quick else 20)
+    print("3b. relay cost of tool-call chunks ...", flush=True)
+    report.tool_calls = tool_call_relay(tmp, persistence, 5 if quick else 100, answer_log=log)
+
+
+def paced_sections(quick: bool, tmp: str, persistence: Service, log: str | None, report: Report) -> None:
+    """Section 3d, and section 4 unpaced and at 50 tokens/s, with the answer log and without it."""
+    rounds, concurrency = (1, 2) if quick else (3, 8)
+    with upstream(*PACED, "--stamp") as paced, gateway(tmp, persistence.url, paced, log) as service:
+        print("3d. reader delay per chunk at 50 tokens/s ...", flush=True)
+        warm_up(service.url)
+        delays: dict[str, list[float]] = {"direct": [], "gateway": []}
+        for round_ in range(rounds):  # alternating, the one that goes first alternating too
+            for side, url in [("direct", paced), ("gateway", service.url)][:: 1 if round_ % 2 == 0 else -1]:
+                delays[side] += reader_delays(paced, url, ANSWER, concurrency, concurrency)
+        report.reader_delay = {
+            side: ReaderDelay.of(values, rounds * concurrency, concurrency, 50) for side, values in delays.items()
+        }
+    answers = 4 if quick else 20
+    with upstream() as fast, upstream(*PACED) as paced:
+        for configuration in [log, None] if log else [None]:
+            for upstream_url, is_paced in ((fast, False), (paced, True)):
+                print(f"4. write amplification ({'50 tokens/s' if is_paced else 'unpaced'}) ...", flush=True)
+                report.amplification.append(
+                    amplification(tmp, persistence, upstream_url, answers, configuration, paced=is_paced)
+                )
 
 
 def print_report(report: Report) -> None:
@@ -635,10 +717,18 @@ def print_report(report: Report) -> None:
             f" ({rr.added_ratio:.2f}), CPU/chunk {rr.responses_cpu_us_per_chunk:.1f}us against"
             f" {rr.chat_cpu_us_per_chunk:.1f}us ({rr.cpu_ratio:.2f})"
         )
-    print("\n4. write amplification")
+    if direct := report.reader_delay.get("direct"):
+        print(
+            f"\n3d. reader delay per token (upstream sent it -> client holds it), {direct.streams} streams of"
+            f" {CHUNKS} tokens at {direct.tokens_per_second:.0f}/s, {direct.concurrency} at once"
+        )
+        for side, d in report.reader_delay.items():
+            print(f"  {side:8} p50 {d.p50_ms:6.2f}ms  p99 {d.p99_ms:6.2f}ms  max {d.max_ms:6.2f}ms")
+    print(f"\n4. write amplification (answer log: {report.answer_log or 'none'})")
     for a in report.amplification:
         print(
-            f"  {a.answers} answers, {a.tokens} tokens: {a.writes_per_1000_tokens:.1f} writes per 1,000 tokens"
+            f"  {a.configuration}, {a.upstream}, {a.answers} answers, {a.tokens} tokens:"
+            f" {a.writes_per_1000_tokens:.1f} writes per 1,000 tokens"
             f" {a.requests}; body bytes / answer bytes {a.body_bytes_per_answer_byte:.2f}"
             f" (with HTTP heads {a.wire_bytes_per_answer_byte:.2f})"
         )
