@@ -67,9 +67,15 @@ def run_wrk(url: str, script: str, seconds: int, clients: int, *args: str) -> tu
 
 
 def code_env(code: str | None) -> dict[str, str]:
-    """What runs a service from the source tree ``code`` instead of this one: its packages first on the path, and
-    not the current directory, which `python -m` would put before them. Empty for this tree."""
+    """The environment that runs a service from the source tree ``code`` instead of this one: its packages first on
+    the path, and not the current directory, which `python -m` would put before them. Empty for this tree."""
     return {} if code is None else {"PYTHONPATH": str(Path(code).resolve()), "PYTHONSAFEPATH": "1"}
+
+
+def code_args(code: str | None) -> tuple[str, ...]:
+    """uvicorn's arguments for the same: it puts its --app-dir (the current directory unless told) first on the
+    path, before PYTHONPATH."""
+    return () if code is None else ("--app-dir", str(Path(code).resolve()))
 
 
 @contextmanager

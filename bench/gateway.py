@@ -25,253 +25,32 @@ redis-server of the run's own configured as compose's (an fsync per append).
 import argparse
 import asyncio
 import itertools
-import json
 import os
 import signal
 import statistics
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
 
 import httpx
 import sqlalchemy as sa
 
-from bench.common import KEY, code_env, redis_durability, redis_server, save_results, scratch_directory, service_env
+from bench.amplification import Amplification, amplification
+from bench.clients import ANSWER, Stream, p50_ms, streams, warm_up
+from bench.common import KEY, redis_durability, save_results, scratch_directory
+from bench.processes import (
+    CHUNKS,
+    LITELLM_KEY,
+    answer_log_at,
+    cpu_seconds,
+    gateway,
+    litellm,
+    persistence_service,
+    pid_of,
+    rss_mib,
+    upstream,
+)
 from bench.reader_delay import ReaderDelay, reader_delays
-from tests.chat_gateway.conftest import Service, free_port
+from tests.chat_gateway.conftest import Service
 from tests.conftest import DEFAULT_TEST_DATABASE_URL, temporary_database
-
-CHUNKS = 200  # tokens per answer, one per upstream chunk
-ANSWER = "".join(f"w{i} " for i in range(CHUNKS))
-QUESTION = {"role": "user", "content": "Tell me about Lyon."}
-
-
-# Processes
-
-
-@contextmanager
-def upstream(*args: str) -> Iterator[str]:
-    """bench.upstream in its own process; yields its base URL."""
-    port = free_port()
-    command = [sys.executable, "-m", "bench.upstream", str(port), "--chunks", str(CHUNKS), *args]
-    process = subprocess.Popen(command)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_up(process, f"{url}/stats", "the bench upstream", 20)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
-def _wait_until_up(process: subprocess.Popen[bytes], url: str, name: str, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.TransportError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{name} did not start") from None
-            time.sleep(0.05)
-
-
-# Its proxy refuses to start without a master key, or with one this short: "sk-bench".
-LITELLM_KEY = "sk-bench-" + "0" * 32
-
-
-@contextmanager
-def litellm(tmp: str, command: str, upstream_url: str) -> Iterator[tuple[str, int]]:
-    """LiteLLM's proxy, the alternative benchmark 3 compares with, in front of the upstream; yields its URL
-    and process id."""
-    port = free_port()
-    config = Path(tmp) / "litellm.yaml"
-    model = {"model": "openai/bench", "api_base": f"{upstream_url}/v1", "api_key": "sk-bench"}
-    config.write_text(json.dumps({"model_list": [{"model_name": "bench", "litellm_params": model}]}))  # JSON is YAML
-    # A local copy of its model price list: it would fetch one from GitHub at start-up.
-    env = os.environ | {"LITELLM_MASTER_KEY": LITELLM_KEY, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    arguments = ["--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--telemetry", "False"]
-    with (Path(tmp) / "litellm.log").open("wb") as log:
-        process = subprocess.Popen([command, *arguments], env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_up(process, f"{url}/health/liveliness", "LiteLLM's proxy", 120)
-        yield url, process.pid
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-
-
-@contextmanager
-def gateway(
-    tmp: str, persistence_url: str, upstream_url: str, answer_log: str | None = None, code: str | None = None
-) -> Iterator[Service]:
-    """A gateway, with the answer log at ``answer_log`` if given, from the source tree ``code`` if given."""
-    log = {} if answer_log is None else {"ANSWER_LOG_URL": answer_log}
-    env = service_env(
-        tmp,
-        RATE_LIMIT="1000000/second",  # the default suits real clients, not a load generator
-        API_KEY=KEY,
-        API_BASE_URL=persistence_url,
-        OPENAI_API_KEY="sk-bench",
-        OPENAI_BASE_URL=f"{upstream_url}/v1",
-        OPENAI_MODEL="bench",
-        RETRY_INITIAL_WAIT="0",
-        RETRY_MAX_WAIT="0",
-        **log,
-        **code_env(code),
-    )
-    service = Service("chat_gateway.main:create_app", env, Path(tmp) / f"gateway-{free_port()}.log").start()
-    try:
-        yield service
-    finally:
-        service.kill(signal.SIGTERM)
-
-
-def persistence_service(tmp: str, database_url: str, code: str | None = None) -> Service:
-    """Persistence on ``database_url``, from the source tree ``code`` if given, started."""
-    env = service_env(tmp, API_KEY=KEY, DATABASE_URL=database_url, **code_env(code))
-    workers = ("--workers", str(os.cpu_count() or 2))
-    return Service("persistence.main:create_app", env, Path(tmp) / f"persistence-{free_port()}.log", workers).start()
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
-
-
-# Clients
-
-
-@dataclass
-class Stream:
-    started: float  # perf_counter
-    first_chunk: float  # seconds after started
-    total: float
-    chunks: int
-    text: str
-
-
-def _chunk_text(data: dict[str, Any]) -> str:
-    """A Chat Completions chunk's text; a tool call's arguments count as its text (section 3b)."""
-    choices = data["choices"]
-    delta = choices[0]["delta"] if choices else {}
-    arguments = "".join(call["function"].get("arguments") or "" for call in delta.get("tool_calls") or [])
-    return str(delta.get("content") or arguments)
-
-
-def _event_text(data: dict[str, Any]) -> str:
-    """A Responses API event's text (section 3c)."""
-    return str(data.get("delta") or "") if data.get("type") == "response.output_text.delta" else ""
-
-
-_ASKED = itertools.count()
-
-
-async def stream(client: httpx.AsyncClient, url: str, responses: bool = False) -> Stream:
-    # Each chat its own question: the same request again within a minute is a retry (the README), answered with
-    # the first one's answer instead of relayed.
-    question = QUESTION | {"content": f"{QUESTION['content']} ({next(_ASKED)})"}
-    if responses:
-        path, body = "/v1/responses", {"model": "bench", "stream": True, "input": question["content"]}
-    else:
-        path, body = "/v1/chat/completions", {"model": "bench", "stream": True, "messages": [question]}
-    text_of = _event_text if responses else _chunk_text
-    started = time.perf_counter()
-    first, parts = 0.0, []
-    async with client.stream("POST", f"{url}{path}", json=body) as response:
-        response.raise_for_status()
-        async for line in response.aiter_lines():
-            if not line.startswith("data: {"):
-                continue
-            if content := text_of(json.loads(line[6:])):
-                first = first or time.perf_counter() - started
-                parts.append(content)
-    return Stream(started, first, time.perf_counter() - started, len(parts), "".join(parts))
-
-
-async def streams(
-    url: str, concurrency: int, count: int, headers: dict[str, str] | None = None, responses: bool = False
-) -> list[Stream]:
-    """``count`` streams, ``concurrency`` at a time (through the Responses API with ``responses``)."""
-    limits = httpx.Limits(max_connections=concurrency + 8)
-    async with httpx.AsyncClient(timeout=120, limits=limits, headers=headers) as client:
-        gate = asyncio.Semaphore(concurrency)
-
-        async def one() -> Stream:
-            async with gate:
-                return await stream(client, url, responses)
-
-        results = await asyncio.gather(*(one() for _ in range(count)))
-    # The gateway may relay several upstream chunks as one, so the text is what must be whole.
-    if broken := [s for s in results if s.text != ANSWER]:
-        raise RuntimeError(f"{len(broken)} streams were incomplete (first: {broken[0].text[-40:]!r})")
-    return results
-
-
-def p50_ms(values: list[float]) -> float:
-    return statistics.median(values) * 1000
-
-
-class CountingProxy:
-    """A TCP proxy in front of persistence that counts the HTTP requests and bytes sent to it."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.requests: dict[str, int] = {}
-        self.wire_bytes = 0
-        self.body_bytes = 0
-
-    async def start(self) -> str:
-        self.server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
-
-    async def _connection(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        responses = asyncio.ensure_future(self._pipe(reader, client_writer))
-        try:
-            await self._requests(client_reader, writer)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass  # the gateway closed the connection
-        finally:
-            writer.close()  # ends the responses' pipe too
-            await asyncio.gather(responses, return_exceptions=True)
-            client_writer.close()
-
-    async def _requests(self, source: asyncio.StreamReader, target: asyncio.StreamWriter) -> None:
-        # HTTP/1.1 requests one after another: a head, then Content-Length bytes of body.
-        while head := await source.readuntil(b"\r\n\r\n"):
-            lines = head.decode("latin-1").split("\r\n")
-            method = lines[0].split(" ", 1)[0]
-            length = next((int(h.split(":", 1)[1]) for h in lines if h.lower().startswith("content-length:")), 0)
-            body = await source.readexactly(length)
-            self.requests[method] = self.requests.get(method, 0) + 1
-            self.wire_bytes += len(head) + length
-            self.body_bytes += length
-            target.write(head + body)
-            await target.drain()
-
-    @staticmethod
-    async def _pipe(source: asyncio.StreamReader, target: asyncio.StreamWriter) -> None:
-        while data := await source.read(65536):
-            target.write(data)
-            await target.drain()
-        target.close()
-
-
-# Benchmarks
 
 
 @dataclass
@@ -291,7 +70,7 @@ def relay(upstream_url: str, gateway_service: Service, levels: list[tuple[int, i
     return [
         _relay(
             concurrency,
-            *direct_and_through(upstream_url, gateway_service.url, _pid(gateway_service), concurrency, count),
+            *direct_and_through(upstream_url, gateway_service.url, pid_of(gateway_service), concurrency, count),
         )
         for concurrency, count in levels
     ]
@@ -309,16 +88,6 @@ def _relay(concurrency: int, direct: list[Stream], through: list[Stream], cpu_us
         p50_ms([s.total for s in through]),
         cpu_us_per_chunk,
     )
-
-
-def _pid(service: Service) -> int:
-    assert service.process is not None
-    return service.process.pid
-
-
-def warm_up(url: str, headers: dict[str, str] | None = None) -> None:
-    """A few streams first: connections, caches."""
-    asyncio.run(streams(url, 2, 4, headers))
 
 
 Measured = tuple[list[Stream], list[Stream], float]  # direct streams, relayed streams, CPU µs per chunk
@@ -377,7 +146,7 @@ def compared(
         gateway_runs: list[Measured] = []
         alternative_runs: list[Measured] = []
         sides = [
-            (gateway_runs, gateway_service.url, _pid(gateway_service), count, None),
+            (gateway_runs, gateway_service.url, pid_of(gateway_service), count, None),
             (alternative_runs, url, pid, alternative_count, headers),
         ]
         for round_ in range(rounds):
@@ -396,64 +165,6 @@ def compared(
         gateway_at_1.gateway_cpu_us_per_chunk / other.gateway_cpu_us_per_chunk,
     )
     return gateway_at_1, alternative
-
-
-@dataclass
-class Amplification:
-    configuration: str  # "answer log" or "no log"
-    upstream: str  # "unpaced" or "50 tokens/s"
-    answers: int
-    tokens: int
-    answer_bytes: int
-    requests: dict[str, int]
-    writes_per_1000_tokens: float
-    body_bytes_per_answer_byte: float
-    wire_bytes_per_answer_byte: float
-
-
-def amplification(
-    tmp: str,
-    persistence: Service,
-    upstream_url: str,
-    answers: int,
-    answer_log: str | None = None,
-    code: str | None = None,
-    paced: bool = False,
-) -> Amplification:
-    """Writes to persistence for ``answers`` answers at once through a gateway of their own (with the answer log
-    at ``answer_log``, from the tree ``code``), counted by a proxy in front of persistence."""
-
-    async def run() -> Amplification:
-        proxy = CountingProxy(persistence.port)
-        proxy_url = await proxy.start()
-        with ExitStack() as stack:
-            # Started from a thread: the proxy must keep serving while the gateway starts.
-            started = gateway(tmp, proxy_url, upstream_url, answer_log, code)
-            service = await asyncio.to_thread(stack.enter_context, started)
-            proxy.requests.clear()
-            proxy.wire_bytes = proxy.body_bytes = 0
-            done = await streams(service.url, answers, answers)
-            await asyncio.sleep(0.5)  # the final writes after the last chunk was relayed
-            counted = dict(proxy.requests), proxy.wire_bytes, proxy.body_bytes
-            await asyncio.to_thread(stack.close)
-        proxy.server.close()
-        requests, wire_bytes, body_bytes = counted
-        writes = sum(n for method, n in requests.items() if method in ("POST", "PATCH", "PUT", "DELETE"))
-        tokens = len(done) * CHUNKS
-        answer_bytes = sum(len(s.text.encode()) for s in done)
-        return Amplification(
-            "no log" if answer_log is None else "answer log",
-            "50 tokens/s" if paced else "unpaced",
-            answers,
-            tokens,
-            answer_bytes,
-            requests,
-            writes / tokens * 1000,
-            body_bytes / answer_bytes,
-            wire_bytes / answer_bytes,
-        )
-
-    return asyncio.run(run())
 
 
 @dataclass
@@ -539,7 +250,7 @@ def tool_call_relay(
             warm_up(service.url)
         for round_ in range(rounds):
             for side, upstream_url, service in sides if round_ % 2 == 0 else sides[::-1]:
-                _, _, used = direct_and_through(upstream_url, service.url, _pid(service), 1, count // rounds)
+                _, _, used = direct_and_through(upstream_url, service.url, pid_of(service), 1, count // rounds)
                 cpu[side].append(used)
     tool_cpu, text_cpu = statistics.mean(cpu["tool"]), statistics.mean(cpu["text"])
     return ToolCallRelay(count // rounds * rounds, tool_cpu, text_cpu, tool_cpu / text_cpu)
@@ -564,8 +275,8 @@ def responses_relay(upstream_url: str, service: Service, rounds: int, count: int
     asyncio.run(streams(service.url, 2, 4, responses=True))
     chat, responses = [], []
     for _ in range(rounds):
-        chat.append(direct_and_through(upstream_url, service.url, _pid(service), 1, count))
-        responses.append(direct_and_through(upstream_url, service.url, _pid(service), 1, count, responses=True))
+        chat.append(direct_and_through(upstream_url, service.url, pid_of(service), 1, count))
+        responses.append(direct_and_through(upstream_url, service.url, pid_of(service), 1, count, responses=True))
     as_chat, as_responses = _pooled(chat), _pooled(responses)
     return ResponsesRelay(
         as_responses.streams,
@@ -626,16 +337,6 @@ def main(argv: list[str] | None = None) -> Report:
     print_report(report)
     save_results("gateway", args.quick, asdict(report))
     return report
-
-
-@contextmanager
-def answer_log_at(tmp: str, where: str | None) -> Iterator[str | None]:
-    """The answer log's URL: none, the one given, or (``compose``) a redis-server of this run's own."""
-    if where == "compose":
-        with redis_server(tmp, free_port()) as url:
-            yield url
-    else:
-        yield where
 
 
 def relay_sections(args: argparse.Namespace, tmp: str, persistence: Service, log: str | None, report: Report) -> None:
