@@ -38,5 +38,5 @@ def test_percentiles_pool_every_token() -> None:
     assert percentile(delays, 50) == pytest.approx(0.0505)
     assert percentile(delays, 99) == pytest.approx(0.09901)
     figure = ReaderDelay.of(delays, streams=2, concurrency=2, tokens_per_second=50)
-    assert (figure.tokens, figure.p50_ms, figure.max_ms) == (100, pytest.approx(50.5), pytest.approx(100))
-    assert figure.p99_ms == pytest.approx(99.01)
+    assert figure.tokens == 100
+    assert [figure.p50_ms, figure.p99_ms, figure.max_ms] == pytest.approx([50.5, 99.01, 100])
