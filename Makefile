@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: browser clients install lock secrets run run-persistence run-gateway migrate test test-fast lint format clean local-llm bench bench-quick bench-deps bench-alternative chaos
+.PHONY: browser clients install lock secrets run run-persistence run-gateway migrate test test-fast lint format clean local-llm bench bench-quick bench-compare bench-deps bench-alternative chaos
 
 # Everything from the lock, every file checked against its hash; then the project itself.
 $(STAMP): requirements-dev.lock pyproject.toml
@@ -122,9 +122,21 @@ $(CLIENTS_VENV)/.installed: requirements-clients.lock
 
 clients: $(CLIENTS_VENV)/.installed
 
+# The gateway runs with the answer log, as compose runs it: in the Redis at BENCH_REDIS_URL (default
+# redis://127.0.0.1:6379/13), or with BENCH_ANSWER_LOG=compose in a redis-server of the run's own that fsyncs
+# every append as compose's does. BEFORE=DIR (another checkout, e.g. `git worktree add /tmp/before b4ec1f3`) adds
+# issue 37's comparison with it (bench/compare.py); `make bench-compare BEFORE=DIR` runs only that.
+BENCH_ANSWER_LOG ?= $(or $(BENCH_REDIS_URL),redis://127.0.0.1:6379/13)
+BENCH_ROUNDS ?= 6
+
 bench: bench-deps bench-alternative
 	set -e; for b in $(filter-out gateway,$(BENCHMARKS)); do $(BIN)/python -m bench.$$b; done
-	$(BIN)/python -m bench.gateway --litellm $(LITELLM_VENV)/bin/litellm
+	$(BIN)/python -m bench.gateway --litellm $(LITELLM_VENV)/bin/litellm --answer-log $(BENCH_ANSWER_LOG)
+	if [ -n "$(BEFORE)" ]; then $(MAKE) --no-print-directory bench-compare; fi
+
+bench-compare: bench-deps
+	@test -n "$(BEFORE)" || { echo "BEFORE=DIR: the checkout to compare with (git worktree add /tmp/before b4ec1f3)"; exit 2; }
+	$(BIN)/python -m bench.compare --code $(BEFORE) --answer-log $(BENCH_ANSWER_LOG) --rounds $(BENCH_ROUNDS)
 
 bench-quick: bench-deps
 	set -e; for b in $(BENCHMARKS); do $(BIN)/python -m bench.$$b --quick; done

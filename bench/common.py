@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -63,3 +64,50 @@ def run_wrk(url: str, script: str, seconds: int, clients: int, *args: str) -> tu
         return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
     return rps, percentile("50"), percentile("99")
+
+
+def code_env(code: str | None) -> dict[str, str]:
+    """The environment that runs a service from the source tree ``code`` instead of this one: its packages first on
+    the path, and not the current directory, which `python -m` would put before them. Empty for this tree."""
+    return {} if code is None else {"PYTHONPATH": str(Path(code).resolve()), "PYTHONSAFEPATH": "1"}
+
+
+def code_args(code: str | None) -> tuple[str, ...]:
+    """uvicorn's arguments for the same: it puts its --app-dir (the current directory unless told) first on the
+    path, before PYTHONPATH."""
+    return () if code is None else ("--app-dir", str(Path(code).resolve()))
+
+
+@contextmanager
+def redis_server(tmp: str, port: int) -> Iterator[str]:
+    """A Redis of its own, configured as docker-compose.chat.yaml's answer log (every append fsynced before it is
+    acknowledged), its files in ``tmp``; yields its URL."""
+    arguments = ["--port", str(port), "--bind", "127.0.0.1", "--dir", tmp, "--save", ""]
+    arguments += ["--appendonly", "yes", "--appendfsync", "always"]
+    with (Path(tmp) / "redis.log").open("wb") as log:
+        process = subprocess.Popen(["redis-server", *arguments], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).stdout.strip() != b"PONG":
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def redis_durability(url: str) -> str:
+    """How the Redis at ``url`` keeps what it acknowledged ("appendonly yes, appendfsync always" is compose's):
+    without an fsync per append, the answer log's cost is not the one users pay."""
+    import redis  # only the answer-log runs need it
+
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    try:
+        config = client.config_get("appendonly") | client.config_get("appendfsync")
+        return f"appendonly {config.get('appendonly')}, appendfsync {config.get('appendfsync')}"
+    except redis.RedisError as exc:  # CONFIG may be renamed away: say so, and measure anyway
+        return f"unknown ({exc})"
+    finally:
+        client.close()

@@ -4,253 +4,54 @@
    upstream vs through the gateway (persistence on PostgreSQL), and the gateway's CPU per relayed chunk
    (from its own /proc accounting). With ``--litellm``, the same at concurrency 1 through LiteLLM's proxy,
    the alternative, in the same run, and the gateway's figures as fractions of LiteLLM's.
+3d. Reader delay: per token, from the upstream sending it to the client holding it, with a 50 tokens/s upstream
+   and several streams at once (bench/reader_delay.py).
 4. Write amplification: persistence requests per 1,000 streamed tokens and bytes sent to persistence per
-   byte of answer, counted by a proxy between the gateway and persistence, at a steady token rate.
+   byte of answer, counted by a proxy between the gateway and persistence, unpaced and at 50 tokens/s; with
+   ``--answer-log``, both with the log and without it (issue 37: without, each chunk is saved before it is shown).
 5. Resume savings: answers break off at 80% and the gateway resumes them; tokens the upstream sent for
    the resumes vs for a whole answer.
 6. Memory: the gateway's resident memory with 200 streams open at once.
 
 Every service runs in its own process, as users run them; the clients and the proxy run here.
 
-    python -m bench.gateway [--quick] [--litellm .venv-litellm/bin/litellm]
+With ``--answer-log`` the gateways run with the answer log (ANSWER_LOG_URL), as compose runs them: in the Redis at
+BENCH_REDIS_URL (default redis://127.0.0.1:6379/13), at another URL given, or with ``--answer-log compose`` in a
+redis-server of the run's own configured as compose's (an fsync per append).
+
+    python -m bench.gateway [--quick] [--litellm .venv-litellm/bin/litellm] [--answer-log [URL|compose]]
 """
 
 import argparse
 import asyncio
 import itertools
-import json
 import os
 import signal
 import statistics
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
 
 import httpx
 import sqlalchemy as sa
 
-from bench.common import KEY, save_results, scratch_directory, service_env
-from tests.chat_gateway.conftest import Service, free_port
+from bench.amplification import Amplification, amplification
+from bench.clients import ANSWER, Stream, p50_ms, streams, warm_up
+from bench.common import KEY, redis_durability, save_results, scratch_directory
+from bench.gateway_report import print_report
+from bench.processes import (
+    CHUNKS,
+    LITELLM_KEY,
+    answer_log_at,
+    cpu_seconds,
+    gateway,
+    litellm,
+    persistence_service,
+    pid_of,
+    rss_mib,
+    upstream,
+)
+from bench.reader_delay import ReaderDelay, reader_delays
+from tests.chat_gateway.conftest import Service
 from tests.conftest import DEFAULT_TEST_DATABASE_URL, temporary_database
-
-CHUNKS = 200  # tokens per answer, one per upstream chunk
-ANSWER = "".join(f"w{i} " for i in range(CHUNKS))
-QUESTION = {"role": "user", "content": "Tell me about Lyon."}
-
-
-# Processes
-
-
-@contextmanager
-def upstream(*args: str) -> Iterator[str]:
-    """bench.upstream in its own process; yields its base URL."""
-    port = free_port()
-    command = [sys.executable, "-m", "bench.upstream", str(port), "--chunks", str(CHUNKS), *args]
-    process = subprocess.Popen(command)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_up(process, f"{url}/stats", "the bench upstream", 20)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
-def _wait_until_up(process: subprocess.Popen[bytes], url: str, name: str, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.TransportError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{name} did not start") from None
-            time.sleep(0.05)
-
-
-# Its proxy refuses to start without a master key, or with one this short: "sk-bench".
-LITELLM_KEY = "sk-bench-" + "0" * 32
-
-
-@contextmanager
-def litellm(tmp: str, command: str, upstream_url: str) -> Iterator[tuple[str, int]]:
-    """LiteLLM's proxy, the alternative benchmark 3 compares with, in front of the upstream; yields its URL
-    and process id."""
-    port = free_port()
-    config = Path(tmp) / "litellm.yaml"
-    model = {"model": "openai/bench", "api_base": f"{upstream_url}/v1", "api_key": "sk-bench"}
-    config.write_text(json.dumps({"model_list": [{"model_name": "bench", "litellm_params": model}]}))  # JSON is YAML
-    # A local copy of its model price list: it would fetch one from GitHub at start-up.
-    env = os.environ | {"LITELLM_MASTER_KEY": LITELLM_KEY, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    arguments = ["--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--telemetry", "False"]
-    with (Path(tmp) / "litellm.log").open("wb") as log:
-        process = subprocess.Popen([command, *arguments], env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_up(process, f"{url}/health/liveliness", "LiteLLM's proxy", 120)
-        yield url, process.pid
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-
-
-@contextmanager
-def gateway(tmp: str, persistence_url: str, upstream_url: str) -> Iterator[Service]:
-    env = service_env(
-        tmp,
-        RATE_LIMIT="1000000/second",  # the default suits real clients, not a load generator
-        API_KEY=KEY,
-        API_BASE_URL=persistence_url,
-        OPENAI_API_KEY="sk-bench",
-        OPENAI_BASE_URL=f"{upstream_url}/v1",
-        OPENAI_MODEL="bench",
-        RETRY_INITIAL_WAIT="0",
-        RETRY_MAX_WAIT="0",
-    )
-    service = Service("chat_gateway.main:create_app", env, Path(tmp) / f"gateway-{free_port()}.log").start()
-    try:
-        yield service
-    finally:
-        service.kill(signal.SIGTERM)
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
-
-
-# Clients
-
-
-@dataclass
-class Stream:
-    started: float  # perf_counter
-    first_chunk: float  # seconds after started
-    total: float
-    chunks: int
-    text: str
-
-
-def _chunk_text(data: dict[str, Any]) -> str:
-    """A Chat Completions chunk's text; a tool call's arguments count as its text (section 3b)."""
-    choices = data["choices"]
-    delta = choices[0]["delta"] if choices else {}
-    arguments = "".join(call["function"].get("arguments") or "" for call in delta.get("tool_calls") or [])
-    return str(delta.get("content") or arguments)
-
-
-def _event_text(data: dict[str, Any]) -> str:
-    """A Responses API event's text (section 3c)."""
-    return str(data.get("delta") or "") if data.get("type") == "response.output_text.delta" else ""
-
-
-_ASKED = itertools.count()
-
-
-async def stream(client: httpx.AsyncClient, url: str, responses: bool = False) -> Stream:
-    # Each chat its own question: the same request again within a minute is a retry (the README), answered with
-    # the first one's answer instead of relayed.
-    question = QUESTION | {"content": f"{QUESTION['content']} ({next(_ASKED)})"}
-    if responses:
-        path, body = "/v1/responses", {"model": "bench", "stream": True, "input": question["content"]}
-    else:
-        path, body = "/v1/chat/completions", {"model": "bench", "stream": True, "messages": [question]}
-    text_of = _event_text if responses else _chunk_text
-    started = time.perf_counter()
-    first, parts = 0.0, []
-    async with client.stream("POST", f"{url}{path}", json=body) as response:
-        response.raise_for_status()
-        async for line in response.aiter_lines():
-            if not line.startswith("data: {"):
-                continue
-            if content := text_of(json.loads(line[6:])):
-                first = first or time.perf_counter() - started
-                parts.append(content)
-    return Stream(started, first, time.perf_counter() - started, len(parts), "".join(parts))
-
-
-async def streams(
-    url: str, concurrency: int, count: int, headers: dict[str, str] | None = None, responses: bool = False
-) -> list[Stream]:
-    """``count`` streams, ``concurrency`` at a time (through the Responses API with ``responses``)."""
-    limits = httpx.Limits(max_connections=concurrency + 8)
-    async with httpx.AsyncClient(timeout=120, limits=limits, headers=headers) as client:
-        gate = asyncio.Semaphore(concurrency)
-
-        async def one() -> Stream:
-            async with gate:
-                return await stream(client, url, responses)
-
-        results = await asyncio.gather(*(one() for _ in range(count)))
-    # The gateway may relay several upstream chunks as one, so the text is what must be whole.
-    if broken := [s for s in results if s.text != ANSWER]:
-        raise RuntimeError(f"{len(broken)} streams were incomplete (first: {broken[0].text[-40:]!r})")
-    return results
-
-
-def p50_ms(values: list[float]) -> float:
-    return statistics.median(values) * 1000
-
-
-class CountingProxy:
-    """A TCP proxy in front of persistence that counts the HTTP requests and bytes sent to it."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.requests: dict[str, int] = {}
-        self.wire_bytes = 0
-        self.body_bytes = 0
-
-    async def start(self) -> str:
-        self.server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
-
-    async def _connection(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        responses = asyncio.ensure_future(self._pipe(reader, client_writer))
-        try:
-            await self._requests(client_reader, writer)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass  # the gateway closed the connection
-        finally:
-            writer.close()  # ends the responses' pipe too
-            await asyncio.gather(responses, return_exceptions=True)
-            client_writer.close()
-
-    async def _requests(self, source: asyncio.StreamReader, target: asyncio.StreamWriter) -> None:
-        # HTTP/1.1 requests one after another: a head, then Content-Length bytes of body.
-        while head := await source.readuntil(b"\r\n\r\n"):
-            lines = head.decode("latin-1").split("\r\n")
-            method = lines[0].split(" ", 1)[0]
-            length = next((int(h.split(":", 1)[1]) for h in lines if h.lower().startswith("content-length:")), 0)
-            body = await source.readexactly(length)
-            self.requests[method] = self.requests.get(method, 0) + 1
-            self.wire_bytes += len(head) + length
-            self.body_bytes += length
-            target.write(head + body)
-            await target.drain()
-
-    @staticmethod
-    async def _pipe(source: asyncio.StreamReader, target: asyncio.StreamWriter) -> None:
-        while data := await source.read(65536):
-            target.write(data)
-            await target.drain()
-        target.close()
-
-
-# Benchmarks
 
 
 @dataclass
@@ -270,7 +71,7 @@ def relay(upstream_url: str, gateway_service: Service, levels: list[tuple[int, i
     return [
         _relay(
             concurrency,
-            *direct_and_through(upstream_url, gateway_service.url, _pid(gateway_service), concurrency, count),
+            *direct_and_through(upstream_url, gateway_service.url, pid_of(gateway_service), concurrency, count),
         )
         for concurrency, count in levels
     ]
@@ -288,16 +89,6 @@ def _relay(concurrency: int, direct: list[Stream], through: list[Stream], cpu_us
         p50_ms([s.total for s in through]),
         cpu_us_per_chunk,
     )
-
-
-def _pid(service: Service) -> int:
-    assert service.process is not None
-    return service.process.pid
-
-
-def warm_up(url: str, headers: dict[str, str] | None = None) -> None:
-    """A few streams first: connections, caches."""
-    asyncio.run(streams(url, 2, 4, headers))
 
 
 Measured = tuple[list[Stream], list[Stream], float]  # direct streams, relayed streams, CPU µs per chunk
@@ -356,7 +147,7 @@ def compared(
         gateway_runs: list[Measured] = []
         alternative_runs: list[Measured] = []
         sides = [
-            (gateway_runs, gateway_service.url, _pid(gateway_service), count, None),
+            (gateway_runs, gateway_service.url, pid_of(gateway_service), count, None),
             (alternative_runs, url, pid, alternative_count, headers),
         ]
         for round_ in range(rounds):
@@ -375,48 +166,6 @@ def compared(
         gateway_at_1.gateway_cpu_us_per_chunk / other.gateway_cpu_us_per_chunk,
     )
     return gateway_at_1, alternative
-
-
-@dataclass
-class Amplification:
-    answers: int
-    tokens: int
-    answer_bytes: int
-    requests: dict[str, int]
-    writes_per_1000_tokens: float
-    body_bytes_per_answer_byte: float
-    wire_bytes_per_answer_byte: float
-
-
-def amplification(tmp: str, persistence: Service, upstream_url: str, answers: int) -> Amplification:
-    async def run() -> Amplification:
-        proxy = CountingProxy(persistence.port)
-        proxy_url = await proxy.start()
-        with ExitStack() as stack:
-            # Started from a thread: the proxy must keep serving while the gateway starts.
-            service = await asyncio.to_thread(stack.enter_context, gateway(tmp, proxy_url, upstream_url))
-            proxy.requests.clear()
-            proxy.wire_bytes = proxy.body_bytes = 0
-            done = await streams(service.url, answers, answers)
-            await asyncio.sleep(0.5)  # the final writes after the last chunk was relayed
-            counted = dict(proxy.requests), proxy.wire_bytes, proxy.body_bytes
-            await asyncio.to_thread(stack.close)
-        proxy.server.close()
-        requests, wire_bytes, body_bytes = counted
-        writes = sum(n for method, n in requests.items() if method in ("POST", "PATCH", "PUT", "DELETE"))
-        tokens = len(done) * CHUNKS
-        answer_bytes = sum(len(s.text.encode()) for s in done)
-        return Amplification(
-            answers,
-            tokens,
-            answer_bytes,
-            requests,
-            writes / tokens * 1000,
-            body_bytes / answer_bytes,
-            wire_bytes / answer_bytes,
-        )
-
-    return asyncio.run(run())
 
 
 @dataclass
@@ -485,14 +234,16 @@ class ToolCallRelay:
     ratio: float
 
 
-def tool_call_relay(tmp: str, persistence: Service, count: int, rounds: int = 5) -> ToolCallRelay:
+def tool_call_relay(
+    tmp: str, persistence: Service, count: int, rounds: int = 5, answer_log: str | None = None
+) -> ToolCallRelay:
     """Section 3b: ``count`` answers of one call each and ``count`` of text, each through a gateway of its own,
     in alternating rounds (the one that goes first alternating too): the machine's drift lands on both."""
     with (
         upstream("--tool-calls") as calls,
         upstream() as text,
-        gateway(tmp, persistence.url, calls) as tool_gateway,
-        gateway(tmp, persistence.url, text) as text_gateway,
+        gateway(tmp, persistence.url, calls, answer_log) as tool_gateway,
+        gateway(tmp, persistence.url, text, answer_log) as text_gateway,
     ):
         cpu: dict[str, list[float]] = {"tool": [], "text": []}
         sides = [("tool", calls, tool_gateway), ("text", text, text_gateway)]
@@ -500,7 +251,7 @@ def tool_call_relay(tmp: str, persistence: Service, count: int, rounds: int = 5)
             warm_up(service.url)
         for round_ in range(rounds):
             for side, upstream_url, service in sides if round_ % 2 == 0 else sides[::-1]:
-                _, _, used = direct_and_through(upstream_url, service.url, _pid(service), 1, count // rounds)
+                _, _, used = direct_and_through(upstream_url, service.url, pid_of(service), 1, count // rounds)
                 cpu[side].append(used)
     tool_cpu, text_cpu = statistics.mean(cpu["tool"]), statistics.mean(cpu["text"])
     return ToolCallRelay(count // rounds * rounds, tool_cpu, text_cpu, tool_cpu / text_cpu)
@@ -525,8 +276,8 @@ def responses_relay(upstream_url: str, service: Service, rounds: int, count: int
     asyncio.run(streams(service.url, 2, 4, responses=True))
     chat, responses = [], []
     for _ in range(rounds):
-        chat.append(direct_and_through(upstream_url, service.url, _pid(service), 1, count))
-        responses.append(direct_and_through(upstream_url, service.url, _pid(service), 1, count, responses=True))
+        chat.append(direct_and_through(upstream_url, service.url, pid_of(service), 1, count))
+        responses.append(direct_and_through(upstream_url, service.url, pid_of(service), 1, count, responses=True))
     as_chat, as_responses = _pooled(chat), _pooled(responses)
     return ResponsesRelay(
         as_responses.streams,
@@ -541,13 +292,19 @@ def responses_relay(upstream_url: str, service: Service, rounds: int, count: int
 
 @dataclass
 class Report:
+    answer_log: str | None = None  # its URL and how it keeps what it acknowledged; None: without one
     relay: list[Relay] = field(default_factory=list)
     tool_calls: ToolCallRelay | None = None
     responses: ResponsesRelay | None = None
     alternative: Alternative | None = None
+    reader_delay: dict[str, ReaderDelay] = field(default_factory=dict)  # "direct" and "gateway"
     amplification: list[Amplification] = field(default_factory=list)
     resume: Resume | None = None
     memory: Memory | None = None
+
+
+PACED = ("--delay", "0.02")  # 50 tokens/s, a typical hosted model
+BENCH_REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 
 
 def main(argv: list[str] | None = None) -> Report:
@@ -555,103 +312,77 @@ def main(argv: list[str] | None = None) -> Report:
     parser.add_argument("--quick", action="store_true", help="a few streams each: checks the harness only")
     parser.add_argument("--database-url", default=os.environ.get("TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL))
     parser.add_argument("--litellm", metavar="COMMAND", help="LiteLLM's `litellm` command: compare the relay with it")
+    parser.add_argument(
+        "--answer-log", nargs="?", const=BENCH_REDIS_URL, metavar="URL|compose", help="run the gateways with it"
+    )
     args = parser.parse_args(argv)
-    quick = args.quick
-    levels = [(1, 5), (16, 16), (64, 64)] if quick else [(1, 100), (16, 320), (64, 256)]
     report = Report()
     with (
         temporary_database(sa.make_url(args.database_url), prefix="bench") as url,
         scratch_directory() as tmp,
+        answer_log_at(tmp, args.answer_log) as log,
     ):
-        env = service_env(tmp, API_KEY=KEY, DATABASE_URL=url)
-        workers = ("--workers", str(os.cpu_count() or 2))
-        persistence = Service("persistence.main:create_app", env, Path(tmp) / "persistence.log", workers).start()
+        report.answer_log = None if log is None else f"{log} ({redis_durability(log)})"
+        persistence = persistence_service(tmp, url)
         try:
-            with upstream() as fast, gateway(tmp, persistence.url, fast) as service:
-                if args.litellm:
-                    print("3. relay cost, at concurrency 1 alternating with LiteLLM's proxy ...", flush=True)
-                    rounds = 2 if quick else 5
-                    at_1, report.alternative = compared(
-                        tmp, args.litellm, fast, service, rounds, levels[0][1] // rounds, 3 if quick else 6
-                    )
-                    print("3. relay cost, at concurrency 16 and 64 ...", flush=True)
-                    report.relay = [at_1, *relay(fast, service, levels[1:])]
-                else:
-                    print("3. relay cost ...", flush=True)
-                    report.relay = relay(fast, service, levels)
-                print("3c. relay cost through the Responses API ...", flush=True)
-                report.responses = responses_relay(fast, service, 2 if quick else 5, 3 if quick else 20)
-                print("3b. relay cost of tool-call chunks ...", flush=True)
-                report.tool_calls = tool_call_relay(tmp, persistence, 5 if quick else 100)
-                print("4. write amplification (fast upstream) ...", flush=True)
-                report.amplification.append(amplification(tmp, persistence, fast, 4 if quick else 20))
-            with upstream("--delay", "0.02") as paced:  # 50 tokens/s, a typical hosted model
-                print("4. write amplification (50 tokens/s) ...", flush=True)
-                report.amplification.append(amplification(tmp, persistence, paced, 4 if quick else 20))
-            with upstream("--drop-at", "0.8") as breaking, gateway(tmp, persistence.url, breaking) as service:
+            relay_sections(args, tmp, persistence, log, report)
+            paced_sections(args.quick, tmp, persistence, log, report)
+            with upstream("--drop-at", "0.8") as breaking, gateway(tmp, persistence.url, breaking, log) as service:
                 print("5. resume savings ...", flush=True)
-                report.resume = resume(service, breaking, persistence, 3 if quick else 20)
-            with upstream("--delay", "0.1") as slow, gateway(tmp, persistence.url, slow) as service:
+                report.resume = resume(service, breaking, persistence, 3 if args.quick else 20)
+            with upstream("--delay", "0.1") as slow, gateway(tmp, persistence.url, slow, log) as service:
                 print("6. memory ...", flush=True)
-                report.memory = memory(service, 20 if quick else 200)
+                report.memory = memory(service, 20 if args.quick else 200)
         finally:
             persistence.kill(signal.SIGTERM)
     print_report(report)
-    save_results("gateway", quick, asdict(report))
+    save_results("gateway", args.quick, asdict(report))
     return report
 
 
-def print_report(report: Report) -> None:
-    print("\n3. relay cost (p50; 'added' = through the gateway minus direct)")
-    print(
-        f"{'conc':>4} {'streams':>7} {'TTFC direct':>11} {'TTFC gateway':>12} {'added':>7} {'total direct':>12}"
-        f" {'total gateway':>13} {'CPU/chunk':>9}"
-    )
-    for r in report.relay:
-        print(
-            f"{r.concurrency:4} {r.streams:7} {r.direct_first_chunk_p50_ms:9.2f}ms"
-            f" {r.gateway_first_chunk_p50_ms:10.2f}ms {r.added_first_chunk_p50_ms:5.2f}ms"
-            f" {r.direct_total_p50_ms:10.1f}ms {r.gateway_total_p50_ms:11.1f}ms"
-            f" {r.gateway_cpu_us_per_chunk:7.1f}us"
-        )
-    if alt := report.alternative:
-        print(
-            f"  {alt.name}, c = 1, {alt.streams} streams in {alt.rounds} rounds alternating with the gateway's:"
-            f" TTFC {alt.first_chunk_p50_ms:.2f}ms"
-            f" ({alt.direct_first_chunk_p50_ms:.2f}ms direct), added {alt.added_first_chunk_p50_ms:.2f}ms,"
-            f" CPU/chunk {alt.cpu_us_per_chunk:.1f}us; the gateway's added TTFC is"
-            f" {alt.gateway_added_first_chunk_ratio:.2f} of it, its CPU/chunk {alt.gateway_cpu_per_chunk_ratio:.3f}"
-        )
-    if tc := report.tool_calls:
-        print(
-            f"\n3b. tool calls, c = 1, {tc.streams} answers of one {CHUNKS}-fragment call: CPU/chunk"
-            f" {tc.cpu_us_per_chunk:.1f}us against {tc.text_cpu_us_per_chunk:.1f}us for text in the same run"
-            f" ({tc.ratio:.2f})"
-        )
-    if rr := report.responses:
-        print(
-            f"\n3c. Responses API, c = 1, {rr.streams} streams alternating with Chat Completions: added TTFC"
-            f" {rr.responses_added_first_chunk_ms:.2f}ms against {rr.chat_added_first_chunk_ms:.2f}ms"
-            f" ({rr.added_ratio:.2f}), CPU/chunk {rr.responses_cpu_us_per_chunk:.1f}us against"
-            f" {rr.chat_cpu_us_per_chunk:.1f}us ({rr.cpu_ratio:.2f})"
-        )
-    print("\n4. write amplification")
-    for a in report.amplification:
-        print(
-            f"  {a.answers} answers, {a.tokens} tokens: {a.writes_per_1000_tokens:.1f} writes per 1,000 tokens"
-            f" {a.requests}; body bytes / answer bytes {a.body_bytes_per_answer_byte:.2f}"
-            f" (with HTTP heads {a.wire_bytes_per_answer_byte:.2f})"
-        )
-    if r5 := report.resume:
-        print(
-            f"\n5. resume: {r5.resumed_tokens} tokens resumed vs {r5.answers * CHUNKS} to regenerate:"
-            f" {r5.resume_cost_vs_regenerating:.2f} (answers complete and whole: {r5.complete_and_whole})"
-        )
-    if m := report.memory:
-        print(
-            f"\n6. memory: {m.streams} open streams: RSS {m.rss_peak_mib:.0f} MiB at peak,"
-            f" {m.rss_idle_mib:.0f} MiB idle ({m.most_open_at_once} relaying at once at most)"
-        )
+def relay_sections(args: argparse.Namespace, tmp: str, persistence: Service, log: str | None, report: Report) -> None:
+    """Sections 3, 3b and 3c."""
+    quick = args.quick
+    levels = [(1, 5), (16, 16), (64, 64)] if quick else [(1, 100), (16, 320), (64, 256)]
+    with upstream() as fast, gateway(tmp, persistence.url, fast, log) as service:
+        if args.litellm:
+            print("3. relay cost, at concurrency 1 alternating with LiteLLM's proxy ...", flush=True)
+            rounds = 2 if quick else 5
+            at_1, report.alternative = compared(
+                tmp, args.litellm, fast, service, rounds, levels[0][1] // rounds, 3 if quick else 6
+            )
+            print("3. relay cost, at concurrency 16 and 64 ...", flush=True)
+            report.relay = [at_1, *relay(fast, service, levels[1:])]
+        else:
+            print("3. relay cost ...", flush=True)
+            report.relay = relay(fast, service, levels)
+        print("3c. relay cost through the Responses API ...", flush=True)
+        report.responses = responses_relay(fast, service, 2 if quick else 5, 3 if quick else 20)
+    print("3b. relay cost of tool-call chunks ...", flush=True)
+    report.tool_calls = tool_call_relay(tmp, persistence, 5 if quick else 100, answer_log=log)
+
+
+def paced_sections(quick: bool, tmp: str, persistence: Service, log: str | None, report: Report) -> None:
+    """Section 3d, and section 4 unpaced and at 50 tokens/s, with the answer log and without it."""
+    rounds, concurrency = (1, 2) if quick else (3, 8)
+    with upstream(*PACED, "--stamp") as paced, gateway(tmp, persistence.url, paced, log) as service:
+        print("3d. reader delay per chunk at 50 tokens/s ...", flush=True)
+        warm_up(service.url)
+        delays: dict[str, list[float]] = {"direct": [], "gateway": []}
+        for round_ in range(rounds):  # alternating, the one that goes first alternating too
+            for side, url in [("direct", paced), ("gateway", service.url)][:: 1 if round_ % 2 == 0 else -1]:
+                delays[side] += reader_delays(paced, url, ANSWER, concurrency, concurrency)
+        report.reader_delay = {
+            side: ReaderDelay.of(values, rounds * concurrency, concurrency, 50) for side, values in delays.items()
+        }
+    answers = 4 if quick else 20
+    with upstream() as fast, upstream(*PACED) as paced:
+        for configuration in [log, None] if log else [None]:
+            for upstream_url, is_paced in ((fast, False), (paced, True)):
+                print(f"4. write amplification ({'50 tokens/s' if is_paced else 'unpaced'}) ...", flush=True)
+                report.amplification.append(
+                    amplification(tmp, persistence, upstream_url, answers, configuration, paced=is_paced)
+                )
 
 
 if __name__ == "__main__":

@@ -5,13 +5,16 @@ apart. A request whose last message is a partial answer (the gateway resuming) g
 With ``--drop-at F``, a fresh (not resumed) answer breaks off after that fraction of its tokens. With
 ``--tool-calls``, every answer is one tool call instead, its arguments those tokens, one fragment per chunk.
 GET /stats tells how many completion tokens were sent, fresh and resumed; POST /stats/reset zeroes them.
+With ``--stamp``, GET /stamps gives each fresh answer's send times (``time.monotonic()``, one per token), keyed
+by its question (the last user message): the reader delay of bench/reader_delay.py. Reset clears them too.
 
-    python -m bench.upstream PORT [--chunks 200] [--delay 0] [--drop-at 0.8]
+    python -m bench.upstream PORT [--chunks 200] [--delay 0] [--drop-at 0.8] [--stamp]
 """
 
 import argparse
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -49,12 +52,19 @@ def _call_chunks(words: list[str]) -> list[bytes]:
     ]
 
 
-def create_app(chunks: int, delay: float, drop_at: float | None, tool_calls: bool = False) -> Starlette:
+def _question(messages: list[dict[str, Any]]) -> str:
+    return next((str(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
+
+
+def create_app(
+    chunks: int, delay: float, drop_at: float | None, tool_calls: bool = False, stamp: bool = False
+) -> Starlette:
     words = [f"w{i} " for i in range(chunks)]
     encoded = _call_chunks(words) if tool_calls else [_chunk(word) for word in words]
     finish_reason = "tool_calls" if tool_calls else "stop"
     answer = "".join(words)
     stats = {"requests": 0, "fresh_tokens": 0, "resumed_tokens": 0}
+    stamps: dict[str, list[float]] = {}
 
     async def completions(request: Request) -> Response:
         body = await request.json()
@@ -65,12 +75,16 @@ def create_app(chunks: int, delay: float, drop_at: float | None, tool_calls: boo
         # Continue after the words already given (a resumed prefix may end mid-word).
         start = len(partial.split()) if partial and answer.startswith(partial.rstrip()) else 0
         stop = int(chunks * drop_at) if drop_at is not None and not resumed else chunks
+        # A resumed answer's times would start mid-answer: only fresh ones are stamped.
+        sent = stamps.setdefault(_question(messages), []) if stamp and not resumed else None
 
         async def stream() -> AsyncIterator[bytes]:
             for index in range(start, chunks):
                 if index >= stop:
                     raise Broken
                 stats["resumed_tokens" if resumed else "fresh_tokens"] += 1
+                if sent is not None:
+                    sent.append(time.monotonic())  # CLOCK_MONOTONIC: the client's clock too, on this machine
                 yield encoded[index]
                 if delay:
                     await asyncio.sleep(delay)
@@ -82,14 +96,19 @@ def create_app(chunks: int, delay: float, drop_at: float | None, tool_calls: boo
     async def get_stats(_: Request) -> Response:
         return JSONResponse(stats)
 
+    async def get_stamps(_: Request) -> Response:
+        return JSONResponse(stamps)
+
     async def reset(_: Request) -> Response:
         stats.update(dict.fromkeys(stats, 0))
+        stamps.clear()
         return JSONResponse(stats)
 
     return Starlette(
         routes=[
             Route("/v1/chat/completions", completions, methods=["POST"]),
             Route("/stats", get_stats),
+            Route("/stamps", get_stamps),
             Route("/stats/reset", reset, methods=["POST"]),
         ]
     )
@@ -102,8 +121,9 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--drop-at", type=float, default=None)
     parser.add_argument("--tool-calls", action="store_true")
+    parser.add_argument("--stamp", action="store_true", help="record each chunk's send time (GET /stamps)")
     args = parser.parse_args()
-    app = create_app(args.chunks, args.delay, args.drop_at, args.tool_calls)
+    app = create_app(args.chunks, args.delay, args.drop_at, args.tool_calls, args.stamp)
     # "critical": the breaks --drop-at makes on purpose are not errors worth a traceback.
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="critical")
 

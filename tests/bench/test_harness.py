@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import redis
 
 from bench.common import RESULTS
 from tests.conftest import postgres_url_or_skip
@@ -31,10 +32,10 @@ def _tools() -> None:
             pytest.skip(f"{tool} is missing (make bench-deps)")
 
 
-def run_quick(name: str) -> object:
+def run_quick(name: str, *args: str) -> object:
     result = RESULTS / f"{name}-quick.json"
     result.unlink(missing_ok=True)
-    subprocess.run([sys.executable, "-m", f"bench.{name}", "--quick"], cwd=ROOT, check=True, timeout=600)
+    subprocess.run([sys.executable, "-m", f"bench.{name}", "--quick", *args], cwd=ROOT, check=True, timeout=600)
     return json.loads(result.read_text())
 
 
@@ -57,9 +58,35 @@ def test_gateway() -> None:
     assert isinstance(report, dict)
     assert [r["concurrency"] for r in report["relay"]] == [1, 16, 64]
     assert all(r["gateway_cpu_us_per_chunk"] > 0 for r in report["relay"])
-    assert len(report["amplification"]) == 2
+    assert [(a["configuration"], a["upstream"]) for a in report["amplification"]] == [
+        ("no log", "unpaced"),
+        ("no log", "50 tokens/s"),
+    ]
     assert all(a["writes_per_1000_tokens"] > 0 for a in report["amplification"])
+    # Every token of every stream has its delay, straight from the upstream and through the gateway.
+    delays = report["reader_delay"]
+    assert sorted(delays) == ["direct", "gateway"]
+    assert all(d["tokens"] == d["streams"] * 200 and 0 < d["p50_ms"] <= d["p99_ms"] for d in delays.values())
     # Resumed answers must come out whole: the savings only count if nothing was lost.
     assert report["resume"]["complete_and_whole"] is True
     assert 0 < report["resume"]["resume_cost_vs_regenerating"] < 1
     assert report["memory"]["most_open_at_once"] == report["memory"]["streams"]
+
+
+def test_compare() -> None:
+    """Issue 37's comparison, with this tree as the other one too: the harness runs a tree given by path."""
+    url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
+    try:
+        redis.Redis.from_url(url, socket_timeout=2).ping()
+    except redis.RedisError:
+        pytest.skip(f"no Redis at {url} (BENCH_REDIS_URL) for the answer log")
+    report = run_quick("compare", "--code", str(ROOT), "--answer-log", url)
+    assert isinstance(report, dict)
+    sides = report["sides"]
+    assert [s["name"] for s in sides] == ["before", "answer log", "no log"]
+    assert sides[0]["code"] == str(ROOT)
+    for side in sides:
+        assert len(side["added_first_chunk_ms_by_round"]) == len(side["reader_p99_ms_by_round"]) == 2
+        assert 0 < side["reader50"] <= side["reader99"]
+    # The answer log is what keeps the writes batched: without it, text is saved chunk by chunk when paced.
+    assert sides[1]["writes_paced"] <= 40 < sides[2]["writes_paced"]
