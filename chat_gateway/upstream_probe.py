@@ -40,13 +40,13 @@ async def choose_continuation(
 ) -> ContinuationChoice:
     """The method, and why, said in one INFO line. ``transport``: what the probes go through (the network)."""
     choice = await _choose(settings, transport)
-    logger.info("upstream continuation: %s (%s)", choice.method, choice.reason)
+    logger.info("upstream continuation %s: %s", choice.method, choice.reason)
     return choice
 
 
 async def _choose(settings: Settings, transport: httpx.AsyncBaseTransport | None) -> ContinuationChoice:
     if settings.upstream_continuation != "auto":
-        return ContinuationChoice(settings.upstream_continuation, "configured: UPSTREAM_CONTINUATION")
+        return ContinuationChoice(settings.upstream_continuation, "configured (UPSTREAM_CONTINUATION)")
     if (by_host := hosted_api(settings.openai_base_url)) is not None:
         return by_host
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key is not None else None
@@ -57,7 +57,7 @@ async def _choose(settings: Settings, transport: httpx.AsyncBaseTransport | None
             async with asyncio.timeout(seconds):
                 return await _probe(client, str(settings.openai_base_url))
         except TimeoutError:
-            return ContinuationChoice("restart", f"the upstream did not say what it is within {seconds:g} s: restart")
+            return ContinuationChoice("restart", f"the upstream did not say what it is within {seconds:g} s")
 
 
 def hosted_api(base_url: str | None) -> ContinuationChoice | None:
@@ -72,7 +72,7 @@ def hosted_api(base_url: str | None) -> ContinuationChoice | None:
     if url.hostname == DEEPSEEK_HOST:
         if url.path.startswith("/beta"):
             return ContinuationChoice("prefix", f"DeepSeek's beta API ({DEEPSEEK_HOST}/beta): prefix completion")
-        return ContinuationChoice("restart", "DeepSeek's API without /beta, where prefix completion is: restart")
+        return ContinuationChoice("restart", "DeepSeek's API without /beta, where its prefix completion is")
     return None
 
 
@@ -81,7 +81,7 @@ async def _probe(http: httpx.AsyncClient, base_url: str) -> ContinuationChoice:
     root = base.removesuffix("/v1")  # the servers' own routes are beside the OpenAI ones, not under them
     version, props = await asyncio.gather(_get(http, f"{root}/version"), _get(http, f"{root}/props"))
     if version is None and props is None:
-        return ContinuationChoice("restart", f"the upstream at {root} was unreachable at start-up: restart")
+        return ContinuationChoice("restart", f"the upstream at {root} was unreachable at start-up")
     if (vllm := _vllm_version(version)) is not None and await _models_owned_by_vllm(http, base):
         return ContinuationChoice("vllm", f"vLLM {vllm} at /version")
     if (build := _llama_server_build(props)) is not None:
@@ -89,7 +89,7 @@ async def _probe(http: httpx.AsyncClient, base_url: str) -> ContinuationChoice:
     answered = [response for response in (version, props) if response is not None]
     servers = sorted({name for response in answered for name in response.headers.get_list("server")})
     said = f" (server: {', '.join(servers)})" if servers else ""
-    return ContinuationChoice("restart", f"unknown upstream{said}: restart")
+    return ContinuationChoice("restart", f"unknown upstream{said}")
 
 
 async def _get(http: httpx.AsyncClient, url: str) -> httpx.Response | None:
