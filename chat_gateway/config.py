@@ -16,6 +16,9 @@ from shared.settings import rate_limit_or_none
 OPENAI_HOST = "api.openai.com"
 UVICORN_DEFAULT_HOST = "127.0.0.1"  # what uvicorn binds without --host
 
+# How an upstream continues an interrupted answer: the table in prompt.Continuation.
+ContinuationMethod = Literal["exact", "vllm", "prefix", "restart"]
+
 
 def is_loopback(host: str) -> bool:
     """Whether only this machine can reach an address: a name is taken at its word only if it is localhost."""
@@ -71,10 +74,11 @@ class Settings(ServiceSettings):
     openai_base_url: str | None = None
     openai_model: str = "gpt-4o-mini"
     upstream_timeout_seconds: float = Field(default=60.0, gt=0)
-    # How the upstream continues an interrupted answer sent as the last, assistant, message (prompt.Continuation):
-    # `exact` continues that text (llama.cpp, Ollama); `restart` answers with a new message, which may repeat
-    # it (OpenAI). `auto`: `restart` for OpenAI's own API, `exact` for any other server.
-    upstream_continuation: Literal["auto", "exact", "restart"] = "auto"
+    # How the upstream continues an interrupted answer (prompt.Continuation): `auto` asks the upstream what it is,
+    # once, at start-up (chat_gateway/upstream_probe.py), and takes `restart`, which every upstream can do, when
+    # it cannot tell. UPSTREAM_PROBE_SECONDS bounds how long start-up waits for that answer.
+    upstream_continuation: ContinuationMethod | Literal["auto"] = "auto"
+    upstream_probe_seconds: float = Field(default=2.0, gt=0, le=30)
 
     # Who may call (README, "Identity"): admin keys, one per line; users' keys (created by admins, stored
     # hashed in persistence); JWTs from an identity provider (JWT_*). With none of them: open mode.
@@ -179,12 +183,6 @@ class Settings(ServiceSettings):
             'CHAT_ADMIN_KEYS_FILE naming a file of them; README, "Identity") or an identity provider (JWT_*), '
             "or bind it to 127.0.0.1, or set ALLOW_OPEN=true if only trusted callers can reach that address"
         )
-
-    @property
-    def continues_exactly(self) -> bool:
-        if self.upstream_continuation != "auto":
-            return self.upstream_continuation == "exact"
-        return self.openai_base_url is not None and urlsplit(self.openai_base_url).hostname != OPENAI_HOST
 
     @property
     def session_names_key(self) -> bytes:

@@ -23,7 +23,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from chat_gateway import retry
 from chat_gateway.answer_log import AnswerLog, LogError, LogWriter
 from chat_gateway.answer_text import AnswerText
-from chat_gateway.config import Settings
+from chat_gateway.config import ContinuationMethod, Settings
 from chat_gateway.metrics import ACTIVE_GENERATIONS, TOKENS, UPSTREAM_ERRORS
 from chat_gateway.persistence_client import AnswerStore, PersistenceError
 from chat_gateway.prompt import Continuation, build_messages, load_history
@@ -161,9 +161,11 @@ class Generation:
         leased_at: float | None = None,
         log: AnswerLog | None = None,
         taken_over: bool = False,
+        continuation: ContinuationMethod = "restart",
     ) -> None:
         """``leased_at``: when (``time.monotonic``) the request that gave this gateway the lease was sent.
-        ``taken_over``: the answer was claimed, so the answer log may hold more of its text than persistence."""
+        ``taken_over``: the answer was claimed, so the answer log may hold more of its text than persistence.
+        ``continuation``: how the upstream continues an interrupted answer (chat_gateway/upstream_probe.py)."""
         self.answer = answer
         self.prompt = prompt  # known up front (a client's own, or a new chat's); else built from the history
         self._opening = opening  # the first attempt's stream, requested with ``prompt`` while the turn was stored
@@ -172,6 +174,7 @@ class Generation:
         self.settings = settings
         self.persistence = persistence
         self.client = client
+        self.continuation = continuation
         self._on_finish = on_finish
 
         self.buffer = AnswerText(answer.content)
@@ -377,14 +380,14 @@ class Generation:
         if options is None:  # the answer's token limit was reached before it broke off
             self.finish_reason = "length"
             return
-        join = Continuation(partial, exact=self.settings.continues_exactly)
+        join = Continuation(partial, self.continuation)
         calls = ToolCallAssembler()  # an attempt's calls: one cut off is asked for again, whole
         finish_reason = None
         if self._opening is not None:
             opening, self._opening = self._opening, None
             stream = await opening
         else:
-            stream = await open_stream(self.client, self.model, join.messages(prompt), options)
+            stream = await open_stream(self.client, self.model, join.messages(prompt), options | join.request_fields())
         async for chunk in read_chunks(stream):
             if chunk.usage:
                 self.usage.add(chunk.usage)

@@ -22,6 +22,7 @@ from chat_gateway.identity import Authenticator
 from chat_gateway.persistence_client import PersistenceClient
 from chat_gateway.service import Answers
 from chat_gateway.upstream import create_client
+from chat_gateway.upstream_probe import NO_UPSTREAM, choose_continuation
 from shared import load_settings_or_exit, split_keys
 from shared.asgi import ERROR_RESPONSES, register_error_handlers
 from shared.observability import REQUEST_ID_HEADER, configure_logging, request_id
@@ -75,6 +76,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     client = create_client(settings)
     if client is None:
         logger.warning("no upstream key configured: chat calls will answer 503")
+    # Asked once, before anything is served; every continuation of an answer goes by it.
+    continuation = NO_UPSTREAM if client is None else await choose_continuation(settings)
+    app.state.continuation = continuation
     log = (
         None
         if settings.answer_log_url is None
@@ -82,7 +86,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     if log is None:
         logger.info("no ANSWER_LOG_URL: text is shown once persistence holds it (a write per chunk)")
-    answers = Answers(settings, persistence, client, log)
+    answers = Answers(settings, persistence, client, log, continuation=continuation.method)
     identity_provider = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
     app.state.auth = Authenticator.build(
         settings, persistence, rate_limiter(settings, "chat_gateway"), identity_provider

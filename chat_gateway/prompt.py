@@ -6,6 +6,7 @@ from typing import Any, cast
 
 from openai.types.chat import ChatCompletionMessageParam
 
+from chat_gateway.config import ContinuationMethod
 from chat_gateway.persistence_client import AnswerStore
 from shared import JSONObject, MessageRole
 from shared.contract import MessageDetail
@@ -117,31 +118,76 @@ def continuation_anchor(partial: str, size: int = ANCHOR_CHARS) -> str:
     return tail[word:] or tail
 
 
+# A repeat as a reply may begin with it: text to match exactly, and None where any whitespace (or none) may be.
+Form = tuple[str | None, ...]
+
+
+def _match(form: Form, text: str) -> int | None:
+    """Where ``form`` ends in ``text`` once whole (-1 while ``text`` may still become it), None when it cannot."""
+    at = 0
+    for part in form:
+        if part is None:
+            while at < len(text) and text[at].isspace():
+                at += 1
+            if at == len(text):
+                return -1
+        elif text.startswith(part, at):
+            at += len(part)
+        elif part.startswith(text[at:]):
+            return -1
+        else:
+            return None
+    return at
+
+
 class Continuation:
-    """How an interrupted answer is continued, and how what the upstream sends next joins its text.
+    """How an interrupted answer is continued (the upstream's ``ContinuationMethod``), and how what the upstream
+    sends next joins its text. The partial answer always goes last, as an assistant message.
 
     ============  ==========================================  =============================================
-    upstream      what it is sent                             what is cut from what it sends
+    method        what it is sent                             what is cut from what it sends
     ============  ==========================================  =============================================
-    ``exact``     the partial answer as the last, assistant,  nothing: it continues the text itself
-                  message (llama.cpp, Ollama, our fake)       (assistant prefill), so a repeat is the
+    ``exact``     the partial answer (llama.cpp's             nothing: it continues the text itself
+                  llama-server, which leaves that turn open)  (assistant prefill), so a repeat is the
                                                               answer's own (a table's rows, "ha ha ha")
+    ``vllm``      the same, with ``continue_final_message``   nothing, as ``exact``
+                  and not ``add_generation_prompt`` (vLLM
+                  opens a new message otherwise)
+    ``prefix``    the same, marked ``"prefix": true``         the partial answer, if the reply begins with
+                  (Mistral's and DeepSeek's APIs)             all of it: Mistral's returns the prefix too
     ``restart``   the same, and an instruction to begin by    that anchor, once, if the reply begins with
-                  repeating its last words, the *anchor*      it; else nothing
-                  (OpenAI, which starts a new message)
+                  repeating its last words, the *anchor*,     it, in its brackets or not, after any
+                  between ``[[`` and ``]]`` (OpenAI)          whitespace; else nothing
     ============  ==========================================  =============================================
 
-    Text is never cut because it *looks* repeated. The residual risk, ``restart`` only: a model that ignores
-    the instruction and whose true continuation begins with exactly the anchor (the same words again), or
-    ends within the anchor's first words, loses that one repeat; one that repeats more than the anchor keeps
-    the surplus twice.
+    Text is never cut because it *looks* repeated: only the one repeat the method asks for (or, for
+    ``prefix``, the echo its API documents), and only at the very start of the reply. The residual risk,
+    ``restart`` only: a model that ignores the instruction and whose true continuation begins with exactly the
+    anchor (the same words again), or ends within the anchor's first words, loses that one repeat; one that
+    repeats more than the anchor keeps the surplus twice.
     """
 
-    def __init__(self, partial: str, *, exact: bool) -> None:
+    def __init__(self, partial: str, method: ContinuationMethod) -> None:
         self.partial = partial
-        self.anchor = "" if exact or not partial else continuation_anchor(partial)
+        self.method = method
+        self.anchor = continuation_anchor(partial) if method == "restart" and partial.strip() else ""
+        self._forms = self._repeats()
         self._held = ""
-        self._released = not self.anchor
+        self._released = not self._forms
+
+    def _repeats(self) -> list[Form]:
+        """The forms of the one repeat that is cut: the anchor as asked, with or without its brackets (a model
+        that obeys loosely writes them too, or opens them and goes on), or the prefix echoed whole."""
+        if self.anchor:
+            words = self.anchor.strip()
+            return [
+                (None, self.anchor.lstrip()),
+                (None, "[[", None, words),
+                (None, "[[", None, words, None, "]]"),
+            ]
+        if self.method == "prefix" and self.partial:
+            return [(self.partial,)]
+        return []
 
     def messages(self, prompt: list[ChatCompletionMessageParam]) -> list[ChatCompletionMessageParam]:
         """The prompt to continue the partial answer from: it goes last, as an assistant message (the form
@@ -149,28 +195,40 @@ class Continuation:
         if not self.partial:
             return prompt
         instruction = RESTART_INSTRUCTION.format(anchor=self.anchor) if self.anchor else CONTINUE_INSTRUCTION
-        return [
-            *prompt,
-            {"role": "system", "content": instruction},
-            {"role": "assistant", "content": self.partial},
-        ]
+        last: dict[str, Any] = {"role": "assistant", "content": self.partial}
+        if self.method == "prefix":
+            # Mistral's API spec: "Set this to `true` when adding an assistant message as prefix to condition the
+            # model response" (AssistantMessage.prefix); DeepSeek's "Chat Prefix Completion (Beta)" the same.
+            last["prefix"] = True
+        return [*prompt, {"role": "system", "content": instruction}, cast(ChatCompletionMessageParam, last)]
+
+    def request_fields(self) -> JSONObject:
+        """What the request carries besides the answer's own options."""
+        if self.method != "vllm" or not self.partial:
+            return {}
+        # vLLM's ChatCompletionRequest: continue_final_message "formats the chat so that the final message is
+        # open-ended, without any EOS tokens. The model will continue this message rather than starting a new
+        # one... Cannot be used at the same time as `add_generation_prompt`", which defaults to true.
+        return {"continue_final_message": True, "add_generation_prompt": False}
 
     def feed(self, text: str) -> str:
-        """What of ``text`` goes after the answer so far (the start is held while it may be the anchor)."""
+        """What of ``text`` goes after the answer so far (the start is held while it may be the repeat)."""
         if self._released:
             return text
         self._held += text
-        if self._held.startswith(self.anchor):
-            return self._release(self._held[len(self.anchor) :])
-        if self.anchor.startswith(self._held):
-            return ""  # may still become the anchor
-        return self._release(self._held)
+        ends = [_match(form, self._held) for form in self._forms]
+        if -1 in ends:
+            return ""  # may still become the repeat, or a longer form of it
+        return self._release(self._held[max((end for end in ends if end is not None), default=0) :])
 
     def flush(self) -> str:
-        """At the end of the stream: what is still held (a reply that stopped inside the anchor repeated it)."""
+        """At the end of the stream: what is still held (a reply that stopped inside the repeat repeated it)."""
         if self._released:
             return ""
-        return self._release("" if self.anchor.startswith(self._held) else self._held)
+        ends = [_match(form, self._held) for form in self._forms]
+        if whole := [end for end in ends if end is not None and end >= 0]:
+            return self._release(self._held[max(whole) :])
+        return self._release("" if -1 in ends else self._held)
 
     def _release(self, text: str) -> str:
         self._released, self._held = True, ""

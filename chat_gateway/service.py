@@ -17,7 +17,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from chat_gateway import retry
 from chat_gateway.answer_log import AnswerLog, LogError
-from chat_gateway.config import Settings
+from chat_gateway.config import ContinuationMethod, Settings
 from chat_gateway.following import TERMINAL, Follower
 from chat_gateway.generation import Generation, StreamEvent
 from chat_gateway.identity import ANYONE, Caller
@@ -68,11 +68,13 @@ class Answers:
         persistence: PersistenceClient,
         client: AsyncOpenAI | None,
         log: AnswerLog | None = None,
+        continuation: ContinuationMethod = "restart",
     ) -> None:
         self.settings = settings
         self.persistence = persistence
         self.client = client
         self.log = log
+        self.continuation = continuation  # how the upstream continues an answer, decided at start-up
         self._live: dict[uuid.UUID, Generation] = {}
         self._follower = Follower(settings, persistence, self._live)
         self._claiming: set[uuid.UUID] = set()
@@ -341,6 +343,7 @@ class Answers:
             leased_at=leased_at,
             log=self.log,
             taken_over=taken_over,
+            continuation=self.continuation,
         )
         self._live[claimed.id] = generation
         generation.start()

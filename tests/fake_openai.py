@@ -2,9 +2,10 @@
 
 It answers every chat completion with TEXT (or ``app.state.text``), token by token, and continues it from a
 trailing assistant message exactly, the way llama.cpp does (stopping at ``max_tokens``, as it does), or, with
-``Plan(restart=True)``, as a model that starts a new message and repeats the words it is asked to. Each request
-takes the next scripted ``Plan`` (default: behave): drop the connection after k tokens, answer an error status (with
-Retry-After), stall before the first token, or go slowly.
+``Plan(restart=True)``, as a model that starts a new message and repeats the words it is asked to. It can say it
+is llama-server (the default), vLLM or Mistral's API, and continues as that server does (``app.state.server``).
+Each request takes the next scripted ``Plan`` (default: behave): drop the connection after k tokens, answer an
+error status (with Retry-After), stall before the first token, or go slowly.
 
 With ``app.state.sample = True`` it writes as a model that samples does: new words on every request, a
 continuation's included (the partial answer, then words never sent before), so text a client was shown and
@@ -93,6 +94,7 @@ class Plan:
     delay: float = 0.0  # seconds between tokens
     repeat_overlap: int = 0  # on a continuation, first repeat this many characters of the partial answer
     restart: bool = False  # on a continuation, first repeat the words the instruction asks for ([[...]])
+    echo_brackets: bool = False  # with ``restart``: repeat them in their brackets too, as a loose model does
     continue_with: str | None = None  # on a continuation, this instead of the rest of the text
     # Calls to make after the text, as (name, arguments): streamed as OpenAI does, a call's arguments in
     # fragments of ``fragment`` characters; each fragment counts as a token for ``drop_after``.
@@ -150,9 +152,30 @@ def remaining_text(messages: list[dict[str, Any]], plan: Plan, text: str = TEXT)
             rest = plan.continue_with
         repeat = partial[-plan.repeat_overlap :] if plan.repeat_overlap else ""
         if plan.restart and (asked := re.search(r"\[\[(.*)\]\]", str(messages[-2].get("content")), re.DOTALL)):
-            repeat = asked.group(1)
+            repeat = f"[[{asked.group(1)}]]" if plan.echo_brackets else asked.group(1)
         return repeat + rest
     return text
+
+
+MISTRAL_REFUSAL = "Expected last role User or Tool (or Assistant with prefix True) for serving but got assistant"
+
+
+def as_continued(server: str | None, body: dict[str, Any]) -> tuple[list[dict[str, Any]], str] | None:
+    """The messages ``server`` (``app.state.server``) answers and what its reply begins with; None: refused.
+
+    A last assistant message is continued as llama-server does, but by "vllm" only with the flags vLLM needs
+    (else it is a closed turn, and the answer starts anew after it), and by "mistral" only marked as a prefix
+    (else refused, as Mistral's API does), the reply beginning with that prefix (as Mistral's does).
+    """
+    messages: list[dict[str, Any]] = body["messages"]
+    last = messages[-1] if messages else {}
+    if last.get("role") != "assistant":
+        return messages, ""
+    if server == "vllm" and (body.get("continue_final_message"), body.get("add_generation_prompt")) != (True, False):
+        return messages[:-1], ""
+    if server == "mistral":
+        return (messages, str(last.get("content") or "")) if last.get("prefix") is True else None
+    return messages, ""
 
 
 def create_fake_openai() -> FastAPI:
@@ -166,12 +189,32 @@ def create_fake_openai() -> FastAPI:
     app.state.sample = False  # new words on every request (see the module's docstring)
 
     app.state.models = None  # the ids GET /v1/models lists; None: the server has no such route (a 404)
+    # What it says it is when asked (chat_gateway/upstream_probe.py), and so how it continues a last assistant
+    # message (as_continued): "llama.cpp" answers GET /props, "vllm" GET /version and owns its models; "mistral"
+    # (Mistral's API) and None say nothing.
+    app.state.server = "llama.cpp"
+
+    def _not_found() -> JSONResponse:
+        return JSONResponse({"error": {"message": "no such route", "type": "fake"}}, status_code=404)
+
+    @app.get("/props")
+    async def props() -> Any:
+        if app.state.server != "llama.cpp":
+            return _not_found()
+        settings = {"n_ctx": 4096, "params": {"temperature": 0.8}}
+        body = {"default_generation_settings": settings, "total_slots": 1, "build_info": "b0-fake"}
+        return JSONResponse(body, headers={"server": "llama.cpp"})
+
+    @app.get("/version")
+    async def version() -> Any:
+        return {"version": "0.0.0-fake"} if app.state.server == "vllm" else _not_found()
 
     @app.get("/v1/models")
     async def models() -> Any:
         if app.state.models is None:
-            return JSONResponse({"error": {"message": "no such route", "type": "fake"}}, status_code=404)
-        data = [{"id": model, "object": "model", "created": 1, "owned_by": "fake"} for model in app.state.models]
+            return _not_found()
+        owner = "vllm" if app.state.server == "vllm" else "fake"
+        data = [{"id": model, "object": "model", "created": 1, "owned_by": owner} for model in app.state.models]
         return {"object": "list", "data": data}
 
     @app.post("/v1/chat/completions")
@@ -184,12 +227,15 @@ def create_fake_openai() -> FastAPI:
             message = plan.message or f"scripted {plan.status}"
             error = {"error": {"message": message, "type": "fake", "code": None}}
             return JSONResponse(error, status_code=plan.status, headers=headers)
-        answer = app.state.answer(body["messages"]) if app.state.answer is not None else app.state.text
+        if (read := as_continued(app.state.server, body)) is None:
+            return JSONResponse({"error": {"message": MISTRAL_REFUSAL, "type": "fake", "code": None}}, status_code=400)
+        messages, echo = read
+        answer = app.state.answer(messages) if app.state.answer is not None else app.state.text
         if app.state.sample:
-            last = body["messages"][-1]
+            last = messages[-1]
             partial = str(last.get("content") or "") if last.get("role") == "assistant" else ""
             answer = sampled(partial, max(0, len(tokens(answer)) - len(tokens(partial))))
-        text = remaining_text(body["messages"], plan, answer)
+        text = echo + remaining_text(messages, plan, answer)
         parts = tokens(text)
         finish_reason = "tool_calls" if plan.tool_calls else "stop"
         if (limit := body.get("max_tokens")) is not None and len(parts) > limit:

@@ -134,6 +134,7 @@ def fake_openai(_fake_openai_server: tuple[FastAPI, str]) -> FastAPI:
     app.state.text = TEXT
     app.state.models = None
     app.state.sample = False
+    app.state.server = "llama.cpp"
     app.state.default_plan = Plan()
     return app
 

@@ -3,28 +3,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from chat_gateway.config import Settings, is_loopback, uvicorn_host
 from chat_gateway.main import create_app
 
 
-@pytest.mark.parametrize(
-    ("base_url", "mode", "exact"),
-    [
-        (None, "auto", False),  # OpenAI's own API answers a continuation with a new message
-        ("https://api.openai.com/v1", "auto", False),
-        ("http://127.0.0.1:8080/v1", "auto", True),  # llama.cpp, Ollama... continue the text itself
-        ("http://llm:8000/v1", "auto", True),
-        ("http://127.0.0.1:8080/v1", "restart", False),  # vLLM without continue_final_message, say
-        (None, "exact", True),
-    ],
-)
-def test_how_the_upstream_continues_is_configured_or_follows_its_address(
-    base_url: str | None, mode: str, exact: bool
-) -> None:
-    settings = Settings(api_key=SecretStr("k"), openai_base_url=base_url, upstream_continuation=mode)
-    assert settings.continues_exactly is exact
+@pytest.mark.parametrize("mode", ["auto", "exact", "vllm", "prefix", "restart"])
+def test_how_the_upstream_continues_is_one_of_its_methods_or_auto(mode: str) -> None:
+    """What each method sends and cuts: test_prompt.py; how auto decides: test_upstream_probe.py."""
+    assert Settings(api_key=SecretStr("k"), upstream_continuation=mode).upstream_continuation == mode
+
+
+@pytest.mark.parametrize("value", ["EXACT", "continue", ""])
+def test_an_unknown_continuation_method_is_refused(value: str) -> None:
+    with pytest.raises(ValidationError, match="upstream_continuation"):
+        Settings(api_key=SecretStr("k"), upstream_continuation=value)
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from tests.chat_gateway.conftest import (
     wait_for,
 )
 from tests.conftest import redis_url_or_skip
-from tests.fake_openai import TEXT, Plan, tokens
+from tests.fake_openai import MODEL, TEXT, Plan, tokens
 
 pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
 
@@ -162,14 +163,22 @@ def test_an_answer_of_identical_rows_survives_a_drop_whole_with_an_exact_upstrea
     assert len(fake_openai.state.requests) == 2
 
 
-@pytest.mark.parametrize("text", [TEXT, TABLE])
+@pytest.mark.parametrize(("text", "brackets"), [(TEXT, False), (TABLE, False), (TEXT, True)])
 def test_a_restarting_upstream_repeats_the_words_it_is_asked_for_and_only_they_are_cut(
-    tmp_path: Path, persistence: Service, store: httpx.Client, fake_openai: FastAPI, fake_openai_url: str, text: str
+    tmp_path: Path,
+    persistence: Service,
+    store: httpx.Client,
+    fake_openai: FastAPI,
+    fake_openai_url: str,
+    text: str,
+    brackets: bool,
 ) -> None:
+    """``brackets``: the model repeats them too, "[[...]]" (issue 37): the repeat goes with them."""
     env = gateway_env(tmp_path, persistence.url, fake_openai_url, UPSTREAM_CONTINUATION="restart")
     restarting = Service("chat_gateway.main:create_app", env, tmp_path / "restart.log").start()
     fake_openai.state.text = text
-    fake_openai.state.plans.extend([Plan(drop_after=9), Plan(restart=True, drop_after=4), Plan(restart=True)])
+    restart = Plan(restart=True, echo_brackets=brackets)
+    fake_openai.state.plans.extend([Plan(drop_after=9), replace(restart, drop_after=4), restart])
     try:
         body = httpx.post(f"{restarting.url}/chat", json={"message": "hi"}, timeout=30).json()
     finally:
@@ -178,6 +187,31 @@ def test_a_restarting_upstream_repeats_the_words_it_is_asked_for_and_only_they_a
     assert read_message(store, body["message_id"])["content"] == text
     instruction = str(fake_openai.state.requests[1]["messages"][-2]["content"])
     assert "[[" in instruction
+
+
+def test_a_vllm_upstream_is_known_at_start_up_and_continues_the_answer_with_its_flags(
+    tmp_path: Path, persistence: Service, store: httpx.Client, fake_openai: FastAPI, fake_openai_url: str
+) -> None:
+    """Asked without continue_final_message, the fake vLLM (as vLLM does) starts a new answer after the cut text:
+    only the flags the gateway chose at start-up, from /version and its models, make the join whole."""
+    fake_openai.state.server, fake_openai.state.models = "vllm", [MODEL]
+    env = gateway_env(tmp_path, persistence.url, fake_openai_url)  # UPSTREAM_CONTINUATION: auto
+    vllm = Service("chat_gateway.main:create_app", env, tmp_path / "vllm.log").start()
+    fake_openai.state.plans.extend([Plan(drop_after=9), Plan(drop_after=4)])
+    try:
+        body = httpx.post(f"{vllm.url}/chat", json={"message": "hi"}, timeout=30).json()
+    finally:
+        vllm.kill(signal.SIGTERM)
+    assert (body["status"], body["response"]) == ("complete", TEXT)
+    assert read_message(store, body["message_id"])["content"] == TEXT
+    first, *continued = fake_openai.state.requests
+    assert "continue_final_message" not in first
+    assert len(continued) == 2
+    for request in continued:
+        assert (request["continue_final_message"], request["add_generation_prompt"]) == (True, False)
+        assert request["messages"][-1]["role"] == "assistant"
+    said = (tmp_path / "vllm.log").read_text()
+    assert said.count("upstream continuation vllm: vLLM 0.0.0-fake at /version") == 1
 
 
 def test_rate_limit_with_retry_after_is_retried(gateway: Service, store: httpx.Client, fake_openai: FastAPI) -> None:

@@ -13,13 +13,14 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from chat_gateway.answer_log import AnswerLog, connect
-from chat_gateway.config import Settings
+from chat_gateway.config import ContinuationMethod, Settings
 from chat_gateway.generation import Generation
 from chat_gateway.persistence_client import AnswerStore, PersistenceError
 from shared import MessageRole, MessageStatus, NotFound
 from shared.contract import AnswerFinish, MessageDetail
 from tests.chat_gateway.conftest import FakeStore, stored_message
 from tests.conftest import serve
+from tests.fake_openai import TEXT, Plan, tokens
 
 pytestmark = pytest.mark.anyio
 
@@ -88,6 +89,7 @@ def _generation(
     upstream_url: str,
     answer: MessageDetail | None = None,
     log: AnswerLog | None = None,
+    continuation: ContinuationMethod = "restart",
 ) -> Generation:
     client = AsyncOpenAI(api_key="sk", base_url=upstream_url, max_retries=0)
     _CLIENTS.append(client)
@@ -100,6 +102,7 @@ def _generation(
         on_finish=lambda _generation: None,
         prompt=[{"role": "user", "content": "Hi"}],
         log=log,
+        continuation=continuation,
     )
 
 
@@ -293,3 +296,49 @@ async def test_a_write_persistence_refuses_ends_the_answer_failed_with_what_is_s
     assert len([text for _offset, text, _finish in store.appends if text]) == 1  # the text was offered once
     if path == "/slow/v1":  # the model was stopped: tokens nobody could keep are not bought
         assert len(generation.text) < len("".join(WORDS))
+
+
+# Each method against a fake that continues as its servers do (tests/fake_openai.py's ``as_continued``).
+METHODS_AND_SERVERS: list[tuple[ContinuationMethod, str | None, Plan]] = [
+    ("exact", "llama.cpp", Plan()),
+    ("vllm", "vllm", Plan()),
+    ("prefix", "mistral", Plan()),  # its reply begins with the prefix, as Mistral's API's does
+    ("restart", None, Plan(restart=True, echo_brackets=True)),  # a model that repeats the anchor in its brackets
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "server", "continued"), METHODS_AND_SERVERS, ids=["exact", "vllm", "prefix", "restart"]
+)
+async def test_a_continuation_is_asked_for_in_the_upstreams_way_and_joins_whole(
+    fake_openai: FastAPI, fake_openai_url: str, method: ContinuationMethod, server: str | None, continued: Plan
+) -> None:
+    fake_openai.state.server = server
+    fake_openai.state.plans.extend([Plan(drop_after=12), continued])
+    settings = Settings(api_key=SecretStr("k"), openai_api_key=SecretStr("sk"), retry_initial_wait=0, retry_max_wait=0)
+    store = _Store()
+    generation = _generation(settings, store, f"{fake_openai_url}/v1", continuation=method)
+    generation.start()
+    assert "".join([event.text async for event in generation.events(0)]) == TEXT
+    assert "".join(store.appended) == TEXT
+    first, second = fake_openai.state.requests
+    partial = "".join(tokens(TEXT)[:12])
+    assert first["messages"] == [{"role": "user", "content": "Hi"}]  # a new answer: nothing to continue
+    flags = {"continue_final_message": True, "add_generation_prompt": False}
+    assert not flags.keys() & first.keys()
+    last = {"role": "assistant", "content": partial} | ({"prefix": True} if method == "prefix" else {})
+    assert second["messages"][-1] == last
+    assert second["messages"][-2]["role"] == "system"
+    assert {key: second[key] for key in flags if key in second} == (flags if method == "vllm" else {})
+
+
+async def test_vllm_asked_without_its_flags_glues_a_new_answer_to_the_cut_text(
+    fake_openai: FastAPI, fake_openai_url: str
+) -> None:
+    """What issue 37 saw: an upstream that opens a new message, taken as one that continues the text."""
+    fake_openai.state.server = "vllm"
+    fake_openai.state.plans.append(Plan(drop_after=12))
+    settings = Settings(api_key=SecretStr("k"), openai_api_key=SecretStr("sk"), retry_initial_wait=0, retry_max_wait=0)
+    generation = _generation(settings, _Store(), f"{fake_openai_url}/v1", continuation="exact")
+    generation.start()
+    assert "".join([event.text async for event in generation.events(0)]) == "".join(tokens(TEXT)[:12]) + TEXT

@@ -3,6 +3,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from chat_gateway.config import ContinuationMethod
 from chat_gateway.prompt import (
     CONTINUE_INSTRUCTION,
     Continuation,
@@ -51,6 +52,7 @@ CODE = "if (a) {\n  if (b) {\n    f();\n  }\n}\nif (a) {\n  if (b) {\n    f();\n
 LAUGH = "ha " * 29
 COUNT = "1, 2, 3, " * 9
 REPEATING_TEXTS = [TABLE, CODE, LAUGH, COUNT]
+METHODS: list[ContinuationMethod] = ["exact", "vllm", "prefix", "restart"]
 
 
 def _joined(continuation: Continuation, reply: str) -> str:
@@ -63,25 +65,26 @@ def _joined(continuation: Continuation, reply: str) -> str:
 def test_an_exact_continuation_is_joined_as_it_is_at_every_split_point(text: str) -> None:
     """The answer's own repeats (rows, braces, "ha ha") are never cut: an exact upstream repeats nothing."""
     for split in range(1, len(text)):
-        assert _joined(Continuation(text[:split], exact=True), text[split:]) == text, split
+        assert _joined(Continuation(text[:split], "exact"), text[split:]) == text, split
 
 
 @pytest.mark.parametrize("text", [*REPEATING_TEXTS, TEXT])
 def test_a_restarted_continuation_loses_the_anchor_it_was_asked_for_and_nothing_else(text: str) -> None:
     for split in range(1, len(text)):
-        continuation = Continuation(text[:split], exact=False)
+        continuation = Continuation(text[:split], "restart")
         assert continuation.anchor
         assert text[:split].endswith(continuation.anchor)
         assert _joined(continuation, continuation.anchor + text[split:]) == text, split
         # A model that ignores the instruction loses nothing, unless its text begins with the anchor itself
-        # (or, ending there, is the anchor's start): the residual risk the docstring states.
-        ignored, rest = Continuation(text[:split], exact=False), text[split:]
-        if not (rest.startswith(ignored.anchor) or ignored.anchor.startswith(rest)):
+        # (after whitespace), or, ending there, is the anchor's start: the residual risk the docstring states.
+        ignored, rest = Continuation(text[:split], "restart"), text[split:]
+        said, asked = rest.lstrip(), ignored.anchor.lstrip()
+        if not (said.startswith(asked) or asked.startswith(said)):
             assert _joined(ignored, rest) == text, split
 
 
 def test_a_reply_that_stops_inside_the_anchor_adds_nothing() -> None:
-    continuation = Continuation("The cat sat on the", exact=False)
+    continuation = Continuation("The cat sat on the", "restart")
     assert continuation.feed(continuation.anchor[:5]) == ""
     assert continuation.flush() == ""
 
@@ -96,20 +99,99 @@ def test_the_anchor_is_the_last_words() -> None:
 
 def test_the_partial_answer_goes_last_with_the_instruction_before_it() -> None:
     prompt = build_messages([_message("user", "q", 0)])
-    exact = Continuation("Half an ans", exact=True).messages(prompt)
-    assert exact[-1] == {"role": "assistant", "content": "Half an ans"}
-    assert exact[-2] == {"role": "system", "content": CONTINUE_INSTRUCTION}
-    restarted = Continuation("It was half an ans", exact=False).messages(prompt)
+    for method in ("exact", "vllm"):
+        continued = Continuation("Half an ans", method).messages(prompt)
+        assert continued[-1] == {"role": "assistant", "content": "Half an ans"}
+        assert continued[-2] == {"role": "system", "content": CONTINUE_INSTRUCTION}
+    restarted = Continuation("It was half an ans", "restart").messages(prompt)
     assert restarted[-1] == {"role": "assistant", "content": "It was half an ans"}
     assert "[[It was half an ans]]" in str(restarted[-2]["content"])
-    assert Continuation("", exact=False).messages(prompt) == prompt
+    for method in METHODS:
+        assert Continuation("", method).messages(prompt) == prompt
+
+
+def test_a_prefix_upstream_gets_the_partial_answer_marked_as_its_prefix() -> None:
+    """Mistral's API spec (AssistantMessage.prefix): "Set this to `true` when adding an assistant message as prefix
+    to condition the model response"; DeepSeek's Chat Prefix Completion asks the same of the last message."""
+    messages = Continuation("Half an ans", "prefix").messages(build_messages([_message("user", "q", 0)]))
+    assert messages[-1] == {"role": "assistant", "content": "Half an ans", "prefix": True}
+    assert messages[-2] == {"role": "system", "content": CONTINUE_INSTRUCTION}
+
+
+def test_only_a_vllm_continuation_carries_vllms_two_flags() -> None:
+    """vLLM's ChatCompletionRequest (vllm/entrypoints/openai/protocol.py): ``continue_final_message`` leaves the
+    final message "open-ended, without any EOS tokens", and "cannot be used at the same time as
+    `add_generation_prompt`", which is true unless the request says otherwise."""
+    assert Continuation("Half an ans", "vllm").request_fields() == {
+        "continue_final_message": True,
+        "add_generation_prompt": False,
+    }
+    assert Continuation("", "vllm").request_fields() == {}  # a new answer: the question is last, not continued
+    for method in ("exact", "prefix", "restart"):
+        assert Continuation("Half an ans", method).request_fields() == {}
 
 
 def test_without_partial_answer_nothing_is_held_back() -> None:
-    for exact in (True, False):
-        continuation = Continuation("", exact=exact)
+    for method in METHODS:
+        continuation = Continuation("", method)
         assert continuation.feed("Hello") == "Hello"
         assert continuation.flush() == ""
+
+
+PARTIAL = "Lyon sits where the Rhone meets the Saone. Its old town"
+
+
+@pytest.mark.parametrize(
+    ("reply", "joined"),
+    [
+        ("[[{a}]] keeps", " keeps"),
+        ("[[{a}]]keeps", "keeps"),
+        ("  [[ {a} ]] keeps", " keeps"),
+        ("\n[[{a}\n]]\n\nkeeps", "\n\nkeeps"),
+        ("{a} keeps", " keeps"),
+        (" \n{a} keeps", " keeps"),
+        ("[[{a} keeps", " keeps"),
+    ],
+    ids=["brackets", "brackets-then-word", "spaces-inside", "newlines", "bare", "space-before", "unclosed"],
+)
+def test_the_anchor_echoed_with_or_without_its_brackets_is_the_one_repeat_cut(reply: str, joined: str) -> None:
+    """A model that obeys loosely writes the brackets too: the requested repeat goes, with whatever whitespace is
+    before it or inside its brackets, and what follows stays as it was sent (a space after "]]" is the reply's)."""
+    for pieces in (1, 2, 3, 40):  # the echo split across chunks wherever it falls
+        continuation = Continuation(PARTIAL, "restart")
+        sent = reply.format(a=continuation.anchor)
+        chunks = [sent[i * len(sent) // pieces : (i + 1) * len(sent) // pieces] for i in range(pieces)]
+        assert "".join(continuation.feed(chunk) for chunk in chunks) + continuation.flush() == joined, pieces
+
+
+def test_a_reply_that_only_looks_repeated_is_kept() -> None:
+    """Words of the partial answer, but not the anchor the model was asked for: nothing is cut, in brackets or not."""
+    assert Continuation(PARTIAL, "restart").anchor == "the Rhone meets the Saone. Its old town"
+    for reply in (
+        "the Saone. Its old town keeps",
+        "[[Its old town]] keeps",
+        "the Rhone meets the sea.",
+        "[[the Rhone meets]] the Saone",
+        "Its old town",
+    ):
+        continuation = Continuation(PARTIAL, "restart")
+        assert "".join(continuation.feed(t) for t in tokens(reply)) + continuation.flush() == reply, reply
+    echoed = "[[the Rhone meets the Saone. Its old town]] keeps"
+    exact = Continuation(PARTIAL, "exact")  # only restart asked for a repeat: an exact upstream's text is its own
+    assert "".join(exact.feed(t) for t in tokens(echoed)) + exact.flush() == echoed
+
+
+def test_a_prefix_echoed_whole_is_cut_and_a_reply_without_it_kept() -> None:
+    """Mistral's API returns the prefix as the start of its reply (its cookbook: "Optionally, you can remove the
+    prefix", ``content[len(prefix):]``); DeepSeek's sends only what follows. Both join the same."""
+    rest = " keeps Renaissance courtyards."
+    for reply in (PARTIAL + rest, rest):
+        continuation = Continuation(PARTIAL, "prefix")
+        assert "".join(continuation.feed(t) for t in tokens(reply)) + continuation.flush() == rest, reply
+    stopped = Continuation(PARTIAL, "prefix")  # stopped inside its echo: it added nothing
+    assert (stopped.feed(PARTIAL[:10]), stopped.flush()) == ("", "")
+    starts_alike = Continuation("Lyon, Lyon", "prefix")  # only the whole prefix is the echo
+    assert [starts_alike.feed("Lyon"), starts_alike.feed("naise")] == ["", "Lyonnaise"]
 
 
 class FakeHistory:
