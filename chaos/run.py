@@ -16,7 +16,6 @@ import os
 import random
 import shutil
 import signal
-import statistics
 import sys
 import tempfile
 import threading
@@ -28,14 +27,18 @@ from typing import Any
 
 import httpx
 import psycopg
+import redis
 
 from chaos import services
-from chaos.answers import answer_for, key_of
+from chaos.answers import key_of
+from chaos.checks import Stored, missed_targets, report, tally_chats
 from chaos.clients import KINDS, Chat, Client
 from chaos.cluster import Cluster
+from chaos.joins import Request
 
 FAULTS = ("gateway_kill", "gateway_pause", "persistence_kill", "postgres_restart")
 DRAIN_SECONDS = 60
+REDIS_URL = os.environ.get("CHAOS_REDIS_URL", "redis://127.0.0.1:6379/14")
 
 
 @dataclass
@@ -46,17 +49,28 @@ class Orphans:
     never: int = 0
 
 
+def fresh_answer_log(url: str) -> None:
+    """Empties the answer log's Redis database, so a run reads no text a run before it left; raises when it is
+    unreachable."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=3)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+
+
 class Chaos:
-    def __init__(self, directory: Path, seed: int) -> None:
+    def __init__(self, directory: Path, seed: int, answers: str, answer_log: str | None) -> None:
         self.chance = random.Random(seed)
+        self.sampled = answers == "sampled"
         self.cluster = Cluster(directory / "postgres", services.free_port())
         self.persistence = [services.persistence(f"persistence-{i}", directory, self.cluster.url) for i in (1, 2)]
         self.upstreams = [
-            services.upstream("upstream-exact", directory, "exact", seed),
-            services.upstream("upstream-restart", directory, "restart", seed + 1),
+            services.upstream("upstream-exact", directory, "exact", answers, seed),
+            services.upstream("upstream-restart", directory, "restart", answers, seed + 1),
         ]
         self.gateways = [
-            services.gateway(name, directory, store.url, model.url, mode)
+            services.gateway(name, directory, store.url, model.url, mode, answer_log)
             for name, store, model, mode in zip(
                 ("gateway-a", "gateway-b"), self.persistence, self.upstreams, ("exact", "restart"), strict=True
             )
@@ -170,105 +184,24 @@ class Chaos:
                 return
             time.sleep(0.5)
 
-    def upstream_stats(self) -> dict[str, dict[str, Any]]:
-        merged: dict[str, dict[str, Any]] = {}
+    def upstream_requests(self) -> dict[str, list[Request]]:
+        """Every request each chat's upstreams saw (both: an answer may be continued through either gateway)."""
+        merged: dict[str, list[Request]] = {}
         for upstream in self.upstreams:
-            for key, stats in httpx.get(f"{upstream.url}/stats", timeout=10).json().items():
-                entry = merged.setdefault(key, {"sent": 0, "requested": []})
-                entry["sent"] += stats["sent"]
-                entry["requested"] += stats["requested"]
+            for key, records in httpx.get(f"{upstream.url}/stats", timeout=60).json().items():
+                merged.setdefault(key, []).extend(Request.of(record) for record in records)
         return merged
 
-
-def check(chaos: Chaos, chats: list[Chat]) -> dict[str, Any]:
-    """Every chat against what is stored and what the upstream sent: the figures of the report."""
-    rows = chaos.query(
-        "SELECT q.content, a.id::text, a.status, a.content, a.error FROM messages q "
-        "JOIN messages a ON a.session_id = q.session_id AND a.role = 'assistant' WHERE q.role = 'user'"
-    )
-    stored = {
-        key_of(question): (answer_id, status, content, error) for question, answer_id, status, content, error in rows
-    }
-    upstream = chaos.upstream_stats()
-    answers: Counter[str] = Counter()
-    problems: list[str] = []
-    events_again = 0
-    shown_wrong = told_then_generated = 0
-    sent = needed = 0
-    for chat in chats:
-        key, expected = key_of(chat.question), answer_for(chat.question)
-        answer = stored.get(key)
-        if answer is None:
-            answers["not stored"] += 1
-            if chat.outcome == "complete":
-                problems.append(f"{key}: shown complete, but nothing is stored")
-                shown_wrong += 1
-            continue
-        _, status, content, _error = answer
-        if status == "complete":
-            answers["exact" if content == expected else "wrong"] += 1
-            if content != expected:
-                problems.append(f"{key}: stored {content[:60]!r}..., expected {expected[:60]!r}...")
-            else:
-                sent += upstream.get(key, {}).get("sent", 0)
-                needed += len(expected)
-        elif status == "failed":
-            answers["failed"] += 1
-        else:
-            answers["stuck"] += 1
-            problems.append(f"{key}: stuck {status}")
-        shown_ok = chat.seen == content if chat.outcome == "complete" else content.startswith(chat.seen)
-        if not shown_ok:
-            shown_wrong += 1
-            problems.append(f"{key} ({chat.kind}): shown {chat.seen[-40:]!r} ({len(chat.seen)}), stored {len(content)}")
-        if repeated := [note for note in chat.notes if note.startswith("event ") and " again" in note]:
-            events_again += 1  # a resumed response's event given twice
-            problems.append(f"{key} ({chat.kind}): {repeated[0]}")
-        if chat.told_failed_at is not None:
-            later = [t for t in upstream.get(key, {}).get("requested", []) if t > chat.told_failed_at]
-            if later or status == "complete":
-                told_then_generated += 1
-                problems.append(f"{key} ({chat.kind}): told it failed ({chat.notes[-1:]}), then generated")
-    pickups = sorted(chaos.orphans.pickups)
-    return {
-        "chats": len(chats),
-        "kinds": dict(Counter(chat.kind for chat in chats)),
-        "client outcomes": dict(Counter(chat.outcome for chat in chats)),
-        "faults": dict(chaos.faults),
-        "answers": dict(answers),
-        "clients shown text that is not the stored answer": shown_wrong,
-        "chats generated after their client was told they failed": told_then_generated,
-        "responses resumed with an event given twice": events_again,
-        "characters generated / needed": round(sent / needed, 4) if needed else None,
-        "orphans picked up": len(pickups),
-        "orphans never picked up": chaos.orphans.never,
-        "pickup p50 s": round(statistics.median(pickups), 2) if pickups else None,
-        "pickup p95 s": round(pickups[int(0.95 * (len(pickups) - 1))], 2) if pickups else None,
-        "problems": problems[:40],
-    }
-
-
-def missed_targets(report: dict[str, Any], *, timing: bool = True) -> list[str]:
-    """The targets of docs/reliability.md the run missed; ``timing``: the pickup time's too, which only a
-    machine doing nothing else measures (the short run in ``make test`` shares it with other tests)."""
-    missed = []
-    if report["answers"].get("wrong", 0):
-        missed.append("wrong answers")
-    if report["answers"].get("stuck", 0):
-        missed.append("stuck answers")
-    if report["clients shown text that is not the stored answer"]:
-        missed.append("clients shown text that is not the stored answer")
-    if report["chats generated after their client was told they failed"]:
-        missed.append("chats generated after their client was told they failed")
-    if report["responses resumed with an event given twice"]:
-        missed.append("responses resumed with an event given twice")
-    if (ratio := report["characters generated / needed"]) is not None and ratio > 1.05:
-        missed.append("characters generated / needed above 1.05")
-    if report["orphans never picked up"]:
-        missed.append("orphans never picked up")
-    if timing and (p95 := report["pickup p95 s"]) is not None and p95 > 5:
-        missed.append("orphan pickup p95 above 5 s")
-    return missed
+    def check(self, chats: list[Chat]) -> dict[str, Any]:
+        """Every chat against what is stored and what the upstreams sent: the figures of the report."""
+        rows = self.query(
+            "SELECT q.content, a.status, a.content FROM messages q "
+            "JOIN messages a ON a.session_id = q.session_id AND a.role = 'assistant' WHERE q.role = 'user'"
+        )
+        stored = {key_of(question): Stored(status, content) for question, status, content in rows}
+        tally = tally_chats(chats, stored, self.upstream_requests(), sampled=self.sampled)
+        figures = report(chats, tally, self.orphans.pickups, self.orphans.never)
+        return {**figures, "faults": dict(self.faults), "upstream": "sampled" if self.sampled else "same"}
 
 
 async def _run(chaos: Chaos, seconds: float, clients: int) -> list[Chat]:
@@ -287,27 +220,42 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=int.from_bytes(os.urandom(2), "big"))
     parser.add_argument("--json", type=Path, help="also write the report here")
     parser.add_argument("--no-timing-targets", action="store_true", help="report the pickup time, do not judge it")
+    parser.add_argument(
+        "--upstream", choices=("sampled", "same"), default="sampled", help="new words on every request, or the same"
+    )
+    parser.add_argument(
+        "--answer-log",
+        choices=("redis", "none"),
+        default="redis",
+        help=f"the gateways' ANSWER_LOG_URL: CHAOS_REDIS_URL ({REDIS_URL}, emptied first), or none (persistence)",
+    )
     args = parser.parse_args()
+    answer_log = REDIS_URL if args.answer_log == "redis" else None
+    if answer_log is not None:
+        try:
+            fresh_answer_log(answer_log)
+        except redis.RedisError as exc:
+            sys.exit(f"chaos: the answer log's Redis is unreachable at {answer_log} ({exc}); CHAOS_REDIS_URL names it")
     directory = Path(tempfile.mkdtemp(prefix="chaos-"))
     directory.chmod(0o755)  # the cluster's own user (postgres, when run as root) must reach its directory
-    chaos = Chaos(directory, args.seed)
+    chaos = Chaos(directory, args.seed, args.upstream, answer_log)
     print(f"chaos: seed {args.seed}, {args.seconds:.0f} s, {args.clients} clients, logs in {directory}", flush=True)
     try:
         chaos.start()
         chats = asyncio.run(_run(chaos, args.seconds, args.clients))
         chaos.wait_for_answers()
-        report = check(chaos, chats)
+        figures = chaos.check(chats)
     finally:
         chaos.stop()
-    report["seed"] = args.seed
-    for name, value in report.items():
-        if name != "problems":
+    figures |= {"seed": args.seed, "answer log": args.answer_log}
+    for name, value in figures.items():
+        if name not in ("problems", "evidence"):
             print(f"{name:>58}: {value}")
-    for problem in report["problems"]:
+    for problem in figures["problems"]:
         print(f"  problem: {problem}")
     if args.json is not None:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-    if missed := missed_targets(report, timing=not args.no_timing_targets):
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    if missed := missed_targets(figures, timing=not args.no_timing_targets):
         print(f"chaos: targets missed: {', '.join(missed)} (logs kept in {directory})", file=sys.stderr)
         sys.exit(1)
     shutil.rmtree(directory, ignore_errors=True)
