@@ -27,6 +27,7 @@ class Tally:
     shown_wrong: int = 0
     told_then_generated: int = 0
     events_again: int = 0
+    acknowledged_lost: int = 0  # chats whose client was given the answer's id, and nothing is stored
     sent: int = 0
     needed: int = 0
 
@@ -115,6 +116,9 @@ def tally_chats(
         answer = stored.get(key)
         if answer is None:
             tally.answers["not stored"] += 1
+            if chat.message_id is not None:
+                tally.acknowledged_lost += 1
+                tally.problem(f"{key} ({chat.kind}): its client was given id {chat.message_id}, but nothing is stored")
             if chat.outcome == "complete":
                 tally.problem(f"{key}: shown complete, but nothing is stored")
                 tally.shown_wrong += 1
@@ -161,6 +165,8 @@ def missed_targets(report: dict[str, Any], *, timing: bool = True) -> list[str]:
         "chats generated after their client was told they failed",
         "responses resumed with an event given twice",
         "orphans never picked up",
+        "acknowledged writes lost",
+        "answers not resumed after a failover",
     ):
         if report[figure]:
             missed.append(figure)
@@ -168,4 +174,6 @@ def missed_targets(report: dict[str, Any], *, timing: bool = True) -> list[str]:
         missed.append("characters generated / needed above 1.05")
     if timing and (p95 := report["pickup p95 s"]) is not None and p95 > 5:
         missed.append("orphan pickup p95 above 5 s")
+    if timing and (p95 := report["failover resume p95 s"]) is not None and p95 > 10:
+        missed.append("answers resumed more than 10 s after a promotion (p95)")
     return missed

@@ -16,6 +16,7 @@ import os
 import random
 import shutil
 import signal
+import statistics
 import sys
 import tempfile
 import threading
@@ -31,12 +32,13 @@ import redis
 
 from chaos import services
 from chaos.answers import key_of
-from chaos.checks import Stored, missed_targets, report, tally_chats
+from chaos.checks import Stored, missed_targets, percentile, report, tally_chats
 from chaos.clients import KINDS, Chat, Client
-from chaos.cluster import Cluster
+from chaos.cluster import Pair
 from chaos.joins import Request
+from chaos.probes import AckProbe, watch_resumed
 
-FAULTS = ("gateway_kill", "gateway_pause", "persistence_kill", "postgres_restart")
+FAULTS = ("gateway_kill", "gateway_pause", "persistence_kill", "postgres_restart", "postgres_failover")
 DRAIN_SECONDS = 60
 REDIS_URL = os.environ.get("CHAOS_REDIS_URL", "redis://127.0.0.1:6379/14")
 
@@ -47,6 +49,14 @@ class Orphans:
 
     pickups: list[float] = field(default_factory=list)
     never: int = 0
+
+
+@dataclass
+class Failovers:
+    """After each promotion, how long each answer then unfinished took to move on, and how many never did."""
+
+    resumed: list[float] = field(default_factory=list)
+    never: list[int] = field(default_factory=list)
 
 
 def fresh_answer_log(url: str) -> None:
@@ -63,7 +73,8 @@ class Chaos:
     def __init__(self, directory: Path, seed: int, answers: str, answer_log: str | None) -> None:
         self.chance = random.Random(seed)
         self.sampled = answers == "sampled"
-        self.cluster = Cluster(directory / "postgres", services.free_port())
+        self.cluster = Pair(directory / "postgres", (services.free_port(), services.free_port()))
+        self.acks = AckProbe(self.cluster.conninfo)
         self.persistence = [services.persistence(f"persistence-{i}", directory, self.cluster.url) for i in (1, 2)]
         self.upstreams = [
             services.upstream("upstream-exact", directory, "exact", answers, seed),
@@ -77,23 +88,25 @@ class Chaos:
         ]
         self.faults: Counter[str] = Counter()
         self.orphans = Orphans()
+        self.failovers = Failovers()
         self.lock = asyncio.Lock()  # one fault at a time
 
     def start(self) -> None:
-        self.cluster.initdb().start()
+        self.cluster.start()
+        self.acks.start()
         for service in (*self.persistence, *self.upstreams, *self.gateways):
             service.start()
 
     def stop(self) -> None:
         for service in (*self.gateways, *self.persistence, *self.upstreams):
             service.stop()
+        self.acks.stop()
         self.cluster.destroy()
 
     # The database, read directly (the check needs no service to be up)
 
     def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-        url = f"postgresql://postgres@127.0.0.1:{self.cluster.port}/postgres"
-        with psycopg.connect(url, connect_timeout=3) as connection:
+        with psycopg.connect(self.cluster.conninfo, connect_timeout=3) as connection:
             return connection.execute(sql, params).fetchall()
 
     def _watch_orphans(self, owner: str, died: float) -> None:
@@ -153,9 +166,20 @@ class Chaos:
         store.start()
 
     def postgres_restart(self) -> None:
-        self.cluster.stop()
-        time.sleep(self.chance.uniform(0.5, 2))
-        self.cluster.start()
+        self.cluster.restart_primary(self.chance.uniform(0.5, 2))
+
+    def postgres_failover(self) -> None:
+        """The primary killed outright; its replica promoted once that is noticed; a new replica built from it."""
+        self.cluster.kill_primary()
+        time.sleep(self.chance.uniform(0.5, 1.5))
+        self.cluster.promote_replica()
+        watcher = threading.Thread(
+            target=watch_resumed,
+            args=(self.query, time.monotonic(), self.failovers.resumed, self.failovers.never),
+        )
+        watcher.start()
+        self.cluster.rebuild_replica()
+        watcher.join()
 
     # Chats
 
@@ -200,8 +224,20 @@ class Chaos:
         )
         stored = {key_of(question): Stored(status, content) for question, status, content in rows}
         tally = tally_chats(chats, stored, self.upstream_requests(), sampled=self.sampled)
+        self.acks.stop()
         figures = report(chats, tally, self.orphans.pickups, self.orphans.never)
-        return {**figures, "faults": dict(self.faults), "upstream": "sampled" if self.sampled else "same"}
+        resumed = self.failovers.resumed
+        return {
+            **figures,
+            "acknowledged writes lost": tally.acknowledged_lost + self.acks.lost(self.query),
+            "writes acknowledged by the probe": len(self.acks.acknowledged),
+            "answers resumed after a failover": len(resumed),
+            "answers not resumed after a failover": sum(self.failovers.never),
+            "failover resume p50 s": round(statistics.median(resumed), 2) if resumed else None,
+            "failover resume p95 s": percentile(resumed, 0.95),
+            "faults": dict(self.faults),
+            "upstream": "sampled" if self.sampled else "same",
+        }
 
 
 async def _run(chaos: Chaos, seconds: float, clients: int) -> list[Chat]:
