@@ -67,7 +67,17 @@ class Node:
         """A new replica of ``primary`` (pg_basebackup), streaming from it once started."""
         self._fresh_directory()
         source = f"host=127.0.0.1 port={primary.port} user=postgres"
-        self._run(_binary("pg_basebackup"), "-d", source, "-D", str(self.data), "-X", "stream", "--no-sync")
+        self._run(
+            _binary("pg_basebackup"),
+            "-d",
+            source,
+            "-D",
+            str(self.data),
+            "-X",
+            "stream",
+            "--checkpoint=fast",
+            "--no-sync",
+        )
         # Written by hand rather than by -R: the primary knows this replica by its application_name.
         with (self.data / "postgresql.auto.conf").open("a") as conf:
             conf.write(f"primary_conninfo = '{source} application_name={self.name}'\n")

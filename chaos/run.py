@@ -131,10 +131,11 @@ class Chaos:
 
     # Faults
 
-    async def inject(self, until: float) -> None:
+    async def inject(self, until: float, gap: float) -> None:
+        """Faults one at a time, each kind in turn in a shuffled order, ``gap`` seconds apart on average."""
         kinds = list(FAULTS)
         while time.monotonic() < until - 5:
-            await asyncio.sleep(self.chance.uniform(3, 7))
+            await asyncio.sleep(self.chance.uniform(0.6 * gap, 1.4 * gap))
             if not kinds:
                 kinds = list(FAULTS)
             kind = kinds.pop(self.chance.randrange(len(kinds)))
@@ -240,10 +241,10 @@ class Chaos:
         }
 
 
-async def _run(chaos: Chaos, seconds: float, clients: int) -> list[Chat]:
+async def _run(chaos: Chaos, seconds: float, clients: int, gap: float) -> list[Chat]:
     until = time.monotonic() + seconds
     chats: list[Chat] = []
-    faults = asyncio.create_task(chaos.inject(until))
+    faults = asyncio.create_task(chaos.inject(until, gap))
     await asyncio.gather(*(chaos.chat_until(number, until, chats) for number in range(clients)))
     await faults
     return chats
@@ -255,6 +256,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seed", type=int, default=int.from_bytes(os.urandom(2), "big"))
     parser.add_argument("--json", type=Path, help="also write the report here")
+    parser.add_argument(
+        "--fault-gap", type=float, default=5, help="seconds between faults on average (default 5: 3 to 7)"
+    )
     parser.add_argument("--no-timing-targets", action="store_true", help="report the pickup time, do not judge it")
     parser.add_argument(
         "--upstream", choices=("sampled", "same"), default="sampled", help="new words on every request, or the same"
@@ -278,7 +282,7 @@ def main() -> None:
     print(f"chaos: seed {args.seed}, {args.seconds:.0f} s, {args.clients} clients, logs in {directory}", flush=True)
     try:
         chaos.start()
-        chats = asyncio.run(_run(chaos, args.seconds, args.clients))
+        chats = asyncio.run(_run(chaos, args.seconds, args.clients, args.fault_gap))
         chaos.wait_for_answers()
         figures = chaos.check(chats)
     finally:
