@@ -87,6 +87,9 @@ class Chaos:
             )
         ]
         self.faults: Counter[str] = Counter()
+        self.untried = set(FAULTS)
+        self.chatted = 0.0
+        self.fault_seconds: dict[str, list[float]] = {}  # how long each took, restarts and rebuilds included
         self.orphans = Orphans()
         self.failovers = Failovers()
         self.lock = asyncio.Lock()  # one fault at a time
@@ -134,13 +137,16 @@ class Chaos:
     async def inject(self, until: float, gap: float) -> None:
         """Faults one at a time, each kind in turn in a shuffled order, ``gap`` seconds apart on average."""
         kinds = list(FAULTS)
-        while time.monotonic() < until - 5:
+        while time.monotonic() < until - 5 or self.untried:
             await asyncio.sleep(self.chance.uniform(0.6 * gap, 1.4 * gap))
             if not kinds:
                 kinds = list(FAULTS)
             kind = kinds.pop(self.chance.randrange(len(kinds)))
+            began = time.monotonic()
             await asyncio.to_thread(getattr(self, kind))
             self.faults[kind] += 1
+            self.untried.discard(kind)
+            self.fault_seconds.setdefault(kind, []).append(round(time.monotonic() - began, 1))
 
     def gateway_kill(self) -> None:
         gateway = self.chance.choice(self.gateways)
@@ -184,12 +190,18 @@ class Chaos:
 
     # Chats
 
+    def chatting(self, until: float) -> bool:
+        """Chats go on until the time is up and every kind of fault has come at least once (a busy machine, on
+        which restarts take long, makes a short run longer rather than leave a fault out)."""
+        return time.monotonic() < until or bool(self.untried)
+
     async def chat_until(self, number: int, until: float, chats: list[Chat]) -> None:
         chance = random.Random(self.chance.random())
         client = Client([g.url for g in self.gateways], chance, until + DRAIN_SECONDS / 2)
         try:
             count = 0
-            while time.monotonic() < until:
+            while self.chatting(until):
+                client.deadline = max(client.deadline, time.monotonic() + DRAIN_SECONDS / 2)
                 chat = Chat(f"chat-{number}-{count}: tell me something", chance.choice(KINDS))
                 chats.append(chat)
                 await client.chat(chat)
@@ -236,17 +248,21 @@ class Chaos:
             "answers not resumed after a failover": sum(self.failovers.never),
             "failover resume p50 s": round(statistics.median(resumed), 2) if resumed else None,
             "failover resume p95 s": percentile(resumed, 0.95),
+            "seconds of chats": round(self.chatted),
             "faults": dict(self.faults),
+            "fault seconds": self.fault_seconds,
             "upstream": "sampled" if self.sampled else "same",
         }
 
 
 async def _run(chaos: Chaos, seconds: float, clients: int, gap: float) -> list[Chat]:
-    until = time.monotonic() + seconds
+    began = time.monotonic()
+    until = began + seconds
     chats: list[Chat] = []
     faults = asyncio.create_task(chaos.inject(until, gap))
     await asyncio.gather(*(chaos.chat_until(number, until, chats) for number in range(clients)))
     await faults
+    chaos.chatted = time.monotonic() - began
     return chats
 
 
