@@ -1,12 +1,15 @@
-"""The chaos run: chats through two gateways while processes die, pause and restart; then every answer checked.
+"""The chaos run: chats through two gateways while processes die, pause and restart and the database fails
+over; then every answer checked.
 
-Two persistence processes on a throwaway PostgreSQL cluster, two gateways (one continuing exactly, one whose
-upstream restarts and repeats), and 64 clients chatting in five ways (SSE with disconnects and reattaches,
-JSON with and without Idempotency-Key, the OpenAI-compatible endpoint streamed and not). At random moments:
-a gateway killed and restarted, a gateway paused past its lease and resumed, a persistence process killed and
-restarted, PostgreSQL stopped and started. Exits non-zero when a target of docs/reliability.md is missed.
+Two persistence processes on a throwaway PostgreSQL primary with a synchronous streaming replica, two gateways
+(one continuing exactly, one whose upstream restarts and repeats) writing through an answer log in Redis,
+upstreams that sample (new words on every request), and 64 clients chatting in six ways (SSE with disconnects
+and reattaches, JSON with and without Idempotency-Key, the OpenAI-compatible endpoint streamed and not, background
+Responses resumed after their last event). At random moments: a gateway killed and restarted, a gateway paused
+past its lease and resumed, a persistence process killed and restarted, the primary restarted, the primary killed
+and its replica promoted. Exits non-zero when a target of docs/reliability.md is missed.
 
-    python -m chaos [--seconds 300] [--clients 64] [--seed N]
+    python -m chaos [--seconds 300] [--clients 64] [--seed N] [--upstream sampled|same] [--answer-log redis|none]
 """
 
 import argparse
@@ -266,7 +269,7 @@ async def _run(chaos: Chaos, seconds: float, clients: int, gap: float) -> list[C
     return chats
 
 
-def main() -> None:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=300)
     parser.add_argument("--clients", type=int, default=64)
@@ -275,7 +278,9 @@ def main() -> None:
     parser.add_argument(
         "--fault-gap", type=float, default=5, help="seconds between faults on average (default 5: 3 to 7)"
     )
-    parser.add_argument("--no-timing-targets", action="store_true", help="report the pickup time, do not judge it")
+    parser.add_argument(
+        "--no-timing-targets", action="store_true", help="report the pickup and resume times, do not judge them"
+    )
     parser.add_argument(
         "--upstream", choices=("sampled", "same"), default="sampled", help="new words on every request, or the same"
     )
@@ -285,7 +290,11 @@ def main() -> None:
         default="redis",
         help=f"the gateways' ANSWER_LOG_URL: CHAOS_REDIS_URL ({REDIS_URL}, emptied first), or none (persistence)",
     )
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = _arguments()
     answer_log = REDIS_URL if args.answer_log == "redis" else None
     if answer_log is not None:
         try:
