@@ -12,15 +12,29 @@ import shutil
 import signal
 import subprocess
 import time
+from functools import cache
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
 
-def _binary(name: str) -> str:
-    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
+@cache
+def _bin_directory() -> Path:
+    """The directory of the server's programs, found by ``initdb``: every other program is taken from beside it,
+    so that pg_basebackup is of the cluster's version (Debian's /usr/bin/pg_basebackup chooses for itself)."""
+    found = shutil.which("initdb") or next(
+        iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)), None
+    )
     if found is None:
+        raise RuntimeError("PostgreSQL's initdb is not installed (Debian: apt-get install postgresql)")
+    return Path(os.path.realpath(found)).parent
+
+
+def _binary(name: str) -> str:
+    if (beside := _bin_directory() / name).exists():
+        return str(beside)
+    if (found := shutil.which(name)) is None:
         raise RuntimeError(f"PostgreSQL's {name} is not installed (Debian: apt-get install postgresql)")
     return found
 

@@ -81,8 +81,8 @@ def test_a_sampling_upstream_writes_new_words_of_the_same_kind_and_continues_any
 def test_sixty_seconds_of_chaos_meet_every_target(tmp_path: Path) -> None:
     if not (shutil.which("initdb") or glob.glob("/usr/lib/postgresql/*/bin/initdb")):
         if os.environ.get("CI") == "true":
-            pytest.fail("PostgreSQL's server binaries (initdb, pg_ctl) are missing")
-        pytest.skip("PostgreSQL's server binaries (initdb, pg_ctl) are missing")
+            pytest.fail("PostgreSQL's server binaries (initdb, pg_ctl, pg_basebackup) are missing")
+        pytest.skip("PostgreSQL's server binaries (initdb, pg_ctl, pg_basebackup) are missing")
     client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
     try:
         client.ping()
