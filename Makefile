@@ -141,8 +141,10 @@ bench-compare: bench-deps
 bench-quick: bench-deps
 	set -e; for b in $(BENCHMARKS); do $(BIN)/python -m bench.$$b --quick; done
 
-# The chaos run (docs/reliability.md): five minutes of chats through killed, paused and restarted processes;
-# never part of `make test`, which runs a 60-second one (tests/chaos). Needs PostgreSQL's server binaries.
+# The chaos run (docs/reliability.md): five minutes of chats through killed, paused and restarted processes and
+# a database failover; never part of `make test`, which runs a 60-second one (tests/chaos). Needs PostgreSQL's
+# server binaries and a Redis database of its own for the answer log (CHAOS_REDIS_URL, default
+# redis://127.0.0.1:6379/14, emptied by each run).
 CHAOS_SECONDS ?= 300
 
 chaos: install

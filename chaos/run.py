@@ -1,12 +1,15 @@
-"""The chaos run: chats through two gateways while processes die, pause and restart; then every answer checked.
+"""The chaos run: chats through two gateways while processes die, pause and restart and the database fails
+over; then every answer checked.
 
-Two persistence processes on a throwaway PostgreSQL cluster, two gateways (one continuing exactly, one whose
-upstream restarts and repeats), and 64 clients chatting in five ways (SSE with disconnects and reattaches,
-JSON with and without Idempotency-Key, the OpenAI-compatible endpoint streamed and not). At random moments:
-a gateway killed and restarted, a gateway paused past its lease and resumed, a persistence process killed and
-restarted, PostgreSQL stopped and started. Exits non-zero when a target of docs/reliability.md is missed.
+Two persistence processes on a throwaway PostgreSQL primary with a synchronous streaming replica, two gateways
+(one continuing exactly, one whose upstream restarts and repeats) writing through an answer log in Redis,
+upstreams that sample (new words on every request), and 64 clients chatting in six ways (SSE with disconnects
+and reattaches, JSON with and without Idempotency-Key, the OpenAI-compatible endpoint streamed and not, background
+Responses resumed after their last event). At random moments: a gateway killed and restarted, a gateway paused
+past its lease and resumed, a persistence process killed and restarted, the primary restarted, the primary killed
+and its replica promoted. Exits non-zero when a target of docs/reliability.md is missed.
 
-    python -m chaos [--seconds 300] [--clients 64] [--seed N]
+    python -m chaos [--seconds 300] [--clients 64] [--seed N] [--upstream sampled|same] [--answer-log redis|none]
 """
 
 import argparse
@@ -28,14 +31,19 @@ from typing import Any
 
 import httpx
 import psycopg
+import redis
 
 from chaos import services
-from chaos.answers import answer_for, key_of
+from chaos.answers import key_of
+from chaos.checks import Stored, missed_targets, percentile, report, tally_chats
 from chaos.clients import KINDS, Chat, Client
-from chaos.cluster import Cluster
+from chaos.cluster import Pair
+from chaos.joins import Request
+from chaos.probes import AckProbe, watch_resumed
 
-FAULTS = ("gateway_kill", "gateway_pause", "persistence_kill", "postgres_restart")
+FAULTS = ("gateway_kill", "gateway_pause", "persistence_kill", "postgres_restart", "postgres_failover")
 DRAIN_SECONDS = 60
+REDIS_URL = os.environ.get("CHAOS_REDIS_URL", "redis://127.0.0.1:6379/14")
 
 
 @dataclass
@@ -46,40 +54,65 @@ class Orphans:
     never: int = 0
 
 
+@dataclass
+class Failovers:
+    """After each promotion, how long each answer then unfinished took to move on, and how many never did."""
+
+    resumed: list[float] = field(default_factory=list)
+    never: list[int] = field(default_factory=list)
+
+
+def fresh_answer_log(url: str) -> None:
+    """Empties the answer log's Redis database, so a run reads no text a run before it left; raises when it is
+    unreachable."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=3)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+
+
 class Chaos:
-    def __init__(self, directory: Path, seed: int) -> None:
+    def __init__(self, directory: Path, seed: int, answers: str, answer_log: str | None) -> None:
         self.chance = random.Random(seed)
-        self.cluster = Cluster(directory / "postgres", services.free_port())
+        self.sampled = answers == "sampled"
+        self.cluster = Pair(directory / "postgres", (services.free_port(), services.free_port()))
+        self.acks = AckProbe(self.cluster.conninfo)
         self.persistence = [services.persistence(f"persistence-{i}", directory, self.cluster.url) for i in (1, 2)]
         self.upstreams = [
-            services.upstream("upstream-exact", directory, "exact", seed),
-            services.upstream("upstream-restart", directory, "restart", seed + 1),
+            services.upstream("upstream-exact", directory, "exact", answers, seed),
+            services.upstream("upstream-restart", directory, "restart", answers, seed + 1),
         ]
         self.gateways = [
-            services.gateway(name, directory, store.url, model.url, mode)
+            services.gateway(name, directory, store.url, model.url, mode, answer_log)
             for name, store, model, mode in zip(
                 ("gateway-a", "gateway-b"), self.persistence, self.upstreams, ("exact", "restart"), strict=True
             )
         ]
         self.faults: Counter[str] = Counter()
+        self.untried = set(FAULTS)
+        self.chatted = 0.0
+        self.fault_seconds: dict[str, list[float]] = {}  # how long each took, restarts and rebuilds included
         self.orphans = Orphans()
+        self.failovers = Failovers()
         self.lock = asyncio.Lock()  # one fault at a time
 
     def start(self) -> None:
-        self.cluster.initdb().start()
+        self.cluster.start()
+        self.acks.start()
         for service in (*self.persistence, *self.upstreams, *self.gateways):
             service.start()
 
     def stop(self) -> None:
         for service in (*self.gateways, *self.persistence, *self.upstreams):
             service.stop()
+        self.acks.stop()
         self.cluster.destroy()
 
     # The database, read directly (the check needs no service to be up)
 
     def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-        url = f"postgresql://postgres@127.0.0.1:{self.cluster.port}/postgres"
-        with psycopg.connect(url, connect_timeout=3) as connection:
+        with psycopg.connect(self.cluster.conninfo, connect_timeout=3) as connection:
             return connection.execute(sql, params).fetchall()
 
     def _watch_orphans(self, owner: str, died: float) -> None:
@@ -104,15 +137,19 @@ class Chaos:
 
     # Faults
 
-    async def inject(self, until: float) -> None:
+    async def inject(self, until: float, gap: float) -> None:
+        """Faults one at a time, each kind in turn in a shuffled order, ``gap`` seconds apart on average."""
         kinds = list(FAULTS)
-        while time.monotonic() < until - 5:
-            await asyncio.sleep(self.chance.uniform(3, 7))
+        while time.monotonic() < until - 5 or self.untried:
+            await asyncio.sleep(self.chance.uniform(0.6 * gap, 1.4 * gap))
             if not kinds:
                 kinds = list(FAULTS)
             kind = kinds.pop(self.chance.randrange(len(kinds)))
+            began = time.monotonic()
             await asyncio.to_thread(getattr(self, kind))
             self.faults[kind] += 1
+            self.untried.discard(kind)
+            self.fault_seconds.setdefault(kind, []).append(round(time.monotonic() - began, 1))
 
     def gateway_kill(self) -> None:
         gateway = self.chance.choice(self.gateways)
@@ -139,18 +176,35 @@ class Chaos:
         store.start()
 
     def postgres_restart(self) -> None:
-        self.cluster.stop()
-        time.sleep(self.chance.uniform(0.5, 2))
-        self.cluster.start()
+        self.cluster.restart_primary(self.chance.uniform(0.5, 2))
+
+    def postgres_failover(self) -> None:
+        """The primary killed outright; its replica promoted once that is noticed; a new replica built from it."""
+        self.cluster.kill_primary()
+        time.sleep(self.chance.uniform(0.5, 1.5))
+        self.cluster.promote_replica()
+        watcher = threading.Thread(
+            target=watch_resumed,
+            args=(self.query, time.monotonic(), self.failovers.resumed, self.failovers.never),
+        )
+        watcher.start()
+        self.cluster.rebuild_replica()
+        watcher.join()
 
     # Chats
+
+    def chatting(self, until: float) -> bool:
+        """Chats go on until the time is up and every kind of fault has come at least once (a busy machine, on
+        which restarts take long, makes a short run longer rather than leave a fault out)."""
+        return time.monotonic() < until or bool(self.untried)
 
     async def chat_until(self, number: int, until: float, chats: list[Chat]) -> None:
         chance = random.Random(self.chance.random())
         client = Client([g.url for g in self.gateways], chance, until + DRAIN_SECONDS / 2)
         try:
             count = 0
-            while time.monotonic() < until:
+            while self.chatting(until):
+                client.deadline = max(client.deadline, time.monotonic() + DRAIN_SECONDS / 2)
                 chat = Chat(f"chat-{number}-{count}: tell me something", chance.choice(KINDS))
                 chats.append(chat)
                 await client.chat(chat)
@@ -170,144 +224,103 @@ class Chaos:
                 return
             time.sleep(0.5)
 
-    def upstream_stats(self) -> dict[str, dict[str, Any]]:
-        merged: dict[str, dict[str, Any]] = {}
+    def upstream_requests(self) -> dict[str, list[Request]]:
+        """Every request each chat's upstreams saw (both: an answer may be continued through either gateway)."""
+        merged: dict[str, list[Request]] = {}
         for upstream in self.upstreams:
-            for key, stats in httpx.get(f"{upstream.url}/stats", timeout=10).json().items():
-                entry = merged.setdefault(key, {"sent": 0, "requested": []})
-                entry["sent"] += stats["sent"]
-                entry["requested"] += stats["requested"]
+            for key, records in httpx.get(f"{upstream.url}/stats", timeout=60).json().items():
+                merged.setdefault(key, []).extend(Request.of(record) for record in records)
         return merged
 
-
-def check(chaos: Chaos, chats: list[Chat]) -> dict[str, Any]:
-    """Every chat against what is stored and what the upstream sent: the figures of the report."""
-    rows = chaos.query(
-        "SELECT q.content, a.id::text, a.status, a.content, a.error FROM messages q "
-        "JOIN messages a ON a.session_id = q.session_id AND a.role = 'assistant' WHERE q.role = 'user'"
-    )
-    stored = {
-        key_of(question): (answer_id, status, content, error) for question, answer_id, status, content, error in rows
-    }
-    upstream = chaos.upstream_stats()
-    answers: Counter[str] = Counter()
-    problems: list[str] = []
-    events_again = 0
-    shown_wrong = told_then_generated = 0
-    sent = needed = 0
-    for chat in chats:
-        key, expected = key_of(chat.question), answer_for(chat.question)
-        answer = stored.get(key)
-        if answer is None:
-            answers["not stored"] += 1
-            if chat.outcome == "complete":
-                problems.append(f"{key}: shown complete, but nothing is stored")
-                shown_wrong += 1
-            continue
-        _, status, content, _error = answer
-        if status == "complete":
-            answers["exact" if content == expected else "wrong"] += 1
-            if content != expected:
-                problems.append(f"{key}: stored {content[:60]!r}..., expected {expected[:60]!r}...")
-            else:
-                sent += upstream.get(key, {}).get("sent", 0)
-                needed += len(expected)
-        elif status == "failed":
-            answers["failed"] += 1
-        else:
-            answers["stuck"] += 1
-            problems.append(f"{key}: stuck {status}")
-        shown_ok = chat.seen == content if chat.outcome == "complete" else content.startswith(chat.seen)
-        if not shown_ok:
-            shown_wrong += 1
-            problems.append(f"{key} ({chat.kind}): shown {chat.seen[-40:]!r} ({len(chat.seen)}), stored {len(content)}")
-        if repeated := [note for note in chat.notes if note.startswith("event ") and " again" in note]:
-            events_again += 1  # a resumed response's event given twice
-            problems.append(f"{key} ({chat.kind}): {repeated[0]}")
-        if chat.told_failed_at is not None:
-            later = [t for t in upstream.get(key, {}).get("requested", []) if t > chat.told_failed_at]
-            if later or status == "complete":
-                told_then_generated += 1
-                problems.append(f"{key} ({chat.kind}): told it failed ({chat.notes[-1:]}), then generated")
-    pickups = sorted(chaos.orphans.pickups)
-    return {
-        "chats": len(chats),
-        "kinds": dict(Counter(chat.kind for chat in chats)),
-        "client outcomes": dict(Counter(chat.outcome for chat in chats)),
-        "faults": dict(chaos.faults),
-        "answers": dict(answers),
-        "clients shown text that is not the stored answer": shown_wrong,
-        "chats generated after their client was told they failed": told_then_generated,
-        "responses resumed with an event given twice": events_again,
-        "characters generated / needed": round(sent / needed, 4) if needed else None,
-        "orphans picked up": len(pickups),
-        "orphans never picked up": chaos.orphans.never,
-        "pickup p50 s": round(statistics.median(pickups), 2) if pickups else None,
-        "pickup p95 s": round(pickups[int(0.95 * (len(pickups) - 1))], 2) if pickups else None,
-        "problems": problems[:40],
-    }
+    def check(self, chats: list[Chat]) -> dict[str, Any]:
+        """Every chat against what is stored and what the upstreams sent: the figures of the report."""
+        rows = self.query(
+            "SELECT q.content, a.status, a.content FROM messages q "
+            "JOIN messages a ON a.session_id = q.session_id AND a.role = 'assistant' WHERE q.role = 'user'"
+        )
+        stored = {key_of(question): Stored(status, content) for question, status, content in rows}
+        tally = tally_chats(chats, stored, self.upstream_requests(), sampled=self.sampled)
+        self.acks.stop()
+        figures = report(chats, tally, self.orphans.pickups, self.orphans.never)
+        resumed = self.failovers.resumed
+        return {
+            **figures,
+            "acknowledged writes lost": tally.acknowledged_lost + self.acks.lost(self.query),
+            "writes acknowledged by the probe": len(self.acks.acknowledged),
+            "answers resumed after a failover": len(resumed),
+            "answers not resumed after a failover": sum(self.failovers.never),
+            "failover resume p50 s": round(statistics.median(resumed), 2) if resumed else None,
+            "failover resume p95 s": percentile(resumed, 0.95),
+            "seconds of chats": round(self.chatted),
+            "faults": dict(self.faults),
+            "fault seconds": self.fault_seconds,
+            "upstream": "sampled" if self.sampled else "same",
+        }
 
 
-def missed_targets(report: dict[str, Any], *, timing: bool = True) -> list[str]:
-    """The targets of docs/reliability.md the run missed; ``timing``: the pickup time's too, which only a
-    machine doing nothing else measures (the short run in ``make test`` shares it with other tests)."""
-    missed = []
-    if report["answers"].get("wrong", 0):
-        missed.append("wrong answers")
-    if report["answers"].get("stuck", 0):
-        missed.append("stuck answers")
-    if report["clients shown text that is not the stored answer"]:
-        missed.append("clients shown text that is not the stored answer")
-    if report["chats generated after their client was told they failed"]:
-        missed.append("chats generated after their client was told they failed")
-    if report["responses resumed with an event given twice"]:
-        missed.append("responses resumed with an event given twice")
-    if (ratio := report["characters generated / needed"]) is not None and ratio > 1.05:
-        missed.append("characters generated / needed above 1.05")
-    if report["orphans never picked up"]:
-        missed.append("orphans never picked up")
-    if timing and (p95 := report["pickup p95 s"]) is not None and p95 > 5:
-        missed.append("orphan pickup p95 above 5 s")
-    return missed
-
-
-async def _run(chaos: Chaos, seconds: float, clients: int) -> list[Chat]:
-    until = time.monotonic() + seconds
+async def _run(chaos: Chaos, seconds: float, clients: int, gap: float) -> list[Chat]:
+    began = time.monotonic()
+    until = began + seconds
     chats: list[Chat] = []
-    faults = asyncio.create_task(chaos.inject(until))
+    faults = asyncio.create_task(chaos.inject(until, gap))
     await asyncio.gather(*(chaos.chat_until(number, until, chats) for number in range(clients)))
     await faults
+    chaos.chatted = time.monotonic() - began
     return chats
 
 
-def main() -> None:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=300)
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seed", type=int, default=int.from_bytes(os.urandom(2), "big"))
     parser.add_argument("--json", type=Path, help="also write the report here")
-    parser.add_argument("--no-timing-targets", action="store_true", help="report the pickup time, do not judge it")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--fault-gap", type=float, default=5, help="seconds between faults on average (default 5: 3 to 7)"
+    )
+    parser.add_argument(
+        "--no-timing-targets", action="store_true", help="report the pickup and resume times, do not judge them"
+    )
+    parser.add_argument(
+        "--upstream", choices=("sampled", "same"), default="sampled", help="new words on every request, or the same"
+    )
+    parser.add_argument(
+        "--answer-log",
+        choices=("redis", "none"),
+        default="redis",
+        help=f"the gateways' ANSWER_LOG_URL: CHAOS_REDIS_URL ({REDIS_URL}, emptied first), or none (persistence)",
+    )
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = _arguments()
+    answer_log = REDIS_URL if args.answer_log == "redis" else None
+    if answer_log is not None:
+        try:
+            fresh_answer_log(answer_log)
+        except redis.RedisError as exc:
+            sys.exit(f"chaos: the answer log's Redis is unreachable at {answer_log} ({exc}); CHAOS_REDIS_URL names it")
     directory = Path(tempfile.mkdtemp(prefix="chaos-"))
     directory.chmod(0o755)  # the cluster's own user (postgres, when run as root) must reach its directory
-    chaos = Chaos(directory, args.seed)
+    chaos = Chaos(directory, args.seed, args.upstream, answer_log)
     print(f"chaos: seed {args.seed}, {args.seconds:.0f} s, {args.clients} clients, logs in {directory}", flush=True)
     try:
         chaos.start()
-        chats = asyncio.run(_run(chaos, args.seconds, args.clients))
+        chats = asyncio.run(_run(chaos, args.seconds, args.clients, args.fault_gap))
         chaos.wait_for_answers()
-        report = check(chaos, chats)
+        figures = chaos.check(chats)
     finally:
         chaos.stop()
-    report["seed"] = args.seed
-    for name, value in report.items():
-        if name != "problems":
+    figures |= {"seed": args.seed, "answer log": args.answer_log}
+    for name, value in figures.items():
+        if name not in ("problems", "evidence"):
             print(f"{name:>58}: {value}")
-    for problem in report["problems"]:
+    for problem in figures["problems"]:
         print(f"  problem: {problem}")
     if args.json is not None:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-    if missed := missed_targets(report, timing=not args.no_timing_targets):
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    if missed := missed_targets(figures, timing=not args.no_timing_targets):
         print(f"chaos: targets missed: {', '.join(missed)} (logs kept in {directory})", file=sys.stderr)
         sys.exit(1)
     shutil.rmtree(directory, ignore_errors=True)

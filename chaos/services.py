@@ -99,10 +99,14 @@ def persistence(name: str, directory: Path, database_url: str) -> Service:
     return Service(name, _uvicorn("persistence.main:create_app", port), env, directory, port)
 
 
-def gateway(name: str, directory: Path, persistence_url: str, upstream_url: str, continuation: str) -> Service:
+def gateway(
+    name: str, directory: Path, persistence_url: str, upstream_url: str, continuation: str, answer_log: str | None
+) -> Service:
     port = free_port()
+    log = {"ANSWER_LOG_URL": answer_log} if answer_log else {}
     env = _env(
         directory,
+        **log,
         API_BASE_URL=persistence_url,
         OPENAI_BASE_URL=f"{upstream_url}/v1",
         UPSTREAM_CONTINUATION=continuation,
@@ -112,7 +116,8 @@ def gateway(name: str, directory: Path, persistence_url: str, upstream_url: str,
     return Service(name, _uvicorn("chat_gateway.main:create_app", port), env, directory, port)
 
 
-def upstream(name: str, directory: Path, mode: str, seed: int) -> Service:
+def upstream(name: str, directory: Path, mode: str, answers: str, seed: int) -> Service:
     port = free_port()
-    command = [sys.executable, "-m", "chaos.upstream", str(port), "--mode", mode, "--seed", str(seed)]
+    command = [sys.executable, "-m", "chaos.upstream", str(port), "--mode", mode, "--answers", answers]
+    command += ["--seed", str(seed)]
     return Service(name, command, _env(directory), directory, port)

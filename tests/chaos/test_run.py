@@ -1,17 +1,22 @@
-"""The chaos run in miniature (60 seconds; `make chaos` runs five minutes): every target of docs/reliability.md."""
+"""The chaos run in miniature (60 seconds; `make chaos` runs five minutes): every target of docs/reliability.md,
+with a sampling upstream and the answer log in Redis (CHAOS_REDIS_URL)."""
 
 import glob
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import redis
 
-from chaos.answers import answer_for, key_of, tokens
-from chaos.upstream import NOT_A_PREFIX, _text_to_send
+from chaos.answers import answer_for, key_of, sampled_answer, tokens
+from chaos.run import FAULTS, REDIS_URL
+from chaos.upstream import NOT_A_PREFIX, Asked, asked
+from tests.conftest import unreachable
 
 ROOT = Path(__file__).parents[2]
 
@@ -29,30 +34,73 @@ def test_answers_are_known_and_some_repeat_themselves() -> None:
 def test_the_upstream_continues_exactly_or_restarting_and_marks_a_corrupted_join() -> None:
     question = "chat-1-2: tell me something"
     answer = answer_for(question)
-    asked = [{"role": "user", "content": question}]
-    assert _text_to_send(asked, "exact") == ("1-2", answer)
+    first = [{"role": "user", "content": question}]
+    assert asked(first, "exact", None) == Asked("1-2", "", "", answer)
     partial = [
-        *asked,
+        *first,
         {"role": "system", "content": "begin with [[the end]]"},
         {"role": "assistant", "content": answer[:50]},
     ]
-    assert _text_to_send(partial, "exact") == ("1-2", answer[50:])
-    assert _text_to_send(partial, "restart") == ("1-2", "the end" + answer[50:])
-    corrupted = [*asked, {"role": "assistant", "content": "not the start"}]
-    assert _text_to_send(corrupted, "exact")[1] == NOT_A_PREFIX
+    assert asked(partial, "exact", None) == Asked("1-2", answer[:50], "", answer[50:])
+    assert asked(partial, "restart", None) == Asked("1-2", answer[:50], "the end", "the end" + answer[50:])
+    corrupted = [*first, {"role": "assistant", "content": "not the start"}]
+    assert asked(corrupted, "exact", None).text == NOT_A_PREFIX
+
+
+def _kind(answer: str) -> str:
+    if answer.startswith("| city | river |"):
+        return "table"
+    if answer.startswith("if (a) {"):
+        return "code"
+    return "laughter" if answer.endswith("!") else "prose"
+
+
+def test_a_sampling_upstream_writes_new_words_of_the_same_kind_and_continues_any_partial_answer() -> None:
+    questions = [f"chat-0-{n}: tell me something" for n in range(40)]
+    chance = random.Random(3)
+    drawn = [[sampled_answer(question, chance) for _ in range(5)] for question in questions]
+    assert all(len(set(draws)) > 1 for draws in drawn), "every kind of answer is drawn anew"
+    for question, draws in zip(questions, drawn, strict=True):
+        assert {_kind(draw) for draw in draws} == {_kind(answer_for(question))}, question
+    question = questions[0]
+    partial = [
+        {"role": "user", "content": question},
+        {"role": "system", "content": "begin with [[cut mid-wo]]"},
+        {"role": "assistant", "content": "cut mid-wo"},
+    ]
+    sent = asked(partial, "restart", random.Random(1))
+    assert sent.partial == "cut mid-wo"
+    assert sent.anchor == "cut mid-wo"
+    assert sent.text.startswith("cut mid-wo")
+    assert NOT_A_PREFIX not in sent.text
+    fresh = [asked(partial, "exact", random.Random(seed)).text for seed in range(5)]
+    assert len(set(fresh)) > 1, "a continuation is sampled too"
 
 
 @pytest.mark.slow
 def test_sixty_seconds_of_chaos_meet_every_target(tmp_path: Path) -> None:
     if not (shutil.which("initdb") or glob.glob("/usr/lib/postgresql/*/bin/initdb")):
         if os.environ.get("CI") == "true":
-            pytest.fail("PostgreSQL's server binaries (initdb, pg_ctl) are missing")
-        pytest.skip("PostgreSQL's server binaries (initdb, pg_ctl) are missing")
+            pytest.fail("PostgreSQL's server binaries (initdb, pg_ctl, pg_basebackup) are missing")
+        pytest.skip("PostgreSQL's server binaries (initdb, pg_ctl, pg_basebackup) are missing")
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        unreachable(f"the answer log's Redis is unreachable at {REDIS_URL} (CHAOS_REDIS_URL): {exc}")
+    finally:
+        client.close()
     report = tmp_path / "report.json"
-    command = [sys.executable, "-m", "chaos", "--seconds", "60", "--json", str(report), "--no-timing-targets"]
+    # Faults 3 s apart on average (5 in make chaos): every kind comes at least once in the minute, even on a busy
+    # machine, where restarting a process or rebuilding a replica takes several seconds.
+    command = [sys.executable, "-m", "chaos", "--seconds", "60", "--fault-gap", "3"]
+    command += ["--json", str(report), "--no-timing-targets"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     figures = json.loads(report.read_text())
     assert figures["chats"] >= 60
-    assert set(figures["faults"]) == {"gateway_kill", "gateway_pause", "persistence_kill", "postgres_restart"}
+    assert set(figures["faults"]) == set(FAULTS)
+    assert figures["writes acknowledged by the probe"] > 1000
     assert figures["answers"].get("exact", 0) > 0.8 * figures["chats"]
+    assert figures["upstream"] == "sampled"
+    assert figures["answer log"] == "redis"
