@@ -1,0 +1,77 @@
+"""`make local-llm`: llama-cpp-python's OpenAI-compatible server, with a Gemma chat format that continues.
+
+Run with the local model's own virtualenv (``.venv-llm/bin/python scripts/local_llm.py`` and the server's
+arguments). It registers ``gemma-continue`` with llama-cpp-python and starts its server, so ``--chat_format``
+takes that name as well as the library's own (``chatml-function-calling``, ``gemma``...).
+
+The library's ``gemma`` format is not what the gateway needs: it closes a trailing assistant message with
+``<end_of_turn>`` and opens a new model turn, so an interrupted answer sent back to be continued gets a new
+answer glued to it, and it drops system messages. ``gemma-continue`` renders Gemma's own template (the
+GGUF's: a system message folded into the user turn, each turn's text trimmed) with two differences: a trailing
+assistant message is left open, exactly as sent, so the model goes on from its last character; and system
+messages anywhere are kept, folded into the user turn next to them (Gemma has no system role).
+
+Rendering imports nothing from llama-cpp-python, so the project's tests check it without that build.
+"""
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+FORMAT = "gemma-continue"
+# Gemma writes this token to end its turn; llama.cpp stops on it as end-of-generation too.
+END_OF_TURN = "<end_of_turn>"
+
+
+def _text(content: Any) -> str:
+    """A message's text: a string, or the text parts of a list (this model reads no images)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(str(part.get("text", "")) for part in content if part.get("type") == "text")
+
+
+def _turns(messages: Iterable[Mapping[str, Any]]) -> list[tuple[str, list[str]]]:
+    """The messages as Gemma's alternating turns: the model's (assistant) and the user's, into which system
+    messages and tool results fold; messages of one side in a row make one turn."""
+    turns: list[tuple[str, list[str]]] = []
+    for message in messages:
+        role = "model" if message.get("role") == "assistant" else "user"
+        text = _text(message.get("content"))
+        if turns and turns[-1][0] == role:
+            turns[-1][1].append(text)
+        else:
+            turns.append((role, [text]))
+    return turns
+
+
+def render(messages: Iterable[Mapping[str, Any]]) -> str:
+    """The prompt for ``messages`` (the tokenizer adds ``<bos>``): a new model turn opened after the user's, or,
+    after an assistant message, that message's turn left open to be continued."""
+    turns = _turns(messages)
+    partial = turns.pop()[1] if turns and turns[-1][0] == "model" else None
+    prompt = ""
+    for role, texts in turns:
+        # Gemma's template trims each text; a system message goes before the question, two newlines apart.
+        body = "\n\n".join(stripped for text in texts if (stripped := text.strip()))
+        prompt += f"<start_of_turn>{role}\n{body}{END_OF_TURN}\n"
+    prompt += "<start_of_turn>model\n"
+    if partial is not None:
+        # Untrimmed: a partial answer cut after a space or a newline goes on after it, and from nowhere else.
+        prompt += "\n\n".join(partial)
+    return prompt
+
+
+def main() -> None:
+    from llama_cpp import llama_chat_format
+    from llama_cpp.server.__main__ import main as serve
+
+    def gemma_continue(messages: list[Mapping[str, Any]], **_: Any) -> Any:
+        return llama_chat_format.ChatFormatterResponse(prompt=render(messages), stop=[END_OF_TURN])
+
+    llama_chat_format.register_chat_format(FORMAT)(gemma_continue)
+    serve()
+
+
+if __name__ == "__main__":
+    main()
