@@ -81,7 +81,7 @@ local-llm: $(LLM_VENV)/.installed
 # never part of `make test`, which skips it; this builds what it needs and opts in.
 test-local-llm: install $(LLM_VENV)/.installed
 	MODEL=$$($(LLM_MODEL)) && LOCAL_LLM_MODEL="$$MODEL" LOCAL_LLM_PYTHON=$(LLM_VENV)/bin/python \
-		$(BIN)/pytest -v tests/local_llm
+		$(BIN)/pytest -v -rP tests/local_llm
 
 migrate: install
 	$(BIN)/alembic -c persistence/alembic.ini upgrade head
