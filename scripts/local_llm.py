@@ -20,6 +20,8 @@ from typing import Any
 FORMAT = "gemma-continue"
 # Gemma writes this token to end its turn; llama.cpp stops on it as end-of-generation too.
 END_OF_TURN = "<end_of_turn>"
+# llama-cpp-python's window for its repeat penalty (Llama's last_n_tokens_size).
+PENALTY_LAST_N = 64
 
 
 def _text(content: Any) -> str:
@@ -62,14 +64,39 @@ def render(messages: Iterable[Mapping[str, Any]]) -> str:
     return prompt
 
 
+def penalize_repeats(input_ids: Any, scores: Any, penalty: float, last_n: int = PENALTY_LAST_N) -> Any:
+    """llama.cpp's repeat penalty over the last ``last_n`` tokens of the whole sequence, the prompt's included
+    (as llama.cpp's own server applies it): a token among them has its logit divided by ``penalty`` if positive,
+    multiplied by it if not."""
+    seen = sorted({int(token) for token in input_ids[-last_n:]} if last_n else set())
+    for token in seen:
+        logit = scores[token]
+        scores[token] = logit / penalty if logit > 0 else logit * penalty
+    return scores
+
+
 def main() -> None:
     from llama_cpp import llama_chat_format
+    from llama_cpp.llama import LogitsProcessorList
     from llama_cpp.server.__main__ import main as serve
 
     def gemma_continue(messages: list[Mapping[str, Any]], **_: Any) -> Any:
         return llama_chat_format.ChatFormatterResponse(prompt=render(messages), stop=[END_OF_TURN])
 
-    llama_chat_format.register_chat_format(FORMAT)(gemma_continue)
+    generate = llama_chat_format.chat_formatter_to_chat_completion_handler(gemma_continue)
+
+    def handler(*, repeat_penalty: float = 1.0, logits_processor: Any = None, **kwargs: Any) -> Any:
+        # llama-cpp-python applies its repeat penalty (1.1 unless asked) to the tokens this request generated
+        # only, so the same text continued from a cut is penalized differently from the uninterrupted answer and
+        # soon goes another way. Over the whole sequence, as llama.cpp's server does, it depends on the text
+        # alone, and greedy decoding goes on from a cut as it would have without one.
+        if repeat_penalty != 1.0:
+            processors = LogitsProcessorList(logits_processor or [])
+            processors.append(lambda ids, scores: penalize_repeats(ids, scores, repeat_penalty))
+            logits_processor = processors
+        return generate(repeat_penalty=1.0, logits_processor=logits_processor, **kwargs)
+
+    llama_chat_format.LlamaChatCompletionHandlerRegistry().register_chat_completion_handler(FORMAT, handler)
     serve()
 
 

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from scripts.local_llm import render
+from scripts.local_llm import penalize_repeats, render
 
 
 def test_a_question_opens_a_model_turn_as_gemmas_template_does() -> None:
@@ -58,3 +58,8 @@ def test_calls_and_results_fold_into_the_turns_of_their_sides() -> None:
         "<start_of_turn>user\nsunny<end_of_turn>\n"
         "<start_of_turn>model\n"
     )
+
+
+def test_the_repeat_penalty_counts_the_last_tokens_of_the_whole_sequence() -> None:
+    scores = penalize_repeats([5, 1, 2, 1], [1.0, 2.0, -2.0, 4.0], 2.0, last_n=3)
+    assert scores == [1.0, 1.0, -4.0, 4.0]  # tokens 1 and 2 are among the last three; 0 and 3 are not
