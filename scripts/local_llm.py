@@ -6,12 +6,15 @@ takes that name as well as the library's own (``chatml-function-calling``, ``gem
 
 The library's ``gemma`` format is not what the gateway needs: it closes a trailing assistant message with
 ``<end_of_turn>`` and opens a new model turn, so an interrupted answer sent back to be continued gets a new
-answer glued to it, and it drops system messages. ``gemma-continue`` renders Gemma's own template (the
-GGUF's: a system message folded into the user turn, each turn's text trimmed) with two differences: a trailing
+answer glued to it, and it drops system messages. ``gemma-continue`` renders Gemma's own template (as
+Google publishes it with the model; this GGUF carries none: a leading system message folded into the first
+user turn, each turn's text trimmed) with two differences: a trailing
 assistant message is left open, exactly as sent, so the model goes on from its last character; and system
 messages anywhere are kept, folded into the user turn next to them (Gemma has no system role).
 
-Rendering imports nothing from llama-cpp-python, so the project's tests check it without that build.
+It also applies a repeat penalty asked for (llama-cpp-python's server asks 1.1 unless told otherwise) to the
+whole sequence, as llama.cpp's own server does, not to the tokens generated in the request alone; see
+``main``. Rendering imports nothing from llama-cpp-python, so the project's tests check it without that build.
 """
 
 from collections.abc import Iterable, Mapping

@@ -196,12 +196,13 @@ def gateway(tmp_path: Path, persistence: Service, model_server: ModelServer) -> 
     service.kill(signal.SIGTERM)
 
 
-def chat_until(gateway: Service, chars: int | None) -> tuple[str, str, Iterator[Any], Any]:
+def chat_until(gateway: Service, chars: int | None) -> tuple[str, str, Iterator[Any], httpx.Response]:
     """A streamed chat, read until ``chars`` characters have arrived (None: to its end). Returns the answer's
     id, the text so far, the rest of the events and the response to close."""
     body = {"message": QUESTION, "stream": True, "options": OPTIONS}
-    response = httpx.stream("POST", f"{gateway.url}/chat", json=body, timeout=300)
-    events = sse_events(response.__enter__())
+    client = httpx.Client(timeout=300)
+    response = client.send(client.build_request("POST", f"{gateway.url}/chat", json=body), stream=True)
+    events = sse_events(response)
     message_id, seen = "", ""
     for event in events:
         if event.event == "start":
