@@ -11,6 +11,7 @@ from chat_gateway.persistence_client import AnswerStore
 from shared import JSONObject, MessageRole
 from shared.contract import MessageDetail
 
+# For an upstream that answers with a new message, when the answer so far has no words to repeat.
 CONTINUE_INSTRUCTION = (
     "The assistant's last message was interrupted. Continue it exactly where it stopped, "
     "without repeating any of it and without any preamble."
@@ -191,15 +192,19 @@ class Continuation:
 
     def messages(self, prompt: list[ChatCompletionMessageParam]) -> list[ChatCompletionMessageParam]:
         """The prompt to continue the partial answer from: it goes last, as an assistant message (the form
-        OpenAI-compatible servers continue from); the instruction comes before it, never after."""
+        OpenAI-compatible servers continue from). Only a restarting upstream is told what to do, before it, never
+        after: one that continues the text itself is asked with the answer's own prompt, since another prompt
+        is another answer (at temperature 0, a different one from the first changed word: docs/reliability.md)."""
         if not self.partial:
             return prompt
-        instruction = RESTART_INSTRUCTION.format(anchor=self.anchor) if self.anchor else CONTINUE_INSTRUCTION
         last: dict[str, Any] = {"role": "assistant", "content": self.partial}
         if self.method == "prefix":
             # Mistral's API spec: "Set this to `true` when adding an assistant message as prefix to condition the
             # model response" (AssistantMessage.prefix); DeepSeek's "Chat Prefix Completion (Beta)" the same.
             last["prefix"] = True
+        if self.method != "restart":
+            return [*prompt, cast(ChatCompletionMessageParam, last)]
+        instruction = RESTART_INSTRUCTION.format(anchor=self.anchor) if self.anchor else CONTINUE_INSTRUCTION
         return [*prompt, {"role": "system", "content": instruction}, cast(ChatCompletionMessageParam, last)]
 
     def request_fields(self) -> JSONObject:

@@ -97,12 +97,15 @@ def test_the_anchor_is_the_last_words() -> None:
     assert continuation_anchor("y" * 100, 40) == "y" * 40
 
 
-def test_the_partial_answer_goes_last_with_the_instruction_before_it() -> None:
+def test_the_partial_answer_goes_last_and_only_a_restart_is_told_what_to_do() -> None:
+    """An upstream that continues the text itself is asked with the answer's own prompt: an instruction would
+    make it another prompt, and so another answer."""
     prompt = build_messages([_message("user", "q", 0)])
     for method in ("exact", "vllm"):
         continued = Continuation("Half an ans", method).messages(prompt)
-        assert continued[-1] == {"role": "assistant", "content": "Half an ans"}
-        assert continued[-2] == {"role": "system", "content": CONTINUE_INSTRUCTION}
+        assert continued == [*prompt, {"role": "assistant", "content": "Half an ans"}]
+    wordless = Continuation("  ", "restart").messages(prompt)
+    assert wordless[-2] == {"role": "system", "content": CONTINUE_INSTRUCTION}
     restarted = Continuation("It was half an ans", "restart").messages(prompt)
     assert restarted[-1] == {"role": "assistant", "content": "It was half an ans"}
     assert "[[It was half an ans]]" in str(restarted[-2]["content"])
@@ -115,7 +118,7 @@ def test_a_prefix_upstream_gets_the_partial_answer_marked_as_its_prefix() -> Non
     to condition the model response"; DeepSeek's Chat Prefix Completion asks the same of the last message."""
     messages = Continuation("Half an ans", "prefix").messages(build_messages([_message("user", "q", 0)]))
     assert messages[-1] == {"role": "assistant", "content": "Half an ans", "prefix": True}
-    assert messages[-2] == {"role": "system", "content": CONTINUE_INSTRUCTION}
+    assert messages[-2] == {"role": "user", "content": "q"}
 
 
 def test_only_a_vllm_continuation_carries_vllms_two_flags() -> None:

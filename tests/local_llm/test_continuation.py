@@ -219,15 +219,7 @@ def chat_until(gateway: Service, chars: int | None) -> tuple[str, str, Iterator[
 
 KILL_AFTER = (30, 120, 250)  # characters shown: the first words, a sentence or so, well into the answer
 
-# The gateway's `exact` continuation puts an instruction to continue (prompt.CONTINUE_INSTRUCTION) in a system
-# message before the partial answer; this format keeps it, in the question's turn, so the continuation is asked
-# with another prompt than the answer was and goes another way (this model even echoes the instruction). The
-# prompt of an upstream that continues the text itself needs no instruction: once the gateway sends none to it,
-# these pass.
-INSTRUCTED = pytest.mark.xfail(strict=True, reason="the gateway adds an instruction to an exact continuation")
 
-
-@INSTRUCTED
 def test_through_the_gateway_with_the_model_server_killed_mid_answer(
     gateway: Service, store: httpx.Client, model_server: ModelServer
 ) -> None:
@@ -253,7 +245,6 @@ def test_through_the_gateway_with_the_model_server_killed_mid_answer(
     assert all(cut.continued == answer for cut in results)
 
 
-@INSTRUCTED
 def test_through_the_gateway_killed_mid_answer(gateway: Service, store: httpx.Client) -> None:
     message_id, answer, _, response = chat_until(gateway, None)
     response.close()
