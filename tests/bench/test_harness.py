@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from bench.common import RESULTS
-from tests.conftest import postgres_url_or_skip
+from tests.conftest import postgres_url_or_skip, unreachable
 
 pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
 
@@ -78,8 +78,8 @@ def test_compare() -> None:
     url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
     try:
         redis.Redis.from_url(url, socket_timeout=2).ping()
-    except redis.RedisError:
-        pytest.skip(f"no Redis at {url} (BENCH_REDIS_URL) for the answer log")
+    except redis.RedisError as exc:
+        unreachable(f"no Redis at {url} (BENCH_REDIS_URL) for the answer log: {exc}")
     report = run_quick("compare", "--code", str(ROOT), "--answer-log", url)
     assert isinstance(report, dict)
     sides = report["sides"]
