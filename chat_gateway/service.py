@@ -45,6 +45,8 @@ from shared.identity import TurnAccount
 logger = logging.getLogger(__name__)
 
 NOT_STARTED = "abandoned before it began: its gateway never confirmed it"
+# Claims a recovery scan has in flight: enough to overlap persistence's commits, few enough not to swamp it.
+RECOVERY_CLAIMS_AT_ONCE = 8
 NO_UPSTREAM = (
     "no upstream key is configured: set OPENAI_API_KEY, or OPENAI_API_KEY_FILE to a file holding it, "
     "or write it to secrets/openai_api_key.txt (any value for a local server that needs none)"
@@ -416,29 +418,39 @@ class Answers:
 
     async def recover_once(self) -> int:
         """Take over answers whose gateway died (lease expired while in progress); returns how many."""
-        taken = 0
-        for answer in await self.persistence.stale(self.settings.instance_id):
+        # All at once, each claim being a commit: a dead gateway's answers are many, and taken one after the
+        # other the last would wait for all the others' claims (seconds, with a synchronous replica).
+        claims = asyncio.Semaphore(RECOVERY_CLAIMS_AT_ONCE)
+        stale = await self.persistence.stale(self.settings.instance_id)
+        results = await asyncio.gather(*(self._recover(answer, claims) for answer in stale), return_exceptions=True)
+        taken = sum(result is True for result in results)
+        RECOVERED.inc(taken)
+        if failed := [result for result in results if isinstance(result, BaseException)]:
+            raise failed[0]  # said by the loop; every other orphan of the scan was seen to
+        return taken
+
+    async def _recover(self, answer: MessageDetail, claims: asyncio.Semaphore) -> bool:
+        """Resume an orphan here, fail it if its client may have been told it failed, or leave it."""
+        async with claims:
             if self._busy_here(answer):
-                continue
+                return False
             if self._may_have_been_refused(answer) and not (shown := await self._was_shown(answer)):
                 if shown is None:  # not known: asked again at the next scan
-                    continue
+                    return False
                 # Its gateway never wrote to it, not even to renew its lease, and has had time to give up on its
                 # turn and tell its client the chat failed (_settle_turn): it ends failed, never generated. A retry
                 # of the chat with its Idempotency-Key takes it up again.
                 with contextlib.suppress(Conflict, PreconditionFailed):
                     await self.persistence.update_message(answer.id, _failed(NOT_STARTED), if_match=answer.version)
-                continue
+                return False
             if self.settings.recovery_mode == "fail":
                 with contextlib.suppress(Conflict):
                     await self.persistence.update_message(answer.id, _failed("abandoned: its gateway stopped"))
-                    taken += 1
-                continue
+                    return True
+                return False
             with contextlib.suppress(Conflict):
                 await self._take_over(answer)
-                taken += answer.id in self._live
-        RECOVERED.inc(taken)
-        return taken
+            return answer.id in self._live
 
     async def _was_shown(self, answer: MessageDetail) -> bool | None:
         """Whether an answer with nothing saved had text shown to its clients: text the answer log holds (None:
