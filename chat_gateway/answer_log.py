@@ -52,6 +52,19 @@ redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])
 return text
 """
 
+# An answer's end: its text goes, and its owner becomes ``ENDED``, which no writer's owner is (theirs are
+# ``instance:version``). Deleting the owner too would let a writer that lost the answer without knowing it yet (its
+# process paused after it relayed text, before its append reached the log) start the log again at offset 0, with
+# text that is not the answer's: its clients would be shown it. It is refused instead, as a takeover's owner refuses
+# it; a takeover (``_TAKE``, the answer resumed) sets an owner of its own over it.
+_FORGET = """
+redis.call('DEL', KEYS[1])
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return 0
+"""
+
+ENDED = "ended"
+
 LogError = RedisError  # the log unreachable, or an error of its own: the generation goes on without it
 
 
@@ -69,6 +82,7 @@ class AnswerLog:
         self._ttl_ms = str(int(ttl_seconds * 1000))
         self._append = client.register_script(_APPEND)
         self._take = client.register_script(_TAKE)
+        self._forget = client.register_script(_FORGET)
 
     @staticmethod
     def _keys(message_id: uuid.UUID) -> list[str]:
@@ -92,8 +106,9 @@ class AnswerLog:
         return int(await self.client.strlen(self._keys(message_id)[0]))
 
     async def forget(self, message_id: uuid.UUID) -> None:
-        """The answer ended and persistence holds all of it."""
-        await self.client.delete(*self._keys(message_id))
+        """The answer ended and persistence holds all of it: its text goes, and its owner stays ``ENDED`` (for the
+        log's TTL), so that no writer that lost the answer logs text for it again (``_FORGET``)."""
+        await self._forget(self._keys(message_id), [ENDED, self._ttl_ms])
 
     async def close(self) -> None:
         await self.client.aclose()

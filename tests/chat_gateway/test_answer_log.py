@@ -3,6 +3,7 @@ bytes, a takeover going on from the longer of the log's text and the stored one;
 only durable text, whichever store makes it so."""
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from chat_gateway.answer_log import AnswerLog, LogError, LogFenced, connect
+from chat_gateway.answer_log import AnswerLog, LogError, LogFenced, LogWriter, connect
 from chat_gateway.answer_text import AnswerText
 from chat_gateway.config import Settings
 from tests.conftest import redis_url_or_skip
@@ -59,6 +60,37 @@ async def test_a_takeover_goes_on_from_the_longer_text_and_fences_the_old_owner(
     assert await log.take(never_logged, "b:2", "") == ""
     for key in (answer, saved_more, diverged, never_logged):
         await log.forget(key)
+
+
+async def test_a_writer_that_lost_its_answer_logs_nothing_after_the_new_owner_forgot_it(log: AnswerLog) -> None:
+    """make chaos, once in 25,000 chats: gateway-b relayed a new answer's first words under its lease and was paused
+    before its append reached the log. gateway-a took the answer over (the log empty), completed it with other
+    words and forgot its log. Resumed, b's append found no owner and an empty log, was taken at offset 0, and b's
+    client was shown words the stored answer does not begin with."""
+    answer = uuid.uuid4()
+    buffer = AnswerText("")  # b's generation, a new turn's: it took nothing from the log
+    fenced = asyncio.Event()
+    writer = LogWriter(log, answer, "gateway-b:1", buffer, on_fenced=fenced.set, on_unreachable=lambda: None)
+    buffer.add("where ")  # relayed: shown once logged
+    # b is paused here; a claims the answer, generates it, completes it.
+    assert await log.take(answer, "gateway-a:2", "") == ""
+    assert await log.append(answer, "gateway-a:2", 0, "and and ") == 8
+    await log.forget(answer)
+    # b goes on: its append is refused, and its listeners are shown nothing.
+    running = asyncio.create_task(writer.run())
+    shown = asyncio.ensure_future(buffer.changed())
+    writer.wake()
+    refused = asyncio.ensure_future(fenced.wait())
+    await asyncio.wait_for(asyncio.wait({shown, refused}, return_when=asyncio.FIRST_COMPLETED), 5)
+    assert (fenced.is_set(), buffer.durable, await log.logged_length(answer)) == (True, 0, 0)
+    await asyncio.wait_for(running, 5)
+    shown.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await shown
+    # The answer resumed later is taken over as ever: from the stored text, by its new owner alone.
+    assert await log.take(answer, "gateway-a:3", "and and ") == "and and "
+    assert await log.append(answer, "gateway-a:3", 8, "pralines") == 16
+    await log.client.delete(*AnswerLog._keys(answer))
 
 
 async def test_an_unreachable_log_raises_the_error_a_generation_falls_back_on() -> None:

@@ -17,10 +17,10 @@ from chat_gateway.answer_log import AnswerLog, connect
 from chat_gateway.config import ContinuationMethod, Settings
 from chat_gateway.generation import Generation
 from chat_gateway.persistence_client import AnswerStore, PersistenceError
-from shared import MessageRole, MessageStatus, NotFound
+from shared import Conflict, MessageRole, MessageStatus, NotFound
 from shared.contract import AnswerFinish, MessageDetail
 from tests.chat_gateway.conftest import FakeStore, stored_message
-from tests.conftest import serve
+from tests.conftest import redis_url_or_skip, serve
 from tests.fake_openai import TEXT, Plan, tokens
 
 pytestmark = pytest.mark.anyio
@@ -222,6 +222,63 @@ async def test_with_its_answer_log_unreachable_a_generation_makes_text_durable_i
         await log.close()
     assert generation.log_writer is not None
     assert not generation.log_writer.working
+
+
+class _PausedBeforeItsFirstAppend(AnswerLog):
+    """The answer log of a gateway paused after it relayed its first words, before its append reached the log."""
+
+    def __init__(self, log: AnswerLog, resumed: asyncio.Event) -> None:
+        super().__init__(log.client)
+        self.paused = asyncio.Event()
+        self.resumed = resumed
+
+    async def append(self, message_id: uuid.UUID, owner: str, logged_bytes: int, text: str) -> int:
+        self.paused.set()
+        await self.resumed.wait()
+        return await super().append(message_id, owner, logged_bytes, text)
+
+
+class _CompletedWhilePaused(FakeStore):
+    """Persistence as the paused gateway finds it once resumed: the answer completed by the gateway that took it."""
+
+    def __init__(self, resumed: asyncio.Event) -> None:
+        self.resumed = resumed
+
+    async def append(self, message_id: uuid.UUID, offset: int, text: str, **_kwargs: Any) -> int:
+        await self.resumed.wait()
+        raise Conflict("a complete message cannot be appended to", status=MessageStatus.COMPLETE, length=8)
+
+
+async def test_a_gateway_paused_before_logging_its_first_words_shows_none_once_its_answer_ended_elsewhere(
+    upstream_url: str,
+) -> None:
+    """make chaos: gateway-b relayed a new answer's first words and was paused before its append reached the answer
+    log; gateway-a took the answer over (nothing logged, nothing saved), completed it with other words, and forgot
+    its log. Resumed, b logged its words in the forgotten log and showed them to its client."""
+    log = connect(redis_url_or_skip(), timeout_seconds=2)
+    resumed = asyncio.Event()
+    paused = _PausedBeforeItsFirstAppend(log, resumed)
+    settings = Settings(api_key=SecretStr("k"), openai_api_key=SecretStr("sk"), instance_id="gateway-b")
+    generation = _generation(settings, _CompletedWhilePaused(resumed), upstream_url, log=paused)
+    answer = generation.message_id
+    try:
+        generation.start()
+        listener = asyncio.ensure_future(_events_of(generation))
+        await paused.paused.wait()
+        assert await log.take(answer, "gateway-a:2", "") == ""  # gateway-a's claim, then its answer
+        assert await log.append(answer, "gateway-a:2", 0, "and and ") == 8
+        await log.forget(answer)
+        resumed.set()
+        events = await asyncio.wait_for(listener, 10)
+        assert [(event.kind, event.text) for event in events] == [("handoff", "")]
+        assert await log.logged_length(answer) == 0
+    finally:
+        await log.client.delete(*AnswerLog._keys(answer))
+        await log.close()
+
+
+async def _events_of(generation: Generation) -> list[Any]:
+    return [event async for event in generation.events(0)]
 
 
 async def test_an_answer_deleted_while_generated_stops_generating(upstream_url: str) -> None:
