@@ -152,9 +152,22 @@ def report(chats: list[Chat], tally: Tally, pickups: list[float], never: int) ->
     }
 
 
-def missed_targets(report: dict[str, Any], *, timing: bool = True) -> list[str]:
+# The faults' average spacing the targets are set for (`make chaos`): at 5 s, at most 5 % more is generated than
+# the answers need, the waste being the faults' (text a killed or paused gateway had not made durable).
+TARGET_FAULT_GAP = 5.0
+TARGET_OVERHEAD = 0.05
+
+
+def overhead_allowed(fault_gap: float) -> float:
+    """What may be generated beyond what is needed, for faults ``fault_gap`` s apart: the target's share at
+    ``make chaos``'s spacing, more where faults come more often (the short run in ``make test``), never less."""
+    return TARGET_OVERHEAD * max(1.0, TARGET_FAULT_GAP / fault_gap)
+
+
+def missed_targets(report: dict[str, Any], *, timing: bool = True, fault_gap: float = TARGET_FAULT_GAP) -> list[str]:
     """The targets of docs/reliability.md the run missed; ``timing``: the time targets' too, which only a
-    machine doing nothing else measures (the short run in ``make test`` shares it with other tests)."""
+    machine doing nothing else measures (the short run in ``make test`` shares it with other tests);
+    ``fault_gap``: how far apart the run's faults came, which the waste of generated text grows with."""
     missed = []
     if report["answers"].get("wrong", 0):
         missed.append("wrong answers")
@@ -170,8 +183,9 @@ def missed_targets(report: dict[str, Any], *, timing: bool = True) -> list[str]:
     ):
         if report[figure]:
             missed.append(figure)
-    if (ratio := report["characters generated / needed"]) is not None and ratio > 1.05:
-        missed.append("characters generated / needed above 1.05")
+    limit = 1 + overhead_allowed(fault_gap)
+    if (ratio := report["characters generated / needed"]) is not None and ratio > limit:
+        missed.append(f"characters generated / needed above {limit:.3g}")
     if timing and (p95 := report["pickup p95 s"]) is not None and p95 > 5:
         missed.append("orphan pickup p95 above 5 s")
     if timing and (p95 := report["failover resume p95 s"]) is not None and p95 > 10:

@@ -320,7 +320,7 @@ def main() -> None:
         print(f"  problem: {problem}")
     if args.json is not None:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
-    if missed := missed_targets(figures, timing=not args.no_timing_targets):
+    if missed := missed_targets(figures, timing=not args.no_timing_targets, fault_gap=args.fault_gap):
         print(f"chaos: targets missed: {', '.join(missed)} (logs kept in {directory})", file=sys.stderr)
         sys.exit(1)
     shutil.rmtree(directory, ignore_errors=True)

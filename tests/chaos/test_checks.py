@@ -1,7 +1,9 @@
 """The chaos run's tally (chaos/checks.py), fed crafted chats, stored answers and upstream requests."""
 
+import pytest
+
 from chaos.answers import answer_for
-from chaos.checks import Stored, missed_targets, report, tally_chats
+from chaos.checks import Stored, missed_targets, overhead_allowed, report, tally_chats
 from chaos.clients import Chat
 from chaos.joins import Request
 
@@ -52,6 +54,8 @@ def test_a_sampled_answer_is_judged_by_its_join_and_every_client_by_the_stored_a
         "acknowledged writes lost",
         "characters generated / needed above 1.05",
     ]
+    # Faults twice as close (the minute in `make test`): twice the waste is the same target.
+    assert "characters generated / needed above 1.05" not in missed_targets(figures, fault_gap=2.5)
     shown_other, not_joined = tally.details[:2]
     assert shown_other["first difference"] == len("one two s")  # 0-2: "six" where "seven" is stored
     assert not_joined["first difference"] is None  # 0-3: its client holds the stored text, which was never sent
@@ -72,3 +76,9 @@ def test_an_upstream_that_answers_the_same_also_checks_the_text_known_in_advance
     )
     assert dict(right.answers) == {"exact": 1}
     assert right.sent == right.needed == len(expected)
+
+
+def test_the_waste_allowed_grows_with_the_faults_density_never_below_the_target() -> None:
+    assert overhead_allowed(5) == 0.05  # make chaos's spacing: the target itself
+    assert overhead_allowed(3) == pytest.approx(0.05 * 5 / 3)
+    assert overhead_allowed(10) == 0.05  # rarer faults are not held to less
