@@ -39,12 +39,16 @@ def postgres_url_or_skip() -> sa.URL:
 
 def redis_url_or_skip() -> str:
     """Redis's URL from TEST_REDIS_URL; unreachable, it skips, or fails under CI=true."""
-    url = os.environ.get("TEST_REDIS_URL", DEFAULT_TEST_REDIS_URL)
+    return reachable_redis(os.environ.get("TEST_REDIS_URL", DEFAULT_TEST_REDIS_URL))
+
+
+def reachable_redis(url: str, named: str = "TEST_REDIS_URL") -> str:
+    """``url``, once a Redis answers there; unreachable, it skips, or fails under CI=true (``named``: the setting)."""
     client = redis.Redis.from_url(url, socket_connect_timeout=3)
     try:
         client.ping()
     except redis.RedisError as exc:
-        unreachable(f"Redis unreachable at {url}: {exc}")
+        unreachable(f"Redis unreachable at {url} ({named}): {exc}")
     finally:
         client.close()
     return url

@@ -12,10 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import redis
 
 from bench.common import RESULTS
-from tests.conftest import postgres_url_or_skip, unreachable
+from tests.conftest import postgres_url_or_skip, reachable_redis
 
 pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
 
@@ -76,10 +75,7 @@ def test_gateway() -> None:
 def test_compare() -> None:
     """Issue 37's comparison, with this tree as the other one too: the harness runs a tree given by path."""
     url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
-    try:
-        redis.Redis.from_url(url, socket_timeout=2).ping()
-    except redis.RedisError as exc:
-        unreachable(f"no Redis at {url} (BENCH_REDIS_URL) for the answer log: {exc}")
+    reachable_redis(url, "BENCH_REDIS_URL")  # the answer log's
     report = run_quick("compare", "--code", str(ROOT), "--answer-log", url)
     assert isinstance(report, dict)
     sides = report["sides"]

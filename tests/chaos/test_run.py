@@ -11,12 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import redis
 
 from chaos.answers import answer_for, key_of, sampled_answer, tokens
 from chaos.run import FAULTS, REDIS_URL
 from chaos.upstream import NOT_A_PREFIX, Asked, asked
-from tests.conftest import unreachable
+from tests.conftest import reachable_redis
 
 ROOT = Path(__file__).parents[2]
 
@@ -83,13 +82,7 @@ def test_sixty_seconds_of_chaos_meet_every_target(tmp_path: Path) -> None:
         if os.environ.get("CI") == "true":
             pytest.fail("PostgreSQL's server binaries (initdb, pg_ctl, pg_basebackup) are missing")
         pytest.skip("PostgreSQL's server binaries (initdb, pg_ctl, pg_basebackup) are missing")
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        unreachable(f"the answer log's Redis is unreachable at {REDIS_URL} (CHAOS_REDIS_URL): {exc}")
-    finally:
-        client.close()
+    reachable_redis(REDIS_URL, "CHAOS_REDIS_URL")  # the answer log's
     report = tmp_path / "report.json"
     # Faults 3 s apart on average (5 in make chaos): every kind comes at least once in the minute, even on a busy
     # machine, where restarting a process or rebuilding a replica takes several seconds.
