@@ -63,6 +63,15 @@ redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return 0
 """
 
+# An answer about to fail as never begun (crash recovery): its logged length, and when nothing is logged and no
+# one has written it, its owner becomes ``ENDED`` first, as above: its writer, if only paused before its first
+# append, is refused it, so its clients are shown nothing of an answer stored as failed.
+_CLOSE_UNWRITTEN = """
+local length = redis.call('STRLEN', KEYS[1])
+if length == 0 and not redis.call('GET', KEYS[2]) then redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2]) end
+return length
+"""
+
 ENDED = "ended"
 
 LogError = RedisError  # the log unreachable, or an error of its own: the generation goes on without it
@@ -83,6 +92,7 @@ class AnswerLog:
         self._append = client.register_script(_APPEND)
         self._take = client.register_script(_TAKE)
         self._forget = client.register_script(_FORGET)
+        self._close_unwritten = client.register_script(_CLOSE_UNWRITTEN)
 
     @staticmethod
     def _keys(message_id: uuid.UUID) -> list[str]:
@@ -104,6 +114,11 @@ class AnswerLog:
     async def logged_length(self, message_id: uuid.UUID) -> int:
         """How many bytes of the answer are logged (0: none, or forgotten)."""
         return int(await self.client.strlen(self._keys(message_id)[0]))
+
+    async def close_unwritten(self, message_id: uuid.UUID) -> int:
+        """How many bytes of the answer are logged; when none, no writer may log any from now on, until a takeover
+        (``_CLOSE_UNWRITTEN``)."""
+        return int(await self._close_unwritten(self._keys(message_id), [ENDED, self._ttl_ms]))
 
     async def forget(self, message_id: uuid.UUID) -> None:
         """The answer ended and persistence holds all of it: its text goes, and its owner stays ``ENDED`` (for the

@@ -454,23 +454,26 @@ class Answers:
 
     async def _was_shown(self, answer: MessageDetail) -> bool | None:
         """Whether an answer with nothing saved had text shown to its clients: text the answer log holds (None:
-        the log is unreachable). Without a log, shown text is saved text."""
+        the log is unreachable). When it holds none, its writer can log none from now on: one only paused before
+        its first append shows nothing of an answer about to fail. Without a log, shown text is saved text."""
         if self.log is None:
             return False
         try:
-            return await self.log.logged_length(answer.id) > 0
+            return await self.log.close_unwritten(answer.id) > 0
         except LogError as exc:
             logger.warning("answer %s: the answer log is unreachable, its recovery waits: %s", answer.id, exc)
             return None
 
     def _may_have_been_refused(self, answer: MessageDetail) -> bool:
         """Whether an orphan's client may have been told its chat failed: its gateway never wrote to it, and
-        the turn was stored long enough ago for that gateway to have given up on it (3/4 of TURN_SETTLE_SECONDS,
-        against its own clock and persistence's: the quarter is for their difference). Before that, the orphan
-        is resumed as any other: its gateway, if it is still settling the turn, then finds it generated here."""
+        the chat was sent long enough ago for that gateway to have given up on it (3/4 of TURN_SETTLE_SECONDS,
+        against its own clock and persistence's: the quarter is for their difference). Counted from when the turn
+        was first sent (``sent_at``), not stored: a retry of it stored just before its gateway gave up is no newer
+        a chat. Before that, the orphan is resumed as any other: its gateway, if it is still settling the turn,
+        then finds it generated here."""
         if answer.version != 1 or answer.content:
             return False
-        return datetime.now(UTC) - answer.created_at > timedelta(seconds=0.75 * self.settings.turn_settle_seconds)
+        return datetime.now(UTC) - answer.sent_at > timedelta(seconds=0.75 * self.settings.turn_settle_seconds)
 
     async def recovery_loop(self) -> None:
         while True:

@@ -5,6 +5,7 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import cast
 
 from openai.types.chat import ChatCompletionMessageParam
@@ -140,5 +141,6 @@ def build_turn(
         owner=settings.instance_id,
         lease_seconds=settings.lease_seconds,
         account=account,
+        sent_at=datetime.now(UTC),  # replays carry it too: a late one is no newer a chat (_may_have_been_refused)
     )
     return turn, account

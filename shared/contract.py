@@ -254,6 +254,12 @@ class TurnCreate(InputModel):
     account: TurnAccount | None = Field(
         default=None, description="Whose answer it is (its usage is recorded); with budgets, refused when spent."
     )
+    sent_at: UTCDatetime | None = Field(
+        default=None,
+        description="When its client asked: the first time this turn was sent (its messages' `sent_at`, unless "
+        "later than now). A gateway that could not store it gives up on it that long after, whenever a retry of it "
+        "is stored: crash recovery counts from it.",
+    )
     follows_added: bool = Field(
         default=False,
         description="Its client named no session: when a session of the account's user ends with a message its "

@@ -183,6 +183,8 @@ def _turn_rows(
     session_id: uuid.UUID, data: TurnCreate, now: datetime, lease_seconds: float
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Every column of the turn's inputs and of its answer (claimed by ``data.owner`` when given)."""
+    # Sent when first tried, though stored at a retry's time (a gateway's recovery counts from it).
+    sent = {"sent_at": min(data.sent_at, now)} if data.sent_at is not None else {}
     # A microsecond apart, so they sort in the order given, the answer last, whatever their ids.
     inputs = [
         _new_row(
@@ -194,6 +196,7 @@ def _turn_rows(
             context=given.context,
             status=Status.COMPLETE,
             **_tool_columns(given),
+            **sent,
         )
         for position, given in enumerate(data.inputs)
     ]
@@ -215,6 +218,7 @@ def _turn_rows(
             conversation_key=data.answer.conversation_key,
             request_key=data.answer.request_key,
             response=data.answer.response,
+            **sent,
         )
         | claim
     )

@@ -93,6 +93,22 @@ async def test_a_writer_that_lost_its_answer_logs_nothing_after_the_new_owner_fo
     await log.client.delete(*AnswerLog._keys(answer))
 
 
+async def test_recovery_closes_an_unwritten_log_to_its_writer_and_leaves_a_written_one(log: AnswerLog) -> None:
+    unwritten, written = uuid.uuid4(), uuid.uuid4()
+    assert await log.close_unwritten(unwritten) == 0  # about to fail as never begun
+    with pytest.raises(LogFenced):
+        await log.append(unwritten, "a:1", 0, "late words")  # its writer, only paused
+    assert await log.logged_length(unwritten) == 0
+    assert await log.take(unwritten, "b:2", "") == ""  # a retry of the chat takes it up as ever
+    assert await log.append(unwritten, "b:2", 0, "its answer") == 10
+
+    await log.append(written, "a:1", 0, "shown")
+    assert await log.close_unwritten(written) == 5  # shown: resumed, not failed
+    assert await log.append(written, "a:1", 5, " on") == 8  # and its writer not fenced by the look
+    for key in (unwritten, written):
+        await log.client.delete(*AnswerLog._keys(key))
+
+
 async def test_an_unreachable_log_raises_the_error_a_generation_falls_back_on() -> None:
     unreachable = connect("redis://127.0.0.1:1/0", timeout_seconds=0.5)
     try:

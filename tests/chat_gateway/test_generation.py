@@ -1,7 +1,7 @@
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 from unittest.mock import ANY
@@ -238,36 +238,51 @@ class _PausedBeforeItsFirstAppend(AnswerLog):
         return await super().append(message_id, owner, logged_bytes, text)
 
 
-class _CompletedWhilePaused(FakeStore):
-    """Persistence as the paused gateway finds it once resumed: the answer completed by the gateway that took it."""
+class _EndedWhilePaused(FakeStore):
+    """Persistence as the paused gateway finds it once resumed: the answer ended by another gateway."""
 
-    def __init__(self, resumed: asyncio.Event) -> None:
+    def __init__(self, resumed: asyncio.Event, status: MessageStatus) -> None:
         self.resumed = resumed
+        self.status = status
 
     async def append(self, message_id: uuid.UUID, offset: int, text: str, **_kwargs: Any) -> int:
         await self.resumed.wait()
-        raise Conflict("a complete message cannot be appended to", status=MessageStatus.COMPLETE, length=8)
+        raise Conflict(f"a {self.status} message cannot be appended to", status=self.status, length=0)
 
 
+async def _completed_elsewhere(log: AnswerLog, answer: uuid.UUID) -> None:
+    assert await log.take(answer, "gateway-a:2", "") == ""  # gateway-a's claim, then its answer
+    assert await log.append(answer, "gateway-a:2", 0, "and and ") == 8
+    await log.forget(answer)
+
+
+async def _failed_as_never_begun(log: AnswerLog, answer: uuid.UUID) -> None:
+    assert await log.close_unwritten(answer) == 0  # gateway-a's crash recovery, then its update to failed
+
+
+@pytest.mark.parametrize(
+    ("elsewhere", "status"),
+    [(_completed_elsewhere, MessageStatus.COMPLETE), (_failed_as_never_begun, MessageStatus.FAILED)],
+    ids=["completed-elsewhere", "failed-as-never-begun"],
+)
 async def test_a_gateway_paused_before_logging_its_first_words_shows_none_once_its_answer_ended_elsewhere(
-    upstream_url: str,
+    upstream_url: str, elsewhere: Callable[[AnswerLog, uuid.UUID], Awaitable[None]], status: MessageStatus
 ) -> None:
     """make chaos: gateway-b relayed a new answer's first words and was paused before its append reached the answer
     log; gateway-a took the answer over (nothing logged, nothing saved), completed it with other words, and forgot
-    its log. Resumed, b logged its words in the forgotten log and showed them to its client."""
+    its log. Resumed, b logged its words in the forgotten log and showed them to its client. The same where
+    gateway-a's crash recovery failed the answer as never begun (its turn stored long ago, nothing written)."""
     log = connect(redis_url_or_skip(), timeout_seconds=2)
     resumed = asyncio.Event()
     paused = _PausedBeforeItsFirstAppend(log, resumed)
     settings = Settings(api_key=SecretStr("k"), openai_api_key=SecretStr("sk"), instance_id="gateway-b")
-    generation = _generation(settings, _CompletedWhilePaused(resumed), upstream_url, log=paused)
+    generation = _generation(settings, _EndedWhilePaused(resumed, status), upstream_url, log=paused)
     answer = generation.message_id
     try:
         generation.start()
         listener = asyncio.ensure_future(_events_of(generation))
         await paused.paused.wait()
-        assert await log.take(answer, "gateway-a:2", "") == ""  # gateway-a's claim, then its answer
-        assert await log.append(answer, "gateway-a:2", 0, "and and ") == 8
-        await log.forget(answer)
+        await elsewhere(log, answer)
         resumed.set()
         events = await asyncio.wait_for(listener, 10)
         assert [(event.kind, event.text) for event in events] == [("handoff", "")]

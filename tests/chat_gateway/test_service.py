@@ -244,8 +244,9 @@ class _RestartingPersistence:
     """Persistence through a restart: the first turn is stored but its reply lost, then it is unreachable for
     ``down`` requests; afterwards it replays the stored turn, and takes claims, appends and updates."""
 
-    def __init__(self, down: int) -> None:
+    def __init__(self, down: int, *, stored_late: bool = False) -> None:
         self.down = down
+        self.stored_late = stored_late  # each try stores the turn anew and loses its reply: the last one stays
         self.answer: dict[str, Any] | None = None
         self.paths: list[str] = []
 
@@ -253,12 +254,15 @@ class _RestartingPersistence:
         self.paths.append(f"{request.method} {request.url.path}")
         body = json.loads(request.content) if request.content else {}
         if request.url.path.endswith("/turns"):
-            if self.answer is None:
+            if self.answer is None or self.stored_late:
+                now = datetime.now(UTC)
                 self.answer = stored_message(
                     id=uuid.UUID(body["answer"]["id"]),
                     session_id=uuid.UUID(request.url.path.split("/")[2]),
                     lease_owner=body["owner"],
-                    lease_expires_at=datetime.now(UTC),
+                    lease_expires_at=now,
+                    sent_at=min(datetime.fromisoformat(body["sent_at"]), now),
+                    created_at=now,
                 ).model_dump(mode="json")
                 raise httpx.ConnectError("reply lost")
             if self.down > 0:
@@ -318,8 +322,11 @@ async def test_a_turn_whose_reply_was_lost_is_settled_then_answered_once(fake_up
     assert persistence.paths.count(f"POST /sessions/{answer.session_id}/turns") == 6  # lost, 4 refused, replayed
 
 
-async def test_a_chat_its_client_was_told_failed_is_never_generated(fake_upstream: FastAPI) -> None:
-    persistence = _RestartingPersistence(down=10**6)
+@pytest.mark.parametrize("stored_late", [False, True], ids=["stored-first", "stored-by-the-last-retry"])
+async def test_a_chat_its_client_was_told_failed_is_never_generated(fake_upstream: FastAPI, stored_late: bool) -> None:
+    # Stored by the last retry, just before its gateway gave up (a failover: persistence waited for the new primary
+    # and committed it late): stored a moment ago, yet asked for a whole TURN_SETTLE_SECONDS before.
+    persistence = _RestartingPersistence(down=10**6, stored_late=stored_late)
     answers, (http, client) = _gateway(fake_upstream, persistence, turn_settle_seconds=0.3)
     try:
         with pytest.raises(ServiceUnavailable) as refused:

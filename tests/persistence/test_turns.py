@@ -77,6 +77,23 @@ def test_a_replayed_turn_returns_what_is_stored_now(client: TestClient) -> None:
     assert len(client.get(f"/sessions/{session_id}/messages").json()["items"]) == 2
 
 
+def test_a_turn_is_sent_when_first_tried_though_stored_by_a_retry(client: TestClient) -> None:
+    session_id, tried = random_id(), "2026-01-02T03:04:05.678900Z"
+    body = turn_body(session={}, sent_at=tried)
+    stored = client.post(f"/sessions/{session_id}/turns", json=body)
+    assert stored.status_code == 201, stored.text
+    answer = stored.json()["answer"]
+    assert answer["sent_at"] == tried != answer["created_at"]  # crash recovery counts from when it was asked
+    messages = client.get(f"/sessions/{session_id}/messages").json()["items"]
+    assert [message["sent_at"] for message in messages] == [tried, tried]
+    # Sent again by a client's retry (its gateway's clock now later): the same turn, as stored.
+    again = client.post(f"/sessions/{session_id}/turns", json=body | {"sent_at": "2026-01-02T03:09:00Z"})
+    assert (again.status_code, again.json()["answer"]["sent_at"]) == (200, tried)
+    # A gateway whose clock is ahead: never later than when it was stored.
+    ahead = client.post(f"/sessions/{random_id()}/turns", json=turn_body(session={}, sent_at="2999-01-01T00:00:00Z"))
+    assert ahead.json()["answer"]["sent_at"] <= ahead.json()["answer"]["created_at"]
+
+
 def test_a_replay_with_another_question_is_409_and_changes_nothing(client: TestClient) -> None:
     session_id = random_id()
     body = turn_body(session={})
