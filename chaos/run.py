@@ -51,6 +51,7 @@ class Orphans:
     """When a gateway died or froze, which answers it held, and when each was taken up again."""
 
     pickups: list[float] = field(default_factory=list)
+    by_fault: dict[str, list[float]] = field(default_factory=dict)  # the same, by the fault that orphaned them
     never: int = 0
 
 
@@ -115,7 +116,7 @@ class Chaos:
         with psycopg.connect(self.cluster.conninfo, connect_timeout=3) as connection:
             return connection.execute(sql, params).fetchall()
 
-    def _watch_orphans(self, owner: str, died: float) -> None:
+    def _watch_orphans(self, owner: str, died: float, fault: str) -> None:
         """How long each answer ``owner`` held when it died takes to be claimed again (its version moves)."""
         try:
             held = dict(
@@ -132,6 +133,7 @@ class Chaos:
             for message_id, version, status in rows:
                 if version != held[message_id] or status != "in_progress":
                     self.orphans.pickups.append(time.monotonic() - died)
+                    self.orphans.by_fault.setdefault(fault, []).append(time.monotonic() - died)
                     del held[message_id]
         self.orphans.never += len(held)
 
@@ -154,7 +156,7 @@ class Chaos:
     def gateway_kill(self) -> None:
         gateway = self.chance.choice(self.gateways)
         gateway.kill()
-        watcher = threading.Thread(target=self._watch_orphans, args=(gateway.name, time.monotonic()))
+        watcher = threading.Thread(target=self._watch_orphans, args=(gateway.name, time.monotonic(), "gateway_kill"))
         watcher.start()
         time.sleep(self.chance.uniform(0.2, 2))
         gateway.start()
@@ -163,7 +165,7 @@ class Chaos:
     def gateway_pause(self) -> None:
         gateway = self.chance.choice(self.gateways)
         gateway.signal(signal.SIGSTOP)
-        watcher = threading.Thread(target=self._watch_orphans, args=(gateway.name, time.monotonic()))
+        watcher = threading.Thread(target=self._watch_orphans, args=(gateway.name, time.monotonic(), "gateway_pause"))
         watcher.start()
         time.sleep(services.LEASE_SECONDS + self.chance.uniform(1, 3))
         gateway.signal(signal.SIGCONT)
@@ -251,6 +253,10 @@ class Chaos:
             "answers not resumed after a failover": sum(self.failovers.never),
             "failover resume p50 s": round(statistics.median(resumed), 2) if resumed else None,
             "failover resume p95 s": percentile(resumed, 0.95),
+            "pickup p50 / p95 s by fault": {
+                fault: [round(statistics.median(times), 2), percentile(times, 0.95)]
+                for fault, times in self.orphans.by_fault.items()
+            },
             "seconds of chats": round(self.chatted),
             "faults": dict(self.faults),
             "fault seconds": self.fault_seconds,
