@@ -99,7 +99,7 @@ lint: install
 test: lint bench-deps clients browser
 	$(BIN)/pytest
 
-# The web page's tests drive Debian's chromium through Playwright (tests/chat_gateway/test_web.py).
+# The web page's tests drive Debian's chromium through Playwright (tests/chat_gateway/web/test_web.py).
 browser:
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 

@@ -75,7 +75,7 @@ class Settings(ServiceSettings):
     openai_model: str = "gpt-4o-mini"
     upstream_timeout_seconds: float = Field(default=60.0, gt=0)
     # How the upstream continues an interrupted answer (prompt.Continuation): `auto` asks the upstream what it is,
-    # once, at start-up (chat_gateway/upstream_probe.py), and takes `restart`, which every upstream can do, when
+    # once, at start-up (chat_gateway/clients/upstream_probe.py), and takes `restart`, which every upstream can do, when
     # it cannot tell. UPSTREAM_PROBE_SECONDS bounds how long start-up waits for that answer.
     upstream_continuation: ContinuationMethod | Literal["auto"] = "auto"
     upstream_probe_seconds: float = Field(default=2.0, gt=0, le=30)
@@ -111,7 +111,7 @@ class Settings(ServiceSettings):
     flush_interval_seconds: float = Field(default=1.0, gt=0)
     flush_bytes: int = Field(default=4096, ge=1)
     history_budget_chars: int = Field(default=24_000, ge=0)
-    # Where an answer's text is made durable before a client is shown it (chat_gateway/answer_log.py): a Redis URL
+    # Where an answer's text is made durable before a client is shown it (chat_gateway/answers/log.py): a Redis URL
     # (redis://, rediss:// or unix://; a secret, since it may hold a password). Unset: persistence itself, one
     # write per chunk at a steady rate instead of one per FLUSH_INTERVAL_SECONDS.
     answer_log_url: SecretStr | None = None

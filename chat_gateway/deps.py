@@ -3,12 +3,12 @@ from typing import Annotated, Literal
 from fastapi import Depends, Query, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from chat_gateway.catalog import ModelCatalog
+from chat_gateway.answers.service import Answers
+from chat_gateway.auth.identity import Authenticator, Caller
+from chat_gateway.clients.persistence import PersistenceClient
 from chat_gateway.config import Settings
-from chat_gateway.identity import Authenticator, Caller
-from chat_gateway.persistence_client import PersistenceClient
-from chat_gateway.responses_format import ItemPage
-from chat_gateway.service import Answers
+from chat_gateway.openai_api.catalog import ModelCatalog
+from chat_gateway.openai_api.responses.protocol import ItemPage
 from shared import presented_key
 
 # Every dependency is `async def`: FastAPI runs a plain `def` in its thread pool, a hop per dependency per request.

@@ -32,7 +32,7 @@ _HTTP_CODES = {
 }
 
 # A request's headers, names and values together, in bytes: more is refused (431) before any other work. A
-# bearer JWT (at most 8 KiB, chat_gateway/tokens.py) and every usual header fit in it several times over.
+# bearer JWT (at most 8 KiB, chat_gateway/auth/jwt.py) and every usual header fit in it several times over.
 MAX_HEADER_BYTES = 32 * 1024
 
 

@@ -1,6 +1,6 @@
 """The wire between the gateway and persistence: every body one sends and the other reads, declared once.
 
-Persistence's routes take and return these; the gateway's client (chat_gateway/persistence_client.py) builds
+Persistence's routes take and return these; the gateway's client (chat_gateway/clients/persistence.py) builds
 and reads them. Resources both serve to their own clients (sessions, messages, pages) are in shared/resources.py;
 identity and usage in shared/identity.py.
 """

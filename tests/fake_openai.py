@@ -189,7 +189,7 @@ def create_fake_openai() -> FastAPI:
     app.state.sample = False  # new words on every request (see the module's docstring)
 
     app.state.models = None  # the ids GET /v1/models lists; None: the server has no such route (a 404)
-    # What it says it is when asked (chat_gateway/upstream_probe.py), and so how it continues a last assistant
+    # What it says it is when asked (chat_gateway/clients/upstream_probe.py), and so how it continues a last assistant
     # message (as_continued): "llama.cpp" answers GET /props, "vllm" GET /version and owns its models; "mistral"
     # (Mistral's API) and None say nothing.
     app.state.server = "llama.cpp"

@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.chat_gateway.answers.test_shown_is_stored import follow
 from tests.chat_gateway.conftest import (
     PERSISTENCE_KEY,
     Service,
@@ -35,7 +36,6 @@ from tests.chat_gateway.conftest import (
     read_finished,
     sse_events,
 )
-from tests.chat_gateway.test_shown_is_stored import follow
 
 MODEL = os.environ.get("LOCAL_LLM_MODEL", "")
 PYTHON = os.environ.get("LOCAL_LLM_PYTHON", "")

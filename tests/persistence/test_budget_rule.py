@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chat_gateway.identity import Caller, Role
+from chat_gateway.auth.identity import Caller, Role
 from shared.identity import CHARS_PER_TOKEN, Limits
 from tests.persistence.conftest import new_message, new_session
 

@@ -2,7 +2,7 @@
 the OpenAI client's default retries): tool rounds, a handoff, dynamic instructions, an OpenAIConversationsSession
 and Responses chaining by previous_response_id.
 
-Run by tests/chat_gateway/test_agents_sdk.py with the clients' own virtualenv (`make clients`):
+Run by tests/chat_gateway/openai_api/test_agents_sdk.py with the clients' own virtualenv (`make clients`):
 python agents_sdk.py GATEWAY_URL SCENARIO [ARGUMENT]. The scenarios:
 
 - ``tools``, ``handoff``, ``dynamic``, each ``-responses`` (the SDK's default model) or ``-chat``

@@ -1,7 +1,7 @@
 """A LangGraph agent (LangGraph's prebuilt ReAct agent on LangChain's ChatOpenAI), unchanged but for the base URL:
 ChatOpenAI's defaults (not streamed, its SDK's default retries).
 
-Run by tests/chat_gateway/test_agent_frameworks.py with the clients' own virtualenv (`make clients`):
+Run by tests/chat_gateway/openai_api/test_agent_frameworks.py with the clients' own virtualenv (`make clients`):
 python langgraph_agent.py GATEWAY_URL QUESTION. Prints the run's final answer and the tools it ran, as JSON.
 """
 

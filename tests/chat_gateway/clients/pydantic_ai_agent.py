@@ -1,7 +1,7 @@
 """A pydantic-ai agent, unchanged but for the base URL: with its OpenAI Chat Completions model, or with its
 Responses model, each on an OpenAIProvider (the SDK's default retries).
 
-Run by tests/chat_gateway/test_agent_frameworks.py with the clients' own virtualenv (`make clients`):
+Run by tests/chat_gateway/openai_api/test_agent_frameworks.py with the clients' own virtualenv (`make clients`):
 python pydantic_ai_agent.py GATEWAY_URL chat|responses QUESTION. Prints the run's final answer and the tools it ran,
 as JSON.
 """

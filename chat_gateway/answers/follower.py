@@ -1,0 +1,118 @@
+"""Following an answer wherever it is generated: from this gateway's generation while it runs here, else
+through persistence, polled for changes only. Reattaching clients, other gateways' answers and the JSON
+replies that wait for an answer's end all read it this way."""
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+
+from chat_gateway.answers.generation import Generation, StreamEvent, final_event
+from chat_gateway.clients.persistence import PersistenceClient
+from chat_gateway.config import Settings
+from shared import DomainError, ErrorCode, MessageStatus, OffsetMismatch, ServiceUnavailable
+from shared.contract import MessageDetail
+
+TERMINAL = frozenset({MessageStatus.COMPLETE, MessageStatus.FAILED})
+
+
+def _same_for(one: str, other: str) -> int:
+    """How many characters two texts share from their start."""
+    return next((i for i, (a, b) in enumerate(zip(one, other, strict=False)) if a != b), min(len(one), len(other)))
+
+
+class Follower:
+    def __init__(
+        self, settings: Settings, persistence: PersistenceClient, live: Mapping[uuid.UUID, Generation]
+    ) -> None:
+        self.settings = settings
+        self.persistence = persistence
+        self._live = live  # the answers this gateway generates, by id
+
+    async def follow(self, message_id: uuid.UUID, offset: int) -> AsyncIterator[StreamEvent]:
+        """The answer's text from ``offset`` on, live, until it ends: here or in another gateway."""
+        version = None  # of the message as last read from persistence: unchanged, it is not sent again
+        # Where persistence is read from: behind ``offset`` while the client has seen text that the gateway
+        # which streamed it to it has not saved yet (it saves once a second).
+        read_from = offset
+        # Text this client was sent by this gateway's generation that persistence did not hold when the answer
+        # left it (lease lost): the new owner may have continued differently, which is checked before going on.
+        unconfirmed = ""
+        while True:
+            if (generation := self._live.get(message_id)) is not None:
+                async for event in generation.events(offset):
+                    if event.kind == "handoff":
+                        break
+                    yield event
+                    offset = event.offset
+                else:
+                    return
+                if offset > generation.saved_length:
+                    unconfirmed = generation.text[generation.saved_length : offset]
+                    read_from, version = generation.saved_length, None
+            try:
+                stored = await self.persistence.poll_text(message_id, read_from, version)
+            except OffsetMismatch as exc:
+                # The text the client saw is not saved yet: wait for it.
+                read_from, version = exc.length, None
+                continue
+            except DomainError as exc:
+                # The stream ends with an error instead of breaking off; the answer may well go on, and a
+                # client can reattach to it (no status: nobody here knows how it ends).
+                yield StreamEvent("error", offset, error=f"lost track of the answer: {exc.detail}")
+                return
+            if stored is not None and unconfirmed:
+                same = _same_for(stored.text, unconfirmed)
+                if same < min(len(stored.text), len(unconfirmed)):
+                    at = stored.offset + same
+                    error = f"the answer was taken over and continued differently from offset {at}: reattach from {at}"
+                    yield StreamEvent("error", offset, error=error)
+                    return
+                if len(stored.text) < len(unconfirmed) and stored.status not in TERMINAL:
+                    version = stored.version  # not all there yet: read from the same place again
+                    await asyncio.sleep(self.settings.reattach_poll_seconds)
+                    continue
+                unconfirmed = ""
+            if stored is not None:  # None: unchanged since the last poll
+                version, read_from = stored.version, stored.length
+                if stored.length > offset:
+                    yield StreamEvent("delta", stored.length, text=stored.text[offset - stored.offset :])
+                    offset = stored.length
+                if stored.status in TERMINAL:
+                    yield final_event(
+                        offset,
+                        stored.length,
+                        stored.status,
+                        error=stored.error,
+                        finish_reason=stored.finish_reason,
+                        usage=stored.usage,
+                        tool_calls=stored.tool_calls,
+                    )
+                    return
+            await asyncio.sleep(self.settings.reattach_poll_seconds)
+
+    async def outcome(self, message_id: uuid.UUID) -> MessageDetail:
+        """Wait for the answer to end and return it as stored.
+
+        Through persistence outages too, for up to TURN_SETTLE_SECONDS at a time: a client answered at once
+        with a 503 would take its chat for failed while it goes on. Past that, a 503 ``outcome_unknown`` says
+        that the answer may still end well, and where to read it.
+        """
+        unknown_since = None
+        while True:
+            try:
+                async for event in self.follow(message_id, 0):
+                    if event.kind == "done" or (event.kind == "error" and event.status is not None):
+                        return await self.persistence.get_message(message_id)
+                # Lost track of it (persistence unreachable): follow it again.
+            except ServiceUnavailable:
+                pass
+            unknown_since = unknown_since or time.monotonic()
+            if time.monotonic() - unknown_since > self.settings.turn_settle_seconds:
+                raise ServiceUnavailable(
+                    "the answer's outcome is not known yet (the persistence service is unreachable); it may still "
+                    f"complete: read it with GET /chat/messages/{message_id}/stream",
+                    code=ErrorCode.OUTCOME_UNKNOWN,
+                    message_id=str(message_id),
+                )
+            await asyncio.sleep(min(1.0, self.settings.reattach_poll_seconds * 4))

@@ -1,0 +1,499 @@
+"""Chats and answers: start one, attach to it, follow it, cancel it, resume it, recover it after a crash."""
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+from cachetools import TTLCache
+from openai import AsyncOpenAI, AsyncStream
+from openai.types.chat import ChatCompletionMessageParam
+
+from chat_gateway.answers.follower import TERMINAL, Follower
+from chat_gateway.answers.generation import Generation, StreamEvent
+from chat_gateway.answers.log import AnswerLog, LogError
+from chat_gateway.answers.prompt import question_messages
+from chat_gateway.answers.turns import build_turn, chat_ids, options_chars, over_budget, token_limit
+from chat_gateway.auth.identity import ANYONE, Caller
+from chat_gateway.chat.protocol import ChatRequest
+from chat_gateway.clients import retry
+from chat_gateway.clients.persistence import PersistenceClient
+from chat_gateway.clients.upstream import discard, open_stream
+from chat_gateway.config import ContinuationMethod, Settings
+from chat_gateway.metrics import RECOVERED, RESUMES
+from shared import (
+    CANCELLED,
+    BadRequest,
+    Conflict,
+    ErrorCode,
+    JSONObject,
+    MessageRole,
+    MessageStatus,
+    OffsetMismatch,
+    PreconditionFailed,
+    ServiceUnavailable,
+)
+from shared.contract import MessageDetail, MessageUpdate, TurnCreate
+from shared.identity import TurnAccount
+
+logger = logging.getLogger(__name__)
+
+NOT_STARTED = "abandoned before it began: its gateway never confirmed it"
+# Claims a recovery scan has in flight: enough to overlap persistence's commits, few enough not to swamp it.
+RECOVERY_CLAIMS_AT_ONCE = 8
+NO_UPSTREAM = (
+    "no upstream key is configured: set OPENAI_API_KEY, or OPENAI_API_KEY_FILE to a file holding it, "
+    "or write it to secrets/openai_api_key.txt (any value for a local server that needs none)"
+)
+
+
+def _failed(error: str) -> MessageUpdate:
+    return MessageUpdate(status=MessageStatus.FAILED, error=error)
+
+
+def _lease_is_live(message: MessageDetail) -> bool:
+    return message.lease_expires_at is not None and message.lease_expires_at > datetime.now(UTC)
+
+
+class Answers:
+    """The answers this instance generates, and every way to reach an answer wherever it is generated."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        persistence: PersistenceClient,
+        client: AsyncOpenAI | None,
+        log: AnswerLog | None = None,
+        continuation: ContinuationMethod = "restart",
+    ) -> None:
+        self.settings = settings
+        self.persistence = persistence
+        self.client = client
+        self.log = log
+        self.continuation = continuation  # how the upstream continues an answer, decided at start-up
+        self._live: dict[uuid.UUID, Generation] = {}
+        self._follower = Follower(settings, persistence, self._live)
+        self._claiming: set[uuid.UUID] = set()
+        self._starting: dict[uuid.UUID, int] = {}  # answers whose turns this gateway is storing (how many times)
+        # The request keys of the OpenAI clients' requests stored lately, to tell a likely retry (start_chat): for
+        # at least ten minutes, since an answer still being generated is attached to whatever the window.
+        self._requests: TTLCache[str, bool] = TTLCache(maxsize=10_000, ttl=max(settings.retry_window_seconds, 600))
+        self.draining = False
+
+    def _require_upstream(self) -> AsyncOpenAI:
+        if self.draining:
+            raise ServiceUnavailable("this gateway is shutting down: retry on another", code=ErrorCode.SHUTTING_DOWN)
+        if self.client is None:
+            raise ServiceUnavailable(NO_UPSTREAM, code=ErrorCode.NO_UPSTREAM)
+        return self.client
+
+    async def start_chat(
+        self,
+        request: ChatRequest,
+        idempotency_key: str | None,
+        *,
+        caller: Caller = ANYONE,
+        prompt: list[ChatCompletionMessageParam] | None = None,
+        create_session: bool = False,
+        conversation_key: str | None = None,
+        request_key: str | None = None,
+        retry_window: float | None = None,
+        follows_added: bool = False,
+        response: JSONObject | None = None,
+    ) -> MessageDetail:
+        """Store the question and its answer, and start generating it (or attach to it, on a retry).
+
+        ``caller``: whose chat it is, in which of their sessions, within which budgets (429 when one is
+        spent). ``prompt`` replaces the prompt built from the stored history (OpenAI clients send their own);
+        ``create_session`` creates ``request.session_id`` when it does not exist yet. ``conversation_key`` is
+        kept with the answer, for a client that names no session to find it (openai_api/session_matching.py);
+        ``request_key``, for the same request sent again without an Idempotency-Key to find its answer: it
+        follows it while it is generated, gets it once complete (for ``retry_window`` seconds, default
+        RETRY_WINDOW_SECONDS), and resumes it from its saved text if it failed; ``follows_added``, for a request
+        that named no session: its answer goes after its inputs if its client added them to a conversation itself;
+        ``response``, what a Responses API client asked for (chat_gateway/openai_api/responses/serving.py).
+
+        One request to persistence stores the turn with the answer claimed. When the prompt is known
+        without the history and the turn is surely new (no Idempotency-Key), the upstream request is sent
+        at the same time; its text reaches nobody until the turn is stored, and it is dropped if storing fails.
+        """
+        client = self._require_upstream()
+        user_id = caller.owner(request.user_id)
+        ids = chat_ids(idempotency_key, user_id, request, conversation_key)
+        session_id = request.session_id or ids.session
+        model = request.model or self.settings.openai_model
+        new_session = request.session_id is None
+        if prompt is None and new_session:
+            if request.tool_results:
+                raise BadRequest(
+                    "tool results answer the calls of an earlier answer: name its session_id",
+                    code=ErrorCode.INVALID_VALUE,
+                )
+            prompt = question_messages(request.text(), request.context, request.parts)  # a new chat's history
+        turn, account = build_turn(
+            self.settings, request, caller, user_id, ids, model, prompt, new_session or create_session
+        )
+        if conversation_key is not None:  # set only when it is: the default goes unsent (bytes per turn)
+            turn.answer.conversation_key = conversation_key
+        if request_key is not None:
+            turn.answer.request_key = request_key
+            turn.answer.retry_seconds = self.settings.retry_window_seconds if retry_window is None else retry_window
+        if follows_added and conversation_key is not None:
+            turn.follows_added = True
+        if response is not None:  # its input items are read from its prompt, kept whatever it is
+            turn.answer.response = response
+            turn.answer.prompt = turn.answer.prompt or cast(list[JSONObject], prompt)
+        # Sent before the turn is stored only where nothing but a failure refuses it: not past a budget, nor
+        # into a session a user named (another user's is refused), which would bill an answer nobody gets.
+        early = prompt is not None and not ids.derived and not account.has_budget
+        early = early and not (caller.reaches(request.user_id) is not None and request.session_id is not None)
+        # Nor for a request this gateway saw lately: it is likely a retry, which generates nothing new. (One that
+        # went to another gateway first opens a stream here that is dropped once its turn is found stored.)
+        early = early and not (request_key is not None and request_key in self._requests)
+        opens = None
+        if early and prompt is not None:
+            options = request.options.given() if request.options is not None else {}
+            opens = functools.partial(open_stream, client, model, prompt, options)
+        leased_at = time.monotonic()
+        if request_key is not None:  # before it is stored: the same request at the same time is not opened twice
+            self._requests[request_key] = True
+        answer, created, opening = await self._store_turn(session_id, turn, caller.reaches(request.user_id), opens)
+        if created:
+            self._start(answer, client, model=model, prompt=prompt, opening=opening, leased_at=leased_at)
+            return answer
+        # A retry: attach to the answer, or take it over if its generator is gone (or never began); the same
+        # request resent once its answer failed resumes it, within the budgets.
+        if opening is not None:
+            await discard(opening)
+        retried = account if request_key is not None else None
+        return await self._take_over(answer, model=model, prompt=prompt, take_unstarted=True, resume_failed=retried)
+
+    async def _store_turn(
+        self,
+        session_id: uuid.UUID,
+        turn: TurnCreate,
+        scope: str | None,
+        opens: Callable[[], Coroutine[Any, Any, AsyncStream[object]]] | None,
+    ) -> tuple[MessageDetail, bool, "asyncio.Task[AsyncStream[object]] | None"]:
+        """Store the turn: its answer as stored, whether this request created it, and the upstream stream
+        ``opens`` began beside it (None without one), which nobody reads before the turn is stored."""
+        answer_id = turn.answer.id
+        assert answer_id is not None  # chat_ids gives every turn its ids
+        storing = asyncio.ensure_future(self.persistence.start_turn(session_id, turn, scope))
+        opening: asyncio.Task[AsyncStream[object]] | None = None
+        # Until it is started here: a concurrent retry (same Idempotency-Key) that finds the turn stored and
+        # claimed by this gateway must follow it, not take it too.
+        self._starting[answer_id] = self._starting.get(answer_id, 0) + 1
+        try:
+            if opens is not None:
+                # One step for the turn first: its request is then on the wire before the SDK spends its
+                # ~0.7 ms of CPU building the upstream one. The turn is the longer wait before the first word
+                # (docs/benchmarks.md, section 3).
+                await asyncio.sleep(0)
+                opening = asyncio.create_task(opens())
+            try:
+                answer, created = await storing
+            except ServiceUnavailable:
+                # The turn may have been stored, its answer claimed by this gateway, and only the reply lost.
+                # The client hears nothing before its fate is known.
+                answer, created = await self._settle_turn(session_id, turn, scope)
+                # Stored by the attempt whose reply was lost: this gateway's own, still to begin.
+                created = created or (
+                    answer.status == MessageStatus.IN_PROGRESS
+                    and answer.lease_owner == self.settings.instance_id
+                    and not answer.content
+                    and answer.id not in self._live
+                )
+        except BaseException as exc:
+            storing.cancel()
+            if opening is not None:
+                await discard(opening)
+            if isinstance(exc, Conflict) and exc.code == ErrorCode.BUDGET_EXCEEDED:
+                raise over_budget(exc) from exc
+            if isinstance(exc, Conflict):
+                raise Conflict(
+                    "this Idempotency-Key was used for a different request", code=ErrorCode.IDEMPOTENCY_CONFLICT
+                ) from exc
+            raise
+        finally:
+            if (left := self._starting.pop(answer_id) - 1) > 0:
+                self._starting[answer_id] = left
+        return answer, created, opening
+
+    async def _settle_turn(
+        self, session_id: uuid.UUID, turn: TurnCreate, scope: str | None
+    ) -> tuple[MessageDetail, bool]:
+        """Store the turn again, with the same ids, until persistence answers or TURN_SETTLE_SECONDS pass.
+
+        A replay of a turn that did land returns it as stored (then generated here, or followed). Given up,
+        the client is told the chat failed, and it never is generated: crash recovery fails, rather than
+        generates, an answer its gateway never wrote to once that gateway may have given up
+        (``_may_have_been_refused``).
+        """
+        try:
+            return await retry.turn_settle(self.settings)(self.persistence.start_turn, session_id, turn, scope)
+        except ServiceUnavailable as exc:
+            logger.warning("chat refused: its turn could not be stored in %.0f s", self.settings.turn_settle_seconds)
+            raise ServiceUnavailable(
+                "the chat could not be started (the persistence service is unreachable); it will not be answered: "
+                "retry it",
+                code=ErrorCode.PERSISTENCE_UNAVAILABLE,
+            ) from exc
+
+    def _busy_here(self, answer: MessageDetail) -> bool:
+        return answer.id in self._live or answer.id in self._claiming or answer.id in self._starting
+
+    def _orphaned(self, answer: MessageDetail) -> bool:
+        """Waiting for a generator: pending, or in progress with no live lease (or one this gateway holds, but
+        does not generate: it restarted under the same INSTANCE_ID, or the reply to its turn was lost)."""
+        if answer.status == MessageStatus.PENDING:
+            return True
+        return answer.status == MessageStatus.IN_PROGRESS and (
+            not _lease_is_live(answer) or answer.lease_owner == self.settings.instance_id
+        )
+
+    async def _take_over(
+        self,
+        answer: MessageDetail,
+        *,
+        prompt: list[ChatCompletionMessageParam] | None = None,
+        model: str | None = None,
+        take_unstarted: bool = False,
+        resume_failed: TurnAccount | None = None,
+    ) -> MessageDetail:
+        """Generate an orphaned answer here, if no one else does; otherwise leave it (its clients follow it).
+        Returns the answer as it now stands.
+
+        ``take_unstarted`` also takes one failed before it began (``NOT_STARTED``): a retry of its chat; with
+        ``resume_failed``, the account of a request sent again, any failed one, from its saved text.
+        """
+        failed = answer.status == MessageStatus.FAILED and answer.error != CANCELLED  # cancelled: ended on purpose
+        unstarted = take_unstarted and failed and answer.error == NOT_STARTED
+        if answer.role != MessageRole.ASSISTANT or self._busy_here(answer):
+            return answer
+        if self._orphaned(answer) or unstarted or (failed and resume_failed is not None):
+            with contextlib.suppress(Conflict):  # another gateway won the claim: follow it through persistence
+                account = resume_failed if failed and not unstarted else None
+                return await self._claim_and_start(answer, model=model, prompt=prompt, account=account)
+        return answer
+
+    async def _resume_here(self, answer: MessageDetail, account: TurnAccount) -> None:
+        """Generate a pending, failed or orphaned answer here, or say why not (409); within the budgets (429)."""
+        if answer.role != MessageRole.ASSISTANT:
+            raise Conflict("only assistant messages can be generated", role=answer.role)
+        if self._busy_here(answer):
+            raise Conflict("the answer is being generated", code=ErrorCode.IN_PROGRESS, status=answer.status)
+        if not (self._orphaned(answer) or answer.status == MessageStatus.FAILED):
+            raise Conflict(f"the answer cannot be resumed: it is {answer.status}", status=answer.status)
+        await self._claim_and_start(answer, account=account)
+
+    async def _claim_and_start(
+        self,
+        answer: MessageDetail,
+        *,
+        model: str | None = None,
+        prompt: list[ChatCompletionMessageParam] | None = None,
+        account: TurnAccount | None = None,
+    ) -> MessageDetail:
+        """Claim the answer (Conflict when another gateway holds it) and generate it here; returns it claimed."""
+        client = self._require_upstream()
+        self._claiming.add(answer.id)
+        try:
+            if account is not None and account.has_budget:
+                # A new run of a user's answer fits in their budgets, as a new answer must (429 otherwise).
+                try:
+                    await self.persistence.reserve(answer.id, account)
+                except Conflict as exc:
+                    if exc.code == ErrorCode.BUDGET_EXCEEDED:
+                        raise over_budget(exc) from exc
+                    raise
+            leased_at = time.monotonic()
+            claimed = await self.persistence.claim(answer.id, self.settings.instance_id, self.settings.lease_seconds)
+        finally:
+            self._claiming.discard(answer.id)
+        self._start(claimed, client, model=model, prompt=prompt, leased_at=leased_at, taken_over=True)
+        return claimed
+
+    def _start(
+        self,
+        claimed: MessageDetail,
+        client: AsyncOpenAI,
+        *,
+        model: str | None,
+        prompt: list[ChatCompletionMessageParam] | None,
+        opening: "asyncio.Task[AsyncStream[object]] | None" = None,
+        leased_at: float | None = None,
+        taken_over: bool = False,
+    ) -> None:
+        """Generate an answer this instance holds the lease of (since ``leased_at``, on the monotonic clock);
+        ``taken_over``: claimed, rather than stored with its turn."""
+        generation = Generation(
+            claimed,
+            model=model or claimed.model or self.settings.openai_model,
+            settings=self.settings,
+            persistence=self.persistence,
+            client=client,
+            on_finish=self._forget,
+            prompt=prompt,
+            opening=opening,
+            leased_at=leased_at,
+            log=self.log,
+            taken_over=taken_over,
+            continuation=self.continuation,
+        )
+        self._live[claimed.id] = generation
+        generation.start()
+
+    def _forget(self, generation: Generation) -> None:
+        self._live.pop(generation.message_id, None)
+
+    async def resume(self, message_id: uuid.UUID, caller: Caller = ANYONE) -> MessageDetail:
+        return await self._resume(await self.persistence.get_message(message_id, caller.user_id), caller)
+
+    async def resume_session(self, session_id: uuid.UUID, caller: Caller = ANYONE) -> MessageDetail:
+        answer = await self.persistence.last_message(session_id, MessageRole.ASSISTANT.value, caller.user_id)
+        return await self._resume(answer, caller)
+
+    async def _resume(self, answer: MessageDetail, caller: Caller) -> MessageDetail:
+        options = answer.options or {}
+        # Its prompt: the client's own, kept with it, else its session's history (persistence counts it); its
+        # tools; and its text so far, sent to be continued.
+        prompt_chars = len(answer.content) + (len(json.dumps(answer.prompt)) if answer.prompt is not None else 0)
+        prompt_chars += options_chars(options)
+        history_chars = self.settings.history_budget_chars if answer.prompt is None else 0
+        account = caller.account(
+            caller.owner(None),
+            max_tokens=token_limit(options),
+            prompt_chars=prompt_chars,
+            reserve=self.settings.budget_reserve_tokens,
+            history_chars=history_chars,
+        )
+        await self._resume_here(answer, account)
+        RESUMES.inc()
+        return answer
+
+    async def cancel(self, message_id: uuid.UUID, scope: str | None = None) -> MessageDetail:
+        """Stop an answer for good (unlike a disconnect): partial text saved, status failed, error 'cancelled'."""
+        if scope is not None:
+            await self.persistence.get_message(message_id, scope)  # another user's answer is a 404
+        if (generation := self._live.get(message_id)) is not None:
+            generation.stop("cancelled")
+            await generation.done.wait()
+            return await self.persistence.get_message(message_id)
+        answer = await self.persistence.get_message(message_id)
+        if answer.status == MessageStatus.COMPLETE:
+            raise Conflict("the answer is already complete", status=answer.status)
+        if answer.status == MessageStatus.FAILED:
+            return answer
+        # Generated elsewhere: its next write finds the lease gone and stops.
+        return await self.persistence.update_message(message_id, _failed(CANCELLED))
+
+    async def reattach(self, message_id: uuid.UUID, offset: int, scope: str | None = None) -> MessageDetail:
+        """The answer to follow from ``offset``: refused when it has ended before that offset."""
+        answer = await self.persistence.get_message(message_id, scope)
+        length = len(answer.content) + len(answer.tool_calls or ())
+        if answer.status in TERMINAL and offset > length:
+            raise OffsetMismatch(f"offset {offset} is past the end of the answer ({length})", length=length)
+        return answer
+
+    def generating(self, message_id: uuid.UUID) -> Generation | None:
+        """The answer's generation, while this gateway runs it."""
+        return self._live.get(message_id)
+
+    def follow(self, message_id: uuid.UUID, offset: int) -> AsyncIterator[StreamEvent]:
+        """The answer's text from ``offset`` on, live, until it ends: here or in another gateway."""
+        return self._follower.follow(message_id, offset)
+
+    async def outcome(self, message_id: uuid.UUID) -> MessageDetail:
+        """Wait for the answer to end and return it as stored (see ``Follower.outcome``)."""
+        return await self._follower.outcome(message_id)
+
+    # Crash recovery
+
+    async def recover_once(self) -> int:
+        """Take over answers whose gateway died (lease expired while in progress); returns how many."""
+        # All at once, each claim being a commit: a dead gateway's answers are many, and taken one after the
+        # other the last would wait for all the others' claims (seconds, with a synchronous replica).
+        claims = asyncio.Semaphore(RECOVERY_CLAIMS_AT_ONCE)
+        stale = await self.persistence.stale(self.settings.instance_id)
+        results = await asyncio.gather(*(self._recover(answer, claims) for answer in stale), return_exceptions=True)
+        taken = sum(result is True for result in results)
+        RECOVERED.inc(taken)
+        if failed := [result for result in results if isinstance(result, BaseException)]:
+            raise failed[0]  # said by the loop; every other orphan of the scan was seen to
+        return taken
+
+    async def _recover(self, answer: MessageDetail, claims: asyncio.Semaphore) -> bool:
+        """Resume an orphan here, fail it if its client may have been told it failed, or leave it."""
+        async with claims:
+            if self._busy_here(answer):
+                return False
+            if self._may_have_been_refused(answer) and not (shown := await self._was_shown(answer)):
+                if shown is None:  # not known: asked again at the next scan
+                    return False
+                # Its gateway never wrote to it, not even to renew its lease, and has had time to give up on its
+                # turn and tell its client the chat failed (_settle_turn): it ends failed, never generated. A retry
+                # of the chat with its Idempotency-Key takes it up again.
+                with contextlib.suppress(Conflict, PreconditionFailed):
+                    await self.persistence.update_message(answer.id, _failed(NOT_STARTED), if_match=answer.version)
+                return False
+            if self.settings.recovery_mode == "fail":
+                with contextlib.suppress(Conflict):
+                    await self.persistence.update_message(answer.id, _failed("abandoned: its gateway stopped"))
+                    return True
+                return False
+            with contextlib.suppress(Conflict):
+                await self._take_over(answer)
+            return answer.id in self._live
+
+    async def _was_shown(self, answer: MessageDetail) -> bool | None:
+        """Whether an answer with nothing saved had text shown to its clients: text the answer log holds (None:
+        the log is unreachable). When it holds none, its writer can log none from now on: one only paused before
+        its first append shows nothing of an answer about to fail. Without a log, shown text is saved text."""
+        if self.log is None:
+            return False
+        try:
+            return await self.log.close_unwritten(answer.id) > 0
+        except LogError as exc:
+            logger.warning("answer %s: the answer log is unreachable, its recovery waits: %s", answer.id, exc)
+            return None
+
+    def _may_have_been_refused(self, answer: MessageDetail) -> bool:
+        """Whether an orphan's client may have been told its chat failed: its gateway never wrote to it, and
+        the chat was sent long enough ago for that gateway to have given up on it (3/4 of TURN_SETTLE_SECONDS,
+        against its own clock and persistence's: the quarter is for their difference). Counted from when the turn
+        was first sent (``sent_at``), not stored: a retry of it stored just before its gateway gave up is no newer
+        a chat. Before that, the orphan is resumed as any other: its gateway, if it is still settling the turn,
+        then finds it generated here."""
+        if answer.version != 1 or answer.content:
+            return False
+        return datetime.now(UTC) - answer.sent_at > timedelta(seconds=0.75 * self.settings.turn_settle_seconds)
+
+    async def recovery_loop(self) -> None:
+        while True:
+            try:
+                if (count := await self.recover_once()) > 0:
+                    logger.info("recovered %d orphaned answer(s)", count)
+            except Exception as exc:  # keep scanning: persistence may be restarting
+                logger.warning("recovery scan failed: %s", exc)
+            await asyncio.sleep(self.settings.recovery_interval_seconds)
+
+    async def shutdown(self, grace_seconds: float) -> None:
+        """Take no new work; let running answers finish within the grace period; release the rest.
+
+        A released answer has its text saved and its lease expired, so any gateway resumes it at once.
+        """
+        self.draining = True
+        running = [asyncio.ensure_future(g.done.wait()) for g in self._live.values()]
+        if running and grace_seconds > 0:
+            await asyncio.wait(running, timeout=grace_seconds)
+        leftovers = list(self._live.values())
+        for generation in leftovers:
+            generation.stop("shutdown")
+        await asyncio.gather(*running, *(g.done.wait() for g in leftovers))

@@ -1,0 +1,179 @@
+"""The LLM side: opening a stream, reading its chunks, continuing an interrupted one (retried as ``retry.upstream``)."""
+
+import asyncio
+import logging
+import math
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import httpx2
+from httpx_aiohttp.httpx2.transport import AiohttpResponseStream, AiohttpTransport, map_aiohttp_exceptions
+from openai import DEFAULT_CONNECTION_LIMITS, AsyncOpenAI, AsyncStream, DefaultAioHttpClient
+from openai.types.chat import ChatCompletionMessageParam
+
+from chat_gateway.config import Settings
+from shared import storable_text
+from shared.identity import CHARS_PER_TOKEN
+from shared.resources import FINISH_REASON_MAX_LENGTH, MODEL_MAX_LENGTH
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Chunk:
+    text: str = ""
+    finish_reason: str | None = None
+    model: str | None = None
+    usage: dict[str, Any] | None = None
+    tool_calls: list[Any] | None = None  # the deltas of calls, as sent: whole only at the end (answers/tool_calls.py)
+    logprobs: list[Any] | None = None  # the text's tokens' logprobs, when asked for: relayed, never stored
+
+
+@dataclass
+class Usage:
+    """Tokens over every attempt of one answer: what it really cost."""
+
+    totals: dict[str, int] = field(default_factory=dict)
+
+    def add(self, usage: dict[str, Any]) -> None:
+        for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+            if isinstance(usage.get(key), int):
+                self.totals[key] = self.totals.get(key, 0) + usage[key]
+
+
+async def open_stream(
+    client: AsyncOpenAI,
+    model: str,
+    messages: list[ChatCompletionMessageParam],
+    options: Mapping[str, Any] | None = None,
+) -> AsyncStream[object]:
+    """Send a streamed completion request; returns once the upstream has answered with its headers.
+
+    Through the SDK's generic ``post`` with ``cast_to=object``, so each chunk comes as the JSON the
+    upstream sent: building the SDK's typed chunk models cost more CPU than all the rest of the relay
+    (docs/benchmarks.md), for the four fields read here. Errors are raised by the SDK as usual.
+    """
+    # The answer's options first: what makes this a stream the gateway can read is not theirs to change.
+    body = {
+        **(options or {}),
+        "model": model,
+        "messages": messages,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    return await client.post(
+        "/chat/completions", cast_to=object, body=body, stream=True, stream_cls=AsyncStream[object]
+    )
+
+
+TOKEN_LIMITS = ("max_tokens", "max_completion_tokens")
+
+
+def options_to_continue(options: Mapping[str, Any], partial: str) -> dict[str, Any] | None:
+    """The options to continue ``partial`` with: token limits hold for the whole answer, so what the
+    partial answer spent (estimated from its length) comes off them. None when a limit is used up.
+    """
+    continued = dict(options)
+    spent = math.ceil(len(partial) / CHARS_PER_TOKEN)
+    for key in TOKEN_LIMITS:
+        if isinstance(limit := options.get(key), int) and spent:
+            if limit <= spent:
+                return None
+            continued[key] = limit - spent
+    return continued
+
+
+def _label(value: object, max_length: int) -> str | None:
+    """A model name or finish reason as a column holds it: an odd one from the upstream is stored clipped,
+    since refusing it would fail the answer it came with."""
+    return storable_text(value[:max_length]) if isinstance(value, str) and value else None
+
+
+async def read_chunks(stream: AsyncStream[object]) -> AsyncGenerator[Chunk, None]:
+    """The stream's chunks (closed at the end, or when the reader stops early).
+
+    Their text is made storable (``storable_text``) before anyone sees it, so what is relayed is what is
+    stored: a NUL or a broken surrogate from the model would otherwise have every save of the answer refused.
+    """
+    held = ""  # a high surrogate whose other half may open the next chunk (a pair split by a UTF-16 server)
+    try:
+        async for event in stream:
+            if not isinstance(event, dict):
+                continue
+            usage = event.get("usage")
+            model = _label(event.get("model"), MODEL_MAX_LENGTH)
+            chunk = Chunk(model=model, usage=usage if isinstance(usage, dict) else None)
+            choices = event.get("choices")
+            if isinstance(choices, list) and choices and isinstance(choice := choices[0], dict):
+                delta = choice.get("delta")
+                content = delta.get("content") if isinstance(delta, dict) else None
+                if isinstance(delta, dict) and isinstance(calls := delta.get("tool_calls"), list):
+                    chunk.tool_calls = calls
+                text = held + (content if isinstance(content, str) else "")
+                held = text[-1] if text and "\ud800" <= text[-1] <= "\udbff" else ""
+                chunk.text = storable_text(text[: len(text) - len(held)])
+                chunk.finish_reason = _label(choice.get("finish_reason"), FINISH_REASON_MAX_LENGTH)
+                if isinstance(logprobs := choice.get("logprobs"), dict) and isinstance(logprobs.get("content"), list):
+                    chunk.logprobs = logprobs["content"]
+            yield chunk
+        if held:
+            yield Chunk(text=storable_text(held))
+    finally:
+        await stream.close()
+
+
+async def discard(opening: "asyncio.Task[AsyncStream[object]]") -> None:
+    """Abandon a stream opened ahead of time: cancel the request, or close the stream it opened."""
+    opening.cancel()
+    await asyncio.wait([opening])
+    if not opening.cancelled() and opening.exception() is None:
+        await opening.result().close()
+
+
+class _FailAfterArrived(AiohttpResponseStream):
+    """A response body whose connection's failure comes after the data that arrived ahead of it.
+
+    aiohttp raises a failed connection's error on the next read even when data it received before is still
+    unread: the last words of a stream that breaks off would be lost, and generated (and paid for) again.
+    Here that data is read first (from aiohttp's buffer: ``_read_nowait`` is the one read that does not look
+    at the failure first; tests/chat_gateway/clients/test_upstream.py holds this to aiohttp's behaviour).
+    """
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        content = self._aiohttp_response.content
+        with map_aiohttp_exceptions():
+            while True:
+                try:
+                    chunk = await content.readany()
+                except aiohttp.ClientError:
+                    if arrived := content._read_nowait(-1):
+                        yield arrived
+                    raise
+                if not chunk:
+                    return
+                yield chunk
+
+
+class _UpstreamTransport(AiohttpTransport):
+    """aiohttp under the SDK, as its DefaultAioHttpClient has it, but for the bodies: ``_FailAfterArrived``."""
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = await super().handle_async_request(request)
+        if isinstance(response.stream, AiohttpResponseStream):
+            response.stream = _FailAfterArrived(response.stream._aiohttp_response)
+        return response
+
+
+def create_client(settings: Settings) -> AsyncOpenAI | None:
+    if settings.openai_api_key is None:
+        return None
+    return AsyncOpenAI(
+        api_key=settings.openai_api_key.get_secret_value(),
+        base_url=settings.openai_base_url,
+        max_retries=0,  # tenacity is the one retry loop
+        timeout=settings.upstream_timeout_seconds,
+        # The SDK's own aiohttp transport: reading a stream through httpcore and anyio cost far more CPU.
+        http_client=DefaultAioHttpClient(transport=_UpstreamTransport(limits=DEFAULT_CONNECTION_LIMITS)),
+    )

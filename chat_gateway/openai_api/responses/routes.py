@@ -1,0 +1,92 @@
+"""OpenAI's Responses API (POST /v1/responses and the routes on one response), over durable answers: any
+gateway serves any response, its events resumable from any sequence number (serving.py)."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from chat_gateway.deps import AnswersDep, CallerDep, ItemPageDep
+from chat_gateway.openai_api.chat_completions.protocol import ERROR_RESPONSES, PREFIX
+from chat_gateway.openai_api.responses import serving as responses
+from chat_gateway.openai_api.responses.protocol import InputTokensCount, ResponseCreate, message_id_of, response_object
+from shared import BadRequest, ErrorCode
+
+router = APIRouter(prefix=PREFIX, tags=["OpenAI-compatible"], responses=ERROR_RESPONSES)
+
+
+def _stream(events: Any) -> StreamingResponse:
+    return StreamingResponse(events, media_type="text/event-stream")
+
+
+@router.post("/responses", response_model=None)
+async def create_response(
+    body: ResponseCreate,
+    caller: CallerDep,
+    answers: AnswersDep,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> Response:
+    """Create a response: whole, streamed, or in the background (then poll it, or stream it from any event)."""
+    answer, model = await responses.create(answers, caller, body, idempotency_key)
+    if body.stream:
+        return _stream(responses.events(answers, answer, model))
+    if body.background:
+        return JSONResponse(response_object(answer, model))
+    final = await responses.wait(answers, answer)
+    if not body.store:
+        await responses.forget(answers, answer)
+    return JSONResponse(response_object(final, model))
+
+
+@router.post("/responses/input_tokens")
+async def count_input_tokens(body: InputTokensCount, caller: CallerDep, answers: AnswersDep) -> dict[str, Any]:
+    """An estimate of a response's input tokens (its prompt's length over four), as its budget counts them."""
+    return await responses.count_input_tokens(answers, caller, body)
+
+
+@router.post("/responses/compact", response_model=None, responses={400: {"description": "Not served here."}})
+async def compact_response() -> Response:
+    """Not served: a compacted conversation is an upstream model's own encrypted summary (400 unsupported)."""
+    raise BadRequest(
+        "responses.compact is not served by this gateway: its conversations are stored whole; keep the items, or "
+        "start a new conversation from a summary of your own",
+        code=ErrorCode.UNSUPPORTED,
+    )
+
+
+@router.get("/responses/{response_id}", response_model=None)
+async def get_response(
+    response_id: str,
+    caller: CallerDep,
+    answers: AnswersDep,
+    stream: bool = False,
+    starting_after: Annotated[int, Query(ge=-1)] = -1,
+) -> Response:
+    """A response as it stands; with stream=true, its events after starting_after, then live until it ends."""
+    answer = await answers.persistence.get_message(message_id_of(response_id), caller.user_id)
+    model = answer.model or answers.settings.openai_model
+    if stream:
+        return _stream(responses.events(answers, answer, model, starting_after))
+    return JSONResponse(response_object(answer, model))
+
+
+@router.get("/responses/{response_id}/input_items")
+async def list_input_items(
+    response_id: str, caller: CallerDep, answers: AnswersDep, page: ItemPageDep
+) -> dict[str, Any]:
+    """The response's own input items, a page at a time."""
+    return await responses.list_input_items(answers, response_id, caller.user_id, page)
+
+
+@router.post("/responses/{response_id}/cancel")
+async def cancel_response(response_id: str, caller: CallerDep, answers: AnswersDep) -> dict[str, Any]:
+    """Stop a background response (its text so far kept); one that has ended is returned as it ended."""
+    answer = await responses.cancel(answers, response_id, caller.user_id)
+    return response_object(answer, answer.model or answers.settings.openai_model)
+
+
+@router.delete("/responses/{response_id}")
+async def delete_response(response_id: str, caller: CallerDep, answers: AnswersDep) -> dict[str, Any]:
+    """Delete a response; one being generated stops."""
+    await responses.delete(answers, response_id, caller.user_id)
+    return {"id": response_id, "object": "response", "deleted": True}

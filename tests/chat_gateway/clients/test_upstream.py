@@ -1,0 +1,68 @@
+import asyncio
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+from fastapi import FastAPI
+from pydantic import SecretStr
+
+from chat_gateway.clients.retry import is_transient
+from chat_gateway.clients.upstream import create_client, open_stream, options_to_continue, read_chunks
+from chat_gateway.config import Settings
+from tests.conftest import serve
+from tests.fake_openai import TEXT, Plan, create_fake_openai, tokens
+
+REQUEST = httpx.Request("POST", "http://upstream.test/v1/chat/completions")
+
+
+def _status_error(status: int, headers: dict[str, str] | None = None) -> openai.APIStatusError:
+    response = httpx.Response(status, headers=headers, request=REQUEST)
+    return openai.APIStatusError("error", response=response, body=None)  # type: ignore[arg-type]
+
+
+def test_a_continuation_keeps_the_options_with_token_limits_lowered_by_the_partial_answer() -> None:
+    options = {"temperature": 0.2, "max_tokens": 100, "max_completion_tokens": 50, "stop": ["\n"]}
+    assert options_to_continue(options, "") == options
+    assert options_to_continue(options, "x" * 41) == options | {"max_tokens": 89, "max_completion_tokens": 39}
+    assert options_to_continue({"max_tokens": 100}, "x" * 400) is None  # used up: the answer ends there
+    assert options_to_continue({"seed": 1}, "x" * 4000) == {"seed": 1}
+    assert options == {"temperature": 0.2, "max_tokens": 100, "max_completion_tokens": 50, "stop": ["\n"]}
+
+
+@pytest.fixture(scope="module")
+def dropping_upstream() -> Iterator[FastAPI]:
+    app = create_fake_openai()
+    with serve(app) as url:
+        app.state.url = f"{url}/v1"
+        yield app
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("drop_after", "words"), [(1, 1), (30, 1), (500, 20)])
+async def test_what_arrived_before_a_connection_broke_is_read_before_the_failure(
+    dropping_upstream: FastAPI, drop_after: int, words: int
+) -> None:
+    """Read only once the stream has broken off: every word sent before is there, then a transient error."""
+    dropping_upstream.state.text = TEXT * words
+    dropping_upstream.state.plans.append(Plan(drop_after=drop_after))
+    settings = Settings(
+        api_key=SecretStr("k"), openai_api_key=SecretStr("sk"), openai_base_url=dropping_upstream.state.url
+    )
+    client = create_client(settings)
+    assert client is not None
+    try:
+        stream = await open_stream(client, "m", [{"role": "user", "content": "hi"}])
+        await asyncio.sleep(0.3)  # the upstream has sent its words and broken the connection
+        received: list[str] = []
+
+        async def read_all() -> None:
+            async for chunk in read_chunks(stream):
+                received.append(chunk.text)
+
+        with pytest.raises(openai.APIConnectionError) as failure:
+            await read_all()
+    finally:
+        await client.close()
+    assert "".join(received) == "".join(tokens(TEXT * words)[:drop_after])
+    assert is_transient(failure.value)
