@@ -19,15 +19,16 @@ Penalty = Annotated[float, Field(ge=-2, le=2)]
 M = TypeVar("M", bound=BaseModel)
 
 
-def validated(model: type[M], data: object, what: str) -> M:
-    """``data`` as ``model``, or the client's 400 saying ``what`` and where: data the gateway reads from a client
-    beyond its route's own body (items made into chat messages, an imported document's options)."""
+def validated(model: type[M], data: object, what: str, *, located: bool = True) -> M:
+    """``data`` as ``model``, or the client's 400 saying ``what`` (and where, if ``located``): data the gateway
+    reads from a client beyond its route's own body (items made into chat messages, an imported document's
+    options, a conversation as stored)."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         error = exc.errors()[0]
-        where = ".".join(str(part) for part in error["loc"])
-        raise BadRequest(f"{what}: {where}: {error['msg']}", code=ErrorCode.INVALID_VALUE) from exc
+        where = ".".join(str(part) for part in error["loc"]) + ": " if located else ""
+        raise BadRequest(f"{what}: {where}{error['msg']}", code=ErrorCode.INVALID_VALUE) from exc
 
 
 class FunctionTool(InputModel):

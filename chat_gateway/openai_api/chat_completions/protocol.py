@@ -5,14 +5,15 @@ import json
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from openai.types.chat import ChatCompletionMessageParam
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 from starlette.responses import JSONResponse, Response
 from starlette.types import Scope
 
-from chat_gateway.chat.protocol import ChatRequest, GenerationOptions, ToolResult
+from chat_gateway.chat.protocol import ChatRequest, GenerationOptions, validated
 from shared import BadRequest, ErrorCode, JSONObject
 from shared.contract import MAX_INPUTS, MessageDetail
 from shared.resources import TOOL_CALL_ID_MAX_LENGTH, TOOL_NAME_MAX_LENGTH, FunctionCall, ToolCall
@@ -166,28 +167,25 @@ def chat_request(
 ) -> ChatRequest:
     """The chat a Chat Completions request asks for: what it adds to its conversation, in our terms."""
     tools = called_tools(body.messages) if results else {}
-    try:
-        return ChatRequest(
-            message=question.text() if question is not None and question.parts() is None else None,
-            parts=question.parts() if question is not None else None,
-            tool_results=[
-                ToolResult(
-                    tool_call_id=result.tool_call_id or "",
-                    content=result.text(),
-                    name=result.name or tools.get(result.tool_call_id or ""),
-                )
-                for result in results
-            ]
-            or None,
-            session_id=session_id,
-            user_id=user_id,
-            model=model,
-            options=body.options(),
-        )
-    except ValidationError as exc:  # what this request's fields allow, our stored messages may not
-        raise BadRequest(
-            f"the conversation cannot be stored: {exc.errors()[0]['msg']}", code=ErrorCode.INVALID_VALUE
-        ) from exc
+    tool_results = [
+        {
+            "tool_call_id": result.tool_call_id or "",
+            "content": result.text(),
+            "name": result.name or tools.get(result.tool_call_id or ""),
+        }
+        for result in results
+    ]
+    chat = {
+        "message": question.text() if question is not None and question.parts() is None else None,
+        "parts": question.parts() if question is not None else None,
+        "tool_results": tool_results or None,
+        "session_id": session_id,
+        "user_id": user_id,
+        "model": model,
+        "options": body.options(),
+    }
+    # What this request's fields allow, our stored messages may not.
+    return validated(ChatRequest, chat, "the conversation cannot be stored", located=False)
 
 
 class StreamOptions(BaseModel):
@@ -231,6 +229,10 @@ class CompletionRequest(GenerationOptions):
     def options(self) -> GenerationOptions | None:
         given = self.model_dump(include=set(GenerationOptions.model_fields), exclude_none=True)
         return GenerationOptions.model_validate(given) if given else None
+
+    def prompt(self) -> list[ChatCompletionMessageParam]:
+        """The messages as the upstream is sent them (``OpenAIMessage.upstream``)."""
+        return cast(list[ChatCompletionMessageParam], [message.upstream() for message in self.messages])
 
 
 def completion_id(message_id: uuid.UUID) -> str:

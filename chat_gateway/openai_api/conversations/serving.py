@@ -5,11 +5,10 @@ search, export, the terminal client), and the other way round."""
 import uuid
 from typing import Any
 
-from pydantic import ValidationError
-
 from chat_gateway.answers.prompt import build_messages
 from chat_gateway.answers.service import Answers
 from chat_gateway.answers.turns import title_from
+from chat_gateway.chat.protocol import validated
 from chat_gateway.openai_api.chat_completions.protocol import OpenAIMessage
 from chat_gateway.openai_api.responses.protocol import (
     ItemPage,
@@ -50,28 +49,27 @@ def conversation_object(session: SessionRead) -> JSONObject:
 
 def _message_of(message: OpenAIMessage) -> MessageCreate:
     """A chat message as the session stores it; one it cannot store (a call's output without its call_id) is a 400."""
-    try:
-        return _stored_as(message)
-    except ValidationError as exc:
-        problem = exc.errors()[0]["msg"]
-        raise BadRequest(f"an item cannot be stored: {problem}", code=ErrorCode.INVALID_VALUE) from exc
+    return validated(MessageCreate, _stored_as(message), "an item cannot be stored", located=False)
 
 
-def _stored_as(message: OpenAIMessage) -> MessageCreate:
+def _stored_as(message: OpenAIMessage) -> JSONObject:
     if message.role == "tool":
-        return MessageCreate(
-            role=MessageRole.TOOL, content=message.text(), tool_call_id=message.tool_call_id, name=message.name
-        )
+        return {
+            "role": MessageRole.TOOL,
+            "content": message.text(),
+            "tool_call_id": message.tool_call_id,
+            "name": message.name,
+        }
     if message.role == "assistant":
-        return MessageCreate(
-            role=MessageRole.ASSISTANT,
-            content=message.text(),
-            status=MessageStatus.COMPLETE,
-            tool_calls=message.calls() or None,
-        )
+        return {
+            "role": MessageRole.ASSISTANT,
+            "content": message.text(),
+            "status": MessageStatus.COMPLETE,
+            "tool_calls": message.calls() or None,
+        }
     role = MessageRole.USER if message.role == "user" else MessageRole.SYSTEM
     parts = message.parts()
-    return MessageCreate(role=role, content="" if parts else message.text(), parts=parts)
+    return {"role": role, "content": "" if parts else message.text(), "parts": parts}
 
 
 def items_of(message: MessageRead) -> list[JSONObject]:

@@ -9,16 +9,15 @@ import contextlib
 import json
 import math
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
-
-from openai.types.chat import ChatCompletionMessageParam
 
 from chat_gateway.answers.generation import StreamEvent
 from chat_gateway.answers.prompt import build_messages, load_history
 from chat_gateway.answers.service import Answers
 from chat_gateway.auth.identity import Caller
-from chat_gateway.openai_api.chat_completions.protocol import OpenAIMessage, chat_request, new_inputs
+from chat_gateway.openai_api.chat_completions.protocol import OpenAIMessage
+from chat_gateway.openai_api.chat_start import ChatStart, start
 from chat_gateway.openai_api.conversations.serving import resolve_references, session_messages, session_of
 from chat_gateway.openai_api.responses.protocol import (
     ItemPage,
@@ -31,7 +30,6 @@ from chat_gateway.openai_api.responses.protocol import (
     message_id_of,
     sse,
 )
-from chat_gateway.openai_api.session_matching import conversation_key, find_session, request_key
 from shared import BadRequest, Conflict, DomainError, ErrorCode, JSONObject, MessageStatus
 from shared.contract import MessageDetail
 from shared.identity import CHARS_PER_TOKEN
@@ -93,36 +91,27 @@ async def create(
         session_id = None
     instructions = [OpenAIMessage(role="system", content=body.instructions)] if body.instructions else []
     completion = completion_request(body, [*instructions, *before, *new], model)
-    question, results = new_inputs(new)
-    user_id = None if caller.is_user else body.user
-    owner = caller.owner(user_id)
-    # A client that resends its whole conversation (the Agents SDK does) goes on in the session that holds it.
-    if session_id is None and body.store and not body.previous_response_id:
-        earlier = completion.messages[: len(completion.messages) - len(results) - (question is not None)]
-        session_id = await find_session(answers.persistence, owner, caller.user_id, earlier, results)
-    request = chat_request(completion, question, results, session_id, user_id, model)
-    prompt: list[ChatCompletionMessageParam] = [m.upstream() for m in completion.messages]  # type: ignore[misc]
     asked = body.asked(len(new))
-    options = request.options.given() if request.options is not None else {}
-    retried = body.store and idempotency_key is None  # a response not stored is deleted once it ends: no retry
     named = session_of(conversation) if (conversation := body.conversation_id()) else None
-    key_prompt: Sequence[object] = prompt
+    key_prompt = None
     if named is not None:  # its retry finds the first one's turn in the conversation already: keyed without it
         key_prompt = [message.upstream() for message in [*instructions, *_before_its_turn(before, new), *new]]
-    answer = await answers.start_chat(
-        request,
-        idempotency_key,
-        caller=caller,
-        prompt=prompt,
-        create_session=True,
-        conversation_key=conversation_key(owner, completion.messages) if body.store else None,
-        request_key=request_key(owner, named, key_prompt, model, options, asked) if retried else None,
+    how = ChatStart(
+        None if caller.is_user else body.user,
+        session_id=session_id,
+        # A client that resends its whole conversation (the Agents SDK does) goes on in the session that holds it.
+        find_session=body.store and not body.previous_response_id,
+        named=named,
+        keyed=body.store,
+        retried=body.store,  # a response not stored is deleted once it ends: no retry
+        key_prompt=key_prompt,
         # In a conversation, the same input again once its answer is complete is the conversation going on ("yes",
         # "continue"): only a request whose answer is still generated, or failed, is taken for its retry.
         retry_window=0 if named is not None else None,
         follows_added=not body.previous_response_id and named is None,
         response=asked,
     )
+    answer = await start(answers, caller, completion, new, how, idempotency_key)
     return answer.model_copy(update={"response": asked}), model  # a turn's answer comes back without it
 
 

@@ -14,7 +14,7 @@ from chat_gateway.answers.service import Answers
 from chat_gateway.config import Settings
 from chat_gateway.main import create_app
 from chat_gateway.openai_api.chat_completions.protocol import ChunkFormat, OpenAIErrorBody
-from chat_gateway.openai_api.chat_completions.routes import _chunks
+from chat_gateway.openai_api.chat_completions.serving import chunks
 from shared import ErrorBody, MessageStatus
 
 OPEN_PATHS = {"/health", "/health/ready"}
@@ -302,7 +302,7 @@ class _Following:
 )
 async def test_an_openai_stream_ends_with_the_error_as_openai_sends_one(event: StreamEvent, message: str) -> None:
     answers: Answers = _Following(StreamEvent("delta", 2, text="Hi"), event)  # type: ignore[assignment]
-    lines = [line async for line in _chunks(answers, uuid.UUID(ID), "m", include_usage=False)]
+    lines = [line async for line in chunks(answers, uuid.UUID(ID), "m", include_usage=False)]
     assert json.loads(lines[-1].removeprefix("data: "))["error"] == {"message": message, "type": "api_error"}
     assert json.loads(lines[-2].removeprefix("data: "))["choices"][0]["delta"] == {"content": "Hi"}
 
