@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 from chat_gateway.deps import AnswersDep, CallerDep, ItemPageDep
 from chat_gateway.openai_api.chat_completions.protocol import ERROR_RESPONSES, PREFIX
 from chat_gateway.openai_api.conversations import serving as items
+from chat_gateway.openai_api.ids import ConversationPath
 from shared import JSONObject
 
 router = APIRouter(prefix=f"{PREFIX}/conversations", tags=["OpenAI-compatible"], responses=ERROR_RESPONSES)
@@ -35,44 +36,52 @@ async def create_conversation(body: ConversationCreate, caller: CallerDep, answe
 
 
 @router.get("/{conversation_id}")
-async def get_conversation(conversation_id: str, caller: CallerDep, answers: AnswersDep) -> dict[str, Any]:
+async def get_conversation(conversation: ConversationPath, caller: CallerDep, answers: AnswersDep) -> dict[str, Any]:
     """A conversation."""
-    return await items.get(answers, conversation_id, caller.user_id)
+    return await items.get(answers, conversation.id, caller.user_id)
 
 
 @router.post("/{conversation_id}")
 async def update_conversation(
-    conversation_id: str, body: ConversationUpdate, caller: CallerDep, answers: AnswersDep
+    conversation: ConversationPath, body: ConversationUpdate, caller: CallerDep, answers: AnswersDep
 ) -> dict[str, Any]:
     """Replace a conversation's metadata."""
-    return await items.update(answers, conversation_id, caller.user_id, body.metadata)
+    return await items.update(answers, conversation.id, caller.user_id, body.metadata)
 
 
 @router.delete("/{conversation_id}")
-async def delete_conversation(conversation_id: str, caller: CallerDep, answers: AnswersDep) -> dict[str, Any]:
+async def delete_conversation(conversation: ConversationPath, caller: CallerDep, answers: AnswersDep) -> dict[str, Any]:
     """Delete a conversation (the session and all its messages)."""
-    return await items.delete(answers, conversation_id, caller.user_id)
+    return await items.delete(answers, conversation, caller.user_id)
 
 
 @router.get("/{conversation_id}/items")
-async def list_items(conversation_id: str, caller: CallerDep, answers: AnswersDep, page: ItemPageDep) -> dict[str, Any]:
+async def list_items(
+    conversation: ConversationPath, caller: CallerDep, answers: AnswersDep, page: ItemPageDep
+) -> dict[str, Any]:
     """A conversation's items, a page at a time."""
-    return await items.list_items(answers, conversation_id, caller.user_id, page)
+    return await items.list_items(answers, conversation.id, caller.user_id, page)
 
 
 @router.post("/{conversation_id}/items")
-async def add_items(conversation_id: str, body: ItemsCreate, caller: CallerDep, answers: AnswersDep) -> dict[str, Any]:
+async def add_items(
+    conversation: ConversationPath, body: ItemsCreate, caller: CallerDep, answers: AnswersDep
+) -> dict[str, Any]:
     """Add items at a conversation's end."""
-    return await items.add_items(answers, conversation_id, caller.user_id, body.items)
+    return await items.add_items(answers, conversation.id, caller.user_id, body.items)
 
 
 @router.get("/{conversation_id}/items/{item_id}")
-async def get_item(conversation_id: str, item_id: str, caller: CallerDep, answers: AnswersDep) -> dict[str, Any]:
+async def get_item(
+    conversation: ConversationPath, item_id: str, caller: CallerDep, answers: AnswersDep
+) -> dict[str, Any]:
     """One of a conversation's items."""
-    return await items.get_item(answers, conversation_id, item_id, caller.user_id)
+    return await items.get_item(answers, conversation, item_id, caller.user_id)
 
 
 @router.delete("/{conversation_id}/items/{item_id}")
-async def delete_item(conversation_id: str, item_id: str, caller: CallerDep, answers: AnswersDep) -> dict[str, Any]:
+async def delete_item(
+    conversation: ConversationPath, item_id: str, caller: CallerDep, answers: AnswersDep
+) -> dict[str, Any]:
     """Delete an item (the message that holds it); returns the conversation."""
-    return await items.delete_item(answers, conversation_id, item_id, caller.user_id)
+    return await items.delete_item(answers, conversation, item_id, caller.user_id)

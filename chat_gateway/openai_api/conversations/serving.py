@@ -10,6 +10,7 @@ from chat_gateway.answers.service import Answers
 from chat_gateway.answers.turns import title_from
 from chat_gateway.chat.protocol import validated
 from chat_gateway.openai_api.chat_completions.protocol import OpenAIMessage
+from chat_gateway.openai_api.ids import Named, conversation_id
 from chat_gateway.openai_api.responses.protocol import (
     ItemPage,
     ResponseCreate,
@@ -22,20 +23,6 @@ from chat_gateway.openai_api.session_matching import conversation_key
 from shared import BadRequest, ErrorCode, JSONObject, MessageRole, MessageStatus, NotFound
 from shared.contract import MessageCreate, MessageDetail, SessionCreate, SessionUpdate
 from shared.resources import MessageRead, SessionRead
-
-CONVERSATION_PREFIX = "conv_"
-
-
-def conversation_id(session_id: uuid.UUID) -> str:
-    return f"{CONVERSATION_PREFIX}{session_id.hex}"
-
-
-def session_of(conversation: str) -> uuid.UUID:
-    """The session a conversation id names; one that names none is a 404, as an unknown conversation is."""
-    try:
-        return uuid.UUID(hex=conversation.removeprefix(CONVERSATION_PREFIX))
-    except ValueError:
-        raise NotFound(f"no conversation {conversation!r}") from None
 
 
 def conversation_object(session: SessionRead) -> JSONObject:
@@ -155,9 +142,9 @@ async def create(answers: Answers, owner: str, scope: str | None, items: list[JS
     return conversation_object(session)
 
 
-async def add_items(answers: Answers, conversation: str, scope: str | None, items: list[JSONObject]) -> JSONObject:
+async def add_items(answers: Answers, session_id: uuid.UUID, scope: str | None, items: list[JSONObject]) -> JSONObject:
     """Items added at the conversation's end, in order, as its messages."""
-    session = await answers.persistence.get_session(session_of(conversation), scope)  # another user's is a 404
+    session = await answers.persistence.get_session(session_id, scope)  # another user's is a 404
     stored = await _stored_messages(answers, session.id)
     added = await _add(answers, session, stored, input_messages(ResponseCreate(input=items)), scope)
     return list_page(added, ItemPage(limit=len(added), order="asc"))
@@ -229,9 +216,8 @@ async def session_messages(answers: Answers, session_id: uuid.UUID, scope: str |
     return [OpenAIMessage.model_validate(dict(message)) for message in build_messages(complete)]
 
 
-async def list_items(answers: Answers, conversation: str, scope: str | None, page: ItemPage) -> JSONObject:
+async def list_items(answers: Answers, session_id: uuid.UUID, scope: str | None, page: ItemPage) -> JSONObject:
     """A page of the conversation's items."""
-    session_id = session_of(conversation)
     listed = await answers.persistence.list_messages(session_id, {"limit": 200}, scope)
     messages = list(listed.items)
     cursor = listed.next_cursor
@@ -243,39 +229,37 @@ async def list_items(answers: Answers, conversation: str, scope: str | None, pag
     return list_page(items, page)
 
 
-async def get(answers: Answers, conversation: str, scope: str | None) -> JSONObject:
-    return conversation_object(await answers.persistence.get_session(session_of(conversation), scope))
+async def get(answers: Answers, session_id: uuid.UUID, scope: str | None) -> JSONObject:
+    return conversation_object(await answers.persistence.get_session(session_id, scope))
 
 
-async def update(answers: Answers, conversation: str, scope: str | None, metadata: Any) -> JSONObject:
-    session = await answers.persistence.update_session(
-        session_of(conversation), SessionUpdate(metadata=metadata), scope
-    )
+async def update(answers: Answers, session_id: uuid.UUID, scope: str | None, metadata: Any) -> JSONObject:
+    session = await answers.persistence.update_session(session_id, SessionUpdate(metadata=metadata), scope)
     return conversation_object(session)
 
 
-async def delete(answers: Answers, conversation: str, scope: str | None) -> JSONObject:
-    await answers.persistence.delete_session(session_of(conversation), scope)
-    return {"id": conversation, "object": "conversation.deleted", "deleted": True}
+async def delete(answers: Answers, conversation: Named, scope: str | None) -> JSONObject:
+    await answers.persistence.delete_session(conversation.id, scope)
+    return {"id": conversation.text, "object": "conversation.deleted", "deleted": True}
 
 
-async def get_item(answers: Answers, conversation: str, item_id: str, scope: str | None) -> JSONObject:
+async def get_item(answers: Answers, conversation: Named, item_id: str, scope: str | None) -> JSONObject:
     """One of the conversation's items."""
     return (await _in_conversation(answers, conversation, item_id, scope))[1]
 
 
 async def _in_conversation(
-    answers: Answers, conversation: str, item_id: str, scope: str | None
+    answers: Answers, conversation: Named, item_id: str, scope: str | None
 ) -> tuple[MessageDetail, JSONObject]:
     message, item = await _located(answers, item_id, scope)
-    if message.session_id != session_of(conversation):
-        raise NotFound(f"no item {item_id!r} in conversation {conversation!r}")
+    if message.session_id != conversation.id:
+        raise NotFound(f"no item {item_id!r} in conversation {conversation.text!r}")
     return message, item
 
 
-async def delete_item(answers: Answers, conversation: str, item_id: str, scope: str | None) -> JSONObject:
+async def delete_item(answers: Answers, conversation: Named, item_id: str, scope: str | None) -> JSONObject:
     """Delete one of the conversation's items: the message that holds it (an answer's text and its calls are one
     message: they go together); returns the conversation."""
     message, _ = await _in_conversation(answers, conversation, item_id, scope)
     await answers.persistence.delete_message(message.id, scope)
-    return await get(answers, conversation, scope)
+    return await get(answers, conversation.id, scope)

@@ -23,11 +23,9 @@ Deltas are cut after each whitespace character (however the text arrived), and e
 it ends: a client resuming after ``N`` gets the text from ``N - 3`` on, from any gateway, with no gap and no repeat.
 """
 
-import contextlib
 import json
 import re
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -36,12 +34,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from chat_gateway.chat.protocol import validated
 from chat_gateway.openai_api.chat_completions.protocol import CompletionRequest, OpenAIMessage
-from shared import CANCELLED, BadRequest, ErrorCode, JSONObject, MessageStatus, NotFound
+from chat_gateway.openai_api.ids import conversation_id, response_id
+from shared import CANCELLED, BadRequest, ErrorCode, JSONObject, MessageStatus
 from shared.contract import MessageDetail
 from shared.resources import ToolCall
 
 M = TypeVar("M", bound=BaseModel)
-RESPONSE_PREFIX = "resp_"
 # The event numbers before the text's deltas (created, in_progress, the message's item and part).
 BEFORE_TEXT = 3
 # Where a text's deltas are cut: after each whitespace character, and at its end. Known as soon as that
@@ -51,18 +49,6 @@ CUT_AFTER = re.compile(r"\s")
 
 def sse(event: JSONObject) -> str:
     return f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
-
-
-def response_id(message_id: uuid.UUID) -> str:
-    return f"{RESPONSE_PREFIX}{message_id.hex}"
-
-
-def message_id_of(response: str) -> uuid.UUID:
-    """The answer a response id names; one that names none is a 404, as an unknown response is."""
-    if response.startswith(RESPONSE_PREFIX):
-        with contextlib.suppress(ValueError):
-            return uuid.UUID(hex=response[len(RESPONSE_PREFIX) :])
-    raise NotFound(f"no response {response!r}")
 
 
 class FunctionTool(BaseModel):
@@ -420,7 +406,7 @@ def response_object(answer: MessageDetail, model: str, *, snapshot: bool = False
         "instructions": asked.get("instructions"),
         "metadata": asked.get("metadata") or {},
         "previous_response_id": asked.get("previous_response_id"),
-        "conversation": {"id": f"conv_{answer.session_id.hex}"},
+        "conversation": {"id": conversation_id(answer.session_id)},
         "parallel_tool_calls": asked.get("parallel_tool_calls")
         if asked.get("parallel_tool_calls") is not None
         else True,

@@ -8,8 +8,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from chat_gateway.deps import AnswersDep, CallerDep, ItemPageDep
 from chat_gateway.openai_api.chat_completions.protocol import ERROR_RESPONSES, PREFIX
+from chat_gateway.openai_api.ids import ResponsePath
 from chat_gateway.openai_api.responses import serving as responses
-from chat_gateway.openai_api.responses.protocol import InputTokensCount, ResponseCreate, message_id_of, response_object
+from chat_gateway.openai_api.responses.protocol import InputTokensCount, ResponseCreate, response_object
 from shared import BadRequest, ErrorCode
 
 router = APIRouter(prefix=PREFIX, tags=["OpenAI-compatible"], responses=ERROR_RESPONSES)
@@ -56,14 +57,14 @@ async def compact_response() -> Response:
 
 @router.get("/responses/{response_id}", response_model=None)
 async def get_response(
-    response_id: str,
+    response: ResponsePath,
     caller: CallerDep,
     answers: AnswersDep,
     stream: bool = False,
     starting_after: Annotated[int, Query(ge=-1)] = -1,
 ) -> Response:
     """A response as it stands; with stream=true, its events after starting_after, then live until it ends."""
-    answer = await answers.persistence.get_message(message_id_of(response_id), caller.user_id)
+    answer = await answers.persistence.get_message(response.id, caller.user_id)
     model = answer.model or answers.settings.openai_model
     if stream:
         return _stream(responses.events(answers, answer, model, starting_after))
@@ -72,21 +73,21 @@ async def get_response(
 
 @router.get("/responses/{response_id}/input_items")
 async def list_input_items(
-    response_id: str, caller: CallerDep, answers: AnswersDep, page: ItemPageDep
+    response: ResponsePath, caller: CallerDep, answers: AnswersDep, page: ItemPageDep
 ) -> dict[str, Any]:
     """The response's own input items, a page at a time."""
-    return await responses.list_input_items(answers, response_id, caller.user_id, page)
+    return await responses.list_input_items(answers, response.id, caller.user_id, page)
 
 
 @router.post("/responses/{response_id}/cancel")
-async def cancel_response(response_id: str, caller: CallerDep, answers: AnswersDep) -> dict[str, Any]:
+async def cancel_response(response: ResponsePath, caller: CallerDep, answers: AnswersDep) -> dict[str, Any]:
     """Stop a background response (its text so far kept); one that has ended is returned as it ended."""
-    answer = await responses.cancel(answers, response_id, caller.user_id)
+    answer = await responses.cancel(answers, response.id, caller.user_id)
     return response_object(answer, answer.model or answers.settings.openai_model)
 
 
 @router.delete("/responses/{response_id}")
-async def delete_response(response_id: str, caller: CallerDep, answers: AnswersDep) -> dict[str, Any]:
+async def delete_response(response: ResponsePath, caller: CallerDep, answers: AnswersDep) -> dict[str, Any]:
     """Delete a response; one being generated stops."""
-    await responses.delete(answers, response_id, caller.user_id)
-    return {"id": response_id, "object": "response", "deleted": True}
+    await responses.delete(answers, response.id, caller.user_id)
+    return {"id": response.text, "object": "response", "deleted": True}

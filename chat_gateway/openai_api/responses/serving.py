@@ -18,7 +18,8 @@ from chat_gateway.answers.service import Answers
 from chat_gateway.auth.identity import Caller
 from chat_gateway.openai_api.chat_completions.protocol import OpenAIMessage
 from chat_gateway.openai_api.chat_start import ChatStart, start
-from chat_gateway.openai_api.conversations.serving import resolve_references, session_messages, session_of
+from chat_gateway.openai_api.conversations.serving import resolve_references, session_messages
+from chat_gateway.openai_api.ids import message_id_of, session_of
 from chat_gateway.openai_api.responses.protocol import (
     ItemPage,
     ResponseCreate,
@@ -27,7 +28,6 @@ from chat_gateway.openai_api.responses.protocol import (
     input_items,
     input_messages,
     list_page,
-    message_id_of,
     sse,
 )
 from shared import BadRequest, Conflict, DomainError, ErrorCode, JSONObject, MessageStatus
@@ -87,12 +87,12 @@ async def create(
         raise BadRequest("background responses must be stored: store cannot be false", code=ErrorCode.INVALID_VALUE)
     model = body.model or answers.settings.openai_model
     before, new, session_id = await _conversation(answers, caller, body)
+    named = session_id if body.conversation_id() else None  # the conversation it names
     if not body.store:  # answered in a session of its own, deleted with it once it ends (forget)
         session_id = None
     instructions = [OpenAIMessage(role="system", content=body.instructions)] if body.instructions else []
     completion = completion_request(body, [*instructions, *before, *new], model)
     asked = body.asked(len(new))
-    named = session_of(conversation) if (conversation := body.conversation_id()) else None
     key_prompt = None
     if named is not None:  # its retry finds the first one's turn in the conversation already: keyed without it
         key_prompt = [message.upstream() for message in [*instructions, *_before_its_turn(before, new), *new]]
@@ -187,9 +187,9 @@ async def _as_ended(
     return answer.model_copy(update=ended | {"tool_calls": list(event.tool_calls) or None})
 
 
-async def cancel(answers: Answers, response: str, scope: str | None) -> MessageDetail:
+async def cancel(answers: Answers, message_id: uuid.UUID, scope: str | None) -> MessageDetail:
     """Stop a background response; cancelling one that has ended returns it as it ended."""
-    answer = await answers.persistence.get_message(message_id_of(response), scope)
+    answer = await answers.persistence.get_message(message_id, scope)
     if not (answer.response or {}).get("background"):
         raise BadRequest("only background responses can be cancelled", code=ErrorCode.INVALID_VALUE)
     if answer.status in (MessageStatus.COMPLETE, MessageStatus.FAILED):
@@ -197,14 +197,14 @@ async def cancel(answers: Answers, response: str, scope: str | None) -> MessageD
     return await answers.cancel(answer.id, scope)
 
 
-async def delete(answers: Answers, response: str, scope: str | None) -> None:
+async def delete(answers: Answers, message_id: uuid.UUID, scope: str | None) -> None:
     """Delete a response (its answer); one being generated stops at its next write."""
-    await answers.persistence.delete_message(message_id_of(response), scope)
+    await answers.persistence.delete_message(message_id, scope)
 
 
-async def list_input_items(answers: Answers, response: str, scope: str | None, page: ItemPage) -> JSONObject:
+async def list_input_items(answers: Answers, message_id: uuid.UUID, scope: str | None, page: ItemPage) -> JSONObject:
     """A page of the response's own input items, in OpenAI's list shape."""
-    answer = await answers.persistence.get_message(message_id_of(response), scope)
+    answer = await answers.persistence.get_message(message_id, scope)
     return list_page(input_items(answer), page)
 
 
