@@ -8,7 +8,7 @@ from chat_gateway.auth.identity import Authenticator, Caller
 from chat_gateway.clients.persistence import PersistenceClient
 from chat_gateway.config import Settings
 from chat_gateway.openai_api.catalog import ModelCatalog
-from chat_gateway.openai_api.responses.protocol import ItemPage
+from chat_gateway.openai_api.responses.items import ItemPage
 from shared import presented_key
 
 # Every dependency is `async def`: FastAPI runs a plain `def` in its thread pool, a hop per dependency per request.

@@ -11,18 +11,12 @@ from chat_gateway.answers.turns import title_from
 from chat_gateway.chat.protocol import validated
 from chat_gateway.openai_api.chat_completions.protocol import OpenAIMessage
 from chat_gateway.openai_api.ids import Named, conversation_id
-from chat_gateway.openai_api.responses.protocol import (
-    ItemPage,
-    ResponseCreate,
-    input_items,
-    input_messages,
-    item_content,
-    list_page,
-)
+from chat_gateway.openai_api.responses.items import ItemPage, input_items, items_of, list_page
+from chat_gateway.openai_api.responses.protocol import ResponseCreate, input_messages
 from chat_gateway.openai_api.session_matching import conversation_key
 from shared import BadRequest, ErrorCode, JSONObject, MessageRole, MessageStatus, NotFound
 from shared.contract import MessageCreate, MessageDetail, SessionCreate, SessionUpdate
-from shared.resources import MessageRead, SessionRead
+from shared.resources import SessionRead
 
 
 def conversation_object(session: SessionRead) -> JSONObject:
@@ -57,38 +51,6 @@ def _stored_as(message: OpenAIMessage) -> JSONObject:
     role = MessageRole.USER if message.role == "user" else MessageRole.SYSTEM
     parts = message.parts()
     return {"role": role, "content": "" if parts else message.text(), "parts": parts}
-
-
-def items_of(message: MessageRead) -> list[JSONObject]:
-    """A stored message as Responses items: a message, the calls an answer made, a tool's output."""
-    hex_id = message.id.hex
-    if message.role == MessageRole.TOOL:
-        item = {"id": f"fco_{hex_id}", "type": "function_call_output", "call_id": message.tool_call_id}
-        return [item | {"output": message.content, "status": "completed"}]
-    items: list[JSONObject] = []
-    if message.role == MessageRole.ASSISTANT:
-        if message.content or not message.tool_calls:
-            status = {MessageStatus.COMPLETE: "completed", MessageStatus.FAILED: "incomplete"}.get(
-                message.status, "in_progress"
-            )
-            text = [part | {"annotations": []} for part in item_content(message.content, output=True)]
-            items.append({"id": f"msg_{hex_id}", "type": "message", "role": "assistant", "status": status})
-            items[-1]["content"] = text
-        for index, call in enumerate(message.tool_calls or []):
-            items.append(
-                {
-                    "id": f"fc_{hex_id}_{index}",
-                    "type": "function_call",
-                    "call_id": call.id,
-                    "name": call.function.name,
-                    "arguments": call.function.arguments,
-                    "status": "completed",
-                }
-            )
-        return items
-    content = item_content(message.parts or message.content)
-    role = "user" if message.role == MessageRole.USER else "system"
-    return [{"id": f"msg_{hex_id}", "type": "message", "role": role, "status": "completed", "content": content}]
 
 
 def _is_reference(item: JSONObject) -> bool:

@@ -10,7 +10,8 @@ from chat_gateway.deps import AnswersDep, CallerDep, ItemPageDep
 from chat_gateway.openai_api.chat_completions.protocol import ERROR_RESPONSES, PREFIX
 from chat_gateway.openai_api.ids import ResponsePath
 from chat_gateway.openai_api.responses import serving as responses
-from chat_gateway.openai_api.responses.protocol import InputTokensCount, ResponseCreate, response_object
+from chat_gateway.openai_api.responses.protocol import InputTokensCount, ResponseCreate
+from chat_gateway.openai_api.responses.response_object import response_object
 from shared import BadRequest, ErrorCode
 
 router = APIRouter(prefix=PREFIX, tags=["OpenAI-compatible"], responses=ERROR_RESPONSES)

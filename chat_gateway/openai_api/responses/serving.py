@@ -20,16 +20,9 @@ from chat_gateway.openai_api.chat_completions.protocol import OpenAIMessage
 from chat_gateway.openai_api.chat_start import ChatStart, start
 from chat_gateway.openai_api.conversations.serving import resolve_references, session_messages
 from chat_gateway.openai_api.ids import message_id_of, session_of
-from chat_gateway.openai_api.responses.protocol import (
-    ItemPage,
-    ResponseCreate,
-    ResponseEvents,
-    completion_request,
-    input_items,
-    input_messages,
-    list_page,
-    sse,
-)
+from chat_gateway.openai_api.responses.events import ResponseEvents, sse
+from chat_gateway.openai_api.responses.items import ItemPage, input_items, list_page
+from chat_gateway.openai_api.responses.protocol import ResponseCreate, completion_request, input_messages
 from shared import BadRequest, Conflict, DomainError, ErrorCode, JSONObject, MessageStatus
 from shared.contract import MessageDetail
 from shared.identity import CHARS_PER_TOKEN
