@@ -4,15 +4,37 @@ answers are served by serving.py, in the wire format of protocol.py."""
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
+from chat_gateway.answers.service import Answers
 from chat_gateway.deps import AnswersDep, CallerDep, CatalogDep
 from chat_gateway.openai_api.chat_completions import serving as completions
-from chat_gateway.openai_api.chat_completions.protocol import ERROR_RESPONSES, PREFIX, CompletionRequest
+from chat_gateway.openai_api.chat_completions.protocol import (
+    ERROR_RESPONSES,
+    PREFIX,
+    CompletionRequest,
+    answer_failed,
+    completion,
+)
+from shared import MessageStatus
+from shared.contract import MessageDetail
 
 router = APIRouter(prefix=PREFIX, tags=["OpenAI-compatible"], responses=ERROR_RESPONSES)
 
 SESSION_HEADER = "X-Session-Id"
+
+
+async def _respond(answers: Answers, body: CompletionRequest, answer: MessageDetail) -> Response:
+    model = body.model or answers.settings.openai_model
+    headers = {SESSION_HEADER: str(answer.session_id)}
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        stream = completions.chunks(answers, answer.id, model, include_usage)
+        return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
+    final, logprobs = await completions.whole(answers, answer)
+    if final.status == MessageStatus.FAILED:
+        return JSONResponse(answer_failed(final.error), status_code=502, headers=headers)
+    return JSONResponse(completion(final, model, logprobs), headers=headers)
 
 
 @router.post("/chat/completions", response_model=None)
@@ -25,13 +47,7 @@ async def chat_completions(
 ) -> Response:
     """Chat Completions, streamed or not, in OpenAI's exact format; the session comes back in X-Session-Id."""
     answer = await completions.create(answers, caller, body, x_session_id, idempotency_key)
-    model = body.model or answers.settings.openai_model
-    headers = {SESSION_HEADER: str(answer.session_id)}
-    if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        stream = completions.chunks(answers, answer.id, model, include_usage)
-        return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
-    return await completions.whole(answers, answer, model, headers)
+    return await _respond(answers, body, answer)
 
 
 @router.get("/models")

@@ -10,8 +10,6 @@ import hmac
 import uuid
 from collections.abc import AsyncIterator
 
-from fastapi.responses import JSONResponse
-
 from chat_gateway.answers.generation import StreamEvent
 from chat_gateway.answers.service import Answers
 from chat_gateway.auth.identity import Caller
@@ -19,11 +17,9 @@ from chat_gateway.openai_api import chat_start
 from chat_gateway.openai_api.chat_completions.protocol import (
     ChunkFormat,
     CompletionRequest,
-    answer_failed,
-    completion,
     sse,
 )
-from shared import MessageStatus
+from shared import JSONObject, MessageStatus
 from shared.contract import MessageDetail
 
 
@@ -86,11 +82,8 @@ async def chunks(answers: Answers, message_id: uuid.UUID, model: str, include_us
             yield sse({"error": {"message": message, "type": "api_error"}})
 
 
-async def whole(answers: Answers, answer: MessageDetail, model: str, headers: dict[str, str]) -> JSONResponse:
-    """The answer once it has ended, as a ``chat.completion`` (a 502 if it failed)."""
-    generation = answers.generating(answer.id)  # its logprobs, if asked for: they are not stored
+async def whole(answers: Answers, answer: MessageDetail) -> tuple[MessageDetail, list[JSONObject] | None]:
+    """The answer once it has ended, and its logprobs if they were asked for (relayed live, not stored)."""
+    generation = answers.generating(answer.id)
     final = await answers.outcome(answer.id)
-    if final.status == MessageStatus.FAILED:
-        return JSONResponse(answer_failed(final.error), status_code=502, headers=headers)
-    logprobs = generation.logprobs if generation is not None else None
-    return JSONResponse(completion(final, model, logprobs), headers=headers)
+    return final, generation.logprobs if generation is not None else None

@@ -1,8 +1,9 @@
 """The Responses API over durable answers: creating a response, following it, cancelling and deleting it.
 
-The wire format (objects, events, their sequence numbers) is in protocol.py; the routes in
-routes.py. A response is generated like any chat answer: it survives its client, upstream drops and its
-gateway's death, and any gateway renders it and its events the same way, for as long as it is stored.
+The request is read by protocol.py, the answer rendered by response_object.py and events.py (the events'
+sequence numbers); the routes are in routes.py. A response is generated like any chat answer: it survives its
+client, upstream drops and its gateway's death, and any gateway renders it and its events the same way, for as
+long as it is stored.
 """
 
 import contextlib
