@@ -54,7 +54,6 @@ async def create(
         acting_for,
         session_id=named,
         must_exist=named is not None and not creates,
-        find_session=named is None,
         named=named,
         follows_added=named is None,
     )
