@@ -2,20 +2,17 @@
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from chat_gateway.answers.generation import StreamEvent
-from chat_gateway.answers.service import Answers
 from chat_gateway.config import Settings
 from chat_gateway.main import create_app
 from chat_gateway.openai_api.chat_completions.protocol import ChunkFormat, OpenAIErrorBody
-from chat_gateway.openai_api.chat_completions.serving import chunks
-from shared import ErrorBody, MessageStatus
+from shared import ErrorBody
 
 OPEN_PATHS = {"/health", "/health/ready"}
 ID = "00000000-0000-0000-0000-000000000000"
@@ -279,32 +276,6 @@ def test_a_text_chunk_is_rendered_as_the_whole_chunk_would_be(text: str, model: 
     rendered = render.text(text)
     assert rendered == render.chunk({"content": text})
     assert json.loads(rendered.removeprefix("data: "))["choices"][0]["delta"] == {"content": text}
-
-
-class _Following:
-    """Answers whose follow yields the given events."""
-
-    def __init__(self, *events: StreamEvent) -> None:
-        self.events = events
-
-    async def follow(self, _message_id: uuid.UUID, _offset: int) -> AsyncIterator[StreamEvent]:
-        for event in self.events:
-            yield event
-
-
-@pytest.mark.anyio
-@pytest.mark.parametrize(
-    ("event", "message"),
-    [
-        (StreamEvent("error", 2, status=MessageStatus.FAILED, error="boom"), "the answer failed: boom"),
-        (StreamEvent("error", 2, error="lost track of the answer: down"), "lost track of the answer: down"),
-    ],
-)
-async def test_an_openai_stream_ends_with_the_error_as_openai_sends_one(event: StreamEvent, message: str) -> None:
-    answers: Answers = _Following(StreamEvent("delta", 2, text="Hi"), event)  # type: ignore[assignment]
-    lines = [line async for line in chunks(answers, uuid.UUID(ID), "m", include_usage=False)]
-    assert json.loads(lines[-1].removeprefix("data: "))["error"] == {"message": message, "type": "api_error"}
-    assert json.loads(lines[-2].removeprefix("data: "))["choices"][0]["delta"] == {"content": "Hi"}
 
 
 def test_open_mode_counts_clients_per_address_whatever_key_they_send() -> None:
