@@ -8,7 +8,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from persistence.db import as_dicts
-from persistence.models import Message
 from persistence.schemas import LegacyMessageCreate, LegacyMessageRead, LegacyMessageUpdate
 from persistence.services import messages, sessions
 from persistence.services.message_rows import CHRONOLOGICAL, LISTED, TABLE, apply_changes, lock_message_row
@@ -45,12 +44,8 @@ def create_message(db: Session, data: LegacyMessageCreate) -> LegacyMessageRead:
 
 
 def update_message(db: Session, message_id: uuid.UUID, data: LegacyMessageUpdate) -> LegacyMessageRead:
-    return LegacyMessageRead.of(_edit_message(db, message_id, data.changes()))
-
-
-def _edit_message(db: Session, message_id: uuid.UUID, changes: dict[str, Any]) -> Message:
     """An edit by the original message API: content and rating, whatever the status."""
-    return apply_changes(db, lock_message_row(db, message_id), changes)
+    return LegacyMessageRead.of(apply_changes(db, lock_message_row(db, message_id), data.changes()))
 
 
 def list_messages(db: Session, chat_id: uuid.UUID | None, limit: int) -> list[LegacyMessageRead]:

@@ -70,20 +70,9 @@ def start_turn(
     # INSERT finds it (the key is unique) at no cost to the turns that are new.
     if budgeted and data.answer.request_key is not None and (prior := _retried(db, data, now)) is not None:
         return Stored(_turn(_inputs_of(db, prior, len(data.inputs)), prior), created=False)
-    if data.follows_added and data.account is not None and data.answer.conversation_key is not None:
-        # Its client added the inputs to a session itself, then asked for the answer: the answer goes after them.
-        holding = whole_conversation(db, data.answer.conversation_key, data.account.user_id)
-        if holding is not None:
-            session_id, data = holding, data.model_copy(update={"session": None, "inputs": []})
+    session_id, data = _after_added(db, session_id, data)
     dialect = db.get_bind().dialect.name
-    params: dict[str, Any] = {}
-    opened = False  # the session, by a statement of its own
-    if data.session is not None:
-        params = open_session_params(session_id, data.session.user_id, data.session.title, now)
-        if dialect != "postgresql":  # SQLite has no INSERT inside WITH: the session goes first, on its own
-            opened = bool(db.execute(open_session_statement(dialect), params).rowcount)  # type: ignore[attr-defined]
-            if not opened and data.session.exclusive and session_owner(db, session_id) != data.session.user_id:
-                raise NotFound(f"session {session_id} not found")  # another user's, as if it did not exist
+    params, opened = _open_session(db, session_id, data, dialect, now)
     inputs, answer = _turn_rows(session_id, data, now, lease_seconds)
     params |= _rows_params(dialect, [*inputs, answer])
     opens_in_statement = dialect == "postgresql" and data.session is not None
@@ -97,14 +86,8 @@ def start_turn(
         with db.begin_nested() if budgeted else contextlib.nullcontext():
             result = db.execute(stmt, params)
     except IntegrityError:
-        stored = _elsewhere(db, session_id, data, answer, now)
-        if stored is not None:
-            # Nothing of this attempt stays: its record (the INSERT that failed took its answer), and the session it
-            # opened on its own (on PostgreSQL, opened in the failed statement, it is gone with it).
-            if budgeted and stored.answer.id != answer["id"]:
-                usage.forget(db, answer["id"])
-            if opened and stored.answer.session_id != session_id:
-                db.execute(delete(ChatSession).where(ChatSession.id == session_id))
+        if (stored := _elsewhere(db, session_id, data, answer, now)) is not None:
+            _undo_attempt(db, stored, session_id, answer["id"], budgeted=budgeted, opened=opened)
             return Stored(stored, created=False)
         if data.answer.request_key is not None and not _retrying and _key_holder(db, data) is None:
             # Its key was an answer's that completed too long ago (``_retried`` gave it up): once more, as new.
@@ -116,6 +99,44 @@ def start_turn(
         usage.open_record(db, answer["id"], answer["model"], data.account, now)
     # Read from the values inserted, which are the whole rows: no reload, and no ORM objects to build.
     return Stored(_turn(inputs, answer), created=True)
+
+
+def _after_added(db: Session, session_id: uuid.UUID, data: TurnCreate) -> tuple[uuid.UUID, TurnCreate]:
+    """Where the turn goes: the session it names, or, when its client added the inputs to a session itself and then
+    asked for the answer (``follows_added``), after them."""
+    if data.follows_added and data.account is not None and data.answer.conversation_key is not None:
+        holding = whole_conversation(db, data.answer.conversation_key, data.account.user_id)
+        if holding is not None:
+            return holding, data.model_copy(update={"session": None, "inputs": []})
+    return session_id, data
+
+
+def _open_session(
+    db: Session, session_id: uuid.UUID, data: TurnCreate, dialect: str, now: datetime
+) -> tuple[dict[str, Any], bool]:
+    """The parameters that open the turn's session (none when it opens none), and whether a statement of its own
+    opened it already: SQLite has no INSERT inside WITH, so there the session goes first, on its own."""
+    if data.session is None:
+        return {}, False
+    params = open_session_params(session_id, data.session.user_id, data.session.title, now)
+    if dialect == "postgresql":  # opened by the turn's own statement (``turn_statement``)
+        return params, False
+    opened = bool(db.execute(open_session_statement(dialect), params).rowcount)  # type: ignore[attr-defined]
+    if not opened and data.session.exclusive and session_owner(db, session_id) != data.session.user_id:
+        raise NotFound(f"session {session_id} not found")  # another user's, as if it did not exist
+    return params, opened
+
+
+def _undo_attempt(
+    db: Session, stored: TurnRead, session_id: uuid.UUID, answer_id: uuid.UUID, *, budgeted: bool, opened: bool
+) -> None:
+    """Nothing of an attempt whose turn is stored elsewhere stays: its record (the INSERT that failed took its
+    answer), and the session it opened on its own (on PostgreSQL, opened in the failed statement, it is gone with
+    it)."""
+    if budgeted and stored.answer.id != answer_id:
+        usage.forget(db, answer_id)
+    if opened and stored.answer.session_id != session_id:
+        db.execute(delete(ChatSession).where(ChatSession.id == session_id))
 
 
 # How long after it completed the same request again still gets an answer (TurnAnswer.retry_seconds).
