@@ -8,6 +8,7 @@ import respx
 from chat_gateway.clients.persistence import PersistenceClient, PersistenceError
 from shared import Conflict, MessageStatus, NotFound, ServiceUnavailable
 from shared.contract import AnswerFinish, MessageUpdate, TurnCreate, TurnInput
+from shared.identity import ON_BEHALF_OF
 from tests.chat_gateway.conftest import stored_message
 
 BASE = "http://persistence.test"
@@ -181,3 +182,14 @@ async def test_an_append_renews_the_lease_and_a_finishing_one_sends_none(client:
     renewing, finishing = (json.loads(call.request.content) for call in route.calls)
     assert renewing == {"offset": 10, "text": "hello", "owner": "g1", "lease_seconds": 5}
     assert finishing == {"offset": 15, "text": "world", "owner": "g1", "finish": {"status": "complete"}}
+
+
+@respx.mock
+async def test_a_request_made_for_a_user_names_them_and_a_list_is_validated_item_by_item(
+    client: PersistenceClient,
+) -> None:
+    route = respx.get(f"{BASE}/messages/{MESSAGE_ID}").mock(return_value=httpx.Response(200, json=_message()))
+    await client.messages.get(MESSAGE_ID, "team/zoë")
+    assert route.calls[0].request.headers[ON_BEHALF_OF] == "team%2Fzo%C3%AB"
+    respx.get(f"{BASE}/messages/stale").mock(return_value=httpx.Response(200, json=[_message(), _message()]))
+    assert [message.id for message in await client.messages.stale("g1")] == [MESSAGE_ID, MESSAGE_ID]
