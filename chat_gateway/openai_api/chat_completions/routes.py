@@ -96,7 +96,7 @@ async def chat_completions(
     named, creates = _named_session(x_session_id, body, owner, settings.session_names_key)
     session_id = named
     if named is not None and not creates:  # an existing session, the caller's to write into (else a 404)
-        await answers.persistence.get_session(named, caller.writes_into(acting_for))
+        await answers.persistence.sessions.get(named, caller.writes_into(acting_for))
     if (
         session_id is None
     ):  # the session that holds the conversation so far, if one does (openai_api/session_matching.py)

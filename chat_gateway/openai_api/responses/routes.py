@@ -63,7 +63,7 @@ async def get_response(
     starting_after: Annotated[int, Query(ge=-1)] = -1,
 ) -> Response:
     """A response as it stands; with stream=true, its events after starting_after, then live until it ends."""
-    answer = await answers.persistence.get_message(message_id_of(response_id), caller.user_id)
+    answer = await answers.persistence.messages.get(message_id_of(response_id), caller.user_id)
     model = answer.model or answers.settings.openai_model
     if stream:
         return _stream(responses.events(answers, answer, model, starting_after))
