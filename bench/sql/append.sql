@@ -1,4 +1,4 @@
--- The raw statement behind "append": the API's own conditional UPDATE (persistence/services/messages.py,
+-- The raw statement behind "append": the API's own conditional UPDATE (persistence/services/answers.py,
 -- _append_statement), on one of this client's answers (spread like the API's appends). pgbench cannot know
 -- an answer's length, so the offset check `length(content) = :offset` is `length(content) >= 0`: the same work.
 \set a :client_id + 1 + :clients * random(0, 99)

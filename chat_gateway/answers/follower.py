@@ -51,7 +51,7 @@ class Follower:
                     unconfirmed = generation.text[generation.saved_length : offset]
                     read_from, version = generation.saved_length, None
             try:
-                stored = await self.persistence.poll_text(message_id, read_from, version)
+                stored = await self.persistence.messages.poll_text(message_id, read_from, version)
             except OffsetMismatch as exc:
                 # The text the client saw is not saved yet: wait for it.
                 read_from, version = exc.length, None
@@ -103,7 +103,7 @@ class Follower:
             try:
                 async for event in self.follow(message_id, 0):
                     if event.kind == "done" or (event.kind == "error" and event.status is not None):
-                        return await self.persistence.get_message(message_id)
+                        return await self.persistence.messages.get(message_id)
                 # Lost track of it (persistence unreachable): follow it again.
             except ServiceUnavailable:
                 pass

@@ -185,7 +185,7 @@ class Answers:
         ``opens`` began beside it (None without one), which nobody reads before the turn is stored."""
         answer_id = turn.answer.id
         assert answer_id is not None  # chat_ids gives every turn its ids
-        storing = asyncio.ensure_future(self.persistence.start_turn(session_id, turn, scope))
+        storing = asyncio.ensure_future(self.persistence.messages.start_turn(session_id, turn, scope))
         opening: asyncio.Task[AsyncStream[object]] | None = None
         # Until it is started here: a concurrent retry (same Idempotency-Key) that finds the turn stored and
         # claimed by this gateway must follow it, not take it too.
@@ -237,7 +237,7 @@ class Answers:
         (``_may_have_been_refused``).
         """
         try:
-            return await retry.turn_settle(self.settings)(self.persistence.start_turn, session_id, turn, scope)
+            return await retry.turn_settle(self.settings)(self.persistence.messages.start_turn, session_id, turn, scope)
         except ServiceUnavailable as exc:
             logger.warning("chat refused: its turn could not be stored in %.0f s", self.settings.turn_settle_seconds)
             raise ServiceUnavailable(
@@ -308,13 +308,15 @@ class Answers:
             if account is not None and account.has_budget:
                 # A new run of a user's answer fits in their budgets, as a new answer must (429 otherwise).
                 try:
-                    await self.persistence.reserve(answer.id, account)
+                    await self.persistence.usage.reserve(answer.id, account)
                 except Conflict as exc:
                     if exc.code == ErrorCode.BUDGET_EXCEEDED:
                         raise over_budget(exc) from exc
                     raise
             leased_at = time.monotonic()
-            claimed = await self.persistence.claim(answer.id, self.settings.instance_id, self.settings.lease_seconds)
+            claimed = await self.persistence.messages.claim(
+                answer.id, self.settings.instance_id, self.settings.lease_seconds
+            )
         finally:
             self._claiming.discard(answer.id)
         self._start(claimed, client, model=model, prompt=prompt, leased_at=leased_at, taken_over=True)
@@ -337,7 +339,7 @@ class Answers:
             claimed,
             model=model or claimed.model or self.settings.openai_model,
             settings=self.settings,
-            persistence=self.persistence,
+            persistence=self.persistence.messages,
             client=client,
             on_finish=self._forget,
             prompt=prompt,
@@ -354,10 +356,10 @@ class Answers:
         self._live.pop(generation.message_id, None)
 
     async def resume(self, message_id: uuid.UUID, caller: Caller = ANYONE) -> MessageDetail:
-        return await self._resume(await self.persistence.get_message(message_id, caller.user_id), caller)
+        return await self._resume(await self.persistence.messages.get(message_id, caller.user_id), caller)
 
     async def resume_session(self, session_id: uuid.UUID, caller: Caller = ANYONE) -> MessageDetail:
-        answer = await self.persistence.last_message(session_id, MessageRole.ASSISTANT.value, caller.user_id)
+        answer = await self.persistence.messages.last(session_id, MessageRole.ASSISTANT.value, caller.user_id)
         return await self._resume(answer, caller)
 
     async def _resume(self, answer: MessageDetail, caller: Caller) -> MessageDetail:
@@ -381,22 +383,22 @@ class Answers:
     async def cancel(self, message_id: uuid.UUID, scope: str | None = None) -> MessageDetail:
         """Stop an answer for good (unlike a disconnect): partial text saved, status failed, error 'cancelled'."""
         if scope is not None:
-            await self.persistence.get_message(message_id, scope)  # another user's answer is a 404
+            await self.persistence.messages.get(message_id, scope)  # another user's answer is a 404
         if (generation := self._live.get(message_id)) is not None:
             generation.stop("cancelled")
             await generation.done.wait()
-            return await self.persistence.get_message(message_id)
-        answer = await self.persistence.get_message(message_id)
+            return await self.persistence.messages.get(message_id)
+        answer = await self.persistence.messages.get(message_id)
         if answer.status == MessageStatus.COMPLETE:
             raise Conflict("the answer is already complete", status=answer.status)
         if answer.status == MessageStatus.FAILED:
             return answer
         # Generated elsewhere: its next write finds the lease gone and stops.
-        return await self.persistence.update_message(message_id, _failed(CANCELLED))
+        return await self.persistence.messages.update(message_id, _failed(CANCELLED))
 
     async def reattach(self, message_id: uuid.UUID, offset: int, scope: str | None = None) -> MessageDetail:
         """The answer to follow from ``offset``: refused when it has ended before that offset."""
-        answer = await self.persistence.get_message(message_id, scope)
+        answer = await self.persistence.messages.get(message_id, scope)
         length = len(answer.content) + len(answer.tool_calls or ())
         if answer.status in TERMINAL and offset > length:
             raise OffsetMismatch(f"offset {offset} is past the end of the answer ({length})", length=length)
@@ -421,7 +423,7 @@ class Answers:
         # All at once, each claim being a commit: a dead gateway's answers are many, and taken one after the
         # other the last would wait for all the others' claims (seconds, with a synchronous replica).
         claims = asyncio.Semaphore(RECOVERY_CLAIMS_AT_ONCE)
-        stale = await self.persistence.stale(self.settings.instance_id)
+        stale = await self.persistence.messages.stale(self.settings.instance_id)
         results = await asyncio.gather(*(self._recover(answer, claims) for answer in stale), return_exceptions=True)
         taken = sum(result is True for result in results)
         RECOVERED.inc(taken)
@@ -441,11 +443,11 @@ class Answers:
                 # turn and tell its client the chat failed (_settle_turn): it ends failed, never generated. A retry
                 # of the chat with its Idempotency-Key takes it up again.
                 with contextlib.suppress(Conflict, PreconditionFailed):
-                    await self.persistence.update_message(answer.id, _failed(NOT_STARTED), if_match=answer.version)
+                    await self.persistence.messages.update(answer.id, _failed(NOT_STARTED), if_match=answer.version)
                 return False
             if self.settings.recovery_mode == "fail":
                 with contextlib.suppress(Conflict):
-                    await self.persistence.update_message(answer.id, _failed("abandoned: its gateway stopped"))
+                    await self.persistence.messages.update(answer.id, _failed("abandoned: its gateway stopped"))
                     return True
                 return False
             with contextlib.suppress(Conflict):

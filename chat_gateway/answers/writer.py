@@ -164,7 +164,7 @@ class AnswerWriter:
     async def _caught_up(self) -> bool:
         """After an append whose answer was lost: is what is stored still ours and a prefix of our text?"""
         try:
-            stored = await self.persistence.get_message(self.message_id)
+            stored = await self.persistence.get(self.message_id)
         except ServiceUnavailable:
             return False
         text = self._text()

@@ -269,7 +269,7 @@ class Authenticator:
             return cached
         if self._refused is not None and self._refused.get(digest):
             raise Unauthorized(MISSING)
-        identity = await self.persistence.identify_key(key)
+        identity = await self.persistence.keys.identify(key)
         if identity is None:
             if self._refused is not None:
                 self._refused[digest] = True
@@ -281,7 +281,7 @@ class Authenticator:
     async def _user_limits(self, user_id: str) -> Limits:
         if self._limits is not None and (cached := self._limits.get(user_id)) is not None:
             return cached
-        limits = await self.persistence.user_limits(user_id)
+        limits = await self.persistence.users.limits(user_id)
         if self._limits is not None:
             self._limits[user_id] = limits
         return limits

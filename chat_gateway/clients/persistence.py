@@ -1,12 +1,19 @@
-"""The gateway's only way to the data: the persistence API, over one pooled httpx client."""
+"""The gateway's only way to the data: the persistence API, over one pooled httpx client.
 
+Shaped as openai-python's client: one request method (``PersistenceClient._request``) sends, retries, turns
+persistence's refusals into the gateway's errors and validates the reply into its ``cast_to``; the resource groups
+(``sessions``, ``messages``, ``keys``, ``users``, ``usage``) say which request each of their methods is.
+"""
+
+import builtins
 import logging
 import uuid
-from typing import Any, Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol, TypedDict, TypeVar, Unpack, overload
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from chat_gateway.clients import retry
 from chat_gateway.clients.retry import Transient
@@ -57,6 +64,9 @@ from shared.identity import (
 
 logger = logging.getLogger(__name__)
 
+M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
+
 UNREACHABLE = "the persistence service is unreachable: retry shortly"
 
 
@@ -77,15 +87,6 @@ class PersistenceError(DomainError):
 
 # Persistence found a value invalid: when the gateway relays a client's values, the client's to fix.
 _INVALID_VALUE = frozenset({400, 413, 422})
-
-
-def _body(model: BaseModel) -> JSONObject:
-    """A request body as JSON: only the fields that were set (those unset keep persistence's defaults)."""
-    return model.model_dump(mode="json", exclude_unset=True)
-
-
-def _on_behalf_of(scope: str | None) -> dict[str, str] | None:
-    return {ON_BEHALF_OF: quote(scope, safe="")} if scope is not None else None
 
 
 def _raise_for(response: httpx.Response) -> None:
@@ -114,9 +115,10 @@ def _raise_for(response: httpx.Response) -> None:
 
 
 class AnswerStore(Protocol):
-    """What a generation needs of persistence: its writes, and reads of its answer and of the history before it.
+    """What a generation needs of persistence's messages: its writes, and reads of its answer and of the history
+    before it.
 
-    ``PersistenceClient`` is one; tests give a generation fakes of their own.
+    ``PersistenceClient.messages`` is one; tests give a generation fakes of their own.
     """
 
     async def append(
@@ -130,31 +132,83 @@ class AnswerStore(Protocol):
         finish: AnswerFinish | None = None,
     ) -> int: ...
 
-    async def get_message(self, message_id: uuid.UUID, scope: str | None = None) -> MessageDetail: ...
+    async def get(self, message_id: uuid.UUID, scope: str | None = None) -> MessageDetail: ...
 
     async def history_page(
         self, session_id: uuid.UUID, cursor: str | None, limit: int = 100
     ) -> tuple[list[MessageDetail], str | None]: ...
 
 
+class _Options(TypedDict, total=False):
+    """What a request carries besides its method and path."""
+
+    on_behalf_of: str | None  # the user it is made for (a user's own credential): see ``PersistenceClient``
+    params: Mapping[str, Any] | None
+    body: BaseModel | JSONObject | None  # a model sends only the fields that were set; a dict is sent as it is
+    headers: dict[str, str] | None
+
+
 class PersistenceClient:
+    """The persistence API as resource groups, each method one request through ``_request`` (or ``_send``).
+
+    A request made ``on_behalf_of`` a user is answered by persistence as if nobody else's sessions and messages
+    existed; the methods take that user as ``scope``.
+    """
+
     def __init__(self, http: httpx.AsyncClient, *, attempts: int, initial_wait: float, max_wait: float) -> None:
         self.http = http
         self._attempts = attempts
         self._initial_wait = initial_wait
         self._max_wait = max_wait
+        self.sessions = Sessions(self)
+        self.messages = Messages(self)
+        self.keys = Keys(self)
+        self.users = Users(self)
+        self.usage = Usage(self)
 
-    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        """The JSON body of ``_send``'s response (None when empty)."""
-        response = await self._send(method, path, **kwargs)
-        return response.json() if response.content else None
+    @overload
+    async def _request(self, method: str, path: str, *, cast_to: type[M], **options: Unpack[_Options]) -> M: ...
 
-    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """Send, retried on connection errors, 5xx and 429; every write carries an id or offset, so retries are safe."""
+    @overload
+    async def _request(self, method: str, path: str, *, cast_to: TypeAdapter[T], **options: Unpack[_Options]) -> T: ...
+
+    async def _request(
+        self, method: str, path: str, *, cast_to: type[BaseModel] | TypeAdapter[Any], **options: Unpack[_Options]
+    ) -> Any:
+        """``_send``'s reply validated into ``cast_to``: a model, or a ``TypeAdapter`` for a list."""
+        response = await self._send(method, path, **options)
+        data = response.json() if response.content else None
+        if isinstance(cast_to, TypeAdapter):
+            return cast_to.validate_python(data)
+        return cast_to.model_validate(data)
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        on_behalf_of: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        body: BaseModel | JSONObject | None = None,
+        headers: dict[str, str] | None = None,
+        retried: bool = True,
+    ) -> httpx.Response:
+        """Send, retried on connection errors, 5xx and 429; every write carries an id or offset, so retries are safe.
+
+        Persistence's refusals are raised as the gateway's errors; the response is for replies read by status
+        (a 304, a 201) or not as JSON.
+        """
+        if on_behalf_of is not None:
+            headers = (headers or {}) | {ON_BEHALF_OF: quote(on_behalf_of, safe="")}
+        json = body.model_dump(mode="json", exclude_unset=True) if isinstance(body, BaseModel) else body
+        if not retried:
+            response = await self.http.request(method, path, params=params, json=json, headers=headers)
+            _raise_for(response)
+            return response
         try:
             async for attempt in retry.persistence(self._attempts, self._initial_wait, self._max_wait):
                 with attempt:
-                    response = await self.http.request(method, path, **kwargs)
+                    response = await self.http.request(method, path, params=params, json=json, headers=headers)
                     # A 429 too: persistence's own rate limit (RATE_LIMIT) is a wait, not a refusal.
                     if response.status_code >= 500 or response.status_code == 429:
                         raise PersistenceBusy(response)
@@ -171,79 +225,108 @@ class PersistenceClient:
         except httpx.TransportError:
             return False
 
-    # ``scope``: the user a request is made for (a user's own credential): persistence then answers as if
-    # nobody else's sessions and messages existed.
 
-    async def list_sessions(self, params: dict[str, Any], scope: str | None = None) -> Page[SessionRead]:
-        data = await self._request("GET", "/sessions", params=params, headers=_on_behalf_of(scope))
-        return Page[SessionRead].model_validate(data)
+class _Resource:
+    """A group of persistence's endpoints, each method one request through its client."""
+
+    def __init__(self, client: PersistenceClient) -> None:
+        self._request = client._request
+        self._send = client._send
+
+
+_MESSAGE_LIST = TypeAdapter(list[MessageDetail])
+_KEY_LIST = TypeAdapter(list[KeyRead])
+_JSON_OBJECT = TypeAdapter(JSONObject)
+
+
+class Sessions(_Resource):
+    async def list(self, params: dict[str, Any], scope: str | None = None) -> Page[SessionRead]:
+        return await self._request("GET", "/sessions", cast_to=Page[SessionRead], params=params, on_behalf_of=scope)
 
     async def search(self, params: dict[str, Any], scope: str | None = None) -> Page[SearchHit]:
-        data = await self._request("GET", "/search", params=params, headers=_on_behalf_of(scope))
-        return Page[SearchHit].model_validate(data)
+        return await self._request("GET", "/search", cast_to=Page[SearchHit], params=params, on_behalf_of=scope)
 
-    async def get_session(self, session_id: uuid.UUID, scope: str | None = None) -> SessionRead:
-        data = await self._request("GET", f"/sessions/{session_id}", headers=_on_behalf_of(scope))
-        return SessionRead.model_validate(data)
+    async def get(self, session_id: uuid.UUID, scope: str | None = None) -> SessionRead:
+        return await self._request("GET", f"/sessions/{session_id}", cast_to=SessionRead, on_behalf_of=scope)
 
-    async def list_messages(
-        self, session_id: uuid.UUID, params: dict[str, Any], scope: str | None = None
-    ) -> Page[MessageRead]:
-        data = await self._request(
-            "GET", f"/sessions/{session_id}/messages", params=params, headers=_on_behalf_of(scope)
-        )
-        return Page[MessageRead].model_validate(data)
+    async def create(self, body: SessionCreate, scope: str | None = None) -> SessionRead:
+        return await self._request("POST", "/sessions", cast_to=SessionRead, body=body, on_behalf_of=scope)
 
-    async def rename_session(self, session_id: uuid.UUID, body: SessionRename, scope: str | None = None) -> SessionRead:
-        data = await self._request("PUT", f"/sessions/{session_id}", json=_body(body), headers=_on_behalf_of(scope))
-        return SessionRead.model_validate(data)
+    async def rename(self, session_id: uuid.UUID, body: SessionRename, scope: str | None = None) -> SessionRead:
+        path = f"/sessions/{session_id}"
+        return await self._request("PUT", path, cast_to=SessionRead, body=body, on_behalf_of=scope)
 
-    async def favorite_session(
+    async def update(self, session_id: uuid.UUID, body: SessionUpdate, scope: str | None = None) -> SessionRead:
+        path = f"/sessions/{session_id}"
+        return await self._request("PATCH", path, cast_to=SessionRead, body=body, on_behalf_of=scope)
+
+    async def favorite(
         self, session_id: uuid.UUID, params: dict[str, bool], body: FavoriteSet | None, scope: str | None = None
     ) -> SessionRead:
-        json = _body(body) if body is not None else None
-        data = await self._request(
-            "PATCH", f"/sessions/{session_id}/favorite", params=params, json=json, headers=_on_behalf_of(scope)
-        )
-        return SessionRead.model_validate(data)
+        path = f"/sessions/{session_id}/favorite"
+        return await self._request("PATCH", path, cast_to=SessionRead, params=params, body=body, on_behalf_of=scope)
 
-    async def delete_session(self, session_id: uuid.UUID, scope: str | None = None) -> None:
-        await self._request("DELETE", f"/sessions/{session_id}", headers=_on_behalf_of(scope))
+    async def delete(self, session_id: uuid.UUID, scope: str | None = None) -> None:
+        await self._send("DELETE", f"/sessions/{session_id}", on_behalf_of=scope)
 
-    async def create_session(self, body: SessionCreate, scope: str | None = None) -> SessionRead:
-        data = await self._request("POST", "/sessions", json=_body(body), headers=_on_behalf_of(scope))
-        return SessionRead.model_validate(data)
-
-    async def update_session(self, session_id: uuid.UUID, body: SessionUpdate, scope: str | None = None) -> SessionRead:
-        path = f"/sessions/{session_id}"
-        data = await self._request("PATCH", path, json=_body(body), headers=_on_behalf_of(scope))
-        return SessionRead.model_validate(data)
-
-    async def create_message(
-        self, session_id: uuid.UUID, body: MessageCreate, scope: str | None = None
-    ) -> MessageDetail:
-        path = f"/sessions/{session_id}/messages"
-        data = await self._request("POST", path, json=_body(body), headers=_on_behalf_of(scope))
-        return MessageDetail.model_validate(data)
-
-    async def delete_message(self, message_id: uuid.UUID, scope: str | None = None) -> None:
-        await self._request("DELETE", f"/messages/{message_id}", headers=_on_behalf_of(scope))
-
-    async def export_session(self, session_id: uuid.UUID, fmt: str, scope: str | None = None) -> httpx.Response:
+    async def export(self, session_id: uuid.UUID, fmt: str, scope: str | None = None) -> httpx.Response:
         """The export as persistence sent it (JSON or Markdown), errors raised as usual."""
-        response = await self.http.get(
-            f"/sessions/{session_id}/export", params={"format": fmt}, headers=_on_behalf_of(scope)
+        # Sent once, as exports always were: which calls are retried is not this client's shape to change.
+        path = f"/sessions/{session_id}/export"
+        return await self._send("GET", path, params={"format": fmt}, on_behalf_of=scope, retried=False)
+
+    async def import_(self, document: JSONObject) -> JSONObject:
+        return await self._request("POST", "/sessions/import", cast_to=_JSON_OBJECT, body=document)
+
+    async def find(self, body: ConversationFind, scope: str | None = None) -> ConversationFound | None:
+        """The session a client's resent conversation goes on in, or None: a new conversation."""
+        try:
+            return await self._request(
+                "POST", "/conversations/find", cast_to=ConversationFound, body=body, on_behalf_of=scope
+            )
+        except NotFound:
+            return None
+
+
+class Messages(_Resource):
+    async def list(self, session_id: uuid.UUID, params: dict[str, Any], scope: str | None = None) -> Page[MessageRead]:
+        path = f"/sessions/{session_id}/messages"
+        return await self._request("GET", path, cast_to=Page[MessageRead], params=params, on_behalf_of=scope)
+
+    async def get(self, message_id: uuid.UUID, scope: str | None = None) -> MessageDetail:
+        return await self._request("GET", f"/messages/{message_id}", cast_to=MessageDetail, on_behalf_of=scope)
+
+    async def create(self, session_id: uuid.UUID, body: MessageCreate, scope: str | None = None) -> MessageDetail:
+        path = f"/sessions/{session_id}/messages"
+        return await self._request("POST", path, cast_to=MessageDetail, body=body, on_behalf_of=scope)
+
+    async def update(
+        self, message_id: uuid.UUID, changes: MessageUpdate, *, if_match: int | None = None
+    ) -> MessageDetail:
+        """Change a message; with ``if_match``, only while it is still at that version (else PreconditionFailed)."""
+        headers = {"If-Match": f'"{if_match}"'} if if_match is not None else None
+        path = f"/messages/{message_id}"
+        return await self._request("PATCH", path, cast_to=MessageDetail, body=changes, headers=headers)
+
+    async def delete(self, message_id: uuid.UUID, scope: str | None = None) -> None:
+        await self._send("DELETE", f"/messages/{message_id}", on_behalf_of=scope)
+
+    async def last(self, session_id: uuid.UUID, role: str | None, scope: str | None = None) -> MessageDetail:
+        params = {"role": role} if role is not None else None
+        path = f"/sessions/{session_id}/messages/last"
+        return await self._request("GET", path, cast_to=MessageDetail, params=params, on_behalf_of=scope)
+
+    async def history_page(
+        self, session_id: uuid.UUID, cursor: str | None, limit: int = 100
+    ) -> tuple[builtins.list[MessageDetail], str | None]:
+        """Complete messages, newest first."""
+        params: dict[str, Any] = {"order": "desc", "status": MessageStatus.COMPLETE.value, "limit": limit}
+        if cursor:
+            params["cursor"] = cursor
+        page = await self._request(
+            "GET", f"/sessions/{session_id}/messages", cast_to=Page[MessageDetail], params=params
         )
-        _raise_for(response)
-        return response
-
-    async def import_session(self, document: JSONObject) -> JSONObject:
-        result: JSONObject = await self._request("POST", "/sessions/import", json=document)
-        return result
-
-    async def get_message(self, message_id: uuid.UUID, scope: str | None = None) -> MessageDetail:
-        data = await self._request("GET", f"/messages/{message_id}", headers=_on_behalf_of(scope))
-        return MessageDetail.model_validate(data)
+        return page.items, page.next_cursor
 
     async def poll_text(self, message_id: uuid.UUID, offset: int, version: int | None) -> MessageText | None:
         """The answer's text from ``offset`` on, or None while it is still at ``version`` (then no body is sent)."""
@@ -251,46 +334,12 @@ class PersistenceClient:
         response = await self._send("GET", f"/messages/{message_id}/text", params={"offset": offset}, headers=headers)
         return None if response.status_code == 304 else MessageText.model_validate(response.json())
 
-    async def last_message(self, session_id: uuid.UUID, role: str | None, scope: str | None = None) -> MessageDetail:
-        params = {"role": role} if role is not None else None
-        data = await self._request(
-            "GET", f"/sessions/{session_id}/messages/last", params=params, headers=_on_behalf_of(scope)
-        )
-        return MessageDetail.model_validate(data)
-
-    async def history_page(
-        self, session_id: uuid.UUID, cursor: str | None, limit: int = 100
-    ) -> tuple[list[MessageDetail], str | None]:
-        """Complete messages, newest first."""
-        params: dict[str, Any] = {"order": "desc", "status": MessageStatus.COMPLETE.value, "limit": limit}
-        if cursor:
-            params["cursor"] = cursor
-        page = await self._request("GET", f"/sessions/{session_id}/messages", params=params)
-        return [MessageDetail.model_validate(item) for item in page["items"]], page["next_cursor"]
-
     async def start_turn(
         self, session_id: uuid.UUID, body: TurnCreate, scope: str | None = None
     ) -> tuple[MessageDetail, bool]:
         """Store a question and its answer; returns the answer and whether the turn is new (else a replay)."""
-        path = f"/sessions/{session_id}/turns"
-        response = await self._send("POST", path, json=_body(body), headers=_on_behalf_of(scope))
+        response = await self._send("POST", f"/sessions/{session_id}/turns", body=body, on_behalf_of=scope)
         return MessageDetail.model_validate(response.json()["answer"]), response.status_code == 201
-
-    async def find_conversation(self, body: ConversationFind, scope: str | None = None) -> ConversationFound | None:
-        """The session a client's resent conversation goes on in, or None: a new conversation."""
-        try:
-            data = await self._request("POST", "/conversations/find", json=_body(body), headers=_on_behalf_of(scope))
-        except NotFound:
-            return None
-        return ConversationFound.model_validate(data)
-
-    async def update_message(
-        self, message_id: uuid.UUID, changes: MessageUpdate, *, if_match: int | None = None
-    ) -> MessageDetail:
-        """Change a message; with ``if_match``, only while it is still at that version (else PreconditionFailed)."""
-        headers = {"If-Match": f'"{if_match}"'} if if_match is not None else None
-        data = await self._request("PATCH", f"/messages/{message_id}", json=_body(changes), headers=headers)
-        return MessageDetail.model_validate(data)
 
     async def append(
         self,
@@ -312,9 +361,7 @@ class PersistenceClient:
         else:  # an ended answer holds no lease
             body.finish = finish
         try:
-            result = AppendResult.model_validate(
-                await self._request("POST", f"/messages/{message_id}/append", json=_body(body))
-            )
+            result = await self._request("POST", f"/messages/{message_id}/append", cast_to=AppendResult, body=body)
         except Conflict as exc:
             # Our earlier try landed but its answer was lost: the length already includes this text.
             landed = exc.extra.get("length") == offset + len(text)
@@ -327,48 +374,53 @@ class PersistenceClient:
 
     async def claim(self, message_id: uuid.UUID, owner: str, lease_seconds: float) -> MessageDetail:
         body = ClaimRequest(owner=owner, lease_seconds=lease_seconds)
-        data = await self._request("POST", f"/messages/{message_id}/claim", json=_body(body))
-        return MessageDetail.model_validate(data)
+        return await self._request("POST", f"/messages/{message_id}/claim", cast_to=MessageDetail, body=body)
 
-    # Identity: user keys, limits, usage (persistence keeps them; the gateway decides who may see them).
+    async def stale(self, owner: str, limit: int = 50) -> builtins.list[MessageDetail]:
+        """Orphaned answers, and those ``owner`` holds (taken back by a gateway restarted under its name)."""
+        params = {"limit": limit, "owner": owner}
+        return await self._request("GET", "/messages/stale", cast_to=_MESSAGE_LIST, params=params)
 
-    async def identify_key(self, key: str) -> KeyIdentity | None:
+
+# Identity: user keys, limits, usage (persistence keeps them; the gateway decides who may see them).
+
+
+class Keys(_Resource):
+    async def identify(self, key: str) -> KeyIdentity | None:
         """Whom a user key belongs to; None for a key persistence refuses (unknown, revoked, expired)."""
         try:
-            data = await self._request("POST", "/keys/identify", json=_body(KeyCheck(key=key)))
-            return KeyIdentity.model_validate(data)
+            return await self._request("POST", "/keys/identify", cast_to=KeyIdentity, body=KeyCheck(key=key))
         except PersistenceError as exc:
             # Only the key refused: a 401 for the gateway's own service key (misconfigured) is no user's fault.
             if exc.extra.get("persistence_code") in (ErrorCode.INVALID_USER_KEY, ErrorCode.KEY_EXPIRED):
                 return None
             raise
 
-    async def user_limits(self, user_id: str) -> Limits:
-        data = await self._request("GET", f"/users/{quote(user_id, safe='')}/limits")
-        return UserLimits.model_validate(data).limits
+    async def create(self, body: KeyCreate) -> KeyCreated:
+        return await self._request("POST", "/keys", cast_to=KeyCreated, body=body)
 
-    async def set_user_limits(self, user_id: str, limits: Limits) -> UserLimits:
-        data = await self._request("PUT", f"/users/{quote(user_id, safe='')}/limits", json=limits.model_dump())
-        return UserLimits.model_validate(data)
-
-    async def create_key(self, body: KeyCreate) -> KeyCreated:
-        return KeyCreated.model_validate(await self._request("POST", "/keys", json=_body(body)))
-
-    async def list_keys(self, user_id: str | None) -> list[KeyRead]:
+    async def list(self, user_id: str | None) -> builtins.list[KeyRead]:
         params = {"user_id": user_id} if user_id is not None else None
-        return [KeyRead.model_validate(item) for item in await self._request("GET", "/keys", params=params)]
+        return await self._request("GET", "/keys", cast_to=_KEY_LIST, params=params)
 
-    async def revoke_key(self, key_id: uuid.UUID) -> KeyRead:
-        return KeyRead.model_validate(await self._request("DELETE", f"/keys/{key_id}"))
+    async def revoke(self, key_id: uuid.UUID) -> KeyRead:
+        return await self._request("DELETE", f"/keys/{key_id}", cast_to=KeyRead)
 
+
+class Users(_Resource):
+    async def limits(self, user_id: str) -> Limits:
+        return (await self._request("GET", f"/users/{quote(user_id, safe='')}/limits", cast_to=UserLimits)).limits
+
+    async def set_limits(self, user_id: str, limits: Limits) -> UserLimits:
+        # A PUT: every limit sent, null where the user has none of their own.
+        path = f"/users/{quote(user_id, safe='')}/limits"
+        return await self._request("PUT", path, cast_to=UserLimits, body=limits.model_dump())
+
+
+class Usage(_Resource):
     async def reserve(self, message_id: uuid.UUID, account: TurnAccount) -> None:
         """Before an answer is resumed: its user's budgets checked (Conflict budget_exceeded), its run reserved."""
-        await self._request("POST", f"/usage/{message_id}/reserve", json=account.model_dump())
+        await self._send("POST", f"/usage/{message_id}/reserve", body=account.model_dump())
 
-    async def usage(self, params: dict[str, Any]) -> UsageReport:
-        return UsageReport.model_validate(await self._request("GET", "/usage", params=params))
-
-    async def stale(self, owner: str, limit: int = 50) -> list[MessageDetail]:
-        """Orphaned answers, and those ``owner`` holds (taken back by a gateway restarted under its name)."""
-        data = await self._request("GET", "/messages/stale", params={"limit": limit, "owner": owner})
-        return [MessageDetail.model_validate(item) for item in data]
+    async def report(self, params: dict[str, Any]) -> UsageReport:
+        return await self._request("GET", "/usage", cast_to=UsageReport, params=params)

@@ -49,7 +49,7 @@ async def start(
     owner = caller.owner(chat.acting_for)
     session_id = chat.session_id
     if session_id is not None and chat.must_exist:  # else a 404
-        await answers.persistence.get_session(session_id, caller.writes_into(chat.acting_for))
+        await answers.persistence.sessions.get(session_id, caller.writes_into(chat.acting_for))
     if session_id is None and chat.find_session:  # the session that holds the conversation so far, if one does
         earlier = completion.messages[: len(completion.messages) - len(results) - (question is not None)]
         session_id = await find_session(answers.persistence, owner, caller.user_id, earlier, results)

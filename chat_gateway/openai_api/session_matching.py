@@ -93,5 +93,5 @@ async def find_session(
         )
     except ValidationError:  # text no answer stored here could hold (a NUL...): not a conversation of ours
         return None
-    found = await persistence.find_conversation(find, scope)
+    found = await persistence.sessions.find(find, scope)
     return found.session_id if found is not None else None

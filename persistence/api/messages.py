@@ -5,7 +5,7 @@ from fastapi import APIRouter, Query, Response
 
 from persistence.api.params import NO_NUL, Cursor, Limit, replayed
 from persistence.deps import DbDep, IfMatchDep, IfNoneMatchDep, OnBehalfOfDep, OwnerCheck, SettingsDep
-from persistence.services import answers, messages, turns
+from persistence.services import answers, conversations, messages, turns
 from shared import MessageRead, MessageRole, MessageStatus, Page
 from shared.contract import (
     AppendRequest,
@@ -95,7 +95,7 @@ async def find_conversation(body: ConversationFind, db: DbDep, on_behalf_of: OnB
     """Find the session an OpenAI client's resent conversation goes on in, by the key of its last answer."""
     if on_behalf_of is not None:
         body = body.model_copy(update={"user_id": on_behalf_of})
-    return await db.run_autocommit(messages.find_conversation, body)
+    return await db.run_autocommit(conversations.find_conversation, body)
 
 
 @router.get("/sessions/{session_id}/messages", dependencies=[OwnerCheck])

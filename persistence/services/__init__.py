@@ -5,8 +5,10 @@ A service function takes the session and typed input, and returns the typed read
 owner, a count) or None: ORM objects, Rows and dicts never leave this package. It flushes, never commits:
 ``Database.run`` commits the request's unit of work when the function returns.
 
-Names with a leading underscore are the package's own, shared by its modules, and may take and return ORM
-objects and dicts: one service reuses another's queries without validating a read model it does not answer with.
+A name with a leading underscore is its module's own. What the services share is public where it lives, and
+may take and return ORM objects and dicts: one service reuses another's queries without validating a read model it
+does not answer with. message_rows.py holds the messages table's shared pieces (columns, a new row, the message
+as an object); the ``..._row`` functions of messages.py and sessions.py are their creates and reads, as rows.
 """
 
 from collections.abc import Callable

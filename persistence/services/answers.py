@@ -1,7 +1,21 @@
-"""The life of an answer after its turn: offset-checked appends, its end, claims and leases, orphans.
+"""The life of an answer, every way it moves: offset-checked appends, its end, claims and leases, the hand-over
+of a session's last answer, the scan for orphans, and its status changed by hand (a PATCH).
 
-Appends and claims are single conditional UPDATEs, so they are atomic on SQLite and PostgreSQL alike:
-of two concurrent requests racing for the same row, exactly one matches its condition.
+``TRANSITIONS``: its statuses, and what moves it from one to the next ("by hand": ``set_status_by_hand``)::
+
+    pending      -> in_progress  claimed (a turn with an owner stores its answer claimed), or handed over
+                 -> failed       by hand (cancelled, given up)
+    in_progress  -> complete     its last append (``finish``), or by hand
+                 -> failed       its last append (its generation failed), or by hand (cancelled)
+                 -> pending      by hand
+    failed       -> in_progress  claimed again, or handed over: resumed from its saved text
+                 -> pending      by hand
+    complete     -> nothing: it is final, only its rating changes
+
+A claim takes an answer in a status that may go in progress (``CLAIMABLE``), or one in progress whose lease is
+over, or its own (a renewal, not a move). Appends and claims are single conditional UPDATEs, so they are atomic
+on SQLite and PostgreSQL alike: of two concurrent requests racing for the same row, exactly one matches its
+condition.
 """
 
 import functools
@@ -15,24 +29,17 @@ from sqlalchemy import (
     bindparam,
     case,
     func,
+    literal_column,
     or_,
     select,
     update,
 )
 from sqlalchemy.orm import Session, defer
+from sqlalchemy.sql.elements import ColumnClause
 
 from persistence.models import Message, UTCDateTime, utcnow
 from persistence.services import usage
-from persistence.services.messages import (
-    _IN_PROGRESS_SQL,
-    _TABLE,
-    Status,
-    _at,
-    _get_message,
-    _last_message,
-    _not_found,
-    _tool_columns,
-)
+from persistence.services.message_rows import TABLE, at, get_message_row, last_message_row, not_found, tool_columns
 from shared import (
     Conflict,
     DomainError,
@@ -42,14 +49,44 @@ from shared import (
     NotFound,
     OffsetMismatch,
 )
+from shared import MessageStatus as Status
 from shared.contract import AppendRequest, AppendResult, ClaimRequest, MessageDetail
 from shared.resources import ToolFields
+
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.PENDING: frozenset({Status.IN_PROGRESS, Status.FAILED}),
+    Status.IN_PROGRESS: frozenset({Status.COMPLETE, Status.FAILED, Status.PENDING}),
+    Status.FAILED: frozenset({Status.IN_PROGRESS, Status.PENDING}),
+    Status.COMPLETE: frozenset(),
+}
+
+# What a claim or a hand-over takes (pending, failed): every status that may go in progress. A tuple in the
+# table's order, so a statement's parameters come in the same order in every process (a set's would not).
+CLAIMABLE = tuple(status for status, following in TRANSITIONS.items() if Status.IN_PROGRESS in following)
+
+# A literal (not a bound parameter) so the planner can use the partial index ix_messages_stale.
+_IN_PROGRESS_SQL: ColumnClause[str] = literal_column("'in_progress'")
+
+
+def set_status_by_hand(message: Message, status: Status, lease_seconds: float) -> None:
+    """Move a locked message to another ``status``, as a PATCH asks (``messages.update_message``): a 409 unless
+    ``TRANSITIONS`` allows it. Nobody holds it afterwards."""
+    if status not in TRANSITIONS[message.status]:
+        raise Conflict(
+            f"a message cannot go from {message.status} to {status}",
+            status=message.status,
+            code=ErrorCode.ILLEGAL_TRANSITION,
+        )
+    message.lease_owner = None
+    # Set in progress by hand rather than claimed: nobody owns it, but crash recovery must still find it.
+    in_progress = status == Status.IN_PROGRESS
+    message.lease_expires_at = utcnow() + timedelta(seconds=lease_seconds) if in_progress else None
 
 
 @functools.cache
 def _append_statement(*, by_owner: bool, finish: frozenset[str]) -> Update:
     """The conditional UPDATE of an append, built once per shape (with bound parameters)."""
-    table = _TABLE
+    table = TABLE
     conditions = [
         table.c.id == bindparam("message_id"),
         func.length(table.c.content) == bindparam("offset"),
@@ -79,7 +116,7 @@ def append_text(db: Session, message_id: uuid.UUID, data: AppendRequest, *, leas
     now = utcnow()
     finish = data.finish.model_dump(exclude_unset=True) if data.finish is not None else {}
     if data.finish is not None and data.finish.tool_calls:
-        calls = _tool_columns(ToolFields(tool_calls=data.finish.tool_calls))
+        calls = tool_columns(ToolFields(tool_calls=data.finish.tool_calls))
         finish |= {"tool_calls": calls["tool_calls"], "tool_names": calls["tool_names"]}
     params = {
         "message_id": message_id,
@@ -104,7 +141,7 @@ def _refusal_of_append(db: Session, message_id: uuid.UUID, data: AppendRequest) 
         select(Message.status, func.length(Message.content), Message.lease_owner).where(Message.id == message_id)
     ).one_or_none()
     if row is None:
-        return _not_found(message_id)
+        return not_found(message_id)
     status, length, owner = row
     if status == Status.COMPLETE:
         return Conflict("a complete message cannot be appended to", status=status, length=length)
@@ -126,7 +163,7 @@ def _refusal_of_append(db: Session, message_id: uuid.UUID, data: AppendRequest) 
     return OffsetMismatch(f"offset {data.offset} is not the current length {length}", length=length)
 
 
-def _hand_over_last_answer(db: Session, session_id: uuid.UUID) -> Message:
+def hand_over_last_answer(db: Session, session_id: uuid.UUID) -> Message:
     """Give a session's last answer, when it is pending or failed, to whichever gateway scans for orphans next.
 
     It is left as a gateway that died leaves its answers: in progress, with its lease already over. Crash
@@ -134,7 +171,7 @@ def _hand_over_last_answer(db: Session, session_id: uuid.UUID) -> Message:
     returned as it is; anything else is a 409 that says why there is nothing to resume.
     """
     try:
-        answer = _last_message(db, session_id, MessageRole.ASSISTANT)
+        answer = last_message_row(db, session_id, MessageRole.ASSISTANT)
     except NotFound as exc:
         if exc.code != "no_message":
             raise
@@ -142,13 +179,13 @@ def _hand_over_last_answer(db: Session, session_id: uuid.UUID) -> Message:
     now = utcnow()
     handed = db.scalar(
         update(Message)
-        .where(Message.id == answer.id, Message.status.in_([Status.PENDING, Status.FAILED]))
+        .where(Message.id == answer.id, Message.status.in_(CLAIMABLE))
         .values(
             status=Status.IN_PROGRESS,
             lease_owner=None,
-            lease_expires_at=_at(now),
+            lease_expires_at=at(now),
             version=Message.version + 1,
-            updated_at=_at(now),
+            updated_at=at(now),
         )
         .returning(Message)
         .execution_options(populate_existing=True, synchronize_session=False)
@@ -157,7 +194,7 @@ def _hand_over_last_answer(db: Session, session_id: uuid.UUID) -> Message:
         return handed
     current = db.scalar(select(Message).where(Message.id == answer.id).execution_options(populate_existing=True))
     if current is None:
-        raise _not_found(answer.id)
+        raise not_found(answer.id)
     if current.status == Status.COMPLETE:
         raise Conflict(
             "the session's last answer is complete: there is nothing to resume",
@@ -181,11 +218,11 @@ def claim_message(db: Session, message_id: uuid.UUID, data: ClaimRequest, *, lea
     """
     now = utcnow()
     expires = now + timedelta(seconds=data.lease_seconds or lease_seconds)
-    live = and_(Message.status == Status.IN_PROGRESS, Message.lease_expires_at > _at(now))
+    live = and_(Message.status == Status.IN_PROGRESS, Message.lease_expires_at > at(now))
     renewal = and_(live, Message.lease_owner == data.owner)
     renews = db.scalar(select(renewal).where(Message.id == message_id))
     claimable = or_(
-        Message.status.in_([Status.PENDING, Status.FAILED]),
+        Message.status.in_(CLAIMABLE),
         and_(Message.status == Status.IN_PROGRESS, ~live),
         renewal,
     )
@@ -195,11 +232,11 @@ def claim_message(db: Session, message_id: uuid.UUID, data: ClaimRequest, *, lea
         .values(
             status=Status.IN_PROGRESS,
             lease_owner=data.owner,
-            lease_expires_at=_at(expires),
+            lease_expires_at=at(expires),
             attempts=case((renewal, Message.attempts), else_=Message.attempts + 1),
             error=case((renewal, Message.error), else_=None),
             version=Message.version + 1,
-            updated_at=_at(now),
+            updated_at=at(now),
         )
         .returning(Message)
         .execution_options(populate_existing=True, synchronize_session=False)
@@ -208,7 +245,7 @@ def claim_message(db: Session, message_id: uuid.UUID, data: ClaimRequest, *, lea
         if not renews:  # a new run, however it was started: its tokens are counted
             usage.open_run(db, message_id, now)
         return MessageDetail.model_validate(message)
-    current = _get_message(db, message_id)
+    current = get_message_row(db, message_id)
     if current.role != MessageRole.ASSISTANT:
         raise Conflict("only assistant messages are generated, so only they can be claimed", role=current.role)
     if current.status == Status.COMPLETE:
@@ -225,7 +262,7 @@ def claim_message(db: Session, message_id: uuid.UUID, data: ClaimRequest, *, lea
 def list_stale(db: Session, limit: int, owner: str | None = None) -> list[MessageRead]:
     """In-progress answers whose lease expired: their generator died and they need recovering. With ``owner``,
     also those it holds, expired or not: a gateway restarted under the same name takes its own back at once."""
-    orphaned = Message.lease_expires_at < _at(utcnow())
+    orphaned = Message.lease_expires_at < at(utcnow())
     if owner is not None:
         orphaned = or_(orphaned, Message.lease_owner == owner)
     stmt = (

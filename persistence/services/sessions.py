@@ -1,11 +1,14 @@
-"""Chat sessions: every query on the sessions table lives here."""
+"""Chat sessions: every query on the sessions table lives here, but for the RAG API's offset pages (rag.py).
+
+The ``..._row`` functions return the ORM object, for the other services that build on them (rag.py, legacy.py,
+transfer.py); ``open_session_*`` are the statement a turn opens its session with (turns.py)."""
 
 import functools
 import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Insert, Select, bindparam, delete, func, select, tuple_, update
+from sqlalchemy import Insert, Select, bindparam, delete, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -21,16 +24,16 @@ _TABLE = ChatSession.metadata.tables[ChatSession.__tablename__]
 
 def create_session(db: Session, data: SessionCreate) -> Stored[SessionRead]:
     """Store a session; not created when its client-chosen id already exists (the stored one is returned)."""
-    return _create_session(db, data).map(SessionRead.model_validate)
+    return create_session_row(db, data).map(SessionRead.model_validate)
 
 
-def _create_session(db: Session, data: SessionCreate) -> Stored[ChatSession]:
+def create_session_row(db: Session, data: SessionCreate) -> Stored[ChatSession]:
     if data.id is not None:
         try:
             with db.begin_nested():  # a retry may race the original create
                 chat = _insert_session(db, data, data.id)
         except IntegrityError:
-            return Stored(_get_session(db, data.id), created=False)
+            return Stored(get_session_row(db, data.id), created=False)
         return Stored(chat, created=True)
     return Stored(_insert_session(db, data, uuid.uuid4()), created=True)
 
@@ -49,10 +52,10 @@ def _insert_session(db: Session, data: SessionCreate, session_id: uuid.UUID) -> 
 
 
 def get_session(db: Session, session_id: uuid.UUID) -> SessionRead:
-    return SessionRead.model_validate(_get_session(db, session_id))
+    return SessionRead.model_validate(get_session_row(db, session_id))
 
 
-def _get_session(db: Session, session_id: uuid.UUID) -> ChatSession:
+def get_session_row(db: Session, session_id: uuid.UUID) -> ChatSession:
     chat = db.get(ChatSession, session_id)
     if chat is None:
         raise NotFound(f"session {session_id} not found")
@@ -114,27 +117,12 @@ def list_sessions(
     return keyset_page(Page[SessionRead], rows, limit, "is_favorite", "updated_at", "id")
 
 
-def _user_sessions(user_id: str | None) -> Select[Any]:
-    stmt = select(*_TABLE.c)
-    return stmt if user_id is None else stmt.where(_TABLE.c.user_id == user_id)
-
-
-def _sessions_from(db: Session, *, user_id: str | None, skip: int, limit: int) -> list[dict[str, Any]]:
-    """Sessions in the order of ``list_sessions``, from the ``skip``-th on (offset pages)."""
-    key = (_TABLE.c.is_favorite.desc(), _TABLE.c.updated_at.desc(), _TABLE.c.id.desc())
-    return as_dicts(db.execute(_user_sessions(user_id).order_by(*key).offset(skip).limit(limit)))
-
-
-def count_sessions(db: Session, *, user_id: str | None) -> int:
-    return db.scalar(select(func.count()).select_from(_user_sessions(user_id).subquery())) or 0
-
-
 def update_session(db: Session, session_id: uuid.UUID, data: SessionUpdate) -> SessionRead:
-    return SessionRead.model_validate(_update_session(db, session_id, data))
+    return SessionRead.model_validate(update_session_row(db, session_id, data))
 
 
-def _update_session(db: Session, session_id: uuid.UUID, data: SessionUpdate) -> ChatSession:
-    chat = _get_session(db, session_id)
+def update_session_row(db: Session, session_id: uuid.UUID, data: SessionUpdate) -> ChatSession:
+    chat = get_session_row(db, session_id)
     for name, value in data.changes().items():
         setattr(chat, "metadata_" if name == "metadata" else name, value)
     db.flush()
@@ -142,10 +130,10 @@ def _update_session(db: Session, session_id: uuid.UUID, data: SessionUpdate) -> 
 
 
 def set_favorite(db: Session, session_id: uuid.UUID, is_favorite: bool | None) -> SessionRead:
-    return SessionRead.model_validate(_set_favorite(db, session_id, is_favorite))
+    return SessionRead.model_validate(set_favorite_row(db, session_id, is_favorite))
 
 
-def _set_favorite(db: Session, session_id: uuid.UUID, is_favorite: bool | None) -> ChatSession:
+def set_favorite_row(db: Session, session_id: uuid.UUID, is_favorite: bool | None) -> ChatSession:
     """Set the flag, or toggle it when no value is given (atomically, so two toggles cancel out)."""
     value = ~ChatSession.is_favorite if is_favorite is None else is_favorite
     chat = db.scalar(
@@ -161,10 +149,10 @@ def _set_favorite(db: Session, session_id: uuid.UUID, is_favorite: bool | None) 
 
 
 @functools.cache
-def _open_session_statement(dialect: str) -> Insert:
+def open_session_statement(dialect: str) -> Insert:
     """Create a session unless its id exists (its messages mark the activity, see migration 0003).
 
-    Parameters from ``_open_session_params``.
+    Parameters from ``open_session_params``.
     """
     columns = ("id", "user_id", "title", "is_favorite", "metadata", "created_at", "updated_at")
     stmt = insert_on_conflict(dialect, _TABLE).values(
@@ -173,7 +161,7 @@ def _open_session_statement(dialect: str) -> Insert:
     return stmt.on_conflict_do_nothing(index_elements=[_TABLE.c.id])
 
 
-def _open_session_params(session_id: uuid.UUID, user_id: str, title: str, now: datetime) -> dict[str, Any]:
+def open_session_params(session_id: uuid.UUID, user_id: str, title: str, now: datetime) -> dict[str, Any]:
     values = {"id": session_id, "user_id": user_id, "title": title, "is_favorite": False, "metadata": None}
     return {f"session_{name}": value for name, value in (values | {"created_at": now, "updated_at": now}).items()}
 

@@ -36,15 +36,9 @@ from sqlalchemy.orm import Session
 
 from persistence.models import ChatSession, Message, utcnow
 from persistence.services import Stored, usage
-from persistence.services.messages import (
-    _TABLE,
-    Status,
-    _new_row,
-    _same_request,
-    _tool_columns,
-    whole_conversation,
-)
-from persistence.services.sessions import _open_session_params, _open_session_statement, session_exists
+from persistence.services.conversations import whole_conversation
+from persistence.services.message_rows import TABLE, new_row, same_request, tool_columns
+from persistence.services.sessions import open_session_params, open_session_statement, session_exists
 from persistence.services.sessions import owner_of as session_owner
 from shared import (
     CANCELLED,
@@ -54,6 +48,7 @@ from shared import (
     MessageRole,
     NotFound,
 )
+from shared import MessageStatus as Status
 from shared.contract import TurnCreate, TurnRead
 
 
@@ -75,25 +70,14 @@ def start_turn(
     # INSERT finds it (the key is unique) at no cost to the turns that are new.
     if budgeted and data.answer.request_key is not None and (prior := _retried(db, data, now)) is not None:
         return Stored(_turn(_inputs_of(db, prior, len(data.inputs)), prior), created=False)
-    if data.follows_added and data.account is not None and data.answer.conversation_key is not None:
-        # Its client added the inputs to a session itself, then asked for the answer: the answer goes after them.
-        holding = whole_conversation(db, data.answer.conversation_key, data.account.user_id)
-        if holding is not None:
-            session_id, data = holding, data.model_copy(update={"session": None, "inputs": []})
+    session_id, data = _after_added(db, session_id, data)
     dialect = db.get_bind().dialect.name
-    params: dict[str, Any] = {}
-    opened = False  # the session, by a statement of its own
-    if data.session is not None:
-        params = _open_session_params(session_id, data.session.user_id, data.session.title, now)
-        if dialect != "postgresql":  # SQLite has no INSERT inside WITH: the session goes first, on its own
-            opened = bool(db.execute(_open_session_statement(dialect), params).rowcount)  # type: ignore[attr-defined]
-            if not opened and data.session.exclusive and session_owner(db, session_id) != data.session.user_id:
-                raise NotFound(f"session {session_id} not found")  # another user's, as if it did not exist
+    params, opened = _open_session(db, session_id, data, dialect, now)
     inputs, answer = _turn_rows(session_id, data, now, lease_seconds)
     params |= _rows_params(dialect, [*inputs, answer])
     opens_in_statement = dialect == "postgresql" and data.session is not None
     exclusive = data.session is not None and data.session.exclusive
-    stmt = _turn_statement(dialect, len(inputs), opens_session=opens_in_statement, exclusive=exclusive)
+    stmt = turn_statement(dialect, len(inputs), opens_session=opens_in_statement, exclusive=exclusive)
     if budgeted:  # checked first, under its user's lock: refused, nothing is stored
         assert data.account is not None
         usage.open_record(db, answer["id"], answer["model"], usage.with_history(db, data.account, session_id), now)
@@ -102,25 +86,57 @@ def start_turn(
         with db.begin_nested() if budgeted else contextlib.nullcontext():
             result = db.execute(stmt, params)
     except IntegrityError:
-        stored = _elsewhere(db, session_id, data, answer, now)
-        if stored is not None:
-            # Nothing of this attempt stays: its record (the INSERT that failed took its answer), and the session it
-            # opened on its own (on PostgreSQL, opened in the failed statement, it is gone with it).
-            if budgeted and stored.answer.id != answer["id"]:
-                usage.forget(db, answer["id"])
-            if opened and stored.answer.session_id != session_id:
-                db.execute(delete(ChatSession).where(ChatSession.id == session_id))
+        if (stored := _elsewhere(db, session_id, data, answer, now)) is not None:
+            _undo_attempt(db, stored, session_id, answer["id"], budgeted=budgeted, opened=opened)
             return Stored(stored, created=False)
         if data.answer.request_key is not None and not _retrying and _key_holder(db, data) is None:
             # Its key was an answer's that completed too long ago (``_retried`` gave it up): once more, as new.
             return start_turn(db, session_id, data, lease_seconds=lease_seconds, _retrying=True)
         return _stored_turn(db, session_id, inputs, answer)
-    if opens_in_statement and exclusive and not result.all():  # another user's session (see _turn_statement)
+    if opens_in_statement and exclusive and not result.all():  # another user's session (see turn_statement)
         raise NotFound(f"session {session_id} not found")
     if data.account is not None and not budgeted:
         usage.open_record(db, answer["id"], answer["model"], data.account, now)
     # Read from the values inserted, which are the whole rows: no reload, and no ORM objects to build.
     return Stored(_turn(inputs, answer), created=True)
+
+
+def _after_added(db: Session, session_id: uuid.UUID, data: TurnCreate) -> tuple[uuid.UUID, TurnCreate]:
+    """Where the turn goes: the session it names, or, when its client added the inputs to a session itself and then
+    asked for the answer (``follows_added``), after them."""
+    if data.follows_added and data.account is not None and data.answer.conversation_key is not None:
+        holding = whole_conversation(db, data.answer.conversation_key, data.account.user_id)
+        if holding is not None:
+            return holding, data.model_copy(update={"session": None, "inputs": []})
+    return session_id, data
+
+
+def _open_session(
+    db: Session, session_id: uuid.UUID, data: TurnCreate, dialect: str, now: datetime
+) -> tuple[dict[str, Any], bool]:
+    """The parameters that open the turn's session (none when it opens none), and whether a statement of its own
+    opened it already: SQLite has no INSERT inside WITH, so there the session goes first, on its own."""
+    if data.session is None:
+        return {}, False
+    params = open_session_params(session_id, data.session.user_id, data.session.title, now)
+    if dialect == "postgresql":  # opened by the turn's own statement (``turn_statement``)
+        return params, False
+    opened = bool(db.execute(open_session_statement(dialect), params).rowcount)  # type: ignore[attr-defined]
+    if not opened and data.session.exclusive and session_owner(db, session_id) != data.session.user_id:
+        raise NotFound(f"session {session_id} not found")  # another user's, as if it did not exist
+    return params, opened
+
+
+def _undo_attempt(
+    db: Session, stored: TurnRead, session_id: uuid.UUID, answer_id: uuid.UUID, *, budgeted: bool, opened: bool
+) -> None:
+    """Nothing of an attempt whose turn is stored elsewhere stays: its record (the INSERT that failed took its
+    answer), and the session it opened on its own (on PostgreSQL, opened in the failed statement, it is gone with
+    it)."""
+    if budgeted and stored.answer.id != answer_id:
+        usage.forget(db, answer_id)
+    if opened and stored.answer.session_id != session_id:
+        db.execute(delete(ChatSession).where(ChatSession.id == session_id))
 
 
 # How long after it completed the same request again still gets an answer (TurnAnswer.retry_seconds).
@@ -161,7 +177,7 @@ def _elsewhere(
     own = db.get(Message, answer["id"])
     asked = {"conversation_key": answer["conversation_key"], "options": answer["options"], "prompt": answer["prompt"]}
     redirected = own is not None and own.session_id != session_id and answer["conversation_key"] is not None
-    if redirected and _same_request(own, own.session_id if own else session_id, MessageRole.ASSISTANT, **asked):
+    if redirected and same_request(own, own.session_id if own else session_id, MessageRole.ASSISTANT, **asked):
         return _turn(_inputs_of(db, own, len(data.inputs)), own)
     if own is None and data.answer.request_key is not None and (prior := _retried(db, data, now)) is not None:
         return _turn(_inputs_of(db, prior, len(data.inputs)), prior)
@@ -187,7 +203,7 @@ def _turn_rows(
     sent = {"sent_at": min(data.sent_at, now)} if data.sent_at is not None else {}
     # A microsecond apart, so they sort in the order given, the answer last, whatever their ids.
     inputs = [
-        _new_row(
+        new_row(
             session_id,
             given.id,
             now + timedelta(microseconds=position),
@@ -195,7 +211,7 @@ def _turn_rows(
             content=given.content,
             context=given.context,
             status=Status.COMPLETE,
-            **_tool_columns(given),
+            **tool_columns(given),
             **sent,
         )
         for position, given in enumerate(data.inputs)
@@ -206,7 +222,7 @@ def _turn_rows(
         claim = {"status": Status.IN_PROGRESS, "lease_owner": data.owner, "lease_expires_at": expires, "attempts": 1}
     later = now + timedelta(microseconds=len(inputs))
     answer = (
-        _new_row(
+        new_row(
             session_id,
             data.answer.id,
             later,
@@ -232,7 +248,7 @@ def _turn(inputs: Sequence[dict[str, Any] | Message], answer: dict[str, Any] | M
 
 
 @functools.cache
-def _turn_statement(dialect: str, inputs: int, *, opens_session: bool, exclusive: bool = False) -> Insert:
+def turn_statement(dialect: str, inputs: int, *, opens_session: bool, exclusive: bool = False) -> Insert:
     """A turn's messages in one INSERT, so all are stored or none and no transaction is needed.
 
     With ``opens_session`` (PostgreSQL) the session is created in the same statement, in a CTE: one round
@@ -241,11 +257,11 @@ def _turn_statement(dialect: str, inputs: int, *, opens_session: bool, exclusive
     """
     rows = _rows(dialect, inputs)
     if not opens_session:
-        return insert(_TABLE).from_select(list(_TABLE.c), rows)
+        return insert(TABLE).from_select(list(TABLE.c), rows)
     sessions = ChatSession.__table__
     if not exclusive:
-        return insert(_TABLE).from_select(list(_TABLE.c), rows).add_cte(_open_session_statement(dialect).cte("opened"))
-    opened = _open_session_statement(dialect).returning(sessions.c.id).cte("opened")
+        return insert(TABLE).from_select(list(TABLE.c), rows).add_cte(open_session_statement(dialect).cte("opened"))
+    opened = open_session_statement(dialect).returning(sessions.c.id).cte("opened")
     # Only into a session this turn opened or its user's own: a session id taken by another user stores nothing
     # (the same statement cannot see the CTE's row in the table, hence both tests).
     own = or_(
@@ -256,8 +272,8 @@ def _turn_statement(dialect: str, inputs: int, *, opens_session: bool, exclusive
             )
         ),
     )
-    stmt = insert(_TABLE).from_select(list(_TABLE.c), select(rows.subquery()).where(own)).add_cte(opened)
-    return stmt.returning(_TABLE.c.id)  # what was stored: nothing, when refused
+    stmt = insert(TABLE).from_select(list(TABLE.c), select(rows.subquery()).where(own)).add_cte(opened)
+    return stmt.returning(TABLE.c.id)  # what was stored: nothing, when refused
 
 
 def _rows(dialect: str, count: int) -> Select[Any] | CompoundSelect[Any]:
@@ -273,12 +289,12 @@ def _rows(dialect: str, count: int) -> Select[Any] | CompoundSelect[Any]:
     """
     if dialect == "postgresql":
         given = cast(bindparam("turn_rows", type_=Text()), JSONB)
-        records = func.jsonb_populate_recordset(literal_column(f"NULL::{_TABLE.name}"), given)
+        records = func.jsonb_populate_recordset(literal_column(f"NULL::{TABLE.name}"), given)
         # Its columns by name, not a column list, which would rename them in the table's order in the database.
-        source = records.table_valued(*(column.name for column in _TABLE.c)).alias("turn")
-        return select(*(source.c[column.name] for column in _TABLE.c))
+        source = records.table_valued(*(column.name for column in TABLE.c)).alias("turn")
+        return select(*(source.c[column.name] for column in TABLE.c))
     rows = [
-        select(*(bindparam(f"r{row}_{column.name}", type_=column.type) for column in _TABLE.c))
+        select(*(bindparam(f"r{row}_{column.name}", type_=column.type) for column in TABLE.c))
         for row in range(count + 1)
     ]
     return union_all(*rows)
@@ -303,11 +319,11 @@ def _stored_turn(
     same_inputs = []
     for given, stored in zip(inputs, stored_inputs, strict=True):
         chosen = {name: given[name] for name in ("content", "context", "parts", "tool_call_id")}
-        if not _same_request(stored, session_id, given["role"], **chosen):
+        if not same_request(stored, session_id, given["role"], **chosen):
             raise Conflict(f"message {given['id']} already exists with a different body", code=ErrorCode.ID_CONFLICT)
         same_inputs.append(stored)
     # The model is left out: finishing an answer may record the one that actually answered.
-    if not _same_request(
+    if not same_request(
         stored_answer, session_id, MessageRole.ASSISTANT, options=answer["options"], prompt=answer["prompt"]
     ):
         raise Conflict(

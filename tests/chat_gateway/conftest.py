@@ -266,8 +266,8 @@ def stored_message(**fields: Any) -> MessageDetail:
 
 
 class FakeStore:
-    """An ``AnswerStore`` for a generation under test: each test's fake says what its appends do; reads of the
-    answer or the history were not expected."""
+    """An ``AnswerStore`` (persistence's messages) for a generation under test: each test's fake says what its
+    appends do; reads of the answer or the history were not expected."""
 
     async def append(
         self,
@@ -281,7 +281,7 @@ class FakeStore:
     ) -> int:
         raise NotImplementedError
 
-    async def get_message(self, message_id: uuid.UUID, scope: str | None = None) -> MessageDetail:
+    async def get(self, message_id: uuid.UUID, scope: str | None = None) -> MessageDetail:
         raise AssertionError("the answer was not expected to be read")
 
     async def history_page(

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from chat_gateway.auth.identity import Caller, Role
@@ -48,6 +48,7 @@ class User:
     stored_chars: dict[str, int] = field(default_factory=dict)  # what each session holds
     running: list[Run] = field(default_factory=list)
     ended: list[tuple[str, str, int]] = field(default_factory=list)  # (answer, session, max_tokens) failed
+    before: dict[str, int] = field(default_factory=dict)  # what each answer's session held before it
     costliest: int = 0
 
     @property
@@ -89,6 +90,7 @@ class User:
         if new:
             self.sessions.append(session_id)
         self.stored_chars[session_id] = self.stored_chars.get(session_id, 0) + size
+        self.before[response.json()["answer"]["id"]] = self.stored_chars[session_id]
         self.running.append(Run(response.json()["answer"]["id"], prompt, max_tokens))
 
     def end(self, run: Run, status: str) -> None:
@@ -119,8 +121,8 @@ class User:
         assert reserved.status_code == 204, reserved.text
         claimed = self.client.post(f"/messages/{answer_id}/claim", json={"owner": "gw"})
         assert claimed.status_code == 200, claimed.text
-        before = self.stored_chars[session_id] - len(text)
-        prompt = min(before, HISTORY_BUDGET_CHARS) + len(text)
+        # Its history is what came before it: what its session holds after it (later turns) is not sent.
+        prompt = min(self.before[answer_id], HISTORY_BUDGET_CHARS) + len(text)
         self.running.append(Run(answer_id, prompt, max_tokens))
 
     def import_unfinished(self, size: int) -> None:
@@ -144,11 +146,25 @@ class User:
         messages = self.client.get(f"/sessions/{session_id}/messages").json()["items"]
         assert messages[-1]["status"] == "failed"  # nothing generates it by itself
         self.stored_chars[session_id] = size + 4
+        self.before[messages[-1]["id"]] = size
         self.ended.append((messages[-1]["id"], session_id, 50))
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(budget=st.integers(50, 3_000), ops=OPS)
+# Found by a run: a resumed answer's prompt modelled as its whole session (turns stored after it included), where
+# the gateway sends, and persistence reserves, only what came before it.
+@example(
+    budget=50,
+    ops=[
+        ("chat", 0, 1, 1),
+        ("turn", 0, 55, 1),
+        ("fail", 0, 1, 1),
+        ("turn", 0, 1, 1),
+        ("resume", 0, 1, 1),
+        ("turn", 0, 1, 1),
+    ],
+)
 def test_no_interleaving_records_more_than_the_budget_and_one_answer(
     client: TestClient, budget: int, ops: list[Op]
 ) -> None:

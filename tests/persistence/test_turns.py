@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from psycopg._queries import MAX_CACHED_STATEMENT_LENGTH, MAX_CACHED_STATEMENT_PARAMS
 from sqlalchemy.dialects import postgresql
 
-from persistence.services.turns import _turn_statement
+from persistence.services.turns import turn_statement
 from shared.contract import MAX_TOOL_CALLS
 from tests.persistence.conftest import append, new_answer, new_session, random_id
 from tests.persistence.test_concurrency import _race
@@ -256,7 +256,7 @@ def test_a_turn_s_statement_stays_in_psycopg_s_statement_cache(
     """psycopg parses a statement anew on every execution once it has more than 50 parameters or 4,096 bytes:
     before the first word of every answer. The rows are one parameter, so no column added to messages, and no
     number of tool results, pushes a turn over."""
-    statement = _turn_statement("postgresql", inputs, opens_session=opens_session, exclusive=exclusive)
+    statement = turn_statement("postgresql", inputs, opens_session=opens_session, exclusive=exclusive)
     compiled = statement.compile(dialect=postgresql.psycopg.dialect())
     assert len(str(compiled).encode()) <= MAX_CACHED_STATEMENT_LENGTH
     assert len(compiled.params) <= MAX_CACHED_STATEMENT_PARAMS

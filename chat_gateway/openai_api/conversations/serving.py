@@ -86,7 +86,7 @@ async def _located(answers: Answers, item_id: str, scope: str | None) -> tuple[M
         message_id = uuid.UUID(hex=rest.split("_")[0])
     except ValueError:
         raise NotFound(f"no item {item_id!r}") from None
-    message = await answers.persistence.get_message(message_id, scope)
+    message = await answers.persistence.messages.get(message_id, scope)
     for item in [*items_of(message), *input_items(message)]:
         if item["id"] == item_id:
             return message, item
@@ -97,7 +97,7 @@ async def create(answers: Answers, owner: str, scope: str | None, items: list[JS
     """A new conversation (a session), with its first items."""
     messages = input_messages(ResponseCreate(input=items)) if items else []
     title = next((title_from(m.text()) for m in messages if m.role == "user" and m.text()), "New conversation")
-    session = await answers.persistence.create_session(
+    session = await answers.persistence.sessions.create(
         SessionCreate(user_id=owner, title=title, metadata=metadata or None), scope
     )
     await _add(answers, session, [], messages, scope)
@@ -106,7 +106,7 @@ async def create(answers: Answers, owner: str, scope: str | None, items: list[JS
 
 async def add_items(answers: Answers, session_id: uuid.UUID, scope: str | None, items: list[JSONObject]) -> JSONObject:
     """Items added at the conversation's end, in order, as its messages."""
-    session = await answers.persistence.get_session(session_id, scope)  # another user's is a 404
+    session = await answers.persistence.sessions.get(session_id, scope)  # another user's is a 404
     stored = await _stored_messages(answers, session.id)
     added = await _add(answers, session, stored, input_messages(ResponseCreate(input=items)), scope)
     return list_page(added, ItemPage(limit=len(added), order="asc"))
@@ -137,7 +137,7 @@ async def _add(
         conversation.append(message)
         if position == len(messages) - 1 and message.role != "assistant":
             create.conversation_key = conversation_key(session.user_id, conversation)
-        added += items_of(await answers.persistence.create_message(session.id, create, scope))
+        added += items_of(await answers.persistence.messages.create(session.id, create, scope))
     return added
 
 
@@ -163,7 +163,7 @@ async def _stored_messages(answers: Answers, session_id: uuid.UUID) -> list[Mess
     history: list[MessageDetail] = []
     cursor = None
     while True:
-        page, cursor = await answers.persistence.history_page(session_id, cursor)
+        page, cursor = await answers.persistence.messages.history_page(session_id, cursor)
         history += page
         if cursor is None:
             break
@@ -173,18 +173,18 @@ async def _stored_messages(answers: Answers, session_id: uuid.UUID) -> list[Mess
 
 async def session_messages(answers: Answers, session_id: uuid.UUID, scope: str | None) -> list[OpenAIMessage]:
     """A conversation's messages as the model is shown them."""
-    await answers.persistence.get_session(session_id, scope)  # another user's is a 404
+    await answers.persistence.sessions.get(session_id, scope)  # another user's is a 404
     complete = [m for m in await _stored_messages(answers, session_id) if m.status == MessageStatus.COMPLETE]
     return [OpenAIMessage.model_validate(dict(message)) for message in build_messages(complete)]
 
 
 async def list_items(answers: Answers, session_id: uuid.UUID, scope: str | None, page: ItemPage) -> JSONObject:
     """A page of the conversation's items."""
-    listed = await answers.persistence.list_messages(session_id, {"limit": 200}, scope)
+    listed = await answers.persistence.messages.list(session_id, {"limit": 200}, scope)
     messages = list(listed.items)
     cursor = listed.next_cursor
     while cursor is not None:
-        listed = await answers.persistence.list_messages(session_id, {"limit": 200, "cursor": cursor}, scope)
+        listed = await answers.persistence.messages.list(session_id, {"limit": 200, "cursor": cursor}, scope)
         messages += listed.items
         cursor = listed.next_cursor
     items = [item for message in messages for item in items_of(message)]
@@ -192,16 +192,16 @@ async def list_items(answers: Answers, session_id: uuid.UUID, scope: str | None,
 
 
 async def get(answers: Answers, session_id: uuid.UUID, scope: str | None) -> JSONObject:
-    return conversation_object(await answers.persistence.get_session(session_id, scope))
+    return conversation_object(await answers.persistence.sessions.get(session_id, scope))
 
 
 async def update(answers: Answers, session_id: uuid.UUID, scope: str | None, metadata: Any) -> JSONObject:
-    session = await answers.persistence.update_session(session_id, SessionUpdate(metadata=metadata), scope)
+    session = await answers.persistence.sessions.update(session_id, SessionUpdate(metadata=metadata), scope)
     return conversation_object(session)
 
 
 async def delete(answers: Answers, conversation: Named, scope: str | None) -> JSONObject:
-    await answers.persistence.delete_session(conversation.id, scope)
+    await answers.persistence.sessions.delete(conversation.id, scope)
     return {"id": conversation.text, "object": "conversation.deleted", "deleted": True}
 
 
@@ -223,5 +223,5 @@ async def delete_item(answers: Answers, conversation: Named, item_id: str, scope
     """Delete one of the conversation's items: the message that holds it (an answer's text and its calls are one
     message: they go together); returns the conversation."""
     message, _ = await _in_conversation(answers, conversation, item_id, scope)
-    await answers.persistence.delete_message(message.id, scope)
+    await answers.persistence.messages.delete(message.id, scope)
     return await get(answers, conversation.id, scope)

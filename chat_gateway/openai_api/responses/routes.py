@@ -65,7 +65,7 @@ async def get_response(
     starting_after: Annotated[int, Query(ge=-1)] = -1,
 ) -> Response:
     """A response as it stands; with stream=true, its events after starting_after, then live until it ends."""
-    answer = await answers.persistence.get_message(response.id, caller.user_id)
+    answer = await answers.persistence.messages.get(response.id, caller.user_id)
     model = answer.model or answers.settings.openai_model
     if stream:
         return _stream(responses.events(answers, answer, model, starting_after))

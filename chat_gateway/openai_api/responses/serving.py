@@ -37,7 +37,7 @@ async def _conversation_so_far(answers: Answers, previous: MessageDetail) -> lis
         if (previous.response or {}).get("instructions") and asked and asked[0].get("role") == "system":
             asked = asked[1:]
     else:
-        history = await load_history(answers.persistence, previous.session_id, previous, 2**30)
+        history = await load_history(answers.persistence.messages, previous.session_id, previous, 2**30)
         asked = [dict(message) for message in build_messages(history)]
     answered: JSONObject = {"role": "assistant", "content": previous.content or None}
     if previous.tool_calls:
@@ -55,7 +55,7 @@ async def _conversation(
     scope = caller.reaches(None if caller.is_user else body.user)
     new = input_messages(await resolve_references(answers, body, scope))
     if body.previous_response_id:
-        previous = await answers.persistence.get_message(message_id_of(body.previous_response_id), scope)
+        previous = await answers.persistence.messages.get(message_id_of(body.previous_response_id), scope)
         if previous.status in (MessageStatus.PENDING, MessageStatus.IN_PROGRESS):
             # Its text so far is not what the conversation will hold: the model would be shown a partial answer.
             raise Conflict(
@@ -63,7 +63,7 @@ async def _conversation(
                 code=ErrorCode.IN_PROGRESS,
             )
         before = await _conversation_so_far(answers, previous)
-        last = await answers.persistence.last_message(previous.session_id, None, scope)
+        last = await answers.persistence.messages.last(previous.session_id, None, scope)
         # Its session goes on if the previous response is still its end; else this is a branch: a session of its
         # own, its prompt (kept with the answer) holding the conversation so far.
         return before, new, previous.session_id if last.id == previous.id else None
@@ -145,7 +145,7 @@ async def events(answers: Answers, answer: MessageDetail, model: str, starting_a
 async def forget(answers: Answers, answer: MessageDetail) -> None:
     """Delete a response its client asked not to store (with the session it was answered in, its own)."""
     with contextlib.suppress(DomainError):  # gone already, or persistence down: nothing more to do here
-        await answers.persistence.delete_session(answer.session_id)
+        await answers.persistence.sessions.delete(answer.session_id)
 
 
 async def _events(answers: Answers, answer: MessageDetail, model: str, starting_after: int) -> AsyncIterator[str]:
@@ -175,7 +175,7 @@ async def _as_ended(
     """The answer as it was stored when it ended: from its end event when this stream had all of its text (an
     end is only given once stored), else read again."""
     if text is None:
-        return await answers.persistence.get_message(answer.id)
+        return await answers.persistence.messages.get(answer.id)
     ended: dict[str, Any] = {"content": "".join(text), "status": event.status, "error": event.error}
     ended |= {"finish_reason": event.finish_reason, "usage": event.usage or None}
     return answer.model_copy(update=ended | {"tool_calls": list(event.tool_calls) or None})
@@ -183,7 +183,7 @@ async def _as_ended(
 
 async def cancel(answers: Answers, message_id: uuid.UUID, scope: str | None) -> MessageDetail:
     """Stop a background response; cancelling one that has ended returns it as it ended."""
-    answer = await answers.persistence.get_message(message_id, scope)
+    answer = await answers.persistence.messages.get(message_id, scope)
     if not (answer.response or {}).get("background"):
         raise BadRequest("only background responses can be cancelled", code=ErrorCode.INVALID_VALUE)
     if answer.status in (MessageStatus.COMPLETE, MessageStatus.FAILED):
@@ -193,12 +193,12 @@ async def cancel(answers: Answers, message_id: uuid.UUID, scope: str | None) -> 
 
 async def delete(answers: Answers, message_id: uuid.UUID, scope: str | None) -> None:
     """Delete a response (its answer); one being generated stops at its next write."""
-    await answers.persistence.delete_message(message_id, scope)
+    await answers.persistence.messages.delete(message_id, scope)
 
 
 async def list_input_items(answers: Answers, message_id: uuid.UUID, scope: str | None, page: ItemPage) -> JSONObject:
     """A page of the response's own input items, in OpenAI's list shape."""
-    answer = await answers.persistence.get_message(message_id, scope)
+    answer = await answers.persistence.messages.get(message_id, scope)
     return list_page(input_items(answer), page)
 
 
