@@ -20,6 +20,7 @@ from typing import Any, Literal, cast
 from openai import AsyncOpenAI, AsyncStream
 from openai.types.chat import ChatCompletionMessageParam
 
+from chat_gateway.answers.lease import Lease
 from chat_gateway.answers.log import AnswerLog, LogError, LogWriter
 from chat_gateway.answers.prompt import Continuation, build_messages, load_history
 from chat_gateway.answers.text import AnswerText
@@ -158,12 +159,12 @@ class Generation:
         on_finish: Callable[["Generation"], None],
         prompt: list[ChatCompletionMessageParam] | None = None,
         opening: "asyncio.Task[AsyncStream[object]] | None" = None,
-        leased_at: float | None = None,
+        lease: Lease | None = None,
         log: AnswerLog | None = None,
         taken_over: bool = False,
         continuation: ContinuationMethod = "restart",
     ) -> None:
-        """``leased_at``: when (``time.monotonic``) the request that gave this gateway the lease was sent.
+        """``lease``: this gateway's on the answer (by default, granted now).
         ``taken_over``: the answer was claimed, so the answer log may hold more of its text than persistence.
         ``continuation``: how the upstream continues an interrupted answer (chat_gateway/clients/upstream_probe.py)."""
         self.answer = answer
@@ -193,7 +194,7 @@ class Generation:
             persistence=persistence,
             settings=settings,
             stop=self.stop,
-            leased_at=leased_at,
+            lease=lease or Lease(settings.instance_id, settings.lease_seconds),
         )
         # The answer log's writer: it makes text durable before it is shown. Without one (no log, or it became
         # unreachable), persistence does: each save as soon as the one before returned.
@@ -207,7 +208,7 @@ class Generation:
                 answer.id,
                 # One owner per claim: a claim moves the answer's version on, even by a gateway restarted under
                 # the same INSTANCE_ID.
-                f"{settings.instance_id}:{answer.version}",
+                f"{self.writer.lease.owner}:{answer.version}",
                 self.buffer,
                 on_fenced=lambda: self.stop("lease_lost"),
                 on_unreachable=self.writer.wake,
@@ -401,7 +402,7 @@ class Generation:
                 self.logprobs += chunk.logprobs
             sent_before = bool(self.text)
             if text := join.feed(chunk.text):
-                if time.monotonic() >= self.writer.lease_deadline:  # checked here: a call per chunk costs the relay
+                if time.monotonic() >= self.writer.lease.deadline:  # checked here: a call per chunk costs the relay
                     await self.writer.fence()
                 self._emit(text)
             if self.text and not sent_before:

@@ -5,7 +5,6 @@ import contextlib
 import functools
 import json
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
@@ -17,6 +16,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from chat_gateway.answers.follower import TERMINAL, Follower
 from chat_gateway.answers.generation import Generation, StreamEvent
+from chat_gateway.answers.lease import Lease
 from chat_gateway.answers.log import AnswerLog, LogError
 from chat_gateway.answers.prompt import question_messages
 from chat_gateway.answers.turns import build_turn, chat_ids, options_chars, over_budget, token_limit
@@ -160,12 +160,12 @@ class Answers:
         if early and prompt is not None:
             options = request.options.given() if request.options is not None else {}
             opens = functools.partial(open_stream, client, model, prompt, options)
-        leased_at = time.monotonic()
+        lease = self._lease()  # granted with the turn: counted from its sending
         if request_key is not None:  # before it is stored: the same request at the same time is not opened twice
             self._requests[request_key] = True
         answer, created, opening = await self._store_turn(session_id, turn, caller.reaches(request.user_id), opens)
         if created:
-            self._start(answer, client, model=model, prompt=prompt, opening=opening, leased_at=leased_at)
+            self._start(answer, client, model=model, prompt=prompt, opening=opening, lease=lease)
             return answer
         # A retry: attach to the answer, or take it over if its generator is gone (or never began); the same
         # request resent once its answer failed resumes it, within the budgets.
@@ -313,14 +313,16 @@ class Answers:
                     if exc.code == ErrorCode.BUDGET_EXCEEDED:
                         raise over_budget(exc) from exc
                     raise
-            leased_at = time.monotonic()
-            claimed = await self.persistence.messages.claim(
-                answer.id, self.settings.instance_id, self.settings.lease_seconds
-            )
+            lease = self._lease()
+            claimed = await self.persistence.messages.claim(answer.id, lease.owner, lease.seconds)
         finally:
             self._claiming.discard(answer.id)
-        self._start(claimed, client, model=model, prompt=prompt, leased_at=leased_at, taken_over=True)
+        self._start(claimed, client, model=model, prompt=prompt, lease=lease, taken_over=True)
         return claimed
+
+    def _lease(self) -> Lease:
+        """A lease about to be asked for: counted from now, before the request that grants it is sent."""
+        return Lease(self.settings.instance_id, self.settings.lease_seconds)
 
     def _start(
         self,
@@ -330,11 +332,11 @@ class Answers:
         model: str | None,
         prompt: list[ChatCompletionMessageParam] | None,
         opening: "asyncio.Task[AsyncStream[object]] | None" = None,
-        leased_at: float | None = None,
+        lease: Lease | None = None,
         taken_over: bool = False,
     ) -> None:
-        """Generate an answer this instance holds the lease of (since ``leased_at``, on the monotonic clock);
-        ``taken_over``: claimed, rather than stored with its turn."""
+        """Generate an answer this instance holds ``lease`` on; ``taken_over``: claimed, rather than stored with
+        its turn."""
         generation = Generation(
             claimed,
             model=model or claimed.model or self.settings.openai_model,
@@ -344,7 +346,7 @@ class Answers:
             on_finish=self._forget,
             prompt=prompt,
             opening=opening,
-            leased_at=leased_at,
+            lease=lease,
             log=self.log,
             taken_over=taken_over,
             continuation=self.continuation,
