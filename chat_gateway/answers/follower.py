@@ -7,7 +7,8 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 
-from chat_gateway.answers.generation import Generation, StreamEvent, final_event
+from chat_gateway.answers.events import StreamEvent, final_event
+from chat_gateway.answers.generation import Generation
 from chat_gateway.clients.persistence import PersistenceClient
 from chat_gateway.config import Settings
 from shared import DomainError, ErrorCode, MessageStatus, OffsetMismatch, ServiceUnavailable

@@ -14,8 +14,9 @@ from cachetools import TTLCache
 from openai import AsyncOpenAI, AsyncStream
 from openai.types.chat import ChatCompletionMessageParam
 
+from chat_gateway.answers.events import StreamEvent
 from chat_gateway.answers.follower import TERMINAL, Follower
-from chat_gateway.answers.generation import Generation, StreamEvent
+from chat_gateway.answers.generation import Generation
 from chat_gateway.answers.lease import Lease
 from chat_gateway.answers.log import AnswerLog, LogError
 from chat_gateway.answers.prompt import question_messages

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Header, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from openai.types.chat import ChatCompletionMessageParam
 
-from chat_gateway.answers.generation import StreamEvent
+from chat_gateway.answers.events import StreamEvent
 from chat_gateway.answers.service import Answers
 from chat_gateway.deps import AnswersDep, CallerDep, CatalogDep, SettingsDep
 from chat_gateway.openai_api.chat_completions.protocol import (

@@ -14,7 +14,7 @@ from typing import Any
 
 from openai.types.chat import ChatCompletionMessageParam
 
-from chat_gateway.answers.generation import StreamEvent
+from chat_gateway.answers.events import StreamEvent
 from chat_gateway.answers.prompt import build_messages, load_history
 from chat_gateway.answers.service import Answers
 from chat_gateway.auth.identity import Caller

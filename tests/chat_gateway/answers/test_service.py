@@ -12,7 +12,7 @@ from openai import AsyncOpenAI
 from pydantic import SecretStr
 
 from chat_gateway.answers import service
-from chat_gateway.answers.generation import StreamEvent
+from chat_gateway.answers.events import StreamEvent
 from chat_gateway.answers.service import Answers
 from chat_gateway.chat.protocol import ChatRequest
 from chat_gateway.clients.persistence import UNREACHABLE, PersistenceClient

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from chat_gateway.answers.generation import StreamEvent
+from chat_gateway.answers.events import StreamEvent
 from chat_gateway.answers.service import Answers
 from chat_gateway.config import Settings
 from chat_gateway.main import create_app
