@@ -13,7 +13,6 @@ by its question (the last user message): the reader delay of bench/reader_delay.
 
 import argparse
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,43 +23,25 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from testing.chunks import DONE, Chunks, Dropped
+from testing.conversations import partial_answer, question
 
-class Broken(Exception):
-    """Raised mid-stream: uvicorn then closes the connection, as a failing upstream does."""
-
-
-def _chunk(content: str | None, finish_reason: str | None = None, call: dict[str, Any] | None = None) -> bytes:
-    delta: dict[str, Any] = {"content": content} if content is not None else {}
-    if call is not None:
-        delta = {"tool_calls": [call]}
-    choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
-    body = {
-        "id": "chatcmpl-bench",
-        "object": "chat.completion.chunk",
-        "created": 0,
-        "model": "bench",
-        "choices": [choice],
-    }
-    return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
+CHUNKS = Chunks("chatcmpl-bench", "bench", created=0, compact=True)
 
 
 def _call_chunks(words: list[str]) -> list[bytes]:
     """One call whose arguments are ``words``: its id, type and name come with the first fragment, as OpenAI's do."""
     head = {"index": 0, "id": "call_bench", "type": "function", "function": {"name": "bench", "arguments": words[0]}}
-    return [_chunk(None, call=head)] + [
-        _chunk(None, call={"index": 0, "function": {"arguments": w}}) for w in words[1:]
+    return [CHUNKS.delta(None, call=head)] + [
+        CHUNKS.delta(None, call={"index": 0, "function": {"arguments": w}}) for w in words[1:]
     ]
-
-
-def _question(messages: list[dict[str, Any]]) -> str:
-    return next((str(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
 
 
 def create_app(
     chunks: int, delay: float, drop_at: float | None, tool_calls: bool = False, stamp: bool = False
 ) -> Starlette:
     words = [f"w{i} " for i in range(chunks)]
-    encoded = _call_chunks(words) if tool_calls else [_chunk(word) for word in words]
+    encoded = _call_chunks(words) if tool_calls else [CHUNKS.delta(word) for word in words]
     finish_reason = "tool_calls" if tool_calls else "stop"
     answer = "".join(words)
     stats = {"requests": 0, "fresh_tokens": 0, "resumed_tokens": 0}
@@ -70,26 +51,26 @@ def create_app(
         body = await request.json()
         stats["requests"] += 1
         messages: list[dict[str, Any]] = body["messages"]
-        partial = messages[-1].get("content") or "" if messages[-1].get("role") == "assistant" else None
+        partial = partial_answer(messages)
         resumed = partial is not None
         # Continue after the words already given (a resumed prefix may end mid-word).
         start = len(partial.split()) if partial and answer.startswith(partial.rstrip()) else 0
         stop = int(chunks * drop_at) if drop_at is not None and not resumed else chunks
         # A resumed answer's times would start mid-answer: only fresh ones are stamped.
-        sent = stamps.setdefault(_question(messages), []) if stamp and not resumed else None
+        sent = stamps.setdefault(question(messages), []) if stamp and not resumed else None
 
         async def stream() -> AsyncIterator[bytes]:
             for index in range(start, chunks):
                 if index >= stop:
-                    raise Broken
+                    raise Dropped
                 stats["resumed_tokens" if resumed else "fresh_tokens"] += 1
                 if sent is not None:
                     sent.append(time.monotonic())  # CLOCK_MONOTONIC: the client's clock too, on this machine
                 yield encoded[index]
                 if delay:
                     await asyncio.sleep(delay)
-            yield _chunk(None, finish_reason)
-            yield b"data: [DONE]\n\n"
+            yield CHUNKS.delta(None, finish_reason)
+            yield DONE
 
         return StreamingResponse(stream(), media_type="text/event-stream")
 

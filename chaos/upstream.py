@@ -15,9 +15,7 @@ it sent, whether it finished), from which chaos/joins.py checks that a stored an
 
 import argparse
 import asyncio
-import json
 import random
-import re
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -30,26 +28,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from chaos.answers import answer_for, key_of, sampled_answer, tokens
+from chaos.answers import answer_for, key_of, sampled_answer
+from testing.chunks import DONE, Chunks, Dropped, tokens
+from testing.conversations import anchor, partial_answer, question
 
 NOT_A_PREFIX = "<<the partial answer was not the start of this answer>>"
 ANSWERS = ("same", "sampled")
 
 
-class Broken(Exception):
-    """Raised mid-stream: uvicorn then closes the connection, as a failing upstream does."""
-
-
-def _chunk(content: str | None, finish_reason: str | None = None) -> bytes:
-    delta = {"content": content} if content is not None else {}
-    body = {
-        "id": "chatcmpl-chaos",
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": "chaos",
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-    }
-    return f"data: {json.dumps(body)}\n\n".encode()
+CHUNKS = Chunks("chatcmpl-chaos", "chaos")
 
 
 @dataclass
@@ -76,17 +63,15 @@ class Sent:
 def asked(messages: list[dict[str, Any]], mode: str, sampling: random.Random | None) -> Asked:
     """The chat's key, the partial answer to continue and the anchor to repeat (if any), and the text to send:
     the answer, or the rest of it after the partial one (``sampling``: of a new answer, drawn with it)."""
-    question = next(str(m.get("content")) for m in reversed(messages) if m.get("role") == "user")
-    answer = answer_for(question) if sampling is None else sampled_answer(question, sampling)
-    if messages[-1].get("role") != "assistant":
-        return Asked(key_of(question), "", "", answer)
-    partial = str(messages[-1].get("content") or "")
+    asking = question(messages)
+    answer = answer_for(asking) if sampling is None else sampled_answer(asking, sampling)
+    partial = partial_answer(messages)
+    if partial is None:
+        return Asked(key_of(asking), "", "", answer)
     joined = sampling is not None or answer.startswith(partial)  # a sampling model goes on from any text
     rest = answer[len(partial) :] if joined else NOT_A_PREFIX
-    anchor = ""
-    if mode == "restart" and (asking := re.search(r"\[\[(.*)\]\]", str(messages[-2].get("content")), re.DOTALL)):
-        anchor = asking.group(1)
-    return Asked(key_of(question), partial, anchor, anchor + rest)
+    repeat = (anchor(messages) or "") if mode == "restart" else ""
+    return Asked(key_of(asking), partial, repeat, repeat + rest)
 
 
 def create_app(mode: str, answers: str, seed: int) -> Starlette:
@@ -114,14 +99,14 @@ def create_app(mode: str, answers: str, seed: int) -> Starlette:
             await asyncio.sleep(stall)
             for index, part in enumerate(parts):
                 if index == drop_after:
-                    raise Broken
+                    raise Dropped
                 record.sent += part
-                yield _chunk(part)
+                yield CHUNKS.delta(part)
                 if delay:
                     await asyncio.sleep(delay)
             record.finished = True
-            yield _chunk(None, "stop")
-            yield b"data: [DONE]\n\n"
+            yield CHUNKS.delta(None, "stop")
+            yield DONE
 
         return StreamingResponse(stream(), media_type="text/event-stream")
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from chaos.answers import answer_for, key_of, sampled_answer, tokens
+from chaos.answers import answer_for, key_of, sampled_answer
 from chaos.run import FAULTS, REDIS_URL
 from chaos.upstream import NOT_A_PREFIX, Asked, asked
+from testing.chunks import tokens
 from tests.conftest import reachable_redis
 
 ROOT = Path(__file__).parents[2]

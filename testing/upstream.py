@@ -1,4 +1,4 @@
-"""A fake OpenAI-compatible streaming server for the tests.
+"""A fake OpenAI-compatible streaming server for the tests (and `make run UPSTREAM=demo`).
 
 It answers every chat completion with TEXT (or ``app.state.text``), token by token, and continues it from a
 trailing assistant message exactly, the way llama.cpp does (stopping at ``max_tokens``, as it does), or, with
@@ -13,10 +13,7 @@ nobody saved is never written again.
 """
 
 import asyncio
-import json
 import random
-import re
-import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -25,16 +22,15 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from testing.chunks import DONE, Chunks, Dropped, tokens
+from testing.conversations import anchor, partial_answer, question
+
 TEXT = (
     "Lyon sits where the Rhone meets the Saone. Its old town keeps Renaissance courtyards, "
     "hidden passages called traboules, and small restaurants known as bouchons that serve "
     "quenelles, sausages and pralines. From the hill of Fourviere the whole city opens below."
 )
 MODEL = "fake-model"
-
-
-def tokens(text: str) -> list[str]:
-    return re.findall(r"\S+\s*|\s+", text)
 
 
 VOCABULARY = (
@@ -102,10 +98,6 @@ class Plan:
     fragment: int = 4
 
 
-class Dropped(Exception):
-    pass
-
-
 def call_deltas(calls: list[tuple[str, str]], fragment: int, attempt: int) -> list[dict[str, Any]]:
     """The ``delta.tool_calls`` items of ``calls``: ids differ from one attempt to the next, as a model's do."""
     deltas: list[dict[str, Any]] = []
@@ -117,44 +109,18 @@ def call_deltas(calls: list[tuple[str, str]], fragment: int, attempt: int) -> li
     return deltas
 
 
-def _chunk(
-    content: str | None, finish_reason: str | None = None, call: dict[str, Any] | None = None, logprobs: bool = False
-) -> bytes:
-    delta: dict[str, Any] = {"content": content} if content is not None else {}
-    if call is not None:
-        delta = {"tool_calls": [call]}
-    choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish_reason}
-    if logprobs and content:
-        token = {"token": content, "logprob": -0.5, "bytes": list(content.encode()), "top_logprobs": []}
-        choice["logprobs"] = {"content": [token], "refusal": None}
-    body = {
-        "id": "chatcmpl-fake",
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": MODEL,
-        "choices": [choice],
-    }
-    return f"data: {json.dumps(body)}\n\n".encode()
-
-
-def _usage_chunk(prompt: int, completion: int) -> bytes:
-    usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-    body = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": MODEL}
-    return f"data: {json.dumps(body | {'choices': [], 'usage': usage})}\n\n".encode()
-
-
 def remaining_text(messages: list[dict[str, Any]], plan: Plan, text: str = TEXT) -> str:
     """``text``, or its rest when the last message is a partial answer to continue."""
-    if messages and messages[-1].get("role") == "assistant":
-        partial = messages[-1].get("content") or ""
-        rest = text[len(partial) :] if text.startswith(partial) else ""
-        if plan.continue_with is not None:
-            rest = plan.continue_with
-        repeat = partial[-plan.repeat_overlap :] if plan.repeat_overlap else ""
-        if plan.restart and (asked := re.search(r"\[\[(.*)\]\]", str(messages[-2].get("content")), re.DOTALL)):
-            repeat = f"[[{asked.group(1)}]]" if plan.echo_brackets else asked.group(1)
-        return repeat + rest
-    return text
+    partial = partial_answer(messages)
+    if partial is None:
+        return text
+    rest = text[len(partial) :] if text.startswith(partial) else ""
+    if plan.continue_with is not None:
+        rest = plan.continue_with
+    repeat = partial[-plan.repeat_overlap :] if plan.repeat_overlap else ""
+    if plan.restart and (asked := anchor(messages)) is not None:
+        repeat = f"[[{asked}]]" if plan.echo_brackets else asked
+    return repeat + rest
 
 
 MISTRAL_REFUSAL = "Expected last role User or Tool (or Assistant with prefix True) for serving but got assistant"
@@ -187,6 +153,7 @@ def create_fake_openai() -> FastAPI:
     app.state.answer = None  # or a function of the conversation that answers it (the demo's)
     app.state.default_plan = Plan()  # what a request without a scripted plan gets
     app.state.sample = False  # new words on every request (see the module's docstring)
+    app.state.model = MODEL  # the model its chunks name
 
     app.state.models = None  # the ids GET /v1/models lists; None: the server has no such route (a 404)
     # What it says it is when asked (chat_gateway/clients/upstream_probe.py), and so how it continues a last assistant
@@ -232,8 +199,7 @@ def create_fake_openai() -> FastAPI:
         messages, echo = read
         answer = app.state.answer(messages) if app.state.answer is not None else app.state.text
         if app.state.sample:
-            last = messages[-1]
-            partial = str(last.get("content") or "") if last.get("role") == "assistant" else ""
+            partial = partial_answer(messages) or ""
             answer = sampled(partial, max(0, len(tokens(answer)) - len(tokens(partial))))
         text = echo + remaining_text(messages, plan, answer)
         parts = tokens(text)
@@ -244,6 +210,7 @@ def create_fake_openai() -> FastAPI:
             call_deltas(plan.tool_calls, plan.fragment, len(app.state.requests)) if finish_reason != "length" else []
         )
         prompt_tokens = sum(len(tokens(str(m.get("content") or ""))) for m in body["messages"])
+        chunks = Chunks("chatcmpl-fake", app.state.model)
 
         async def stream() -> AsyncIterator[bytes]:
             app.state.open_streams += 1
@@ -254,12 +221,16 @@ def create_fake_openai() -> FastAPI:
                     if plan.drop_after is not None and index >= plan.drop_after:
                         raise Dropped  # uvicorn closes the connection mid-stream
                     logprobs = bool(body.get("logprobs"))
-                    yield _chunk(part, logprobs=logprobs) if isinstance(part, str) else _chunk(None, call=part)
+                    yield (
+                        chunks.delta(part, logprobs=logprobs)
+                        if isinstance(part, str)
+                        else chunks.delta(None, call=part)
+                    )
                     await asyncio.sleep(plan.delay)
-                yield _chunk(None, finish_reason)
+                yield chunks.delta(None, finish_reason)
                 if (body.get("stream_options") or {}).get("include_usage"):
-                    yield _usage_chunk(prompt_tokens, len(parts))
-                yield b"data: [DONE]\n\n"
+                    yield chunks.usage(prompt_tokens, len(parts))
+                yield DONE
             finally:
                 app.state.open_streams -= 1
 
@@ -271,10 +242,9 @@ def create_fake_openai() -> FastAPI:
 def demo_answer(messages: list[dict[str, Any]]) -> str:
     """The offline demo's answer (``make run UPSTREAM=demo``): the same for the same question, so an interrupted
     answer is continued exactly, and in Markdown, so the page shows what it renders."""
-    asked = next((str(m.get("content") or "") for m in reversed(messages) if m.get("role") == "user"), "")
-    quoted = " ".join(asked.split())[:200] or "nothing"
+    quoted = " ".join(question(messages).split())[:200] or "nothing"
     return (
-        f"You asked: *{quoted}*. This is the offline demo model (`tests/fake_openai.py`), not a real one: it "
+        f"You asked: *{quoted}*. This is the offline demo model (`testing/upstream.py`), not a real one: it "
         "answers every question with this text, a few words at a time, so there is time to try what the "
         "gateway promises.\n\n"
         "- **Reload the page**, or close the tab and open it again: the answer goes on meanwhile and shows up "
@@ -294,7 +264,7 @@ def demo_answer(messages: list[dict[str, Any]]) -> str:
     )
 
 
-if __name__ == "__main__":  # by hand: python -m tests.fake_openai [port] [--demo]
+if __name__ == "__main__":  # by hand: python -m testing.upstream [port] [--demo]
     import argparse
 
     import uvicorn
