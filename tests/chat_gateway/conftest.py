@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from shared import MessageRole, MessageStatus
 from shared.contract import AnswerFinish, MessageDetail
 from testing.processes import Service
-from testing.upstream import MODEL, TEXT, Plan, create_fake_openai
+from testing.upstream import create_fake_openai, reset
 from tests.conftest import fresh_postgres_database, serve, unreachable
 
 PERSISTENCE_KEY = "e2e-persistence-key"
@@ -78,15 +78,7 @@ def _fake_openai_server() -> Iterator[tuple[FastAPI, str]]:
 @pytest.fixture
 def fake_openai(_fake_openai_server: tuple[FastAPI, str]) -> FastAPI:
     app, _ = _fake_openai_server
-    app.state.plans.clear()
-    app.state.requests.clear()
-    app.state.open_streams = 0
-    app.state.text = TEXT
-    app.state.models = None
-    app.state.sample = False
-    app.state.server = "llama.cpp"
-    app.state.default_plan = Plan()
-    app.state.model = MODEL
+    reset(app)
     return app
 
 

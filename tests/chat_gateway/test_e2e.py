@@ -882,7 +882,7 @@ def test_session_routes_relay_persistence_shapes(gateway: Service, store: httpx.
 def test_an_upstream_model_name_too_long_to_store_is_clipped_not_a_failed_answer(
     gateway: Service, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
-    fake_openai.state.model = "m" * 300
+    fake_openai.state.chunks = replace(fake_openai.state.chunks, model="m" * 300)
     reply = httpx.post(f"{gateway.url}/chat", json={"message": "hi"}, timeout=30)
     assert reply.status_code == 200, reply.text
     stored = read_finished(store, reply.json()["message_id"])
