@@ -21,9 +21,10 @@ from chat_gateway.clients.upstream import create_client
 from chat_gateway.config import Settings
 from shared import MessageStatus, ServiceUnavailable
 from shared.contract import AppendResult
+from testing.chunks import tokens
+from testing.upstream import TEXT, Plan, create_fake_openai
 from tests.chat_gateway.conftest import stored_message
 from tests.conftest import serve
-from tests.fake_openai import TEXT, Plan, create_fake_openai, tokens
 
 pytestmark = pytest.mark.anyio
 
