@@ -114,27 +114,27 @@ class Generation:
             stop=self.stop,
             lease=lease or Lease(settings.instance_id, settings.lease_seconds),
         )
-        # The answer log's writer: it makes text durable before it is shown. Without one (no log, or it became
-        # unreachable), persistence does: each save as soon as the one before returned.
         self._log = log
         self._taken_over = taken_over
-        self.log_writer = (
-            None
-            if log is None
-            else LogWriter(
-                log,
-                answer.id,
-                # One owner per claim: a claim moves the answer's version on, even by a gateway restarted under
-                # the same INSTANCE_ID.
-                f"{self.writer.lease.owner}:{answer.version}",
-                self.buffer,
-                on_fenced=lambda: self.stop("lease_lost"),
-                on_unreachable=self.writer.wake,
-            )
-        )
+        self.log_writer = None if log is None else self._log_writer(log)
         self._stop_reason: StopReason | None = None
         self._upstream: asyncio.Task[None] | None = None
         self.task: asyncio.Task[None] | None = None
+
+    def _log_writer(self, log: AnswerLog) -> LogWriter:
+        """The answer log's writer: it makes text durable before it is shown. Without one (no log, or it became
+        unreachable), persistence does: each save as soon as the one before returned."""
+        # One owner per claim: a claim moves the answer's version on, even by a gateway restarted under the same
+        # INSTANCE_ID.
+        owner = f"{self.writer.lease.owner}:{self.answer.version}"
+        return LogWriter(
+            log,
+            self.message_id,
+            owner,
+            self.buffer,
+            on_fenced=lambda: self.stop("lease_lost"),
+            on_unreachable=self.writer.wake,
+        )
 
     @property
     def text(self) -> str:
