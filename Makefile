@@ -38,7 +38,7 @@ LLM_PORT ?= 8200
 export LLM_PORT
 
 # Both services, as listed in the Procfile; Ctrl-C stops both. `make run UPSTREAM=demo` needs no model, key or
-# network: the project's fake OpenAI-compatible server (tests/fake_openai.py --demo, a Markdown answer at 20 words
+# network: the project's fake OpenAI-compatible server (testing/upstream.py --demo, a Markdown answer at 20 words
 # a second) runs beside them on :$(LLM_PORT), and the gateway uses it.
 ifeq ($(UPSTREAM),demo)
 run: export OPENAI_BASE_URL = http://127.0.0.1:$(LLM_PORT)/v1

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from bench.clients import streams
 from bench.processes import CHUNKS, gateway
-from tests.chat_gateway.conftest import Service
+from testing.processes import Service
 
 
 class CountingProxy:

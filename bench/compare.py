@@ -31,10 +31,10 @@ from bench.amplification import amplification
 from bench.clients import ANSWER, Stream, p50_ms, warm_up
 from bench.common import redis_durability, save_results, scratch_directory
 from bench.gateway import BENCH_REDIS_URL, PACED, direct_and_through
-from bench.processes import answer_log_at, gateway, persistence_service, pid_of, upstream
+from bench.processes import answer_log_at, gateway, persistence_service, upstream
 from bench.reader_delay import percentile, reader_delays
-from tests.chat_gateway.conftest import Service
-from tests.conftest import DEFAULT_TEST_DATABASE_URL, temporary_database
+from testing.databases import DEFAULT_TEST_DATABASE_URL, temporary_database
+from testing.processes import Service
 
 HERE = str(Path(__file__).parents[1])
 
@@ -81,9 +81,7 @@ def commit_of(code: str) -> str:
 def measure_round(
     side: Side, fast: str, paced: str, fast_gateway: Service, paced_gateway: Service, sizes: Sizes
 ) -> None:
-    direct, through, cpu = direct_and_through(
-        fast, fast_gateway.url, pid_of(fast_gateway), 1, sizes.first_chunk_streams
-    )
+    direct, through, cpu = direct_and_through(fast, fast_gateway.url, fast_gateway.pid, 1, sizes.first_chunk_streams)
     side.first_chunk_direct += [s.first_chunk for s in direct]
     side.first_chunk_gateway += [s.first_chunk for s in through]
     side.added_first_chunk_ms_by_round.append(_added_ms(direct, through))

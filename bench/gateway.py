@@ -45,13 +45,12 @@ from bench.processes import (
     gateway,
     litellm,
     persistence_service,
-    pid_of,
     rss_mib,
     upstream,
 )
 from bench.reader_delay import ReaderDelay, reader_delays
-from tests.chat_gateway.conftest import Service
-from tests.conftest import DEFAULT_TEST_DATABASE_URL, temporary_database
+from testing.databases import DEFAULT_TEST_DATABASE_URL, temporary_database
+from testing.processes import Service
 
 
 @dataclass
@@ -71,7 +70,7 @@ def relay(upstream_url: str, gateway_service: Service, levels: list[tuple[int, i
     return [
         _relay(
             concurrency,
-            *direct_and_through(upstream_url, gateway_service.url, pid_of(gateway_service), concurrency, count),
+            *direct_and_through(upstream_url, gateway_service.url, gateway_service.pid, concurrency, count),
         )
         for concurrency, count in levels
     ]
@@ -147,7 +146,7 @@ def compared(
         gateway_runs: list[Measured] = []
         alternative_runs: list[Measured] = []
         sides = [
-            (gateway_runs, gateway_service.url, pid_of(gateway_service), count, None),
+            (gateway_runs, gateway_service.url, gateway_service.pid, count, None),
             (alternative_runs, url, pid, alternative_count, headers),
         ]
         for round_ in range(rounds):
@@ -251,7 +250,7 @@ def tool_call_relay(
             warm_up(service.url)
         for round_ in range(rounds):
             for side, upstream_url, service in sides if round_ % 2 == 0 else sides[::-1]:
-                _, _, used = direct_and_through(upstream_url, service.url, pid_of(service), 1, count // rounds)
+                _, _, used = direct_and_through(upstream_url, service.url, service.pid, 1, count // rounds)
                 cpu[side].append(used)
     tool_cpu, text_cpu = statistics.mean(cpu["tool"]), statistics.mean(cpu["text"])
     return ToolCallRelay(count // rounds * rounds, tool_cpu, text_cpu, tool_cpu / text_cpu)
@@ -276,8 +275,8 @@ def responses_relay(upstream_url: str, service: Service, rounds: int, count: int
     asyncio.run(streams(service.url, 2, 4, responses=True))
     chat, responses = [], []
     for _ in range(rounds):
-        chat.append(direct_and_through(upstream_url, service.url, pid_of(service), 1, count))
-        responses.append(direct_and_through(upstream_url, service.url, pid_of(service), 1, count, responses=True))
+        chat.append(direct_and_through(upstream_url, service.url, service.pid, 1, count))
+        responses.append(direct_and_through(upstream_url, service.url, service.pid, 1, count, responses=True))
     as_chat, as_responses = _pooled(chat), _pooled(responses)
     return ResponsesRelay(
         as_responses.streams,

@@ -20,8 +20,8 @@ import sqlalchemy as sa
 
 from bench.common import HERE, KEY, checkpoint, run_wrk, save_results, scratch_directory, service_env
 from persistence.db import create_db_engine, migrate
-from tests.chat_gateway.conftest import Service
-from tests.conftest import DEFAULT_TEST_DATABASE_URL, temporary_database
+from testing.databases import DEFAULT_TEST_DATABASE_URL, temporary_database
+from testing.processes import Service
 
 ANSWERS_PER_CLIENT = 400  # appends rotate over these, so no answer grows past a few KiB
 
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> list[Result]:
     ):
         seed(url, sessions, per_session, args.concurrency)
         env = service_env(tmp, API_KEY=KEY, DATABASE_URL=url)
-        service = Service("persistence.main:create_app", env, Path(tmp) / "log", ("--workers", str(args.workers)))
+        service = Service.uvicorn("persistence.main:create_app", env, Path(tmp) / "log", "--workers", str(args.workers))
         service.start()
         try:
             for name, lua, sql, target in SCENARIOS:

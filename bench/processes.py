@@ -4,17 +4,14 @@ source tree or another one), LiteLLM's proxy, and what /proc says of them."""
 import json
 import os
 import signal
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
-
 from bench.common import KEY, code_args, code_env, redis_server, service_env
-from tests.chat_gateway.conftest import Service, free_port
+from testing.ports import free_port
+from testing.processes import Service
 
 CHUNKS = 200  # tokens per answer, one per upstream chunk
 
@@ -24,26 +21,8 @@ def upstream(*args: str) -> Iterator[str]:
     """bench.upstream in its own process; yields its base URL."""
     port = free_port()
     command = [sys.executable, "-m", "bench.upstream", str(port), "--chunks", str(CHUNKS), *args]
-    process = subprocess.Popen(command)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_up(process, f"{url}/stats", "the bench upstream", 20)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
-def _wait_until_up(process: subprocess.Popen[bytes], url: str, name: str, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.TransportError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{name} did not start") from None
-            time.sleep(0.05)
+    with Service(command, port, name="the bench upstream", ready="/stats", timeout=20) as service:
+        yield service.url
 
 
 # Its proxy refuses to start without a master key, or with one this short: "sk-bench".
@@ -61,15 +40,11 @@ def litellm(tmp: str, command: str, upstream_url: str) -> Iterator[tuple[str, in
     # A local copy of its model price list: it would fetch one from GitHub at start-up.
     env = os.environ | {"LITELLM_MASTER_KEY": LITELLM_KEY, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     arguments = ["--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--telemetry", "False"]
-    with (Path(tmp) / "litellm.log").open("wb") as log:
-        process = subprocess.Popen([command, *arguments], env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_up(process, f"{url}/health/liveliness", "LiteLLM's proxy", 120)
-        yield url, process.pid
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
+    log = Path(tmp) / "litellm.log"
+    with Service(
+        [command, *arguments], port, env, log, name="LiteLLM's proxy", ready="/health/liveliness", timeout=120
+    ) as proxy:
+        yield proxy.url, proxy.pid
 
 
 @contextmanager
@@ -92,7 +67,7 @@ def gateway(
         **code_env(code),
     )
     log_file = Path(tmp) / f"gateway-{free_port()}.log"
-    service = Service("chat_gateway.main:create_app", env, log_file, code_args(code)).start()
+    service = Service.uvicorn("chat_gateway.main:create_app", env, log_file, *code_args(code)).start()
     try:
         yield service
     finally:
@@ -103,7 +78,9 @@ def persistence_service(tmp: str, database_url: str, code: str | None = None) ->
     """Persistence on ``database_url``, from the source tree ``code`` if given, started."""
     env = service_env(tmp, API_KEY=KEY, DATABASE_URL=database_url, **code_env(code))
     arguments = ("--workers", str(os.cpu_count() or 2), *code_args(code))
-    return Service("persistence.main:create_app", env, Path(tmp) / f"persistence-{free_port()}.log", arguments).start()
+    return Service.uvicorn(
+        "persistence.main:create_app", env, Path(tmp) / f"persistence-{free_port()}.log", *arguments
+    ).start()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -116,11 +93,6 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmRSS")
-
-
-def pid_of(service: Service) -> int:
-    assert service.process is not None
-    return service.process.pid
 
 
 @contextmanager

@@ -18,8 +18,8 @@ import sqlalchemy as sa
 
 from bench.common import KEY, checkpoint, run_wrk, save_results, scratch_directory, service_env
 from persistence.db import create_db_engine, migrate
-from tests.chat_gateway.conftest import Service
-from tests.conftest import DEFAULT_TEST_DATABASE_URL, temporary_database
+from testing.databases import DEFAULT_TEST_DATABASE_URL, temporary_database
+from testing.processes import Service
 
 BIG, SMALL = 1, 2  # session numbers (ids as in bench/lua/common.lua)
 SMALL_ANSWERS = 1000  # answers 1… are in the big session, 1001… in the small one
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> list[Scale]:
         print(f"seeding {table:,} messages ...", flush=True)
         seed(url, big, table)
         env = service_env(tmp, API_KEY=KEY, DATABASE_URL=url)
-        service = Service("persistence.main:create_app", env, Path(tmp) / "log").start()
+        service = Service.uvicorn("persistence.main:create_app", env, Path(tmp) / "log").start()
         try:
             for name, script, args_for in CASES:
                 for session in (BIG, SMALL):  # warm-up, on answers of its own

@@ -1,4 +1,5 @@
-"""A fast OpenAI-compatible upstream for the gateway benchmarks, run in its own process.
+"""A fast OpenAI-compatible upstream for the gateway benchmarks, run in its own process: the fake of
+testing/upstream.py, configured.
 
 Every answer is the same ``--chunks`` tokens ("w0 w1 w2 ..."), one per SSE chunk, ``--delay`` seconds
 apart. A request whose last message is a partial answer (the gateway resuming) gets only the rest.
@@ -12,106 +13,59 @@ by its question (the last user message): the reader delay of bench/reader_delay.
 """
 
 import argparse
-import asyncio
-import json
-import time
-from collections.abc import AsyncIterator
-from typing import Any
+from dataclasses import replace
 
 import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from fastapi import FastAPI
 
-
-class Broken(Exception):
-    """Raised mid-stream: uvicorn then closes the connection, as a failing upstream does."""
-
-
-def _chunk(content: str | None, finish_reason: str | None = None, call: dict[str, Any] | None = None) -> bytes:
-    delta: dict[str, Any] = {"content": content} if content is not None else {}
-    if call is not None:
-        delta = {"tool_calls": [call]}
-    choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
-    body = {
-        "id": "chatcmpl-bench",
-        "object": "chat.completion.chunk",
-        "created": 0,
-        "model": "bench",
-        "choices": [choice],
-    }
-    return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
-
-
-def _call_chunks(words: list[str]) -> list[bytes]:
-    """One call whose arguments are ``words``: its id, type and name come with the first fragment, as OpenAI's do."""
-    head = {"index": 0, "id": "call_bench", "type": "function", "function": {"name": "bench", "arguments": words[0]}}
-    return [_chunk(None, call=head)] + [
-        _chunk(None, call={"index": 0, "function": {"arguments": w}}) for w in words[1:]
-    ]
-
-
-def _question(messages: list[dict[str, Any]]) -> str:
-    return next((str(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
+from testing.chunks import Chunks
+from testing.upstream import Exchange, Plan, create_fake_openai
 
 
 def create_app(
     chunks: int, delay: float, drop_at: float | None, tool_calls: bool = False, stamp: bool = False
-) -> Starlette:
-    words = [f"w{i} " for i in range(chunks)]
-    encoded = _call_chunks(words) if tool_calls else [_chunk(word) for word in words]
-    finish_reason = "tool_calls" if tool_calls else "stop"
-    answer = "".join(words)
-    stats = {"requests": 0, "fresh_tokens": 0, "resumed_tokens": 0}
-    stamps: dict[str, list[float]] = {}
+) -> FastAPI:
+    app = create_fake_openai(Chunks("chatcmpl-bench", "bench", created=0, compact=True))
+    answer = "".join(f"w{i} " for i in range(chunks))
+    app.state.server, app.state.usage, app.state.stamp = None, False, stamp
+    if tool_calls:
+        # One call whose arguments are the words: its id, type and name come with the first, as OpenAI's do.
+        app.state.text = ""
+        app.state.default_plan = Plan(delay=delay, tool_calls=[("bench", answer)], fragment=0, call_id="call_bench")
+    else:
+        app.state.text, app.state.default_plan = answer, Plan(delay=delay)
+    if drop_at is not None:
+        stop = int(chunks * drop_at)
+        app.state.faults = lambda plan, _parts, partial: replace(plan, drop_after=stop) if partial is None else plan
 
-    async def completions(request: Request) -> Response:
-        body = await request.json()
-        stats["requests"] += 1
-        messages: list[dict[str, Any]] = body["messages"]
-        partial = messages[-1].get("content") or "" if messages[-1].get("role") == "assistant" else None
-        resumed = partial is not None
-        # Continue after the words already given (a resumed prefix may end mid-word).
-        start = len(partial.split()) if partial and answer.startswith(partial.rstrip()) else 0
-        stop = int(chunks * drop_at) if drop_at is not None and not resumed else chunks
-        # A resumed answer's times would start mid-answer: only fresh ones are stamped.
-        sent = stamps.setdefault(_question(messages), []) if stamp and not resumed else None
+    def fresh(exchange: Exchange) -> bool:
+        return exchange.partial is None
 
-        async def stream() -> AsyncIterator[bytes]:
-            for index in range(start, chunks):
-                if index >= stop:
-                    raise Broken
-                stats["resumed_tokens" if resumed else "fresh_tokens"] += 1
-                if sent is not None:
-                    sent.append(time.monotonic())  # CLOCK_MONOTONIC: the client's clock too, on this machine
-                yield encoded[index]
-                if delay:
-                    await asyncio.sleep(delay)
-            yield _chunk(None, finish_reason)
-            yield b"data: [DONE]\n\n"
+    @app.get("/stats")
+    async def stats() -> dict[str, int]:
+        exchanges: list[Exchange] = app.state.exchanges
+        return {
+            "requests": len(exchanges),
+            "fresh_tokens": sum(e.tokens for e in exchanges if fresh(e)),
+            "resumed_tokens": sum(e.tokens for e in exchanges if not fresh(e)),
+        }
 
-        return StreamingResponse(stream(), media_type="text/event-stream")
+    @app.get("/stamps")
+    async def stamps() -> dict[str, list[float]]:
+        # A resumed answer's times would start mid-answer: only new ones count.
+        sent: dict[str, list[float]] = {}
+        for exchange in app.state.exchanges:
+            if stamp and fresh(exchange):
+                sent.setdefault(exchange.question, []).extend(exchange.stamps)
+        return sent
 
-    async def get_stats(_: Request) -> Response:
-        return JSONResponse(stats)
+    @app.post("/stats/reset")
+    async def reset() -> dict[str, int]:
+        app.state.exchanges.clear()
+        app.state.requests.clear()
+        return await stats()
 
-    async def get_stamps(_: Request) -> Response:
-        return JSONResponse(stamps)
-
-    async def reset(_: Request) -> Response:
-        stats.update(dict.fromkeys(stats, 0))
-        stamps.clear()
-        return JSONResponse(stats)
-
-    return Starlette(
-        routes=[
-            Route("/v1/chat/completions", completions, methods=["POST"]),
-            Route("/stats", get_stats),
-            Route("/stamps", get_stamps),
-            Route("/stats/reset", reset, methods=["POST"]),
-        ]
-    )
+    return app
 
 
 def main() -> None:

@@ -20,11 +20,6 @@ LAUGHS = ("ha ", "ha ", "ha ", "he ")
 CALLS = ("run();", "stop();", "go();")
 
 
-def tokens(text: str) -> list[str]:
-    """How the upstream sends a text: a word and the spaces after it per chunk."""
-    return re.findall(r"\S+\s*|\s+", text)
-
-
 def key_of(question: str) -> str:
     """The chat a question belongs to: every chaos question starts with ``chat-<key>:``."""
     match = re.match(r"chat-([\w-]+):", question)

@@ -40,6 +40,7 @@ from chaos.clients import KINDS, Chat, Client
 from chaos.cluster import Pair
 from chaos.joins import Request
 from chaos.probes import AckProbe, watch_resumed
+from testing.ports import free_port
 
 FAULTS = ("gateway_kill", "gateway_pause", "persistence_kill", "postgres_restart", "postgres_failover")
 DRAIN_SECONDS = 60
@@ -77,7 +78,7 @@ class Chaos:
     def __init__(self, directory: Path, seed: int, answers: str, answer_log: str | None) -> None:
         self.chance = random.Random(seed)
         self.sampled = answers == "sampled"
-        self.cluster = Pair(directory / "postgres", (services.free_port(), services.free_port()))
+        self.cluster = Pair(directory / "postgres", (free_port(), free_port()))
         self.acks = AckProbe(self.cluster.conninfo)
         self.persistence = [services.persistence(f"persistence-{i}", directory, self.cluster.url) for i in (1, 2)]
         self.upstreams = [

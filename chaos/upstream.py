@@ -1,7 +1,8 @@
-"""The chaos run's model: an OpenAI-compatible upstream that answers every question with ``answer_for`` (the
-same words every time) or, as a model that samples, ``sampled_answer`` (new words on every request,
-continuations included), and misbehaves at random (seeded): it drops connections mid-answer, answers 429 with
-Retry-After or 503, stalls before its first word, and goes at varying speeds, unpaced included.
+"""The chaos run's model: the fake OpenAI-compatible upstream of testing/upstream.py, configured to answer
+every question with ``answer_for`` (the same words every time) or, as a model that samples, ``sampled_answer``
+(new words on every request, continuations included), and to misbehave at random (seeded): it drops
+connections mid-answer, answers 429 with Retry-After or 503, stalls before its first word, and goes at varying
+speeds, unpaced included.
 
 It continues an interrupted answer (a trailing assistant message) either ``exact`` (the rest of the text, as
 llama.cpp does) or ``restart`` (a new message that first repeats the words the gateway asked for, as a
@@ -14,121 +15,83 @@ it sent, whether it finished), from which chaos/joins.py checks that a stored an
 """
 
 import argparse
-import asyncio
-import json
 import random
-import re
-import time
-from collections import defaultdict
-from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from fastapi import FastAPI
 
-from chaos.answers import answer_for, key_of, sampled_answer, tokens
+from chaos.answers import answer_for, key_of, sampled_answer
+from testing.chunks import Chunks
+from testing.conversations import Messages, partial_answer, question
+from testing.upstream import Exchange, Faults, Plan, create_fake_openai
 
 NOT_A_PREFIX = "<<the partial answer was not the start of this answer>>"
 ANSWERS = ("same", "sampled")
 
 
-class Broken(Exception):
-    """Raised mid-stream: uvicorn then closes the connection, as a failing upstream does."""
+def answering(sampling: random.Random | None) -> Callable[[Messages], str]:
+    """The answer to a conversation: ``answer_for`` its question, or (``sampling``) ``sampled_answer`` drawn with
+    it, which goes on from any partial answer, as a sampling model does."""
+
+    def answer(messages: Messages) -> str:
+        asked = question(messages)
+        if sampling is None:
+            return answer_for(asked)
+        partial = partial_answer(messages) or ""
+        return partial + sampled_answer(asked, sampling)[len(partial) :]
+
+    return answer
 
 
-def _chunk(content: str | None, finish_reason: str | None = None) -> bytes:
-    delta = {"content": content} if content is not None else {}
-    body = {
-        "id": "chatcmpl-chaos",
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": "chaos",
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-    }
-    return f"data: {json.dumps(body)}\n\n".encode()
+def faults(chance: random.Random) -> Faults:
+    """At random: 429 with Retry-After or 503, or a connection dropped mid-answer, a stall before the first
+    word, and a pace."""
 
-
-@dataclass
-class Asked:
-    """A request as the upstream reads it, and what it will send."""
-
-    key: str
-    partial: str
-    anchor: str
-    text: str  # the anchor, then the rest of the answer
-
-
-@dataclass
-class Sent:
-    """What the upstream did with a request, as chaos/joins.py reads it."""
-
-    at: float
-    partial: str
-    anchor: str
-    sent: str = ""
-    finished: bool = False
-
-
-def asked(messages: list[dict[str, Any]], mode: str, sampling: random.Random | None) -> Asked:
-    """The chat's key, the partial answer to continue and the anchor to repeat (if any), and the text to send:
-    the answer, or the rest of it after the partial one (``sampling``: of a new answer, drawn with it)."""
-    question = next(str(m.get("content")) for m in reversed(messages) if m.get("role") == "user")
-    answer = answer_for(question) if sampling is None else sampled_answer(question, sampling)
-    if messages[-1].get("role") != "assistant":
-        return Asked(key_of(question), "", "", answer)
-    partial = str(messages[-1].get("content") or "")
-    joined = sampling is not None or answer.startswith(partial)  # a sampling model goes on from any text
-    rest = answer[len(partial) :] if joined else NOT_A_PREFIX
-    anchor = ""
-    if mode == "restart" and (asking := re.search(r"\[\[(.*)\]\]", str(messages[-2].get("content")), re.DOTALL)):
-        anchor = asking.group(1)
-    return Asked(key_of(question), partial, anchor, anchor + rest)
-
-
-def create_app(mode: str, answers: str, seed: int) -> Starlette:
-    chance = random.Random(seed)
-    # Its own generator, so that the faults come in the same order whichever the answers are.
-    sampling = random.Random(seed + 1_000_003) if answers == "sampled" else None
-    requests: dict[str, list[Sent]] = defaultdict(list)
-
-    async def completions(request: Request) -> Response:
-        body = await request.json()
-        ask = asked(body["messages"], mode, sampling)
-        record = Sent(time.time(), ask.partial, ask.anchor)
-        requests[ask.key].append(record)
+    def plan_for(plan: Plan, parts: list[str], _partial: str | None) -> Plan:
         roll = chance.random()
         if roll < 0.04:
-            return JSONResponse({"error": {"message": "slow down", "type": "rate_limit"}}, 429, {"retry-after": "1"})
+            return replace(plan, status=429, retry_after="1", message="slow down", error_type="rate_limit")
         if roll < 0.08:
-            return JSONResponse({"error": {"message": "overloaded", "type": "server_error"}}, 503)
-        parts = tokens(ask.text)
+            return replace(plan, status=503, message="overloaded", error_type="server_error")
         drop_after = chance.randrange(len(parts)) if roll < 0.25 and parts else None
         stall = chance.uniform(0.3, 1.5) if chance.random() < 0.05 else 0.0
         delay = chance.choice((0.0, 0.005, 0.01, 0.02))
+        return replace(plan, drop_after=drop_after, stall=stall, delay=delay)
 
-        async def stream() -> AsyncIterator[bytes]:
-            await asyncio.sleep(stall)
-            for index, part in enumerate(parts):
-                if index == drop_after:
-                    raise Broken
-                record.sent += part
-                yield _chunk(part)
-                if delay:
-                    await asyncio.sleep(delay)
-            record.finished = True
-            yield _chunk(None, "stop")
-            yield b"data: [DONE]\n\n"
+    return plan_for
 
-        return StreamingResponse(stream(), media_type="text/event-stream")
 
-    async def stats(_request: Request) -> Response:
-        return JSONResponse({key: [asdict(record) for record in records] for key, records in requests.items()})
+def sent(exchange: Exchange) -> dict[str, Any]:
+    """A request as chaos/joins.py reads it (``Request.of``)."""
+    return {
+        "at": exchange.at,
+        "partial": exchange.partial or "",
+        "anchor": exchange.anchor,
+        "sent": exchange.sent,
+        "finished": exchange.finished,
+    }
 
-    return Starlette(routes=[Route("/v1/chat/completions", completions, methods=["POST"]), Route("/stats", stats)])
+
+def create_app(mode: str, answers: str, seed: int) -> FastAPI:
+    app = create_fake_openai(Chunks("chatcmpl-chaos", "chaos"))
+    # Its own generator, so that the faults come in the same order whichever the answers are.
+    app.state.answer = answering(random.Random(seed + 1_000_003) if answers == "sampled" else None)
+    app.state.faults = faults(random.Random(seed))
+    app.state.not_a_prefix = NOT_A_PREFIX
+    app.state.default_plan = Plan(restart=mode == "restart")
+    app.state.server, app.state.usage = None, False
+
+    @app.get("/stats")
+    async def stats() -> dict[str, list[dict[str, Any]]]:
+        requests: dict[str, list[dict[str, Any]]] = {}
+        for exchange in app.state.exchanges:
+            requests.setdefault(key_of(exchange.question), []).append(sent(exchange))
+        return requests
+
+    return app
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ from httpx_aiohttp import AiohttpTransport
 
 from chat_gateway import health, page
 from chat_gateway.answers import log as answer_log
+from chat_gateway.answers.recovery import Recovery
 from chat_gateway.answers.service import Answers
 from chat_gateway.auth.identity import Authenticator
 from chat_gateway.chat import accounts, sessions
@@ -101,7 +102,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.persistence = persistence
     app.state.answers = answers
     app.state.catalog = ModelCatalog(settings, client)
-    recovery = asyncio.create_task(answers.recovery_loop(), name="recovery")
+    recovery = asyncio.create_task(Recovery(answers).run(), name="recovery")
     freeze_startup_heap()
     try:
         yield

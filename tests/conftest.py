@@ -1,7 +1,6 @@
 import os
 import threading
 import time
-import uuid
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from typing import NoReturn
@@ -12,7 +11,8 @@ import sqlalchemy as sa
 import uvicorn
 from fastapi import FastAPI
 
-DEFAULT_TEST_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+from testing.databases import DEFAULT_TEST_DATABASE_URL, temporary_database
+
 DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/15"
 
 
@@ -59,21 +59,6 @@ def fresh_postgres_database() -> Iterator[str]:
     """A new, empty database on the test server, dropped afterwards."""
     with temporary_database(postgres_url_or_skip()) as url:
         yield url
-
-
-@contextmanager
-def temporary_database(base: sa.URL, prefix: str = "test") -> Iterator[str]:
-    """A new, empty database on the server of ``base``, dropped afterwards (also used by bench/)."""
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield base.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])

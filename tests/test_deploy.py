@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings
 
 from chat_gateway.config import Settings as GatewaySettings
 from persistence.config import Settings as PersistenceSettings
+from testing.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILES = ["docker-compose.yaml", "docker-compose.chat.yaml"]
@@ -147,15 +148,9 @@ def test_persistence_waits_for_the_database_then_runs_the_image_command() -> Non
     assert command[4:] == _cmd("Dockerfile")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_wait_for_it_waits_for_a_port_then_runs_the_command(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     server = socket.socket()
 
     def open_later() -> None:
@@ -192,7 +187,7 @@ def _wait_for_it(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.slow
 def test_wait_for_it_times_out_on_a_closed_port(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
-    closed = f"127.0.0.1:{_free_port()}"
+    closed = f"127.0.0.1:{free_port()}"
     strict = _wait_for_it(closed, "--timeout=2", "--strict", "--", "touch", str(marker))
     assert strict.returncode == 124
     assert "timeout occurred after waiting 2 seconds" in strict.stderr
@@ -232,7 +227,7 @@ def _start_image(service: str, tmp_path: Path, **settings: str) -> tuple[subproc
     """The image's command, as the image runs it (its ENV too), on a free port; persistence on SQLite."""
     dockerfile, _, _ = IMAGES[service]
     command = _cmd(dockerfile)
-    port = _free_port()  # the image's own port may be taken on a developer's machine
+    port = free_port()  # the image's own port may be taken on a developer's machine
     command[command.index("--port") + 1] = str(port)
     assert command[0] == "uvicorn"
     secret = tmp_path / "api_key"
@@ -321,7 +316,7 @@ def _serving(port: int) -> bool:
 )
 def test_a_killed_runner_leaves_no_server_behind(target: str, sig: signal.Signals, tmp_path: Path) -> None:
     """`make run…` killed with its process group (or its terminal closed): its servers go too, ports freed."""
-    ports = {"PERSISTENCE_PORT": _free_port(), "GATEWAY_PORT": _free_port()}
+    ports = {"PERSISTENCE_PORT": free_port(), "GATEWAY_PORT": free_port()}
     env = {k: v for k, v in os.environ.items() if not k.endswith(("_KEY", "_KEY_FILE", "_URL"))}
     env |= {name: str(port) for name, port in ports.items()} | {"DATABASE_URL": f"sqlite:///{tmp_path}/db"}
     runner = subprocess.Popen(

@@ -7,18 +7,35 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 
-from chat_gateway.answers.generation import Generation, StreamEvent, final_event
+from chat_gateway.answers.events import StreamEvent, final_event
+from chat_gateway.answers.generation import Generation
 from chat_gateway.clients.persistence import PersistenceClient
 from chat_gateway.config import Settings
 from shared import DomainError, ErrorCode, MessageStatus, OffsetMismatch, ServiceUnavailable
-from shared.contract import MessageDetail
+from shared.contract import MessageDetail, MessageText
 
 TERMINAL = frozenset({MessageStatus.COMPLETE, MessageStatus.FAILED})
 
 
-def _same_for(one: str, other: str) -> int:
-    """How many characters two texts share from their start."""
-    return next((i for i, (a, b) in enumerate(zip(one, other, strict=False)) if a != b), min(len(one), len(other)))
+def _diverged_at(stored: MessageText, unconfirmed: str) -> int | None:
+    """The offset where the stored text departs from the text a client was shown unconfirmed (None: it does not,
+    though either may be the shorter)."""
+    text = stored.text
+    same = next((i for i, (a, b) in enumerate(zip(text, unconfirmed, strict=False)) if a != b), None)
+    return None if same is None else stored.offset + same
+
+
+def _ended(offset: int, stored: MessageText) -> StreamEvent:
+    """How a stream that reached ``offset`` ends, the answer stored ended."""
+    return final_event(
+        offset,
+        stored.length,
+        stored.status,
+        error=stored.error,
+        finish_reason=stored.finish_reason,
+        usage=stored.usage,
+        tool_calls=stored.tool_calls,
+    )
 
 
 class Follower:
@@ -52,8 +69,7 @@ class Follower:
                     read_from, version = generation.saved_length, None
             try:
                 stored = await self.persistence.messages.poll_text(message_id, read_from, version)
-            except OffsetMismatch as exc:
-                # The text the client saw is not saved yet: wait for it.
+            except OffsetMismatch as exc:  # the text the client saw is not saved yet: wait for it
                 read_from, version = exc.length, None
                 continue
             except DomainError as exc:
@@ -62,9 +78,7 @@ class Follower:
                 yield StreamEvent("error", offset, error=f"lost track of the answer: {exc.detail}")
                 return
             if stored is not None and unconfirmed:
-                same = _same_for(stored.text, unconfirmed)
-                if same < min(len(stored.text), len(unconfirmed)):
-                    at = stored.offset + same
+                if (at := _diverged_at(stored, unconfirmed)) is not None:
                     error = f"the answer was taken over and continued differently from offset {at}: reattach from {at}"
                     yield StreamEvent("error", offset, error=error)
                     return
@@ -79,15 +93,7 @@ class Follower:
                     yield StreamEvent("delta", stored.length, text=stored.text[offset - stored.offset :])
                     offset = stored.length
                 if stored.status in TERMINAL:
-                    yield final_event(
-                        offset,
-                        stored.length,
-                        stored.status,
-                        error=stored.error,
-                        finish_reason=stored.finish_reason,
-                        usage=stored.usage,
-                        tool_calls=stored.tool_calls,
-                    )
+                    yield _ended(offset, stored)
                     return
             await asyncio.sleep(self.settings.reattach_poll_seconds)
 

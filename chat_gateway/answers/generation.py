@@ -9,17 +9,17 @@ under ``retry.upstream``, before the answer is declared failed.
 
 import asyncio
 import contextlib
-import enum
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from collections.abc import AsyncIterator, Callable
+from typing import Any, cast
 
 from openai import AsyncOpenAI, AsyncStream
 from openai.types.chat import ChatCompletionMessageParam
 
+from chat_gateway.answers.events import Outcome, StreamEvent, final_event
+from chat_gateway.answers.lease import Lease
 from chat_gateway.answers.log import AnswerLog, LogError, LogWriter
 from chat_gateway.answers.prompt import Continuation, build_messages, load_history
 from chat_gateway.answers.text import AnswerText
@@ -51,87 +51,6 @@ RELEASED_LEASE_SECONDS = 0.001
 UNSAVED = "persistence unreachable: the answer is left to crash recovery"
 
 
-class Outcome(enum.StrEnum):
-    """How a generation ended, as this gateway knows it: ``GENERATING`` until ``Generation._end`` sets one of the
-    others, once.
-
-    | Outcome | Stored as | Its listeners get |
-    | --- | --- | --- |
-    | ``COMPLETE`` | complete, with all its text | ``done`` |
-    | ``FAILED`` | failed (upstream error, cancelled, a write refused), with the text saved | ``error``, failed |
-    | ``RELEASED`` | in progress, its lease released (shutdown): another gateway continues it at once | ``handoff`` |
-    | ``NOT_OURS`` | whatever another owner makes of it (lease lost); nothing (deleted) | ``handoff``; ``error`` |
-    | ``UNSAVED`` | in progress, as last saved (persistence unreachable): crash recovery continues it | ``handoff`` |
-
-    After a ``handoff`` a listener follows the answer through persistence, as any gateway would.
-    """
-
-    GENERATING = "generating"
-    COMPLETE = "complete"
-    FAILED = "failed"
-    RELEASED = "released"
-    NOT_OURS = "not_ours"
-    UNSAVED = "unsaved"
-
-    @property
-    def status(self) -> MessageStatus | None:
-        """The answer's stored status, when this gateway is the one that knows it."""
-        return {
-            Outcome.GENERATING: MessageStatus.IN_PROGRESS,
-            Outcome.COMPLETE: MessageStatus.COMPLETE,
-            Outcome.FAILED: MessageStatus.FAILED,
-        }.get(self)
-
-
-@dataclass(frozen=True)
-class StreamEvent:
-    """What a listener receives; ``offset`` is the length of the answer after this event.
-
-    An answer's offsets count the characters of its text, then one per tool call: its calls follow all of its
-    text, since they are stored whole with its end (chat_gateway/answers/tool_calls.py). A ``done`` event carries the
-    calls after the listener's offset; the first of them is at ``offset - len(tool_calls) + 1``.
-    """
-
-    kind: Literal["delta", "done", "error", "handoff"]
-    offset: int
-    text: str = ""
-    status: MessageStatus | None = None
-    error: str | None = None
-    finish_reason: str | None = None
-    usage: dict[str, int] = field(default_factory=dict)
-    tool_calls: Sequence[ToolCall] = ()
-    logprobs: list[JSONObject] | None = None
-
-
-def final_event(
-    offset: int,
-    text_length: int,
-    status: MessageStatus,
-    *,
-    error: str | None,
-    finish_reason: str | None,
-    usage: dict[str, Any] | None,
-    tool_calls: Sequence[ToolCall] | None,
-) -> StreamEvent:
-    """How a stream from ``offset`` ends, for an answer that ended with ``status``, its text ``text_length``
-    long, then its calls: the one rule, whether the answer was generated here or followed through persistence.
-
-    An offset past the end (a client that saw text a dead gateway had not saved, or a forged Last-Event-ID) ends
-    with an error saying so, never ``done``: what that client holds is not the stored answer.
-    """
-    calls = tool_calls or ()
-    length = text_length + len(calls)
-    if offset > length:
-        return StreamEvent(
-            "error", offset, status=status, error=f"the answer ended at {length}, before offset {offset}"
-        )
-    if status == MessageStatus.COMPLETE:
-        totals = {k: v for k, v in (usage or {}).items() if isinstance(v, int)}
-        unseen = calls[max(0, offset - text_length) :]
-        return StreamEvent("done", length, status=status, finish_reason=finish_reason, usage=totals, tool_calls=unseen)
-    return StreamEvent("error", offset, status=status, error=error)
-
-
 async def _let_listeners_run() -> None:
     """Let the listeners send the text they were given before this task reads on: a listener wakes two loop
     iterations after ``AnswerText.notify`` (the future's callback, then its task): both are given."""
@@ -158,12 +77,12 @@ class Generation:
         on_finish: Callable[["Generation"], None],
         prompt: list[ChatCompletionMessageParam] | None = None,
         opening: "asyncio.Task[AsyncStream[object]] | None" = None,
-        leased_at: float | None = None,
+        lease: Lease | None = None,
         log: AnswerLog | None = None,
         taken_over: bool = False,
         continuation: ContinuationMethod = "restart",
     ) -> None:
-        """``leased_at``: when (``time.monotonic``) the request that gave this gateway the lease was sent.
+        """``lease``: this gateway's on the answer (by default, granted now).
         ``taken_over``: the answer was claimed, so the answer log may hold more of its text than persistence.
         ``continuation``: how the upstream continues an interrupted answer (chat_gateway/clients/upstream_probe.py)."""
         self.answer = answer
@@ -193,29 +112,29 @@ class Generation:
             persistence=persistence,
             settings=settings,
             stop=self.stop,
-            leased_at=leased_at,
+            lease=lease or Lease(settings.instance_id, settings.lease_seconds),
         )
-        # The answer log's writer: it makes text durable before it is shown. Without one (no log, or it became
-        # unreachable), persistence does: each save as soon as the one before returned.
         self._log = log
         self._taken_over = taken_over
-        self.log_writer = (
-            None
-            if log is None
-            else LogWriter(
-                log,
-                answer.id,
-                # One owner per claim: a claim moves the answer's version on, even by a gateway restarted under
-                # the same INSTANCE_ID.
-                f"{settings.instance_id}:{answer.version}",
-                self.buffer,
-                on_fenced=lambda: self.stop("lease_lost"),
-                on_unreachable=self.writer.wake,
-            )
-        )
+        self.log_writer = None if log is None else self._log_writer(log)
         self._stop_reason: StopReason | None = None
         self._upstream: asyncio.Task[None] | None = None
         self.task: asyncio.Task[None] | None = None
+
+    def _log_writer(self, log: AnswerLog) -> LogWriter:
+        """The answer log's writer: it makes text durable before it is shown. Without one (no log, or it became
+        unreachable), persistence does: each save as soon as the one before returned."""
+        # One owner per claim: a claim moves the answer's version on, even by a gateway restarted under the same
+        # INSTANCE_ID.
+        owner = f"{self.writer.lease.owner}:{self.answer.version}"
+        return LogWriter(
+            log,
+            self.message_id,
+            owner,
+            self.buffer,
+            on_fenced=lambda: self.stop("lease_lost"),
+            on_unreachable=self.writer.wake,
+        )
 
     @property
     def text(self) -> str:
@@ -401,7 +320,7 @@ class Generation:
                 self.logprobs += chunk.logprobs
             sent_before = bool(self.text)
             if text := join.feed(chunk.text):
-                if time.monotonic() >= self.writer.lease_deadline:  # checked here: a call per chunk costs the relay
+                if time.monotonic() >= self.writer.lease.deadline:  # checked here: a call per chunk costs the relay
                     await self.writer.fence()
                 self._emit(text)
             if self.text and not sent_before:

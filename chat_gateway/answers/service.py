@@ -1,23 +1,24 @@
-"""Chats and answers: start one, attach to it, follow it, cancel it, resume it, recover it after a crash."""
+"""Chats and answers: start one, attach to it, follow it, cancel it, resume it (crash recovery: recovery.py)."""
 
 import asyncio
 import contextlib
 import functools
 import json
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from cachetools import TTLCache
 from openai import AsyncOpenAI, AsyncStream
 from openai.types.chat import ChatCompletionMessageParam
 
+from chat_gateway.answers.events import StreamEvent
 from chat_gateway.answers.follower import TERMINAL, Follower
-from chat_gateway.answers.generation import Generation, StreamEvent
-from chat_gateway.answers.log import AnswerLog, LogError
+from chat_gateway.answers.generation import Generation
+from chat_gateway.answers.lease import Lease
+from chat_gateway.answers.log import AnswerLog
 from chat_gateway.answers.prompt import question_messages
 from chat_gateway.answers.turns import build_turn, chat_ids, options_chars, over_budget, token_limit
 from chat_gateway.auth.identity import ANYONE, Caller
@@ -26,7 +27,7 @@ from chat_gateway.clients import retry
 from chat_gateway.clients.persistence import PersistenceClient
 from chat_gateway.clients.upstream import discard, open_stream
 from chat_gateway.config import ContinuationMethod, Settings
-from chat_gateway.metrics import RECOVERED, RESUMES
+from chat_gateway.metrics import RESUMES
 from shared import (
     CANCELLED,
     BadRequest,
@@ -36,7 +37,6 @@ from shared import (
     MessageRole,
     MessageStatus,
     OffsetMismatch,
-    PreconditionFailed,
     ServiceUnavailable,
 )
 from shared.contract import MessageDetail, MessageUpdate, TurnCreate
@@ -44,16 +44,14 @@ from shared.identity import TurnAccount
 
 logger = logging.getLogger(__name__)
 
-NOT_STARTED = "abandoned before it began: its gateway never confirmed it"
-# Claims a recovery scan has in flight: enough to overlap persistence's commits, few enough not to swamp it.
-RECOVERY_CLAIMS_AT_ONCE = 8
+NOT_STARTED = "abandoned before it began: its gateway never confirmed it"  # set by crash recovery (recovery.py)
 NO_UPSTREAM = (
     "no upstream key is configured: set OPENAI_API_KEY, or OPENAI_API_KEY_FILE to a file holding it, "
     "or write it to secrets/openai_api_key.txt (any value for a local server that needs none)"
 )
 
 
-def _failed(error: str) -> MessageUpdate:
+def failed_update(error: str) -> MessageUpdate:
     return MessageUpdate(status=MessageStatus.FAILED, error=error)
 
 
@@ -160,19 +158,19 @@ class Answers:
         if early and prompt is not None:
             options = request.options.given() if request.options is not None else {}
             opens = functools.partial(open_stream, client, model, prompt, options)
-        leased_at = time.monotonic()
+        lease = self._lease()  # granted with the turn: counted from its sending
         if request_key is not None:  # before it is stored: the same request at the same time is not opened twice
             self._requests[request_key] = True
         answer, created, opening = await self._store_turn(session_id, turn, caller.reaches(request.user_id), opens)
         if created:
-            self._start(answer, client, model=model, prompt=prompt, opening=opening, leased_at=leased_at)
+            self._start(answer, client, model=model, prompt=prompt, opening=opening, lease=lease)
             return answer
         # A retry: attach to the answer, or take it over if its generator is gone (or never began); the same
         # request resent once its answer failed resumes it, within the budgets.
         if opening is not None:
             await discard(opening)
         retried = account if request_key is not None else None
-        return await self._take_over(answer, model=model, prompt=prompt, take_unstarted=True, resume_failed=retried)
+        return await self.take_over(answer, model=model, prompt=prompt, take_unstarted=True, resume_failed=retried)
 
     async def _store_turn(
         self,
@@ -246,7 +244,7 @@ class Answers:
                 code=ErrorCode.PERSISTENCE_UNAVAILABLE,
             ) from exc
 
-    def _busy_here(self, answer: MessageDetail) -> bool:
+    def busy_here(self, answer: MessageDetail) -> bool:
         return answer.id in self._live or answer.id in self._claiming or answer.id in self._starting
 
     def _orphaned(self, answer: MessageDetail) -> bool:
@@ -258,7 +256,7 @@ class Answers:
             not _lease_is_live(answer) or answer.lease_owner == self.settings.instance_id
         )
 
-    async def _take_over(
+    async def take_over(
         self,
         answer: MessageDetail,
         *,
@@ -275,7 +273,7 @@ class Answers:
         """
         failed = answer.status == MessageStatus.FAILED and answer.error != CANCELLED  # cancelled: ended on purpose
         unstarted = take_unstarted and failed and answer.error == NOT_STARTED
-        if answer.role != MessageRole.ASSISTANT or self._busy_here(answer):
+        if answer.role != MessageRole.ASSISTANT or self.busy_here(answer):
             return answer
         if self._orphaned(answer) or unstarted or (failed and resume_failed is not None):
             with contextlib.suppress(Conflict):  # another gateway won the claim: follow it through persistence
@@ -287,7 +285,7 @@ class Answers:
         """Generate a pending, failed or orphaned answer here, or say why not (409); within the budgets (429)."""
         if answer.role != MessageRole.ASSISTANT:
             raise Conflict("only assistant messages can be generated", role=answer.role)
-        if self._busy_here(answer):
+        if self.busy_here(answer):
             raise Conflict("the answer is being generated", code=ErrorCode.IN_PROGRESS, status=answer.status)
         if not (self._orphaned(answer) or answer.status == MessageStatus.FAILED):
             raise Conflict(f"the answer cannot be resumed: it is {answer.status}", status=answer.status)
@@ -313,14 +311,16 @@ class Answers:
                     if exc.code == ErrorCode.BUDGET_EXCEEDED:
                         raise over_budget(exc) from exc
                     raise
-            leased_at = time.monotonic()
-            claimed = await self.persistence.messages.claim(
-                answer.id, self.settings.instance_id, self.settings.lease_seconds
-            )
+            lease = self._lease()
+            claimed = await self.persistence.messages.claim(answer.id, lease.owner, lease.seconds)
         finally:
             self._claiming.discard(answer.id)
-        self._start(claimed, client, model=model, prompt=prompt, leased_at=leased_at, taken_over=True)
+        self._start(claimed, client, model=model, prompt=prompt, lease=lease, taken_over=True)
         return claimed
+
+    def _lease(self) -> Lease:
+        """A lease about to be asked for: counted from now, before the request that grants it is sent."""
+        return Lease(self.settings.instance_id, self.settings.lease_seconds)
 
     def _start(
         self,
@@ -330,11 +330,11 @@ class Answers:
         model: str | None,
         prompt: list[ChatCompletionMessageParam] | None,
         opening: "asyncio.Task[AsyncStream[object]] | None" = None,
-        leased_at: float | None = None,
+        lease: Lease | None = None,
         taken_over: bool = False,
     ) -> None:
-        """Generate an answer this instance holds the lease of (since ``leased_at``, on the monotonic clock);
-        ``taken_over``: claimed, rather than stored with its turn."""
+        """Generate an answer this instance holds ``lease`` on; ``taken_over``: claimed, rather than stored with
+        its turn."""
         generation = Generation(
             claimed,
             model=model or claimed.model or self.settings.openai_model,
@@ -344,7 +344,7 @@ class Answers:
             on_finish=self._forget,
             prompt=prompt,
             opening=opening,
-            leased_at=leased_at,
+            lease=lease,
             log=self.log,
             taken_over=taken_over,
             continuation=self.continuation,
@@ -394,7 +394,7 @@ class Answers:
         if answer.status == MessageStatus.FAILED:
             return answer
         # Generated elsewhere: its next write finds the lease gone and stops.
-        return await self.persistence.messages.update(message_id, _failed(CANCELLED))
+        return await self.persistence.messages.update(message_id, failed_update(CANCELLED))
 
     async def reattach(self, message_id: uuid.UUID, offset: int, scope: str | None = None) -> MessageDetail:
         """The answer to follow from ``offset``: refused when it has ended before that offset."""
@@ -415,76 +415,6 @@ class Answers:
     async def outcome(self, message_id: uuid.UUID) -> MessageDetail:
         """Wait for the answer to end and return it as stored (see ``Follower.outcome``)."""
         return await self._follower.outcome(message_id)
-
-    # Crash recovery
-
-    async def recover_once(self) -> int:
-        """Take over answers whose gateway died (lease expired while in progress); returns how many."""
-        # All at once, each claim being a commit: a dead gateway's answers are many, and taken one after the
-        # other the last would wait for all the others' claims (seconds, with a synchronous replica).
-        claims = asyncio.Semaphore(RECOVERY_CLAIMS_AT_ONCE)
-        stale = await self.persistence.messages.stale(self.settings.instance_id)
-        results = await asyncio.gather(*(self._recover(answer, claims) for answer in stale), return_exceptions=True)
-        taken = sum(result is True for result in results)
-        RECOVERED.inc(taken)
-        if failed := [result for result in results if isinstance(result, BaseException)]:
-            raise failed[0]  # said by the loop; every other orphan of the scan was seen to
-        return taken
-
-    async def _recover(self, answer: MessageDetail, claims: asyncio.Semaphore) -> bool:
-        """Resume an orphan here, fail it if its client may have been told it failed, or leave it."""
-        async with claims:
-            if self._busy_here(answer):
-                return False
-            if self._may_have_been_refused(answer) and not (shown := await self._was_shown(answer)):
-                if shown is None:  # not known: asked again at the next scan
-                    return False
-                # Its gateway never wrote to it, not even to renew its lease, and has had time to give up on its
-                # turn and tell its client the chat failed (_settle_turn): it ends failed, never generated. A retry
-                # of the chat with its Idempotency-Key takes it up again.
-                with contextlib.suppress(Conflict, PreconditionFailed):
-                    await self.persistence.messages.update(answer.id, _failed(NOT_STARTED), if_match=answer.version)
-                return False
-            if self.settings.recovery_mode == "fail":
-                with contextlib.suppress(Conflict):
-                    await self.persistence.messages.update(answer.id, _failed("abandoned: its gateway stopped"))
-                    return True
-                return False
-            with contextlib.suppress(Conflict):
-                await self._take_over(answer)
-            return answer.id in self._live
-
-    async def _was_shown(self, answer: MessageDetail) -> bool | None:
-        """Whether an answer with nothing saved had text shown to its clients: text the answer log holds (None:
-        the log is unreachable). When it holds none, its writer can log none from now on: one only paused before
-        its first append shows nothing of an answer about to fail. Without a log, shown text is saved text."""
-        if self.log is None:
-            return False
-        try:
-            return await self.log.close_unwritten(answer.id) > 0
-        except LogError as exc:
-            logger.warning("answer %s: the answer log is unreachable, its recovery waits: %s", answer.id, exc)
-            return None
-
-    def _may_have_been_refused(self, answer: MessageDetail) -> bool:
-        """Whether an orphan's client may have been told its chat failed: its gateway never wrote to it, and
-        the chat was sent long enough ago for that gateway to have given up on it (3/4 of TURN_SETTLE_SECONDS,
-        against its own clock and persistence's: the quarter is for their difference). Counted from when the turn
-        was first sent (``sent_at``), not stored: a retry of it stored just before its gateway gave up is no newer
-        a chat. Before that, the orphan is resumed as any other: its gateway, if it is still settling the turn,
-        then finds it generated here."""
-        if answer.version != 1 or answer.content:
-            return False
-        return datetime.now(UTC) - answer.sent_at > timedelta(seconds=0.75 * self.settings.turn_settle_seconds)
-
-    async def recovery_loop(self) -> None:
-        while True:
-            try:
-                if (count := await self.recover_once()) > 0:
-                    logger.info("recovered %d orphaned answer(s)", count)
-            except Exception as exc:  # keep scanning: persistence may be restarting
-                logger.warning("recovery scan failed: %s", exc)
-            await asyncio.sleep(self.settings.recovery_interval_seconds)
 
     async def shutdown(self, grace_seconds: float) -> None:
         """Take no new work; let running answers finish within the grace period; release the rest.

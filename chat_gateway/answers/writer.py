@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable
 from typing import Literal
 
+from chat_gateway.answers.lease import Lease
 from chat_gateway.answers.text import AnswerText
 from chat_gateway.clients import retry
 from chat_gateway.clients.persistence import AnswerStore, PersistenceError
@@ -40,18 +41,15 @@ class AnswerWriter:
         persistence: AnswerStore,
         settings: Settings,
         stop: Callable[[StopReason], None],
-        leased_at: float | None,
+        lease: Lease,
     ) -> None:
-        """``leased_at``: when (``time.monotonic``) the request that gave this gateway the lease was sent."""
         self.message_id = message_id
         self.buffer = buffer
         self.persistence = persistence
         self.settings = settings
         self._stop = stop
         self.refused: str | None = None  # why persistence refused a write for good; nothing is saved after it
-        # Until when the lease is surely ours, on this process's clock: persistence set it to run out a lease
-        # after it received the request, so after the request was sent. Past it, no text is relayed unconfirmed.
-        self.lease_deadline = (leased_at if leased_at is not None else time.monotonic()) + settings.lease_seconds
+        self.lease = lease
         self._renewed: asyncio.Future[None] | None = None  # a renewal the relay waits for (fence)
         self._last_write = time.monotonic()
         self._flush_now = asyncio.Event()
@@ -71,7 +69,7 @@ class AnswerWriter:
 
     async def run(self) -> None:
         """Save what is new, or renew the lease, until ``close``."""
-        heartbeat = self.settings.lease_seconds / 3
+        heartbeat = self.lease.seconds / 3
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._flush_now.wait(), timeout=self.settings.flush_interval_seconds)
@@ -95,13 +93,13 @@ class AnswerWriter:
         loop) another gateway may have taken the answer over and be writing its own text: the writer renews
         the lease first, and if it was lost, the generation is stopped and its listeners follow the new owner.
         """
-        while time.monotonic() >= self.lease_deadline:
+        while self.lease.lapsed():
             if self._renewed is None or self._renewed.done():
                 self._renewed = asyncio.get_running_loop().create_future()
             renewed = self._renewed
             self._flush_now.set()
             await asyncio.shield(renewed)
-            if time.monotonic() >= self.lease_deadline:  # persistence unreachable: try again shortly
+            if self.lease.lapsed():  # persistence unreachable: try again shortly
                 await asyncio.sleep(min(1.0, self.settings.flush_interval_seconds))
 
     async def flush_all(self, lease_seconds: float | None = None, finish: AnswerFinish | None = None) -> bool:
@@ -126,8 +124,8 @@ class AnswerWriter:
                 self.message_id,
                 self.saved,
                 self._text()[self.saved : end],
-                owner=self.settings.instance_id,
-                lease_seconds=lease_seconds or self.settings.lease_seconds,
+                owner=self.lease.owner,
+                lease_seconds=lease_seconds or self.lease.seconds,
                 finish=finish,
             )
             self.buffer.mark_saved(saved)
@@ -158,7 +156,7 @@ class AnswerWriter:
                 self._renewed.set_result(None)
         self._last_write = time.monotonic()
         if finish is None:
-            self.lease_deadline = sent + (lease_seconds or self.settings.lease_seconds)
+            self.lease.renewed(sent, lease_seconds)
         return True
 
     async def _caught_up(self) -> bool:
@@ -168,7 +166,7 @@ class AnswerWriter:
         except ServiceUnavailable:
             return False
         text = self._text()
-        ours = stored.lease_owner == self.settings.instance_id and stored.status == MessageStatus.IN_PROGRESS
+        ours = stored.lease_owner == self.lease.owner and stored.status == MessageStatus.IN_PROGRESS
         if ours and len(stored.content) > self.saved and text.startswith(stored.content):
             self.buffer.mark_saved(len(stored.content))
             return True

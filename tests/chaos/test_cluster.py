@@ -15,8 +15,8 @@ import pytest
 import sqlalchemy as sa
 
 from chaos.cluster import Pair
-from chaos.services import free_port
 from persistence.db import create_db_engine
+from testing.ports import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from chaos.answers import answer_for, key_of, sampled_answer, tokens
+from chaos.answers import answer_for, key_of, sampled_answer
 from chaos.run import FAULTS, REDIS_URL
-from chaos.upstream import NOT_A_PREFIX, Asked, asked
+from chaos.upstream import NOT_A_PREFIX, answering
+from testing.chunks import tokens
+from testing.upstream import Plan, remaining_text
 from tests.conftest import reachable_redis
 
 ROOT = Path(__file__).parents[2]
@@ -30,20 +32,26 @@ def test_answers_are_known_and_some_repeat_themselves() -> None:
     assert "".join(tokens(answers[0])) == answers[0]
 
 
+def sent_for(messages: list[dict[str, str]], mode: str, sampling: random.Random | None = None) -> str:
+    """What the chaos run's upstream sends for ``messages``, its random faults aside."""
+    answer = answering(sampling)(messages)
+    return remaining_text(messages, Plan(restart=mode == "restart"), answer, NOT_A_PREFIX)
+
+
 def test_the_upstream_continues_exactly_or_restarting_and_marks_a_corrupted_join() -> None:
     question = "chat-1-2: tell me something"
     answer = answer_for(question)
     first = [{"role": "user", "content": question}]
-    assert asked(first, "exact", None) == Asked("1-2", "", "", answer)
+    assert sent_for(first, "exact") == answer
     partial = [
         *first,
         {"role": "system", "content": "begin with [[the end]]"},
         {"role": "assistant", "content": answer[:50]},
     ]
-    assert asked(partial, "exact", None) == Asked("1-2", answer[:50], "", answer[50:])
-    assert asked(partial, "restart", None) == Asked("1-2", answer[:50], "the end", "the end" + answer[50:])
+    assert sent_for(partial, "exact") == answer[50:]
+    assert sent_for(partial, "restart") == "the end" + answer[50:]
     corrupted = [*first, {"role": "assistant", "content": "not the start"}]
-    assert asked(corrupted, "exact", None).text == NOT_A_PREFIX
+    assert sent_for(corrupted, "exact") == NOT_A_PREFIX
 
 
 def _kind(answer: str) -> str:
@@ -67,12 +75,10 @@ def test_a_sampling_upstream_writes_new_words_of_the_same_kind_and_continues_any
         {"role": "system", "content": "begin with [[cut mid-wo]]"},
         {"role": "assistant", "content": "cut mid-wo"},
     ]
-    sent = asked(partial, "restart", random.Random(1))
-    assert sent.partial == "cut mid-wo"
-    assert sent.anchor == "cut mid-wo"
-    assert sent.text.startswith("cut mid-wo")
-    assert NOT_A_PREFIX not in sent.text
-    fresh = [asked(partial, "exact", random.Random(seed)).text for seed in range(5)]
+    sent = sent_for(partial, "restart", random.Random(1))
+    assert sent.startswith("cut mid-wo")
+    assert NOT_A_PREFIX not in sent
+    fresh = [sent_for(partial, "exact", random.Random(seed)) for seed in range(5)]
     assert len(set(fresh)) > 1, "a continuation is sampled too"
 
 

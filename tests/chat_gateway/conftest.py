@@ -2,9 +2,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,58 +17,11 @@ from fastapi import FastAPI
 
 from shared import MessageRole, MessageStatus
 from shared.contract import AnswerFinish, MessageDetail
+from testing.processes import Service
+from testing.upstream import create_fake_openai, reset
 from tests.conftest import fresh_postgres_database, serve, unreachable
-from tests.fake_openai import TEXT, Plan, create_fake_openai
 
 PERSISTENCE_KEY = "e2e-persistence-key"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-# As the Procfile and the images run both services: the request head bounded while it arrives (shared/server.py).
-SERVE_ARGS = ("--http", "shared.server:HttpToolsProtocol")
-
-
-class Service:
-    """A service run as users run it: uvicorn in its own process, on a loopback port."""
-
-    def __init__(self, app: str, env: dict[str, str], log: Path, extra_args: tuple[str, ...] = ()) -> None:
-        self.app = app
-        self.env = env
-        self.log = log
-        self.extra_args = extra_args
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> "Service":
-        command = [sys.executable, "-m", "uvicorn", self.app, "--factory", "--port", str(self.port), *SERVE_ARGS]
-        command += self.extra_args
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{self.app} did not start:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.05)
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(sig)
-            self.process.wait(timeout=30)
-
-    def restart(self) -> None:
-        self.kill(signal.SIGTERM)
-        self.start()
 
 
 def _base_env(tmp: Path) -> dict[str, str]:
@@ -90,7 +40,7 @@ def persistence_on(tmp: Path, database: str) -> Iterator[Service]:
         if database == "postgresql":
             url = stack.enter_context(fresh_postgres_database())
         env = _base_env(tmp) | {"DATABASE_URL": url, "LEASE_SECONDS": "2"}
-        service = Service("persistence.main:create_app", env, tmp / "persistence.log").start()
+        service = Service.uvicorn("persistence.main:create_app", env, tmp / "persistence.log").start()
         stack.callback(service.kill, signal.SIGTERM)
         yield service
 
@@ -128,14 +78,7 @@ def _fake_openai_server() -> Iterator[tuple[FastAPI, str]]:
 @pytest.fixture
 def fake_openai(_fake_openai_server: tuple[FastAPI, str]) -> FastAPI:
     app, _ = _fake_openai_server
-    app.state.plans.clear()
-    app.state.requests.clear()
-    app.state.open_streams = 0
-    app.state.text = TEXT
-    app.state.models = None
-    app.state.sample = False
-    app.state.server = "llama.cpp"
-    app.state.default_plan = Plan()
+    reset(app)
     return app
 
 
@@ -171,7 +114,7 @@ def gateway(
 ) -> Iterator[Service]:
     _, upstream = _fake_openai_server
     env = gateway_env(tmp_path, persistence.url, upstream)
-    service = Service("chat_gateway.main:create_app", env, tmp_path / "gateway.log").start()
+    service = Service.uvicorn("chat_gateway.main:create_app", env, tmp_path / "gateway.log").start()
     yield service
     service.kill(signal.SIGTERM)
 

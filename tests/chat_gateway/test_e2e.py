@@ -27,17 +27,11 @@ import openai
 import pytest
 from fastapi import FastAPI
 
-from tests.chat_gateway.conftest import (
-    Event,
-    Service,
-    gateway_env,
-    read_finished,
-    read_message,
-    sse_events,
-    wait_for,
-)
+from testing.chunks import tokens
+from testing.processes import Service
+from testing.upstream import MODEL, TEXT, Plan
+from tests.chat_gateway.conftest import Event, gateway_env, read_finished, read_message, sse_events, wait_for
 from tests.conftest import redis_url_or_skip
-from tests.fake_openai import MODEL, TEXT, Plan, tokens
 
 pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
 
@@ -175,7 +169,7 @@ def test_a_restarting_upstream_repeats_the_words_it_is_asked_for_and_only_they_a
 ) -> None:
     """``brackets``: the model repeats them too, "[[...]]" (issue 37): the repeat goes with them."""
     env = gateway_env(tmp_path, persistence.url, fake_openai_url, UPSTREAM_CONTINUATION="restart")
-    restarting = Service("chat_gateway.main:create_app", env, tmp_path / "restart.log").start()
+    restarting = Service.uvicorn("chat_gateway.main:create_app", env, tmp_path / "restart.log").start()
     fake_openai.state.text = text
     restart = Plan(restart=True, echo_brackets=brackets)
     fake_openai.state.plans.extend([Plan(drop_after=9), replace(restart, drop_after=4), restart])
@@ -196,7 +190,7 @@ def test_a_vllm_upstream_is_known_at_start_up_and_continues_the_answer_with_its_
     only the flags the gateway chose at start-up, from /version and its models, make the join whole."""
     fake_openai.state.server, fake_openai.state.models = "vllm", [MODEL]
     env = gateway_env(tmp_path, persistence.url, fake_openai_url)  # UPSTREAM_CONTINUATION: auto
-    vllm = Service("chat_gateway.main:create_app", env, tmp_path / "vllm.log").start()
+    vllm = Service.uvicorn("chat_gateway.main:create_app", env, tmp_path / "vllm.log").start()
     fake_openai.state.plans.extend([Plan(drop_after=9), Plan(drop_after=4)])
     try:
         body = httpx.post(f"{vllm.url}/chat", json={"message": "hi"}, timeout=30).json()
@@ -365,7 +359,7 @@ def test_a_gateway_restarted_under_the_same_instance_id_takes_its_answers_back_a
     fake_openai.state.plans.extend([Plan(delay=0.05), Plan()])
     settings = {"INSTANCE_ID": "gateway-a", "LEASE_SECONDS": "600", "RECOVERY_INTERVAL_SECONDS": "600"}
     env = gateway_env(tmp_path, persistence.url, fake_openai_url, **settings)
-    gateway = Service("chat_gateway.main:create_app", env, tmp_path / "a.log").start()
+    gateway = Service.uvicorn("chat_gateway.main:create_app", env, tmp_path / "a.log").start()
     try:
         with streaming_chat(gateway, deltas=8) as (message_id, _):
             wait_for(lambda: read_message(store, message_id)["content"])
@@ -433,7 +427,7 @@ def test_persistence_restarted_mid_stream_loses_nothing(
 
 def test_without_upstream_key_chat_is_503_with_how_to(tmp_path: Path, persistence: Service) -> None:
     env = gateway_env(tmp_path, persistence.url, None)
-    service = Service("chat_gateway.main:create_app", env, tmp_path / "gateway.log").start()
+    service = Service.uvicorn("chat_gateway.main:create_app", env, tmp_path / "gateway.log").start()
     try:
         response = httpx.post(f"{service.url}/chat", json={"message": "hi"}, timeout=30)
         assert response.status_code == 503
@@ -473,7 +467,7 @@ def test_an_openai_call_is_sent_upstream_while_its_turn_is_stored_and_dropped_if
     body = {"model": "fake-model", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
     with _hanging_up_server(after=0.3) as broken:
         env = gateway_env(tmp_path, broken, upstream, PERSISTENCE_RETRY_ATTEMPTS="2", TURN_SETTLE_SECONDS="1")
-        service = Service("chat_gateway.main:create_app", env, tmp_path / "gateway.log").start()
+        service = Service.uvicorn("chat_gateway.main:create_app", env, tmp_path / "gateway.log").start()
         try:
             response = httpx.post(f"{service.url}/v1/chat/completions", json=body, timeout=30)
             assert response.status_code == 503, response.text
@@ -522,7 +516,7 @@ def test_partial_text_is_written_in_batches_with_an_answer_log(
     """The log makes each chunk durable before it is shown; persistence receives batches."""
     fake_openai.state.plans.append(Plan(delay=0.01))
     env = gateway_env(tmp_path, persistence.url, fake_openai_url, ANSWER_LOG_URL=redis_url_or_skip())
-    logging = Service("chat_gateway.main:create_app", env, tmp_path / "logging.log").start()
+    logging = Service.uvicorn("chat_gateway.main:create_app", env, tmp_path / "logging.log").start()
     try:
         body = httpx.post(f"{logging.url}/chat", json={"message": "hi"}, timeout=30).json()
     finally:
@@ -568,7 +562,7 @@ def test_stopped_gateway_releases_what_outlives_the_grace_period(
     assert message_id in {m["id"] for m in store.get("/messages/stale").json()}  # no wait for the lease
     upstream = gateway.env["OPENAI_BASE_URL"].removesuffix("/v1")
     env = gateway_env(tmp_path, persistence.url, upstream)
-    other = Service("chat_gateway.main:create_app", env, tmp_path / "other.log").start()
+    other = Service.uvicorn("chat_gateway.main:create_app", env, tmp_path / "other.log").start()
     try:
         final = read_finished(store, message_id)
     finally:
@@ -597,7 +591,7 @@ def test_reattach_through_another_gateway_follows_the_answer(
 ) -> None:
     fake_openai.state.plans.append(Plan(delay=0.03))
     env = gateway_env(tmp_path, persistence.url, gateway.env["OPENAI_BASE_URL"].removesuffix("/v1"))
-    other = Service("chat_gateway.main:create_app", env, tmp_path / "other.log").start()
+    other = Service.uvicorn("chat_gateway.main:create_app", env, tmp_path / "other.log").start()
     try:
         with streaming_chat(gateway, deltas=2) as (message_id, _):
             url = f"{other.url}/chat/messages/{message_id}/stream"
@@ -627,7 +621,7 @@ def test_reattach_through_another_gateway_from_text_not_yet_saved_waits_for_it(
         FLUSH_INTERVAL_SECONDS="30",
         FLUSH_BYTES="100000",
     )
-    saving_late = Service("chat_gateway.main:create_app", env, tmp_path / "late.log").start()
+    saving_late = Service.uvicorn("chat_gateway.main:create_app", env, tmp_path / "late.log").start()
     try:
         with streaming_chat(saving_late, deltas=12) as (message_id, first):
             seen = int(next(e for e in first if e.event == "delta").id or 0)
@@ -653,7 +647,7 @@ def test_a_forged_last_event_id_past_the_end_is_answered_alike_by_every_gateway(
     """While the answer runs: followed until it ends, then an error (never done); once ended: a 409 up front."""
     fake_openai.state.plans.append(Plan(delay=0.02))
     env = gateway_env(tmp_path, persistence.url, gateway.env["OPENAI_BASE_URL"].removesuffix("/v1"))
-    other = Service("chat_gateway.main:create_app", env, tmp_path / "other.log").start()
+    other = Service.uvicorn("chat_gateway.main:create_app", env, tmp_path / "other.log").start()
     forged = {"last-event-id": str(2**30)}
 
     def ending(through: Service, message_id: str) -> tuple[str, dict]:
@@ -686,7 +680,7 @@ def test_a_gateway_paused_past_its_lease_never_shows_its_client_text_that_is_not
     ending = " -- and then the other gateway ended it its own way."
     fake_openai.state.plans.extend([Plan(delay=0.05), Plan(continue_with=ending)])
     env = gateway_env(tmp_path, persistence.url, gateway.env["OPENAI_BASE_URL"].removesuffix("/v1"))
-    other = Service("chat_gateway.main:create_app", env, tmp_path / "other.log").start()
+    other = Service.uvicorn("chat_gateway.main:create_app", env, tmp_path / "other.log").start()
     assert gateway.process is not None
     seen: list[str] = []
     try:
@@ -723,7 +717,7 @@ def test_request_id_follows_a_chat_into_persistence_and_metrics_count_it(
 ) -> None:
     response = httpx.post(f"{gateway.url}/chat", json={"message": "hi"}, headers={"x-request-id": "chat-7"}, timeout=30)
     assert response.headers["x-request-id"] == "chat-7"
-    logged = [json.loads(line) for line in persistence.log.read_text().splitlines() if line.startswith("{")]
+    logged = [json.loads(line) for line in persistence.output().splitlines() if line.startswith("{")]
     paths = {entry["path"] for entry in logged if entry.get("request_id") == "chat-7"}
     assert any(path.endswith("/turns") for path in paths)
     assert any(path.endswith("/append") for path in paths)  # written by the generation task
@@ -886,9 +880,9 @@ def test_session_routes_relay_persistence_shapes(gateway: Service, store: httpx.
 
 
 def test_an_upstream_model_name_too_long_to_store_is_clipped_not_a_failed_answer(
-    gateway: Service, store: httpx.Client, monkeypatch: pytest.MonkeyPatch
+    gateway: Service, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
-    monkeypatch.setattr("tests.fake_openai.MODEL", "m" * 300)
+    fake_openai.state.chunks = replace(fake_openai.state.chunks, model="m" * 300)
     reply = httpx.post(f"{gateway.url}/chat", json={"message": "hi"}, timeout=30)
     assert reply.status_code == 200, reply.text
     stored = read_finished(store, reply.json()["message_id"])

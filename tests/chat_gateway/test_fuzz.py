@@ -1,6 +1,6 @@
 import pytest
 
-from tests.chat_gateway.conftest import Service
+from testing.processes import Service
 from tests.openapi_fuzz import assert_documented_answers
 
 pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`

@@ -15,8 +15,6 @@ LOCAL_LLM_MODEL and LOCAL_LLM_PYTHON); without them it is skipped, under CI=true
 import json
 import os
 import signal
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,16 +24,10 @@ from typing import Any
 import httpx
 import pytest
 
+from testing.ports import free_port
+from testing.processes import Service
 from tests.chat_gateway.answers.test_shown_is_stored import follow
-from tests.chat_gateway.conftest import (
-    PERSISTENCE_KEY,
-    Service,
-    free_port,
-    gateway_env,
-    persistence_on,
-    read_finished,
-    sse_events,
-)
+from tests.chat_gateway.conftest import PERSISTENCE_KEY, gateway_env, persistence_on, read_finished, sse_events
 
 MODEL = os.environ.get("LOCAL_LLM_MODEL", "")
 PYTHON = os.environ.get("LOCAL_LLM_PYTHON", "")
@@ -53,46 +45,23 @@ QUESTION = "Explain in three short paragraphs why the sky is blue."
 OPTIONS: dict[str, Any] = {"temperature": 0, "max_tokens": 400, "stop": ["\nExplain"]}
 
 
-class ModelServer:
+def model_server_process(log: Path) -> Service:
     """`make local-llm`'s server (scripts/local_llm.py) on a port of its own."""
-
-    def __init__(self, log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> "ModelServer":
-        command = [PYTHON, str(ROOT / "scripts/local_llm.py"), "--model", MODEL, "--chat_format", "gemma-continue"]
-        command += ["--model_alias", "gemma3-270m", "--host", "127.0.0.1", "--port", str(self.port)]
-        command += ["--n_batch", "1", "--n_ubatch", "1"]  # as `make local-llm` serves it (the Makefile says why)
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{self.url}/v1/models", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the model server did not start:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.1)
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(sig)
-            self.process.wait(timeout=30)
+    port = free_port()
+    command = [PYTHON, str(ROOT / "scripts/local_llm.py"), "--model", MODEL, "--chat_format", "gemma-continue"]
+    command += ["--model_alias", "gemma3-270m", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--n_batch", "1", "--n_ubatch", "1"]  # as `make local-llm` serves it (the Makefile says why)
+    return Service(command, port, log=log, name="the model server", ready="/v1/models", timeout=120)
 
 
 @pytest.fixture(scope="module")
-def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
-    server = ModelServer(tmp_path_factory.mktemp("llm") / "llm.log").start()
+def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    server = model_server_process(tmp_path_factory.mktemp("llm") / "llm.log").start()
     yield server
     server.kill(signal.SIGTERM)
 
 
-def stream_completion(server: ModelServer, messages: list[dict[str, str]]) -> tuple[list[str], str]:
+def stream_completion(server: Service, messages: list[dict[str, str]]) -> tuple[list[str], str]:
     """The model's reply, streamed: its text in the pieces it came in (one token each, as llama.cpp streams),
     and why it ended."""
     body = {"model": "gemma3-270m", "messages": messages, "stream": True, **OPTIONS}
@@ -155,7 +124,7 @@ def report(title: str, answer: str, cuts: list[Cut]) -> None:
 
 
 def test_an_answer_cut_anywhere_and_sent_back_is_continued_as_it_would_have_gone_on(
-    model_server: ModelServer,
+    model_server: Service,
 ) -> None:
     question = [{"role": "user", "content": QUESTION}]
     pieces, finish = stream_completion(model_server, question)
@@ -185,13 +154,13 @@ def store(persistence: Service) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture
-def gateway(tmp_path: Path, persistence: Service, model_server: ModelServer) -> Iterator[Service]:
+def gateway(tmp_path: Path, persistence: Service, model_server: Service) -> Iterator[Service]:
     """A gateway in front of the model, which it continues as `exact` (the text itself), retrying for long
     enough to see the model server started again."""
     retries = {"RETRY_ATTEMPTS": "20", "RETRY_INITIAL_WAIT": "0.5", "RETRY_MAX_WAIT": "1", "RETRY_MAX_SECONDS": "300"}
     env = gateway_env(tmp_path, persistence.url, model_server.url, **retries)
     env |= {"OPENAI_MODEL": "gemma3-270m", "UPSTREAM_CONTINUATION": "exact", "INSTANCE_ID": f"llm-{uuid.uuid4()}"}
-    service = Service("chat_gateway.main:create_app", env, tmp_path / "gateway.log").start()
+    service = Service.uvicorn("chat_gateway.main:create_app", env, tmp_path / "gateway.log").start()
     yield service
     service.kill(signal.SIGTERM)
 
@@ -221,7 +190,7 @@ KILL_AFTER = (30, 120, 250)  # characters shown: the first words, a sentence or 
 
 
 def test_through_the_gateway_with_the_model_server_killed_mid_answer(
-    gateway: Service, store: httpx.Client, model_server: ModelServer
+    gateway: Service, store: httpx.Client, model_server: Service
 ) -> None:
     message_id, answer, _, response = chat_until(gateway, None)
     response.close()

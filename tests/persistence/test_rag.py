@@ -12,9 +12,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.chat_gateway.conftest import Service, gateway_env, wait_for
+from testing.chunks import tokens
+from testing.processes import Service
+from testing.upstream import TEXT, create_fake_openai
+from tests.chat_gateway.conftest import gateway_env, wait_for
 from tests.conftest import serve
-from tests.fake_openai import TEXT, create_fake_openai, tokens
 from tests.persistence.conftest import API_KEY, random_id
 
 SESSION_FIELDS = {"id", "user_id", "name", "is_favorite", "created_at", "updated_at"}
@@ -264,7 +266,7 @@ def running_gateway(live_url: str, tmp_path: Path) -> Iterator[tuple[Service, Fa
         env = gateway_env(
             tmp_path, live_url, upstream_url, API_KEY=API_KEY, RECOVERY_INTERVAL_SECONDS=str(RECOVERY_INTERVAL)
         )
-        gateway = Service("chat_gateway.main:create_app", env, tmp_path / "gateway.log").start()
+        gateway = Service.uvicorn("chat_gateway.main:create_app", env, tmp_path / "gateway.log").start()
         try:
             yield gateway, upstream
         finally:

@@ -3,7 +3,6 @@
 import asyncio
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -14,15 +13,10 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from testing.ports import free_port
 from tests.conftest import fresh_postgres_database
 
 pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _env(tmp_path: Path, **values: str) -> dict[str, str]:
@@ -36,7 +30,7 @@ def _uvicorn(port: int) -> list[str]:
 
 def test_missing_api_key_stops_start_up_with_one_clear_line(tmp_path: Path) -> None:
     result = subprocess.run(
-        _uvicorn(_free_port()), env=_env(tmp_path), capture_output=True, text=True, timeout=60, check=False
+        _uvicorn(free_port()), env=_env(tmp_path), capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode != 0
     assert "persistence: missing secret API_KEY: set API_KEY, or API_KEY_FILE" in result.stderr
@@ -47,7 +41,7 @@ def test_serves_with_a_docker_style_secret_file_and_creates_the_sqlite_database(
     secret = tmp_path / "api_key"
     secret.write_text("file-key\n")
     database = tmp_path / "data" / "chat.db"
-    port = _free_port()
+    port = free_port()
     env = _env(tmp_path, API_KEY_FILE=str(secret), DATABASE_URL=f"sqlite:///{database}")
     process = subprocess.Popen(_uvicorn(port), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -112,11 +106,11 @@ def test_started_before_its_database_it_serves_not_ready_then_connects_when_the_
 ) -> None:
     with fresh_postgres_database() as url:
         real = sa.make_url(url)
-        port = _free_port()
+        port = free_port()
         forwarder = _Forwarder(port, (real.host or "127.0.0.1", real.port or 5432))
         late = real.set(host="127.0.0.1", port=port).render_as_string(hide_password=False)
         env = _env(tmp_path, API_KEY="k", DATABASE_URL=late)
-        service_port = _free_port()
+        service_port = free_port()
         process = subprocess.Popen(
             _uvicorn(service_port), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )

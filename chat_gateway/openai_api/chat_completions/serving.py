@@ -10,7 +10,7 @@ import hmac
 import uuid
 from collections.abc import AsyncIterator
 
-from chat_gateway.answers.generation import StreamEvent
+from chat_gateway.answers.events import StreamEvent
 from chat_gateway.answers.service import Answers
 from chat_gateway.auth.identity import Caller
 from chat_gateway.openai_api import chat_start

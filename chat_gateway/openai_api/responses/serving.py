@@ -13,7 +13,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from chat_gateway.answers.generation import StreamEvent
+from chat_gateway.answers.events import StreamEvent
 from chat_gateway.answers.prompt import build_messages, load_history
 from chat_gateway.answers.service import Answers
 from chat_gateway.auth.identity import Caller

@@ -19,9 +19,10 @@ from chat_gateway.clients.persistence import AnswerStore, PersistenceError
 from chat_gateway.config import ContinuationMethod, Settings
 from shared import Conflict, MessageRole, MessageStatus, NotFound
 from shared.contract import AnswerFinish, MessageDetail
+from testing.chunks import tokens
+from testing.upstream import TEXT, Plan
 from tests.chat_gateway.conftest import FakeStore, stored_message
 from tests.conftest import redis_url_or_skip, serve
-from tests.fake_openai import TEXT, Plan, tokens
 
 pytestmark = pytest.mark.anyio
 
@@ -371,7 +372,7 @@ async def test_a_write_persistence_refuses_ends_the_answer_failed_with_what_is_s
         assert len(generation.text) < len("".join(WORDS))
 
 
-# Each method against a fake that continues as its servers do (tests/fake_openai.py's ``as_continued``).
+# Each method against a fake that continues as its servers do (testing/upstream.py's ``as_continued``).
 METHODS_AND_SERVERS: list[tuple[ContinuationMethod, str | None, Plan]] = [
     ("exact", "llama.cpp", Plan()),
     ("vllm", "vllm", Plan()),

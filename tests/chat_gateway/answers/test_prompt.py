@@ -14,8 +14,9 @@ from chat_gateway.config import ContinuationMethod
 from shared import MessageRole, MessageStatus
 from shared.contract import MessageDetail
 from shared.resources import FunctionCall, ToolCall
+from testing.chunks import tokens
+from testing.upstream import TEXT
 from tests.chat_gateway.conftest import stored_message
-from tests.fake_openai import TEXT, tokens
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 SESSION = uuid.uuid4()

@@ -12,7 +12,8 @@ from openai import AsyncOpenAI
 from pydantic import SecretStr
 
 from chat_gateway.answers import service
-from chat_gateway.answers.generation import StreamEvent
+from chat_gateway.answers.events import StreamEvent
+from chat_gateway.answers.recovery import Recovery
 from chat_gateway.answers.service import Answers
 from chat_gateway.chat.protocol import ChatRequest
 from chat_gateway.clients.persistence import UNREACHABLE, PersistenceClient
@@ -20,9 +21,10 @@ from chat_gateway.clients.upstream import create_client
 from chat_gateway.config import Settings
 from shared import MessageStatus, ServiceUnavailable
 from shared.contract import AppendResult
+from testing.chunks import tokens
+from testing.upstream import TEXT, Plan, create_fake_openai
 from tests.chat_gateway.conftest import stored_message
 from tests.conftest import serve
-from tests.fake_openai import TEXT, Plan, create_fake_openai, tokens
 
 pytestmark = pytest.mark.anyio
 
@@ -338,7 +340,7 @@ async def test_a_chat_its_client_was_told_failed_is_never_generated(fake_upstrea
         # Persistence is back: the stored turn is found by crash recovery, on this gateway or any other.
         other, (other_http, other_client) = _gateway(fake_upstream, persistence, turn_settle_seconds=0.3)
         try:
-            assert await other.recover_once() == 0
+            assert await Recovery(other).scan_once() == 0
         finally:
             await other_http.aclose()
             await other_client.close()

@@ -23,9 +23,10 @@ import openai
 import pytest
 from fastapi import FastAPI
 
-from tests.chat_gateway.conftest import Service, gateway_env, read_finished, read_message, sse_events, wait_for
+from testing.processes import Service
+from testing.upstream import Plan
+from tests.chat_gateway.conftest import gateway_env, read_finished, read_message, sse_events, wait_for
 from tests.conftest import redis_url_or_skip
-from tests.fake_openai import Plan
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +58,9 @@ def _gateways(
     tmp = tmp_path_factory.mktemp("gateways")
     settings = {"FLUSH_INTERVAL_SECONDS": "1", "TURN_SETTLE_SECONDS": "1", **durable_in}
     env = gateway_env(tmp, persistence.url, _fake_openai_server[1], **settings)
-    pair = tuple(Service("chat_gateway.main:create_app", dict(env), tmp / f"{name}.log").start() for name in "ab")
+    pair = tuple(
+        Service.uvicorn("chat_gateway.main:create_app", dict(env), tmp / f"{name}.log").start() for name in "ab"
+    )
     yield pair[0], pair[1]
     for gateway in pair:
         gateway.kill(signal.SIGTERM)

@@ -11,8 +11,10 @@ import pytest
 from fastapi import FastAPI
 from openai.types.chat import ChatCompletionToolParam
 
-from tests.chat_gateway.conftest import Service, read_finished, sse_events, wait_for
-from tests.fake_openai import TEXT, Plan, tokens
+from testing.chunks import tokens
+from testing.processes import Service
+from testing.upstream import TEXT, Plan
+from tests.chat_gateway.conftest import read_finished, sse_events, wait_for
 
 pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
 

@@ -10,9 +10,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from testing.processes import Service
+from testing.upstream import Plan
 from tests.chat_gateway.auth.test_identity import _client, _new_user, _user_key, admin, gateway, idp  # noqa: F401
-from tests.chat_gateway.conftest import Service, sse_events
-from tests.fake_openai import Plan
+from tests.chat_gateway.conftest import sse_events
 
 pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
 

@@ -22,10 +22,11 @@ from fastapi import FastAPI, Response
 from openai import OpenAI
 
 from shared.identity import DEFAULT_USER, RESERVED_USERS
+from testing.processes import Service
+from testing.upstream import TEXT, Plan
 from tests.chat_gateway.auth.test_jwt import JWKS, Key
-from tests.chat_gateway.conftest import Service, gateway_env, sse_events, wait_for
+from tests.chat_gateway.conftest import gateway_env, sse_events, wait_for
 from tests.conftest import redis_url_or_skip, serve
-from tests.fake_openai import TEXT, Plan
 
 _T = TypeVar("_T")
 
@@ -80,7 +81,7 @@ def gateway(
         JWT_JWKS_MIN_REFRESH_SECONDS="0.2",
         RATE_LIMIT="1000/minute",
     )
-    service = Service("chat_gateway.main:create_app", env, tmp / "gateway.log").start()
+    service = Service.uvicorn("chat_gateway.main:create_app", env, tmp / "gateway.log").start()
     yield service
     service.kill(signal.SIGTERM)
 
@@ -388,7 +389,9 @@ def test_with_redis_a_users_rate_holds_across_gateways(
                 CHAT_ADMIN_KEYS=ADMIN_KEY,
                 RATE_LIMIT_STORAGE=redis_url,
             )
-            gateways.append(Service("chat_gateway.main:create_app", env, tmp_path / f"gateway-{number}.log").start())
+            gateways.append(
+                Service.uvicorn("chat_gateway.main:create_app", env, tmp_path / f"gateway-{number}.log").start()
+            )
         statuses = [
             httpx.get(f"{gateways[n % 2].url}/chat/sessions", headers={"x-api-key": key}).status_code for n in range(6)
         ]
@@ -691,14 +694,14 @@ def strict_gateway(
         AUTH_FAILURE_LIMIT="20/minute",
         RATE_LIMIT="1000/minute",
     )
-    service = Service("chat_gateway.main:create_app", env, tmp / "gateway.log").start()
+    service = Service.uvicorn("chat_gateway.main:create_app", env, tmp / "gateway.log").start()
     yield service
     service.kill(signal.SIGTERM)
 
 
 def _lookups(persistence: Service) -> int:
     """Key lookups persistence has answered, from its request log."""
-    return persistence.log.read_text().count('"path": "/keys/identify"')
+    return persistence.output().count('"path": "/keys/identify"')
 
 
 def test_made_up_user_keys_cost_few_lookups_and_get_429s_past_the_failure_limit(

@@ -3,7 +3,6 @@ import base64
 import hashlib
 import hmac
 import json
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from chat_gateway.auth.jwt import MAX_TOKEN_LENGTH, TokenVerifier
 from shared import ServiceUnavailable, Unauthorized
+from testing.ports import free_port
 from tests.conftest import serve
 
 pytestmark = pytest.mark.anyio
@@ -261,10 +261,7 @@ async def test_concurrent_verifications_share_one_fetch(idp: JWKS, rsa_key: Key,
 
 
 def _closed_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/jwks.json"
+    return f"http://127.0.0.1:{free_port()}/jwks.json"
 
 
 async def test_no_keys_and_no_identity_provider_is_unavailable(rsa_key: Key) -> None:

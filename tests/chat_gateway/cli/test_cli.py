@@ -14,8 +14,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.chat_gateway.conftest import Service, wait_for
-from tests.fake_openai import TEXT, Plan
+from testing.processes import Service
+from testing.upstream import TEXT, Plan
+from tests.chat_gateway.conftest import wait_for
 
 pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
 

@@ -18,8 +18,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from pexpect import ANSI
 
-from tests.chat_gateway.conftest import Service
-from tests.fake_openai import TEXT, VOCABULARY, Plan
+from testing.processes import Service
+from testing.upstream import TEXT, VOCABULARY, Plan
 
 pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
 

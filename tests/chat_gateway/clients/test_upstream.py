@@ -10,8 +10,9 @@ from pydantic import SecretStr
 from chat_gateway.clients.retry import is_transient
 from chat_gateway.clients.upstream import create_client, open_stream, options_to_continue, read_chunks
 from chat_gateway.config import Settings
+from testing.chunks import tokens
+from testing.upstream import TEXT, Plan, create_fake_openai
 from tests.conftest import serve
-from tests.fake_openai import TEXT, Plan, create_fake_openai, tokens
 
 REQUEST = httpx.Request("POST", "http://upstream.test/v1/chat/completions")
 

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from chat_gateway.clients.upstream_probe import ContinuationChoice, choose_continuation
 from chat_gateway.config import ContinuationMethod, Settings
 from chat_gateway.main import create_app
-from tests.fake_openai import MODEL, create_fake_openai
+from testing.upstream import MODEL, create_fake_openai
 
 pytestmark = pytest.mark.anyio
 
@@ -23,7 +23,7 @@ def _settings(base_url: str | None = BASE, **overrides: object) -> Settings:
 
 
 def _fake(server: str | None) -> httpx.ASGITransport:
-    """The fake upstream saying it is ``server`` (tests/fake_openai.py: the routes those servers answer)."""
+    """The fake upstream saying it is ``server`` (testing/upstream.py: the routes those servers answer)."""
     fake = create_fake_openai()
     fake.state.server, fake.state.models = server, [MODEL]
     return httpx.ASGITransport(app=fake)

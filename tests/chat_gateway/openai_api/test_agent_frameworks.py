@@ -20,8 +20,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.chat_gateway.conftest import Service
-from tests.fake_openai import Plan
+from testing.processes import Service
+from testing.upstream import Plan
 
 pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
 

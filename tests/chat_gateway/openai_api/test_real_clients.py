@@ -20,8 +20,10 @@ import pytest
 from fastapi import FastAPI
 from openai import OpenAI
 
-from tests.chat_gateway.conftest import Service, read_finished
-from tests.fake_openai import TEXT, Plan, tokens
+from testing.chunks import tokens
+from testing.processes import Service
+from testing.upstream import TEXT, Plan
+from tests.chat_gateway.conftest import read_finished
 
 pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
 

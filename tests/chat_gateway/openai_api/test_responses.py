@@ -10,8 +10,9 @@ import openai
 import pytest
 from fastapi import FastAPI
 
-from tests.chat_gateway.conftest import Service, gateway_env, wait_for
-from tests.fake_openai import TEXT, Plan
+from testing.processes import Service
+from testing.upstream import TEXT, Plan
+from tests.chat_gateway.conftest import gateway_env, wait_for
 
 pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
 
@@ -254,7 +255,7 @@ def test_a_response_outlives_its_gateway_and_is_resumed_through_another(
                 break
     wait_for(lambda: store.get(f"/messages/{_answer_id(seen[0].response.id)}").json()["content"])
     gateway.kill(signal.SIGKILL)
-    other = Service(
+    other = Service.uvicorn(
         "chat_gateway.main:create_app", gateway_env(tmp_path, persistence.url, fake_openai_url), tmp_path / "other.log"
     ).start()
     try:

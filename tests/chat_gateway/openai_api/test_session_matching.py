@@ -8,8 +8,8 @@ import openai
 import pytest
 from fastapi import FastAPI
 
-from tests.chat_gateway.conftest import Service
-from tests.fake_openai import TEXT, Plan
+from testing.processes import Service
+from testing.upstream import TEXT, Plan
 
 pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
 

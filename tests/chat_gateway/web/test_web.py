@@ -20,9 +20,10 @@ from fastapi import FastAPI
 from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, Request, expect, sync_playwright
 
 from chat_gateway.page import WEB
-from tests.chat_gateway.conftest import PERSISTENCE_KEY, Service, gateway_env, read_message, wait_for
+from testing.processes import Service
+from testing.upstream import TEXT, Plan
+from tests.chat_gateway.conftest import PERSISTENCE_KEY, gateway_env, read_message, wait_for
 from tests.conftest import unreachable
-from tests.fake_openai import TEXT, Plan
 
 pytestmark = pytest.mark.slow  # starts processes and a browser: left out of `make test-fast`
 
@@ -91,7 +92,7 @@ def _gateway(tmp_path: Path, persistence: Service, upstream: str, **extra: str) 
     _forget_every_chat(persistence)
     # A person clicking around makes a few requests a second, more than a script of one tab would.
     env = gateway_env(tmp_path, persistence.url, upstream, RATE_LIMIT="100000/minute", **extra)
-    service = Service("chat_gateway.main:create_app", env, tmp_path / "gateway.log").start()
+    service = Service.uvicorn("chat_gateway.main:create_app", env, tmp_path / "gateway.log").start()
     yield service
     service.kill(signal.SIGTERM)
 

@@ -7,7 +7,7 @@ from typing import cast
 
 import pytest
 
-from chat_gateway.answers.generation import StreamEvent
+from chat_gateway.answers.events import StreamEvent
 from chat_gateway.answers.service import Answers
 from chat_gateway.openai_api.chat_completions.serving import chunks
 from shared import MessageStatus

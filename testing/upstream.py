@@ -1,11 +1,15 @@
-"""A fake OpenAI-compatible streaming server for the tests.
+"""The fake OpenAI-compatible streaming server of every suite: the tests (in their process), the benchmarks
+(bench/upstream.py) and the chaos run (chaos/upstream.py) configure it, and `make run UPSTREAM=demo` runs it.
 
-It answers every chat completion with TEXT (or ``app.state.text``), token by token, and continues it from a
-trailing assistant message exactly, the way llama.cpp does (stopping at ``max_tokens``, as it does), or, with
-``Plan(restart=True)``, as a model that starts a new message and repeats the words it is asked to. It can say it
-is llama-server (the default), vLLM or Mistral's API, and continues as that server does (``app.state.server``).
-Each request takes the next scripted ``Plan`` (default: behave): drop the connection after k tokens, answer an
-error status (with Retry-After), stall before the first token, or go slowly.
+It answers every chat completion with TEXT (or ``app.state.text``, or ``app.state.answer`` of the conversation),
+token by token, and continues it from a trailing assistant message exactly, the way llama.cpp does (stopping at
+``max_tokens``, as it does), or, with ``Plan(restart=True)``, as a model that starts a new message and repeats
+the words it is asked to. It can say it is llama-server (the default), vLLM or Mistral's API, and continues as
+that server does (``app.state.server``). Each request takes the next scripted ``Plan`` (default: behave): drop
+the connection after k tokens, answer an error status (with Retry-After), stall before the first token, go
+slowly, call tools; ``app.state.faults`` may change it (the chaos run's random faults). Every request is kept as
+an ``Exchange`` (what it was asked, what it sent), from which the chaos run checks its joins and the benchmarks
+count tokens.
 
 With ``app.state.sample = True`` it writes as a model that samples does: new words on every request, a
 continuation's included (the partial answer, then words never sent before), so text a client was shown and
@@ -13,17 +17,18 @@ nobody saved is never written again.
 """
 
 import asyncio
-import json
 import random
-import re
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+
+from testing.chunks import DONE, Chunks, Dropped, tokens
+from testing.conversations import anchor, partial_answer, question
 
 TEXT = (
     "Lyon sits where the Rhone meets the Saone. Its old town keeps Renaissance courtyards, "
@@ -31,10 +36,6 @@ TEXT = (
     "quenelles, sausages and pralines. From the hill of Fourviere the whole city opens below."
 )
 MODEL = "fake-model"
-
-
-def tokens(text: str) -> list[str]:
-    return re.findall(r"\S+\s*|\s+", text)
 
 
 VOCABULARY = (
@@ -90,6 +91,7 @@ class Plan:
     status: int | None = None  # answer this HTTP error instead of streaming
     retry_after: str | None = None
     message: str | None = None  # the error's message (else "scripted <status>")
+    error_type: str = "fake"  # the error's type
     stall: float = 0.0  # seconds before the first token
     delay: float = 0.0  # seconds between tokens
     repeat_overlap: int = 0  # on a continuation, first repeat this many characters of the partial answer
@@ -97,64 +99,59 @@ class Plan:
     echo_brackets: bool = False  # with ``restart``: repeat them in their brackets too, as a loose model does
     continue_with: str | None = None  # on a continuation, this instead of the rest of the text
     # Calls to make after the text, as (name, arguments): streamed as OpenAI does, a call's arguments in
-    # fragments of ``fragment`` characters; each fragment counts as a token for ``drop_after``.
+    # fragments of ``fragment`` characters (0: a word and its spaces each, the first with the call's name);
+    # each fragment counts as a token for ``drop_after``. Their ids differ from one attempt to the next, unless
+    # ``call_id`` names them all.
     tool_calls: list[tuple[str, str]] = field(default_factory=list)
     fragment: int = 4
+    call_id: str | None = None
 
 
-class Dropped(Exception):
-    pass
+@dataclass
+class Exchange:
+    """A request as the fake read it, and what it did with it."""
+
+    at: float  # when it came (time.time())
+    question: str
+    partial: str | None  # the partial answer it was asked to continue; None: a new answer
+    anchor: str  # the words it repeated first, as asked (a restarting model's continuation), else ""
+    sent: str = ""  # the text it sent
+    tokens: int = 0  # the chunks of text and of tool calls it sent
+    finished: bool = False  # whether it sent them all
+    stamps: list[float] = field(default_factory=list)  # when each chunk left (time.monotonic()), if stamped
 
 
-def call_deltas(calls: list[tuple[str, str]], fragment: int, attempt: int) -> list[dict[str, Any]]:
-    """The ``delta.tool_calls`` items of ``calls``: ids differ from one attempt to the next, as a model's do."""
+def call_deltas(plan: Plan, attempt: int) -> list[dict[str, Any]]:
+    """The ``delta.tool_calls`` items of the plan's calls."""
     deltas: list[dict[str, Any]] = []
-    for index, (name, arguments) in enumerate(calls):
-        call_id = f"call_{attempt}_{index}"
-        deltas.append({"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}})
-        for start in range(0, len(arguments), fragment):
-            deltas.append({"index": index, "function": {"arguments": arguments[start : start + fragment]}})
+    for index, (name, arguments) in enumerate(plan.tool_calls):
+        call_id = plan.call_id or f"call_{attempt}_{index}"
+        if plan.fragment:
+            first, fragments = (
+                "",
+                [arguments[at : at + plan.fragment] for at in range(0, len(arguments), plan.fragment)],
+            )
+        else:
+            first, *fragments = tokens(arguments) or [""]
+        function = {"name": name, "arguments": first}
+        deltas.append({"index": index, "id": call_id, "type": "function", "function": function})
+        deltas += [{"index": index, "function": {"arguments": fragment}} for fragment in fragments]
     return deltas
 
 
-def _chunk(
-    content: str | None, finish_reason: str | None = None, call: dict[str, Any] | None = None, logprobs: bool = False
-) -> bytes:
-    delta: dict[str, Any] = {"content": content} if content is not None else {}
-    if call is not None:
-        delta = {"tool_calls": [call]}
-    choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish_reason}
-    if logprobs and content:
-        token = {"token": content, "logprob": -0.5, "bytes": list(content.encode()), "top_logprobs": []}
-        choice["logprobs"] = {"content": [token], "refusal": None}
-    body = {
-        "id": "chatcmpl-fake",
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": MODEL,
-        "choices": [choice],
-    }
-    return f"data: {json.dumps(body)}\n\n".encode()
-
-
-def _usage_chunk(prompt: int, completion: int) -> bytes:
-    usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-    body = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0, "model": MODEL}
-    return f"data: {json.dumps(body | {'choices': [], 'usage': usage})}\n\n".encode()
-
-
-def remaining_text(messages: list[dict[str, Any]], plan: Plan, text: str = TEXT) -> str:
-    """``text``, or its rest when the last message is a partial answer to continue."""
-    if messages and messages[-1].get("role") == "assistant":
-        partial = messages[-1].get("content") or ""
-        rest = text[len(partial) :] if text.startswith(partial) else ""
-        if plan.continue_with is not None:
-            rest = plan.continue_with
-        repeat = partial[-plan.repeat_overlap :] if plan.repeat_overlap else ""
-        if plan.restart and (asked := re.search(r"\[\[(.*)\]\]", str(messages[-2].get("content")), re.DOTALL)):
-            repeat = f"[[{asked.group(1)}]]" if plan.echo_brackets else asked.group(1)
-        return repeat + rest
-    return text
+def remaining_text(messages: list[dict[str, Any]], plan: Plan, text: str = TEXT, not_a_prefix: str = "") -> str:
+    """``text``, or its rest when the last message is a partial answer to continue (``not_a_prefix`` when
+    ``text`` does not start with it)."""
+    partial = partial_answer(messages)
+    if partial is None:
+        return text
+    rest = text[len(partial) :] if text.startswith(partial) else not_a_prefix
+    if plan.continue_with is not None:
+        rest = plan.continue_with
+    repeat = partial[-plan.repeat_overlap :] if plan.repeat_overlap else ""
+    if plan.restart and (asked := anchor(messages)) is not None:
+        repeat = f"[[{asked}]]" if plan.echo_brackets else asked
+    return repeat + rest
 
 
 MISTRAL_REFUSAL = "Expected last role User or Tool (or Assistant with prefix True) for serving but got assistant"
@@ -178,21 +175,39 @@ def as_continued(server: str | None, body: dict[str, Any]) -> tuple[list[dict[st
     return messages, ""
 
 
-def create_fake_openai() -> FastAPI:
-    app = FastAPI()
+# The faults of a request (its plan's, ``app.state.faults``): from the plan it was given, the tokens it would
+# send and the partial answer it continues (None: a new one).
+Faults = Callable[[Plan, list[str], str | None], Plan]
+
+
+CHUNKS = Chunks("chatcmpl-fake", MODEL)
+
+
+def reset(app: FastAPI, chunks: Chunks = CHUNKS) -> None:
+    """Every setting of the fake ``app`` at its default, nothing scripted, nothing recorded."""
     app.state.plans = deque()
     app.state.requests = []
+    app.state.exchanges = []  # an ``Exchange`` per request
     app.state.open_streams = 0  # streams being sent right now
     app.state.text = TEXT  # the answer to every question
-    app.state.answer = None  # or a function of the conversation that answers it (the demo's)
+    app.state.answer = None  # or a function of the conversation that answers it (the demo's, the chaos run's)
+    app.state.not_a_prefix = ""  # what follows a partial answer the answer does not start with
     app.state.default_plan = Plan()  # what a request without a scripted plan gets
+    app.state.faults = None  # or a ``Faults``: random ones (the chaos run's), a break in new answers (bench's)
     app.state.sample = False  # new words on every request (see the module's docstring)
-
+    app.state.chunks = chunks  # its chunks' id and model
+    app.state.usage = True  # a last chunk with the usage, when asked for it
+    app.state.stamp = False  # each chunk's time of sending, in its ``Exchange``
     app.state.models = None  # the ids GET /v1/models lists; None: the server has no such route (a 404)
     # What it says it is when asked (chat_gateway/clients/upstream_probe.py), and so how it continues a last assistant
     # message (as_continued): "llama.cpp" answers GET /props, "vllm" GET /version and owns its models; "mistral"
     # (Mistral's API) and None say nothing.
     app.state.server = "llama.cpp"
+
+
+def create_fake_openai(chunks: Chunks = CHUNKS) -> FastAPI:
+    app = FastAPI()
+    reset(app, chunks)
 
     def _not_found() -> JSONResponse:
         return JSONResponse({"error": {"message": "no such route", "type": "fake"}}, status_code=404)
@@ -222,44 +237,61 @@ def create_fake_openai() -> FastAPI:
         body = await request.json()
         app.state.requests.append(body)
         plan: Plan = app.state.plans.popleft() if app.state.plans else app.state.default_plan
+        read = as_continued(app.state.server, body)
+        messages, echo = read if read is not None else (body["messages"], "")
+        partial = partial_answer(messages)
+        answer = app.state.answer(messages) if app.state.answer is not None else app.state.text
+        if app.state.sample:
+            answer = sampled(partial or "", max(0, len(tokens(answer)) - len(tokens(partial or ""))))
+        text = echo + remaining_text(messages, plan, answer, app.state.not_a_prefix)
+        repeated = (anchor(messages) or "") if plan.restart and partial is not None else ""
+        exchange = Exchange(time.time(), question(messages), partial, repeated)
+        app.state.exchanges.append(exchange)
+        parts = tokens(text)
+        if app.state.faults is not None:
+            plan = app.state.faults(plan, parts, partial)
         if plan.status is not None:
             headers = {"retry-after": plan.retry_after} if plan.retry_after else {}
             message = plan.message or f"scripted {plan.status}"
-            error = {"error": {"message": message, "type": "fake", "code": None}}
+            error = {"error": {"message": message, "type": plan.error_type, "code": None}}
             return JSONResponse(error, status_code=plan.status, headers=headers)
-        if (read := as_continued(app.state.server, body)) is None:
+        if read is None:
             return JSONResponse({"error": {"message": MISTRAL_REFUSAL, "type": "fake", "code": None}}, status_code=400)
-        messages, echo = read
-        answer = app.state.answer(messages) if app.state.answer is not None else app.state.text
-        if app.state.sample:
-            last = messages[-1]
-            partial = str(last.get("content") or "") if last.get("role") == "assistant" else ""
-            answer = sampled(partial, max(0, len(tokens(answer)) - len(tokens(partial))))
-        text = echo + remaining_text(messages, plan, answer)
-        parts = tokens(text)
         finish_reason = "tool_calls" if plan.tool_calls else "stop"
         if (limit := body.get("max_tokens")) is not None and len(parts) > limit:
             parts, finish_reason = parts[:limit], "length"
-        calls = (
-            call_deltas(plan.tool_calls, plan.fragment, len(app.state.requests)) if finish_reason != "length" else []
-        )
+        calls = call_deltas(plan, len(app.state.requests)) if finish_reason != "length" else []
         prompt_tokens = sum(len(tokens(str(m.get("content") or ""))) for m in body["messages"])
+        chunks: Chunks = app.state.chunks
+        logprobs = bool(body.get("logprobs"))
+        usage = app.state.usage and (body.get("stream_options") or {}).get("include_usage")
+        stamps = exchange.stamps if app.state.stamp else None
 
         async def stream() -> AsyncIterator[bytes]:
             app.state.open_streams += 1
             try:
-                await asyncio.sleep(plan.stall)
+                if plan.stall:
+                    await asyncio.sleep(plan.stall)
                 sent: list[str | dict[str, Any]] = [*parts, *calls]
                 for index, part in enumerate(sent):
                     if plan.drop_after is not None and index >= plan.drop_after:
                         raise Dropped  # uvicorn closes the connection mid-stream
-                    logprobs = bool(body.get("logprobs"))
-                    yield _chunk(part, logprobs=logprobs) if isinstance(part, str) else _chunk(None, call=part)
-                    await asyncio.sleep(plan.delay)
-                yield _chunk(None, finish_reason)
-                if (body.get("stream_options") or {}).get("include_usage"):
-                    yield _usage_chunk(prompt_tokens, len(parts))
-                yield b"data: [DONE]\n\n"
+                    exchange.tokens += 1
+                    exchange.sent += part if isinstance(part, str) else ""
+                    if stamps is not None:
+                        stamps.append(time.monotonic())  # CLOCK_MONOTONIC: a client's clock too, on this machine
+                    yield (
+                        chunks.delta(part, logprobs=logprobs)
+                        if isinstance(part, str)
+                        else chunks.delta(None, call=part)
+                    )
+                    if plan.delay:
+                        await asyncio.sleep(plan.delay)
+                exchange.finished = True
+                yield chunks.delta(None, finish_reason)
+                if usage:
+                    yield chunks.usage(prompt_tokens, len(parts))
+                yield DONE
             finally:
                 app.state.open_streams -= 1
 
@@ -271,10 +303,9 @@ def create_fake_openai() -> FastAPI:
 def demo_answer(messages: list[dict[str, Any]]) -> str:
     """The offline demo's answer (``make run UPSTREAM=demo``): the same for the same question, so an interrupted
     answer is continued exactly, and in Markdown, so the page shows what it renders."""
-    asked = next((str(m.get("content") or "") for m in reversed(messages) if m.get("role") == "user"), "")
-    quoted = " ".join(asked.split())[:200] or "nothing"
+    quoted = " ".join(question(messages).split())[:200] or "nothing"
     return (
-        f"You asked: *{quoted}*. This is the offline demo model (`tests/fake_openai.py`), not a real one: it "
+        f"You asked: *{quoted}*. This is the offline demo model (`testing/upstream.py`), not a real one: it "
         "answers every question with this text, a few words at a time, so there is time to try what the "
         "gateway promises.\n\n"
         "- **Reload the page**, or close the tab and open it again: the answer goes on meanwhile and shows up "
@@ -294,7 +325,7 @@ def demo_answer(messages: list[dict[str, Any]]) -> str:
     )
 
 
-if __name__ == "__main__":  # by hand: python -m tests.fake_openai [port] [--demo]
+if __name__ == "__main__":  # by hand: python -m testing.upstream [port] [--demo]
     import argparse
 
     import uvicorn

@@ -1,0 +1,29 @@
+"""This gateway's lease on an answer it generates: who holds it, for how long, and until when it is surely ours.
+
+Persistence runs a lease out ``seconds`` after it receives the request that grants or renews it, so after that
+request was sent: counted from the sending, on this process's monotonic clock, the lease is surely ours until
+``deadline``. Past it (this process paused longer than the lease), another gateway may have taken the answer
+over, and no text is relayed before a renewal confirms the lease (``AnswerWriter.fence``).
+"""
+
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Lease:
+    owner: str  # this gateway's INSTANCE_ID
+    seconds: float
+    deadline: float = field(init=False)  # a plain attribute: the relay reads it for every chunk
+    granted_at: float = field(default_factory=time.monotonic)  # when the request that granted it was sent
+
+    def __post_init__(self) -> None:
+        self.deadline = self.granted_at + self.seconds
+
+    def renewed(self, sent_at: float, seconds: float | None = None) -> None:
+        """A write sent at ``sent_at`` renewed it, for ``seconds`` (default: its own)."""
+        self.deadline = sent_at + (seconds or self.seconds)
+
+    def lapsed(self) -> bool:
+        """Whether it may no longer be ours."""
+        return time.monotonic() >= self.deadline
