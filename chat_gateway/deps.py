@@ -8,6 +8,7 @@ from chat_gateway.auth.identity import Authenticator, Caller
 from chat_gateway.clients.persistence import PersistenceClient
 from chat_gateway.config import Settings
 from chat_gateway.openai_api.catalog import ModelCatalog
+from chat_gateway.openai_api.ids import Named, conversation_path, response_path
 from chat_gateway.openai_api.responses.items import ItemPage
 from shared import presented_key
 
@@ -74,3 +75,8 @@ async def get_item_page(
 
 
 ItemPageDep = Annotated[ItemPage, Depends(get_item_page)]
+
+
+# A route's {response_id} and {conversation_id}, parsed before the route runs: one that names nothing is a 404.
+ResponsePath = Annotated[Named, Depends(response_path)]
+ConversationPath = Annotated[Named, Depends(conversation_path)]

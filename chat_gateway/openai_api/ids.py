@@ -1,13 +1,10 @@
 """The ids OpenAI's APIs name the gateway's things by: a response is an answer (``resp_<its id>``), a conversation
 a session (``conv_<its id>``). Each is parsed here once: as a route's path parameter (``ResponsePath``,
-``ConversationPath``) or a request's field. One that names nothing is a 404, as an unknown one is."""
+``ConversationPath``, in deps.py) or a request's field. One that names nothing is a 404, as an unknown one is."""
 
 import contextlib
 import uuid
 from dataclasses import dataclass
-from typing import Annotated
-
-from fastapi import Depends
 
 from shared import NotFound
 
@@ -47,14 +44,11 @@ class Named:
     id: uuid.UUID
 
 
-async def _response_path(response_id: str) -> Named:
+async def response_path(response_id: str) -> Named:
+    """A route's ``{response_id}``, parsed before the route runs (``deps.ResponsePath``)."""
     return Named(response_id, message_id_of(response_id))
 
 
-async def _conversation_path(conversation_id: str) -> Named:
+async def conversation_path(conversation_id: str) -> Named:
+    """A route's ``{conversation_id}``, parsed before the route runs (``deps.ConversationPath``)."""
     return Named(conversation_id, session_of(conversation_id))
-
-
-# A route's {response_id} and {conversation_id}, parsed before the route runs.
-ResponsePath = Annotated[Named, Depends(_response_path)]
-ConversationPath = Annotated[Named, Depends(_conversation_path)]

@@ -5,10 +5,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from chat_gateway.deps import AnswersDep, CallerDep, ItemPageDep
+from chat_gateway.deps import AnswersDep, CallerDep, ConversationPath, ItemPageDep
 from chat_gateway.openai_api.chat_completions.protocol import ERROR_RESPONSES, PREFIX
 from chat_gateway.openai_api.conversations import serving as items
-from chat_gateway.openai_api.ids import ConversationPath
 from shared import JSONObject
 
 router = APIRouter(prefix=f"{PREFIX}/conversations", tags=["OpenAI-compatible"], responses=ERROR_RESPONSES)

@@ -49,9 +49,14 @@ def stored_call_item(message: str, index: int, call: ToolCall, status: str = "co
     return call_item(message, index, call.id, call.function.name, arguments, status)
 
 
-def call_output_item(message: str, call_id: Any, output: Any, status: str | None = "completed") -> JSONObject:
-    item = {"id": f"fco_{message}", "type": "function_call_output", "call_id": call_id, "output": output}
-    return item if status is None else item | {"status": status}
+def call_output_item(message: str, call_id: Any, output: Any) -> JSONObject:
+    return {
+        "id": f"fco_{message}",
+        "type": "function_call_output",
+        "call_id": call_id,
+        "output": output,
+        "status": "completed",
+    }
 
 
 def output_text(text: str) -> JSONObject:
@@ -59,15 +64,23 @@ def output_text(text: str) -> JSONObject:
     return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
 
 
+def _input_text_part(words: str) -> JSONObject:
+    return {"type": "input_text", "text": words}
+
+
+def _output_text_part(words: str) -> JSONObject:
+    return {"type": "output_text", "text": words, "annotations": []}
+
+
 def item_content(content: Any, *, output: bool = False) -> list[JSONObject]:
     """A chat message's content (text, or parts) as a Responses item's content parts."""
-    text_type = "output_text" if output else "input_text"
+    text = _output_text_part if output else _input_text_part
     if isinstance(content, str):
-        return [{"type": text_type, "text": content}]
+        return [text(content)]
     parts = []
     for part in content or []:
         if part.get("type") == "text":
-            parts.append({"type": text_type, "text": part.get("text", "")})
+            parts.append(text(part.get("text", "")))
         elif part.get("type") == "image_url":
             # OpenAI's clients send {"url": ..., "detail": ...}; some send the URL alone.
             image = part.get("image_url")
@@ -102,14 +115,14 @@ def input_items(answer: MessageDetail) -> list[JSONObject]:
         at = f"{answer.id.hex}_{index}"
         role = message.get("role")
         if role == "tool":
-            items.append(call_output_item(at, message.get("tool_call_id"), message.get("content"), status=None))
+            items.append(call_output_item(at, message.get("tool_call_id"), message.get("content")))
             continue
+        if message.get("content") or not message.get("tool_calls"):  # its text first, then its calls, as elsewhere
+            content = item_content(message.get("content"), output=role == "assistant")
+            items.append(message_item(at, role, "completed", content))
         for position, call in enumerate(message.get("tool_calls") or []):
             function = call.get("function") or {}
             items.append(call_item(at, position, call.get("id"), function.get("name"), function.get("arguments")))
-        if message.get("content") or not message.get("tool_calls"):
-            content = item_content(message.get("content"), output=role == "assistant")
-            items.append(message_item(at, role, "completed", content))
     return items
 
 
@@ -123,7 +136,7 @@ def items_of(message: MessageRead) -> list[JSONObject]:
         return [message_item(hex_id, role, "completed", item_content(message.parts or message.content))]
     items: list[JSONObject] = []
     if message.content or not message.tool_calls:
-        text = [part | {"annotations": []} for part in item_content(message.content, output=True)]
+        text = item_content(message.content, output=True)
         items.append(message_item(hex_id, "assistant", item_status(message.status), text))
     items += [stored_call_item(hex_id, index, call) for index, call in enumerate(message.tool_calls or [])]
     return items

@@ -6,9 +6,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from chat_gateway.deps import AnswersDep, CallerDep, ItemPageDep
+from chat_gateway.deps import AnswersDep, CallerDep, ItemPageDep, ResponsePath
 from chat_gateway.openai_api.chat_completions.protocol import ERROR_RESPONSES, PREFIX
-from chat_gateway.openai_api.ids import ResponsePath
 from chat_gateway.openai_api.responses import serving as responses
 from chat_gateway.openai_api.responses.protocol import InputTokensCount, ResponseCreate
 from chat_gateway.openai_api.responses.response_object import response_object

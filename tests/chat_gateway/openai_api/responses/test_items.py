@@ -4,6 +4,8 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
+from openai.types.responses import ResponseItem
+from pydantic import TypeAdapter
 
 from chat_gateway.openai_api.responses.items import input_items, item_status, items_of, output_items
 from shared import MessageRole, MessageStatus
@@ -81,3 +83,21 @@ def test_a_responses_input_items_are_the_last_messages_of_its_prompt() -> None:
         ("function_call_output", f"fco_{answer.id.hex}_1"),
     ]
     assert items[1]["output"] == "18°C"
+
+
+def test_every_item_is_one_the_openai_sdks_own_type_reads() -> None:
+    """Input items, output items and conversation items, each kind, validated as the SDK's ``ResponseItem``: an
+    input item's tool output had no status and an assistant's text no annotations, both required there."""
+    prompt = [
+        {"role": "user", "content": [{"type": "text", "text": "Weather?"}]},
+        {"role": "assistant", "content": "Looking.", "tool_calls": [CALL.model_dump()]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "18°C"},
+    ]
+    answer = _answer(MessageStatus.COMPLETE, "Warm.", [CALL]).model_copy(update={"prompt": prompt})
+    answer = answer.model_copy(update={"response": {"inputs": 3}})
+    tool = answer.model_copy(update={"role": MessageRole.TOOL, "tool_call_id": "call_1", "content": "18°C"})
+    question = answer.model_copy(update={"role": MessageRole.USER, "content": "Weather?", "tool_calls": None})
+    items = input_items(answer) + output_items(answer) + items_of(answer) + items_of(tool) + items_of(question)
+    read = TypeAdapter(list[ResponseItem]).validate_python(items)
+    assert [item.type for item in read[:4]] == ["message", "message", "function_call", "function_call_output"]
+    assert len(read) == len(items) == 10
