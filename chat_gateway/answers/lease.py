@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 class Lease:
     owner: str  # this gateway's INSTANCE_ID
     seconds: float
-    deadline: float = field(init=False)  # a plain attribute: the relay reads it for every chunk
+    deadline: float = field(init=False)  # kept, not computed: the relay asks lapsed() for every chunk
     granted_at: float = field(default_factory=time.monotonic)  # when the request that granted it was sent
 
     def __post_init__(self) -> None:
