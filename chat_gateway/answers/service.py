@@ -3,12 +3,11 @@
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 from cachetools import TTLCache
 from openai import AsyncOpenAI, AsyncStream
@@ -19,10 +18,9 @@ from chat_gateway.answers.follower import TERMINAL, Follower
 from chat_gateway.answers.generation import Generation
 from chat_gateway.answers.lease import Lease
 from chat_gateway.answers.log import AnswerLog
-from chat_gateway.answers.prompt import question_messages
-from chat_gateway.answers.turns import build_turn, chat_ids, options_chars, over_budget, token_limit
+from chat_gateway.answers.plan import ChatPlan
+from chat_gateway.answers.turns import ChatIds, build_turn, chat_ids, over_budget, resume_account, turn_refused
 from chat_gateway.auth.identity import ANYONE, Caller
-from chat_gateway.chat.protocol import ChatRequest
 from chat_gateway.clients import retry
 from chat_gateway.clients.persistence import PersistenceClient
 from chat_gateway.clients.upstream import discard, open_stream
@@ -33,7 +31,6 @@ from shared import (
     BadRequest,
     Conflict,
     ErrorCode,
-    JSONObject,
     MessageRole,
     MessageStatus,
     OffsetMismatch,
@@ -91,77 +88,30 @@ class Answers:
             raise ServiceUnavailable(NO_UPSTREAM, code=ErrorCode.NO_UPSTREAM)
         return self.client
 
-    async def start_chat(
-        self,
-        request: ChatRequest,
-        idempotency_key: str | None,
-        *,
-        caller: Caller = ANYONE,
-        prompt: list[ChatCompletionMessageParam] | None = None,
-        create_session: bool = False,
-        conversation_key: str | None = None,
-        request_key: str | None = None,
-        retry_window: float | None = None,
-        follows_added: bool = False,
-        response: JSONObject | None = None,
-    ) -> MessageDetail:
+    async def start_chat(self, plan: ChatPlan, idempotency_key: str | None) -> MessageDetail:
         """Store the question and its answer, and start generating it (or attach to it, on a retry).
-
-        ``caller``: whose chat it is, in which of their sessions, within which budgets (429 when one is
-        spent). ``prompt`` replaces the prompt built from the stored history (OpenAI clients send their own);
-        ``create_session`` creates ``request.session_id`` when it does not exist yet. ``conversation_key`` is
-        kept with the answer, for a client that names no session to find it (openai_api/session_matching.py);
-        ``request_key``, for the same request sent again without an Idempotency-Key to find its answer: it
-        follows it while it is generated, gets it once complete (for ``retry_window`` seconds, default
-        RETRY_WINDOW_SECONDS), and resumes it from its saved text if it failed; ``follows_added``, for a request
-        that named no session: its answer goes after its inputs if its client added them to a conversation itself;
-        ``response``, what a Responses API client asked for (chat_gateway/openai_api/responses/serving.py).
 
         One request to persistence stores the turn with the answer claimed. When the prompt is known
         without the history and the turn is surely new (no Idempotency-Key), the upstream request is sent
         at the same time; its text reaches nobody until the turn is stored, and it is dropped if storing fails.
         """
         client = self._require_upstream()
-        user_id = caller.owner(request.user_id)
-        ids = chat_ids(idempotency_key, user_id, request, conversation_key)
-        session_id = request.session_id or ids.session
+        request = plan.request
+        ids = chat_ids(idempotency_key, plan.owner, request, plan.conversation_key)
+        if plan.prompt is None and plan.new_session and request.tool_results:
+            raise BadRequest(
+                "tool results answer the calls of an earlier answer: name its session_id",
+                code=ErrorCode.INVALID_VALUE,
+            )
         model = request.model or self.settings.openai_model
-        new_session = request.session_id is None
-        if prompt is None and new_session:
-            if request.tool_results:
-                raise BadRequest(
-                    "tool results answer the calls of an earlier answer: name its session_id",
-                    code=ErrorCode.INVALID_VALUE,
-                )
-            prompt = question_messages(request.text(), request.context, request.parts)  # a new chat's history
-        turn, account = build_turn(
-            self.settings, request, caller, user_id, ids, model, prompt, new_session or create_session
-        )
-        if conversation_key is not None:  # set only when it is: the default goes unsent (bytes per turn)
-            turn.answer.conversation_key = conversation_key
-        if request_key is not None:
-            turn.answer.request_key = request_key
-            turn.answer.retry_seconds = self.settings.retry_window_seconds if retry_window is None else retry_window
-        if follows_added and conversation_key is not None:
-            turn.follows_added = True
-        if response is not None:  # its input items are read from its prompt, kept whatever it is
-            turn.answer.response = response
-            turn.answer.prompt = turn.answer.prompt or cast(list[JSONObject], prompt)
-        # Sent before the turn is stored only where nothing but a failure refuses it: not past a budget, nor
-        # into a session a user named (another user's is refused), which would bill an answer nobody gets.
-        early = prompt is not None and not ids.derived and not account.has_budget
-        early = early and not (caller.reaches(request.user_id) is not None and request.session_id is not None)
-        # Nor for a request this gateway saw lately: it is likely a retry, which generates nothing new. (One that
-        # went to another gateway first opens a stream here that is dropped once its turn is found stored.)
-        early = early and not (request_key is not None and request_key in self._requests)
-        opens = None
-        if early and prompt is not None:
-            options = request.options.given() if request.options is not None else {}
-            opens = functools.partial(open_stream, client, model, prompt, options)
+        turn, account = build_turn(self.settings, plan, ids, model)
+        opens = self._opens_early(plan, ids, account, client, model)
         lease = self._lease()  # granted with the turn: counted from its sending
-        if request_key is not None:  # before it is stored: the same request at the same time is not opened twice
-            self._requests[request_key] = True
-        answer, created, opening = await self._store_turn(session_id, turn, caller.reaches(request.user_id), opens)
+        if plan.request_key is not None:  # before it is stored: the same request at once is not opened twice
+            self._requests[plan.request_key] = True
+        session_id = request.session_id or ids.session
+        answer, created, opening = await self._store_turn(session_id, turn, plan.scope, opens)
+        prompt = plan.known_prompt
         if created:
             self._start(answer, client, model=model, prompt=prompt, opening=opening, lease=lease)
             return answer
@@ -169,8 +119,26 @@ class Answers:
         # request resent once its answer failed resumes it, within the budgets.
         if opening is not None:
             await discard(opening)
-        retried = account if request_key is not None else None
+        retried = account if plan.request_key is not None else None
         return await self.take_over(answer, model=model, prompt=prompt, take_unstarted=True, resume_failed=retried)
+
+    def _opens_early(
+        self, plan: ChatPlan, ids: ChatIds, account: TurnAccount, client: AsyncOpenAI, model: str
+    ) -> Callable[[], Coroutine[Any, Any, AsyncStream[object]]] | None:
+        """The upstream request to send while the turn is stored, if it is sent then (None: once it is)."""
+        prompt = plan.known_prompt
+        # Sent before the turn is stored only where nothing but a failure refuses it: not past a budget, nor
+        # into a session a user named (another user's is refused), which would bill an answer nobody gets.
+        if prompt is None or ids.derived or account.has_budget:
+            return None
+        if plan.scope is not None and plan.request.session_id is not None:
+            return None
+        # Nor for a request this gateway saw lately: it is likely a retry, which generates nothing new. (One that
+        # went to another gateway first opens a stream here that is dropped once its turn is found stored.)
+        if plan.request_key is not None and plan.request_key in self._requests:
+            return None
+        options = plan.request.options.given() if plan.request.options is not None else {}
+        return functools.partial(open_stream, client, model, prompt, options)
 
     async def _store_turn(
         self,
@@ -195,34 +163,40 @@ class Answers:
                 # (docs/benchmarks.md, section 3).
                 await asyncio.sleep(0)
                 opening = asyncio.create_task(opens())
-            try:
-                answer, created = await storing
-            except ServiceUnavailable:
-                # The turn may have been stored, its answer claimed by this gateway, and only the reply lost.
-                # The client hears nothing before its fate is known.
-                answer, created = await self._settle_turn(session_id, turn, scope)
-                # Stored by the attempt whose reply was lost: this gateway's own, still to begin.
-                created = created or (
-                    answer.status == MessageStatus.IN_PROGRESS
-                    and answer.lease_owner == self.settings.instance_id
-                    and not answer.content
-                    and answer.id not in self._live
-                )
+            answer, created = await self._stored(storing, session_id, turn, scope)
         except BaseException as exc:
             storing.cancel()
             if opening is not None:
                 await discard(opening)
-            if isinstance(exc, Conflict) and exc.code == ErrorCode.BUDGET_EXCEEDED:
-                raise over_budget(exc) from exc
             if isinstance(exc, Conflict):
-                raise Conflict(
-                    "this Idempotency-Key was used for a different request", code=ErrorCode.IDEMPOTENCY_CONFLICT
-                ) from exc
+                raise turn_refused(exc) from exc
             raise
         finally:
             if (left := self._starting.pop(answer_id) - 1) > 0:
                 self._starting[answer_id] = left
         return answer, created, opening
+
+    async def _stored(
+        self,
+        storing: "asyncio.Future[tuple[MessageDetail, bool]]",
+        session_id: uuid.UUID,
+        turn: TurnCreate,
+        scope: str | None,
+    ) -> tuple[MessageDetail, bool]:
+        """The turn as ``storing`` stored it, or as storing it again finds it when its reply was lost."""
+        try:
+            return await storing
+        except ServiceUnavailable:
+            # The turn may have been stored, its answer claimed by this gateway, and only the reply lost.
+            # The client hears nothing before its fate is known.
+            answer, created = await self._settle_turn(session_id, turn, scope)
+            # Stored by the attempt whose reply was lost: this gateway's own, still to begin.
+            return answer, created or (
+                answer.status == MessageStatus.IN_PROGRESS
+                and answer.lease_owner == self.settings.instance_id
+                and not answer.content
+                and answer.id not in self._live
+            )
 
     async def _settle_turn(
         self, session_id: uuid.UUID, turn: TurnCreate, scope: str | None
@@ -356,26 +330,14 @@ class Answers:
         self._live.pop(generation.message_id, None)
 
     async def resume(self, message_id: uuid.UUID, caller: Caller = ANYONE) -> MessageDetail:
-        return await self._resume(await self.persistence.messages.get(message_id, caller.user_id), caller)
+        return await self._resume(await self.persistence.messages.get(message_id, caller.scope()), caller)
 
     async def resume_session(self, session_id: uuid.UUID, caller: Caller = ANYONE) -> MessageDetail:
-        answer = await self.persistence.messages.last(session_id, MessageRole.ASSISTANT.value, caller.user_id)
+        answer = await self.persistence.messages.last(session_id, MessageRole.ASSISTANT.value, caller.scope())
         return await self._resume(answer, caller)
 
     async def _resume(self, answer: MessageDetail, caller: Caller) -> MessageDetail:
-        options = answer.options or {}
-        # Its prompt: the client's own, kept with it, else its session's history (persistence counts it); its
-        # tools; and its text so far, sent to be continued.
-        prompt_chars = len(answer.content) + (len(json.dumps(answer.prompt)) if answer.prompt is not None else 0)
-        prompt_chars += options_chars(options)
-        history_chars = self.settings.history_budget_chars if answer.prompt is None else 0
-        account = caller.account(
-            caller.owner(None),
-            max_tokens=token_limit(options),
-            prompt_chars=prompt_chars,
-            reserve=self.settings.budget_reserve_tokens,
-            history_chars=history_chars,
-        )
+        account = resume_account(self.settings, caller, answer)
         await self._resume_here(answer, account)
         RESUMES.inc()
         return answer

@@ -8,14 +8,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import cast
 
-from openai.types.chat import ChatCompletionMessageParam
-
+from chat_gateway.answers.plan import ChatPlan
 from chat_gateway.answers.prompt import question_messages
 from chat_gateway.auth.identity import Caller
 from chat_gateway.chat.protocol import ChatRequest
 from chat_gateway.config import Settings
-from shared import Conflict, ErrorCode, JSONObject, TooManyRequests
-from shared.contract import TurnAnswer, TurnCreate, TurnSession
+from shared import Conflict, DomainError, ErrorCode, JSONObject, TooManyRequests
+from shared.contract import MessageDetail, TurnAnswer, TurnCreate, TurnSession
 from shared.identity import TurnAccount
 
 _IDS = uuid.UUID("5f1d0c3e-8a59-4a8e-9a43-6d1c2f0b7e21")
@@ -83,38 +82,75 @@ def over_budget(exc: Conflict) -> TooManyRequests:
     return TooManyRequests(exc.detail, code=ErrorCode.BUDGET_EXCEEDED, headers=headers, **extra)
 
 
+def turn_refused(exc: Conflict) -> DomainError:
+    """Persistence's refusal of a turn, as its client is told it: past a budget, or an Idempotency-Key reused."""
+    if exc.code == ErrorCode.BUDGET_EXCEEDED:
+        return over_budget(exc)
+    return Conflict("this Idempotency-Key was used for a different request", code=ErrorCode.IDEMPOTENCY_CONFLICT)
+
+
 def title_from(message: str) -> str:
     words = " ".join(message.split())
     return (words[:77] + "...") if len(words) > 80 else words or "New chat"
 
 
-def build_turn(
-    settings: Settings,
-    request: ChatRequest,
-    caller: Caller,
-    user_id: str,
-    ids: ChatIds,
-    model: str,
-    prompt: list[ChatCompletionMessageParam] | None,
-    opens_session: bool,
-) -> tuple[TurnCreate, TurnAccount]:
+def build_turn(settings: Settings, plan: ChatPlan, ids: ChatIds, model: str) -> tuple[TurnCreate, TurnAccount]:
     """The turn persistence stores: what the answer answers, the answer claimed by this gateway, whose it is."""
+    request = plan.request
     options = request.options.given() if request.options is not None else {}
+    account = _account(settings, plan, options)
+    session = None
+    if plan.new_session or plan.create_session:
+        session = TurnSession(user_id=plan.owner, title=title_from(request.text()))
+        if plan.caller.owns_exclusively(request.user_id):  # set only when it is: the default goes unsent (bytes)
+            session.exclusive = True
+    turn = TurnCreate(
+        session=session,
+        inputs=request.inputs(ids.inputs),
+        answer=_answer(settings, plan, ids.answer, model, options),
+        owner=settings.instance_id,
+        lease_seconds=settings.lease_seconds,
+        account=account,
+        sent_at=datetime.now(UTC),  # replays carry it too: a late one is no newer a chat (_may_have_been_refused)
+    )
+    if plan.follows_added and plan.conversation_key is not None:
+        turn.follows_added = True
+    return turn, account
+
+
+def _answer(settings: Settings, plan: ChatPlan, answer_id: uuid.UUID, model: str, options: JSONObject) -> TurnAnswer:
+    """The answer stored with its turn, and what it keeps for its client: to be found again, to be continued."""
+    prompt = plan.known_prompt
+    request = plan.request
     # A client's own prompt, which the stored history would not give back, is kept for a continuation.
     own_prompt = prompt is not None and prompt != question_messages(request.text(), request.context, request.parts)
     answer = TurnAnswer(
-        id=ids.answer,
+        id=answer_id,
         model=model,
         options=options or None,
         prompt=cast(list[JSONObject], prompt) if own_prompt else None,
     )
-    # What the answer may cost until its usage is known: its prompt (the client's, else the question and the
-    # session's stored history, up to what a prompt carries of it, which persistence counts) and its max_tokens.
+    if plan.conversation_key is not None:  # set only when it is: the default goes unsent (bytes per turn)
+        answer.conversation_key = plan.conversation_key
+    if plan.request_key is not None:
+        answer.request_key = plan.request_key
+        answer.retry_seconds = settings.retry_window_seconds if plan.retry_window is None else plan.retry_window
+    if plan.response is not None:  # its input items are read from its prompt, kept whatever it is
+        answer.response = plan.response
+        answer.prompt = answer.prompt or cast(list[JSONObject], prompt)
+    return answer
+
+
+def _account(settings: Settings, plan: ChatPlan, options: JSONObject) -> TurnAccount:
+    """Whose the turn is, and what it may cost until its usage is known: its prompt (the client's, else the
+    question and the session's stored history, up to what a prompt carries of it, which persistence counts) and
+    its max_tokens."""
     # Measured for a user's account only: the JSON of a whole prompt costs every other turn for nothing.
     prompt_chars = history_chars = 0
-    if caller.is_user:
-        sent: object = prompt
-        if prompt is None:  # what the stored history's prompt adds to it: the inputs, whole, and their context
+    if plan.caller.is_user:
+        sent: object = plan.known_prompt
+        if sent is None:  # what the stored history's prompt adds to it: the inputs, whole, and their context
+            request = plan.request
             sent = [
                 request.message,
                 request.parts,
@@ -125,22 +161,23 @@ def build_turn(
         prompt_chars = len(json.dumps(sent)) + options_chars(options)
     max_tokens = token_limit(options)
     reserve = settings.budget_reserve_tokens
-    account = caller.account(
-        user_id, max_tokens=max_tokens, prompt_chars=prompt_chars, reserve=reserve, history_chars=history_chars
+    return plan.caller.account(
+        plan.owner, max_tokens=max_tokens, prompt_chars=prompt_chars, reserve=reserve, history_chars=history_chars
     )
-    session = None
-    if opens_session:
-        exclusive = caller.owns_exclusively(request.user_id)
-        session = TurnSession(user_id=user_id, title=title_from(request.text()))
-        if exclusive:  # set only when it is: the default goes unsent (docs/benchmarks.md, bytes)
-            session.exclusive = True
-    turn = TurnCreate(
-        session=session,
-        inputs=request.inputs(ids.inputs),
-        answer=answer,
-        owner=settings.instance_id,
-        lease_seconds=settings.lease_seconds,
-        account=account,
-        sent_at=datetime.now(UTC),  # replays carry it too: a late one is no newer a chat (_may_have_been_refused)
+
+
+def resume_account(settings: Settings, caller: Caller, answer: MessageDetail) -> TurnAccount:
+    """A new run's account, for an answer resumed by ``caller``."""
+    options = answer.options or {}
+    # Its prompt: the client's own, kept with it, else its session's history (persistence counts it); its
+    # tools; and its text so far, sent to be continued.
+    prompt_chars = len(answer.content) + (len(json.dumps(answer.prompt)) if answer.prompt is not None else 0)
+    prompt_chars += options_chars(options)
+    history_chars = settings.history_budget_chars if answer.prompt is None else 0
+    return caller.account(
+        caller.owner(None),
+        max_tokens=token_limit(options),
+        prompt_chars=prompt_chars,
+        reserve=settings.budget_reserve_tokens,
+        history_chars=history_chars,
     )
-    return turn, account

@@ -83,9 +83,10 @@ class Caller:
         user, and for an admin acting for a named user. Open mode shares everything, as it always has."""
         return self.is_user or (self.role == Role.ADMIN and requested is not None)
 
-    def reaches(self, requested: str | None) -> str | None:
-        """Whose chats a request reaches (None: everyone's): a user's own; an admin acting for a named user, that
-        user's (it never writes into another's session for them); an admin acting for nobody, or open mode, any."""
+    def scope(self, requested: str | None = None) -> str | None:
+        """Whose chats a request reaches (None: everyone's), what persistence is asked on behalf of: a user's own; an
+        admin acting for a named user, that user's (it never writes into another's session for them); an admin
+        acting for nobody, or open mode, any. ``requested``: the user a request names (None: none)."""
         if self.is_user or (self.role == Role.ADMIN and requested is not None):
             return self.owner(requested)
         return None

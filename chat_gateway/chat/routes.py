@@ -6,6 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from chat_gateway.answers.plan import ChatPlan
 from chat_gateway.answers.service import Answers
 from chat_gateway.chat.protocol import ChatRequest, ChatResponse
 from chat_gateway.deps import AnswersDep, CallerDep
@@ -79,7 +80,7 @@ async def chat(
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> EventSourceResponse | ChatResponse:
     """Ask a question: JSON by default, Server-Sent Events with stream=true or Accept: text/event-stream."""
-    answer = await answers.start_chat(body, idempotency_key, caller=caller)
+    answer = await answers.start_chat(ChatPlan(body, caller), idempotency_key)
     return await _respond(answers, answer, request, body.stream)
 
 
@@ -93,14 +94,14 @@ async def reattach(
 ) -> EventSourceResponse:
     """Replay an answer from an offset (or Last-Event-ID), then follow it live until it ends."""
     start = offset if offset is not None else last_event_id or 0
-    answer = await answers.reattach(message_id, start, caller.user_id)
+    answer = await answers.reattach(message_id, start, caller.scope())
     return EventSourceResponse(_events(answers, answer, start), ping=15)
 
 
 @router.post("/messages/{message_id}/cancel")
 async def cancel(message_id: uuid.UUID, caller: CallerDep, answers: AnswersDep) -> ChatResponse:
     """Stop an answer: its partial text is kept and it ends failed with error 'cancelled' (resumable)."""
-    final = await answers.cancel(message_id, caller.user_id)
+    final = await answers.cancel(message_id, caller.scope())
     return ChatResponse.of(final)
 
 

@@ -33,7 +33,7 @@ async def search(
 ) -> Page[SearchHit]:
     """Search complete messages and session titles: most relevant first, with highlighted snippets."""
     params = _given(q=q, limit=limit, user_id=caller.acting_for(user_id), cursor=cursor)
-    return await persistence.sessions.search(params, caller.user_id)
+    return await persistence.sessions.search(params, caller.scope())
 
 
 @router.get("/sessions")
@@ -46,7 +46,7 @@ async def list_sessions(
 ) -> Page[SessionRead]:
     """List sessions (your own; an admin's, everyone's or one user's), favorites first, then newest first."""
     params = _given(limit=limit, user_id=caller.acting_for(user_id), cursor=cursor)
-    return await persistence.sessions.list(params, caller.user_id)
+    return await persistence.sessions.list(params, caller.scope())
 
 
 def check_imported_options(document: JSONObject) -> None:
@@ -75,7 +75,7 @@ async def import_session(
 @router.get("/sessions/{session_id}")
 async def get_session(session_id: uuid.UUID, caller: CallerDep, persistence: PersistenceDep) -> SessionRead:
     """Get one session."""
-    return await persistence.sessions.get(session_id, caller.user_id)
+    return await persistence.sessions.get(session_id, caller.scope())
 
 
 @router.get("/sessions/{session_id}/messages")
@@ -87,13 +87,13 @@ async def list_messages(
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Page[MessageRead]:
     """A session's messages, oldest first."""
-    return await persistence.messages.list(session_id, _given(limit=limit, cursor=cursor), caller.user_id)
+    return await persistence.messages.list(session_id, _given(limit=limit, cursor=cursor), caller.scope())
 
 
 @router.get("/messages/{message_id}", response_model=MessageRead)
 async def get_message(message_id: uuid.UUID, caller: CallerDep, persistence: PersistenceDep) -> MessageRead:
     """Get one message: an answer's status and its text as stored so far."""
-    return await persistence.messages.get(message_id, caller.user_id)
+    return await persistence.messages.get(message_id, caller.scope())
 
 
 @router.put("/sessions/{session_id}")
@@ -104,7 +104,7 @@ async def rename_session(
     body: SessionRename,
 ) -> SessionRead:
     """Rename a session."""
-    return await persistence.sessions.rename(session_id, body, caller.user_id)
+    return await persistence.sessions.rename(session_id, body, caller.scope())
 
 
 @router.patch("/sessions/{session_id}/favorite")
@@ -117,13 +117,13 @@ async def favorite_session(
 ) -> SessionRead:
     """Toggle the favorite flag, or set it with ?is_favorite= or {"is_favorite": bool}."""
     # Persistence applies the one rule (query or body; both, differing, a 400).
-    return await persistence.sessions.favorite(session_id, _given(is_favorite=is_favorite), body, caller.user_id)
+    return await persistence.sessions.favorite(session_id, _given(is_favorite=is_favorite), body, caller.scope())
 
 
 @router.delete("/sessions/{session_id}", status_code=204)
 async def delete_session(session_id: uuid.UUID, caller: CallerDep, persistence: PersistenceDep) -> Response:
     """Delete a session and its messages."""
-    await persistence.sessions.delete(session_id, caller.user_id)
+    await persistence.sessions.delete(session_id, caller.scope())
     return Response(status_code=204)
 
 
@@ -134,5 +134,5 @@ async def export_session(
     session_id: uuid.UUID, caller: CallerDep, persistence: PersistenceDep, format: Literal["json", "md"] = "json"
 ) -> Response:
     """Export a session as a versioned JSON document or as Markdown."""
-    exported = await persistence.sessions.export(session_id, format, caller.user_id)
+    exported = await persistence.sessions.export(session_id, format, caller.scope())
     return Response(exported.content, media_type=exported.headers.get("content-type"))

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from chat_gateway.answers.plan import ChatPlan
 from chat_gateway.answers.service import Answers
 from chat_gateway.auth.identity import Caller
 from chat_gateway.openai_api.chat_completions.protocol import CompletionRequest, OpenAIMessage, chat_request, new_inputs
@@ -52,16 +53,15 @@ async def start(
         await answers.persistence.sessions.get(session_id, caller.writes_into(chat.acting_for))
     if session_id is None and chat.find_session:  # the session that holds the conversation so far, if one does
         earlier = completion.messages[: len(completion.messages) - len(results) - (question is not None)]
-        session_id = await find_session(answers.persistence, owner, caller.user_id, earlier, results)
+        session_id = await find_session(answers.persistence, owner, caller.scope(), earlier, results)
     request = chat_request(completion, question, results, session_id, chat.acting_for, model)
     prompt = completion.prompt()
     options = request.options.given() if request.options is not None else {}
     key_prompt = prompt if chat.key_prompt is None else chat.key_prompt
     retried = chat.retried and idempotency_key is None
-    return await answers.start_chat(
+    plan = ChatPlan(
         request,
-        idempotency_key,
-        caller=caller,
+        caller,
         prompt=prompt,
         create_session=True,
         conversation_key=conversation_key(owner, completion.messages) if chat.keyed else None,
@@ -70,3 +70,4 @@ async def start(
         follows_added=chat.follows_added,
         response=chat.response,
     )
+    return await answers.start_chat(plan, idempotency_key)

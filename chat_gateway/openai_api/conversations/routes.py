@@ -31,13 +31,13 @@ class ItemsCreate(BaseModel):
 @router.post("")
 async def create_conversation(body: ConversationCreate, caller: CallerDep, answers: AnswersDep) -> dict[str, Any]:
     """Start a conversation (a session), with its first items."""
-    return await items.create(answers, caller.owner(None), caller.user_id, body.items, body.metadata)
+    return await items.create(answers, caller.owner(None), caller.scope(), body.items, body.metadata)
 
 
 @router.get("/{conversation_id}")
 async def get_conversation(conversation: ConversationPath, caller: CallerDep, answers: AnswersDep) -> dict[str, Any]:
     """A conversation."""
-    return await items.get(answers, conversation.id, caller.user_id)
+    return await items.get(answers, conversation.id, caller.scope())
 
 
 @router.post("/{conversation_id}")
@@ -45,13 +45,13 @@ async def update_conversation(
     conversation: ConversationPath, body: ConversationUpdate, caller: CallerDep, answers: AnswersDep
 ) -> dict[str, Any]:
     """Replace a conversation's metadata."""
-    return await items.update(answers, conversation.id, caller.user_id, body.metadata)
+    return await items.update(answers, conversation.id, caller.scope(), body.metadata)
 
 
 @router.delete("/{conversation_id}")
 async def delete_conversation(conversation: ConversationPath, caller: CallerDep, answers: AnswersDep) -> dict[str, Any]:
     """Delete a conversation (the session and all its messages)."""
-    return await items.delete(answers, conversation, caller.user_id)
+    return await items.delete(answers, conversation, caller.scope())
 
 
 @router.get("/{conversation_id}/items")
@@ -59,7 +59,7 @@ async def list_items(
     conversation: ConversationPath, caller: CallerDep, answers: AnswersDep, page: ItemPageDep
 ) -> dict[str, Any]:
     """A conversation's items, a page at a time."""
-    return await items.list_items(answers, conversation.id, caller.user_id, page)
+    return await items.list_items(answers, conversation.id, caller.scope(), page)
 
 
 @router.post("/{conversation_id}/items")
@@ -67,7 +67,7 @@ async def add_items(
     conversation: ConversationPath, body: ItemsCreate, caller: CallerDep, answers: AnswersDep
 ) -> dict[str, Any]:
     """Add items at a conversation's end."""
-    return await items.add_items(answers, conversation.id, caller.user_id, body.items)
+    return await items.add_items(answers, conversation.id, caller.scope(), body.items)
 
 
 @router.get("/{conversation_id}/items/{item_id}")
@@ -75,7 +75,7 @@ async def get_item(
     conversation: ConversationPath, item_id: str, caller: CallerDep, answers: AnswersDep
 ) -> dict[str, Any]:
     """One of a conversation's items."""
-    return await items.get_item(answers, conversation, item_id, caller.user_id)
+    return await items.get_item(answers, conversation, item_id, caller.scope())
 
 
 @router.delete("/{conversation_id}/items/{item_id}")
@@ -83,4 +83,4 @@ async def delete_item(
     conversation: ConversationPath, item_id: str, caller: CallerDep, answers: AnswersDep
 ) -> dict[str, Any]:
     """Delete an item (the message that holds it); returns the conversation."""
-    return await items.delete_item(answers, conversation, item_id, caller.user_id)
+    return await items.delete_item(answers, conversation, item_id, caller.scope())

@@ -64,7 +64,7 @@ async def get_response(
     starting_after: Annotated[int, Query(ge=-1)] = -1,
 ) -> Response:
     """A response as it stands; with stream=true, its events after starting_after, then live until it ends."""
-    answer = await answers.persistence.messages.get(response.id, caller.user_id)
+    answer = await answers.persistence.messages.get(response.id, caller.scope())
     model = answer.model or answers.settings.openai_model
     if stream:
         return _stream(responses.events(answers, answer, model, starting_after))
@@ -76,18 +76,18 @@ async def list_input_items(
     response: ResponsePath, caller: CallerDep, answers: AnswersDep, page: ItemPageDep
 ) -> dict[str, Any]:
     """The response's own input items, a page at a time."""
-    return await responses.list_input_items(answers, response.id, caller.user_id, page)
+    return await responses.list_input_items(answers, response.id, caller.scope(), page)
 
 
 @router.post("/responses/{response_id}/cancel")
 async def cancel_response(response: ResponsePath, caller: CallerDep, answers: AnswersDep) -> dict[str, Any]:
     """Stop a background response (its text so far kept); one that has ended is returned as it ended."""
-    answer = await responses.cancel(answers, response.id, caller.user_id)
+    answer = await responses.cancel(answers, response.id, caller.scope())
     return response_object(answer, answer.model or answers.settings.openai_model)
 
 
 @router.delete("/responses/{response_id}")
 async def delete_response(response: ResponsePath, caller: CallerDep, answers: AnswersDep) -> dict[str, Any]:
     """Delete a response; one being generated stops."""
-    await responses.delete(answers, response.id, caller.user_id)
+    await responses.delete(answers, response.id, caller.scope())
     return {"id": response.text, "object": "response", "deleted": True}

@@ -52,7 +52,7 @@ async def _conversation(
     chat messages, and the session it is stored in (None: found or made by ``create``)."""
     if body.previous_response_id and body.conversation_id():
         raise BadRequest("give previous_response_id or conversation, not both", code=ErrorCode.INVALID_VALUE)
-    scope = caller.reaches(None if caller.is_user else body.user)
+    scope = caller.scope(None if caller.is_user else body.user)
     new = input_messages(await resolve_references(answers, body, scope))
     if body.previous_response_id:
         previous = await answers.persistence.messages.get(message_id_of(body.previous_response_id), scope)

@@ -13,6 +13,7 @@ from pydantic import SecretStr
 
 from chat_gateway.answers import service
 from chat_gateway.answers.events import StreamEvent
+from chat_gateway.answers.plan import ChatPlan
 from chat_gateway.answers.recovery import Recovery
 from chat_gateway.answers.service import Answers
 from chat_gateway.chat.protocol import ChatRequest
@@ -78,7 +79,7 @@ async def test_the_turn_goes_out_before_the_upstream_request_opened_beside_it_is
     async with httpx.AsyncClient(base_url="http://persistence", transport=_StoredTurns(events)) as http:
         persistence = PersistenceClient(http, attempts=1, initial_wait=0, max_wait=0)
         answers = Answers(settings, persistence, AsyncOpenAI(api_key="sk", max_retries=0))
-        answer = await answers.start_chat(ChatRequest(message="Hi"), idempotency_key=None)
+        answer = await answers.start_chat(ChatPlan(ChatRequest(message="Hi")), idempotency_key=None)
 
     assert events == ["turn sent", "upstream request built"]
     # A replay of a finished turn: the upstream request opened beside it is dropped.
@@ -230,7 +231,7 @@ async def test_text_an_upstream_sent_while_the_turn_was_stored_survives_a_drop(f
     assert client is not None
     answers = Answers(settings, PersistenceClient(http, attempts=2, initial_wait=0, max_wait=0), client)
     try:
-        answer = await answers.start_chat(ChatRequest(message="Hi"), idempotency_key=None)
+        answer = await answers.start_chat(ChatPlan(ChatRequest(message="Hi")), idempotency_key=None)
         relayed = "".join([event.text async for event in answers._live[answer.id].events(0)])
     finally:
         await http.aclose()
@@ -312,7 +313,7 @@ async def test_a_turn_whose_reply_was_lost_is_settled_then_answered_once(fake_up
     persistence = _RestartingPersistence(down=4)
     answers, (http, client) = _gateway(fake_upstream, persistence, turn_settle_seconds=5)
     try:
-        answer = await answers.start_chat(ChatRequest(message="Hi"), idempotency_key=None)
+        answer = await answers.start_chat(ChatPlan(ChatRequest(message="Hi")), idempotency_key=None)
         relayed = "".join([event.text async for event in answers._live[answer.id].events(0)])
     finally:
         await http.aclose()
@@ -332,7 +333,7 @@ async def test_a_chat_its_client_was_told_failed_is_never_generated(fake_upstrea
     answers, (http, client) = _gateway(fake_upstream, persistence, turn_settle_seconds=0.3)
     try:
         with pytest.raises(ServiceUnavailable) as refused:
-            await answers.start_chat(ChatRequest(message="Hi"), idempotency_key=None)
+            await answers.start_chat(ChatPlan(ChatRequest(message="Hi")), idempotency_key=None)
         assert "will not be answered" in refused.value.detail
         assert "persistence:" not in refused.value.detail
         assert "http" not in refused.value.detail
