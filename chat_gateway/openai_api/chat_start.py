@@ -32,7 +32,7 @@ class ChatStart:
     key_prompt: Sequence[object] | None = None  # what its request key holds of the prompt, if not the prompt
     retry_window: float | None = None
     follows_added: bool = False
-    response: JSONObject | None = None  # what a Responses client asked, kept with the answer
+    response: JSONObject | None = None  # what a Responses client asked for, kept with the answer
 
 
 async def start(

@@ -61,13 +61,13 @@ def request_key(
     prompt: Sequence[object],
     model: str,
     options: JSONObject,
-    asked: JSONObject | None = None,
+    response: JSONObject | None = None,
 ) -> str:
     """A key of one request as its client sends it, and sends it again when it retries it (the SDKs do, on a
     timeout or a 5xx, with no Idempotency-Key): its owner, the session it names (if it names one), everything
-    the model is shown, and how (model, options, what a Responses client asked). Persistence keeps it unique
-    among answers: the same request again finds the first one's answer (migration 0011)."""
-    request = [owner, str(named_session) if named_session else None, model, options, asked, prompt]
+    the model is shown, and how (model, options, ``response``: what a Responses client asked for). Persistence
+    keeps it unique among answers: the same request again finds the first one's answer (migration 0011)."""
+    request = [owner, str(named_session) if named_session else None, model, options, response, prompt]
     encoded = json.dumps(request, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(encoded.encode()).hexdigest()
 

@@ -93,19 +93,19 @@ class ResponseCreate(BaseModel):
             return str(self.conversation.get("id") or "") or None
         return self.conversation
 
-    def asked(self, inputs: int) -> JSONObject:
-        """What the answer keeps of this request for its response object (migration 0010), and how many of its
-        prompt's last messages are this request's own input (``input_items``)."""
+    def response(self, inputs: int) -> JSONObject:
+        """What the answer keeps of this request for its response object (``MessageDetail.response``, migration
+        0010), and how many of its prompt's last messages are this request's own input (``input_items``)."""
         fields = ("background", "store", "instructions", "previous_response_id", "metadata", "tools", "tool_choice")
-        asked = {name: getattr(self, name) for name in fields}
-        asked |= {
+        response = {name: getattr(self, name) for name in fields}
+        response |= {
             "text": self.text.model_dump() if self.text else None,
             "parallel_tool_calls": self.parallel_tool_calls,
         }
-        asked |= {"max_output_tokens": self.max_output_tokens, "temperature": self.temperature, "top_p": self.top_p}
-        asked |= {"reasoning": self.reasoning.model_dump() if self.reasoning else None}
-        asked |= {"top_logprobs": self.top_logprobs}
-        return asked | {"user": self.user, "inputs": inputs}
+        response |= {"max_output_tokens": self.max_output_tokens, "temperature": self.temperature, "top_p": self.top_p}
+        response |= {"reasoning": self.reasoning.model_dump() if self.reasoning else None}
+        response |= {"top_logprobs": self.top_logprobs}
+        return response | {"user": self.user, "inputs": inputs}
 
     def chat_options(self) -> JSONObject:
         """The Chat Completions parameters this request's options are."""

@@ -35,7 +35,7 @@ def _usage(usage: JSONObject | None) -> JSONObject | None:
 
 def response_object(answer: MessageDetail, model: str, *, snapshot: bool = False) -> JSONObject:
     """The response as stored (``snapshot``: as it began, for ``response.created``)."""
-    asked = answer.response or {}
+    response = answer.response or {}
     status = "queued" if snapshot and answer.status == MessageStatus.PENDING else _status(answer)
     if snapshot and status not in ("queued",):
         status = "in_progress"
@@ -51,28 +51,28 @@ def response_object(answer: MessageDetail, model: str, *, snapshot: bool = False
         "object": "response",
         "created_at": int(answer.created_at.timestamp()),
         "status": status,
-        "background": bool(asked.get("background")),
+        "background": bool(response.get("background")),
         "model": model,
         "output": [] if snapshot else output_items(answer),
         "error": error,
         "incomplete_details": incomplete,
-        "instructions": asked.get("instructions"),
-        "metadata": asked.get("metadata") or {},
-        "previous_response_id": asked.get("previous_response_id"),
+        "instructions": response.get("instructions"),
+        "metadata": response.get("metadata") or {},
+        "previous_response_id": response.get("previous_response_id"),
         "conversation": {"id": conversation_id(answer.session_id)},
-        "parallel_tool_calls": asked.get("parallel_tool_calls")
-        if asked.get("parallel_tool_calls") is not None
+        "parallel_tool_calls": response.get("parallel_tool_calls")
+        if response.get("parallel_tool_calls") is not None
         else True,
-        "tool_choice": asked.get("tool_choice") or "auto",
-        "tools": asked.get("tools") or [],
-        "temperature": asked.get("temperature"),
-        "top_p": asked.get("top_p"),
-        "top_logprobs": asked.get("top_logprobs"),
-        "reasoning": asked.get("reasoning") or {"effort": None, "summary": None},
-        "user": asked.get("user"),
-        "max_output_tokens": asked.get("max_output_tokens"),
-        "text": asked.get("text") or {"format": {"type": "text"}},
-        "store": asked.get("store", True),
+        "tool_choice": response.get("tool_choice") or "auto",
+        "tools": response.get("tools") or [],
+        "temperature": response.get("temperature"),
+        "top_p": response.get("top_p"),
+        "top_logprobs": response.get("top_logprobs"),
+        "reasoning": response.get("reasoning") or {"effort": None, "summary": None},
+        "user": response.get("user"),
+        "max_output_tokens": response.get("max_output_tokens"),
+        "text": response.get("text") or {"format": {"type": "text"}},
+        "store": response.get("store", True),
         "usage": None if snapshot else _usage(answer.usage),
         "completed_at": int(time.time()) if not snapshot and status == "completed" else None,
     }

@@ -33,16 +33,16 @@ async def _conversation_so_far(answers: Answers, previous: MessageDetail) -> lis
     """What ``previous`` answered and how, as chat messages: the response a ``previous_response_id`` goes on
     from. Its own instructions stay behind, as OpenAI's do."""
     if previous.prompt is not None:
-        asked = previous.prompt
-        if (previous.response or {}).get("instructions") and asked and asked[0].get("role") == "system":
-            asked = asked[1:]
+        prompt = previous.prompt
+        if (previous.response or {}).get("instructions") and prompt and prompt[0].get("role") == "system":
+            prompt = prompt[1:]
     else:
         history = await load_history(answers.persistence.messages, previous.session_id, previous, 2**30)
-        asked = [dict(message) for message in build_messages(history)]
+        prompt = [dict(message) for message in build_messages(history)]
     answered: JSONObject = {"role": "assistant", "content": previous.content or None}
     if previous.tool_calls:
         answered["tool_calls"] = [call.model_dump() for call in previous.tool_calls]
-    return [OpenAIMessage.model_validate(message) for message in [*asked, answered]]
+    return [OpenAIMessage.model_validate(message) for message in [*prompt, answered]]
 
 
 async def _conversation(
@@ -86,7 +86,7 @@ async def create(
         session_id = None
     instructions = [OpenAIMessage(role="system", content=body.instructions)] if body.instructions else []
     completion = completion_request(body, [*instructions, *before, *new], model)
-    asked = body.asked(len(new))
+    response = body.response(len(new))
     key_prompt = None
     if named is not None:  # its retry finds the first one's turn in the conversation already: keyed without it
         key_prompt = [message.upstream() for message in [*instructions, *_before_its_turn(before, new), *new]]
@@ -103,10 +103,10 @@ async def create(
         # "continue"): only a request whose answer is still generated, or failed, is taken for its retry.
         retry_window=0 if named is not None else None,
         follows_added=not body.previous_response_id and named is None,
-        response=asked,
+        response=response,
     )
     answer = await start(answers, caller, completion, new, how, idempotency_key)
-    return answer.model_copy(update={"response": asked}), model  # a turn's answer comes back without it
+    return answer.model_copy(update={"response": response}), model  # a turn's answer comes back without it
 
 
 def _before_its_turn(history: list[OpenAIMessage], new: list[OpenAIMessage]) -> list[OpenAIMessage]:
