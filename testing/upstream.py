@@ -208,9 +208,45 @@ def reset(app: FastAPI, chunks: Chunks = CHUNKS) -> None:
 def create_fake_openai(chunks: Chunks = CHUNKS) -> FastAPI:
     app = FastAPI()
     reset(app, chunks)
+    _serve_probes(app)
 
-    def _not_found() -> JSONResponse:
-        return JSONResponse({"error": {"message": "no such route", "type": "fake"}}, status_code=404)
+    @app.post("/v1/chat/completions")
+    async def completions(request: Request) -> Any:
+        body = await request.json()
+        app.state.requests.append(body)
+        plan: Plan = app.state.plans.popleft() if app.state.plans else app.state.default_plan
+        read = as_continued(app.state.server, body)
+        messages, echo = read if read is not None else (body["messages"], "")
+        exchange, parts = _exchange(app, messages, echo, plan)
+        if app.state.faults is not None:
+            plan = app.state.faults(plan, parts, exchange.partial)
+        if plan.status is not None:
+            headers = {"retry-after": plan.retry_after} if plan.retry_after else {}
+            message = plan.message or f"scripted {plan.status}"
+            error = {"error": {"message": message, "type": plan.error_type, "code": None}}
+            return JSONResponse(error, status_code=plan.status, headers=headers)
+        if read is None:
+            return JSONResponse({"error": {"message": MISTRAL_REFUSAL, "type": "fake", "code": None}}, status_code=400)
+        finish_reason = "tool_calls" if plan.tool_calls else "stop"
+        if (limit := body.get("max_tokens")) is not None and len(parts) > limit:
+            parts, finish_reason = parts[:limit], "length"
+        calls = call_deltas(plan, len(app.state.requests)) if finish_reason != "length" else []
+        usage = None
+        if app.state.usage and (body.get("stream_options") or {}).get("include_usage"):
+            usage = (sum(len(tokens(str(m.get("content") or ""))) for m in body["messages"]), len(parts))
+        shown = _Shown(app.state.chunks, bool(body.get("logprobs")), exchange.stamps if app.state.stamp else None)
+        stream = _stream(app, plan, exchange, [*parts, *calls], finish_reason, shown, usage)
+        return StreamingResponse(stream, media_type="text/event-stream")
+
+    return app
+
+
+def _not_found() -> JSONResponse:
+    return JSONResponse({"error": {"message": "no such route", "type": "fake"}}, status_code=404)
+
+
+def _serve_probes(app: FastAPI) -> None:
+    """What the fake says of itself when asked (``app.state.server``), and the models it lists."""
 
     @app.get("/props")
     async def props() -> Any:
@@ -232,72 +268,64 @@ def create_fake_openai(chunks: Chunks = CHUNKS) -> FastAPI:
         data = [{"id": model, "object": "model", "created": 1, "owned_by": owner} for model in app.state.models]
         return {"object": "list", "data": data}
 
-    @app.post("/v1/chat/completions")
-    async def completions(request: Request) -> Any:
-        body = await request.json()
-        app.state.requests.append(body)
-        plan: Plan = app.state.plans.popleft() if app.state.plans else app.state.default_plan
-        read = as_continued(app.state.server, body)
-        messages, echo = read if read is not None else (body["messages"], "")
-        partial = partial_answer(messages)
-        answer = app.state.answer(messages) if app.state.answer is not None else app.state.text
-        if app.state.sample:
-            answer = sampled(partial or "", max(0, len(tokens(answer)) - len(tokens(partial or ""))))
-        text = echo + remaining_text(messages, plan, answer, app.state.not_a_prefix)
-        repeated = (anchor(messages) or "") if plan.restart and partial is not None else ""
-        exchange = Exchange(time.time(), question(messages), partial, repeated)
-        app.state.exchanges.append(exchange)
-        parts = tokens(text)
-        if app.state.faults is not None:
-            plan = app.state.faults(plan, parts, partial)
-        if plan.status is not None:
-            headers = {"retry-after": plan.retry_after} if plan.retry_after else {}
-            message = plan.message or f"scripted {plan.status}"
-            error = {"error": {"message": message, "type": plan.error_type, "code": None}}
-            return JSONResponse(error, status_code=plan.status, headers=headers)
-        if read is None:
-            return JSONResponse({"error": {"message": MISTRAL_REFUSAL, "type": "fake", "code": None}}, status_code=400)
-        finish_reason = "tool_calls" if plan.tool_calls else "stop"
-        if (limit := body.get("max_tokens")) is not None and len(parts) > limit:
-            parts, finish_reason = parts[:limit], "length"
-        calls = call_deltas(plan, len(app.state.requests)) if finish_reason != "length" else []
-        prompt_tokens = sum(len(tokens(str(m.get("content") or ""))) for m in body["messages"])
-        chunks: Chunks = app.state.chunks
-        logprobs = bool(body.get("logprobs"))
-        usage = app.state.usage and (body.get("stream_options") or {}).get("include_usage")
-        stamps = exchange.stamps if app.state.stamp else None
 
-        async def stream() -> AsyncIterator[bytes]:
-            app.state.open_streams += 1
-            try:
-                if plan.stall:
-                    await asyncio.sleep(plan.stall)
-                sent: list[str | dict[str, Any]] = [*parts, *calls]
-                for index, part in enumerate(sent):
-                    if plan.drop_after is not None and index >= plan.drop_after:
-                        raise Dropped  # uvicorn closes the connection mid-stream
-                    exchange.tokens += 1
-                    exchange.sent += part if isinstance(part, str) else ""
-                    if stamps is not None:
-                        stamps.append(time.monotonic())  # CLOCK_MONOTONIC: a client's clock too, on this machine
-                    yield (
-                        chunks.delta(part, logprobs=logprobs)
-                        if isinstance(part, str)
-                        else chunks.delta(None, call=part)
-                    )
-                    if plan.delay:
-                        await asyncio.sleep(plan.delay)
-                exchange.finished = True
-                yield chunks.delta(None, finish_reason)
-                if usage:
-                    yield chunks.usage(prompt_tokens, len(parts))
-                yield DONE
-            finally:
-                app.state.open_streams -= 1
+def _exchange(app: FastAPI, messages: list[dict[str, Any]], echo: str, plan: Plan) -> tuple[Exchange, list[str]]:
+    """A request's ``Exchange``, kept, and the tokens of the text it answers (before faults and ``max_tokens``)."""
+    partial = partial_answer(messages)
+    answer = app.state.answer(messages) if app.state.answer is not None else app.state.text
+    if app.state.sample:
+        answer = sampled(partial or "", max(0, len(tokens(answer)) - len(tokens(partial or ""))))
+    text = echo + remaining_text(messages, plan, answer, app.state.not_a_prefix)
+    repeated = (anchor(messages) or "") if plan.restart and partial is not None else ""
+    exchange = Exchange(time.time(), question(messages), partial, repeated)
+    app.state.exchanges.append(exchange)
+    return exchange, tokens(text)
 
-        return StreamingResponse(stream(), media_type="text/event-stream")
 
-    return app
+@dataclass(frozen=True)
+class _Shown:
+    """How a stream's chunks are written: their format, with logprobs, and whether each one's sending is stamped."""
+
+    chunks: Chunks
+    logprobs: bool
+    stamps: list[float] | None
+
+
+async def _stream(
+    app: FastAPI,
+    plan: Plan,
+    exchange: Exchange,
+    sent: list[str | dict[str, Any]],
+    finish_reason: str,
+    shown: _Shown,
+    usage: tuple[int, int] | None,
+) -> AsyncIterator[bytes]:
+    """The completion's chunks: ``sent`` (text tokens, then tool calls) as ``plan`` says, its end and its usage."""
+    app.state.open_streams += 1
+    try:
+        if plan.stall:
+            await asyncio.sleep(plan.stall)
+        for index, part in enumerate(sent):
+            if plan.drop_after is not None and index >= plan.drop_after:
+                raise Dropped  # uvicorn closes the connection mid-stream
+            exchange.tokens += 1
+            exchange.sent += part if isinstance(part, str) else ""
+            if shown.stamps is not None:
+                shown.stamps.append(time.monotonic())  # CLOCK_MONOTONIC: a client's clock too, on this machine
+            yield (
+                shown.chunks.delta(part, logprobs=shown.logprobs)
+                if isinstance(part, str)
+                else shown.chunks.delta(None, call=part)
+            )
+            if plan.delay:
+                await asyncio.sleep(plan.delay)
+        exchange.finished = True
+        yield shown.chunks.delta(None, finish_reason)
+        if usage is not None:
+            yield shown.chunks.usage(*usage)
+        yield DONE
+    finally:
+        app.state.open_streams -= 1
 
 
 def demo_answer(messages: list[dict[str, Any]]) -> str:

@@ -65,6 +65,10 @@ def describe(exc: BaseException) -> str:
 
 
 class Generation:
+    """One answer generated here. ``lease``: this gateway's on it (by default, granted now); ``taken_over``: it was
+    claimed, so the answer log may hold more of its text than persistence; ``continuation``: how the upstream
+    continues an interrupted answer (chat_gateway/clients/upstream_probe.py)."""
+
     def __init__(
         self,
         answer: MessageDetail,
@@ -81,9 +85,6 @@ class Generation:
         taken_over: bool = False,
         continuation: ContinuationMethod = "restart",
     ) -> None:
-        """``lease``: this gateway's on the answer (by default, granted now).
-        ``taken_over``: the answer was claimed, so the answer log may hold more of its text than persistence.
-        ``continuation``: how the upstream continues an interrupted answer (chat_gateway/clients/upstream_probe.py)."""
         self.answer = answer
         self.prompt = prompt  # known up front (a client's own, or a new chat's); else built from the history
         self._opening = opening  # the first attempt's stream, requested with ``prompt`` while the turn was stored
@@ -104,7 +105,6 @@ class Generation:
         self.model_used: str | None = None
         self.usage = Usage()
         self.done = asyncio.Event()
-
         self.writer = AnswerWriter(
             answer.id,
             buffer=self.buffer,

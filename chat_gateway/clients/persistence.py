@@ -16,10 +16,10 @@ import httpx
 from pydantic import BaseModel, TypeAdapter
 
 from chat_gateway.clients import retry
-from chat_gateway.clients.retry import Transient
+from chat_gateway.clients.persistence_errors import PersistenceBusy, raise_for
+from chat_gateway.clients.persistence_errors import PersistenceError as PersistenceError  # caught with the client
 from shared import (
     Conflict,
-    DomainError,
     ErrorCode,
     JSONObject,
     MessageRead,
@@ -27,7 +27,6 @@ from shared import (
     NotFound,
     OffsetMismatch,
     Page,
-    PreconditionFailed,
     SearchHit,
     ServiceUnavailable,
     SessionRead,
@@ -68,50 +67,6 @@ M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 
 UNREACHABLE = "the persistence service is unreachable: retry shortly"
-
-
-class PersistenceBusy(Transient):
-    """A 5xx or 429 from persistence: worth another try."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        super().__init__(f"persistence answered {response.status_code}")
-        self.response = response
-
-
-class PersistenceError(DomainError):
-    """Persistence refused a request for good: a 4xx that no retry changes."""
-
-    status_code = 502
-    code = ErrorCode.PERSISTENCE_ERROR
-
-
-# Persistence found a value invalid: when the gateway relays a client's values, the client's to fix.
-_INVALID_VALUE = frozenset({400, 413, 422})
-
-
-def _raise_for(response: httpx.Response) -> None:
-    if response.is_success or response.status_code == 304:  # a 304 answers only a request that asked for it
-        return
-    try:
-        body: dict[str, Any] = response.json()
-    except ValueError:
-        body = {}
-    detail = str(body.pop("detail", response.text[:200]))
-    code = ErrorCode.parse(body.pop("code", None))
-    if code == ErrorCode.OFFSET_MISMATCH and isinstance(length := body.pop("length", None), int):
-        raise OffsetMismatch(detail, length=length, **body)
-    if response.status_code == 404:
-        raise NotFound(detail, code=code, **body)
-    if response.status_code == 409:
-        raise Conflict(detail, code=code, **body)
-    if response.status_code == 412:
-        raise PreconditionFailed(detail, code=code, **body)
-    error = PersistenceError(
-        f"persistence rejected a request: {detail}", persistence_status=response.status_code, persistence_code=code
-    )
-    if response.status_code in _INVALID_VALUE:  # a 4xx, not a 502 for a bad gateway
-        error.status_code, error.code = response.status_code, code or error.code
-    raise error
 
 
 class AnswerStore(Protocol):
@@ -203,7 +158,7 @@ class PersistenceClient:
         json = body.model_dump(mode="json", exclude_unset=True) if isinstance(body, BaseModel) else body
         if not retried:
             response = await self.http.request(method, path, params=params, json=json, headers=headers)
-            _raise_for(response)
+            raise_for(response)
             return response
         try:
             async for attempt in retry.persistence(self._attempts, self._initial_wait, self._max_wait):
@@ -216,7 +171,7 @@ class PersistenceClient:
             # Where persistence lives is the operator's business: the log says it, clients are told what failed.
             logger.warning("persistence unreachable: %s %s: %r", method, path, exc)
             raise ServiceUnavailable(UNREACHABLE, code=ErrorCode.PERSISTENCE_UNAVAILABLE) from exc
-        _raise_for(response)
+        raise_for(response)
         return response
 
     async def ready(self) -> bool:

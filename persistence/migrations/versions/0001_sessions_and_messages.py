@@ -23,6 +23,11 @@ LIVE_ONLY = sa.text("status = 'in_progress'")
 
 
 def upgrade() -> None:
+    _create_sessions()
+    _create_messages()
+
+
+def _create_sessions() -> None:
     op.create_table(
         "sessions",
         sa.Column("id", sa.Uuid(), nullable=False),
@@ -37,6 +42,8 @@ def upgrade() -> None:
     op.create_index("ix_sessions_list", "sessions", ["is_favorite", "updated_at", "id"])
     op.create_index("ix_sessions_user_list", "sessions", ["user_id", "is_favorite", "updated_at", "id"])
 
+
+def _create_messages() -> None:
     op.create_table(
         "messages",
         sa.Column("id", sa.Uuid(), nullable=False),
