@@ -274,7 +274,7 @@ def report(db: Session, user_id: str | None, since: date, until: date) -> UsageR
     )
     rows = [
         UsageRow(
-            day=row[0] if isinstance(row[0], date) else date.fromisoformat(row[0]),
+            day=_date(row[0]),
             user_id=row[1],
             model=row[2],
             answers=row[3],
@@ -286,12 +286,15 @@ def report(db: Session, user_id: str | None, since: date, until: date) -> UsageR
         )
         for row in db.execute(stmt)
     ]
+    # An answer several models wrote is in a row of each: its day counts it once.
+    days = select(day, func.count(distinct(ledger.c.message_id))).group_by(day)
+    answers_by_day = {_date(value).isoformat(): count for value, count in db.execute(days)}
     return UsageReport(
         since=since,
         until=until,
         user_id=user_id,
         total_tokens=sum(row.total_tokens for row in rows),
-        by_day=_totals(rows, lambda row: row.day.isoformat()),
+        by_day=_totals(rows, lambda row: row.day.isoformat(), answers_by_day),
         by_model=_totals(rows, lambda row: row.model or ""),
         rows=rows,
     )
@@ -323,10 +326,16 @@ def _ledger(chosen: list[ColumnElement[bool]]) -> Subquery:
     return union_all(rest, parts).subquery()
 
 
-def _totals(rows: list[UsageRow], key: Any) -> list[UsageTotal]:
+def _date(value: date | str) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(value)
+
+
+def _totals(rows: list[UsageRow], key: Any, counted: dict[str, int] | None = None) -> list[UsageTotal]:
+    """The rows' tokens and answers by ``key``, the answers as ``counted`` when it counts them."""
     answers: dict[str, int] = defaultdict(int)
     tokens: dict[str, int] = defaultdict(int)
     for row in rows:
         answers[key(row)] += row.answers
         tokens[key(row)] += row.total_tokens
+    answers |= counted or {}
     return [UsageTotal(key=name, answers=answers[name], total_tokens=tokens[name]) for name in sorted(tokens)]

@@ -130,7 +130,9 @@ def test_a_run_without_parts_stays_its_records_model(client: TestClient) -> None
     rows = _by_model(client, "cid")
     assert (rows["a"]["total_tokens"], rows["c"]["total_tokens"]) == (30, 15)
     assert (rows["a"]["answers"], rows["c"]["answers"]) == (1, 1)
-    assert client.get("/usage", params={"user_id": "cid"}).json()["total_tokens"] == 45
+    report = client.get("/usage", params={"user_id": "cid"}).json()
+    assert report["total_tokens"] == 45
+    assert [(day["answers"], day["total_tokens"]) for day in report["by_day"]] == [(1, 45)]  # one answer, once
 
 
 def test_the_parts_survive_an_export_and_an_import(client: TestClient) -> None:
