@@ -83,6 +83,16 @@ def test_a_claim_keeps_the_parts_and_the_next_run_goes_on_from_them(client: Test
     assert _parts(client, answer) == [("a", 0), ("b", 3), ("a", 9)]
 
 
+def test_a_text_written_by_hand_has_no_parts(client: TestClient) -> None:
+    answer = _answer(client)
+    append(client, answer, 0, "abc", owner="g1")
+    append(client, answer, 3, "def", owner="g1", model="b")
+    assert client.patch(f"/messages/{answer}", json={"rating": True}).status_code == 200
+    assert _parts(client, answer) == [("a", 0), ("b", 3)]
+    assert client.patch(f"/messages/{answer}", json={"content": "edited"}).status_code == 200
+    assert _parts(client, answer) is None
+
+
 def test_a_finish_with_parts_records_each_models_tokens_and_budgets_count_them_once(client: TestClient) -> None:
     answer = _answer(client, tokens_per_day=31)
     append(client, answer, 0, "x" * 8, owner="g1", model="a")
