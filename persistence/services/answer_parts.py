@@ -6,6 +6,9 @@ column stays NULL for an answer one model wrote. Parts are JSON objects of ``sha
 
 from typing import Any
 
+from shared import Conflict
+from shared.resources import MAX_ANSWER_PARTS
+
 Parts = list[dict[str, Any]]
 
 
@@ -20,5 +23,7 @@ def after_append(parts: Parts | None, model: str | None, writer: str, offset: in
     while current and current[-1]["offset"] >= offset:
         current.pop()
     if not current or current[-1]["model"] != writer:
+        if len(current) >= MAX_ANSWER_PARTS:  # refused with its text: its transaction is rolled back
+            raise Conflict(f"an answer has at most {MAX_ANSWER_PARTS} parts", parts=len(current))
         current.append({"model": writer, "offset": offset, "usage": None})
     return None if current == own else current

@@ -107,8 +107,13 @@ def _append_statement(*, by_owner: bool, finish: frozenset[str], by_model: bool 
         values |= {name: bindparam(f"finish_{name}", type_=table.c[name].type) for name in finish}
         values |= {"lease_owner": None, "lease_expires_at": None}
     length = func.length(table.c.content).label("length")
-    returning: tuple[ColumnElement[Any], ...] = (table.c.id, length, table.c.version, table.c.status)
-    returning += (table.c.lease_expires_at,)
+    returning: tuple[ColumnElement[Any], ...] = (
+        table.c.id,
+        length,
+        table.c.version,
+        table.c.status,
+        table.c.lease_expires_at,
+    )
     if by_model:  # what a new part is told from: the parts so far, and the model of the first
         returning += (table.c.model, table.c.answer_parts)
     return update(table).where(*conditions).values(values).returning(*returning)
@@ -135,7 +140,7 @@ def append_text(db: Session, message_id: uuid.UUID, data: AppendRequest, *, leas
     row = db.execute(stmt, params).one_or_none()
     if row is None:
         raise _refusal_of_append(db, message_id, data)
-    if by_model and data.model is not None:
+    if by_model and data.model is not None:  # (by_model says so; mypy cannot tell)
         new_parts = answer_parts.after_append(row.answer_parts, row.model, data.model, data.offset)
         if new_parts != row.answer_parts:
             _set_parts(db, message_id, new_parts)

@@ -7,6 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from persistence.services.answer_parts import after_append
+from shared.resources import MAX_ANSWER_PARTS
 from tests.persistence.conftest import append, claim, random_id
 
 FIGURES = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
@@ -68,6 +69,17 @@ def test_a_replayed_append_adds_no_part_twice(client: TestClient) -> None:
     assert append(client, answer, 11, "!", owner="other", model="c").json()["code"] == "lease_lost"
     assert _parts(client, answer) == [("a", 0), ("b", 6)]
     assert client.get(f"/messages/{answer}").json()["content"] == "Hello world"
+
+
+def test_an_answer_passed_from_model_to_model_past_the_limit_is_refused(client: TestClient) -> None:
+    answer = _answer(client)
+    for offset in range(MAX_ANSWER_PARTS):
+        append(client, answer, offset, "x", owner="g1", model=f"m{offset % 2}")
+    refused = append(client, answer, MAX_ANSWER_PARTS, "y", owner="g1", model="c")
+    assert refused.status_code == 409
+    assert refused.json()["parts"] == MAX_ANSWER_PARTS
+    message = client.get(f"/messages/{answer}").json()
+    assert (len(message["answer_parts"]), len(message["content"])) == (MAX_ANSWER_PARTS, MAX_ANSWER_PARTS)
 
 
 def test_a_claim_keeps_the_parts_and_the_next_run_goes_on_from_them(client: TestClient) -> None:
