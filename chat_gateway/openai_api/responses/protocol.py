@@ -24,6 +24,7 @@ from pydantic_core import to_jsonable_python
 from chat_gateway.chat.protocol import validated
 from chat_gateway.openai_api.chat_completions.protocol import CompletionRequest, OpenAIMessage
 from shared import BadRequest, ErrorCode, JSONObject
+from shared.resources import TOOL_NAME_MAX_LENGTH
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -96,6 +97,8 @@ class ResponseCreate(BaseModel):
         for tool in tools or []:
             if not isinstance(tool, FunctionTool):
                 raise ValueError(f"only function tools are served here, not {tool.type!r}")
+            if not 0 < len(tool.name) <= TOOL_NAME_MAX_LENGTH:  # as its calls will be stored
+                raise ValueError(f"a function tool's name is 1 to {TOOL_NAME_MAX_LENGTH} characters")
         return tools
 
     @field_validator("tool_choice")

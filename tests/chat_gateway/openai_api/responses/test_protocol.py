@@ -18,6 +18,7 @@ SCHEMA = {"type": "json_schema", "name": "city", "schema": {"type": "object"}, "
         ({"text": {"format": {"type": "json_schema", "name": "city"}}}, ("text", "format", "json_schema", "schema")),
         ({"text": {"format": {"type": "yaml"}}}, ("text", "format")),
         ({"tools": [{"type": "function"}]}, ("tools", 0, "function", "name")),
+        ({"tools": [{"type": "function", "name": ""}]}, ("tools",)),
         ({"tools": [{"type": "spreadsheet"}]}, ("tools", 0)),
         ({"tool_choice": "always"}, ("tool_choice",)),
         ({"conversation": {"name": "no id"}}, ("conversation",)),
