@@ -108,6 +108,12 @@ def load(path: Path) -> UpstreamsConfig:
         raise ConfigError(f"{path}, line {line}: {where}: {error['msg']}") from exc
 
 
+def check(path: Path) -> None:
+    """Raise ``ConfigError`` unless the file at ``path`` can be used: parsed, checked, its key files readable."""
+    for upstream in load(path).upstreams:
+        upstream.key()
+
+
 def line_of(text: str, loc: tuple[int | str, ...]) -> int:
     """The line (from 1) of the entry ``loc`` points to: each key of it found after the one before (an index
     counts ``[[array]]`` headers), as far as the file writes it that way; else the nearest found."""

@@ -87,6 +87,12 @@ class Route:
         retry_in = min(candidate.upstream.breaker.retry_in() for candidate in self.candidates)
         raise CoolingDown(f"every upstream of {self.model!r} is cooling down ({retry_in:.0f} s to the next probe)")
 
+    async def open_new(
+        self, messages: list[ChatCompletionMessageParam], options: Mapping[str, Any]
+    ) -> AsyncStream[object]:
+        """A new answer's stream: sent the same whichever candidate takes it."""
+        return await self.open(lambda _candidate: (messages, options))
+
     async def _open_on(self, candidate: Candidate, request: Callable[[Candidate], Request]) -> AsyncStream[object]:
         upstream = candidate.upstream
         messages, options = request(candidate)
