@@ -50,6 +50,8 @@ class Upstream:
         config = self.config
         self.breaker = Breaker(config.failure_threshold, config.cooldown_seconds)
         self.limit = Limit(config.name, config.max_concurrency, config.max_queue, config.queue_seconds)
+        UPSTREAM_STATE.labels(self.name).set(0)  # listed from the start, before any request
+        UPSTREAM_IN_USE.labels(self.name).set(0)
 
     @property
     def name(self) -> str:

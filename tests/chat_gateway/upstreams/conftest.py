@@ -39,12 +39,17 @@ def _fakes() -> Iterator[list[Fake]]:
 
 
 @pytest.fixture
-async def fakes(_fakes: list[Fake]) -> AsyncIterator[list[Fake]]:
-    """Three fake upstreams (testing/upstream.py), each on a port of its own, their state reset; the clients of
-    the upstreams made of them closed afterwards."""
+def fakes(_fakes: list[Fake]) -> list[Fake]:
+    """Three fake upstreams (testing/upstream.py), each on a port of its own, their state reset."""
     for fake in _fakes:
         reset(fake.app)
-    yield _fakes
+    return _fakes
+
+
+@pytest.fixture
+async def clients_closed(_fakes: list[Fake]) -> AsyncIterator[None]:
+    """The clients of the upstreams a test made of the fakes, closed on its own event loop."""
+    yield
     for fake in _fakes:
         for upstream in fake.made:
             await upstream.client.close()

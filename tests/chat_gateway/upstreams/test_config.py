@@ -4,6 +4,7 @@ import pytest
 from pydantic import SecretStr
 
 from chat_gateway.config import Settings
+from chat_gateway.main import create_app
 from chat_gateway.upstreams.config import ConfigError, load
 from chat_gateway.upstreams.registry import single_upstream
 
@@ -99,3 +100,11 @@ def test_the_single_upstream_settings_are_one_upstream_named_default() -> None:
     )
     assert (default.continuation, default.timeout_seconds, default.failure_threshold) == ("vllm", 7, None)
     assert single_upstream(Settings(api_key=SecretStr("k"))) is None
+
+
+def test_a_bad_file_stops_start_up_saying_its_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write(tmp_path, '[[upstreams]]\nname = "a"\nmodels = "some"\n')
+    with pytest.raises(SystemExit) as stopped:
+        create_app(Settings(api_key=SecretStr("k"), upstreams_file=path))
+    assert stopped.value.code == 3
+    assert f"UPSTREAMS_FILE: {path}, line 3: upstreams.0.models" in capsys.readouterr().err

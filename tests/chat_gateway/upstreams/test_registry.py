@@ -4,7 +4,7 @@ from chat_gateway.upstreams.registry import Upstreams
 from shared import ErrorCode, NotFound
 from tests.chat_gateway.upstreams.conftest import Fake
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("clients_closed")]
 
 
 def _registry(

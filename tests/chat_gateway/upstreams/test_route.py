@@ -11,7 +11,7 @@ from shared import ErrorCode, TooManyRequests
 from testing.upstream import Plan
 from tests.chat_gateway.upstreams.conftest import NOWHERE, Fake
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("clients_closed")]
 
 PROMPT = [{"role": "user", "content": "Where is Lyon?"}]
 
