@@ -38,6 +38,7 @@ from shared import (
     JSONObject,
     MessageRole,
     MessageStatus,
+    NotFound,
     OffsetMismatch,
     ServiceUnavailable,
 )
@@ -91,6 +92,15 @@ class Answers:
         if not self.upstreams.configured:
             raise ServiceUnavailable(NO_UPSTREAM, code=ErrorCode.NO_UPSTREAM)
         return self.upstreams.route(model)
+
+    def _stored_route(self, model: str | None) -> Route:
+        """The route of a stored answer's model: a model no upstream serves any more (or the name an upstream
+        answered with) continues with the default one, rather than never."""
+        try:
+            return self._require_route(model)
+        except NotFound:
+            logger.warning("no upstream serves the model %r any more: the default model continues it", model)
+            return self._require_route(None)
 
     async def start_chat(
         self,
@@ -307,7 +317,7 @@ class Answers:
         account: TurnAccount | None = None,
     ) -> MessageDetail:
         """Claim the answer (Conflict when another gateway holds it) and generate it here; returns it claimed."""
-        route = self._require_route(model or answer.model)
+        route = self._stored_route(model or answer.model)
         self._claiming.add(answer.id)
         try:
             if account is not None and account.has_budget:

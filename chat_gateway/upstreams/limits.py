@@ -2,13 +2,19 @@
 
 import asyncio
 
+from chat_gateway.clients.retry import Transient
 from shared import ErrorCode, TooManyRequests
+
+
+class LimitReached(Transient):
+    """No place came free in time: the chat goes to its next upstream, or is tried again (``retry.upstream``)."""
 
 
 class Limit:
     """At most ``streams`` at once (None: no limit); ``queue`` more wait up to ``wait_seconds`` for a place.
 
-    Past both, ``admit`` and ``acquire`` refuse: 429, with the wait as Retry-After.
+    Past both, a chat is refused before anything is stored (``refusal``: 429, the wait as Retry-After); one
+    already under way (admitted, taken over) meets ``LimitReached``.
     """
 
     def __init__(self, name: str, streams: int | None, queue: int, wait_seconds: float) -> None:
@@ -40,13 +46,13 @@ class Limit:
         if not self._places.locked():
             await self._places.acquire()  # at once: no await happens
         elif not self.has_room():
-            raise self.refusal()
+            raise LimitReached(f"the upstream {self.name!r} is at its concurrency limit, its queue full")
         else:
             self.waiting += 1
             try:
                 await asyncio.wait_for(self._places.acquire(), self.wait_seconds)
             except TimeoutError:
-                raise self.refusal() from None
+                raise LimitReached(f"no place at the upstream {self.name!r} within {self.wait_seconds:g} s") from None
             finally:
                 self.waiting -= 1
         self.in_use += 1

@@ -20,8 +20,8 @@ from chat_gateway.clients.retry import Transient, is_transient, retry_after_seco
 from chat_gateway.clients.upstream import open_stream
 from chat_gateway.metrics import FALLBACKS
 from chat_gateway.upstreams.breaker import BreakerState
+from chat_gateway.upstreams.limits import LimitReached
 from chat_gateway.upstreams.upstream import Upstream
-from shared import TooManyRequests
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class Route:
                 continue
             try:
                 await upstream.limit.acquire()
-            except TooManyRequests:
+            except LimitReached:
                 if not self._advance():
                     raise
                 continue

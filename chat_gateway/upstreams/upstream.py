@@ -50,8 +50,13 @@ class Upstream:
         config = self.config
         self.breaker = Breaker(config.failure_threshold, config.cooldown_seconds)
         self.limit = Limit(config.name, config.max_concurrency, config.max_queue, config.queue_seconds)
-        UPSTREAM_STATE.labels(self.name).set(0)  # listed from the start, before any request
-        UPSTREAM_IN_USE.labels(self.name).set(0)
+        # Each metric's series of this upstream, looked up once; listed from the start, before any request.
+        self._breaker_open = UPSTREAM_STATE.labels(self.name)
+        self._ok, self._errors = UPSTREAM_REQUESTS.labels(self.name, "ok"), UPSTREAM_REQUESTS.labels(self.name, "error")
+        self._latency = UPSTREAM_LATENCY.labels(self.name)
+        self._streams = UPSTREAM_IN_USE.labels(self.name)
+        self._breaker_open.set(0)
+        self._streams.set(0)
 
     @property
     def name(self) -> str:
@@ -89,19 +94,19 @@ class Upstream:
         self.breaker.succeeded()
         self.latency = seconds if self.latency is None else self.latency + WEIGHT * (seconds - self.latency)
         self.error_rate -= WEIGHT * self.error_rate
-        UPSTREAM_REQUESTS.labels(self.name, "ok").inc()
-        UPSTREAM_LATENCY.labels(self.name).observe(seconds)
-        UPSTREAM_STATE.labels(self.name).set(0)
+        self._ok.inc()
+        self._latency.observe(seconds)
+        self._breaker_open.set(0)
 
     def failed(self) -> None:
         """A stream's request (or the stream) failed as a passing failure of the upstream would."""
         self.breaker.failed()
         self.error_rate += WEIGHT * (1 - self.error_rate)
-        UPSTREAM_REQUESTS.labels(self.name, "error").inc()
-        UPSTREAM_STATE.labels(self.name).set(int(self.breaker.state == BreakerState.OPEN))
+        self._errors.inc()
+        self._breaker_open.set(int(self.breaker.state == BreakerState.OPEN))
 
     def streams_changed(self) -> None:
-        UPSTREAM_IN_USE.labels(self.name).set(self.limit.in_use)
+        self._streams.set(self.limit.in_use)
 
     def health(self) -> UpstreamHealth:
         return UpstreamHealth(

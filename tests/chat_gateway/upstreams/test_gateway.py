@@ -194,3 +194,18 @@ def test_past_an_upstreams_concurrency_limit_a_chat_is_refused_with_retry_after(
     assert refused.status_code == 429
     assert refused.headers["retry-after"] == "10"
     assert refused.json()["error"]["code"] == "upstream_busy"
+
+
+def test_an_answer_whose_model_no_upstream_serves_is_resumed_with_the_default(
+    gateway: Service, fakes: list[Fake], store: httpx.Client
+) -> None:
+    """Stored under the name the upstream answered with ("fake-model", which no upstream lists), it still resumes."""
+    a = fakes[0]
+    a.app.state.plans.extend([Plan(drop_after=3)] * 4)  # every attempt broken off: the answer fails
+    failed = httpx.post(f"{gateway.url}/chat", json={"message": "hi", "model": "alpha"}, timeout=30).json()
+    stored = read_finished(store, failed["message_id"])
+    assert (stored["status"], stored["model"]) == ("failed", "fake-model")
+    resumed = httpx.post(f"{gateway.url}/chat/messages/{failed['message_id']}/resume", timeout=30)
+    assert resumed.status_code == 200, resumed.text
+    assert read_finished(store, failed["message_id"])["content"] == TEXT
+    assert a.models_asked() == ["alpha"] * 5
