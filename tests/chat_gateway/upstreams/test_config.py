@@ -108,3 +108,11 @@ def test_a_bad_file_stops_start_up_saying_its_line(tmp_path: Path, capsys: pytes
         create_app(Settings(api_key=SecretStr("k"), upstreams_file=path))
     assert stopped.value.code == 3
     assert f"UPSTREAMS_FILE: {path}, line 3: upstreams.0.models" in capsys.readouterr().err
+
+
+def test_the_readmes_example_is_a_good_file(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    example = readme.split("### Upstreams and fallbacks", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    config = load(_write(tmp_path, example))
+    assert [upstream.name for upstream in config.upstreams] == ["local", "openai"]
+    assert (config.aliases, config.fallbacks) == ({"fast": "llama-3.1-8b"}, {"gpt-4o": ["llama-3.1-8b"]})
