@@ -28,15 +28,10 @@ from chat_gateway.answers.writer import AnswerWriter, StopReason
 from chat_gateway.clients import retry
 from chat_gateway.clients.persistence import AnswerStore, PersistenceError
 from chat_gateway.clients.retry import StreamInterrupted, error_kind
-from chat_gateway.clients.upstream import (
-    Usage,
-    discard,
-    options_to_continue,
-    read_chunks,
-)
+from chat_gateway.clients.upstream import Usage, discard, options_to_continue, read_chunks
 from chat_gateway.config import Settings
 from chat_gateway.metrics import ACTIVE_GENERATIONS, TOKENS, UPSTREAM_ERRORS
-from chat_gateway.upstreams.route import Candidate, Route
+from chat_gateway.upstreams.route import Route
 from shared import Conflict, JSONObject, MessageStatus, NotFound, storable_text
 from shared.contract import AnswerFinish, MessageDetail
 from shared.resources import ToolCall
@@ -80,10 +75,9 @@ class Generation:
         log: AnswerLog | None = None,
         taken_over: bool = False,
     ) -> None:
-        """``route``: the upstreams (and models) that may generate it, in order, each with its way of continuing an
-        interrupted answer (``Upstream.continuation``). ``lease``: this gateway's on the answer (by default,
-        granted now). ``taken_over``: the answer was claimed, so the answer log may hold more of its text than
-        persistence."""
+        """``route``: the upstreams (and models) that may generate it, in order. ``lease``: this gateway's on the
+        answer (by default, granted now). ``taken_over``: the answer was claimed, so the answer log may hold more of
+        its text than persistence."""
         self.answer = answer
         self.prompt = prompt  # known up front (a client's own, or a new chat's); else built from the history
         self._opening = opening  # the first attempt's stream, requested with ``prompt`` while the turn was stored
@@ -290,17 +284,14 @@ class Generation:
             self.prompt = build_messages(history)
         async for attempt in retry.upstream(self.settings):
             with attempt:
-                await self._attempt(self.prompt)
-
-    async def _attempt(self, prompt: list[ChatCompletionMessageParam]) -> None:
-        """One attempt of ``retry.upstream``: before the first word, on the route's candidates in turn."""
-        while True:
-            try:
-                return await self._stream_once(prompt)
-            except Exception as exc:
-                self.route.failed(exc)
-                if self.text or not await self.route.fall_back(exc):
-                    raise
+                while True:  # before the first word, on the route's candidates in turn
+                    try:
+                        await self._stream_once(self.prompt)
+                        break
+                    except Exception as exc:
+                        self.route.failed(exc)
+                        if self.text or not await self.route.fall_back(exc):
+                            raise
 
     async def _stream_once(self, prompt: list[ChatCompletionMessageParam]) -> None:
         partial = self.text
@@ -314,12 +305,7 @@ class Generation:
             opening, self._opening = self._opening, None
             stream = await opening
         else:
-
-            def request(candidate: Candidate) -> tuple[list[ChatCompletionMessageParam], dict[str, Any]]:
-                join = Continuation(partial, candidate.upstream.continuation)
-                return join.messages(prompt), options | join.request_fields()
-
-            stream = await self.route.open(request)
+            stream = await self.route.open_continuing(partial, prompt, options)
         self.model = self.route.current.model
         join = Continuation(partial, self.route.current.upstream.continuation)
         async for chunk in read_chunks(stream):

@@ -38,7 +38,6 @@ from shared import (
     JSONObject,
     MessageRole,
     MessageStatus,
-    NotFound,
     OffsetMismatch,
     ServiceUnavailable,
 )
@@ -85,22 +84,14 @@ class Answers:
         self._requests: TTLCache[str, bool] = TTLCache(maxsize=10_000, ttl=max(settings.retry_window_seconds, 600))
         self.draining = False
 
-    def _require_route(self, model: str | None) -> Route:
-        """The route of ``model``: 404 when no upstream serves it, 503 when there is none, or while shutting down."""
+    def _require_route(self, model: str | None, *, stored: bool = False) -> Route:
+        """The route of ``model`` (``stored``: of a stored answer, see ``Upstreams.route``): 404 when no upstream
+        serves it, 503 when there is none, or while shutting down."""
         if self.draining:
             raise ServiceUnavailable("this gateway is shutting down: retry on another", code=ErrorCode.SHUTTING_DOWN)
         if not self.upstreams.configured:
             raise ServiceUnavailable(NO_UPSTREAM, code=ErrorCode.NO_UPSTREAM)
-        return self.upstreams.route(model)
-
-    def _stored_route(self, model: str | None) -> Route:
-        """The route of a stored answer's model: a model no upstream serves any more (or the name an upstream
-        answered with) continues with the default one, rather than never."""
-        try:
-            return self._require_route(model)
-        except NotFound:
-            logger.warning("no upstream serves the model %r any more: the default model continues it", model)
-            return self._require_route(None)
+        return self.upstreams.route(model, stored=stored)
 
     async def start_chat(
         self,
@@ -317,7 +308,7 @@ class Answers:
         account: TurnAccount | None = None,
     ) -> MessageDetail:
         """Claim the answer (Conflict when another gateway holds it) and generate it here; returns it claimed."""
-        route = self._stored_route(model or answer.model)
+        route = self._require_route(model or answer.model, stored=True)
         self._claiming.add(answer.id)
         try:
             if account is not None and account.has_budget:

@@ -87,8 +87,14 @@ class Upstreams:
         if config.models == "discover":
             await upstream.discover()
 
-    def route(self, model: str | None) -> Route:
-        """The candidates for ``model`` (an alias, or None: the default), in order; 404 when none serves it."""
+    def route(self, model: str | None, *, stored: bool = False) -> Route:
+        """The candidates for ``model`` (an alias, or None: the default), in order; 404 when none serves it.
+
+        ``stored``: the model of an answer being continued, which no upstream may serve any more (or the name an
+        upstream answered with): then the default model's, rather than never."""
+        if stored and model is not None and not self._serving(self.aliases.get(model, model)):
+            logger.warning("no upstream serves the model %r any more: the default model continues it", model)
+            model = None
         asked = model or self.default_model
         model = self.aliases.get(asked, asked)
         candidates = self._serving(model)

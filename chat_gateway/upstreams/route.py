@@ -16,6 +16,7 @@ from typing import Any
 from openai import AsyncStream
 from openai.types.chat import ChatCompletionMessageParam
 
+from chat_gateway.answers.prompt import Continuation
 from chat_gateway.clients.retry import Transient, is_transient, retry_after_seconds
 from chat_gateway.clients.upstream import open_stream
 from chat_gateway.metrics import FALLBACKS
@@ -92,6 +93,18 @@ class Route:
     ) -> AsyncStream[object]:
         """A new answer's stream: sent the same whichever candidate takes it."""
         return await self.open(lambda _candidate: (messages, options))
+
+    async def open_continuing(
+        self, partial: str, prompt: list[ChatCompletionMessageParam], options: Mapping[str, Any]
+    ) -> AsyncStream[object]:
+        """A stream that continues ``partial`` (or starts the answer, when empty), asked of each candidate in
+        the way its upstream continues an answer (``Continuation``)."""
+
+        def request(candidate: Candidate) -> Request:
+            join = Continuation(partial, candidate.upstream.continuation)
+            return join.messages(prompt), {**options, **join.request_fields()}
+
+        return await self.open(request)
 
     async def _open_on(self, candidate: Candidate, request: Callable[[Candidate], Request]) -> AsyncStream[object]:
         upstream = candidate.upstream
