@@ -8,24 +8,14 @@ from chat_gateway.main import create_app
 from chat_gateway.upstreams.config import ConfigError, load
 from chat_gateway.upstreams.registry import single_upstream
 
+# TOML's other spelling of the same tables: inline, on one line each.
 GOOD = """
-[[upstreams]]
-name = "local"
-base_url = "http://127.0.0.1:8080/v1"
-models = ["llama", "qwen"]
-continuation = "exact"
-max_concurrency = 2
-
-[[upstreams]]
-name = "hosted"
-api_key_file = "{key_file}"
-models = "discover"
-
-[aliases]
-fast = "llama"
-
-[fallbacks]
-"gpt-4o" = ["llama"]
+upstreams = [
+  {{name = "local", base_url = "http://h/v1", models = ["llama", "qwen"], continuation = "exact", max_concurrency = 2}},
+  {{ name = "hosted", api_key_file = "{key_file}", models = "discover" }},
+]
+aliases = {{ fast = "llama" }}
+fallbacks = {{ "gpt-4o" = ["llama"] }}
 """
 
 
@@ -36,6 +26,7 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 
 def test_a_file_lists_upstreams_their_models_aliases_and_fallbacks(tmp_path: Path) -> None:
+    """Said inline here; the README's example (below) says it in [[upstreams]] tables."""
     key_file = tmp_path / "key"
     key_file.write_text("sk-hosted\n")
     config = load(_write(tmp_path, GOOD.format(key_file=key_file)))
@@ -62,6 +53,7 @@ def test_a_file_lists_upstreams_their_models_aliases_and_fallbacks(tmp_path: Pat
         ('[[upstreams]]\nname = "a"\n\n[aliases]\nfast = "fast"\n', 1, "another alias: fast"),
         ("[[upstreams]]\nname = a\n", 2, "not TOML"),
         ("[aliases]\n", 1, "upstreams: Field required"),
+        ('upstreams = [\n  {name = "a"},\n  {name = "b", models = []},\n]\n', 1, "upstreams.1: Value error"),
     ],
 )
 def test_a_mistake_is_said_with_the_line_of_its_entry(tmp_path: Path, text: str, line: int, said: str) -> None:
