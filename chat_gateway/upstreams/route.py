@@ -67,24 +67,24 @@ class Route:
         """Open a stream on the current candidate, or on the next one its breaker (or limit) lets through;
         ``request`` gives the messages and options a candidate is sent."""
         self.release()
-        for _ in range(len(self.candidates)):
+        while True:
             candidate = self.current
             upstream = candidate.upstream
-            if upstream.breaker.skips():  # known before waiting for a place in its queue
-                self._advance(wrap=True)
-                continue
-            try:
-                await upstream.limit.acquire()
-            except LimitReached:
-                if not self._advance():
+            if not upstream.breaker.skips():  # known before waiting for a place in its queue
+                try:
+                    await upstream.limit.acquire()
+                except LimitReached:
+                    if self._advance():
+                        continue
                     raise
-                continue
-            self._held = upstream
-            upstream.streams_changed()
-            if upstream.breaker.allow():
-                return await self._open_on(candidate, request)
-            self.release()
-            self._advance(wrap=True)
+                if upstream.breaker.allow():  # False only if another request became its probe meanwhile
+                    self._held = upstream
+                    upstream.streams_changed()
+                    return await self._open_on(candidate, request)
+                upstream.limit.release()
+            if not self._advance():
+                break
+        self._at = 0  # the next attempt starts again from the first
         retry_in = min(candidate.upstream.breaker.retry_in() for candidate in self.candidates)
         raise CoolingDown(f"every upstream of {self.model!r} is cooling down ({retry_in:.0f} s to the next probe)")
 
@@ -142,12 +142,10 @@ class Route:
             await asyncio.sleep(min(asked, MAX_RETRY_AFTER_SECONDS))  # it said when it can take another
         return True
 
-    def _advance(self, *, wrap: bool = False) -> bool:
+    def _advance(self) -> bool:
         if self._at + 1 < len(self.candidates):
             self._at += 1
             return True
-        if wrap:
-            self._at = 0
         return False
 
     def release(self) -> None:
