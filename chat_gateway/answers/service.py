@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cachetools import TTLCache
-from openai import AsyncOpenAI, AsyncStream
+from openai import AsyncStream
 from openai.types.chat import ChatCompletionMessageParam
 
 from chat_gateway.answers.events import StreamEvent
@@ -23,9 +23,11 @@ from chat_gateway.answers.turns import ChatIds, build_turn, chat_ids, over_budge
 from chat_gateway.auth.identity import ANYONE, Caller
 from chat_gateway.clients import retry
 from chat_gateway.clients.persistence import PersistenceClient
-from chat_gateway.clients.upstream import discard, open_stream
-from chat_gateway.config import ContinuationMethod, Settings
+from chat_gateway.clients.upstream import discard
+from chat_gateway.config import Settings
 from chat_gateway.metrics import RESUMES
+from chat_gateway.upstreams.registry import Upstreams
+from chat_gateway.upstreams.route import Route
 from shared import (
     CANCELLED,
     BadRequest,
@@ -63,15 +65,13 @@ class Answers:
         self,
         settings: Settings,
         persistence: PersistenceClient,
-        client: AsyncOpenAI | None,
+        upstreams: Upstreams,
         log: AnswerLog | None = None,
-        continuation: ContinuationMethod = "restart",
     ) -> None:
         self.settings = settings
         self.persistence = persistence
-        self.client = client
+        self.upstreams = upstreams
         self.log = log
-        self.continuation = continuation  # how the upstream continues an answer, decided at start-up
         self._live: dict[uuid.UUID, Generation] = {}
         self._follower = Follower(settings, persistence, self._live)
         self._claiming: set[uuid.UUID] = set()
@@ -81,12 +81,14 @@ class Answers:
         self._requests: TTLCache[str, bool] = TTLCache(maxsize=10_000, ttl=max(settings.retry_window_seconds, 600))
         self.draining = False
 
-    def _require_upstream(self) -> AsyncOpenAI:
+    def _require_route(self, model: str | None, *, stored: bool = False) -> Route:
+        """The route of ``model`` (``stored``: of a stored answer, see ``Upstreams.route``): 404 when no upstream
+        serves it, 503 when there is none, or while shutting down."""
         if self.draining:
             raise ServiceUnavailable("this gateway is shutting down: retry on another", code=ErrorCode.SHUTTING_DOWN)
-        if self.client is None:
+        if not self.upstreams.configured:
             raise ServiceUnavailable(NO_UPSTREAM, code=ErrorCode.NO_UPSTREAM)
-        return self.client
+        return self.upstreams.route(model, stored=stored)
 
     async def start_chat(self, plan: ChatPlan, idempotency_key: str | None) -> MessageDetail:
         """Store the question and its answer, and start generating it (or attach to it, on a retry).
@@ -95,7 +97,8 @@ class Answers:
         without the history and the turn is surely new (no Idempotency-Key), the upstream request is sent
         at the same time; its text reaches nobody until the turn is stored, and it is dropped if storing fails.
         """
-        client = self._require_upstream()
+        route = self._require_route(plan.request.model)
+        route.admit()  # refused before anything is stored when every upstream of it is full
         request = plan.request
         ids = chat_ids(idempotency_key, plan.owner, request, plan.conversation_key)
         if plan.prompt is None and plan.new_session and request.tool_results:
@@ -103,27 +106,32 @@ class Answers:
                 "tool results answer the calls of an earlier answer: name its session_id",
                 code=ErrorCode.INVALID_VALUE,
             )
-        model = request.model or self.settings.openai_model
+        model = route.model
         turn, account = build_turn(self.settings, plan, ids, model)
-        opens = self._opens_early(plan, ids, account, client, model)
+        opens = self._opens_early(plan, ids, account, route)
         lease = self._lease()  # granted with the turn: counted from its sending
         if plan.request_key is not None:  # before it is stored: the same request at once is not opened twice
             self._requests[plan.request_key] = True
         session_id = request.session_id or ids.session
-        answer, created, opening = await self._store_turn(session_id, turn, plan.scope, opens)
+        try:
+            answer, created, opening = await self._store_turn(session_id, turn, plan.scope, opens)
+        except BaseException:
+            route.release()  # of the stream opened beside the turn, dropped with it
+            raise
         prompt = plan.known_prompt
         if created:
-            self._start(answer, client, model=model, prompt=prompt, opening=opening, lease=lease)
+            self._start(answer, route, prompt=prompt, opening=opening, lease=lease)
             return answer
         # A retry: attach to the answer, or take it over if its generator is gone (or never began); the same
         # request resent once its answer failed resumes it, within the budgets.
         if opening is not None:
             await discard(opening)
+        route.release()
         retried = account if plan.request_key is not None else None
         return await self.take_over(answer, model=model, prompt=prompt, take_unstarted=True, resume_failed=retried)
 
     def _opens_early(
-        self, plan: ChatPlan, ids: ChatIds, account: TurnAccount, client: AsyncOpenAI, model: str
+        self, plan: ChatPlan, ids: ChatIds, account: TurnAccount, route: Route
     ) -> Callable[[], Coroutine[Any, Any, AsyncStream[object]]] | None:
         """The upstream request to send while the turn is stored, if it is sent then (None: once it is)."""
         prompt = plan.known_prompt
@@ -138,7 +146,7 @@ class Answers:
         if plan.request_key is not None and plan.request_key in self._requests:
             return None
         options = plan.request.options.given() if plan.request.options is not None else {}
-        return functools.partial(open_stream, client, model, prompt, options)
+        return functools.partial(route.open_new, prompt, options)
 
     async def _store_turn(
         self,
@@ -274,7 +282,7 @@ class Answers:
         account: TurnAccount | None = None,
     ) -> MessageDetail:
         """Claim the answer (Conflict when another gateway holds it) and generate it here; returns it claimed."""
-        client = self._require_upstream()
+        route = self._require_route(model or answer.model, stored=True)
         self._claiming.add(answer.id)
         try:
             if account is not None and account.has_budget:
@@ -289,7 +297,7 @@ class Answers:
             claimed = await self.persistence.messages.claim(answer.id, lease.owner, lease.seconds)
         finally:
             self._claiming.discard(answer.id)
-        self._start(claimed, client, model=model, prompt=prompt, lease=lease, taken_over=True)
+        self._start(claimed, route, prompt=prompt, lease=lease, taken_over=True)
         return claimed
 
     def _lease(self) -> Lease:
@@ -299,9 +307,8 @@ class Answers:
     def _start(
         self,
         claimed: MessageDetail,
-        client: AsyncOpenAI,
+        route: Route,
         *,
-        model: str | None,
         prompt: list[ChatCompletionMessageParam] | None,
         opening: "asyncio.Task[AsyncStream[object]] | None" = None,
         lease: Lease | None = None,
@@ -311,17 +318,15 @@ class Answers:
         its turn."""
         generation = Generation(
             claimed,
-            model=model or claimed.model or self.settings.openai_model,
+            route=route,
             settings=self.settings,
             persistence=self.persistence.messages,
-            client=client,
             on_finish=self._forget,
             prompt=prompt,
             opening=opening,
             lease=lease,
             log=self.log,
             taken_over=taken_over,
-            continuation=self.continuation,
         )
         self._live[claimed.id] = generation
         generation.start()

@@ -167,13 +167,20 @@ class _UpstreamTransport(AiohttpTransport):
 
 
 def create_client(settings: Settings) -> AsyncOpenAI | None:
+    """The client of the single-upstream settings (OPENAI_*); None without a key."""
     if settings.openai_api_key is None:
         return None
+    return open_client(
+        settings.openai_api_key.get_secret_value(), settings.openai_base_url, settings.upstream_timeout_seconds
+    )
+
+
+def open_client(api_key: str, base_url: str | None, timeout_seconds: float) -> AsyncOpenAI:
     return AsyncOpenAI(
-        api_key=settings.openai_api_key.get_secret_value(),
-        base_url=settings.openai_base_url,
+        api_key=api_key,
+        base_url=base_url,
         max_retries=0,  # tenacity is the one retry loop
-        timeout=settings.upstream_timeout_seconds,
+        timeout=timeout_seconds,
         # The SDK's own aiohttp transport: reading a stream through httpcore and anyio cost far more CPU.
         http_client=DefaultAioHttpClient(transport=_UpstreamTransport(limits=DEFAULT_CONNECTION_LIMITS)),
     )
