@@ -47,6 +47,7 @@ NOT_OURS: frozenset[StopReason] = frozenset({"lease_lost", "deleted"})
 
 # A lease this short is as good as released: crash recovery picks the answer up at its next scan.
 RELEASED_LEASE_SECONDS = 0.001
+TOKENS_BATCH = 50  # text chunks counted into TOKENS at once: about a second's worth at a hosted model's pace
 UNSAVED = "persistence unreachable: the answer is left to crash recovery"
 
 
@@ -306,25 +307,30 @@ class Generation:
             stream = await opening
         else:
             stream = await open_stream(self.client, self.model, join.messages(prompt), options | join.request_fields())
-        async for chunk in read_chunks(stream):
-            if chunk.usage:
-                self.usage.add(chunk.usage)
-            if chunk.model:
-                self.model_used = chunk.model
-            if chunk.text:
-                TOKENS.inc()
-            if chunk.tool_calls:
-                calls.feed(chunk.tool_calls)
-            if chunk.logprobs:
-                self.logprobs += chunk.logprobs
-            sent_before = bool(self.text)
-            if text := join.feed(chunk.text):
-                if self.writer.lease.lapsed():  # checked here: awaiting fence() for every chunk would cost the relay
-                    await self.writer.fence()
-                self._emit(text)
-            if self.text and not sent_before:
-                await self._first_words_out()
-            finish_reason = chunk.finish_reason or finish_reason
+        tokens = 0  # text chunks not yet added to TOKENS: its lock for every chunk cost the relay CPU
+        try:
+            async for chunk in read_chunks(stream):
+                if chunk.usage:
+                    self.usage.add(chunk.usage)
+                if chunk.model:
+                    self.model_used = chunk.model
+                if chunk.text and (tokens := tokens + 1) == TOKENS_BATCH:
+                    TOKENS.inc(tokens)
+                    tokens = 0
+                if chunk.tool_calls:
+                    calls.feed(chunk.tool_calls)
+                if chunk.logprobs:
+                    self.logprobs += chunk.logprobs
+                if text := join.feed(chunk.text):
+                    if self.writer.lease.lapsed():  # checked here: awaiting fence() for each chunk cost the relay
+                        await self.writer.fence()
+                    first_words = not self.text
+                    self._emit(text)
+                    if first_words:
+                        await self._first_words_out()
+                finish_reason = chunk.finish_reason or finish_reason
+        finally:
+            TOKENS.inc(tokens)
         if text := join.flush():
             await self.writer.fence()
             self._emit(text)

@@ -98,23 +98,28 @@ async def read_chunks(stream: AsyncStream[object]) -> AsyncGenerator[Chunk, None
     stored: a NUL or a broken surrogate from the model would otherwise have every save of the answer refused.
     """
     held = ""  # a high surrogate whose other half may open the next chunk (a pair split by a UTF-16 server)
+    named: object = None  # the model the last chunk named, and its label: every chunk names the same one
+    model = None
     try:
         async for event in stream:
             if not isinstance(event, dict):
                 continue
             usage = event.get("usage")
-            model = _label(event.get("model"), MODEL_MAX_LENGTH)
+            if (name := event.get("model")) != named:
+                named, model = name, _label(name, MODEL_MAX_LENGTH)
             chunk = Chunk(model=model, usage=usage if isinstance(usage, dict) else None)
             choices = event.get("choices")
-            if isinstance(choices, list) and choices and isinstance(choice := choices[0], dict):
-                delta = choice.get("delta")
-                content = delta.get("content") if isinstance(delta, dict) else None
-                if isinstance(delta, dict) and isinstance(calls := delta.get("tool_calls"), list):
-                    chunk.tool_calls = calls
-                text = held + (content if isinstance(content, str) else "")
+            if choices and isinstance(choices, list) and isinstance(choice := choices[0], dict):
+                content = None
+                if isinstance(delta := choice.get("delta"), dict):
+                    content = delta.get("content")
+                    if isinstance(calls := delta.get("tool_calls"), list):
+                        chunk.tool_calls = calls
+                text = held + content if isinstance(content, str) else held
                 held = text[-1] if text and "\ud800" <= text[-1] <= "\udbff" else ""
                 chunk.text = storable_text(text[: len(text) - len(held)])
-                chunk.finish_reason = _label(choice.get("finish_reason"), FINISH_REASON_MAX_LENGTH)
+                if (reason := choice.get("finish_reason")) is not None:
+                    chunk.finish_reason = _label(reason, FINISH_REASON_MAX_LENGTH)
                 if isinstance(logprobs := choice.get("logprobs"), dict) and isinstance(logprobs.get("content"), list):
                     chunk.logprobs = logprobs["content"]
             yield chunk
