@@ -79,6 +79,9 @@ class Settings(ServiceSettings):
     # it cannot tell. UPSTREAM_PROBE_SECONDS bounds how long start-up waits for that answer.
     upstream_continuation: ContinuationMethod | Literal["auto"] = "auto"
     upstream_probe_seconds: float = Field(default=2.0, gt=0, le=30)
+    # Many upstreams, and the models each serves (chat_gateway/upstreams/config.py): a TOML file, which a Docker
+    # secret may hold. Set, it replaces the OPENAI_* upstream above; OPENAI_MODEL stays the default model.
+    upstreams_file: Path | None = None
 
     # Who may call (README, "Identity"): admin keys, one per line; users' keys (created by admins, stored
     # hashed in persistence); JWTs from an identity provider (JWT_*). With none of them: open mode.

@@ -10,6 +10,7 @@ from chat_gateway.config import Settings
 from chat_gateway.openai_api.catalog import ModelCatalog
 from chat_gateway.openai_api.ids import Named, conversation_path, response_path
 from chat_gateway.openai_api.responses.items import ItemPage
+from chat_gateway.upstreams.registry import Upstreams
 from shared import presented_key
 
 # Every dependency is `async def`: FastAPI runs a plain `def` in its thread pool, a hop per dependency per request.
@@ -35,7 +36,13 @@ async def get_catalog(request: Request) -> ModelCatalog:
     return catalog
 
 
+async def get_upstreams(request: Request) -> Upstreams:
+    upstreams: Upstreams = request.app.state.upstreams
+    return upstreams
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+UpstreamsDep = Annotated[Upstreams, Depends(get_upstreams)]
 CatalogDep = Annotated[ModelCatalog, Depends(get_catalog)]
 PersistenceDep = Annotated[PersistenceClient, Depends(get_persistence)]
 AnswersDep = Annotated[Answers, Depends(get_answers)]

@@ -21,8 +21,6 @@ from chat_gateway.auth.identity import Authenticator
 from chat_gateway.chat import accounts, sessions
 from chat_gateway.chat import routes as chat
 from chat_gateway.clients.persistence import PersistenceClient
-from chat_gateway.clients.upstream import create_client
-from chat_gateway.clients.upstream_probe import NO_UPSTREAM, choose_continuation
 from chat_gateway.config import Settings, uvicorn_host
 from chat_gateway.deps import get_caller
 from chat_gateway.openai_api.catalog import ModelCatalog
@@ -30,6 +28,8 @@ from chat_gateway.openai_api.chat_completions import protocol as openai_format
 from chat_gateway.openai_api.chat_completions import routes as chat_completions
 from chat_gateway.openai_api.conversations import routes as conversations
 from chat_gateway.openai_api.responses import routes as responses
+from chat_gateway.upstreams.config import ConfigError, check
+from chat_gateway.upstreams.registry import Upstreams
 from shared import load_settings_or_exit, split_keys
 from shared.asgi import ERROR_RESPONSES, register_error_handlers
 from shared.observability import REQUEST_ID_HEADER, configure_logging, request_id
@@ -80,12 +80,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Clients built, answers recovered while serving; on the way out, running answers saved and released."""
     settings: Settings = app.state.settings
     persistence = _persistence_client(settings)
-    client = create_client(settings)
-    if client is None:
+    upstreams = Upstreams.build(settings)
+    if not upstreams.configured:
         logger.warning("no upstream key configured: chat calls will answer 503")
-    # Asked once, before anything is served; every continuation of an answer goes by it.
-    continuation = NO_UPSTREAM if client is None else await choose_continuation(settings)
-    app.state.continuation = continuation
+    # Asked once, before anything is served: how each upstream continues an answer, which models it serves.
+    await upstreams.start(settings)
+    app.state.upstreams = upstreams
     log = (
         None
         if settings.answer_log_url is None
@@ -93,7 +93,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     if log is None:
         logger.info("no ANSWER_LOG_URL: text is shown once persistence holds it (a write per chunk)")
-    answers = Answers(settings, persistence, client, log, continuation=continuation.method)
+    answers = Answers(settings, persistence, upstreams, log)
     identity_provider = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
     app.state.auth = Authenticator.build(
         settings, persistence, rate_limiter(settings, "chat_gateway"), identity_provider
@@ -101,7 +101,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     _log_identity_mode(settings)
     app.state.persistence = persistence
     app.state.answers = answers
-    app.state.catalog = ModelCatalog(settings, client)
+    app.state.catalog = ModelCatalog(settings, upstreams)
     recovery = asyncio.create_task(Recovery(answers).run(), name="recovery")
     freeze_startup_heap()
     try:
@@ -115,8 +115,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if log is not None:
             await log.close()
         await identity_provider.aclose()
-        if client is not None:
-            await client.close()
+        await upstreams.close()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -127,6 +126,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # of starting the worker again and again.
         print(f"{Settings.service_name}: {problem}", file=sys.stderr)  # noqa: T201 - before logging is set up
         raise SystemExit(3)
+    if settings.upstreams_file is not None:
+        try:
+            check(settings.upstreams_file)
+        except ConfigError as exc:
+            print(f"{Settings.service_name}: UPSTREAMS_FILE: {exc}", file=sys.stderr)  # noqa: T201 - as above
+            raise SystemExit(3) from exc
     configure_logging(settings.log_level)
 
     app = FastAPI(

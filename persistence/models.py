@@ -119,6 +119,9 @@ class Message(Base):
     # What the answer is generated from, for whoever continues it: its options (temperature, max_tokens...)
     # and, when a client sent its own (OpenAI-compatible calls), the prompt. Pages of messages leave it out.
     options: Mapped[dict[str, Any] | None]
+    # Which model wrote which part of an answer finished on another model (migration 0013): a list of
+    # AnswerPart; NULL when one model wrote it all.
+    answer_parts: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
     prompt: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
     # The role as the original message API's client spelled it (human, ai), where that differs from ``role``:
     # those routes give it back as it was sent; everything else reads ``role``.
@@ -213,3 +216,22 @@ class UsageRecord(Base):
     estimated_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
 
     __table_args__ = (Index("ix_usage_records_user_created", "user_id", "created_at"),)
+
+
+class UsagePart(Base):
+    """An answer's tokens spent by one of the models that wrote its parts (migration 0013): the ledger per model.
+
+    Its record (``UsageRecord``) holds the answer's whole usage, which budgets count, parts included; what its
+    parts' rows do not account for (runs that ended without parts) is its record's model's.
+    """
+
+    __tablename__ = "usage_parts"
+
+    message_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("usage_records.message_id", ondelete="CASCADE"), primary_key=True
+    )
+    model: Mapped[str] = mapped_column(String(MODEL_MAX_LENGTH), primary_key=True)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    total_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    estimated_tokens: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -29,7 +29,7 @@ from shared.contract import (  # noqa: F401
     Title,
 )
 from shared.identity import UserId
-from shared.resources import Context, FinishReason, ModelName, ToolFields
+from shared.resources import AnswerParts, Context, FinishReason, ModelName, ToolFields
 from shared.schemas import check_storable
 
 # The APIs of the systems this one replaces, kept for their existing clients.
@@ -231,6 +231,8 @@ class ExportedMessage(InputModel, ToolFields):
     usage: JSONObject | None = None
     options: JSONObject | None = None
     prompt: Prompt | None = None
+    # Absent when one model wrote it all, so that older documents and newer ones read alike.
+    answer_parts: AnswerParts | None = Field(default=None, exclude_if=lambda parts: parts is None)
     attempts: int = Field(default=0, ge=0, le=2**31 - 1)  # an INTEGER column
     legacy_role: Literal["human", "ai"] | None = Field(
         default=None, description="The role as the original message API's client spelled it."

@@ -15,6 +15,7 @@ from shared.enums import MessageRole, MessageStatus
 from shared.identity import DEFAULT_USER, TurnAccount, UserId
 from shared.resources import (
     MAX_OFFSET,
+    AnswerParts,
     Context,
     FinishReason,
     MessageRead,
@@ -23,6 +24,7 @@ from shared.resources import (
     ToolFields,
     parts_text,
 )
+from shared.resources import AnswerPart as AnswerPart  # the contract's, where MessageRead finds it
 from shared.schemas import InputModel, JSONObject, ReadModel, UTCDatetime
 
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
@@ -159,6 +161,12 @@ class AnswerFinish(InputModel):
     tool_calls: ToolCalls | None = Field(
         default=None, description="The calls the answer asks for, whole: stored only with its end."
     )
+    parts: AnswerParts | None = Field(
+        default=None,
+        description="Which model wrote which part of the answer, each with the tokens it spent on this run: stored "
+        "as the answer's parts (in place of those its appends began), and its usage recorded under each part's "
+        "model. A part without usage is estimated from its text. Without: the usage is recorded as one model's.",
+    )
 
 
 class AppendRequest(InputModel):
@@ -166,10 +174,22 @@ class AppendRequest(InputModel):
     text: str
     owner: Owner | None = Field(default=None, description="When given, the append fails unless it holds the lease.")
     lease_seconds: LeaseSeconds | None = Field(default=None, description="New lease length; the default applies.")
+    model: ModelName | None = Field(
+        default=None,
+        description="The model that writes the text from `offset` on: when it is not the one that wrote the "
+        "answer's last part (its first part is its own `model`'s), a new part begins at `offset`.",
+    )
     finish: AnswerFinish | None = Field(
         default=None,
         description="End the answer with this text: it must be in progress, and its lease is released.",
     )
+
+    @model_validator(mode="after")
+    def _parts_within_text(self) -> "AppendRequest":
+        length = self.offset + len(self.text)
+        if self.finish is not None and any(part.offset > length for part in self.finish.parts or []):
+            raise ValueError(f"a part begins after the answer's end ({length} characters)")
+        return self
 
 
 class AppendResult(ReadModel):

@@ -48,6 +48,9 @@ class ErrorCode(enum.StrEnum):
     SCHEMA_BEHIND = "schema_behind"
     SHUTTING_DOWN = "shutting_down"
     NO_UPSTREAM = "no_upstream"
+    MODEL_NOT_FOUND = "model_not_found"  # OpenAI's code for it
+    UPSTREAM_BUSY = "upstream_busy"
+    UPSTREAM_COOLING_DOWN = "upstream_cooling_down"
     PERSISTENCE_UNAVAILABLE = "persistence_unavailable"
     PERSISTENCE_ERROR = "persistence_error"
     OUTCOME_UNKNOWN = "outcome_unknown"

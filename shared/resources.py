@@ -1,11 +1,12 @@
 """Sessions and messages as persistence serves them: the gateway relays the same shapes to its clients."""
 
+import itertools
 import json
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AliasChoices, BaseModel, Field, StringConstraints
+from pydantic import AfterValidator, AliasChoices, BaseModel, Field, StringConstraints
 
 from shared.enums import MessageRole, MessageStatus
 from shared.schemas import JSONObject, ReadModel
@@ -56,6 +57,29 @@ class ToolCall(BaseModel):
         value. Clients re-serialize them (compact, with \\u escapes, keys in another order): the text is the
         model's, the value is the call."""
         return self.id, self.function.name, json_value(self.function.arguments)
+
+
+class AnswerPart(BaseModel):
+    """The part of an answer's content from ``offset`` to the next part's offset, written by ``model``: an answer
+    whose upstream failed mid-answer is finished on another model, from its saved text."""
+
+    model: ModelName
+    offset: int = Field(ge=0, le=MAX_OFFSET, description="Where the part begins in the content, in characters.")
+    usage: JSONObject | None = Field(
+        default=None, description="The tokens its model spent on it, as the gateway counted them (null: none)."
+    )
+
+
+def _in_order(parts: list[AnswerPart]) -> list[AnswerPart]:
+    for before, after in itertools.pairwise(parts):
+        if after.offset <= before.offset:
+            raise ValueError("parts must be in the order of their offsets, each after the last")
+    return parts
+
+
+# An answer passed from model to model that many times is a gateway's loop, not a failover.
+MAX_ANSWER_PARTS = 64
+AnswerParts = Annotated[list[AnswerPart], Field(min_length=1, max_length=MAX_ANSWER_PARTS), AfterValidator(_in_order)]
 
 
 def json_value(text: str) -> str:
@@ -125,6 +149,12 @@ class MessageRead(ReadModel, ToolFields):
     finish_reason: str | None
     usage: JSONObject | None
     options: JSONObject | None
+    answer_parts: list[AnswerPart] | None = Field(
+        default=None,
+        description="Which model wrote which part of an answer finished on another model than it began with "
+        "(absent: one model wrote it all).",
+        exclude_if=lambda parts: parts is None,
+    )
     attempts: int
     version: int
     lease_owner: str | None

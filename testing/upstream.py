@@ -93,6 +93,7 @@ class Plan:
     message: str | None = None  # the error's message (else "scripted <status>")
     error_type: str = "fake"  # the error's type
     stall: float = 0.0  # seconds before the first token
+    stall_headers: float = 0.0  # seconds before answering at all (a request that times out before its headers)
     delay: float = 0.0  # seconds between tokens
     repeat_overlap: int = 0  # on a continuation, first repeat this many characters of the partial answer
     restart: bool = False  # on a continuation, first repeat the words the instruction asks for ([[...]])
@@ -248,6 +249,8 @@ def create_fake_openai(chunks: Chunks = CHUNKS) -> FastAPI:
         exchange = Exchange(time.time(), question(messages), partial, repeated)
         app.state.exchanges.append(exchange)
         parts = tokens(text)
+        if plan.stall_headers:
+            await asyncio.sleep(plan.stall_headers)
         if app.state.faults is not None:
             plan = app.state.faults(plan, parts, partial)
         if plan.status is not None:

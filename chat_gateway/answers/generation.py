@@ -4,7 +4,8 @@ It runs in a task of its own, so a client that disconnects does not stop it. Tex
 its ``AnswerWriter`` (chat_gateway/answers/writer.py), in batches, and reaches listeners once it is durable: in the
 answer log (chat_gateway/answers/log.py), or in persistence when there is none (``AnswerText``). An
 interrupted upstream stream is continued from the text so far (chat_gateway/answers/prompt.py's ``Continuation``),
-under ``retry.upstream``, before the answer is declared failed.
+under ``retry.upstream``, before the answer is declared failed. Before its first word, a failure moves it to its
+route's next upstream at once (chat_gateway/upstreams/route.py).
 """
 
 import asyncio
@@ -14,7 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
-from openai import AsyncOpenAI, AsyncStream
+from openai import AsyncStream
 from openai.types.chat import ChatCompletionMessageParam
 
 from chat_gateway.answers.events import Outcome, StreamEvent, final_event
@@ -27,15 +28,10 @@ from chat_gateway.answers.writer import AnswerWriter, StopReason
 from chat_gateway.clients import retry
 from chat_gateway.clients.persistence import AnswerStore, PersistenceError
 from chat_gateway.clients.retry import StreamInterrupted, error_kind
-from chat_gateway.clients.upstream import (
-    Usage,
-    discard,
-    open_stream,
-    options_to_continue,
-    read_chunks,
-)
-from chat_gateway.config import ContinuationMethod, Settings
-from chat_gateway.metrics import ACTIVE_GENERATIONS, TOKENS, UPSTREAM_ERRORS
+from chat_gateway.clients.upstream import Usage, discard, options_to_continue, read_chunks
+from chat_gateway.config import Settings
+from chat_gateway.metrics import ACTIVE_GENERATIONS, UPSTREAM_ERRORS
+from chat_gateway.upstreams.route import Route
 from shared import Conflict, JSONObject, MessageStatus, NotFound, storable_text
 from shared.contract import AnswerFinish, MessageDetail
 from shared.resources import ToolCall
@@ -47,7 +43,6 @@ NOT_OURS: frozenset[StopReason] = frozenset({"lease_lost", "deleted"})
 
 # A lease this short is as good as released: crash recovery picks the answer up at its next scan.
 RELEASED_LEASE_SECONDS = 0.001
-TOKENS_BATCH = 50  # text chunks counted into TOKENS at once: about a second's worth at a hosted model's pace
 UNSAVED = "persistence unreachable: the answer is left to crash recovery"
 
 
@@ -70,30 +65,27 @@ class Generation:
         self,
         answer: MessageDetail,
         *,
-        model: str,
+        route: Route,
         settings: Settings,
         persistence: AnswerStore,
-        client: AsyncOpenAI,
         on_finish: Callable[["Generation"], None],
         prompt: list[ChatCompletionMessageParam] | None = None,
         opening: "asyncio.Task[AsyncStream[object]] | None" = None,
         lease: Lease | None = None,
         log: AnswerLog | None = None,
         taken_over: bool = False,
-        continuation: ContinuationMethod = "restart",
     ) -> None:
-        """``lease``: this gateway's on the answer (by default, granted now).
-        ``taken_over``: the answer was claimed, so the answer log may hold more of its text than persistence.
-        ``continuation``: how the upstream continues an interrupted answer (chat_gateway/clients/upstream_probe.py)."""
+        """``route``: the upstreams (and models) that may generate it, in order. ``lease``: this gateway's on the
+        answer (by default, granted now). ``taken_over``: the answer was claimed, so the answer log may hold more of
+        its text than persistence."""
         self.answer = answer
         self.prompt = prompt  # known up front (a client's own, or a new chat's); else built from the history
         self._opening = opening  # the first attempt's stream, requested with ``prompt`` while the turn was stored
         self.message_id: uuid.UUID = answer.id
-        self.model = model
+        self.route = route
+        self.model = route.model
         self.settings = settings
         self.persistence = persistence
-        self.client = client
-        self.continuation = continuation
         self._on_finish = on_finish
 
         self.buffer = AnswerText(answer.content)
@@ -230,6 +222,7 @@ class Generation:
         finally:
             if self._opening is not None:  # stopped before the first attempt began
                 await discard(self._opening)
+            self.route.release()
             self.writer.close()
             if self.log_writer is not None:
                 self.log_writer.close()
@@ -291,7 +284,14 @@ class Generation:
             self.prompt = build_messages(history)
         async for attempt in retry.upstream(self.settings):
             with attempt:
-                await self._stream_once(self.prompt)
+                while True:  # before the first word, on the route's candidates in turn
+                    try:
+                        await self._stream_once(self.prompt)
+                        break
+                    except Exception as exc:
+                        self.route.failed(exc)
+                        if self.text or not await self.route.fall_back(exc):
+                            raise
 
     async def _stream_once(self, prompt: list[ChatCompletionMessageParam]) -> None:
         partial = self.text
@@ -299,38 +299,32 @@ class Generation:
         if options is None:  # the answer's token limit was reached before it broke off
             self.finish_reason = "length"
             return
-        join = Continuation(partial, self.continuation)
         calls = ToolCallAssembler()  # an attempt's calls: one cut off is asked for again, whole
         finish_reason = None
         if self._opening is not None:
             opening, self._opening = self._opening, None
             stream = await opening
         else:
-            stream = await open_stream(self.client, self.model, join.messages(prompt), options | join.request_fields())
-        tokens = 0  # text chunks not yet added to TOKENS: its lock for every chunk cost the relay CPU
-        try:
-            async for chunk in read_chunks(stream):
-                if chunk.usage:
-                    self.usage.add(chunk.usage)
-                if chunk.model:
-                    self.model_used = chunk.model
-                if chunk.text and (tokens := tokens + 1) == TOKENS_BATCH:
-                    TOKENS.inc(tokens)
-                    tokens = 0
-                if chunk.tool_calls:
-                    calls.feed(chunk.tool_calls)
-                if chunk.logprobs:
-                    self.logprobs += chunk.logprobs
-                if text := join.feed(chunk.text):
-                    if self.writer.lease.lapsed():  # checked here: awaiting fence() for each chunk cost the relay
-                        await self.writer.fence()
-                    first_words = not self.text
-                    self._emit(text)
-                    if first_words:
-                        await self._first_words_out()
-                finish_reason = chunk.finish_reason or finish_reason
-        finally:
-            TOKENS.inc(tokens)
+            stream = await self.route.open_continuing(partial, prompt, options)
+        self.model = self.route.current.model
+        join = Continuation(partial, self.route.current.upstream.continuation)
+        async for chunk in read_chunks(stream):
+            if chunk.usage:
+                self.usage.add(chunk.usage)
+            if chunk.model:
+                self.model_used = chunk.model
+            if chunk.tool_calls:
+                calls.feed(chunk.tool_calls)
+            if chunk.logprobs:
+                self.logprobs += chunk.logprobs
+            sent_before = bool(self.text)
+            if text := join.feed(chunk.text):
+                if self.writer.lease.lapsed():  # checked here: awaiting fence() for every chunk would cost the relay
+                    await self.writer.fence()
+                self._emit(text)
+            if self.text and not sent_before:
+                await self._first_words_out()
+            finish_reason = chunk.finish_reason or finish_reason
         if text := join.flush():
             await self.writer.fence()
             self._emit(text)

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from cachetools import TTLCache
-from openai import AsyncOpenAI, AsyncStream
+from openai import AsyncStream
 from openai.types.chat import ChatCompletionMessageParam
 
 from chat_gateway.answers.events import StreamEvent
@@ -25,9 +25,11 @@ from chat_gateway.auth.identity import ANYONE, Caller
 from chat_gateway.chat.protocol import ChatRequest
 from chat_gateway.clients import retry
 from chat_gateway.clients.persistence import PersistenceClient
-from chat_gateway.clients.upstream import discard, open_stream
-from chat_gateway.config import ContinuationMethod, Settings
+from chat_gateway.clients.upstream import discard
+from chat_gateway.config import Settings
 from chat_gateway.metrics import RESUMES
+from chat_gateway.upstreams.registry import Upstreams
+from chat_gateway.upstreams.route import Route
 from shared import (
     CANCELLED,
     BadRequest,
@@ -66,15 +68,13 @@ class Answers:
         self,
         settings: Settings,
         persistence: PersistenceClient,
-        client: AsyncOpenAI | None,
+        upstreams: Upstreams,
         log: AnswerLog | None = None,
-        continuation: ContinuationMethod = "restart",
     ) -> None:
         self.settings = settings
         self.persistence = persistence
-        self.client = client
+        self.upstreams = upstreams
         self.log = log
-        self.continuation = continuation  # how the upstream continues an answer, decided at start-up
         self._live: dict[uuid.UUID, Generation] = {}
         self._follower = Follower(settings, persistence, self._live)
         self._claiming: set[uuid.UUID] = set()
@@ -84,12 +84,14 @@ class Answers:
         self._requests: TTLCache[str, bool] = TTLCache(maxsize=10_000, ttl=max(settings.retry_window_seconds, 600))
         self.draining = False
 
-    def _require_upstream(self) -> AsyncOpenAI:
+    def _require_route(self, model: str | None, *, stored: bool = False) -> Route:
+        """The route of ``model`` (``stored``: of a stored answer, see ``Upstreams.route``): 404 when no upstream
+        serves it, 503 when there is none, or while shutting down."""
         if self.draining:
             raise ServiceUnavailable("this gateway is shutting down: retry on another", code=ErrorCode.SHUTTING_DOWN)
-        if self.client is None:
+        if not self.upstreams.configured:
             raise ServiceUnavailable(NO_UPSTREAM, code=ErrorCode.NO_UPSTREAM)
-        return self.client
+        return self.upstreams.route(model, stored=stored)
 
     async def start_chat(
         self,
@@ -121,11 +123,12 @@ class Answers:
         without the history and the turn is surely new (no Idempotency-Key), the upstream request is sent
         at the same time; its text reaches nobody until the turn is stored, and it is dropped if storing fails.
         """
-        client = self._require_upstream()
+        route = self._require_route(request.model)
+        route.admit()  # refused before anything is stored when every upstream of it is full
         user_id = caller.owner(request.user_id)
         ids = chat_ids(idempotency_key, user_id, request, conversation_key)
         session_id = request.session_id or ids.session
-        model = request.model or self.settings.openai_model
+        model = route.model
         new_session = request.session_id is None
         if prompt is None and new_session:
             if request.tool_results:
@@ -157,18 +160,23 @@ class Answers:
         opens = None
         if early and prompt is not None:
             options = request.options.given() if request.options is not None else {}
-            opens = functools.partial(open_stream, client, model, prompt, options)
+            opens = functools.partial(route.open_new, prompt, options)
         lease = self._lease()  # granted with the turn: counted from its sending
         if request_key is not None:  # before it is stored: the same request at the same time is not opened twice
             self._requests[request_key] = True
-        answer, created, opening = await self._store_turn(session_id, turn, caller.reaches(request.user_id), opens)
+        try:
+            answer, created, opening = await self._store_turn(session_id, turn, caller.reaches(request.user_id), opens)
+        except BaseException:
+            route.release()  # of the stream opened beside the turn, dropped with it
+            raise
         if created:
-            self._start(answer, client, model=model, prompt=prompt, opening=opening, lease=lease)
+            self._start(answer, route, prompt=prompt, opening=opening, lease=lease)
             return answer
         # A retry: attach to the answer, or take it over if its generator is gone (or never began); the same
         # request resent once its answer failed resumes it, within the budgets.
         if opening is not None:
             await discard(opening)
+        route.release()
         retried = account if request_key is not None else None
         return await self.take_over(answer, model=model, prompt=prompt, take_unstarted=True, resume_failed=retried)
 
@@ -300,7 +308,7 @@ class Answers:
         account: TurnAccount | None = None,
     ) -> MessageDetail:
         """Claim the answer (Conflict when another gateway holds it) and generate it here; returns it claimed."""
-        client = self._require_upstream()
+        route = self._require_route(model or answer.model, stored=True)
         self._claiming.add(answer.id)
         try:
             if account is not None and account.has_budget:
@@ -315,7 +323,7 @@ class Answers:
             claimed = await self.persistence.messages.claim(answer.id, lease.owner, lease.seconds)
         finally:
             self._claiming.discard(answer.id)
-        self._start(claimed, client, model=model, prompt=prompt, lease=lease, taken_over=True)
+        self._start(claimed, route, prompt=prompt, lease=lease, taken_over=True)
         return claimed
 
     def _lease(self) -> Lease:
@@ -325,9 +333,8 @@ class Answers:
     def _start(
         self,
         claimed: MessageDetail,
-        client: AsyncOpenAI,
+        route: Route,
         *,
-        model: str | None,
         prompt: list[ChatCompletionMessageParam] | None,
         opening: "asyncio.Task[AsyncStream[object]] | None" = None,
         lease: Lease | None = None,
@@ -337,17 +344,15 @@ class Answers:
         its turn."""
         generation = Generation(
             claimed,
-            model=model or claimed.model or self.settings.openai_model,
+            route=route,
             settings=self.settings,
             persistence=self.persistence.messages,
-            client=client,
             on_finish=self._forget,
             prompt=prompt,
             opening=opening,
             lease=lease,
             log=self.log,
             taken_over=taken_over,
-            continuation=self.continuation,
         )
         self._live[claimed.id] = generation
         generation.start()

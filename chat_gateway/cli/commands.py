@@ -69,6 +69,8 @@ def interactive(http: httpx.Client, args: argparse.Namespace) -> int:
         if not line.strip():
             continue
         body: dict[str, Any] = {"message": line, "stream": True} | _user(args)
+        if args.model:
+            body["model"] = args.model
         if session:
             body["session_id"] = session
         # Sent again after a dropped connection, the same key attaches to the answer instead of asking twice.
@@ -90,6 +92,12 @@ def interactive(http: httpx.Client, args: argparse.Namespace) -> int:
 def _user(args: argparse.Namespace) -> dict[str, str]:
     """The user to act for, when one is named: a user's key speaks for its user alone."""
     return {"user_id": args.user} if args.user else {}
+
+
+def models(http: httpx.Client, args: argparse.Namespace) -> int:
+    for model in check(http.get("/v1/models")).json()["data"]:
+        print(f"{model['id']}  ({model['owned_by']})")
+    return 0
 
 
 def sessions(http: httpx.Client, args: argparse.Namespace) -> int:
@@ -254,6 +262,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--session", help="continue this session (interactive mode)")
     parser.add_argument(
+        "--model",
+        default=os.environ.get("CHAT_MODEL"),
+        help="the model to ask, or an alias (CHAT_MODEL; default: the gateway's); `chat models` lists them",
+    )
+    parser.add_argument(
         "--reconnect-for",
         type=float,
         default=float(os.environ.get("CHAT_RECONNECT_FOR", "120")),
@@ -262,6 +275,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="command")
     commands.add_parser("sessions", help="list your sessions, favorites first")
+    commands.add_parser("models", help="list the models the gateway serves, and whose they are")
     for name, text in (
         ("show", "print a session"),
         ("favorite", "toggle a session's favorite flag"),
@@ -290,6 +304,7 @@ def _parser() -> argparse.ArgumentParser:
 COMMANDS: dict[str | None, Callable[[httpx.Client, argparse.Namespace], int]] = {
     None: interactive,
     "sessions": sessions,
+    "models": models,
     "show": show,
     "rename": rename,
     "favorite": favorite,

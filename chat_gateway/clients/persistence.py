@@ -130,6 +130,7 @@ class AnswerStore(Protocol):
         owner: str,
         lease_seconds: float,
         finish: AnswerFinish | None = None,
+        model: str | None = None,
     ) -> int: ...
 
     async def get(self, message_id: uuid.UUID, scope: str | None = None) -> MessageDetail: ...
@@ -350,12 +351,16 @@ class Messages(_Resource):
         owner: str,
         lease_seconds: float,
         finish: AnswerFinish | None = None,
+        model: str | None = None,
     ) -> int:
-        """Append at ``offset`` (and end the answer, with ``finish``); returns the new length.
+        """Append at ``offset`` (and end the answer, with ``finish``); returns the new length. With ``model``, the
+        model that writes from ``offset`` on: another than the last part's begins a part there.
 
         A lost response retried is recognised, not doubled.
         """
         body = AppendRequest(offset=offset, text=text, owner=owner)
+        if model is not None:
+            body.model = model
         if finish is None:
             body.lease_seconds = lease_seconds
         else:  # an ended answer holds no lease

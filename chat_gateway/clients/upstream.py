@@ -16,6 +16,7 @@ from openai._streaming_cleanup import drain_response_async
 from openai.types.chat import ChatCompletionMessageParam
 
 from chat_gateway.config import Settings
+from chat_gateway.metrics import TOKENS
 from shared import storable_text
 from shared.identity import CHARS_PER_TOKEN
 from shared.resources import FINISH_REASON_MAX_LENGTH, MODEL_MAX_LENGTH
@@ -97,6 +98,7 @@ async def open_stream(
 
 
 TOKEN_LIMITS = ("max_tokens", "max_completion_tokens")
+TOKENS_BATCH = 50  # text chunks counted into TOKENS at once: about a second's worth at a hosted model's pace
 
 
 def options_to_continue(options: Mapping[str, Any], partial: str) -> dict[str, Any] | None:
@@ -128,6 +130,7 @@ async def read_chunks(stream: AsyncStream[object]) -> AsyncGenerator[Chunk, None
     held = ""  # a high surrogate whose other half may open the next chunk (a pair split by a UTF-16 server)
     named: object = None  # the model the last chunk named, and its label: every chunk names the same one
     model = None
+    tokens = 0  # text chunks not yet counted into TOKENS: its lock for every chunk cost the relay CPU
     try:
         async for event in stream:
             if not isinstance(event, dict):
@@ -150,10 +153,15 @@ async def read_chunks(stream: AsyncStream[object]) -> AsyncGenerator[Chunk, None
                     chunk.finish_reason = _label(reason, FINISH_REASON_MAX_LENGTH)
                 if isinstance(logprobs := choice.get("logprobs"), dict) and isinstance(logprobs.get("content"), list):
                     chunk.logprobs = logprobs["content"]
+            if chunk.text and (tokens := tokens + 1) == TOKENS_BATCH:
+                TOKENS.inc(tokens)
+                tokens = 0
             yield chunk
         if held:
+            tokens += 1
             yield Chunk(text=storable_text(held))
     finally:
+        TOKENS.inc(tokens)
         await stream.close()
 
 
@@ -200,13 +208,20 @@ class _UpstreamTransport(AiohttpTransport):
 
 
 def create_client(settings: Settings) -> AsyncOpenAI | None:
+    """The client of the single-upstream settings (OPENAI_*); None without a key."""
     if settings.openai_api_key is None:
         return None
+    return open_client(
+        settings.openai_api_key.get_secret_value(), settings.openai_base_url, settings.upstream_timeout_seconds
+    )
+
+
+def open_client(api_key: str, base_url: str | None, timeout_seconds: float) -> AsyncOpenAI:
     return AsyncOpenAI(
-        api_key=settings.openai_api_key.get_secret_value(),
-        base_url=settings.openai_base_url,
+        api_key=api_key,
+        base_url=base_url,
         max_retries=0,  # tenacity is the one retry loop
-        timeout=settings.upstream_timeout_seconds,
+        timeout=timeout_seconds,
         # The SDK's own aiohttp transport: reading a stream through httpcore and anyio cost far more CPU.
         http_client=DefaultAioHttpClient(transport=_UpstreamTransport(limits=DEFAULT_CONNECTION_LIMITS)),
     )

@@ -10,6 +10,7 @@ that opens a new turn glues a fresh answer to the cut text. A server that merely
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import Literal
 from urllib.parse import urlsplit
 
 import httpx
@@ -38,24 +39,44 @@ NO_UPSTREAM = ContinuationChoice("restart", "no upstream configured")
 async def choose_continuation(
     settings: Settings, transport: httpx.AsyncBaseTransport | None = None
 ) -> ContinuationChoice:
-    """The method, and why, said in one INFO line. ``transport``: what the probes go through (the network)."""
-    choice = await _choose(settings, transport)
-    logger.info("upstream continuation %s: %s", choice.method, choice.reason)
+    """The method of the single-upstream settings (OPENAI_*, UPSTREAM_CONTINUATION), and why, said in one INFO line.
+    ``transport``: what the probes go through (the network)."""
+    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key is not None else None
+    return await choose(
+        settings.upstream_continuation, settings.openai_base_url, key, settings.upstream_probe_seconds, transport
+    )
+
+
+async def choose(
+    configured: ContinuationMethod | Literal["auto"],
+    base_url: str | None,
+    key: str | None,
+    seconds: float,
+    transport: httpx.AsyncBaseTransport | None = None,
+    name: str = "default",
+) -> ContinuationChoice:
+    """The method of the upstream ``name`` at ``base_url``: ``configured``, or asked of it within ``seconds``."""
+    choice = await _choose(configured, base_url, key, seconds, transport)
+    logger.info("upstream %s continuation %s: %s", name, choice.method, choice.reason)
     return choice
 
 
-async def _choose(settings: Settings, transport: httpx.AsyncBaseTransport | None) -> ContinuationChoice:
-    if settings.upstream_continuation != "auto":
-        return ContinuationChoice(settings.upstream_continuation, "configured (UPSTREAM_CONTINUATION)")
-    if (by_host := hosted_api(settings.openai_base_url)) is not None:
+async def _choose(
+    configured: ContinuationMethod | Literal["auto"],
+    base_url: str | None,
+    key: str | None,
+    seconds: float,
+    transport: httpx.AsyncBaseTransport | None,
+) -> ContinuationChoice:
+    if configured != "auto":
+        return ContinuationChoice(configured, "configured")
+    if (by_host := hosted_api(base_url)) is not None:
         return by_host
-    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key is not None else None
     headers = {"authorization": f"Bearer {key}"} if key else {}
-    seconds = settings.upstream_probe_seconds
     async with httpx.AsyncClient(timeout=seconds, headers=headers, transport=transport) as client:
         try:
             async with asyncio.timeout(seconds):
-                return await _probe(client, str(settings.openai_base_url))
+                return await _probe(client, str(base_url))
         except TimeoutError:
             return ContinuationChoice("restart", f"the upstream did not say what it is within {seconds:g} s")
 

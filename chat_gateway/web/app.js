@@ -1,4 +1,4 @@
-// The chat page: the gateway's own /chat API, nothing else. Every answer is followed by its message id and
+// The chat page: the gateway's own /chat API, and /v1/models for the models to pick from. Every answer is followed by its message id and
 // the offset of the last event shown, so a reload, a second tab or a restarted gateway picks it up exactly
 // where it is (GET /chat/messages/{id}/stream with Last-Event-ID), never twice and never with a gap.
 import { marked } from "./vendor/marked.js";
@@ -347,6 +347,7 @@ async function send(text) {
   const answer = addView({ id: null, role: "assistant", content: "", status: "in_progress" });
   busy(true);
   const body = { message: text, stream: true, ...(state.sessionId ? { session_id: state.sessionId } : {}) };
+  if (ui.model.value) body.model = ui.model.value;
   const response = await api("/chat", { method: "POST", body }).catch((error) => error);
   if (response instanceof Error) {
     for (const view of [question, answer]) view.element.remove();
@@ -610,11 +611,25 @@ async function start() {
     if (error.status === 401) return; // the sign-in dialog is open; start() runs again after it
   }
   showAccount();
+  loadModels();
   await loadSessions();
   await openSession(addressedSession());
   // Only now: a message sent earlier would be wiped from the page by the chat opened above.
   for (const control of [ui.input, ui.send]) control.disabled = false;
   ui.input.focus();
+}
+
+// The models the gateway serves (its upstreams' and their aliases'), to pick one; without it, the default.
+async function loadModels() {
+  try {
+    const { data } = await json("/v1/models");
+    ui.model.replaceChildren(
+      el("option", { value: "" }, "Default model"),
+      ...data.map((model) => el("option", { value: model.id }, `${model.id} (${model.owned_by})`)),
+    );
+  } catch {
+    // the default model still answers
+  }
 }
 
 // The chat the address names: its hash, as the page writes it (`#${encodeURIComponent(id)}`). Whatever it holds

@@ -56,8 +56,9 @@ async def append_to_message(
     message_id: uuid.UUID, body: AppendRequest, db: DbDep, settings: SettingsDep
 ) -> AppendResult:
     """Append partial text at an offset that must equal the current length (409 otherwise)."""
-    # The last append ends the answer and settles its usage: both or neither, in one transaction.
-    run = db.run if body.finish is not None else db.run_autocommit
+    # The last append ends the answer and settles its usage, one naming its model may begin a part: both or
+    # neither, in one transaction.
+    run = db.run if body.finish is not None or body.model is not None else db.run_autocommit
     return await run(answers.append_text, message_id, body, lease_seconds=settings.lease_seconds)
 
 

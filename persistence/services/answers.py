@@ -35,10 +35,10 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.orm import Session, defer
-from sqlalchemy.sql.elements import ColumnClause
+from sqlalchemy.sql.elements import ColumnClause, ColumnElement
 
 from persistence.models import Message, UTCDateTime, utcnow
-from persistence.services import usage
+from persistence.services import answer_parts, usage
 from persistence.services.message_rows import TABLE, at, get_message_row, last_message_row, not_found, tool_columns
 from shared import (
     Conflict,
@@ -84,7 +84,7 @@ def set_status_by_hand(message: Message, status: Status, lease_seconds: float) -
 
 
 @functools.cache
-def _append_statement(*, by_owner: bool, finish: frozenset[str]) -> Update:
+def _append_statement(*, by_owner: bool, finish: frozenset[str], by_model: bool = False) -> Update:
     """The conditional UPDATE of an append, built once per shape (with bound parameters)."""
     table = TABLE
     conditions = [
@@ -107,17 +107,26 @@ def _append_statement(*, by_owner: bool, finish: frozenset[str]) -> Update:
         values |= {name: bindparam(f"finish_{name}", type_=table.c[name].type) for name in finish}
         values |= {"lease_owner": None, "lease_expires_at": None}
     length = func.length(table.c.content).label("length")
-    returning = (table.c.id, length, table.c.version, table.c.status, table.c.lease_expires_at)
+    returning: tuple[ColumnElement[Any], ...] = (
+        table.c.id,
+        length,
+        table.c.version,
+        table.c.status,
+        table.c.lease_expires_at,
+    )
+    if by_model:  # what a new part is told from: the parts so far, and the model of the first
+        returning += (table.c.model, table.c.answer_parts)
     return update(table).where(*conditions).values(values).returning(*returning)
 
 
 def append_text(db: Session, message_id: uuid.UUID, data: AppendRequest, *, lease_seconds: float) -> AppendResult:
-    """Append ``data.text`` at ``data.offset``, which must be the current length: a retried append is a 409."""
+    """Append ``data.text`` at ``data.offset``, which must be the current length: a retried append is a 409.
+
+    One that names its model begins a new part when that model did not write the last one: in a transaction
+    (the append and its part, or neither), and, refused when retried, never twice."""
     now = utcnow()
-    finish = data.finish.model_dump(exclude_unset=True) if data.finish is not None else {}
-    if data.finish is not None and data.finish.tool_calls:
-        calls = tool_columns(ToolFields(tool_calls=data.finish.tool_calls))
-        finish |= {"tool_calls": calls["tool_calls"], "tool_names": calls["tool_names"]}
+    finish = _finish_columns(data)
+    parts = data.finish.parts if data.finish is not None else None
     params = {
         "message_id": message_id,
         "offset": data.offset,
@@ -126,13 +135,38 @@ def append_text(db: Session, message_id: uuid.UUID, data: AppendRequest, *, leas
         "now": now,
         "expires": now + timedelta(seconds=data.lease_seconds or lease_seconds),
     } | {f"finish_{name}": value for name, value in finish.items()}
-    stmt = _append_statement(by_owner=data.owner is not None, finish=frozenset(finish))
+    by_model = data.model is not None and parts is None
+    stmt = _append_statement(by_owner=data.owner is not None, finish=frozenset(finish), by_model=by_model)
     row = db.execute(stmt, params).one_or_none()
-    if row is not None:
-        if finish:
-            usage.settle(db, message_id, finish.get("usage"), row.length)
-        return AppendResult.model_validate(row)
-    raise _refusal_of_append(db, message_id, data)
+    if row is None:
+        raise _refusal_of_append(db, message_id, data)
+    if by_model and data.model is not None:  # (by_model says so; mypy cannot tell)
+        new_parts = answer_parts.after_append(row.answer_parts, row.model, data.model, data.offset)
+        if new_parts != row.answer_parts:
+            _set_parts(db, message_id, new_parts)
+    if parts is not None:
+        usage.settle_parts(db, message_id, parts, row.length)
+    elif finish:
+        usage.settle(db, message_id, finish.get("usage"), row.length)
+    return AppendResult.model_validate(row)
+
+
+def _finish_columns(data: AppendRequest) -> dict[str, Any]:
+    """The columns an append's ``finish`` writes, as the append statement binds them."""
+    if data.finish is None:
+        return {}
+    finish = data.finish.model_dump(exclude_unset=True, exclude={"parts"})
+    if data.finish.tool_calls:
+        calls = tool_columns(ToolFields(tool_calls=data.finish.tool_calls))
+        finish |= {"tool_calls": calls["tool_calls"], "tool_names": calls["tool_names"]}
+    if data.finish.parts is not None:
+        finish["answer_parts"] = [part.model_dump(mode="json") for part in data.finish.parts]
+    return finish
+
+
+def _set_parts(db: Session, message_id: uuid.UUID, parts: list[dict[str, Any]] | None) -> None:
+    # The append's UPDATE holds the row until the transaction ends: nobody changed the parts in between.
+    db.execute(update(TABLE).where(TABLE.c.id == message_id).values(answer_parts=parts))
 
 
 def _refusal_of_append(db: Session, message_id: uuid.UUID, data: AppendRequest) -> DomainError:

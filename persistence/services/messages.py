@@ -211,6 +211,8 @@ def update_message(
     if new_status != message.status:
         answers.set_status_by_hand(message, new_status, lease_seconds)
         changes["status"] = new_status
+    if "content" in changes and message.answer_parts is not None:
+        changes["answer_parts"] = None  # a text written by hand is no model's: its offsets would mislead
     apply_changes(db, message, changes)
     if new_status in (Status.COMPLETE, Status.FAILED) and "status" in changes:
         # Ended by hand (cancelled, given up): the run's own figures never came, so its text is counted.

@@ -13,18 +13,21 @@ from collections import defaultdict
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Date, Text, and_, case, cast, delete, func, literal, select, text, update
+from sqlalchemy import Date, Text, case, cast, delete, distinct, func, literal, or_, select, text, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
-from sqlalchemy.sql.selectable import ScalarSelect
+from sqlalchemy.sql.selectable import ScalarSelect, Subquery
 
 from persistence.db import insert_on_conflict
-from persistence.models import ChatSession, Message, UsageRecord, utcnow
+from persistence.models import ChatSession, Message, UsagePart, UsageRecord, utcnow
 from shared import Conflict, ErrorCode
 from shared.identity import CHARS_PER_TOKEN, MAX_TOKENS, TurnAccount, UsageReport, UsageRow, UsageTotal
+from shared.resources import AnswerPart
 
 _TABLE = UsageRecord.metadata.tables[UsageRecord.__tablename__]
+_PARTS = UsagePart.metadata.tables[UsagePart.__tablename__]
+_TOKENS = ("prompt_tokens", "completion_tokens", "total_tokens", "estimated_tokens")
 _COUNTED = UsageRecord.total_tokens + UsageRecord.reserved_tokens
 
 
@@ -154,19 +157,56 @@ def settle(db: Session, message_id: uuid.UUID, usage: dict[str, Any] | None, len
 
     Only a pending record is settled, so a run is never counted twice.
     """
-    totals = {key: value for key, value in (usage or {}).items() if isinstance(value, int)}
-    prompt, completion = totals.get("prompt_tokens"), totals.get("completion_tokens")
-    total = totals.get("total_tokens", prompt + completion if prompt is not None and completion is not None else None)
     values: dict[str, Any] = {"pending": False, "reserved_tokens": 0, "reserved_prompt_tokens": 0}
-    if total is not None:
-        values |= {
-            "prompt_tokens": UsageRecord.prompt_tokens + (prompt or 0),
-            "completion_tokens": UsageRecord.completion_tokens + (completion or 0),
-            "total_tokens": UsageRecord.total_tokens + total,
-        }
+    if (figures := _figures(usage)) is not None:
+        values |= {key: getattr(UsageRecord, key) + figures[key] for key in ("prompt_tokens", "completion_tokens")}
+        values["total_tokens"] = UsageRecord.total_tokens + figures["total_tokens"]
     else:
         values |= _estimated(literal(math.ceil(length / CHARS_PER_TOKEN)))
     db.execute(update(UsageRecord).where(UsageRecord.message_id == message_id, UsageRecord.pending).values(values))
+
+
+def _figures(usage: dict[str, Any] | None) -> dict[str, int] | None:
+    """The upstream's token counts in ``usage``, None when it gives no total (nor both the prompt's and the
+    completion's)."""
+    totals = {key: value for key, value in (usage or {}).items() if isinstance(value, int)}
+    prompt, completion = totals.get("prompt_tokens"), totals.get("completion_tokens")
+    total = totals.get("total_tokens", prompt + completion if prompt is not None and completion is not None else None)
+    if total is None:
+        return None
+    return {"prompt_tokens": prompt or 0, "completion_tokens": completion or 0, "total_tokens": total}
+
+
+def settle_parts(db: Session, message_id: uuid.UUID, parts: list[AnswerPart], length: int) -> None:
+    """Add an ended run's tokens spent by several models, each part's under its model (``usage_parts``) and all of
+    them in the answer's record, which budgets count. A part without the upstream's figures is estimated: the
+    prompt its run reserved (sent to its model too) and its text.
+
+    Only a pending record is settled, so a run is never counted twice.
+    """
+    pending = UsageRecord.message_id == message_id, UsageRecord.pending
+    reserved_prompt = db.scalar(select(UsageRecord.reserved_prompt_tokens).where(*pending))
+    if reserved_prompt is None:
+        return
+    by_model: dict[str, dict[str, int]] = {}
+    ends = [part.offset for part in parts[1:]] + [length]
+    for part, end in zip(parts, ends, strict=True):
+        spent = _figures(part.usage)
+        if spent is None:
+            written = math.ceil(max(0, end - part.offset) / CHARS_PER_TOKEN)
+            spent = {"prompt_tokens": reserved_prompt, "completion_tokens": written}
+            spent |= {"total_tokens": reserved_prompt + written, "estimated_tokens": reserved_prompt + written}
+        tokens = by_model.setdefault(part.model, dict.fromkeys(_TOKENS, 0))
+        for key, value in spent.items():
+            tokens[key] += value
+    run = {key: sum(tokens[key] for tokens in by_model.values()) for key in _TOKENS}
+    values = {key: getattr(UsageRecord, key) + run[key] for key in _TOKENS}
+    cleared = {"pending": False, "reserved_tokens": 0, "reserved_prompt_tokens": 0}
+    db.execute(update(UsageRecord).where(*pending).values(values | cleared))
+    rows = [{"message_id": message_id, "model": model} | tokens for model, tokens in by_model.items()]
+    stmt = insert_on_conflict(db.get_bind().dialect.name, _PARTS).values(rows)
+    added = {key: _PARTS.c[key] + stmt.excluded[key] for key in _TOKENS}
+    db.execute(stmt.on_conflict_do_update(index_elements=["message_id", "model"], set_=added))
 
 
 def _estimated(counted: Any) -> dict[str, Any]:
@@ -210,32 +250,31 @@ def _release(db: Session, answers: ScalarSelect[uuid.UUID]) -> None:
 
 
 def report(db: Session, user_id: str | None, since: date, until: date) -> UsageReport:
-    """Totals by day, user and model from ``since`` to ``until``, both included (days in UTC)."""
+    """Totals by day, user and model from ``since`` to ``until``, both included (days in UTC): an answer several
+    models wrote is an answer of each, with each one's tokens."""
     start = datetime.combine(since, time(), UTC)
     end = datetime.combine(until + timedelta(days=1), time(), UTC)
-    column = UsageRecord.created_at
+    chosen = [UsageRecord.created_at >= start, UsageRecord.created_at < end]
+    if user_id is not None:
+        chosen.append(UsageRecord.user_id == user_id)
+    ledger = _ledger(chosen)
+    column = ledger.c.created_at
     day = cast(func.timezone("UTC", column), Date) if db.get_bind().dialect.name == "postgresql" else func.date(column)
     stmt = (
         select(
             day.label("day"),
-            UsageRecord.user_id,
-            UsageRecord.model,
-            func.count().label("answers"),
-            func.sum(UsageRecord.prompt_tokens),
-            func.sum(UsageRecord.completion_tokens),
-            func.sum(UsageRecord.total_tokens),
-            func.sum(UsageRecord.estimated_tokens),
-            func.sum(case((UsageRecord.pending, 1), else_=0)),
+            ledger.c.user_id,
+            ledger.c.model,
+            func.count(distinct(ledger.c.message_id)),
+            *(func.sum(ledger.c[key]) for key in _TOKENS),
+            func.count(distinct(case((ledger.c.pending, ledger.c.message_id)))),
         )
-        .where(and_(column >= start, column < end))
-        .group_by(day, UsageRecord.user_id, UsageRecord.model)
-        .order_by(day, UsageRecord.user_id, UsageRecord.model)
+        .group_by(day, ledger.c.user_id, ledger.c.model)
+        .order_by(day, ledger.c.user_id, ledger.c.model)
     )
-    if user_id is not None:
-        stmt = stmt.where(UsageRecord.user_id == user_id)
     rows = [
         UsageRow(
-            day=row[0] if isinstance(row[0], date) else date.fromisoformat(row[0]),
+            day=_date(row[0]),
             user_id=row[1],
             model=row[2],
             answers=row[3],
@@ -247,21 +286,56 @@ def report(db: Session, user_id: str | None, since: date, until: date) -> UsageR
         )
         for row in db.execute(stmt)
     ]
+    # An answer several models wrote is in a row of each: its day counts it once.
+    days = select(day, func.count(distinct(ledger.c.message_id))).group_by(day)
+    answers_by_day = {_date(value).isoformat(): count for value, count in db.execute(days)}
     return UsageReport(
         since=since,
         until=until,
         user_id=user_id,
         total_tokens=sum(row.total_tokens for row in rows),
-        by_day=_totals(rows, lambda row: row.day.isoformat()),
+        by_day=_totals(rows, lambda row: row.day.isoformat(), answers_by_day),
         by_model=_totals(rows, lambda row: row.model or ""),
         rows=rows,
     )
 
 
-def _totals(rows: list[UsageRow], key: Any) -> list[UsageTotal]:
+def _ledger(chosen: list[ColumnElement[bool]]) -> Subquery:
+    """The chosen records' tokens by model: an answer's parts' rows, and what they leave to its record's model (all
+    of its tokens, for an answer one model wrote)."""
+    split = (
+        select(UsagePart.message_id, *(func.sum(_PARTS.c[key]).label(key) for key in _TOKENS))
+        .group_by(UsagePart.message_id)
+        .subquery()
+    )
+    record = (UsageRecord.message_id, UsageRecord.user_id, UsageRecord.created_at, UsageRecord.pending)
+    rest = (
+        select(
+            *record,
+            UsageRecord.model,
+            *((_TABLE.c[key] - func.coalesce(split.c[key], 0)).label(key) for key in _TOKENS),
+        )
+        .outerjoin(split, split.c.message_id == UsageRecord.message_id)
+        .where(*chosen, or_(split.c.message_id.is_(None), UsageRecord.total_tokens != split.c.total_tokens))
+    )
+    parts = (
+        select(*record, UsagePart.model, *(_PARTS.c[key] for key in _TOKENS))
+        .join(UsagePart, UsagePart.message_id == UsageRecord.message_id)
+        .where(*chosen)
+    )
+    return union_all(rest, parts).subquery()
+
+
+def _date(value: date | str) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(value)
+
+
+def _totals(rows: list[UsageRow], key: Any, counted: dict[str, int] | None = None) -> list[UsageTotal]:
+    """The rows' tokens and answers by ``key``, the answers as ``counted`` when it counts them."""
     answers: dict[str, int] = defaultdict(int)
     tokens: dict[str, int] = defaultdict(int)
     for row in rows:
         answers[key(row)] += row.answers
         tokens[key(row)] += row.total_tokens
+    answers |= counted or {}
     return [UsageTotal(key=name, answers=answers[name], total_tokens=tokens[name]) for name in sorted(tokens)]

@@ -205,7 +205,7 @@ def test_a_vllm_upstream_is_known_at_start_up_and_continues_the_answer_with_its_
         assert (request["continue_final_message"], request["add_generation_prompt"]) == (True, False)
         assert request["messages"][-1]["role"] == "assistant"
     said = (tmp_path / "vllm.log").read_text()
-    assert said.count("upstream continuation vllm: vLLM 0.0.0-fake at /version") == 1
+    assert said.count("upstream default continuation vllm: vLLM 0.0.0-fake at /version") == 1
 
 
 def test_rate_limit_with_retry_after_is_retried(gateway: Service, store: httpx.Client, fake_openai: FastAPI) -> None:

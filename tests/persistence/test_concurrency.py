@@ -56,6 +56,29 @@ def test_concurrent_appends_in_sequence_lose_nothing(live: httpx.Client, live_ur
     assert sorted(content.replace(">", ">\n").split()) == sorted(f"<{i}>" for i in range(10))
 
 
+def test_concurrent_appends_naming_their_models_record_each_part_where_its_text_is(
+    live: httpx.Client, live_url: str
+) -> None:
+    answer = new_answer(live)
+    claim(live, answer["id"])
+
+    def writer(http: httpx.Client, index: int) -> httpx.Response:
+        piece, offset = f"<{index}>", 0
+        for _ in range(200):
+            response: httpx.Response = append(http, answer["id"], offset, piece, model=f"m{index}")
+            if response.status_code == 200:
+                return response
+            offset = response.json()["length"]
+        raise AssertionError("writer starved")
+
+    assert all(r.status_code == 200 for r in _race(live_url, 8, writer))
+    message = live.get(f"/messages/{answer['id']}").json()
+    parts = message["answer_parts"]
+    assert len(parts) == 8
+    for part in parts:
+        assert message["content"][part["offset"] :].startswith(f"<{part['model'][1:]}>")
+
+
 def test_concurrent_claims_have_exactly_one_owner(live: httpx.Client, live_url: str) -> None:
     answer = new_answer(live)
     responses = _race(live_url, 10, lambda http, i: claim(http, answer["id"], owner=f"gateway-{i}"))

@@ -9,6 +9,10 @@ a response's input items, read from its answer's prompt, are ``<answer id>_<posi
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from openai.types.conversations import ConversationItem
+from openai.types.responses import ResponseItem
+from pydantic import BaseModel
+
 from shared import JSONObject, MessageRole, MessageStatus
 from shared.contract import MessageDetail
 from shared.resources import MessageRead, ToolCall
@@ -140,6 +144,28 @@ def items_of(message: MessageRead) -> list[JSONObject]:
         items.append(message_item(hex_id, "assistant", item_status(message.status), text))
     items += [stored_call_item(hex_id, index, call) for index, call in enumerate(message.tool_calls or [])]
     return items
+
+
+class _Page(BaseModel):
+    """A page of items as the SDK types it (``ResponseItemList``...), but an empty one's first and last ids are null:
+    it has none."""
+
+    object: Literal["list"]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
+class ItemList(_Page):
+    """A page of a response's input items."""
+
+    data: list[ResponseItem]
+
+
+class ConversationItems(_Page):
+    """A page of a conversation's items."""
+
+    data: list[ConversationItem]
 
 
 @dataclass(frozen=True)

@@ -5,57 +5,69 @@ A response is an answer (``resp_<answer id>``, ids.py); its items are rendered b
 response_object.py and its events by events.py, all from the answer as stored, so every gateway renders them alike.
 """
 
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 
+from openai.types.responses import (
+    FunctionTool,
+    ResponseFormatTextConfig,
+    ResponseTextConfig,
+    Tool,
+    ToolChoiceAllowed,
+    ToolChoiceFunction,
+)
+from openai.types.responses.response import ToolChoice
+from openai.types.responses.response_conversation_param import ResponseConversationParam
+from openai.types.shared import Reasoning
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import to_jsonable_python
 
 from chat_gateway.chat.protocol import validated
 from chat_gateway.openai_api.chat_completions.protocol import CompletionRequest, OpenAIMessage
 from shared import BadRequest, ErrorCode, JSONObject
+from shared.resources import TOOL_NAME_MAX_LENGTH
 
 M = TypeVar("M", bound=BaseModel)
 
 
-class FunctionTool(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    type: Literal["function"] = Field(description="Function tools only: this gateway runs no built-in tool.")
-    name: str = Field(min_length=1, max_length=128)
-    parameters: JSONObject | None = None
-    strict: bool | None = None
-    description: str | None = None
-
-    def as_chat(self) -> JSONObject:
-        function: JSONObject = {"name": self.name}
-        for name in ("description", "parameters", "strict"):
-            if (value := getattr(self, name)) is not None:
-                function[name] = value
-        return {"type": "function", "function": function}
+AnyTool = Annotated[Tool, Field(discriminator="type")]  # told by its type: a refusal names its own fields
 
 
-class TextFormat(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class TextConfig(ResponseTextConfig):
+    """``text`` as the SDK types it, its format told by its ``type`` (so a refusal names the format's own field)."""
 
-    type: Literal["text", "json_object", "json_schema"] = "text"
-
-
-class TextOptions(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    format: TextFormat = Field(default_factory=TextFormat)
+    format: Annotated[ResponseFormatTextConfig, Field(discriminator="type")] | None = None
 
 
-class Reasoning(BaseModel):
-    """A reasoning model's options: ``effort`` is passed on as Chat Completions' ``reasoning_effort``; its summary
-    is not served (a chat completion has none to give)."""
+def _chat_tool(tool: FunctionTool) -> JSONObject:
+    function = tool.model_dump(include={"name", "description", "parameters", "strict"}, exclude_none=True)
+    return {"type": "function", "function": function}
 
-    model_config = ConfigDict(extra="allow")
 
-    effort: str | None = Field(default=None, max_length=32)
+def _is_function(tool: dict[str, object]) -> bool:
+    return tool.get("type") == "function" and isinstance(tool.get("name"), str)
+
+
+def _chat_tool_choice(choice: ToolChoice) -> str | JSONObject | None:
+    """A tool_choice as Chat Completions takes it; None for one not served here (a built-in tool's...)."""
+    if isinstance(choice, str):
+        return choice
+    if isinstance(choice, ToolChoiceFunction):
+        return {"type": "function", "function": {"name": choice.name}}
+    if isinstance(choice, ToolChoiceAllowed) and all(_is_function(tool) for tool in choice.tools):
+        tools = [{"type": "function", "function": {"name": tool.get("name")}} for tool in choice.tools]
+        return {"type": "allowed_tools", "allowed_tools": {"mode": choice.mode, "tools": tools}}
+    return None
+
+
+def _json(value: Any) -> Any:
+    """An option as JSON, as it is stored and echoed: by the SDK's field names (``schema``), unset ones left out."""
+    return to_jsonable_python(value, by_alias=True, exclude_none=True)
 
 
 class ResponseCreate(BaseModel):
-    """A Responses API request: what this gateway serves of it, translated to a chat completion upstream."""
+    """A Responses API request: what this gateway serves of it, translated to a chat completion upstream. Its
+    options are typed by OpenAI's SDK, so what OpenAI refuses is refused here; its input items are checked as
+    they are made chat messages (the SDK's item types want an id on a replayed assistant message, OpenAI not)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -63,17 +75,17 @@ class ResponseCreate(BaseModel):
     input: str | list[JSONObject] = Field(min_length=1)
     instructions: str | None = None
     previous_response_id: str | None = Field(default=None, max_length=64)
-    conversation: str | JSONObject | None = None
+    conversation: str | ResponseConversationParam | None = None
     store: bool = True
     background: bool = False
     stream: bool = False
-    tools: list[JSONObject] | None = None
-    tool_choice: str | JSONObject | None = None
+    tools: list[AnyTool] | None = None
+    tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool | None = None
     max_output_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
-    text: TextOptions | None = None
+    text: TextConfig | None = None
     reasoning: Reasoning | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     metadata: dict[str, str] | None = None
@@ -81,29 +93,34 @@ class ResponseCreate(BaseModel):
 
     @field_validator("tools")
     @classmethod
-    def _function_tools(cls, tools: list[JSONObject] | None) -> list[JSONObject] | None:
+    def _function_tools(cls, tools: list[Tool] | None) -> list[Tool] | None:
         for tool in tools or []:
-            if tool.get("type") != "function":
-                raise ValueError(f"only function tools are served here, not {tool.get('type')!r}")
-            FunctionTool.model_validate(tool)
+            if not isinstance(tool, FunctionTool):
+                raise ValueError(f"only function tools are served here, not {tool.type!r}")
+            if not 0 < len(tool.name) <= TOOL_NAME_MAX_LENGTH:  # as its calls will be stored
+                raise ValueError(f"a function tool's name is 1 to {TOOL_NAME_MAX_LENGTH} characters")
         return tools
 
+    @field_validator("tool_choice")
+    @classmethod
+    def _function_tool_choice(cls, choice: ToolChoice | None) -> ToolChoice | None:
+        if choice is None or isinstance(choice, str) or _chat_tool_choice(choice) is not None:
+            return choice
+        raise ValueError(f"only function tools are served here, not a tool_choice of {choice.type!r}")
+
     def conversation_id(self) -> str | None:
-        if isinstance(self.conversation, dict):
-            return str(self.conversation.get("id") or "") or None
+        if isinstance(self.conversation, ResponseConversationParam):
+            return self.conversation.id or None
         return self.conversation
 
     def asked(self, inputs: int) -> JSONObject:
         """What the answer keeps of this request for its response object (migration 0010), and how many of its
         prompt's last messages are this request's own input (``input_items``)."""
         fields = ("background", "store", "instructions", "previous_response_id", "metadata", "tools", "tool_choice")
-        asked = {name: getattr(self, name) for name in fields}
-        asked |= {
-            "text": self.text.model_dump() if self.text else None,
-            "parallel_tool_calls": self.parallel_tool_calls,
-        }
+        asked = {name: _json(getattr(self, name)) for name in fields}
+        asked |= {"text": _json(self.text), "parallel_tool_calls": self.parallel_tool_calls}
         asked |= {"max_output_tokens": self.max_output_tokens, "temperature": self.temperature, "top_p": self.top_p}
-        asked |= {"reasoning": self.reasoning.model_dump() if self.reasoning else None}
+        asked |= {"reasoning": _json(self.reasoning)}
         asked |= {"top_logprobs": self.top_logprobs}
         return asked | {"user": self.user, "inputs": inputs}
 
@@ -111,11 +128,9 @@ class ResponseCreate(BaseModel):
         """The Chat Completions parameters this request's options are."""
         options: JSONObject = {}
         if self.tools:
-            options["tools"] = [FunctionTool.model_validate(tool).as_chat() for tool in self.tools]
-        if isinstance(self.tool_choice, dict) and self.tool_choice.get("type") == "function":
-            options["tool_choice"] = {"type": "function", "function": {"name": self.tool_choice.get("name")}}
-        elif self.tool_choice is not None:
-            options["tool_choice"] = self.tool_choice
+            options["tools"] = [_chat_tool(tool) for tool in self.tools if isinstance(tool, FunctionTool)]
+        if self.tool_choice is not None:
+            options["tool_choice"] = _chat_tool_choice(self.tool_choice)
         if self.parallel_tool_calls is not None:
             options["parallel_tool_calls"] = self.parallel_tool_calls
         if self.max_output_tokens is not None:
@@ -127,8 +142,8 @@ class ResponseCreate(BaseModel):
             options["reasoning_effort"] = self.reasoning.effort
         if self.top_logprobs is not None:  # logprobs are relayed to a live stream, not stored (as in Chat Completions)
             options |= {"logprobs": True, "top_logprobs": self.top_logprobs}
-        if self.text is not None and self.text.format.type != "text":
-            response_format = self.text.format.model_dump()
+        if self.text is not None and self.text.format is not None and self.text.format.type != "text":
+            response_format = _json(self.text.format)
             if response_format["type"] == "json_schema":  # the schema is beside the type here, inside it there
                 kind = response_format.pop("type")
                 response_format = {"type": kind, "json_schema": response_format}

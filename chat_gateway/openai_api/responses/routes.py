@@ -1,26 +1,39 @@
 """OpenAI's Responses API (POST /v1/responses and the routes on one response), over durable answers: any
-gateway serves any response, its events resumable from any sequence number (serving.py)."""
+gateway serves any response, its events resumable from any sequence number (serving.py).
+
+Its answers are documented by the SDK's own types (``response_model``) but rendered as dicts (response_object.py,
+items.py) and not validated on the way out: the tests validate every kind with those types.
+"""
 
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse, StreamingResponse
+from openai.types.responses import InputTokenCountResponse
+from openai.types.responses import Response as ResponseObject
 
 from chat_gateway.deps import AnswersDep, CallerDep, ItemPageDep, ResponsePath
 from chat_gateway.openai_api.chat_completions.protocol import ERROR_RESPONSES, PREFIX
 from chat_gateway.openai_api.responses import serving as responses
+from chat_gateway.openai_api.responses.items import ItemList
 from chat_gateway.openai_api.responses.protocol import InputTokensCount, ResponseCreate
 from chat_gateway.openai_api.responses.response_object import response_object
 from shared import BadRequest, ErrorCode
 
 router = APIRouter(prefix=PREFIX, tags=["OpenAI-compatible"], responses=ERROR_RESPONSES)
+STREAMED: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "description": "The response, or its events.",
+    }
+}
 
 
 def _stream(events: Any) -> StreamingResponse:
     return StreamingResponse(events, media_type="text/event-stream")
 
 
-@router.post("/responses", response_model=None)
+@router.post("/responses", response_model=ResponseObject, responses=STREAMED)
 async def create_response(
     body: ResponseCreate,
     caller: CallerDep,
@@ -39,10 +52,10 @@ async def create_response(
     return JSONResponse(response_object(final, model))
 
 
-@router.post("/responses/input_tokens")
-async def count_input_tokens(body: InputTokensCount, caller: CallerDep, answers: AnswersDep) -> dict[str, Any]:
+@router.post("/responses/input_tokens", response_model=InputTokenCountResponse)
+async def count_input_tokens(body: InputTokensCount, caller: CallerDep, answers: AnswersDep) -> Response:
     """An estimate of a response's input tokens (its prompt's length over four), as its budget counts them."""
-    return await responses.count_input_tokens(answers, caller, body)
+    return JSONResponse(await responses.count_input_tokens(answers, caller, body))
 
 
 @router.post("/responses/compact", response_model=None, responses={400: {"description": "Not served here."}})
@@ -55,7 +68,7 @@ async def compact_response() -> Response:
     )
 
 
-@router.get("/responses/{response_id}", response_model=None)
+@router.get("/responses/{response_id}", response_model=ResponseObject, responses=STREAMED)
 async def get_response(
     response: ResponsePath,
     caller: CallerDep,
@@ -71,19 +84,19 @@ async def get_response(
     return JSONResponse(response_object(answer, model))
 
 
-@router.get("/responses/{response_id}/input_items")
+@router.get("/responses/{response_id}/input_items", response_model=ItemList)
 async def list_input_items(
     response: ResponsePath, caller: CallerDep, answers: AnswersDep, page: ItemPageDep
-) -> dict[str, Any]:
+) -> Response:
     """The response's own input items, a page at a time."""
-    return await responses.list_input_items(answers, response.id, caller.user_id, page)
+    return JSONResponse(await responses.list_input_items(answers, response.id, caller.user_id, page))
 
 
-@router.post("/responses/{response_id}/cancel")
-async def cancel_response(response: ResponsePath, caller: CallerDep, answers: AnswersDep) -> dict[str, Any]:
+@router.post("/responses/{response_id}/cancel", response_model=ResponseObject)
+async def cancel_response(response: ResponsePath, caller: CallerDep, answers: AnswersDep) -> Response:
     """Stop a background response (its text so far kept); one that has ended is returned as it ended."""
     answer = await responses.cancel(answers, response.id, caller.user_id)
-    return response_object(answer, answer.model or answers.settings.openai_model)
+    return JSONResponse(response_object(answer, answer.model or answers.settings.openai_model))
 
 
 @router.delete("/responses/{response_id}")

@@ -17,6 +17,9 @@ from chat_gateway.answers.generation import Generation
 from chat_gateway.answers.log import AnswerLog, connect
 from chat_gateway.clients.persistence import AnswerStore, PersistenceError
 from chat_gateway.config import ContinuationMethod, Settings
+from chat_gateway.upstreams.config import UpstreamConfig
+from chat_gateway.upstreams.route import Candidate, Route
+from chat_gateway.upstreams.upstream import Upstream
 from shared import Conflict, MessageRole, MessageStatus, NotFound
 from shared.contract import AnswerFinish, MessageDetail
 from testing.chunks import tokens
@@ -95,16 +98,15 @@ def _generation(
 ) -> Generation:
     client = AsyncOpenAI(api_key="sk", base_url=upstream_url, max_retries=0)
     _CLIENTS.append(client)
+    upstream = Upstream(UpstreamConfig(name="default", base_url=upstream_url, models="any"), client, continuation)
     return Generation(
         answer or _answer(),
-        model="m",
+        route=Route("m", [Candidate(upstream, "m")]),
         settings=settings,
         persistence=store,
-        client=client,
         on_finish=lambda _generation: None,
         prompt=[{"role": "user", "content": "Hi"}],
         log=log,
-        continuation=continuation,
     )
 
 

@@ -8,7 +8,6 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from openai import AsyncOpenAI
 from pydantic import SecretStr
 
 from chat_gateway.answers import service
@@ -17,8 +16,9 @@ from chat_gateway.answers.recovery import Recovery
 from chat_gateway.answers.service import Answers
 from chat_gateway.chat.protocol import ChatRequest
 from chat_gateway.clients.persistence import UNREACHABLE, PersistenceClient
-from chat_gateway.clients.upstream import create_client
 from chat_gateway.config import Settings
+from chat_gateway.upstreams import route
+from chat_gateway.upstreams.registry import Upstreams
 from shared import MessageStatus, ServiceUnavailable
 from shared.contract import AppendResult
 from testing.chunks import tokens
@@ -73,12 +73,14 @@ async def test_the_turn_goes_out_before_the_upstream_request_opened_beside_it_is
         finally:
             abandoned.set()
 
-    monkeypatch.setattr(service, "open_stream", open_stream)
+    monkeypatch.setattr(route, "open_stream", open_stream)
     settings = Settings(api_key=SecretStr("k"), openai_api_key=SecretStr("sk"))
     async with httpx.AsyncClient(base_url="http://persistence", transport=_StoredTurns(events)) as http:
         persistence = PersistenceClient(http, attempts=1, initial_wait=0, max_wait=0)
-        answers = Answers(settings, persistence, AsyncOpenAI(api_key="sk", max_retries=0))
+        upstreams = Upstreams.build(settings)
+        answers = Answers(settings, persistence, upstreams)
         answer = await answers.start_chat(ChatRequest(message="Hi"), idempotency_key=None)
+        await upstreams.close()
 
     assert events == ["turn sent", "upstream request built"]
     # A replay of a finished turn: the upstream request opened beside it is dropped.
@@ -93,7 +95,8 @@ async def _follow(
     settings = Settings(api_key=SecretStr("k"), reattach_poll_seconds=0.001)
     transport = httpx.MockTransport(persistence)
     async with httpx.AsyncClient(base_url="http://persistence", transport=transport) as http:
-        answers = Answers(settings, PersistenceClient(http, attempts=attempts, initial_wait=0, max_wait=0), None)
+        persistence_client = PersistenceClient(http, attempts=attempts, initial_wait=0, max_wait=0)
+        answers = Answers(settings, persistence_client, Upstreams([], settings.openai_model))
         return [event async for event in answers.follow(message_id, offset)]
 
 
@@ -226,8 +229,7 @@ async def test_text_an_upstream_sent_while_the_turn_was_stored_survives_a_drop(f
     )
     store = _SlowTurns(delay=0.5)
     http = httpx.AsyncClient(base_url="http://persistence", transport=store)
-    client = create_client(settings)  # the gateway's own: aiohttp forgets what it buffered when a connection fails
-    assert client is not None
+    client = Upstreams.build(settings)  # the gateway's own: aiohttp forgets what it buffered when a connection fails
     answers = Answers(settings, PersistenceClient(http, attempts=2, initial_wait=0, max_wait=0), client)
     try:
         answer = await answers.start_chat(ChatRequest(message="Hi"), idempotency_key=None)
@@ -302,8 +304,7 @@ def _gateway(fake_upstream: FastAPI, persistence: _RestartingPersistence, **over
         **overrides,
     )
     http = httpx.AsyncClient(base_url="http://persistence", transport=httpx.MockTransport(persistence))
-    client = create_client(settings)
-    assert client is not None
+    client = Upstreams.build(settings)
     store = PersistenceClient(http, attempts=2, initial_wait=0, max_wait=0)
     return Answers(settings, store, client), (http, client)
 

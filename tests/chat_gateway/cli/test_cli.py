@@ -228,3 +228,11 @@ def test_search_and_what_every_listing_says_when_empty(gateway: Service, fake_op
     assert found[0].endswith("  Empty")
     assert found[1].startswith("    assistant: ")
     assert "**quenelles**" in found[1]  # the matched words, marked as the gateway marks them
+
+
+def test_models_are_listed_and_one_is_picked(gateway: Service, fake_openai: FastAPI) -> None:
+    fake_openai.state.models = ["fake-model", "other-model"]
+    assert _chat(gateway, "models").stdout == "fake-model  (fake)\nother-model  (fake)\n"
+    talk = _chat(gateway, "--model", "other-model", stdin="Tell me about Lyon\n")
+    assert talk.returncode == 0, talk.stderr
+    assert [request["model"] for request in fake_openai.state.requests] == ["other-model"]

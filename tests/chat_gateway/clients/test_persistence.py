@@ -7,7 +7,7 @@ import respx
 
 from chat_gateway.clients.persistence import PersistenceClient, PersistenceError
 from shared import Conflict, MessageStatus, NotFound, ServiceUnavailable
-from shared.contract import AnswerFinish, MessageUpdate, TurnCreate, TurnInput
+from shared.contract import AnswerFinish, AnswerPart, MessageUpdate, TurnCreate, TurnInput
 from shared.identity import ON_BEHALF_OF
 from tests.chat_gateway.conftest import stored_message
 
@@ -193,3 +193,30 @@ async def test_a_request_made_for_a_user_names_them_and_a_list_is_validated_item
     assert route.calls[0].request.headers[ON_BEHALF_OF] == "team%2Fzo%C3%AB"
     respx.get(f"{BASE}/messages/stale").mock(return_value=httpx.Response(200, json=[_message(), _message()]))
     assert [message.id for message in await client.messages.stale("g1")] == [MESSAGE_ID, MESSAGE_ID]
+
+
+@respx.mock
+async def test_an_append_names_its_model_and_a_finish_its_parts(client: PersistenceClient) -> None:
+    route = respx.post(f"{BASE}/messages/{MESSAGE_ID}/append").mock(
+        side_effect=[httpx.Response(200, json=_appended(15)), httpx.Response(200, json=_appended(20))]
+    )
+    await client.messages.append(MESSAGE_ID, 10, "hello", owner="g1", lease_seconds=5, model="b")
+    parts = [AnswerPart(model="a", offset=0), AnswerPart(model="b", offset=10, usage={"total_tokens": 3})]
+    finish = AnswerFinish(status=MessageStatus.COMPLETE, parts=parts)
+    await client.messages.append(MESSAGE_ID, 15, "world", owner="g1", lease_seconds=5, finish=finish)
+    beginning, finishing = (json.loads(call.request.content) for call in route.calls)
+    assert beginning == {"offset": 10, "text": "hello", "owner": "g1", "model": "b", "lease_seconds": 5}
+    assert finishing["finish"]["parts"] == [
+        {"model": "a", "offset": 0},
+        {"model": "b", "offset": 10, "usage": {"total_tokens": 3}},
+    ]
+
+
+@respx.mock
+async def test_a_message_read_carries_its_parts(client: PersistenceClient) -> None:
+    parts = [{"model": "a", "offset": 0, "usage": None}, {"model": "b", "offset": 4, "usage": None}]
+    respx.get(f"{BASE}/messages/{MESSAGE_ID}").mock(return_value=httpx.Response(200, json=_message()))
+    assert (await client.messages.get(MESSAGE_ID)).answer_parts is None
+    respx.get(f"{BASE}/messages/{MESSAGE_ID}").mock(return_value=httpx.Response(200, json=_message(answer_parts=parts)))
+    message = await client.messages.get(MESSAGE_ID)
+    assert [(part.model, part.offset) for part in message.answer_parts or []] == [("a", 0), ("b", 4)]

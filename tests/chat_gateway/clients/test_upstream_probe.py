@@ -115,14 +115,14 @@ async def test_the_hosted_apis_are_known_by_their_host_without_asking(base_url: 
 @pytest.mark.parametrize("method", ["exact", "vllm", "prefix", "restart"])
 async def test_a_configured_method_is_taken_without_asking(method: ContinuationMethod) -> None:
     choice = await choose_continuation(_settings(upstream_continuation=method), _NotAsked())
-    assert choice == ContinuationChoice(method, "configured (UPSTREAM_CONTINUATION)")
+    assert choice == ContinuationChoice(method, "configured")
 
 
 async def test_the_choice_is_said_in_one_info_line(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="chat_gateway.clients.upstream_probe"):
         await choose_continuation(_settings(), _fake("vllm"))
     said = [r.getMessage() for r in caplog.records if r.name == "chat_gateway.clients.upstream_probe"]
-    assert said == ["upstream continuation vllm: vLLM 0.0.0-fake at /version"]
+    assert said == ["upstream default continuation vllm: vLLM 0.0.0-fake at /version"]
 
 
 def test_the_gateway_decides_once_at_start_up_and_keeps_it() -> None:
@@ -132,5 +132,4 @@ def test_the_gateway_decides_once_at_start_up_and_keeps_it() -> None:
     started = time.monotonic()
     with TestClient(app):
         assert time.monotonic() - started < 5
-        assert app.state.continuation.method == "restart"
-        assert app.state.answers.continuation == "restart"
+        assert app.state.upstreams.by_name["default"].continuation == "restart"

@@ -297,6 +297,25 @@ def test_items_a_chat_model_cannot_be_given_are_400s(gateway: Service, fake_open
     assert fake_openai.state.requests == []
 
 
+@pytest.mark.parametrize(
+    ("fields", "said"),
+    [
+        ({"reasoning": {"effort": "enormous"}}, "body.reasoning.effort: Input should be"),
+        ({"text": {"format": {"type": "json_schema", "name": "city"}}}, "body.text.format.json_schema.schema: Field"),
+        ({"tool_choice": {"type": "file_search"}}, "only function tools are served here"),
+    ],
+)
+def test_requests_openai_refuses_or_this_gateway_does_not_serve_are_400s_that_say_why(
+    gateway: Service, fake_openai: FastAPI, fields: dict, said: str
+) -> None:
+    body = {"model": "fake-model", "input": "hi", **fields}
+    response = httpx.post(f"{gateway.url}/v1/responses", json=body, timeout=30)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["type"], said in error["message"]) == ("invalid_request_error", True), error
+    assert fake_openai.state.requests == []
+
+
 def test_conversation_items_that_cannot_be_stored_are_400s(gateway: Service) -> None:
     sdk = _sdk(gateway)
     conversation = sdk.conversations.create()

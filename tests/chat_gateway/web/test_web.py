@@ -548,3 +548,13 @@ def test_an_address_s_hash_never_leads_the_page_outside_its_routes(
     assert [sent.url for sent in requests if "/chat/sessions/" in sent.url]  # asked for as chats, not elsewhere
     # The browser logs the refusals of what names no chat: those were expected.
     console.problems = [p for p in console.problems if not re.search(r"status of (404|422)", p)]
+
+
+def test_a_model_is_picked_from_the_gateways_list(page: Page, web_gateway: Service, fake_openai: FastAPI) -> None:
+    fake_openai.state.models = ["fake-model", "other-model"]
+    page.goto(web_gateway.url)
+    expect(page.locator("#model option")).to_have_text(["Default model", "fake-model (fake)", "other-model (fake)"])
+    page.locator("#model").select_option("other-model")
+    send(page, "Which model?")
+    complete(page)
+    assert [request["model"] for request in fake_openai.state.requests] == ["other-model"]

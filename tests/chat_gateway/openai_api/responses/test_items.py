@@ -7,7 +7,16 @@ import pytest
 from openai.types.responses import ResponseItem
 from pydantic import TypeAdapter
 
-from chat_gateway.openai_api.responses.items import input_items, item_status, items_of, output_items
+from chat_gateway.openai_api.responses.items import (
+    ConversationItems,
+    ItemList,
+    ItemPage,
+    input_items,
+    item_status,
+    items_of,
+    list_page,
+    output_items,
+)
 from shared import MessageRole, MessageStatus
 from shared.contract import MessageDetail
 from shared.resources import FunctionCall, ToolCall
@@ -101,3 +110,13 @@ def test_every_item_is_one_the_openai_sdks_own_type_reads() -> None:
     read = TypeAdapter(list[ResponseItem]).validate_python(items)
     assert [item.type for item in read[:4]] == ["message", "message", "function_call", "function_call_output"]
     assert len(read) == len(items) == 10
+
+
+@pytest.mark.parametrize("after", [None, "nothing"])
+def test_a_page_of_items_is_the_sdks_list_its_ids_null_when_empty(after: str | None) -> None:
+    items = items_of(_answer(MessageStatus.COMPLETE, "Let me look.", [CALL]))
+    page = list_page(items, ItemPage(after=after, limit=1))
+    for documented in (ItemList, ConversationItems):
+        read = documented.model_validate(page)
+        assert read.has_more is (after is None)
+        assert read.first_id == read.last_id == (f"fc_{uuid.UUID(int=7).hex}_0" if after is None else None)
