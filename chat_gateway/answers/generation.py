@@ -30,7 +30,7 @@ from chat_gateway.clients.persistence import AnswerStore, PersistenceError
 from chat_gateway.clients.retry import StreamInterrupted, error_kind
 from chat_gateway.clients.upstream import Usage, discard, options_to_continue, read_chunks
 from chat_gateway.config import Settings
-from chat_gateway.metrics import ACTIVE_GENERATIONS, TOKENS, UPSTREAM_ERRORS
+from chat_gateway.metrics import ACTIVE_GENERATIONS, UPSTREAM_ERRORS
 from chat_gateway.upstreams.route import Route
 from shared import Conflict, JSONObject, MessageStatus, NotFound, storable_text
 from shared.contract import AnswerFinish, MessageDetail
@@ -314,8 +314,6 @@ class Generation:
                 self.usage.add(chunk.usage)
             if chunk.model:
                 self.model_used = chunk.model
-            if chunk.text:
-                TOKENS.inc()
             if chunk.tool_calls:
                 calls.feed(chunk.tool_calls)
             if chunk.logprobs:

@@ -68,13 +68,10 @@ async def chunks(answers: Answers, message_id: uuid.UUID, model: str, include_us
     async for event in answers.follow(message_id, 0):
         if event.kind == "delta":
             yield render.text(event.text, event.logprobs)
-        elif event.kind == "done":
-            for index, call in enumerate(event.tool_calls):
-                yield render.tool_call(index, call)
-            yield render.chunk({}, event.finish_reason or "stop")
-            if include_usage:
-                yield render.usage(event.usage)
-            yield "data: [DONE]\n\n"
+        elif event.kind == "done":  # its chunks in one write
+            calls = [render.tool_call(index, call) for index, call in enumerate(event.tool_calls)]
+            usage = [render.usage(event.usage)] if include_usage else []
+            yield "".join([*calls, render.chunk({}, event.finish_reason or "stop"), *usage, "data: [DONE]\n\n"])
         else:
             failed = event.status == MessageStatus.FAILED
             message = f"the answer failed: {event.error}" if failed else str(event.error)

@@ -1,10 +1,12 @@
 import asyncio
+import json
 from collections.abc import Iterator
 
 import httpx
 import openai
 import pytest
 from fastapi import FastAPI
+from fastapi.responses import StreamingResponse
 from pydantic import SecretStr
 
 from chat_gateway.clients.retry import is_transient
@@ -67,3 +69,37 @@ async def test_what_arrived_before_a_connection_broke_is_read_before_the_failure
         await client.close()
     assert "".join(received) == "".join(tokens(TEXT * words)[:drop_after])
     assert is_transient(failure.value)
+
+
+@pytest.mark.anyio
+async def test_an_error_sent_in_the_stream_is_raised_as_the_sdk_raises_it_after_the_text_before_it() -> None:
+    """The relay reads chunks through its own loop over the SDK's events (``_Chunks``): a chunk that carries an
+    error is still the SDK's ``APIError`` with the upstream's message, not a chunk without text."""
+    app = FastAPI()
+    text = {"choices": [{"index": 0, "delta": {"content": "Hello"}, "finish_reason": None}], "model": "m"}
+    error = {"error": {"message": "the model is overloaded", "type": "server_error"}}
+
+    @app.post("/v1/chat/completions")
+    async def completions() -> StreamingResponse:
+        events = [f"data: {json.dumps(text)}\n\n", f"data: {json.dumps(error)}\n\n"]
+        return StreamingResponse(iter(events), media_type="text/event-stream")
+
+    received: list[str] = []
+    with serve(app) as url:
+        settings = Settings(api_key=SecretStr("k"), openai_api_key=SecretStr("sk"), openai_base_url=f"{url}/v1")
+        client = create_client(settings)
+        assert client is not None
+
+        async def read_all() -> None:
+            async for chunk in read_chunks(await open_stream(client, "m", [{"role": "user", "content": "hi"}])):
+                received.append(chunk.text)
+
+        try:
+            with pytest.raises(openai.APIError) as failure:
+                await read_all()
+        finally:
+            await client.close()
+    assert received == ["Hello"]
+    assert type(failure.value) is openai.APIError
+    assert failure.value.message == "the model is overloaded"
+    assert failure.value.body == error["error"]
