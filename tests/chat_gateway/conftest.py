@@ -22,6 +22,7 @@ from persistence.config import Settings as PersistenceSettings
 from persistence.main import create_app as create_persistence_app
 from shared import MessageRole, MessageStatus
 from shared.contract import AnswerFinish, MessageDetail
+from shared.server import HttpToolsProtocol
 from testing.processes import Service
 from testing.upstream import create_fake_openai, reset
 from tests.conftest import fresh_postgres_database, serve, unreachable
@@ -128,14 +129,32 @@ class LocalService:
     app: FastAPI
 
 
+@contextmanager
+def persistence_app_on(tmp: Path, database: str) -> Iterator[LocalService]:
+    """The persistence service in this process, on ``database``: as ``persistence_on``'s."""
+    with contextlib.ExitStack() as stack:
+        url = f"sqlite:///{tmp / 'chat.db'}"
+        if database == "postgresql":
+            url = stack.enter_context(fresh_postgres_database())
+        env = {"API_KEY": PERSISTENCE_KEY, "DATABASE_URL": url, "LEASE_SECONDS": "2"}
+        app = create_persistence_app(settings_from(PersistenceSettings, env))
+        yield LocalService(stack.enter_context(serve(app, HttpToolsProtocol)), app)
+
+
 @pytest.fixture(scope="module")
 def persistence_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalService]:
-    """The persistence service in this process, on SQLite."""
-    database = tmp_path_factory.mktemp("persistence") / "chat.db"
-    env = {"API_KEY": PERSISTENCE_KEY, "DATABASE_URL": f"sqlite:///{database}", "LEASE_SECONDS": "2"}
-    app = create_persistence_app(settings_from(PersistenceSettings, env))
-    with serve(app) as url:
-        yield LocalService(url, app)
+    with persistence_app_on(tmp_path_factory.mktemp("persistence"), "sqlite") as service:
+        yield service
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def persistence_app_on_both(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalService]:
+    """``persistence_app`` on SQLite, then on PostgreSQL, for a module whose tests must hold on both: it names it
+    its ``persistence_app``."""
+    with persistence_app_on(tmp_path_factory.mktemp("persistence"), request.param) as service:
+        yield service
 
 
 @contextmanager
@@ -149,7 +168,7 @@ def local_gateway(
     if persistence_app is not None:
         transport = httpx.ASGITransport(persistence_app.app, raise_app_exceptions=False)
     app = create_app(settings, persistence_transport=transport)
-    with serve(app) as url:
+    with serve(app, HttpToolsProtocol) as url:
         yield LocalService(url, app)
 
 
