@@ -90,7 +90,11 @@ def serve(app: FastAPI, http: type[asyncio.Protocol] | Literal["auto"] = "auto")
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
-        thread.join(timeout=10)
+        # As long as a stopped service process is waited for: an app still draining (a gateway's answers, for
+        # up to SHUTDOWN_GRACE_SECONDS) must not go on beside the next test, taking the fake upstream's plans.
+        thread.join(timeout=30)
+        if thread.is_alive():
+            raise RuntimeError("test server did not stop within 30 s")
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
