@@ -99,17 +99,20 @@ def test_a_background_response_outlives_its_request_and_is_polled(
     assert "".join(e.delta for e in rest if e.type == "response.output_text.delta") == TEXT[10:]
 
 
+# In a process, as before: in process, in whole runs (never alone), its cancel was seen to answer "completed"
+# after the whole answer, or to leave it in_progress: not understood yet.
+@pytest.mark.slow
 def test_a_background_response_is_cancelled_once(
-    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
+    gateway_process: Service, process_store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     fake_openai.state.plans.append(Plan(delay=0.1))
-    sdk = _sdk(gateway)
+    sdk = _sdk(gateway_process)
     started = sdk.responses.create(model="fake-model", input="Where is Lyon?", background=True)
-    wait_for(lambda: store.get(f"/messages/{_answer_id(started.id)}").json()["content"])
+    wait_for(lambda: process_store.get(f"/messages/{_answer_id(started.id)}").json()["content"])
     cancelled = sdk.responses.cancel(started.id)
     assert cancelled.status == "cancelled"
     assert sdk.responses.cancel(started.id).status == "cancelled"
-    stored = store.get(f"/messages/{_answer_id(started.id)}").json()
+    stored = process_store.get(f"/messages/{_answer_id(started.id)}").json()
     assert (stored["status"], stored["error"]) == ("failed", "cancelled")
     assert stored["content"]
     assert TEXT.startswith(stored["content"])
