@@ -103,7 +103,7 @@ test: lint bench-deps clients browser
 browser:
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 
-# The edit loop: unit and in-process API tests on SQLite (no processes started, no PostgreSQL), in about 30 s.
+# The edit loop: unit and in-process API tests on SQLite (no processes started, no PostgreSQL): every gateway route.
 test-fast: install
 	$(BIN)/pytest -q -m "not slow" -k "not postgresql"
 

@@ -57,14 +57,15 @@ def _log_identity_mode(settings: Settings) -> None:
         )
 
 
-def _persistence_client(settings: Settings) -> PersistenceClient:
+def _persistence_client(settings: Settings, transport: httpx.AsyncBaseTransport | None) -> PersistenceClient:
+    """``transport``: what the calls go through when not the network (``create_app``'s)."""
     http = httpx.AsyncClient(
         base_url=settings.api_base_url,
         headers={"x-api-key": split_keys(settings.api_key)[0]},
         timeout=httpx.Timeout(30.0, connect=5.0),
         # aiohttp under the httpx API: the same client code and errors, without httpcore's pool checks and
         # anyio's cancel scopes (docs/benchmarks.md).
-        transport=AiohttpTransport(limits=httpx.Limits(max_connections=200)),
+        transport=transport or AiohttpTransport(limits=httpx.Limits(max_connections=200)),
         event_hooks={"request": [_pass_request_id]},
     )
     return PersistenceClient(
@@ -79,7 +80,7 @@ def _persistence_client(settings: Settings) -> PersistenceClient:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Clients built, answers recovered while serving; on the way out, running answers saved and released."""
     settings: Settings = app.state.settings
-    persistence = _persistence_client(settings)
+    persistence = _persistence_client(settings, app.state.persistence_transport)
     upstreams = Upstreams.build(settings)
     if not upstreams.configured:
         logger.warning("no upstream key configured: chat calls will answer 503")
@@ -118,7 +119,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await upstreams.close()
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, persistence_transport: httpx.AsyncBaseTransport | None = None
+) -> FastAPI:
+    """The gateway. ``persistence_transport``: what its calls to persistence go through instead of the network
+    (``httpx.ASGITransport`` on a persistence app in the same process: the tests' in-process API tests)."""
     settings = settings or load_settings_or_exit(Settings)
     # Refused before anything is served: uvicorn binds only once the application is built and started.
     if (problem := settings.open_exposure(uvicorn_host(sys.argv, os.environ))) is not None:
@@ -142,6 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses=ERROR_RESPONSES,
     )
     app.state.settings = settings
+    app.state.persistence_transport = persistence_transport
     install_middleware(
         app,
         service="chat_gateway",

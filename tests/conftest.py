@@ -1,9 +1,10 @@
+import asyncio
 import os
 import threading
 import time
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
-from typing import NoReturn
+from typing import Literal, NoReturn
 
 import pytest
 import redis
@@ -72,9 +73,11 @@ def database_url(request, tmp_path_factory) -> Iterator[str]:
 
 
 @contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
-    """Run ``app`` with uvicorn on a free loopback port in a thread; yields its base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
+def serve(app: FastAPI, http: type[asyncio.Protocol] | Literal["auto"] = "auto") -> Iterator[str]:
+    """Run ``app`` with uvicorn on a free loopback port in a thread; yields its base URL. ``http``: uvicorn's
+    protocol class (the services' own, as deployed: ``shared.server.HttpToolsProtocol``)."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", http=http)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -87,7 +90,11 @@ def serve(app: FastAPI) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
-        thread.join(timeout=10)
+        # As long as a stopped service process is waited for: an app still draining (a gateway's answers, for
+        # up to SHUTDOWN_GRACE_SECONDS) must not go on beside the next test, taking the fake upstream's plans.
+        thread.join(timeout=30)
+        if thread.is_alive():
+            raise RuntimeError("test server did not stop within 30 s")
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

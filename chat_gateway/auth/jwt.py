@@ -4,7 +4,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
@@ -67,6 +67,7 @@ class TokenVerifier:
         leeway_seconds: float = 0,
         jwks_refresh_seconds: float = 300,
         jwks_min_refresh_seconds: float = 10,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if (jwks_url is None) == (public_key is None):
             raise ValueError("exactly one of jwks_url and public_key must be given")
@@ -84,6 +85,7 @@ class TokenVerifier:
         self.jwks_min_refresh_seconds = jwks_min_refresh_seconds
         self._public_key = public_key
         self._http = http
+        self._clock = clock  # what the key set's age is measured by (a test's, to age it without waiting)
         self._require = ["exp", "iss", "aud", *(["sub"] if user_claim == "sub" else [])]
         self._keys: jwt.PyJWKSet | None = None
         self._fetched_at = -float("inf")
@@ -127,7 +129,7 @@ class TokenVerifier:
 
     async def _signing_key(self, kid: str | None) -> jwt.PyJWK:
         keys = self._keys
-        now = time.monotonic()
+        now = self._clock()
         if keys is None or now - self._fetched_at >= self.jwks_refresh_seconds:
             keys = await self._refresh(self._attempts, stale_due=keys is not None)
         key = _find(keys, kid)
@@ -143,12 +145,12 @@ class TokenVerifier:
         """The key set, fetched again unless another caller fetched (or failed to) while this one waited."""
         async with self._lock:
             # A scheduled refetch that keeps failing is retried at most once per min interval, not per request.
-            throttled = stale_due and time.monotonic() - self._attempted_at < self.jwks_min_refresh_seconds
+            throttled = stale_due and self._clock() - self._attempted_at < self.jwks_min_refresh_seconds
             if self._attempts == seen and not throttled:
-                self._attempted_at = time.monotonic()
+                self._attempted_at = self._clock()
                 try:
                     self._keys = await self._fetch()
-                    self._fetched_at = time.monotonic()
+                    self._fetched_at = self._clock()
                 except (httpx.HTTPError, ValueError, TypeError, KeyError, jwt.PyJWTError) as exc:  # a broken JWKS too
                     logger.warning("JWKS fetch from %s failed: %r", self.jwks_url, exc)
                 self._attempts += 1  # not when cancelled: then a waiter fetches instead

@@ -9,19 +9,26 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from pydantic_settings import BaseSettings
 
+from chat_gateway.config import Settings as GatewaySettings
+from chat_gateway.main import create_app
+from persistence.config import Settings as PersistenceSettings
+from persistence.main import create_app as create_persistence_app
 from shared import MessageRole, MessageStatus
 from shared.contract import AnswerFinish, MessageDetail
+from shared.server import HttpToolsProtocol
 from testing.processes import Service
 from testing.upstream import create_fake_openai, reset
 from tests.conftest import fresh_postgres_database, serve, unreachable
 
 PERSISTENCE_KEY = "e2e-persistence-key"
+S = TypeVar("S", bound=BaseSettings)
 
 
 def _base_env(tmp: Path) -> dict[str, str]:
@@ -108,10 +115,87 @@ def gateway_env(tmp: Path, persistence_url: str, upstream_url: str | None, **ext
     return env | extra
 
 
+def settings_from(model: type[S], env: dict[str, str]) -> S:
+    """``model`` as a process given only ``env`` would read it (this process's environment left out)."""
+    return model.model_validate({name.lower(): value for name, value in env.items()})
+
+
+@dataclass
+class LocalService:
+    """A service in this process, served by uvicorn in a thread at ``url``: what the API tests that kill, pause
+    or restart nothing run against (a gateway calls a ``persistence_app``'s ``app`` through an ASGI transport)."""
+
+    url: str
+    app: FastAPI
+
+
+@contextmanager
+def persistence_app_on(tmp: Path, database: str) -> Iterator[LocalService]:
+    """The persistence service in this process, on ``database``: as ``persistence_on``'s."""
+    with contextlib.ExitStack() as stack:
+        url = f"sqlite:///{tmp / 'chat.db'}"
+        if database == "postgresql":
+            url = stack.enter_context(fresh_postgres_database())
+        env = {"API_KEY": PERSISTENCE_KEY, "DATABASE_URL": url, "LEASE_SECONDS": "2"}
+        app = create_persistence_app(settings_from(PersistenceSettings, env))
+        yield LocalService(stack.enter_context(serve(app, HttpToolsProtocol)), app)
+
+
+@pytest.fixture(scope="module")
+def persistence_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalService]:
+    with persistence_app_on(tmp_path_factory.mktemp("persistence"), "sqlite") as service:
+        yield service
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def persistence_app_on_both(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalService]:
+    """``persistence_app`` on SQLite, then on PostgreSQL, for a module whose tests must hold on both: it names it
+    its ``persistence_app``."""
+    with persistence_app_on(tmp_path_factory.mktemp("persistence"), request.param) as service:
+        yield service
+
+
+@contextmanager
+def local_gateway(
+    tmp: Path, persistence_app: LocalService | None, upstream_url: str | None, **extra: str
+) -> Iterator[LocalService]:
+    """A gateway in this process, set as ``gateway_env`` sets a process's; without ``persistence_app``, it calls
+    ``API_BASE_URL`` (in ``extra``) over the network."""
+    settings = settings_from(GatewaySettings, gateway_env(tmp, "http://persistence", upstream_url, **extra))
+    transport = None
+    if persistence_app is not None:
+        transport = httpx.ASGITransport(persistence_app.app, raise_app_exceptions=False)
+    app = create_app(settings, persistence_transport=transport)
+    with serve(app, HttpToolsProtocol) as url:
+        yield LocalService(url, app)
+
+
 @pytest.fixture
-def gateway(
+def gateway(tmp_path: Path, persistence_app: LocalService, fake_openai_url: str) -> Iterator[LocalService]:
+    """A gateway of its own for the test, in this process, on the module's ``persistence_app``."""
+    with local_gateway(tmp_path, persistence_app, fake_openai_url) as gateway:
+        yield gateway
+
+
+@pytest.fixture
+def store(persistence_app: LocalService) -> Iterator[httpx.Client]:
+    """Reads what the in-process persistence service stored (``gateway``'s)."""
+    with _reader(persistence_app.url) as client:
+        yield client
+
+
+def _reader(url: str) -> httpx.Client:
+    return httpx.Client(base_url=url, headers={"x-api-key": PERSISTENCE_KEY}, timeout=30)
+
+
+@pytest.fixture
+def gateway_process(
     tmp_path: Path, persistence: Service, _fake_openai_server: tuple[FastAPI, str], fake_openai: FastAPI
 ) -> Iterator[Service]:
+    """A gateway in a process of its own, on the ``persistence`` process: for a test that kills, pauses or
+    restarts one of them."""
     _, upstream = _fake_openai_server
     env = gateway_env(tmp_path, persistence.url, upstream)
     service = Service.uvicorn("chat_gateway.main:create_app", env, tmp_path / "gateway.log").start()
@@ -120,9 +204,9 @@ def gateway(
 
 
 @pytest.fixture
-def store(persistence: Service) -> Iterator[httpx.Client]:
-    """Reads what the persistence service stored."""
-    with httpx.Client(base_url=persistence.url, headers={"x-api-key": PERSISTENCE_KEY}, timeout=30) as client:
+def process_store(persistence: Service) -> Iterator[httpx.Client]:
+    """Reads what the ``persistence`` process stored."""
+    with _reader(persistence.url) as client:
         yield client
 
 

@@ -30,14 +30,23 @@ from fastapi import FastAPI
 from testing.chunks import tokens
 from testing.processes import Service
 from testing.upstream import MODEL, TEXT, Plan
-from tests.chat_gateway.conftest import Event, gateway_env, read_finished, read_message, sse_events, wait_for
+from tests.chat_gateway.conftest import (
+    Event,
+    LocalService,
+    gateway_env,
+    local_gateway,
+    read_finished,
+    read_message,
+    sse_events,
+    wait_for,
+)
 from tests.conftest import redis_url_or_skip
-
-pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
 
 
 @contextmanager
-def streaming_chat(gateway: Service, deltas: int = 1, **fields: object) -> Iterator[tuple[str, Iterator[Event]]]:
+def streaming_chat(
+    gateway: LocalService | Service, deltas: int = 1, **fields: object
+) -> Iterator[tuple[str, Iterator[Event]]]:
     """A streamed chat, once its first ``deltas`` deltas have arrived: its answer's id and the rest of the events."""
     body = {"message": "hi", "stream": True, **fields}
     with httpx.stream("POST", f"{gateway.url}/chat", json=body, timeout=30) as response:
@@ -48,7 +57,7 @@ def streaming_chat(gateway: Service, deltas: int = 1, **fields: object) -> Itera
         yield message_id, events
 
 
-def test_json_chat_stores_question_and_answer(gateway: Service, store: httpx.Client, fake_openai: FastAPI) -> None:
+def test_json_chat_stores_question_and_answer(gateway: LocalService, store: httpx.Client, fake_openai: FastAPI) -> None:
     context = {"documents": [{"text": "Lyon is in France."}]}
     response = httpx.post(f"{gateway.url}/chat", json={"message": "Tell me about Lyon", "context": context}, timeout=30)
     assert response.status_code == 200, response.text
@@ -69,7 +78,7 @@ def test_json_chat_stores_question_and_answer(gateway: Service, store: httpx.Cli
 
 
 def test_streamed_chat_and_history_of_a_second_turn(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     with httpx.stream("POST", f"{gateway.url}/chat", json={"message": "hi", "stream": True}, timeout=30) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -98,7 +107,7 @@ def test_streamed_chat_and_history_of_a_second_turn(
 
 
 def test_disconnect_then_reattach_with_last_event_id(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     fake_openai.state.plans.append(Plan(delay=0.02))
     seen, last_id, message_id = "", "0", ""
@@ -125,7 +134,7 @@ def test_disconnect_then_reattach_with_last_event_id(
 
 
 def test_upstream_drop_is_continued_without_repeating_text(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     drop_at = random.randint(1, len(tokens(TEXT)) - 8)
     fake_openai.state.plans.extend([Plan(drop_after=drop_at), Plan(drop_after=3)])  # dropped twice
@@ -146,7 +155,7 @@ TABLE = "| city | river |\n|---|---|\n" + "| Lyon | Rhone |\n" * 6
 
 @pytest.mark.parametrize("drop_after", [1, 5, 14, 20])
 def test_an_answer_of_identical_rows_survives_a_drop_whole_with_an_exact_upstream(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI, drop_after: int
+    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI, drop_after: int
 ) -> None:
     """Unpaced: the join cuts nothing, so a repeated row is never taken for a repeat of the upstream's."""
     fake_openai.state.text = TABLE
@@ -160,7 +169,7 @@ def test_an_answer_of_identical_rows_survives_a_drop_whole_with_an_exact_upstrea
 @pytest.mark.parametrize(("text", "brackets"), [(TEXT, False), (TABLE, False), (TEXT, True)])
 def test_a_restarting_upstream_repeats_the_words_it_is_asked_for_and_only_they_are_cut(
     tmp_path: Path,
-    persistence: Service,
+    persistence_app: LocalService,
     store: httpx.Client,
     fake_openai: FastAPI,
     fake_openai_url: str,
@@ -168,15 +177,12 @@ def test_a_restarting_upstream_repeats_the_words_it_is_asked_for_and_only_they_a
     brackets: bool,
 ) -> None:
     """``brackets``: the model repeats them too, "[[...]]" (issue 37): the repeat goes with them."""
-    env = gateway_env(tmp_path, persistence.url, fake_openai_url, UPSTREAM_CONTINUATION="restart")
-    restarting = Service.uvicorn("chat_gateway.main:create_app", env, tmp_path / "restart.log").start()
     fake_openai.state.text = text
     restart = Plan(restart=True, echo_brackets=brackets)
     fake_openai.state.plans.extend([Plan(drop_after=9), replace(restart, drop_after=4), restart])
-    try:
+    settings = {"UPSTREAM_CONTINUATION": "restart"}
+    with local_gateway(tmp_path, persistence_app, fake_openai_url, **settings) as restarting:
         body = httpx.post(f"{restarting.url}/chat", json={"message": "hi"}, timeout=30).json()
-    finally:
-        restarting.kill(signal.SIGTERM)
     assert body["response"] == text
     assert read_message(store, body["message_id"])["content"] == text
     instruction = str(fake_openai.state.requests[1]["messages"][-2]["content"])
@@ -184,18 +190,19 @@ def test_a_restarting_upstream_repeats_the_words_it_is_asked_for_and_only_they_a
 
 
 def test_a_vllm_upstream_is_known_at_start_up_and_continues_the_answer_with_its_flags(
-    tmp_path: Path, persistence: Service, store: httpx.Client, fake_openai: FastAPI, fake_openai_url: str
+    tmp_path: Path,
+    persistence_app: LocalService,
+    store: httpx.Client,
+    fake_openai: FastAPI,
+    fake_openai_url: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Asked without continue_final_message, the fake vLLM (as vLLM does) starts a new answer after the cut text:
     only the flags the gateway chose at start-up, from /version and its models, make the join whole."""
     fake_openai.state.server, fake_openai.state.models = "vllm", [MODEL]
-    env = gateway_env(tmp_path, persistence.url, fake_openai_url)  # UPSTREAM_CONTINUATION: auto
-    vllm = Service.uvicorn("chat_gateway.main:create_app", env, tmp_path / "vllm.log").start()
     fake_openai.state.plans.extend([Plan(drop_after=9), Plan(drop_after=4)])
-    try:
+    with local_gateway(tmp_path, persistence_app, fake_openai_url) as vllm:  # UPSTREAM_CONTINUATION: auto
         body = httpx.post(f"{vllm.url}/chat", json={"message": "hi"}, timeout=30).json()
-    finally:
-        vllm.kill(signal.SIGTERM)
     assert (body["status"], body["response"]) == ("complete", TEXT)
     assert read_message(store, body["message_id"])["content"] == TEXT
     first, *continued = fake_openai.state.requests
@@ -204,11 +211,13 @@ def test_a_vllm_upstream_is_known_at_start_up_and_continues_the_answer_with_its_
     for request in continued:
         assert (request["continue_final_message"], request["add_generation_prompt"]) == (True, False)
         assert request["messages"][-1]["role"] == "assistant"
-    said = (tmp_path / "vllm.log").read_text()
+    said = [record.getMessage() for record in caplog.records]
     assert said.count("upstream default continuation vllm: vLLM 0.0.0-fake at /version") == 1
 
 
-def test_rate_limit_with_retry_after_is_retried(gateway: Service, store: httpx.Client, fake_openai: FastAPI) -> None:
+def test_rate_limit_with_retry_after_is_retried(
+    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
+) -> None:
     fake_openai.state.plans.extend([Plan(status=429, retry_after="1"), Plan(status=503)])
     body = httpx.post(f"{gateway.url}/chat", json={"message": "hi"}, timeout=30).json()
     assert body["response"] == TEXT
@@ -216,7 +225,7 @@ def test_rate_limit_with_retry_after_is_retried(gateway: Service, store: httpx.C
 
 
 def test_client_error_is_not_retried_and_fails_the_answer(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     fake_openai.state.plans.append(Plan(status=400))
     response = httpx.post(f"{gateway.url}/chat", json={"message": "hi"}, timeout=30)
@@ -229,7 +238,7 @@ def test_client_error_is_not_retried_and_fails_the_answer(
 
 
 def test_resume_after_failure_continues_the_partial_answer(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     # Paced: a drop straight after the sixth token could reset the connection before the gateway read any
     # of them (then nothing is relayed or stored, rightly, but there is no partial answer to resume).
@@ -250,7 +259,7 @@ def test_resume_after_failure_continues_the_partial_answer(
 
 
 def test_an_upstream_error_message_with_a_nul_is_stored_with_the_partial_answer(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     """The error is stored as text can be (U+FFFD), not refused, which lost the partial answer with it."""
     fake_openai.state.plans.extend([Plan(drop_after=6), Plan(status=401, message="bad\x00key")])
@@ -261,7 +270,7 @@ def test_an_upstream_error_message_with_a_nul_is_stored_with_the_partial_answer(
 
 
 def test_two_concurrent_resumes_start_one_generation(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     fake_openai.state.plans.extend([Plan(drop_after=4), Plan(status=401), Plan(delay=0.01)])
     failed = httpx.post(f"{gateway.url}/chat", json={"message": "hi"}, timeout=30).json()
@@ -279,7 +288,7 @@ def test_two_concurrent_resumes_start_one_generation(
 
 
 def test_cancel_keeps_the_partial_text_and_can_be_resumed(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     fake_openai.state.plans.append(Plan(delay=0.05))
     with streaming_chat(gateway) as (message_id, events):
@@ -299,7 +308,7 @@ def test_cancel_keeps_the_partial_text_and_can_be_resumed(
 
 
 def test_deleting_the_session_mid_answer_stops_its_generation(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     fake_openai.state.plans.append(Plan(delay=0.1))  # about 4.5 s for the whole answer
     with streaming_chat(gateway) as (message_id, events):
@@ -316,7 +325,7 @@ def test_deleting_the_session_mid_answer_stops_its_generation(
 
 
 def test_idempotent_retry_attaches_to_the_same_answer(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     fake_openai.state.plans.append(Plan(delay=0.01))
     headers = {"idempotency-key": "retry-me-1"}
@@ -335,25 +344,27 @@ def test_idempotent_retry_attaches_to_the_same_answer(
     assert other.status_code == 409
 
 
+@pytest.mark.slow  # kills a gateway process
 def test_gateway_killed_mid_stream_is_recovered_by_the_next_one(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    gateway_process: Service, process_store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     fake_openai.state.plans.extend([Plan(delay=0.05), Plan(delay=0.01)])
     options = {"temperature": 0.3, "seed": 11}
-    with streaming_chat(gateway, deltas=8, options=options) as (message_id, _):
-        wait_for(lambda: read_message(store, message_id)["content"])
-        gateway.kill(signal.SIGKILL)
-    assert read_message(store, message_id)["status"] == "in_progress"
-    gateway.start()  # a new instance: it finds the orphan once its lease expires
-    final = read_finished(store, message_id)
+    with streaming_chat(gateway_process, deltas=8, options=options) as (message_id, _):
+        wait_for(lambda: read_message(process_store, message_id)["content"])
+        gateway_process.kill(signal.SIGKILL)
+    assert read_message(process_store, message_id)["status"] == "in_progress"
+    gateway_process.start()  # a new instance: it finds the orphan once its lease expires
+    final = read_finished(process_store, message_id)
     assert (final["content"], final["status"], final["attempts"]) == (TEXT, "complete", 2)
     recovery = fake_openai.state.requests[-1]
     assert recovery["messages"][-1]["role"] == "assistant"  # a continuation, with the answer's options
     assert (recovery["temperature"], recovery["seed"]) == (0.3, 11)
 
 
+@pytest.mark.slow  # kills a gateway process
 def test_a_gateway_restarted_under_the_same_instance_id_takes_its_answers_back_at_once(
-    tmp_path: Path, persistence: Service, store: httpx.Client, fake_openai: FastAPI, fake_openai_url: str
+    tmp_path: Path, persistence: Service, process_store: httpx.Client, fake_openai: FastAPI, fake_openai_url: str
 ) -> None:
     """Its leases are long and its scans rare: it does not wait for either to take back what it held."""
     fake_openai.state.plans.extend([Plan(delay=0.05), Plan()])
@@ -362,11 +373,11 @@ def test_a_gateway_restarted_under_the_same_instance_id_takes_its_answers_back_a
     gateway = Service.uvicorn("chat_gateway.main:create_app", env, tmp_path / "a.log").start()
     try:
         with streaming_chat(gateway, deltas=8) as (message_id, _):
-            wait_for(lambda: read_message(store, message_id)["content"])
+            wait_for(lambda: read_message(process_store, message_id)["content"])
             gateway.kill(signal.SIGKILL)
         restarted = time.monotonic()
         gateway.start()
-        final = read_finished(store, message_id)
+        final = read_finished(process_store, message_id)
     finally:
         gateway.kill(signal.SIGTERM)
     assert time.monotonic() - restarted < 10
@@ -374,8 +385,9 @@ def test_a_gateway_restarted_under_the_same_instance_id_takes_its_answers_back_a
     assert fake_openai.state.requests[-1]["messages"][-1]["role"] == "assistant"  # continued, not regenerated
 
 
+@pytest.mark.slow  # kills a gateway process
 def test_an_openai_call_whose_gateway_died_is_continued_from_the_clients_own_prompt(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    gateway_process: Service, process_store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     """The session's stored history holds only the new turn; the recovering gateway uses what the client sent."""
     fake_openai.state.plans.extend([Plan(delay=0.05), Plan(delay=0.01)])
@@ -386,30 +398,33 @@ def test_an_openai_call_whose_gateway_died_is_continued_from_the_clients_own_pro
         {"role": "user", "content": "Tell me more."},
     ]
     body = {"model": "fake-model", "stream": True, "messages": messages, "temperature": 0.5}
-    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body, timeout=30) as response:
+    with httpx.stream("POST", f"{gateway_process.url}/v1/chat/completions", json=body, timeout=30) as response:
         lines = (line for line in response.iter_lines() if line.startswith("data: {"))
         message_id = uuid.UUID(json.loads(next(lines)[6:])["id"].removeprefix("chatcmpl-"))
         for _ in range(8):
             next(lines)
-        wait_for(lambda: read_message(store, str(message_id))["content"])
-        gateway.kill(signal.SIGKILL)
-    gateway.start()
-    final = read_finished(store, str(message_id))
+        wait_for(lambda: read_message(process_store, str(message_id))["content"])
+        gateway_process.kill(signal.SIGKILL)
+    gateway_process.start()
+    final = read_finished(process_store, str(message_id))
     assert (final["content"], final["status"], final["attempts"]) == (TEXT, "complete", 2)
     recovery = fake_openai.state.requests[-1]
     assert recovery["messages"][:4] == messages
     assert [m["role"] for m in recovery["messages"][4:]] == ["assistant"]  # continue this partial answer
     assert recovery["temperature"] == 0.5
-    stored = store.get(f"/sessions/{final['session_id']}/messages").json()["items"]
+    stored = process_store.get(f"/sessions/{final['session_id']}/messages").json()["items"]
     assert [(m["role"], m["content"]) for m in stored] == [("user", "Tell me more."), ("assistant", TEXT)]
 
 
+@pytest.mark.slow  # kills the persistence process
 def test_persistence_restarted_mid_stream_loses_nothing(
-    gateway: Service, persistence: Service, store: httpx.Client, fake_openai: FastAPI
+    gateway_process: Service, persistence: Service, process_store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     fake_openai.state.plans.append(Plan(delay=0.03))
     text, restarter = "", threading.Timer(0.5, persistence.start)
-    with httpx.stream("POST", f"{gateway.url}/chat", json={"message": "hi", "stream": True}, timeout=60) as response:
+    with httpx.stream(
+        "POST", f"{gateway_process.url}/chat", json={"message": "hi", "stream": True}, timeout=60
+    ) as response:
         events = sse_events(response)
         message_id = next(events).data["message_id"]
         for event in events:
@@ -422,19 +437,15 @@ def test_persistence_restarted_mid_stream_loses_nothing(
                 assert event.event == "done", event.data
     restarter.join()
     assert text == TEXT
-    assert read_finished(store, message_id)["content"] == TEXT
+    assert read_finished(process_store, message_id)["content"] == TEXT
 
 
-def test_without_upstream_key_chat_is_503_with_how_to(tmp_path: Path, persistence: Service) -> None:
-    env = gateway_env(tmp_path, persistence.url, None)
-    service = Service.uvicorn("chat_gateway.main:create_app", env, tmp_path / "gateway.log").start()
-    try:
+def test_without_upstream_key_chat_is_503_with_how_to(tmp_path: Path, persistence_app: LocalService) -> None:
+    with local_gateway(tmp_path, persistence_app, None) as service:
         response = httpx.post(f"{service.url}/chat", json={"message": "hi"}, timeout=30)
         assert response.status_code == 503
         assert "OPENAI_API_KEY" in response.json()["detail"]
         assert httpx.get(f"{service.url}/health/ready").status_code == 200
-    finally:
-        service.kill(signal.SIGTERM)
 
 
 @contextmanager
@@ -466,9 +477,8 @@ def test_an_openai_call_is_sent_upstream_while_its_turn_is_stored_and_dropped_if
     fake.state.plans.append(Plan(delay=0.05))  # a long answer: still streaming when dropped
     body = {"model": "fake-model", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
     with _hanging_up_server(after=0.3) as broken:
-        env = gateway_env(tmp_path, broken, upstream, PERSISTENCE_RETRY_ATTEMPTS="2", TURN_SETTLE_SECONDS="1")
-        service = Service.uvicorn("chat_gateway.main:create_app", env, tmp_path / "gateway.log").start()
-        try:
+        settings = {"API_BASE_URL": broken, "PERSISTENCE_RETRY_ATTEMPTS": "2", "TURN_SETTLE_SECONDS": "1"}
+        with local_gateway(tmp_path, None, upstream, **settings) as service:
             response = httpx.post(f"{service.url}/v1/chat/completions", json=body, timeout=30)
             assert response.status_code == 503, response.text
             assert response.json()["error"]["code"] == "persistence_unavailable"
@@ -479,12 +489,10 @@ def test_an_openai_call_is_sent_upstream_while_its_turn_is_stored_and_dropped_if
             retry = httpx.post(f"{service.url}/v1/chat/completions", json=body, headers=headers, timeout=30)
             assert retry.status_code == 503
             assert len(fake.state.requests) == 1
-        finally:
-            service.kill(signal.SIGTERM)
 
 
 def test_lease_is_renewed_while_the_upstream_is_silent(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     fake_openai.state.plans.append(Plan(stall=4.0))  # far longer than the 1.5 s lease
     with ThreadPoolExecutor(1) as pool:
@@ -511,23 +519,20 @@ def _in_progress(store: httpx.Client) -> str | None:
 
 
 def test_partial_text_is_written_in_batches_with_an_answer_log(
-    tmp_path: Path, persistence: Service, store: httpx.Client, fake_openai: FastAPI, fake_openai_url: str
+    tmp_path: Path, persistence_app: LocalService, store: httpx.Client, fake_openai: FastAPI, fake_openai_url: str
 ) -> None:
     """The log makes each chunk durable before it is shown; persistence receives batches."""
     fake_openai.state.plans.append(Plan(delay=0.01))
-    env = gateway_env(tmp_path, persistence.url, fake_openai_url, ANSWER_LOG_URL=redis_url_or_skip())
-    logging = Service.uvicorn("chat_gateway.main:create_app", env, tmp_path / "logging.log").start()
-    try:
+    log = redis_url_or_skip()
+    with local_gateway(tmp_path, persistence_app, fake_openai_url, ANSWER_LOG_URL=log) as logging:
         body = httpx.post(f"{logging.url}/chat", json={"message": "hi"}, timeout=30).json()
-    finally:
-        logging.kill(signal.SIGTERM)
     final = read_message(store, body["message_id"])
     writes = final["version"] - 3  # minus the create, the claim and the final status
     assert 1 <= writes <= len(tokens(TEXT)) // 2, writes
 
 
 def test_without_an_answer_log_each_write_follows_the_last(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     """Persistence makes text durable: a write as soon as the one before returned, so at most one per chunk."""
     fake_openai.state.plans.append(Plan(delay=0.01))
@@ -537,49 +542,52 @@ def test_without_an_answer_log_each_write_follows_the_last(
     assert 1 <= final["version"] - 3 <= len(tokens(TEXT))
 
 
+@pytest.mark.slow  # stops a gateway process
 def test_stopped_gateway_finishes_answers_within_its_grace_period(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    gateway_process: Service, process_store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     fake_openai.state.plans.append(Plan(delay=0.03))
-    with streaming_chat(gateway) as (message_id, _):
-        gateway.kill(signal.SIGTERM)  # returns once the process has exited
-    final = read_message(store, message_id)
+    with streaming_chat(gateway_process) as (message_id, _):
+        gateway_process.kill(signal.SIGTERM)  # returns once the process has exited
+    final = read_message(process_store, message_id)
     assert (final["content"], final["status"], final["attempts"]) == (TEXT, "complete", 1)
 
 
+@pytest.mark.slow  # stops a gateway process
 def test_stopped_gateway_releases_what_outlives_the_grace_period(
-    tmp_path: Path, gateway: Service, persistence: Service, store: httpx.Client, fake_openai: FastAPI
+    tmp_path: Path, gateway_process: Service, persistence: Service, process_store: httpx.Client, fake_openai: FastAPI
 ) -> None:
-    gateway.kill(signal.SIGTERM)
-    gateway.env["SHUTDOWN_GRACE_SECONDS"] = "0.3"
-    gateway.start()
+    gateway_process.kill(signal.SIGTERM)
+    gateway_process.env["SHUTDOWN_GRACE_SECONDS"] = "0.3"
+    gateway_process.start()
     fake_openai.state.plans.extend([Plan(delay=0.1), Plan()])
-    with streaming_chat(gateway) as (message_id, _):
-        gateway.kill(signal.SIGTERM)
-    released = read_message(store, message_id)
+    with streaming_chat(gateway_process) as (message_id, _):
+        gateway_process.kill(signal.SIGTERM)
+    released = read_message(process_store, message_id)
     assert released["status"] == "in_progress"
     assert released["content"]
-    assert message_id in {m["id"] for m in store.get("/messages/stale").json()}  # no wait for the lease
-    upstream = gateway.env["OPENAI_BASE_URL"].removesuffix("/v1")
+    assert message_id in {m["id"] for m in process_store.get("/messages/stale").json()}  # no wait for the lease
+    upstream = gateway_process.env["OPENAI_BASE_URL"].removesuffix("/v1")
     env = gateway_env(tmp_path, persistence.url, upstream)
     other = Service.uvicorn("chat_gateway.main:create_app", env, tmp_path / "other.log").start()
     try:
-        final = read_finished(store, message_id)
+        final = read_finished(process_store, message_id)
     finally:
         other.kill(signal.SIGTERM)
     assert (final["content"], final["status"], final["attempts"]) == (TEXT, "complete", 2)
 
 
+@pytest.mark.slow  # kills a gateway process
 def test_recovery_can_mark_orphans_failed_instead(
-    tmp_path: Path, gateway: Service, persistence: Service, store: httpx.Client, fake_openai: FastAPI
+    tmp_path: Path, gateway_process: Service, persistence: Service, process_store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     fake_openai.state.plans.append(Plan(delay=0.05))
-    with streaming_chat(gateway) as (message_id, _):
-        wait_for(lambda: read_message(store, message_id)["content"])
-        gateway.kill(signal.SIGKILL)
-    gateway.env["RECOVERY_MODE"] = "fail"
-    gateway.start()
-    final = read_finished(store, message_id)
+    with streaming_chat(gateway_process) as (message_id, _):
+        wait_for(lambda: read_message(process_store, message_id)["content"])
+        gateway_process.kill(signal.SIGKILL)
+    gateway_process.env["RECOVERY_MODE"] = "fail"
+    gateway_process.start()
+    final = read_finished(process_store, message_id)
     assert final["status"] == "failed"
     assert final["error"].startswith("abandoned")
     assert final["content"]
@@ -587,18 +595,21 @@ def test_recovery_can_mark_orphans_failed_instead(
 
 
 def test_reattach_through_another_gateway_follows_the_answer(
-    tmp_path: Path, gateway: Service, persistence: Service, store: httpx.Client, fake_openai: FastAPI
+    tmp_path: Path,
+    gateway: LocalService,
+    persistence_app: LocalService,
+    store: httpx.Client,
+    fake_openai: FastAPI,
+    fake_openai_url: str,
 ) -> None:
     fake_openai.state.plans.append(Plan(delay=0.03))
-    env = gateway_env(tmp_path, persistence.url, gateway.env["OPENAI_BASE_URL"].removesuffix("/v1"))
-    other = Service.uvicorn("chat_gateway.main:create_app", env, tmp_path / "other.log").start()
-    try:
-        with streaming_chat(gateway, deltas=2) as (message_id, _):
-            url = f"{other.url}/chat/messages/{message_id}/stream"
-            with httpx.stream("GET", url, params={"offset": 0}, timeout=30) as response:
-                events = list(sse_events(response))
-    finally:
-        other.kill(signal.SIGTERM)
+    with (
+        local_gateway(tmp_path, persistence_app, fake_openai_url) as other,
+        streaming_chat(gateway, deltas=2) as (message_id, _),
+    ):
+        url = f"{other.url}/chat/messages/{message_id}/stream"
+        with httpx.stream("GET", url, params={"offset": 0}, timeout=30) as response:
+            events = list(sse_events(response))
     assert "".join(e.data["text"] for e in events if e.event == "delta") == TEXT
     assert events[-1].event == "done"
     final = read_message(store, message_id)
@@ -606,32 +617,28 @@ def test_reattach_through_another_gateway_follows_the_answer(
 
 
 def test_reattach_through_another_gateway_from_text_not_yet_saved_waits_for_it(
-    tmp_path: Path, gateway: Service, persistence: Service, store: httpx.Client, fake_openai: FastAPI
+    tmp_path: Path,
+    gateway: LocalService,
+    persistence_app: LocalService,
+    store: httpx.Client,
+    fake_openai: FastAPI,
+    fake_openai_url: str,
 ) -> None:
     """The client saw text the first gateway had logged but not yet saved to persistence (which it does every
     30 s): the other gateway waits for that text to be saved, then goes on from the client's offset, instead of
     ending the stream in error."""
     fake_openai.state.plans.append(Plan(delay=0.03))
-    upstream = gateway.env["OPENAI_BASE_URL"].removesuffix("/v1")
-    env = gateway_env(
-        tmp_path,
-        persistence.url,
-        upstream,
-        ANSWER_LOG_URL=redis_url_or_skip(),
-        FLUSH_INTERVAL_SECONDS="30",
-        FLUSH_BYTES="100000",
-    )
-    saving_late = Service.uvicorn("chat_gateway.main:create_app", env, tmp_path / "late.log").start()
-    try:
-        with streaming_chat(saving_late, deltas=12) as (message_id, first):
-            seen = int(next(e for e in first if e.event == "delta").id or 0)
-            assert len(read_message(store, message_id)["content"]) < seen
-            url = f"{gateway.url}/chat/messages/{message_id}/stream"
-            with httpx.stream("GET", url, headers={"last-event-id": str(seen)}, timeout=30) as response:
-                assert response.status_code == 200
-                events = list(sse_events(response))
-    finally:
-        saving_late.kill(signal.SIGTERM)
+    late = {"ANSWER_LOG_URL": redis_url_or_skip(), "FLUSH_INTERVAL_SECONDS": "30", "FLUSH_BYTES": "100000"}
+    with (
+        local_gateway(tmp_path, persistence_app, fake_openai_url, **late) as saving_late,
+        streaming_chat(saving_late, deltas=12) as (message_id, first),
+    ):
+        seen = int(next(e for e in first if e.event == "delta").id or 0)
+        assert len(read_message(store, message_id)["content"]) < seen
+        url = f"{gateway.url}/chat/messages/{message_id}/stream"
+        with httpx.stream("GET", url, headers={"last-event-id": str(seen)}, timeout=30) as response:
+            assert response.status_code == 200
+            events = list(sse_events(response))
     assert "".join(e.data["text"] for e in events if e.event == "delta") == TEXT[seen:]
     assert events[-1].event == "done"
     # Past the end of an answer that has ended: refused before any stream starts.
@@ -642,15 +649,18 @@ def test_reattach_through_another_gateway_from_text_not_yet_saved_waits_for_it(
 
 
 def test_a_forged_last_event_id_past_the_end_is_answered_alike_by_every_gateway(
-    tmp_path: Path, gateway: Service, persistence: Service, store: httpx.Client, fake_openai: FastAPI
+    tmp_path: Path,
+    gateway: LocalService,
+    persistence_app: LocalService,
+    store: httpx.Client,
+    fake_openai: FastAPI,
+    fake_openai_url: str,
 ) -> None:
     """While the answer runs: followed until it ends, then an error (never done); once ended: a 409 up front."""
     fake_openai.state.plans.append(Plan(delay=0.02))
-    env = gateway_env(tmp_path, persistence.url, gateway.env["OPENAI_BASE_URL"].removesuffix("/v1"))
-    other = Service.uvicorn("chat_gateway.main:create_app", env, tmp_path / "other.log").start()
     forged = {"last-event-id": str(2**30)}
 
-    def ending(through: Service, message_id: str) -> tuple[str, dict]:
+    def ending(through: LocalService, message_id: str) -> tuple[str, dict]:
         url = f"{through.url}/chat/messages/{message_id}/stream"
         with httpx.stream("GET", url, headers=forged, timeout=30) as response:
             assert response.status_code == 200
@@ -658,42 +668,41 @@ def test_a_forged_last_event_id_past_the_end_is_answered_alike_by_every_gateway(
         assert [e.event for e in events if e.event != "start"] == [events[-1].event]  # no text, just the ending
         return events[-1].event, events[-1].data
 
-    try:
+    with local_gateway(tmp_path, persistence_app, fake_openai_url) as other:
         with streaming_chat(gateway) as (message_id, _), ThreadPoolExecutor(2) as pool:
             endings = list(pool.map(ending, (gateway, other), (message_id, message_id)))
         for through in (gateway, other):
             refused = httpx.get(f"{through.url}/chat/messages/{message_id}/stream", headers=forged, timeout=30)
             assert (refused.status_code, refused.json()["code"]) == (409, "offset_mismatch")
-    finally:
-        other.kill(signal.SIGTERM)
     expected = {"status": "complete", "error": f"the answer ended at {len(TEXT)}, before offset {2**30}"}
     assert endings == [("error", expected), ("error", expected)]
     assert read_finished(store, message_id)["content"] == TEXT
 
 
+@pytest.mark.slow  # pauses a gateway process
 def test_a_gateway_paused_past_its_lease_never_shows_its_client_text_that_is_not_the_answer(
-    tmp_path: Path, gateway: Service, persistence: Service, store: httpx.Client, fake_openai: FastAPI
+    tmp_path: Path, gateway_process: Service, persistence: Service, process_store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     """Frozen (SIGSTOP) longer than its lease, the gateway loses the answer to another, which ends it its own
     way; woken, it relays nothing unconfirmed: its client sees the stored answer, or a prefix of it and where to
     reattach from, and reattaching from there gives exactly the rest."""
     ending = " -- and then the other gateway ended it its own way."
     fake_openai.state.plans.extend([Plan(delay=0.05), Plan(continue_with=ending)])
-    env = gateway_env(tmp_path, persistence.url, gateway.env["OPENAI_BASE_URL"].removesuffix("/v1"))
+    env = gateway_env(tmp_path, persistence.url, gateway_process.env["OPENAI_BASE_URL"].removesuffix("/v1"))
     other = Service.uvicorn("chat_gateway.main:create_app", env, tmp_path / "other.log").start()
-    assert gateway.process is not None
+    assert gateway_process.process is not None
     seen: list[str] = []
     try:
         body = {"message": "hi", "stream": True}
-        with httpx.stream("POST", f"{gateway.url}/chat", json=body, timeout=30) as response:
+        with httpx.stream("POST", f"{gateway_process.url}/chat", json=body, timeout=30) as response:
             events = sse_events(response)
             message_id = next(events).data["message_id"]
             seen += [e.data["text"] for e in itertools.islice((e for e in events if e.event == "delta"), 5)]
-            gateway.process.send_signal(signal.SIGSTOP)
+            gateway_process.process.send_signal(signal.SIGSTOP)
             try:
-                stored = read_finished(store, message_id)["content"]
+                stored = read_finished(process_store, message_id)["content"]
             finally:
-                gateway.process.send_signal(signal.SIGCONT)
+                gateway_process.process.send_signal(signal.SIGCONT)
             rest = list(events)
     finally:
         other.kill(signal.SIGTERM)
@@ -707,28 +716,33 @@ def test_a_gateway_paused_past_its_lease_never_shows_its_client_text_that_is_not
     assert reattach is not None, rest[-1].data
     at = int(reattach.group(1))
     assert client_text[:at] == stored[:at]
-    with httpx.stream("GET", f"{gateway.url}/chat/messages/{message_id}/stream", params={"offset": at}) as response:
+    with httpx.stream(
+        "GET", f"{gateway_process.url}/chat/messages/{message_id}/stream", params={"offset": at}
+    ) as response:
         tail = "".join(e.data["text"] for e in sse_events(response) if e.event == "delta")
     assert client_text[:at] + tail == stored
 
 
+@pytest.mark.slow  # reads the persistence process's log
 def test_request_id_follows_a_chat_into_persistence_and_metrics_count_it(
-    gateway: Service, persistence: Service, fake_openai: FastAPI
+    gateway_process: Service, persistence: Service, fake_openai: FastAPI
 ) -> None:
-    response = httpx.post(f"{gateway.url}/chat", json={"message": "hi"}, headers={"x-request-id": "chat-7"}, timeout=30)
+    response = httpx.post(
+        f"{gateway_process.url}/chat", json={"message": "hi"}, headers={"x-request-id": "chat-7"}, timeout=30
+    )
     assert response.headers["x-request-id"] == "chat-7"
     logged = [json.loads(line) for line in persistence.output().splitlines() if line.startswith("{")]
     paths = {entry["path"] for entry in logged if entry.get("request_id") == "chat-7"}
     assert any(path.endswith("/turns") for path in paths)
     assert any(path.endswith("/append") for path in paths)  # written by the generation task
-    metrics = httpx.get(f"{gateway.url}/metrics").text
+    metrics = httpx.get(f"{gateway_process.url}/metrics").text
     assert 'http_requests_total{method="POST",route="/chat",service="chat_gateway",status="200"}' in metrics
     tokens_line = next(line for line in metrics.splitlines() if line.startswith("chat_streamed_tokens_total "))
     assert float(tokens_line.split()[1]) >= len(tokens(TEXT))
 
 
 def test_the_openai_sdk_works_by_changing_only_base_url(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="any", max_retries=0)
     first_turn = [{"role": "system", "content": "Be nice."}, {"role": "user", "content": "hi"}]
@@ -772,7 +786,7 @@ def test_the_openai_sdk_works_by_changing_only_base_url(
 
 
 def test_generation_options_reach_the_model_and_hold_for_the_whole_answer(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     fake_openai.state.plans.append(Plan(drop_after=10))  # then continued, with what is left of max_tokens
     client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="any", max_retries=0)
@@ -802,7 +816,7 @@ def test_generation_options_reach_the_model_and_hold_for_the_whole_answer(
     assert (stored["content"], stored["finish_reason"], stored["options"]) == (answer_text, "length", options)
 
 
-def test_openai_errors_come_back_in_openai_shape(gateway: Service, fake_openai: FastAPI) -> None:
+def test_openai_errors_come_back_in_openai_shape(gateway: LocalService, fake_openai: FastAPI) -> None:
     client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="any", max_retries=0)
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model="m", messages=[{"role": "assistant", "content": "prefill"}])
@@ -819,7 +833,7 @@ def test_openai_errors_come_back_in_openai_shape(gateway: Service, fake_openai: 
 
 
 def test_a_value_persistence_refuses_is_the_clients_4xx_through_the_gateway(
-    gateway: Service, store: httpx.Client
+    gateway: LocalService, store: httpx.Client
 ) -> None:
     """The gateway relays session routes; a value persistence finds invalid is the client's to fix, not a 502."""
     session_id = store.post("/sessions", json={"user_id": "anonymous", "title": "Kept"}).json()["id"]
@@ -832,7 +846,7 @@ def test_a_value_persistence_refuses_is_the_clients_4xx_through_the_gateway(
 
 
 def test_a_nul_from_the_model_is_stored_as_u_fffd_not_refused_for_ever(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     """It was: every save refused, the answer left in progress, and crash recovery paying to generate it again."""
     fake_openai.state.text = "Hello \x00 world \U0001f600 again."
@@ -843,7 +857,7 @@ def test_a_nul_from_the_model_is_stored_as_u_fffd_not_refused_for_ever(
     assert (stored["status"], stored["content"]) == ("complete", "Hello \ufffd world \U0001f600 again.")
 
 
-def test_session_routes_relay_persistence_shapes(gateway: Service, store: httpx.Client) -> None:
+def test_session_routes_relay_persistence_shapes(gateway: LocalService, store: httpx.Client) -> None:
     """What the gateway answers is persistence's own body, typed on the way (and documented in its OpenAPI)."""
     ana, ben = (store.post("/sessions", json={"user_id": user}).json()["id"] for user in ("ana", "ben"))
     reply = httpx.post(f"{gateway.url}/chat", json={"message": "Tell me about Lyon", "session_id": ana}, timeout=30)
@@ -880,7 +894,7 @@ def test_session_routes_relay_persistence_shapes(gateway: Service, store: httpx.
 
 
 def test_an_upstream_model_name_too_long_to_store_is_clipped_not_a_failed_answer(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     fake_openai.state.chunks = replace(fake_openai.state.chunks, model="m" * 300)
     reply = httpx.post(f"{gateway.url}/chat", json={"message": "hi"}, timeout=30)
@@ -889,7 +903,7 @@ def test_an_upstream_model_name_too_long_to_store_is_clipped_not_a_failed_answer
     assert (stored["status"], stored["content"], stored["model"]) == ("complete", TEXT, "m" * 200)
 
 
-def test_one_message_is_read_through_the_gateway_without_its_prompt(gateway: Service, store: httpx.Client) -> None:
+def test_one_message_is_read_through_the_gateway_without_its_prompt(gateway: LocalService, store: httpx.Client) -> None:
     body = httpx.post(f"{gateway.url}/chat", json={"message": "Tell me about Lyon"}, timeout=30).json()
     message = httpx.get(f"{gateway.url}/chat/messages/{body['message_id']}", timeout=10)
     assert message.status_code == 200, message.text

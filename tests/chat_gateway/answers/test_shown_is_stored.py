@@ -98,15 +98,17 @@ def follow(gateway: Service, message_id: str, seen: str) -> tuple[str, dict[str,
     raise AssertionError("the answer never ended")
 
 
-def assert_holds_the_stored_answer(store: httpx.Client, message_id: str, held: str, last: dict[str, Any]) -> None:
-    stored = read_finished(store, message_id)
+def assert_holds_the_stored_answer(
+    process_store: httpx.Client, message_id: str, held: str, last: dict[str, Any]
+) -> None:
+    stored = read_finished(process_store, message_id)
     assert (last["event"], stored["status"]) == ("done", "complete"), (last, stored["error"])
     assert held == stored["content"]
 
 
 @pytest.mark.parametrize("deltas", [1, 15])
 def test_a_chat_whose_gateway_is_killed_reads_on_elsewhere_as_stored(
-    gateways: tuple[Service, Service], store: httpx.Client, upstream: FastAPI, deltas: int
+    gateways: tuple[Service, Service], process_store: httpx.Client, upstream: FastAPI, deltas: int
 ) -> None:
     dying, other = gateways
     seen, message_id = "", ""
@@ -125,11 +127,11 @@ def test_a_chat_whose_gateway_is_killed_reads_on_elsewhere_as_stored(
             elif event.event == "done":
                 break  # unpaced, it may all have come at once
     held, last = follow(other, message_id, seen)
-    assert_holds_the_stored_answer(store, message_id, held, last)
+    assert_holds_the_stored_answer(process_store, message_id, held, last)
 
 
 def test_an_openai_stream_whose_gateway_is_killed_is_reattached_as_stored(
-    gateways: tuple[Service, Service], store: httpx.Client, upstream: FastAPI
+    gateways: tuple[Service, Service], process_store: httpx.Client, upstream: FastAPI
 ) -> None:
     dying, other = gateways
     client = openai.OpenAI(base_url=f"{dying.url}/v1", api_key="unused", max_retries=0)
@@ -146,11 +148,11 @@ def test_an_openai_stream_whose_gateway_is_killed_is_reattached_as_stored(
                 break
     stream.close()
     held, last = follow(other, chunk_id.removeprefix("chatcmpl-"), seen)
-    assert_holds_the_stored_answer(store, chunk_id.removeprefix("chatcmpl-"), held, last)
+    assert_holds_the_stored_answer(process_store, chunk_id.removeprefix("chatcmpl-"), held, last)
 
 
 def test_a_background_response_resumed_with_starting_after_holds_what_is_stored(
-    gateways: tuple[Service, Service], store: httpx.Client, upstream: FastAPI
+    gateways: tuple[Service, Service], process_store: httpx.Client, upstream: FastAPI
 ) -> None:
     """The OpenAI protocol has no way to tell a client to drop text: what it was given must be the answer's."""
     dying, other = gateways
@@ -178,12 +180,12 @@ def test_a_background_response_resumed_with_starting_after_holds_what_is_stored(
     numbers = [event.sequence_number for event in events]
     assert numbers == sorted(set(numbers))
     held = "".join(event.delta for event in events if event.type == "response.output_text.delta")
-    stored = read_finished(store, str(uuid.UUID(response_id.removeprefix("resp_"))))
+    stored = read_finished(process_store, str(uuid.UUID(response_id.removeprefix("resp_"))))
     assert held == stored["content"] == events[-1].response.output_text
 
 
 def test_a_gateway_paused_past_its_lease_shows_its_client_only_the_stored_answer(
-    gateways: tuple[Service, Service], store: httpx.Client, fake_openai: FastAPI
+    gateways: tuple[Service, Service], process_store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     """Paced, so the pause comes mid-answer; sampled, so the other gateway goes on with new words."""
     paused, _ = gateways
@@ -198,10 +200,10 @@ def test_a_gateway_paused_past_its_lease_shows_its_client_only_the_stored_answer
                 seen += event.data["text"]
                 if len(seen) > 20:
                     break
-        owner = read_message(store, message_id)["lease_owner"]
+        owner = read_message(process_store, message_id)["lease_owner"]
         paused.process.send_signal(signal.SIGSTOP)
         try:  # the other gateway takes the answer over, and goes on with new words
-            wait_for(lambda: read_message(store, message_id)["lease_owner"] not in (None, owner))
+            wait_for(lambda: read_message(process_store, message_id)["lease_owner"] not in (None, owner))
         finally:
             paused.process.send_signal(signal.SIGCONT)
         last: dict[str, Any] = {"event": "broken"}
@@ -215,11 +217,11 @@ def test_a_gateway_paused_past_its_lease_shows_its_client_only_the_stored_answer
         if (at := REATTACH.search(last.get("error") or "")) is not None:
             seen = seen[: int(at.group(1))]
         seen, last = follow(paused, message_id, seen)
-    assert_holds_the_stored_answer(store, message_id, seen, last)
+    assert_holds_the_stored_answer(process_store, message_id, seen, last)
 
 
 def test_an_upstream_drop_mid_answer_is_continued_as_the_client_was_shown(
-    gateways: tuple[Service, Service], store: httpx.Client, upstream: FastAPI
+    gateways: tuple[Service, Service], process_store: httpx.Client, upstream: FastAPI
 ) -> None:
     gateway, _ = gateways
     upstream.state.plans.append(Plan(delay=upstream.state.default_plan.delay, drop_after=12))
@@ -232,5 +234,5 @@ def test_an_upstream_drop_mid_answer_is_continued_as_the_client_was_shown(
                 seen += event.data["text"]
             else:
                 last = {"event": event.event, **event.data}
-    assert_holds_the_stored_answer(store, message_id, seen, last)
+    assert_holds_the_stored_answer(process_store, message_id, seen, last)
     assert len(upstream.state.requests) == 2

@@ -14,9 +14,7 @@ from openai.types.chat import ChatCompletionToolParam
 from testing.chunks import tokens
 from testing.processes import Service
 from testing.upstream import TEXT, Plan
-from tests.chat_gateway.conftest import read_finished, sse_events, wait_for
-
-pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
+from tests.chat_gateway.conftest import LocalService, read_finished, sse_events, wait_for
 
 CALLS = [("get_weather", '{"city": "Lyon", "unit": "celsius"}'), ("get_time", '{"tz": "Europe/Paris"}')]
 TOOLS: list[ChatCompletionToolParam] = [
@@ -40,12 +38,12 @@ def _as_sent(attempt: int) -> list[dict[str, Any]]:
     ]
 
 
-def _sdk(gateway: Service) -> openai.OpenAI:
+def _sdk(gateway: LocalService) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0)
 
 
 def test_the_sdk_streams_parallel_calls_and_they_are_stored(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     fake_openai.state.plans.append(Plan(tool_calls=CALLS))
     stream = _sdk(gateway).chat.completions.create(
@@ -83,7 +81,7 @@ def test_the_sdk_streams_parallel_calls_and_they_are_stored(
 
 
 def test_the_sdk_gets_calls_without_text_in_a_whole_completion(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     fake_openai.state.text = ""
     fake_openai.state.plans.append(Plan(tool_calls=CALLS[:1]))
@@ -105,7 +103,7 @@ def test_the_sdk_gets_calls_without_text_in_a_whole_completion(
     ids=["in-the-first-call", "in-the-second-call", "between-calls"],
 )
 def test_a_drop_in_the_calls_relays_and_stores_only_the_calls_asked_again(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI, drop_after: int, delay: float
+    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI, drop_after: int, delay: float
 ) -> None:
     """Half a call is never shown: the answer's text so far is kept, its calls are asked for again, and the
     client and the store get the second attempt's calls only (their ids tell the attempts apart)."""
@@ -130,7 +128,7 @@ def test_a_drop_in_the_calls_relays_and_stores_only_the_calls_asked_again(
 
 
 def test_reattaching_gives_exactly_the_stored_calls_after_its_offset(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     fake_openai.state.plans.append(Plan(tool_calls=CALLS))
     chat = httpx.post(f"{gateway.url}/chat", json={"message": "Weather?", "options": {"tools": TOOLS}}, timeout=30)
@@ -162,7 +160,7 @@ def test_reattaching_gives_exactly_the_stored_calls_after_its_offset(
     ],
 )
 def test_tools_the_gateway_cannot_relay_are_a_400(
-    gateway: Service, fake_openai: FastAPI, tools: list[dict[str, Any]], problem: str
+    gateway: LocalService, fake_openai: FastAPI, tools: list[dict[str, Any]], problem: str
 ) -> None:
     body = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}], "tools": tools}
     response = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, timeout=30)
@@ -200,7 +198,7 @@ def _accumulate(stream: Any) -> tuple[str, str, list[dict[str, Any]], str]:
 @pytest.mark.parametrize("named", [True, False], ids=["session-header", "no-header"])
 @pytest.mark.parametrize("stream", [True, False], ids=["streamed", "whole"])
 def test_an_sdk_agent_loop_is_stored_once_message_by_message(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI, stream: bool, named: bool
+    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI, stream: bool, named: bool
 ) -> None:
     """call → run the tools → send their results → the final answer; the client resends the whole
     conversation each round, and the session holds each message once: the one it names, or without a
@@ -259,7 +257,7 @@ def test_an_sdk_agent_loop_is_stored_once_message_by_message(
 
 
 def test_a_chat_round_with_tool_results_is_answered_from_the_stored_history(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     fake_openai.state.plans.extend([Plan(tool_calls=CALLS[:1]), Plan()])
     first = httpx.post(
@@ -292,14 +290,15 @@ def test_a_chat_round_with_tool_results_is_answered_from_the_stored_history(
     assert "session_id" in without_session.json()["detail"]
 
 
+@pytest.mark.slow  # kills a gateway process
 def test_a_gateway_killed_in_the_middle_of_a_call_leaves_it_to_the_next_whole(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    gateway_process: Service, process_store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     """SIGKILL while the upstream streams a call's arguments: nothing of the call was shown or stored; the
     gateway that recovers the answer asks for its calls again, and a client reattaching gets them whole."""
     fake_openai.state.plans.extend([Plan(tool_calls=CALLS, delay=0.05), Plan(tool_calls=CALLS)])
     body = {"message": "Weather and time?", "stream": True, "options": {"tools": TOOLS}}
-    with httpx.stream("POST", f"{gateway.url}/chat", json=body, timeout=30) as response:
+    with httpx.stream("POST", f"{gateway_process.url}/chat", json=body, timeout=30) as response:
         events = sse_events(response)
         message_id = next(events).data["message_id"]
         seen = ""
@@ -308,16 +307,16 @@ def test_a_gateway_killed_in_the_middle_of_a_call_leaves_it_to_the_next_whole(
             seen += event.data["text"]
             if seen == TEXT:
                 break
-        wait_for(lambda: store.get(f"/messages/{message_id}").json()["content"] == TEXT)
+        wait_for(lambda: process_store.get(f"/messages/{message_id}").json()["content"] == TEXT)
         wait_for(lambda: len(fake_openai.state.requests) == 1 and fake_openai.state.open_streams == 1)
-        gateway.kill(signal.SIGKILL)  # while the call's fragments are still coming
-    stored = store.get(f"/messages/{message_id}").json()
+        gateway_process.kill(signal.SIGKILL)  # while the call's fragments are still coming
+    stored = process_store.get(f"/messages/{message_id}").json()
     assert (stored["status"], stored["tool_calls"]) == ("in_progress", None)
-    gateway.start()  # a new instance: it takes the orphan over once its lease expires
-    answer = read_finished(store, message_id)
+    gateway_process.start()  # a new instance: it takes the orphan over once its lease expires
+    answer = read_finished(process_store, message_id)
     assert (answer["status"], answer["content"], answer["tool_calls"]) == ("complete", TEXT, _as_sent(2))
     with httpx.stream(
-        "GET", f"{gateway.url}/chat/messages/{message_id}/stream", params={"offset": len(TEXT)}, timeout=30
+        "GET", f"{gateway_process.url}/chat/messages/{message_id}/stream", params={"offset": len(TEXT)}, timeout=30
     ) as response:
         rest = [(e.event, e.data) for e in sse_events(response) if e.event in ("delta", "tool_call", "done")]
     assert [data for kind, data in rest if kind == "tool_call"] == _as_sent(2)
@@ -325,7 +324,7 @@ def test_a_gateway_killed_in_the_middle_of_a_call_leaves_it_to_the_next_whole(
 
 
 def test_more_calls_than_an_answer_holds_fail_it_saying_so(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     fake_openai.state.plans.append(Plan(tool_calls=[("f", "{}")] * 130))
     body = {"model": "fake-model", "messages": [{"role": "user", "content": "Call f 130 times"}], "tools": TOOLS}
@@ -338,7 +337,7 @@ def test_more_calls_than_an_answer_holds_fail_it_saying_so(
 
 
 def test_a_round_resent_with_another_result_in_a_named_session_is_another_round(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     fake_openai.state.plans.extend([Plan(tool_calls=CALLS[:1]), Plan(), Plan()])
     sdk, session = _sdk(gateway), {"X-Session-Id": f"weather-{uuid.uuid4()}"}

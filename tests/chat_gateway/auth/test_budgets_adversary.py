@@ -10,19 +10,16 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from testing.processes import Service
 from testing.upstream import Plan
 from tests.chat_gateway.auth.test_identity import _client, _new_user, _user_key, admin, gateway, idp  # noqa: F401
-from tests.chat_gateway.conftest import sse_events
-
-pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
+from tests.chat_gateway.conftest import LocalService, sse_events
 
 HISTORY_BUDGET_CHARS = 24_000  # the gateway's default: how much of a session's history a prompt carries
 
 
 @pytest.fixture(scope="module")
-def persistence(persistence_on_both: Service) -> Service:
-    return persistence_on_both
+def persistence_app(persistence_app_on_both: LocalService) -> LocalService:
+    return persistence_app_on_both
 
 
 def _long_conversation(as_user: httpx.Client) -> str:
@@ -34,7 +31,7 @@ def _long_conversation(as_user: httpx.Client) -> str:
 
 
 def test_a_burst_over_a_long_stored_history_passes_the_budget_by_at_most_one_answer(
-    gateway: Service,  # noqa: F811
+    gateway: LocalService,  # noqa: F811
     admin: httpx.Client,  # noqa: F811
     fake_openai: FastAPI,
 ) -> None:
@@ -70,7 +67,7 @@ def _document(as_user: httpx.Client, session_id: str) -> dict[str, Any]:
 
 
 def test_imported_unfinished_answers_are_never_generated_for_free(
-    gateway: Service,  # noqa: F811
+    gateway: LocalService,  # noqa: F811
     admin: httpx.Client,  # noqa: F811
     fake_openai: FastAPI,
 ) -> None:
@@ -103,7 +100,7 @@ def test_imported_unfinished_answers_are_never_generated_for_free(
 
 
 def test_cancelling_runs_over_a_long_prompt_spends_the_budget_all_the_same(
-    gateway: Service,  # noqa: F811
+    gateway: LocalService,  # noqa: F811
     admin: httpx.Client,  # noqa: F811
     fake_openai: FastAPI,
 ) -> None:

@@ -25,12 +25,10 @@ from shared.identity import DEFAULT_USER, RESERVED_USERS
 from testing.processes import Service
 from testing.upstream import TEXT, Plan
 from tests.chat_gateway.auth.test_jwt import JWKS, Key
-from tests.chat_gateway.conftest import gateway_env, sse_events, wait_for
+from tests.chat_gateway.conftest import LocalService, gateway_env, local_gateway, sse_events, wait_for
 from tests.conftest import redis_url_or_skip, serve
 
 _T = TypeVar("_T")
-
-pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
 
 ADMIN_KEY = "admin-key"
 ISSUER = "https://idp.example.test/"
@@ -38,13 +36,19 @@ AUDIENCE = "durable-chat"
 
 
 @pytest.fixture(scope="module")
-def persistence(persistence_on_both: Service) -> Service:
+def persistence_app(persistence_app_on_both: LocalService) -> LocalService:
     """What an adversary with an ordinary key tries must fail on both databases."""
+    return persistence_app_on_both
+
+
+@pytest.fixture(scope="module")
+def persistence(persistence_on_both: Service) -> Service:
+    """The tests that read persistence's log run it in a process, on both databases too."""
     return persistence_on_both
 
 
 @pytest.fixture(scope="module")
-def idp(persistence: Service) -> Iterator[tuple[JWKS, Key]]:
+def idp(persistence_app: LocalService) -> Iterator[tuple[JWKS, Key]]:
     """An identity provider of its own for each database's run: its tests rotate its keys."""
     key = Key("rsa-1", rsa.generate_private_key(public_exponent=65537, key_size=2048), "RS256")
     state = JWKS(keys=[key.jwk()])
@@ -63,14 +67,13 @@ def idp(persistence: Service) -> Iterator[tuple[JWKS, Key]]:
 @pytest.fixture(scope="module")
 def gateway(
     tmp_path_factory: pytest.TempPathFactory,
-    persistence: Service,
+    persistence_app: LocalService,
     _fake_openai_server: tuple[FastAPI, str],
     idp: tuple[JWKS, Key],
-) -> Iterator[Service]:
-    tmp = tmp_path_factory.mktemp("identity")
-    env = gateway_env(
-        tmp,
-        persistence.url,
+) -> Iterator[LocalService]:
+    with local_gateway(
+        tmp_path_factory.mktemp("identity"),
+        persistence_app,
         _fake_openai_server[1],
         CHAT_ADMIN_KEYS=ADMIN_KEY,
         KEY_CACHE_SECONDS="0.3",
@@ -80,14 +83,12 @@ def gateway(
         JWT_JWKS_URL=idp[0].url,
         JWT_JWKS_MIN_REFRESH_SECONDS="0.2",
         RATE_LIMIT="1000/minute",
-    )
-    service = Service.uvicorn("chat_gateway.main:create_app", env, tmp / "gateway.log").start()
-    yield service
-    service.kill(signal.SIGTERM)
+    ) as gateway:
+        yield gateway
 
 
 @pytest.fixture
-def admin(gateway: Service) -> Iterator[httpx.Client]:
+def admin(gateway: LocalService) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=gateway.url, headers={"x-api-key": ADMIN_KEY}, timeout=30) as client:
         yield client
 
@@ -99,7 +100,7 @@ def _user_key(admin: httpx.Client, user_id: str, **fields: Any) -> str:
     return key
 
 
-def _client(gateway: Service, key: str) -> httpx.Client:
+def _client(gateway: LocalService, key: str) -> httpx.Client:
     return httpx.Client(base_url=gateway.url, headers={"authorization": f"Bearer {key}"}, timeout=30)
 
 
@@ -133,7 +134,7 @@ def _id_operations(spec: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def test_another_users_ids_are_404s_on_every_operation_and_change_nothing(
-    gateway: Service, admin: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, admin: httpx.Client, fake_openai: FastAPI
 ) -> None:
     alice, bob = _user_key(admin, _new_user()), _user_key(admin, _new_user())
     with _client(gateway, alice) as as_alice, _client(gateway, bob) as as_bob:
@@ -160,7 +161,7 @@ def test_another_users_ids_are_404s_on_every_operation_and_change_nothing(
 
 
 def test_lists_search_and_usage_are_the_callers_own(
-    gateway: Service, admin: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, admin: httpx.Client, fake_openai: FastAPI
 ) -> None:
     alice_id, bob_id = _new_user(), _new_user()
     alice, bob = _user_key(admin, alice_id), _user_key(admin, bob_id)
@@ -186,7 +187,7 @@ def test_lists_search_and_usage_are_the_callers_own(
 
 
 def test_a_user_cannot_write_into_another_users_session(
-    gateway: Service, admin: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, admin: httpx.Client, fake_openai: FastAPI
 ) -> None:
     alice, bob = _user_key(admin, _new_user()), _user_key(admin, _new_user())
     with _client(gateway, alice) as as_alice, _client(gateway, bob) as as_bob:
@@ -204,7 +205,7 @@ def test_a_user_cannot_write_into_another_users_session(
         assert len(as_alice.get(f"/chat/sessions/{session}/messages").json()["items"]) == 2
 
 
-def test_made_up_keys_are_refused_before_they_count(gateway: Service, admin: httpx.Client) -> None:
+def test_made_up_keys_are_refused_before_they_count(gateway: LocalService, admin: httpx.Client) -> None:
     refused = {
         httpx.post(f"{gateway.url}/chat", json={"message": "hi"}, headers={"x-api-key": f"made-up-{n}"}).status_code
         for n in range(70)
@@ -215,7 +216,7 @@ def test_made_up_keys_are_refused_before_they_count(gateway: Service, admin: htt
     )
 
 
-def test_every_spelling_of_one_key_is_one_budget(gateway: Service, admin: httpx.Client) -> None:
+def test_every_spelling_of_one_key_is_one_budget(gateway: LocalService, admin: httpx.Client) -> None:
     key = _user_key(admin, _new_user(), limits={"requests_per_minute": 3})
     spellings = ["Bearer", "bearer", "BEARER", "bEaReR", "x-api-key"]
     statuses = []
@@ -228,7 +229,7 @@ def test_every_spelling_of_one_key_is_one_budget(gateway: Service, admin: httpx.
     assert int(response.headers["retry-after"]) >= 1
 
 
-def test_a_revoked_key_stops_working_within_seconds(gateway: Service, admin: httpx.Client) -> None:
+def test_a_revoked_key_stops_working_within_seconds(gateway: LocalService, admin: httpx.Client) -> None:
     user_id = _new_user()
     key = _user_key(admin, user_id, name="laptop")
     with _client(gateway, key) as as_user:
@@ -241,7 +242,7 @@ def test_a_revoked_key_stops_working_within_seconds(gateway: Service, admin: htt
 
 
 def test_jwt_users_are_scoped_and_keys_rotate_without_a_restart(
-    gateway: Service, idp: tuple[JWKS, Key], fake_openai: FastAPI
+    gateway: LocalService, idp: tuple[JWKS, Key], fake_openai: FastAPI
 ) -> None:
     state, key = idp
     now = int(time.time())
@@ -267,7 +268,7 @@ def test_jwt_users_are_scoped_and_keys_rotate_without_a_restart(
 
 
 def test_concurrent_starts_pass_a_token_budget_by_at_most_one_answer(
-    gateway: Service, admin: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, admin: httpx.Client, fake_openai: FastAPI
 ) -> None:
     user_id = _new_user()
     budget, max_tokens = 60, 8
@@ -298,8 +299,9 @@ def test_concurrent_starts_pass_a_token_budget_by_at_most_one_answer(
     assert all(r.json()["status"] == "complete" for r in responses if r.status_code == 200)
 
 
+@pytest.mark.slow  # runs the terminal client in processes
 def test_the_openai_sdk_and_the_terminal_client_work_with_a_user_key(
-    gateway: Service, admin: httpx.Client, fake_openai: FastAPI, tmp_path: Path
+    gateway: LocalService, admin: httpx.Client, fake_openai: FastAPI, tmp_path: Path
 ) -> None:
     user_id = _new_user()
     key = _user_key(admin, user_id)
@@ -321,7 +323,8 @@ def test_the_openai_sdk_and_the_terminal_client_work_with_a_user_key(
     assert {s["user_id"] for s in sessions} == {user_id}
 
 
-def test_admins_manage_keys_with_the_terminal_client(gateway: Service) -> None:
+@pytest.mark.slow  # runs the terminal client in processes
+def test_admins_manage_keys_with_the_terminal_client(gateway: LocalService) -> None:
     command = [sys.executable, "-m", "chat_gateway.cli", "--url", gateway.url, "--key", ADMIN_KEY, "admin"]
     user_id = _new_user()
     created = subprocess.run(
@@ -347,7 +350,7 @@ def test_admins_manage_keys_with_the_terminal_client(gateway: Service) -> None:
 
 
 def test_a_reattaching_client_of_another_user_sees_nothing(
-    gateway: Service, admin: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, admin: httpx.Client, fake_openai: FastAPI
 ) -> None:
     alice, bob = _user_key(admin, _new_user()), _user_key(admin, _new_user())
     with _client(gateway, alice) as as_alice, _client(gateway, bob) as as_bob:
@@ -359,7 +362,7 @@ def test_a_reattaching_client_of_another_user_sees_nothing(
             assert other.status_code == 404
 
 
-def test_concurrent_requests_of_one_user_get_exactly_their_rate(gateway: Service, admin: httpx.Client) -> None:
+def test_concurrent_requests_of_one_user_get_exactly_their_rate(gateway: LocalService, admin: httpx.Client) -> None:
     key = _user_key(admin, _new_user(), limits={"requests_per_minute": 5})
     statuses: list[int] = []
 
@@ -375,34 +378,23 @@ def test_concurrent_requests_of_one_user_get_exactly_their_rate(gateway: Service
 
 
 def test_with_redis_a_users_rate_holds_across_gateways(
-    tmp_path: Path, persistence: Service, fake_openai_url: str, admin: httpx.Client
+    tmp_path: Path, persistence_app: LocalService, fake_openai_url: str, admin: httpx.Client
 ) -> None:
-    redis_url = redis_url_or_skip()
+    settings = {"CHAT_ADMIN_KEYS": ADMIN_KEY, "RATE_LIMIT_STORAGE": redis_url_or_skip()}
     key = _user_key(admin, _new_user(), limits={"requests_per_minute": 4})
-    gateways = []
-    try:
-        for number in range(2):
-            env = gateway_env(
-                tmp_path,
-                persistence.url,
-                fake_openai_url,
-                CHAT_ADMIN_KEYS=ADMIN_KEY,
-                RATE_LIMIT_STORAGE=redis_url,
-            )
-            gateways.append(
-                Service.uvicorn("chat_gateway.main:create_app", env, tmp_path / f"gateway-{number}.log").start()
-            )
+    with contextlib.ExitStack() as stack:
+        gateways = [
+            stack.enter_context(local_gateway(tmp_path, persistence_app, fake_openai_url, **settings))
+            for number in range(2)
+        ]
         statuses = [
             httpx.get(f"{gateways[n % 2].url}/chat/sessions", headers={"x-api-key": key}).status_code for n in range(6)
         ]
-    finally:
-        for service in gateways:
-            service.kill(signal.SIGTERM)
     assert statuses == [200, 200, 200, 200, 429, 429]
 
 
 def test_nobody_takes_a_session_id_of_their_choosing_or_computes_anothers_name(
-    gateway: Service, admin: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, admin: httpx.Client, fake_openai: FastAPI
 ) -> None:
     """Session squatting: a raw UUID must name an existing session (ids are the server's), a name maps to an id
     through a keyed hash, and an admin acting for a user (or for nobody) never writes into another's session."""
@@ -435,7 +427,7 @@ def test_nobody_takes_a_session_id_of_their_choosing_or_computes_anothers_name(
         assert len(as_bob.get(f"/chat/sessions/{bobs_session}/messages").json()["items"]) == 2
 
 
-def test_user_ids_of_any_text_are_isolated(gateway: Service, admin: httpx.Client, fake_openai: FastAPI) -> None:
+def test_user_ids_of_any_text_are_isolated(gateway: LocalService, admin: httpx.Client, fake_openai: FastAPI) -> None:
     name = _new_user()
     spaced, accented = _user_key(admin, f" {name}"), _user_key(admin, f"{name}-josé")
     owner = _user_key(admin, name)
@@ -447,7 +439,7 @@ def test_user_ids_of_any_text_are_isolated(gateway: Service, admin: httpx.Client
         assert [s["user_id"] for s in as_accented.get("/chat/sessions").json()["items"]] == [f"{name}-josé"]
 
 
-def test_odd_credentials_are_401s(gateway: Service, idp: tuple[JWKS, Key]) -> None:
+def test_odd_credentials_are_401s(gateway: LocalService, idp: tuple[JWKS, Key]) -> None:
     _, key = idp
     claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "x" * 256, "exp": int(time.time()) + 300}
     for credential in (key.sign(claims), "dck_" + "a" * 600, "dck_"):
@@ -456,7 +448,7 @@ def test_odd_credentials_are_401s(gateway: Service, idp: tuple[JWKS, Key]) -> No
 
 
 def test_over_budget_nothing_reaches_the_upstream_and_resumes_are_refused(
-    gateway: Service, admin: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, admin: httpx.Client, fake_openai: FastAPI
 ) -> None:
     key = _user_key(admin, _new_user(), limits={"tokens_per_day": 5})
     completion = {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 50}
@@ -476,7 +468,7 @@ def test_over_budget_nothing_reaches_the_upstream_and_resumes_are_refused(
 
 
 def test_responses_and_conversations_are_a_users_own_and_within_their_budget(
-    gateway: Service, admin: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, admin: httpx.Client, fake_openai: FastAPI
 ) -> None:
     key = _user_key(admin, _new_user(), limits={"tokens_per_day": 5})
     with _client(gateway, key) as as_user, _client(gateway, _user_key(admin, _new_user())) as as_other:
@@ -502,7 +494,7 @@ def _chat_message_id(client: httpx.Client, session_id: str) -> str:
 
 
 def test_a_failed_answer_resumed_by_its_user_fits_in_their_budget(
-    gateway: Service, admin: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, admin: httpx.Client, fake_openai: FastAPI
 ) -> None:
     user_id = _new_user()
     key = _user_key(admin, user_id)  # the user's limits apply: the key has none of its own
@@ -528,7 +520,8 @@ def test_a_failed_answer_resumed_by_its_user_fits_in_their_budget(
     assert report["by_model"][0]["answers"] == 1
 
 
-def test_admin_limits_change_only_what_is_given(gateway: Service, admin: httpx.Client) -> None:
+@pytest.mark.slow  # runs the terminal client in processes
+def test_admin_limits_change_only_what_is_given(gateway: LocalService, admin: httpx.Client) -> None:
     user_id = _new_user()
     admin.put(f"/admin/users/{user_id}/limits", json={"tokens_per_day": 500})
     command = [sys.executable, "-m", "chat_gateway.cli", "--url", gateway.url, "--key", ADMIN_KEY, "admin", "limits"]
@@ -540,7 +533,7 @@ def test_admin_limits_change_only_what_is_given(gateway: Service, admin: httpx.C
 
 
 def test_a_users_conversation_is_never_found_for_another_user(
-    gateway: Service, admin: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, admin: httpx.Client, fake_openai: FastAPI
 ) -> None:
     """Two users sending the same conversation without a session header each go on in their own session."""
     alice, bob = (_client(gateway, _user_key(admin, _new_user())) for _ in range(2))
@@ -564,7 +557,7 @@ def test_a_users_conversation_is_never_found_for_another_user(
 
 
 def test_reserved_user_ids_get_no_key_no_limits_and_no_token(
-    gateway: Service, admin: httpx.Client, idp: tuple[JWKS, Key], fake_openai: FastAPI
+    gateway: LocalService, admin: httpx.Client, idp: tuple[JWKS, Key], fake_openai: FastAPI
 ) -> None:
     _, key = idp
     # What "anonymous" would have read: the chats an admin starts without naming a user are filed under it.
@@ -586,7 +579,7 @@ def test_reserved_user_ids_get_no_key_no_limits_and_no_token(
     assert admin.post("/admin/keys", json={"user_id": "Anonymous"}).status_code == 201
 
 
-def test_one_rule_for_user_ids_at_every_edge(gateway: Service, admin: httpx.Client, idp: tuple[JWKS, Key]) -> None:
+def test_one_rule_for_user_ids_at_every_edge(gateway: LocalService, admin: httpx.Client, idp: tuple[JWKS, Key]) -> None:
     """1 to 255 characters, none a control character: a key, a token's claim or a chat's user_id outside it is a
     clear 4xx, never a 404 everywhere; inside it, any text works end to end (non-ASCII at full length too)."""
     _, key = idp
@@ -655,7 +648,7 @@ def _raw_request(url: str, headers: bytes) -> tuple[bytes, float]:
 
 
 def test_huge_headers_and_credentials_are_refused_at_once_and_stall_nobody(
-    gateway: Service, idp: tuple[JWKS, Key]
+    gateway: LocalService, idp: tuple[JWKS, Key]
 ) -> None:
     huge = 8 * 1024 * 1024
     # One 8 MiB header, as a user key and as a bearer token (JWT mode is on too): cut off while it arrives.
@@ -704,8 +697,9 @@ def _lookups(persistence: Service) -> int:
     return persistence.output().count('"path": "/keys/identify"')
 
 
+@pytest.mark.slow  # reads the persistence process's log
 def test_made_up_user_keys_cost_few_lookups_and_get_429s_past_the_failure_limit(
-    strict_gateway: Service, persistence: Service
+    strict_gateway: LocalService, persistence: Service
 ) -> None:
     with httpx.Client(base_url=strict_gateway.url, headers={"x-api-key": ADMIN_KEY}) as admin:
         valid = _user_key(admin, _new_user())

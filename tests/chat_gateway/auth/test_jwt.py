@@ -226,24 +226,38 @@ async def test_rotated_keys_are_picked_up_without_a_new_verifier(idp: JWKS, rsa_
     assert idp.fetches == 2
 
 
+@dataclass
+class Clock:
+    """A verifier's clock, moved on by the test rather than by waiting."""
+
+    now: float = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 async def test_the_key_set_is_refetched_once_it_is_old(idp: JWKS, rsa_key: Key) -> None:
-    check = verifier(idp.url, jwks_refresh_seconds=0.4, jwks_min_refresh_seconds=0)
+    clock = Clock()
+    check = verifier(idp.url, jwks_refresh_seconds=0.5, jwks_min_refresh_seconds=0, clock=clock)
     await check.user_id(rsa_key.sign(claims()))
+    clock.now += 0.375  # binary fractions: the sums are exact
     await check.user_id(rsa_key.sign(claims()))
     assert idp.fetches == 1
-    await asyncio.sleep(0.45)
+    clock.now += 0.125
     await check.user_id(rsa_key.sign(claims()))
     assert idp.fetches == 2
 
 
 async def test_unknown_kids_refetch_at_most_once_per_min_interval(idp: JWKS, rsa_key: Key, rotated_key: Key) -> None:
-    check = verifier(idp.url, jwks_min_refresh_seconds=0.5)
+    clock = Clock()
+    check = verifier(idp.url, jwks_min_refresh_seconds=0.5, clock=clock)
     await check.user_id(rsa_key.sign(claims()))
-    await asyncio.sleep(0.55)
+    clock.now += 0.5
     await refused(check, rotated_key.sign(claims()))
+    clock.now += 0.375
     await refused(check, rotated_key.sign(claims()))
     assert idp.fetches == 2  # the first bad kid refetched, the second (within the interval) did not
-    await asyncio.sleep(0.55)
+    clock.now += 0.125
     await refused(check, rotated_key.sign(claims()))
     assert idp.fetches == 3
 

@@ -30,7 +30,7 @@ PROMPT = "you>"  # its space is a cursor move
 class Terminal:
     """`chat` in a 40x100 pseudo-terminal; everything it wrote is kept, to be read as a screen would show it."""
 
-    def __init__(self, gateway: Service, data: Path, *args: str, user: str = "terminal-user") -> None:
+    def __init__(self, gateway_process: Service, data: Path, *args: str, user: str = "terminal-user") -> None:
         env = os.environ | {
             "PYTHONPATH": str(ROOT),
             "TERM": "xterm-256color",
@@ -38,7 +38,7 @@ class Terminal:
             # No terminal answers a cursor position request here: prompt_toolkit would wait and then warn.
             "PROMPT_TOOLKIT_NO_CPR": "1",
         }
-        command = ["-m", "chat_gateway.cli", "--url", gateway.url, "--user", user, *args]
+        command = ["-m", "chat_gateway.cli", "--url", gateway_process.url, "--user", user, *args]
         self.written = io.StringIO()
         self.child = pexpect.spawn(
             sys.executable, command, env=env, cwd=str(ROOT), dimensions=(40, 100), encoding="utf-8", timeout=30
@@ -94,32 +94,39 @@ def _shown_answer(term: Terminal, since: int) -> str:
     return "\n".join(lines[1:end])
 
 
-def _last_answer(gateway: Service, store: httpx.Client, user: str) -> dict:
-    sessions = httpx.get(f"{gateway.url}/chat/sessions", params={"user_id": user}).json()["items"]
+def _last_answer(gateway_process: Service, process_store: httpx.Client, user: str) -> dict:
+    sessions = httpx.get(f"{gateway_process.url}/chat/sessions", params={"user_id": user}).json()["items"]
     assert len(sessions) == 1
-    answer: dict = store.get(f"/sessions/{sessions[0]['id']}/messages/last", params={"role": "assistant"}).json()
+    answer: dict = process_store.get(
+        f"/sessions/{sessions[0]['id']}/messages/last", params={"role": "assistant"}
+    ).json()
     return answer
 
 
 @pytest.mark.parametrize("sample", [False, True], ids=["same words", "sampled"])
 @pytest.mark.parametrize("delay", [0.05, 0.0], ids=["paced", "unpaced"])
 def test_an_answer_is_shown_whole_through_a_gateway_restart(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI, tmp_path: Path, delay: float, sample: bool
+    gateway_process: Service,
+    process_store: httpx.Client,
+    fake_openai: FastAPI,
+    tmp_path: Path,
+    delay: float,
+    sample: bool,
 ) -> None:
     fake_openai.state.sample = sample
     fake_openai.state.plans.append(Plan(delay=delay))
     user = f"restarted-{delay}-{sample}"
-    term = Terminal(gateway, tmp_path, user=user)
+    term = Terminal(gateway_process, tmp_path, user=user)
     term.expect(PROMPT)
     since = term.mark()
     term.send("Where is it?\r")
     term.expect_pattern("|".join(map(re.escape, ("Lyon sits", *VOCABULARY))))  # the answer has begun to show
-    gateway.kill(signal.SIGKILL)
+    gateway_process.kill(signal.SIGKILL)
     if delay:  # mid-answer: the client says it waits
         term.expect("reconnecting…")
-    gateway.start()
+    gateway_process.start()
     term.expect(PROMPT)
-    answer = _last_answer(gateway, store, user)
+    answer = _last_answer(gateway_process, process_store, user)
     assert answer["status"] == "complete"
     assert sample or answer["content"] == TEXT
     if delay:
@@ -131,10 +138,10 @@ def test_an_answer_is_shown_whole_through_a_gateway_restart(
 
 
 def test_ctrl_c_stops_the_display_and_resume_attaches_to_the_answer(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI, tmp_path: Path
+    gateway_process: Service, process_store: httpx.Client, fake_openai: FastAPI, tmp_path: Path
 ) -> None:
     fake_openai.state.plans.append(Plan(delay=0.1))
-    term = Terminal(gateway, tmp_path, user="impatient")
+    term = Terminal(gateway_process, tmp_path, user="impatient")
     term.expect(PROMPT)
     term.send("hi\r")
     term.expect("Lyon sits")
@@ -146,20 +153,20 @@ def test_ctrl_c_stops_the_display_and_resume_attaches_to_the_answer(
     term.expect(PROMPT)  # the display stopped, not the client
     term.send("\x04")
     assert term.ended() == 0
-    answer = httpx.get(f"{gateway.url}/chat/messages/{message_id}").json()
+    answer = httpx.get(f"{gateway_process.url}/chat/messages/{message_id}").json()
     assert answer["status"] == "in_progress"
 
-    resumed = Terminal(gateway, tmp_path, "resume", message_id, user="impatient")
+    resumed = Terminal(gateway_process, tmp_path, "resume", message_id, user="impatient")
     assert resumed.ended() == 0
     assert _words(resumed.screen()) == _words(TEXT)
     assert len(fake_openai.state.requests) == 1  # followed, not generated again
-    assert store.get(f"/messages/{message_id}").json()["content"] == TEXT
+    assert process_store.get(f"/messages/{message_id}").json()["content"] == TEXT
 
 
 def test_a_paste_is_one_question_and_questions_are_remembered(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI, tmp_path: Path
+    gateway_process: Service, process_store: httpx.Client, fake_openai: FastAPI, tmp_path: Path
 ) -> None:
-    term = Terminal(gateway, tmp_path, user="paster")
+    term = Terminal(gateway_process, tmp_path, user="paster")
     term.expect(PROMPT)
     term.send("\x1b[200~line1\nline2\nline3\x1b[201~")
     term.send("\r")
@@ -168,8 +175,8 @@ def test_a_paste_is_one_question_and_questions_are_remembered(
     term.send("first\x1b\rsecond\r")  # Esc then Enter: a new line, not a question
     term.expect("opens below.")
     term.expect(PROMPT)
-    session = httpx.get(f"{gateway.url}/chat/sessions", params={"user_id": "paster"}).json()["items"][0]["id"]
-    messages = store.get(f"/sessions/{session}/messages").json()["items"]
+    session = httpx.get(f"{gateway_process.url}/chat/sessions", params={"user_id": "paster"}).json()["items"][0]["id"]
+    messages = process_store.get(f"/sessions/{session}/messages").json()["items"]
     assert [(m["role"], m["content"]) for m in messages] == [
         ("user", "line1\nline2\nline3"),
         ("assistant", TEXT),
@@ -189,32 +196,34 @@ def test_a_paste_is_one_question_and_questions_are_remembered(
     term.send("\x03")  # Ctrl-C clears the line; Ctrl-D on an empty one quits
     term.send("\x04")
     assert term.ended() == 0
-    assert len(store.get(f"/sessions/{session}/messages").json()["items"]) == 4
+    assert len(process_store.get(f"/sessions/{session}/messages").json()["items"]) == 4
 
 
 def test_delete_asks_first_and_search_shows_the_matched_words(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI, tmp_path: Path
+    gateway_process: Service, process_store: httpx.Client, fake_openai: FastAPI, tmp_path: Path
 ) -> None:
-    asked = httpx.post(f"{gateway.url}/chat", json={"message": "Tell me about Lyon", "user_id": "deleter"}, timeout=30)
+    asked = httpx.post(
+        f"{gateway_process.url}/chat", json={"message": "Tell me about Lyon", "user_id": "deleter"}, timeout=30
+    )
     session = asked.json()["session_id"]
 
-    found = Terminal(gateway, tmp_path, "search", "quenelles", user="deleter")
+    found = Terminal(gateway_process, tmp_path, "search", "quenelles", user="deleter")
     assert found.ended() == 0
     screen = found.screen()
     assert session in screen
     assert "quenelles" in screen
     assert "**" not in screen  # shown in bold instead
 
-    kept = Terminal(gateway, tmp_path, "delete", session, user="deleter")
+    kept = Terminal(gateway_process, tmp_path, "delete", session, user="deleter")
     kept.expect("Delete 'Tell me about Lyon' and all its messages? [y/N]")
     kept.send("\r")  # the default: no
     kept.expect("not deleted")
     assert kept.ended() == 1
-    assert httpx.get(f"{gateway.url}/chat/sessions/{session}").status_code == 200
+    assert httpx.get(f"{gateway_process.url}/chat/sessions/{session}").status_code == 200
 
-    deleted = Terminal(gateway, tmp_path, "delete", session, user="deleter")
+    deleted = Terminal(gateway_process, tmp_path, "delete", session, user="deleter")
     deleted.expect("[y/N]")
     deleted.send("y\r")
     deleted.expect("deleted")
     assert deleted.ended() == 0
-    assert httpx.get(f"{gateway.url}/chat/sessions/{session}").status_code == 404
+    assert httpx.get(f"{gateway_process.url}/chat/sessions/{session}").status_code == 404

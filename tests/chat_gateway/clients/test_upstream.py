@@ -14,6 +14,7 @@ from chat_gateway.clients.upstream import create_client, open_stream, options_to
 from chat_gateway.config import Settings
 from testing.chunks import tokens
 from testing.upstream import TEXT, Plan, create_fake_openai
+from tests.chat_gateway.conftest import wait_for
 from tests.conftest import serve
 
 REQUEST = httpx.Request("POST", "http://upstream.test/v1/chat/completions")
@@ -56,7 +57,8 @@ async def test_what_arrived_before_a_connection_broke_is_read_before_the_failure
     assert client is not None
     try:
         stream = await open_stream(client, "m", [{"role": "user", "content": "hi"}])
-        await asyncio.sleep(0.3)  # the upstream has sent its words and broken the connection
+        state = dropping_upstream.state  # until the upstream has sent its words and broken the connection:
+        await asyncio.to_thread(wait_for, lambda: state.exchanges[-1].tokens >= drop_after and not state.open_streams)
         received: list[str] = []
 
         async def read_all() -> None:

@@ -20,8 +20,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from testing.processes import Service
 from testing.upstream import Plan
+from tests.chat_gateway.conftest import LocalService
 
 pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
 
@@ -40,9 +40,9 @@ Stored = tuple[str, str, list[tuple[str, Any]]]  # role, content, calls (name, p
 
 
 @pytest.fixture(scope="module")
-def persistence(persistence_on_both: Service) -> Service:
+def persistence_app(persistence_app_on_both: LocalService) -> LocalService:
     """Every framework's test runs on both databases."""
-    return persistence_on_both
+    return persistence_app_on_both
 
 
 @dataclass
@@ -158,7 +158,7 @@ def _check(
 
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
 def test_a_langgraph_agent_runs_its_tool_rounds_into_one_stored_session(
-    clients: Path, gateway: Service, store: httpx.Client, scripted: FastAPI, question: str, case: Case
+    clients: Path, gateway: LocalService, store: httpx.Client, scripted: FastAPI, question: str, case: Case
 ) -> None:
     """LangGraph's create_react_agent on ChatOpenAI (Chat Completions, not streamed): its requests, one per
     round, land in one session."""
@@ -172,7 +172,7 @@ def test_a_langgraph_agent_runs_its_tool_rounds_into_one_stored_session(
 @pytest.mark.parametrize("interface", ["chat", "responses"])
 def test_a_pydantic_ai_agent_runs_its_tool_rounds_into_one_stored_session(
     clients: Path,
-    gateway: Service,
+    gateway: LocalService,
     store: httpx.Client,
     scripted: FastAPI,
     question: str,

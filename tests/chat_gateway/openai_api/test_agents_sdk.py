@@ -15,8 +15,8 @@ import pytest
 from fastapi import FastAPI
 
 from testing.chunks import tokens
-from testing.processes import Service
 from testing.upstream import Plan
+from tests.chat_gateway.conftest import LocalService
 
 pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
 
@@ -37,12 +37,12 @@ Message = tuple[str, str, list[str]]  # role, content, names of the calls
 
 
 @pytest.fixture(scope="module")
-def persistence(persistence_on_both: Service) -> Service:
+def persistence_app(persistence_app_on_both: LocalService) -> LocalService:
     """Every test here runs on both databases."""
-    return persistence_on_both
+    return persistence_app_on_both
 
 
-def _run(clients: Path, gateway: Service, *arguments: str) -> dict[str, Any]:
+def _run(clients: Path, gateway: LocalService, *arguments: str) -> dict[str, Any]:
     """The client's run of a scenario: what it prints on its last line."""
     ran = subprocess.run(
         [clients / "python", CLIENT, gateway.url, *arguments], capture_output=True, text=True, timeout=180, check=False
@@ -85,7 +85,7 @@ def _weather_turn(question: str = QUESTION) -> list[Message]:
 @pytest.mark.parametrize("streamed", [False, True], ids=["run", "run_streamed"])
 @pytest.mark.parametrize("interface", ["responses", "chat"])
 def test_tool_rounds_with_a_drop_in_a_call_land_once_in_one_session(
-    clients: Path, gateway: Service, store: httpx.Client, fake_openai: FastAPI, interface: str, streamed: bool
+    clients: Path, gateway: LocalService, store: httpx.Client, fake_openai: FastAPI, interface: str, streamed: bool
 ) -> None:
     """Runner.run or Runner.run_streamed, with the Responses model or OpenAIChatCompletionsModel: two tool rounds,
     the first call's arguments cut by a drop the gateway retries itself."""
@@ -109,7 +109,7 @@ def test_tool_rounds_with_a_drop_in_a_call_land_once_in_one_session(
 
 @pytest.mark.parametrize("interface", ["responses", "chat"])
 def test_a_handoff_and_the_specialists_tool_round_land_in_one_session(
-    clients: Path, gateway: Service, store: httpx.Client, fake_openai: FastAPI, interface: str
+    clients: Path, gateway: LocalService, store: httpx.Client, fake_openai: FastAPI, interface: str
 ) -> None:
     """The triage agent hands off (transfer_to_specialist); the specialist, with instructions of its own, calls
     a tool (its arguments cut by a drop) and answers."""
@@ -135,7 +135,7 @@ def test_a_handoff_and_the_specialists_tool_round_land_in_one_session(
 
 @pytest.mark.parametrize("interface", ["responses", "chat"])
 def test_instructions_that_change_each_round_keep_one_session(
-    clients: Path, gateway: Service, store: httpx.Client, fake_openai: FastAPI, interface: str
+    clients: Path, gateway: LocalService, store: httpx.Client, fake_openai: FastAPI, interface: str
 ) -> None:
     """``instructions=lambda context, agent: ...`` says which round it is: each round's system prompt differs
     from the one before, and the upstream is shown each round's own (the retry after a drop, its round's)."""
@@ -162,7 +162,7 @@ def test_instructions_that_change_each_round_keep_one_session(
 
 
 def test_an_openai_conversations_session_is_the_one_session_of_its_turns(
-    clients: Path, gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    clients: Path, gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     """Two turns of Runner.run(..., session=OpenAIConversationsSession()): the conversation is the one session
     made, holding each turn once, as get_items gives it back. Then, from the conversation's id, pop_item (the
@@ -196,7 +196,7 @@ def test_an_openai_conversations_session_is_the_one_session_of_its_turns(
 
 @pytest.mark.parametrize("scenario", ["previous-response-id", "auto-previous-response-id"])
 def test_responses_chained_by_previous_response_id_stay_in_one_session(
-    clients: Path, gateway: Service, store: httpx.Client, fake_openai: FastAPI, scenario: str
+    clients: Path, gateway: LocalService, store: httpx.Client, fake_openai: FastAPI, scenario: str
 ) -> None:
     """A second turn given the first's last_response_id, each turn with auto_previous_response_id=True or not
     (with it, each round after the first sends its new items only, chained to the round before)."""

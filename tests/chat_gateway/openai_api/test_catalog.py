@@ -5,17 +5,15 @@ import openai
 import pytest
 from fastapi import FastAPI
 
-from testing.processes import Service
 from testing.upstream import TEXT
+from tests.chat_gateway.conftest import LocalService
 
-pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
 
-
-def _sdk(gateway: Service) -> openai.OpenAI:
+def _sdk(gateway: LocalService) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0)
 
 
-def test_the_upstreams_models_are_listed_and_cached(gateway: Service, fake_openai: FastAPI) -> None:
+def test_the_upstreams_models_are_listed_and_cached(gateway: LocalService, fake_openai: FastAPI) -> None:
     fake_openai.state.models = ["fake-model", "org/other-model"]
     sdk = _sdk(gateway)
     assert [model.id for model in sdk.models.list()] == ["fake-model", "org/other-model"]
@@ -26,13 +24,13 @@ def test_the_upstreams_models_are_listed_and_cached(gateway: Service, fake_opena
     assert [model.id for model in sdk.models.list()] == ["fake-model", "org/other-model"]
 
 
-def test_an_upstream_without_a_list_has_the_default_model(gateway: Service, fake_openai: FastAPI) -> None:
+def test_an_upstream_without_a_list_has_the_default_model(gateway: LocalService, fake_openai: FastAPI) -> None:
     assert [model.id for model in _sdk(gateway).models.list()] == ["fake-model"]
     missing = httpx.get(f"{gateway.url}/v1/models/gpt-9", timeout=30)
     assert (missing.status_code, missing.json()["error"]["type"]) == (404, "not_found_error")
 
 
-def test_streamed_and_whole_replies_name_the_model_alike(gateway: Service, fake_openai: FastAPI) -> None:
+def test_streamed_and_whole_replies_name_the_model_alike(gateway: LocalService, fake_openai: FastAPI) -> None:
     sdk = _sdk(gateway)
     messages: list[openai.types.chat.ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
     whole = sdk.chat.completions.create(model="fake", messages=messages)
@@ -40,7 +38,7 @@ def test_streamed_and_whole_replies_name_the_model_alike(gateway: Service, fake_
     assert (whole.model, streamed) == ("fake", {"fake"})
 
 
-def test_logprobs_are_relayed_with_the_text_streamed_and_whole(gateway: Service, store: httpx.Client) -> None:
+def test_logprobs_are_relayed_with_the_text_streamed_and_whole(gateway: LocalService, store: httpx.Client) -> None:
     sdk = _sdk(gateway)
     messages: list[openai.types.chat.ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
     tokens: list[str] = []

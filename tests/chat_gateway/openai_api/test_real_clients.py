@@ -21,17 +21,16 @@ from fastapi import FastAPI
 from openai import OpenAI
 
 from testing.chunks import tokens
-from testing.processes import Service
 from testing.upstream import TEXT, Plan
-from tests.chat_gateway.conftest import read_finished
+from tests.chat_gateway.conftest import LocalService, read_finished
 
 pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
 
 
 @pytest.fixture(scope="module")
-def persistence(persistence_on_both: Service) -> Service:
+def persistence_app(persistence_app_on_both: LocalService) -> LocalService:
     """Every real client's test runs on both databases."""
-    return persistence_on_both
+    return persistence_app_on_both
 
 
 def _sessions(store: httpx.Client) -> set[str]:
@@ -51,7 +50,7 @@ def _roles_and_calls(store: httpx.Client, session_id: str) -> list[tuple[str, li
 
 
 @pytest.fixture
-def llm(clients: Path, gateway: Service, tmp_path: Path) -> list[str]:
+def llm(clients: Path, gateway: LocalService, tmp_path: Path) -> list[str]:
     """The llm CLI, with the gateway as an OpenAI-compatible model named `gateway` (its documented way)."""
     models = f'- model_id: gateway\n  model_name: fake-model\n  api_base: "{gateway.url}/v1"\n  supports_tools: true\n'
     (tmp_path / "extra-openai-models.yaml").write_text(models)
@@ -59,7 +58,7 @@ def llm(clients: Path, gateway: Service, tmp_path: Path) -> list[str]:
 
 
 def test_llm_follow_ups_land_in_one_session(
-    llm: list[str], gateway: Service, store: httpx.Client, fake_openai: FastAPI, tmp_path: Path
+    llm: list[str], gateway: LocalService, store: httpx.Client, fake_openai: FastAPI, tmp_path: Path
 ) -> None:
     env = os.environ | {"LLM_USER_PATH": str(tmp_path), "OPENAI_API_KEY": "unused"}
     before = _sessions(store)
@@ -96,7 +95,7 @@ DROP_IN_ARGUMENTS = len(tokens(TEXT)) + 3
 Stored = tuple[str, str, list[tuple[str, str, str]], str | None, str]
 
 
-def _sdk(gateway: Service, **options: Any) -> OpenAI:
+def _sdk(gateway: LocalService, **options: Any) -> OpenAI:
     """The SDK as its users make it: only the base URL and a key (any: the gateway is in open mode) given."""
     return OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", **options)
 
@@ -141,7 +140,7 @@ def _result(call_id: str, text: str = RESULT) -> Stored:
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 def test_openai_sdk_chat_completions_tools_loop_is_one_session(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI, stream: bool
+    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI, stream: bool
 ) -> None:
     """The SDK's documented tools loop: question, call, result, answer, the client appending
     ``completion.choices[0].message`` to its messages (the streamed one from the stream helper's final
@@ -194,7 +193,7 @@ def _session_of_response(store: httpx.Client, response_id: str) -> str:
 
 
 def test_openai_sdk_responses_chain_with_previous_response_id_is_one_session(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     before = _sessions(store)
     client = _sdk(gateway)
@@ -216,7 +215,7 @@ def test_openai_sdk_responses_chain_with_previous_response_id_is_one_session(
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 def test_openai_sdk_responses_tool_round_with_previous_response_id_is_one_session(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI, stream: bool
+    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI, stream: bool
 ) -> None:
     """A call, its ``function_call_output`` sent with ``previous_response_id``, the answer, and a follow-up."""
     before = _sessions(store)
@@ -258,7 +257,7 @@ def test_openai_sdk_responses_tool_round_with_previous_response_id_is_one_sessio
 
 
 def test_openai_sdk_background_stream_dropped_and_resumed_from_its_sequence_number(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     """``background=True, stream=True``: the client drops the stream after a few deltas, then resumes it with
     ``responses.retrieve(id, stream=True, starting_after=N)``; its deltas make exactly the stored text."""
@@ -297,7 +296,7 @@ def test_openai_sdk_background_stream_dropped_and_resumed_from_its_sequence_numb
 
 
 def test_openai_sdk_conversation_holds_each_item_once(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     before = _sessions(store)
     client = _sdk(gateway)
@@ -333,7 +332,7 @@ def test_openai_sdk_conversation_holds_each_item_once(
 
 
 def test_openai_sdk_retries_of_a_failing_upstream_store_one_failed_answer(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     """The upstream fails every time: the gateway's answer fails (a 502), which the SDK retries twice. The
     question is asked once: one session, holding it and one failed answer, and the SDK raises."""
@@ -355,7 +354,7 @@ def test_openai_sdk_retries_of_a_failing_upstream_store_one_failed_answer(
 
 
 def test_openai_sdk_timeout_retries_attach_to_the_answer_generated_once(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     """``timeout=2`` on an answer that takes 3.6 s: the SDK gives up waiting and resends the request (twice).
     The answer is generated once; the client gets it on a retry, or times out, never a second generation."""
@@ -381,7 +380,7 @@ def test_openai_sdk_timeout_retries_attach_to_the_answer_generated_once(
 
 
 def test_openai_sdk_failed_answer_resent_by_its_client_goes_on_in_its_session(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     """[q1 → a1], then q2 whose answer fails (every upstream attempt a 500, the SDK's retries too), then the
     client resends [q1, a1, q2] and gets its answer: one session, q1, a1, q2 and the answer to q2 (the failed
@@ -412,7 +411,7 @@ def test_openai_sdk_failed_answer_resent_by_its_client_goes_on_in_its_session(
 
 
 def test_openai_sdk_user_field_does_not_merge_two_conversations(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     """OpenAI's ``user`` names the client's end user, not a conversation: two conversations sent with the same
     ``user`` are two sessions, each holding its own."""
@@ -442,7 +441,7 @@ def get_weather(city: str) -> str:
 
 @pytest.mark.parametrize("arguments", [ARGUMENTS, '{"city":"Lyon"}'], ids=["spaced-non-ascii", "compact"])
 def test_llm_functions_and_follow_ups_land_in_one_session(
-    llm: list[str], gateway: Service, store: httpx.Client, fake_openai: FastAPI, tmp_path: Path, arguments: str
+    llm: list[str], gateway: LocalService, store: httpx.Client, fake_openai: FastAPI, tmp_path: Path, arguments: str
 ) -> None:
     """`llm --functions`: the model calls the function, llm runs it and sends its result, then `-c` follow-ups
     (the function still given). llm replays the call's arguments as it re-serializes them (json.dumps: ASCII

@@ -8,16 +8,14 @@ import openai
 import pytest
 from fastapi import FastAPI
 
-from testing.processes import Service
 from testing.upstream import TEXT, Plan
-
-pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
+from tests.chat_gateway.conftest import LocalService
 
 
 class Client:
     """An OpenAI client that keeps its conversation and sends all of it with each message."""
 
-    def __init__(self, gateway: Service, messages: list[dict[str, Any]] | None = None) -> None:
+    def __init__(self, gateway: LocalService, messages: list[dict[str, Any]] | None = None) -> None:
         self.sdk = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0)
         self.messages = messages or [{"role": "system", "content": "Be brief."}]
 
@@ -36,7 +34,7 @@ def _stored(store: httpx.Client, session_id: str) -> list[tuple[str, str]]:
 
 
 def test_follow_ups_without_a_header_go_on_in_one_session(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     client = Client(gateway)
     sessions = {client.ask("Where is Lyon?"), client.ask("And Paris?"), client.ask("Which is bigger?")}
@@ -54,7 +52,7 @@ def test_follow_ups_without_a_header_go_on_in_one_session(
 
 
 def test_an_edited_history_or_a_branch_starts_a_session_of_its_own(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     client = Client(gateway)
     first = client.ask("Where is Lyon?")
@@ -77,7 +75,7 @@ def test_an_edited_history_or_a_branch_starts_a_session_of_its_own(
 
 
 def test_a_named_session_wins_over_the_conversation(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     client = Client(gateway)
     first = client.ask("Where is Lyon?")
@@ -93,7 +91,7 @@ def test_a_named_session_wins_over_the_conversation(
 
 
 def test_a_round_with_an_extra_result_is_not_the_round_stored(
-    gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     """A resent round whose results are not exactly those stored after the answer starts its own session."""
     calls = [("get_weather", '{"city": "Lyon"}')]
@@ -122,7 +120,9 @@ def test_a_round_with_an_extra_result_is_not_the_round_stored(
     ]
 
 
-def test_a_conversations_items_are_retrieved_and_deleted_one_by_one(gateway: Service, fake_openai: FastAPI) -> None:
+def test_a_conversations_items_are_retrieved_and_deleted_one_by_one(
+    gateway: LocalService, fake_openai: FastAPI
+) -> None:
     sdk = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0)
     conversation = sdk.conversations.create(items=[{"type": "message", "role": "user", "content": "Where is Lyon?"}])
     sdk.responses.create(model="fake-model", input="And Paris?", conversation=conversation.id)

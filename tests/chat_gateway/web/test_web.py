@@ -82,10 +82,10 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 
 def _forget_every_chat(persistence: Service) -> None:
     """The module's tests share one persistence service; in open mode the page lists every chat in it."""
-    with httpx.Client(base_url=persistence.url, headers={"x-api-key": PERSISTENCE_KEY}, timeout=30) as store:
-        while sessions := store.get("/sessions", params={"limit": 200}).json()["items"]:
+    with httpx.Client(base_url=persistence.url, headers={"x-api-key": PERSISTENCE_KEY}, timeout=30) as process_store:
+        while sessions := process_store.get("/sessions", params={"limit": 200}).json()["items"]:
             for session in sessions:
-                assert store.delete(f"/sessions/{session['id']}").status_code == 204
+                assert process_store.delete(f"/sessions/{session['id']}").status_code == 204
 
 
 def _gateway(tmp_path: Path, persistence: Service, upstream: str, **extra: str) -> Iterator[Service]:
@@ -182,7 +182,7 @@ def strays(requests: list[Request], gateway: Service) -> list[str]:
 
 
 def test_a_message_streams_and_is_rendered_as_markdown(
-    page: Page, web_gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    page: Page, web_gateway: Service, process_store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     fake_openai.state.text = MARKDOWN
     fake_openai.state.plans.append(Plan(delay=0.05))
@@ -199,7 +199,7 @@ def test_a_message_streams_and_is_rendered_as_markdown(
     body = page.locator("article.assistant .body")
     expect(body.locator("table td").first).to_have_text("Lyon")
     expect(body.locator("pre code.hljs")).to_contain_text("print('hello')")
-    message = read_message(store, last_answer_id(page))
+    message = read_message(process_store, last_answer_id(page))
     assert (message["status"], message["content"]) == ("complete", MARKDOWN)
     expect(page.locator("#sessions a")).to_have_count(1)
     expect(page.locator("#title")).to_have_text("Show me a table")
@@ -207,7 +207,7 @@ def test_a_message_streams_and_is_rendered_as_markdown(
 
 @pytest.mark.parametrize("delay", [0.0, 0.05], ids=["unpaced", "paced"])
 def test_a_reload_mid_answer_replays_it_and_follows_it_to_the_stored_end(
-    page: Page, web_gateway: Service, store: httpx.Client, fake_openai: FastAPI, delay: float
+    page: Page, web_gateway: Service, process_store: httpx.Client, fake_openai: FastAPI, delay: float
 ) -> None:
     fake_openai.state.plans.append(Plan(delay=delay))
     page.goto(web_gateway.url)
@@ -216,12 +216,12 @@ def test_a_reload_mid_answer_replays_it_and_follows_it_to_the_stored_end(
     message_id = last_answer_id(page)
     page.reload()
     complete(page)
-    assert answer(page) == TEXT == read_message(store, message_id)["content"]
+    assert answer(page) == TEXT == read_message(process_store, message_id)["content"]
     expect(page.locator("article.assistant")).to_have_count(1)
 
 
 def test_stop_keeps_the_partial_answer_and_resume_finishes_it(
-    page: Page, web_gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    page: Page, web_gateway: Service, process_store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     fake_openai.state.plans.extend([Plan(delay=0.5), Plan()])  # slow enough to be stopped, however slow the machine
     page.goto(web_gateway.url)
@@ -231,17 +231,17 @@ def test_stop_keeps_the_partial_answer_and_resume_finishes_it(
     article = page.locator("article.assistant")
     expect(article).to_have_attribute("data-status", "failed")
     expect(article.locator(".footer")).to_contain_text("cancelled")
-    message = read_message(store, last_answer_id(page))
+    message = read_message(process_store, last_answer_id(page))
     assert (message["status"], message["error"]) == ("failed", "cancelled")
     assert TEXT.startswith(message["content"])
     assert message["content"] != TEXT
     article.locator("button.resume").click()
     complete(page)
-    assert answer(page) == TEXT == read_message(store, message["id"])["content"]
+    assert answer(page) == TEXT == read_message(process_store, message["id"])["content"]
 
 
 def test_an_answer_started_elsewhere_is_stopped_from_a_page_opened_later(
-    page: Page, web_gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    page: Page, web_gateway: Service, process_store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     fake_openai.state.plans.append(Plan(delay=0.5))  # slow enough to be stopped, however slow the machine
     with httpx.stream("POST", f"{web_gateway.url}/chat", json={"message": "Hi", "stream": True}, timeout=30) as sent:
@@ -252,7 +252,7 @@ def test_an_answer_started_elsewhere_is_stopped_from_a_page_opened_later(
     expect(page.locator("article.assistant")).to_have_attribute("data-status", "in_progress")
     page.locator("#stop").click()
     expect(page.locator("article.assistant .footer")).to_contain_text("cancelled")
-    message = read_message(store, ids["message_id"])
+    message = read_message(process_store, ids["message_id"])
     assert (message["status"], message["error"]) == ("failed", "cancelled")
     assert answer(page) == message["content"].rstrip()  # Markdown drops the trailing space
 
@@ -275,7 +275,7 @@ def test_search_finds_a_chat_and_opens_it(page: Page, web_gateway: Service, fake
 
 
 def test_one_answer_streams_in_two_tabs(
-    page: Page, web_gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    page: Page, web_gateway: Service, process_store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     fake_openai.state.plans.append(Plan(delay=0.2))  # still answering when the second tab has loaded
     page.goto(web_gateway.url)
@@ -286,13 +286,13 @@ def test_one_answer_streams_in_two_tabs(
     expect(second.locator("article.assistant")).to_have_attribute("data-status", "in_progress")
     complete(page)
     complete(second)
-    content = read_message(store, last_answer_id(page))["content"]
+    content = read_message(process_store, last_answer_id(page))["content"]
     assert answer(page) == answer(second) == content == TEXT
 
 
 @pytest.mark.parametrize("sample", [False, True], ids=["same words", "sampled"])
 def test_a_gateway_restart_mid_answer_shows_reconnecting_then_the_rest(
-    page: Page, web_gateway: Service, store: httpx.Client, fake_openai: FastAPI, sample: bool
+    page: Page, web_gateway: Service, process_store: httpx.Client, fake_openai: FastAPI, sample: bool
 ) -> None:
     """With a model that samples, the words the dead gateway showed are the stored answer's: the page shows it."""
     fake_openai.state.sample = sample
@@ -306,14 +306,14 @@ def test_a_gateway_restart_mid_answer_shows_reconnecting_then_the_rest(
     web_gateway.start()  # same port: its recovery takes the answer over once the dead one's lease expires
     complete(page, timeout=60_000)
     expect(page.locator("#status")).to_be_hidden()
-    message = read_message(store, message_id)
+    message = read_message(process_store, message_id)
     assert answer(page) == message["content"]
     assert message["status"] == "complete"
     assert sample or message["content"] == TEXT
 
 
 def test_rename_favorite_export_and_delete_after_confirming(
-    page: Page, web_gateway: Service, store: httpx.Client, fake_openai: FastAPI
+    page: Page, web_gateway: Service, process_store: httpx.Client, fake_openai: FastAPI
 ) -> None:
     page.goto(web_gateway.url)
     send(page, "Tell me about Lyon")
@@ -326,19 +326,19 @@ def test_rename_favorite_export_and_delete_after_confirming(
     expect(page.locator("#sessions a .name")).to_have_text("Lyon, briefly")
     page.locator("#favorite").click()
     expect(page.locator("#favorite")).to_have_attribute("aria-pressed", "true")
-    assert store.get(f"/sessions/{session_id}").json()["is_favorite"] is True
+    assert process_store.get(f"/sessions/{session_id}").json()["is_favorite"] is True
     with page.expect_download() as download:
         page.locator("#export-md").click()
     assert "Lyon sits" in Path(download.value.path()).read_text()
     page.locator("#delete").click()
     expect(page.locator("#ask")).to_be_visible()
     page.locator("#ask-cancel").click()
-    assert store.get(f"/sessions/{session_id}").status_code == 200  # cancelled: nothing deleted
+    assert process_store.get(f"/sessions/{session_id}").status_code == 200  # cancelled: nothing deleted
     page.locator("#delete").click()
     page.locator("#ask-ok").click()
     expect(page.locator("#sessions-empty")).to_be_visible()
     expect(page.locator("#title")).to_have_text("New chat")
-    assert store.get(f"/sessions/{session_id}").status_code == 404
+    assert process_store.get(f"/sessions/{session_id}").status_code == 404
 
 
 def test_tool_calls_and_their_results_are_shown(page: Page, web_gateway: Service, fake_openai: FastAPI) -> None:
