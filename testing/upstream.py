@@ -200,6 +200,7 @@ def reset(app: FastAPI, chunks: Chunks = CHUNKS) -> None:
     app.state.usage = True  # a last chunk with the usage, when asked for it
     app.state.stamp = False  # each chunk's time of sending, in its ``Exchange``
     app.state.models = None  # the ids GET /v1/models lists; None: the server has no such route (a 404)
+    app.state.outage_until = 0.0  # time.monotonic() until which it is down (POST /control/outage)
     # What it says it is when asked (chat_gateway/clients/upstream_probe.py), and so how it continues a last assistant
     # message (as_continued): "llama.cpp" answers GET /props, "vllm" GET /version and owns its models; "mistral"
     # (Mistral's API) and None say nothing.
@@ -233,10 +234,24 @@ def create_fake_openai(chunks: Chunks = CHUNKS) -> FastAPI:
         data = [{"id": model, "object": "model", "created": 1, "owned_by": owner} for model in app.state.models]
         return {"object": "list", "data": data}
 
+    def down() -> bool:
+        until: float = app.state.outage_until
+        return time.monotonic() < until
+
+    @app.post("/control/outage")
+    async def outage(seconds: float) -> Any:
+        """Down for ``seconds``: as a provider's outage behind its load balancer looks, every request answered
+        503 and every stream being sent cut; the process stays up, its record of what it sent kept."""
+        app.state.outage_until = time.monotonic() + seconds
+        return {"down_for": seconds}
+
     @app.post("/v1/chat/completions")
     async def completions(request: Request) -> Any:
         body = await request.json()
         app.state.requests.append(body)
+        if down():
+            error = {"error": {"message": "upstream unavailable", "type": "server_error", "code": None}}
+            return JSONResponse(error, status_code=503)
         plan: Plan = app.state.plans.popleft() if app.state.plans else app.state.default_plan
         read = as_continued(app.state.server, body)
         messages, echo = read if read is not None else (body["messages"], "")
@@ -277,7 +292,7 @@ def create_fake_openai(chunks: Chunks = CHUNKS) -> FastAPI:
                     await asyncio.sleep(plan.stall)
                 sent: list[str | dict[str, Any]] = [*parts, *calls]
                 for index, part in enumerate(sent):
-                    if plan.drop_after is not None and index >= plan.drop_after:
+                    if (plan.drop_after is not None and index >= plan.drop_after) or down():
                         raise Dropped  # uvicorn closes the connection mid-stream
                     exchange.tokens += 1
                     exchange.sent += part if isinstance(part, str) else ""

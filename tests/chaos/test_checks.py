@@ -3,7 +3,7 @@
 import pytest
 
 from chaos.answers import answer_for
-from chaos.checks import Stored, missed_targets, overhead_allowed, report, tally_chats
+from chaos.checks import Stored, missed_targets, overhead_allowed, report, tally_chats, through_outages
 from chaos.clients import Chat
 from chaos.joins import Request
 
@@ -82,3 +82,28 @@ def test_the_waste_allowed_grows_with_the_faults_density_never_below_the_target(
     assert overhead_allowed(5) == 0.05  # make chaos's spacing: the target itself
     assert overhead_allowed(3) == pytest.approx(0.05 * 5 / 3)
     assert overhead_allowed(10) == 0.05  # rarer faults are not held to less
+
+
+def test_an_answer_in_progress_or_started_during_an_outage_is_counted_and_must_not_fail() -> None:
+    before, across, during, moved_on, after = (_chat(f"1-{n}", "one") for n in range(5))
+    for chat, began, ended in ((before, 1, 9), (across, 5, 12), (during, 11, 14), (moved_on, 8, 9), (after, 21, 25)):
+        chat.began, chat.ended = began, ended
+    during.outcome = "failed"  # told it failed
+    stored = {"1-1": Stored("failed", "one"), "1-2": Stored("failed", "one"), "1-3": Stored("complete", "one")}
+    requests = {"1-3": [_sent("one", at=8), _sent("", partial="one", at=10.5)]}  # its client left; it went on
+    figures = through_outages([before, across, during, moved_on, after], stored, requests, [(10.0, 20.0)])
+    assert figures == {"answers through an outage": 3, "failed answers through an outage": 2}
+    base = {"answers": {}, "characters generated / needed": None, "pickup p95 s": None, "failover resume p95 s": None}
+    quiet = dict.fromkeys(
+        (
+            "clients shown text that is not the stored answer",
+            "chats generated after their client was told they failed",
+            "responses resumed with an event given twice",
+            "orphans never picked up",
+            "acknowledged writes lost",
+            "answers not resumed after a failover",
+        ),
+        0,
+    )
+    assert missed_targets(base | quiet | figures) == ["failed answers through an outage"]
+    assert missed_targets(base | quiet | {**figures, "failed answers through an outage": 0}) == []

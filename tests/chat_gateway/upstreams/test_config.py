@@ -130,3 +130,18 @@ def test_the_readmes_example_is_a_good_file(tmp_path: Path) -> None:
     config = load(_write(tmp_path, example))
     assert [upstream.name for upstream in config.upstreams] == ["local", "openai"]
     assert (config.aliases, config.fallbacks) == ({"fast": "llama-3.1-8b"}, {"gpt-4o": ["llama-3.1-8b"]})
+
+
+def test_the_readmes_worked_configuration_is_a_good_file(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    worked = readme.split("#### A worked configuration", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    config = load(_write(tmp_path, worked))
+    assert [(u.name, u.models, u.continuation) for u in config.upstreams] == [
+        ("openai", ["gpt-4o-mini"], "restart"),
+        ("local", ["gemma3-270m"], "exact"),
+    ]
+    assert config.fallbacks == {"gpt-4o-mini": ["gemma3-270m"]}
+    mistaken = worked.replace('"gpt-4o-mini" = ["gemma3-270m"]', '"gpt-4o-mini" = ["gemma-3"]')
+    line = mistaken.splitlines().index('"gpt-4o-mini" = ["gemma-3"]') + 1
+    with pytest.raises(ConfigError, match=rf"line {line}: fallbacks.gpt-4o-mini: no upstream serves 'gemma-3'"):
+        load(_write(tmp_path, mistaken))
