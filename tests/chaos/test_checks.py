@@ -1,5 +1,7 @@
 """The chaos run's tally (chaos/checks.py), fed crafted chats, stored answers and upstream requests."""
 
+from typing import Any
+
 import pytest
 
 from chaos.answers import answer_for
@@ -93,7 +95,12 @@ def test_an_answer_in_progress_or_started_during_an_outage_is_counted_and_must_n
     requests = {"1-3": [_sent("one", at=8), _sent("", partial="one", at=10.5)]}  # its client left; it went on
     figures = through_outages([before, across, during, moved_on, after], stored, requests, [(10.0, 20.0)])
     assert figures == {"answers through an outage": 3, "failed answers through an outage": 2}
-    base = {"answers": {}, "characters generated / needed": None, "pickup p95 s": None, "failover resume p95 s": None}
+    base: dict[str, Any] = {
+        "answers": {},
+        "characters generated / needed": None,
+        "pickup p95 s": None,
+        "failover resume p95 s": None,
+    }
     quiet = dict.fromkeys(
         (
             "clients shown text that is not the stored answer",
