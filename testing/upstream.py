@@ -7,7 +7,8 @@ token by token, and continues it from a trailing assistant message exactly, the 
 the words it is asked to. It can say it is llama-server (the default), vLLM or Mistral's API, and continues as
 that server does (``app.state.server``). Each request takes the next scripted ``Plan`` (default: behave): drop
 the connection after k tokens, answer an error status (with Retry-After), stall before the first token, go
-slowly, call tools; ``app.state.faults`` may change it (the chaos run's random faults). Every request is kept as
+slowly, call tools; ``app.state.faults`` may change it (the chaos run's random faults); ``POST /control/outage``
+takes it down for a while (503 to everything, its streams cut). Every request is kept as
 an ``Exchange`` (what it was asked, what it sent), from which the chaos run checks its joins and the benchmarks
 count tokens.
 
