@@ -8,9 +8,8 @@ the words it is asked to. It can say it is llama-server (the default), vLLM or M
 that server does (``app.state.server``). Each request takes the next scripted ``Plan`` (default: behave): drop
 the connection after k tokens, answer an error status (with Retry-After), stall before the first token, go
 slowly, call tools; ``app.state.faults`` may change it (the chaos run's random faults); ``POST /control/outage``
-takes it down for a while (503 to everything, its streams cut). Every request is kept as
-an ``Exchange`` (what it was asked, what it sent), from which the chaos run checks its joins and the benchmarks
-count tokens.
+takes it down for a while (503 to everything, its streams cut). Every request is kept as an ``Exchange`` (what it
+was asked, what it sent), from which the chaos run checks its joins and the benchmarks count tokens.
 
 With ``app.state.sample = True`` it writes as a model that samples does: new words on every request, a
 continuation's included (the partial answer, then words never sent before), so text a client was shown and
