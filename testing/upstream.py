@@ -207,6 +207,20 @@ def reset(app: FastAPI, chunks: Chunks = CHUNKS) -> None:
     app.state.server = "llama.cpp"
 
 
+def down(app: FastAPI) -> bool:
+    until: float = app.state.outage_until
+    return time.monotonic() < until
+
+
+def add_outage_control(app: FastAPI) -> None:
+    @app.post("/control/outage")
+    async def outage(seconds: float) -> Any:
+        """Down for ``seconds``: as a provider's outage behind its load balancer looks, every request answered
+        503 and every stream being sent cut; the process stays up, its record of what it sent kept."""
+        app.state.outage_until = time.monotonic() + seconds
+        return {"down_for": seconds}
+
+
 def create_fake_openai(chunks: Chunks = CHUNKS) -> FastAPI:
     app = FastAPI()
     reset(app, chunks)
@@ -234,22 +248,13 @@ def create_fake_openai(chunks: Chunks = CHUNKS) -> FastAPI:
         data = [{"id": model, "object": "model", "created": 1, "owned_by": owner} for model in app.state.models]
         return {"object": "list", "data": data}
 
-    def down() -> bool:
-        until: float = app.state.outage_until
-        return time.monotonic() < until
-
-    @app.post("/control/outage")
-    async def outage(seconds: float) -> Any:
-        """Down for ``seconds``: as a provider's outage behind its load balancer looks, every request answered
-        503 and every stream being sent cut; the process stays up, its record of what it sent kept."""
-        app.state.outage_until = time.monotonic() + seconds
-        return {"down_for": seconds}
+    add_outage_control(app)
 
     @app.post("/v1/chat/completions")
     async def completions(request: Request) -> Any:
         body = await request.json()
         app.state.requests.append(body)
-        if down():
+        if down(app):
             error = {"error": {"message": "upstream unavailable", "type": "server_error", "code": None}}
             return JSONResponse(error, status_code=503)
         plan: Plan = app.state.plans.popleft() if app.state.plans else app.state.default_plan
@@ -292,7 +297,7 @@ def create_fake_openai(chunks: Chunks = CHUNKS) -> FastAPI:
                     await asyncio.sleep(plan.stall)
                 sent: list[str | dict[str, Any]] = [*parts, *calls]
                 for index, part in enumerate(sent):
-                    if (plan.drop_after is not None and index >= plan.drop_after) or down():
+                    if (plan.drop_after is not None and index >= plan.drop_after) or down(app):
                         raise Dropped  # uvicorn closes the connection mid-stream
                     exchange.tokens += 1
                     exchange.sent += part if isinstance(part, str) else ""
