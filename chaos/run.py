@@ -109,6 +109,7 @@ class Chaos:
         self.orphans = Orphans()
         self.failovers = Failovers()
         self.outages: list[tuple[float, float]] = []  # each upstream outage's start and end (time.time())
+        self.down: list[tuple[str, float]] = []  # which upstream each outage took down, and for how long
         self.lock = asyncio.Lock()  # one fault at a time
 
     def start(self) -> None:
@@ -198,6 +199,7 @@ class Chaos:
         httpx.post(f"{upstream.url}/control/outage", params={"seconds": seconds}, timeout=10).raise_for_status()
         time.sleep(seconds)
         self.outages.append((began, began + seconds))
+        self.down.append((upstream.name, round(seconds, 1)))
 
     def postgres_restart(self) -> None:
         self.cluster.restart_primary(self.chance.uniform(0.5, 2))
@@ -284,6 +286,7 @@ class Chaos:
             "seconds of chats": round(self.chatted),
             "faults": dict(self.faults),
             "fault seconds": self.fault_seconds,
+            "upstreams down (s)": self.down,
             "upstream": "sampled" if self.sampled else "same",
         }
 
