@@ -48,7 +48,10 @@ def persistence(name: str, directory: Path, database_url: str) -> Service:
 
 # Each upstream serves a model of its own, which falls back to the other's; a gateway's "chaos" (what the clients
 # ask for) is its preferred upstream's, so one gateway starts answers exactly and the other restarting, as before.
-# A breaker that cools down in 5 s (30 by default) tries an upstream again soon after an outage ends.
+# A breaker that cools down in 5 s (30 by default) tries an upstream again soon after an outage ends. It opens
+# after 12 failures in a row (5 by default): a quarter of this upstream's requests fail at random, far more than a
+# real one's, and at 5 the upstream left up opened its breaker too while it carried all the chats (both cooling
+# down, the answers then failed); an outage, every request refused, still opens it within a second.
 UPSTREAM_ENTRY = """
 [[upstreams]]
 name = "{name}"
@@ -57,6 +60,7 @@ api_key = "sk-chaos"
 models = ["chaos-{mode}"]
 continuation = "{mode}"
 timeout_seconds = 10
+failure_threshold = 12
 cooldown_seconds = 5
 """
 ROUTES = """
