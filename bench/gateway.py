@@ -93,7 +93,7 @@ def _relay(concurrency: int, direct: list[Stream], through: list[Stream], cpu_us
 Measured = tuple[list[Stream], list[Stream], float]  # direct streams, relayed streams, CPU µs per chunk
 
 
-def _pooled(runs: list[Measured]) -> Relay:
+def pooled(runs: list[Measured]) -> Relay:
     """One concurrency-1 row from several rounds: all their streams, and their mean CPU per chunk."""
     direct = [s for run in runs for s in run[0]]
     through = [s for run in runs for s in run[1]]
@@ -152,7 +152,7 @@ def compared(
         for round_ in range(rounds):
             for runs, relay_url, relay_pid, streams_, relay_headers in sides if round_ % 2 == 0 else sides[::-1]:
                 runs.append(direct_and_through(upstream_url, relay_url, relay_pid, 1, streams_, relay_headers))
-    gateway_at_1, other = _pooled(gateway_runs), _pooled(alternative_runs)
+    gateway_at_1, other = pooled(gateway_runs), pooled(alternative_runs)
     alternative = Alternative(
         "LiteLLM proxy",
         other.streams,
@@ -277,7 +277,7 @@ def responses_relay(upstream_url: str, service: Service, rounds: int, count: int
     for _ in range(rounds):
         chat.append(direct_and_through(upstream_url, service.url, service.pid, 1, count))
         responses.append(direct_and_through(upstream_url, service.url, service.pid, 1, count, responses=True))
-    as_chat, as_responses = _pooled(chat), _pooled(responses)
+    as_chat, as_responses = pooled(chat), pooled(responses)
     return ResponsesRelay(
         as_responses.streams,
         as_chat.added_first_chunk_p50_ms,

@@ -49,9 +49,15 @@ def litellm(tmp: str, command: str, upstream_url: str) -> Iterator[tuple[str, in
 
 @contextmanager
 def gateway(
-    tmp: str, persistence_url: str, upstream_url: str, answer_log: str | None = None, code: str | None = None
+    tmp: str,
+    persistence_url: str,
+    upstream_url: str,
+    answer_log: str | None = None,
+    code: str | None = None,
+    **settings: str,
 ) -> Iterator[Service]:
-    """A gateway, with the answer log at ``answer_log`` if given, from the source tree ``code`` if given."""
+    """A gateway, with the answer log at ``answer_log`` if given, from the source tree ``code`` if given, with
+    any other ``settings`` (UPSTREAMS_FILE...)."""
     log = {} if answer_log is None else {"ANSWER_LOG_URL": answer_log}
     env = service_env(
         tmp,
@@ -65,6 +71,7 @@ def gateway(
         RETRY_MAX_WAIT="0",
         **log,
         **code_env(code),
+        **settings,
     )
     log_file = Path(tmp) / f"gateway-{free_port()}.log"
     service = Service.uvicorn("chat_gateway.main:create_app", env, log_file, *code_args(code)).start()

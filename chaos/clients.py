@@ -26,6 +26,8 @@ class Chat:
     outcome: str = "unknown"  # complete: shown whole; failed: told it failed; unknown: lost touch
     told_failed_at: float | None = None  # when the client was told the chat failed (time.time())
     reattaches: int = 0
+    began: float = 0.0  # when the client first asked, and when it stopped (time.time())
+    ended: float = 0.0
     notes: list[str] = field(default_factory=list)
 
 
@@ -57,10 +59,12 @@ class Client:
         return self.chance.choice(self.gateways)
 
     async def chat(self, chat: Chat) -> Chat:
+        chat.began = time.time()
         try:
             await getattr(self, f"_{chat.kind}")(chat)
         except (httpx.HTTPError, ValueError, KeyError) as exc:
             chat.notes.append(f"{type(exc).__name__}: {exc}")
+        chat.ended = time.time()
         return chat
 
     def _told_failed(self, chat: Chat, why: str) -> None:

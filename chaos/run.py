@@ -1,13 +1,14 @@
-"""The chaos run: chats through two gateways while processes die, pause and restart and the database fails
-over; then every answer checked.
+"""The chaos run: chats through two gateways while processes die, pause and restart, the database fails over
+and an upstream goes down; then every answer checked.
 
 Two persistence processes on a throwaway PostgreSQL primary with a synchronous streaming replica, two gateways
-(one continuing exactly, one whose upstream restarts and repeats) writing through an answer log in Redis,
-upstreams that sample (new words on every request), and 64 clients chatting in six ways (SSE with disconnects
-and reattaches, JSON with and without Idempotency-Key, the OpenAI-compatible endpoint streamed and not, background
-Responses resumed after their last event). At random moments: a gateway killed and restarted, a gateway paused
-past its lease and resumed, a persistence process killed and restarted, the primary restarted, the primary killed
-and its replica promoted. Exits non-zero when a target of docs/reliability.md is missed.
+writing through an answer log in Redis, two upstreams that sample (new words on every request), one continuing
+exactly and one restarting and repeating, each gateway preferring one and falling back to the other (an upstreams
+file), and 64 clients chatting in six ways (SSE with disconnects and reattaches, JSON with and without
+Idempotency-Key, the OpenAI-compatible endpoint streamed and not, background Responses resumed after their last
+event). At random moments: a gateway killed and restarted, a gateway paused past its lease and resumed, a
+persistence process killed and restarted, the primary restarted, the primary killed and its replica promoted, an
+upstream down for 10 to 30 s. Exits non-zero when a target of docs/reliability.md is missed.
 
     python -m chaos [--seconds 300] [--clients 64] [--seed N] [--upstream sampled|same] [--answer-log redis|none]
 """
@@ -35,14 +36,21 @@ import redis
 
 from chaos import services
 from chaos.answers import key_of
-from chaos.checks import Stored, missed_targets, percentile, report, tally_chats
+from chaos.checks import Stored, missed_targets, percentile, report, tally_chats, through_outages
 from chaos.clients import KINDS, Chat, Client
 from chaos.cluster import Pair
 from chaos.joins import Request
 from chaos.probes import AckProbe, watch_resumed
 from testing.ports import free_port
 
-FAULTS = ("gateway_kill", "gateway_pause", "persistence_kill", "postgres_restart", "postgres_failover")
+FAULTS = (
+    "gateway_kill",
+    "gateway_pause",
+    "persistence_kill",
+    "postgres_restart",
+    "postgres_failover",
+    "upstream_outage",
+)
 DRAIN_SECONDS = 60
 REDIS_URL = os.environ.get("CHAOS_REDIS_URL", "redis://127.0.0.1:6379/14")
 
@@ -85,10 +93,13 @@ class Chaos:
             services.upstream("upstream-exact", directory, "exact", answers, seed),
             services.upstream("upstream-restart", directory, "restart", answers, seed + 1),
         ]
+        both = list(zip(self.upstreams, ("exact", "restart"), strict=True))
         self.gateways = [
-            services.gateway(name, directory, store.url, model.url, mode, answer_log)
-            for name, store, model, mode in zip(
-                ("gateway-a", "gateway-b"), self.persistence, self.upstreams, ("exact", "restart"), strict=True
+            services.gateway(
+                name, directory, store.url, services.upstreams_file(directory / f"{name}.toml", both, mode), answer_log
+            )
+            for name, store, mode in zip(
+                ("gateway-a", "gateway-b"), self.persistence, ("exact", "restart"), strict=True
             )
         ]
         self.faults: Counter[str] = Counter()
@@ -97,6 +108,8 @@ class Chaos:
         self.fault_seconds: dict[str, list[float]] = {}  # how long each took, restarts and rebuilds included
         self.orphans = Orphans()
         self.failovers = Failovers()
+        self.outages: list[tuple[float, float]] = []  # each upstream outage's start and end (time.time())
+        self.down: list[tuple[str, float]] = []  # which upstream each outage took down, and for how long
         self.lock = asyncio.Lock()  # one fault at a time
 
     def start(self) -> None:
@@ -178,6 +191,16 @@ class Chaos:
         time.sleep(self.chance.uniform(0.2, 1.5))
         store.start()
 
+    def upstream_outage(self) -> None:
+        """One upstream down for 10 to 30 s: 503 to every request, its streams cut (testing/upstream.py)."""
+        upstream = self.chance.choice(self.upstreams)
+        seconds = self.chance.uniform(10, 30)
+        began = time.time()
+        httpx.post(f"{upstream.url}/control/outage", params={"seconds": seconds}, timeout=10).raise_for_status()
+        time.sleep(seconds)
+        self.outages.append((began, began + seconds))
+        self.down.append((upstream.name, round(seconds, 1)))
+
     def postgres_restart(self) -> None:
         self.cluster.restart_primary(self.chance.uniform(0.5, 2))
 
@@ -242,9 +265,11 @@ class Chaos:
             "JOIN messages a ON a.session_id = q.session_id AND a.role = 'assistant' WHERE q.role = 'user'"
         )
         stored = {key_of(question): Stored(status, content) for question, status, content in rows}
-        tally = tally_chats(chats, stored, self.upstream_requests(), sampled=self.sampled)
+        requests = self.upstream_requests()
+        tally = tally_chats(chats, stored, requests, sampled=self.sampled)
         self.acks.stop()
         figures = report(chats, tally, self.orphans.pickups, self.orphans.never)
+        figures |= through_outages(chats, stored, requests, self.outages)
         resumed = self.failovers.resumed
         return {
             **figures,
@@ -261,6 +286,7 @@ class Chaos:
             "seconds of chats": round(self.chatted),
             "faults": dict(self.faults),
             "fault seconds": self.fault_seconds,
+            "upstreams down (s)": self.down,
             "upstream": "sampled" if self.sampled else "same",
         }
 

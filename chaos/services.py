@@ -1,5 +1,6 @@
 """The chaos run's processes: two persistence services and two gateways as users run them (uvicorn, each in its
-process), and the two kinds of upstream; each can be killed, paused, resumed and started again."""
+process), and the two kinds of upstream, which each gateway reaches through an upstreams file (each model falling
+back to the other upstream's); each can be killed, paused, resumed and started again."""
 
 import os
 import sys
@@ -35,10 +36,8 @@ GATEWAY_SETTINGS = {
     "RETRY_MAX_WAIT": "1",
     "PERSISTENCE_RETRY_ATTEMPTS": "4",
     "TURN_SETTLE_SECONDS": "20",
-    "UPSTREAM_TIMEOUT_SECONDS": "10",
     "SHUTDOWN_GRACE_SECONDS": "0",
     "OPENAI_MODEL": "chaos",
-    "OPENAI_API_KEY": "sk-chaos",
 }
 
 
@@ -47,16 +46,47 @@ def persistence(name: str, directory: Path, database_url: str) -> Service:
     return _uvicorn(name, "persistence.main:create_app", env, directory)
 
 
-def gateway(
-    name: str, directory: Path, persistence_url: str, upstream_url: str, continuation: str, answer_log: str | None
-) -> Service:
+# Each upstream serves a model of its own, which falls back to the other's; a gateway's "chaos" (what the clients
+# ask for) is its preferred upstream's, so one gateway starts answers exactly and the other restarting, as before.
+# A breaker that cools down in 5 s (30 by default) tries an upstream again soon after an outage ends. It opens
+# after 12 failures in a row (5 by default): a quarter of this upstream's requests fail at random, far more than a
+# real one's, and at 5 the upstream left up opened its breaker too while it carried all the chats (both cooling
+# down, the answers then failed); an outage, every request refused, still opens it within a second.
+UPSTREAM_ENTRY = """
+[[upstreams]]
+name = "{name}"
+base_url = "{url}/v1"
+api_key = "sk-chaos"
+models = ["chaos-{mode}"]
+continuation = "{mode}"
+timeout_seconds = 10
+failure_threshold = 12
+cooldown_seconds = 5
+"""
+ROUTES = """
+[aliases]
+chaos = "chaos-{mode}"
+
+[fallbacks]
+chaos-exact = ["chaos-restart"]
+chaos-restart = ["chaos-exact"]
+"""
+
+
+def upstreams_file(path: Path, upstreams: list[tuple[Service, str]], preferred: str) -> Path:
+    """An UPSTREAMS_FILE of ``upstreams`` (each with how it continues), its "chaos" the ``preferred`` one's."""
+    entries = [UPSTREAM_ENTRY.format(name=service.name, url=service.url, mode=mode) for service, mode in upstreams]
+    path.write_text("".join(entries) + ROUTES.format(mode=preferred))
+    return path
+
+
+def gateway(name: str, directory: Path, persistence_url: str, upstreams: Path, answer_log: str | None) -> Service:
     log = {"ANSWER_LOG_URL": answer_log} if answer_log else {}
     env = _env(
         directory,
         **log,
         API_BASE_URL=persistence_url,
-        OPENAI_BASE_URL=f"{upstream_url}/v1",
-        UPSTREAM_CONTINUATION=continuation,
+        UPSTREAMS_FILE=str(upstreams),
         INSTANCE_ID=name,
         **GATEWAY_SETTINGS,
     )

@@ -7,9 +7,9 @@ token by token, and continues it from a trailing assistant message exactly, the 
 the words it is asked to. It can say it is llama-server (the default), vLLM or Mistral's API, and continues as
 that server does (``app.state.server``). Each request takes the next scripted ``Plan`` (default: behave): drop
 the connection after k tokens, answer an error status (with Retry-After), stall before the first token, go
-slowly, call tools; ``app.state.faults`` may change it (the chaos run's random faults). Every request is kept as
-an ``Exchange`` (what it was asked, what it sent), from which the chaos run checks its joins and the benchmarks
-count tokens.
+slowly, call tools; ``app.state.faults`` may change it (the chaos run's random faults); ``POST /control/outage``
+takes it down for a while (503 to everything, its streams cut). Every request is kept as an ``Exchange`` (what it
+was asked, what it sent), from which the chaos run checks its joins and the benchmarks count tokens.
 
 With ``app.state.sample = True`` it writes as a model that samples does: new words on every request, a
 continuation's included (the partial answer, then words never sent before), so text a client was shown and
@@ -200,21 +200,40 @@ def reset(app: FastAPI, chunks: Chunks = CHUNKS) -> None:
     app.state.usage = True  # a last chunk with the usage, when asked for it
     app.state.stamp = False  # each chunk's time of sending, in its ``Exchange``
     app.state.models = None  # the ids GET /v1/models lists; None: the server has no such route (a 404)
+    app.state.outage_until = 0.0  # time.monotonic() until which it is down (POST /control/outage)
     # What it says it is when asked (chat_gateway/clients/upstream_probe.py), and so how it continues a last assistant
     # message (as_continued): "llama.cpp" answers GET /props, "vllm" GET /version and owns its models; "mistral"
     # (Mistral's API) and None say nothing.
     app.state.server = "llama.cpp"
 
 
+def down(app: FastAPI) -> bool:
+    until: float = app.state.outage_until
+    return time.monotonic() < until
+
+
+def add_outage_control(app: FastAPI) -> None:
+    @app.post("/control/outage")
+    async def outage(seconds: float) -> Any:
+        """Down for ``seconds``: as a provider's outage behind its load balancer looks, every request answered
+        503 and every stream being sent cut; the process stays up, its record of what it sent kept."""
+        app.state.outage_until = time.monotonic() + seconds
+        return {"down_for": seconds}
+
+
 def create_fake_openai(chunks: Chunks = CHUNKS) -> FastAPI:
     app = FastAPI()
     reset(app, chunks)
     _serve_probes(app)
+    add_outage_control(app)
 
     @app.post("/v1/chat/completions")
     async def completions(request: Request) -> Any:
         body = await request.json()
         app.state.requests.append(body)
+        if down(app):
+            error = {"error": {"message": "upstream unavailable", "type": "server_error", "code": None}}
+            return JSONResponse(error, status_code=503)
         plan: Plan = app.state.plans.popleft() if app.state.plans else app.state.default_plan
         read = as_continued(app.state.server, body)
         messages, echo = read if read is not None else (body["messages"], "")
@@ -309,7 +328,7 @@ async def _stream(
         if plan.stall:
             await asyncio.sleep(plan.stall)
         for index, part in enumerate(sent):
-            if plan.drop_after is not None and index >= plan.drop_after:
+            if (plan.drop_after is not None and index >= plan.drop_after) or down(app):
                 raise Dropped  # uvicorn closes the connection mid-stream
             exchange.tokens += 1
             exchange.sent += part if isinstance(part, str) else ""

@@ -22,6 +22,7 @@ fast = "llama-3.1-8b"
 
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -88,6 +89,26 @@ class UpstreamsConfig(BaseModel):
             raise ValueError(f"an alias names a model, not another alias: {', '.join(looped)}")
         return self
 
+    def listed_models(self) -> set[str] | None:
+        """Every model the upstreams serve, when each lists its own; None when one discovers them or takes any."""
+        served: set[str] = set()
+        for upstream in self.upstreams:
+            if not isinstance(upstream.models, list):
+                return None
+            served.update(upstream.models)
+        return served
+
+
+def unserved(
+    aliases: Mapping[str, str], fallbacks: Mapping[str, list[str]], served: set[str]
+) -> list[tuple[tuple[str, str], str]]:
+    """Each alias and fallback naming a model none of ``served`` is: where it is (its table and key), and what
+    it names. A route to such a model never reaches anything: a mistake in the file, not something to wait for."""
+    found = [(("aliases", alias), model) for alias, model in aliases.items() if model not in served]
+    for model, chain in fallbacks.items():
+        found += [(("fallbacks", model), named) for named in (model, *chain) if named not in served]
+    return found
+
 
 def load(path: Path) -> UpstreamsConfig:
     """The file at ``path``, parsed and checked; ``ConfigError`` names the line at fault."""
@@ -100,12 +121,19 @@ def load(path: Path) -> UpstreamsConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not TOML: {exc}") from exc  # tomllib says "(at line N, column M)"
     try:
-        return UpstreamsConfig.model_validate(data)
+        config = UpstreamsConfig.model_validate(data)
     except ValidationError as exc:
         error = exc.errors()[0]
         line = line_of(text, error["loc"])
         where = ".".join(str(part) for part in error["loc"]) or "the file"
         raise ConfigError(f"{path}, line {line}: {where}: {error['msg']}") from exc
+    if (served := config.listed_models()) is not None and (
+        missing := unserved(config.aliases, config.fallbacks, served)
+    ):
+        (loc, model), *_ = missing
+        where = ".".join(loc)
+        raise ConfigError(f"{path}, line {line_of(text, loc)}: {where}: no upstream serves {model!r}")
+    return config
 
 
 def check(path: Path) -> None:

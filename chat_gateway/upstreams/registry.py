@@ -14,7 +14,7 @@ import httpx
 from chat_gateway.clients.upstream import open_client
 from chat_gateway.clients.upstream_probe import choose
 from chat_gateway.config import Settings
-from chat_gateway.upstreams.config import DEFAULT, UpstreamConfig, UpstreamsConfig, load
+from chat_gateway.upstreams.config import DEFAULT, ConfigError, UpstreamConfig, UpstreamsConfig, load, unserved
 from chat_gateway.upstreams.route import Candidate, Route
 from chat_gateway.upstreams.upstream import Upstream, UpstreamHealth
 from shared import ErrorCode, JSONObject, NotFound
@@ -72,10 +72,25 @@ class Upstreams:
         """Ask each upstream, at once, how it continues an answer (where not configured) and which models it
         serves (where the file says ``discover``)."""
         await asyncio.gather(*(self._start(upstream, settings, transport) for upstream in self.by_name.values()))
-        for name, models in self.fallbacks.items():
-            for model in (name, *models):
-                if not self._serving(model):
-                    logger.warning("fallbacks: no upstream serves %r (yet): it is skipped", model)
+        self._check_served()
+
+    def _check_served(self) -> None:
+        """Raise ``ConfigError`` for an alias or fallback naming a model no upstream serves, once every upstream
+        that discovers its models has listed them (the file's listed models were checked as it was read); while
+        one has not answered, what it serves is unknown: said, and the entry goes nowhere while nothing serves it."""
+        upstreams = list(self.by_name.values())
+        if any(upstream.serves_any for upstream in upstreams):
+            return
+        served = {model for upstream in upstreams for model in upstream.model_ids()}
+        silent = [u.name for u in upstreams if u.config.models == "discover" and not u.listed]
+        for (table, key), model in unserved(self.aliases, self.fallbacks, served):
+            entry = f"{table}: {key!r} names {model!r}, which no upstream serves"
+            if silent:
+                logger.warning("%s (yet: %s listed no models): it is skipped", entry, ", ".join(silent))
+                continue
+            problem = f"{entry} (they serve: {', '.join(sorted(served)) or 'none'})"
+            logger.critical("UPSTREAMS_FILE: %s", problem)  # uvicorn's start-up failure shows only a traceback
+            raise ConfigError(problem)
 
     async def _start(self, upstream: Upstream, settings: Settings, transport: httpx.AsyncBaseTransport | None) -> None:
         config = upstream.config

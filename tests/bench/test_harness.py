@@ -86,3 +86,14 @@ def test_compare() -> None:
         assert 0 < side["reader50"] <= side["reader99"]
     # The answer log is what keeps the writes batched: without it, text is saved chunk by chunk when paced.
     assert sides[1]["writes_paced"] <= 40 < sides[2]["writes_paced"]
+
+
+def test_routing() -> None:
+    """Issue 39: the gateway on an upstreams file beside the single-upstream settings, in alternating rounds."""
+    report = run_quick("routing")
+    assert isinstance(report, dict)
+    assert (report["rounds"], report["streams"]) == (2, 6)
+    for side in ("single", "routed"):
+        assert report[side]["streams"] == 6
+        assert report[side]["gateway_first_chunk_p50_ms"] > report[side]["direct_first_chunk_p50_ms"] > 0
+        assert report[side]["gateway_cpu_us_per_chunk"] > 0

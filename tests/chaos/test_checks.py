@@ -1,9 +1,11 @@
 """The chaos run's tally (chaos/checks.py), fed crafted chats, stored answers and upstream requests."""
 
+from typing import Any
+
 import pytest
 
 from chaos.answers import answer_for
-from chaos.checks import Stored, missed_targets, overhead_allowed, report, tally_chats
+from chaos.checks import Stored, missed_targets, overhead_allowed, report, tally_chats, through_outages
 from chaos.clients import Chat
 from chaos.joins import Request
 
@@ -82,3 +84,23 @@ def test_the_waste_allowed_grows_with_the_faults_density_never_below_the_target(
     assert overhead_allowed(5) == 0.05  # make chaos's spacing: the target itself
     assert overhead_allowed(3) == pytest.approx(0.05 * 5 / 3)
     assert overhead_allowed(10) == 0.05  # rarer faults are not held to less
+
+
+def test_an_answer_in_progress_or_started_during_an_outage_is_counted_and_must_not_fail() -> None:
+    before, across, during, moved_on, after = (_chat(f"1-{n}", "one") for n in range(5))
+    for chat, began, ended in ((before, 1, 9), (across, 5, 12), (during, 11, 14), (moved_on, 8, 9), (after, 21, 25)):
+        chat.began, chat.ended = began, ended
+    during.outcome = "failed"  # told it failed
+    stored = {"1-1": Stored("failed", "one"), "1-2": Stored("failed", "one"), "1-3": Stored("complete", "one")}
+    requests = {"1-3": [_sent("one", at=8), _sent("", partial="one", at=10.5)]}  # its client left; it went on
+    figures = through_outages([before, across, during, moved_on, after], stored, requests, [(10.0, 20.0)])
+    assert figures == {"answers through an outage": 3, "failed answers through an outage": 2}
+    # Only the figures a target reads without a default: a run's every other is 0.
+    base: dict[str, Any] = {
+        "answers": {},
+        "characters generated / needed": None,
+        "pickup p95 s": None,
+        "failover resume p95 s": None,
+    }
+    assert missed_targets(base | figures) == ["failed answers through an outage"]
+    assert missed_targets(base | {**figures, "failed answers through an outage": 0}) == []

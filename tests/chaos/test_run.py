@@ -8,16 +8,18 @@ import random
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from chaos.answers import answer_for, key_of, sampled_answer
 from chaos.run import FAULTS, REDIS_URL
 from chaos.upstream import NOT_A_PREFIX, answering
 from testing.chunks import tokens
-from testing.upstream import Plan, remaining_text
-from tests.conftest import reachable_redis
+from testing.upstream import Plan, create_fake_openai, remaining_text
+from tests.conftest import reachable_redis, serve
 
 ROOT = Path(__file__).parents[2]
 
@@ -80,6 +82,23 @@ def test_a_sampling_upstream_writes_new_words_of_the_same_kind_and_continues_any
     assert NOT_A_PREFIX not in sent
     fresh = [sent_for(partial, "exact", random.Random(seed)) for seed in range(5)]
     assert len(set(fresh)) > 1, "a continuation is sampled too"
+
+
+def test_an_upstream_in_an_outage_refuses_every_request_and_cuts_its_streams() -> None:
+    app = create_fake_openai()
+    app.state.default_plan = Plan(delay=0.05)
+    body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "chat-0-0: tell me something"}]}
+    with serve(app) as url, httpx.Client(base_url=url, timeout=10) as http:
+        with http.stream("POST", "/v1/chat/completions", json=body) as streaming:
+            lines = streaming.iter_lines()
+            next(lines)
+            assert http.post("/control/outage", params={"seconds": 0.5}).status_code == 200
+            with pytest.raises(httpx.RemoteProtocolError):
+                list(lines)
+        refused = http.post("/v1/chat/completions", json=body)
+        assert (refused.status_code, refused.json()["error"]["type"]) == (503, "server_error")
+        time.sleep(0.5)
+        assert http.post("/v1/chat/completions", json=body | {"stream": False}).status_code == 200
 
 
 @pytest.mark.slow

@@ -53,6 +53,21 @@ def test_a_file_lists_upstreams_their_models_aliases_and_fallbacks(tmp_path: Pat
         ('[[upstreams]]\nname = "a"\n\n[aliases]\nfast = "fast"\n', 1, "another alias: fast"),
         ("[[upstreams]]\nname = a\n", 2, "not TOML"),
         ("[aliases]\n", 1, "upstreams: Field required"),
+        (
+            '[[upstreams]]\nname = "a"\nmodels = ["x"]\n\n[aliases]\nfast = "y"\n',
+            6,
+            "aliases.fast: no upstream serves 'y'",
+        ),
+        (
+            '[[upstreams]]\nname = "a"\nmodels = ["x"]\n\n[fallbacks]\nx = ["z"]\n',
+            6,
+            "fallbacks.x: no upstream serves 'z'",
+        ),
+        (
+            'upstreams = [{name = "a", models = ["x"]}]\nfallbacks = {w = ["x"]}\n',
+            2,
+            "fallbacks.w: no upstream serves 'w'",
+        ),
         ('upstreams = [\n  {name = "a"},\n  {name = "b", models = []},\n]\n', 1, "upstreams.1: Value error"),
     ],
 )
@@ -63,6 +78,13 @@ def test_a_mistake_is_said_with_the_line_of_its_entry(tmp_path: Path, text: str,
     assert str(raised.value).startswith(f"{path}")
     assert f"line {line}" in str(raised.value)
     assert said in str(raised.value)
+
+
+def test_models_discovered_or_any_are_checked_once_known(tmp_path: Path) -> None:
+    """Only the upstreams' answers say what they serve: the registry checks those (test_registry.py)."""
+    text = '[[upstreams]]\nname = "a"\nmodels = ["x"]\n[[upstreams]]\nname = "b"\nmodels = "discover"\n'
+    config = load(_write(tmp_path, text + '[aliases]\nfast = "y"\n'))
+    assert config.aliases == {"fast": "y"}
 
 
 def test_a_missing_file_or_key_file_is_said(tmp_path: Path) -> None:
@@ -108,3 +130,18 @@ def test_the_readmes_example_is_a_good_file(tmp_path: Path) -> None:
     config = load(_write(tmp_path, example))
     assert [upstream.name for upstream in config.upstreams] == ["local", "openai"]
     assert (config.aliases, config.fallbacks) == ({"fast": "llama-3.1-8b"}, {"gpt-4o": ["llama-3.1-8b"]})
+
+
+def test_the_readmes_worked_configuration_is_a_good_file(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    worked = readme.split("#### A worked configuration", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    config = load(_write(tmp_path, worked))
+    assert [(u.name, u.models, u.continuation) for u in config.upstreams] == [
+        ("openai", ["gpt-4o-mini"], "restart"),
+        ("local", ["gemma3-270m"], "exact"),
+    ]
+    assert config.fallbacks == {"gpt-4o-mini": ["gemma3-270m"]}
+    mistaken = worked.replace('"gpt-4o-mini" = ["gemma3-270m"]', '"gpt-4o-mini" = ["gemma-3"]')
+    line = mistaken.splitlines().index('"gpt-4o-mini" = ["gemma-3"]') + 1
+    with pytest.raises(ConfigError, match=rf"line {line}: fallbacks.gpt-4o-mini: no upstream serves 'gemma-3'"):
+        load(_write(tmp_path, mistaken))

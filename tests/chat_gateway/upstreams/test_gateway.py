@@ -3,6 +3,7 @@
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -209,3 +210,18 @@ def test_an_answer_whose_model_no_upstream_serves_is_resumed_with_the_default(
     assert resumed.status_code == 200, resumed.text
     assert read_finished(store, failed["message_id"])["content"] == TEXT
     assert a.models_asked() == ["alpha"] * 5
+
+
+def test_a_fallback_to_a_model_no_upstream_discovered_stops_start_up_naming_it(
+    tmp_path: Path, persistence: Service, fakes: list[Fake]
+) -> None:
+    fakes[2].app.state.models = ["gamma"]
+    path = tmp_path / "upstreams.toml"
+    path.write_text(
+        f'[[upstreams]]\nname = "c"\nbase_url = "{fakes[2].url}"\nmodels = "discover"\ncontinuation = "exact"\n'
+        '\n[fallbacks]\ngamma = ["delta"]\n'
+    )
+    env = gateway_env(tmp_path, persistence.url, None, UPSTREAMS_FILE=str(path), OPENAI_MODEL="gamma")
+    with pytest.raises(RuntimeError, match="did not start") as refused:
+        Service.uvicorn("chat_gateway.main:create_app", env, tmp_path / "gateway.log").start()
+    assert "fallbacks: 'gamma' names 'delta', which no upstream serves (they serve: gamma)" in str(refused.value)

@@ -1,5 +1,8 @@
 import pytest
+from pydantic import SecretStr
 
+from chat_gateway.config import Settings
+from chat_gateway.upstreams.config import ConfigError
 from chat_gateway.upstreams.registry import Upstreams
 from shared import ErrorCode, NotFound
 from tests.chat_gateway.upstreams.conftest import Fake
@@ -50,3 +53,27 @@ async def test_an_upstream_serving_any_model_takes_what_is_asked(fakes: list[Fak
     registry = Upstreams([fakes[0].upstream("default", "any")], "fake-model")
     assert _path(registry, "whatever") == [("default", "whatever")]
     assert registry.catalog() == []  # it lists none (its /v1/models is a 404): the catalog says the default
+
+
+async def test_an_entry_naming_a_model_no_upstream_discovered_stops_start_up(fakes: list[Fake]) -> None:
+    fakes[2].app.state.models = ["gpt-x"]
+    registry = _registry(fakes, fallbacks={"llama": ["gpt-y"]})
+    with pytest.raises(ConfigError) as stopped:
+        await registry.start(Settings(api_key=SecretStr("k")))
+    assert (
+        str(stopped.value)
+        == "fallbacks: 'llama' names 'gpt-y', which no upstream serves (they serve: gpt-x, llama, qwen)"
+    )
+    await _registry(fakes, aliases={"fast": "gpt-x"}, fallbacks={"llama": ["gpt-x"]}).start(
+        Settings(api_key=SecretStr("k"))
+    )
+
+
+async def test_while_an_upstream_lists_nothing_an_unserved_entry_is_only_said(
+    fakes: list[Fake], caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = _registry(fakes, aliases={"fast": "gpt-y"})  # c's /v1/models is a 404: what it serves is unknown
+    await registry.start(Settings(api_key=SecretStr("k")))
+    assert "aliases: 'fast' names 'gpt-y', which no upstream serves (yet: c listed no models)" in caplog.text
+    with pytest.raises(NotFound):
+        registry.route("fast")
