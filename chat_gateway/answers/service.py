@@ -308,7 +308,10 @@ class Answers:
         account: TurnAccount | None = None,
     ) -> MessageDetail:
         """Claim the answer (Conflict when another gateway holds it) and generate it here; returns it claimed."""
-        route = self._require_route(model or answer.model, stored=True)
+        # An answer another model went on with mid-answer goes on on that model's route while it is served.
+        last = answer.answer_parts[-1].model if answer.answer_parts else None
+        continuing = last if last is not None and self.upstreams.serves(last) else answer.model
+        route = self._require_route(model or continuing, stored=True)
         self._claiming.add(answer.id)
         try:
             if account is not None and account.has_budget:

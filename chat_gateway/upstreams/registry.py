@@ -108,6 +108,9 @@ class Upstreams:
             )
         return Route(model, candidates)
 
+    def serves(self, model: str) -> bool:
+        return bool(self._serving(self.aliases.get(model, model)))
+
     def _serving(self, model: str) -> list[Candidate]:
         return [
             Candidate(upstream, model)

@@ -158,9 +158,11 @@ async def _events(answers: Answers, answer: MessageDetail, model: str, starting_
     text: list[str] | None = [] if offset == 0 else None  # the whole text, when this stream has it all
     async for event in answers.follow(answer.id, offset):
         if event.kind == "delta":
+            if event.model is not None:  # several models wrote it: its end is read as stored, with its parts
+                text = None
             if text is not None:
                 text.append(event.text)
-            for rendered in render.text(event.text, event.offset, event.logprobs):
+            for rendered in render.text(event.text, event.offset, event.logprobs, event.model):
                 yield rendered
         elif event.kind == "done" or event.status is not None:
             for rendered in render.end(await _as_ended(answers, answer, event, text)):
