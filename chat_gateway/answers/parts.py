@@ -51,16 +51,18 @@ class AnswerParts:
         self.close(reported)
         if self.parts and self.parts[-1].model == model:
             return False
+        since = usage
         if self.parts:
             last = self.parts[-1]
             if last.usage is None:
                 last.usage = _grown(usage, last.usage_from)
-            if last.offset >= offset and last.offset >= self.run_start:  # it wrote nothing: this one replaces it
-                self.parts.pop()
+            if last.offset >= offset and last.offset >= self.run_start:
+                # It wrote nothing: this one takes its place, and what its attempts spent.
+                since = self.parts.pop().usage_from
         if self.parts and self.parts[-1].model == model:  # back to the model before the one that wrote nothing
             self.parts[-1].usage = None
             return False
-        self.parts.append(Part(model, offset, usage_from=dict(usage)))
+        self.parts.append(Part(model, offset, usage_from=dict(since)))
         return offset > 0
 
     def model_at(self, offset: int) -> str | None:
