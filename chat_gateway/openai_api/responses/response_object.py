@@ -35,8 +35,10 @@ def metadata(answer: MessageDetail) -> JSONObject:
     if not answer.answer_parts or PARTS_KEY in asked or len(asked) >= METADATA_KEYS:
         return asked
     parts = [[part.model, part.offset] for part in answer.answer_parts]
-    while (value := json.dumps(parts, separators=(",", ":"))) and len(value) > METADATA_VALUE_LENGTH:
+    value = json.dumps(parts, separators=(",", ":"))
+    while len(value) > METADATA_VALUE_LENGTH:
         parts.pop()
+        value = json.dumps(parts, separators=(",", ":"))
     return asked | {PARTS_KEY: value}
 
 

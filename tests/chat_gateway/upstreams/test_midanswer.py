@@ -4,7 +4,6 @@ stored answer, and the ledger counts each part under its model. Unpaced fakes, d
 databases."""
 
 import json
-import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,8 +14,8 @@ import pytest
 
 from testing.processes import Service
 from testing.upstream import Plan
-from tests.chat_gateway.conftest import gateway_env, read_finished, sse_events, wait_for
-from tests.chat_gateway.upstreams.conftest import Fake
+from tests.chat_gateway.conftest import read_finished, sse_events, wait_for
+from tests.chat_gateway.upstreams.conftest import Fake, routed_gateway
 
 pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
 
@@ -58,14 +57,10 @@ def persistence(persistence_on_both: Service) -> Service:
 
 @pytest.fixture(scope="module")
 def midanswer(tmp_path_factory: pytest.TempPathFactory, persistence: Service, _fakes: list[Fake]) -> Iterator[Service]:
-    tmp = tmp_path_factory.mktemp("midanswer")
     a, _, c = _fakes
-    path = tmp / "upstreams.toml"
-    path.write_text(UPSTREAMS.format(a=a.url, c=c.url))
-    env = gateway_env(tmp, persistence.url, None, UPSTREAMS_FILE=str(path), OPENAI_MODEL="alpha")
-    service = Service.uvicorn("chat_gateway.main:create_app", env | {"RETRY_ATTEMPTS": str(ATTEMPTS)}, tmp / "g.log")
-    yield service.start()
-    service.kill(signal.SIGTERM)
+    tmp, upstreams = tmp_path_factory.mktemp("midanswer"), UPSTREAMS.format(a=a.url, c=c.url)
+    with routed_gateway(tmp, persistence, upstreams, RETRY_ATTEMPTS=str(ATTEMPTS)) as service:
+        yield service
 
 
 @pytest.fixture(params=[False, True], ids=["deterministic", "sampling"])
@@ -73,6 +68,12 @@ def gateway(request: pytest.FixtureRequest, midanswer: Service, fakes: list[Fake
     for fake in fakes:
         fake.app.state.sample = request.param
     return midanswer
+
+
+def _broken(fakes: list[Fake], name: str) -> str:
+    """a's attempts scripted to break off mid-answer, and a user of the test's own (its ledger alone)."""
+    fakes[0].app.state.plans.extend(BROKEN)
+    return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
 def _sent(fake: Fake) -> str:
@@ -113,8 +114,7 @@ def _chat_sse(gateway: Service, user: str) -> tuple[str, str, list[dict[str, Any
 def test_sse_says_when_the_model_changed_and_shows_the_stored_answer(
     gateway: Service, fakes: list[Fake], store: httpx.Client
 ) -> None:
-    fakes[0].app.state.plans.extend(BROKEN)
-    user = f"sse-{uuid.uuid4().hex[:8]}"
+    user = _broken(fakes, "sse")
     message_id, text, deltas = _chat_sse(gateway, user)
     stored = _check_stored(store, message_id, fakes, user)
     assert text == stored["content"]
@@ -125,8 +125,7 @@ def test_sse_says_when_the_model_changed_and_shows_the_stored_answer(
 
 
 def test_json_answer_carries_its_parts(gateway: Service, fakes: list[Fake], store: httpx.Client) -> None:
-    fakes[0].app.state.plans.extend(BROKEN)
-    user = f"json-{uuid.uuid4().hex[:8]}"
+    user = _broken(fakes, "json")
     response = httpx.post(f"{gateway.url}/chat", json={"message": QUESTION, "user_id": user}, timeout=30)
     assert response.status_code == 200, response.text
     body = response.json()
@@ -143,8 +142,7 @@ def _completion(gateway: Service, user: str, stream: bool, model: str = "alpha")
 def test_chat_completions_chunks_name_the_model_that_wrote_them(
     gateway: Service, fakes: list[Fake], store: httpx.Client
 ) -> None:
-    fakes[0].app.state.plans.extend(BROKEN)
-    user = f"cc-{uuid.uuid4().hex[:8]}"
+    user = _broken(fakes, "cc")
     response = _completion(gateway, user, stream=True)
     lines = [line.removeprefix("data: ") for line in response.text.splitlines() if line.startswith("data: {")]
     chunks = [json.loads(line) for line in lines]
@@ -159,8 +157,7 @@ def test_chat_completions_chunks_name_the_model_that_wrote_them(
 def test_a_whole_chat_completion_names_the_first_model_and_its_parts(
     gateway: Service, fakes: list[Fake], store: httpx.Client
 ) -> None:
-    fakes[0].app.state.plans.extend(BROKEN)
-    user = f"whole-{uuid.uuid4().hex[:8]}"
+    user = _broken(fakes, "whole")
     response = _completion(gateway, user, stream=False)
     assert response.status_code == 200, response.text
     body = response.json()
@@ -173,8 +170,7 @@ def test_a_whole_chat_completion_names_the_first_model_and_its_parts(
 def test_a_background_response_has_its_parts_in_its_metadata(
     gateway: Service, fakes: list[Fake], store: httpx.Client
 ) -> None:
-    fakes[0].app.state.plans.extend(BROKEN)
-    user = f"bg-{uuid.uuid4().hex[:8]}"
+    user = _broken(fakes, "bg")
     body = {"model": "alpha", "input": QUESTION, "background": True, "user": user, "metadata": {"mine": "kept"}}
     created = httpx.post(f"{gateway.url}/v1/responses", json=body, timeout=30)
     assert created.status_code == 200, created.text
