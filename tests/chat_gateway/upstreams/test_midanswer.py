@@ -244,3 +244,52 @@ def test_a_breaker_opened_mid_answer_sends_the_rest_on_and_closes_after_a_probe(
     assert "answer_parts" not in probed
     assert len(a.app.state.exchanges) == 2  # the probe, answered whole
     assert _flaky(gateway) == "closed"
+
+
+def test_an_answer_every_model_broke_off_resumes_on_its_last_parts_model(
+    gateway: Service, fakes: list[Fake], store: httpx.Client
+) -> None:
+    """a's retries spent, then c's: it fails with both parts; resumed, it goes on on gamma (its last part's model),
+    and this run's tokens are gamma's alone."""
+    a, _, c = fakes
+    user = _broken(fakes, "resume")
+    c.app.state.plans.extend(BROKEN)
+    failed = httpx.post(f"{gateway.url}/chat", json={"message": QUESTION, "user_id": user}, timeout=30)
+    assert failed.status_code == 502, failed.text
+    message_id = failed.json()["message_id"]
+    stored = read_finished(store, message_id)
+    boundary = len(_sent(a))
+    assert stored["status"] == "failed"
+    assert [(part["model"], part["offset"]) for part in stored["answer_parts"]] == [("alpha", 0), ("gamma", boundary)]
+    assert stored["content"] == _sent(a) + _sent(c)
+    before = {row["model"]: row["total_tokens"] for row in store.get("/usage", params={"user_id": user}).json()["rows"]}
+    resumed = httpx.post(f"{gateway.url}/chat/messages/{message_id}/resume", timeout=30)
+    assert resumed.status_code == 200, resumed.text
+    final = read_finished(store, message_id)
+    assert final["status"] == "complete"
+    assert len(a.app.state.exchanges) == ATTEMPTS  # a was not asked again: gamma's route went on
+    assert final["content"] == _sent(a) + _sent(c) == resumed.json()["response"]
+    assert [(part["model"], part["offset"]) for part in final["answer_parts"]] == [("alpha", 0), ("gamma", boundary)]
+    after = {row["model"]: row["total_tokens"] for row in store.get("/usage", params={"user_id": user}).json()["rows"]}
+    assert after["alpha"] == before["alpha"]  # nothing more under alpha
+    assert after["gamma"] > before["gamma"]
+
+
+def test_a_streamed_response_names_the_new_model_on_its_first_delta(
+    gateway: Service, fakes: list[Fake], store: httpx.Client
+) -> None:
+    user = _broken(fakes, "streamed")
+    body = {"model": "alpha", "input": QUESTION, "stream": True, "user": user}
+    with httpx.stream("POST", f"{gateway.url}/v1/responses", json=body, timeout=30) as response:
+        events = [event.data for event in sse_events(response)]
+    deltas = [event for event in events if event["type"] == "response.output_text.delta"]
+    completed = events[-1]["response"]
+    stored = _check_stored(store, str(uuid.UUID(hex=completed["id"].removeprefix("resp_"))), fakes, user)
+    assert "".join(delta["delta"] for delta in deltas) == stored["content"]
+    assert [delta["model"] for delta in deltas if "model" in delta] == ["gamma"]
+    named = next(index for index, delta in enumerate(deltas) if "model" in delta)
+    boundary = stored["answer_parts"][1]["offset"]
+    assert len("".join(delta["delta"] for delta in deltas[:named])) <= boundary  # gamma's text begins in it
+    assert len("".join(delta["delta"] for delta in deltas[: named + 1])) > boundary
+    assert completed["model"] == "alpha"
+    assert completed["metadata"] == {"answer_parts": f'[["alpha",0],["gamma",{boundary}]]'}
