@@ -40,6 +40,7 @@ class AnswerParts:
         self.parts = [Part(part.model, part.offset, usage=dict(NOTHING)) for part in stored]
         if self.parts:  # the last goes on if this run's model is its own
             self.parts[-1].usage = None
+            self.parts[0].reported = answer.model  # the name an earlier run stored the answer under
 
     @property
     def several(self) -> bool:

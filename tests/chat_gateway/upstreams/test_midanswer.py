@@ -267,6 +267,7 @@ def test_an_answer_every_model_broke_off_resumes_on_its_last_parts_model(
     assert resumed.status_code == 200, resumed.text
     final = read_finished(store, message_id)
     assert final["status"] == "complete"
+    assert final["model"] == stored["model"]  # its first part's, as the first run stored it
     assert len(a.app.state.exchanges) == ATTEMPTS  # a was not asked again: gamma's route went on
     assert final["content"] == _sent(a) + _sent(c) == resumed.json()["response"]
     assert [(part["model"], part["offset"]) for part in final["answer_parts"]] == [("alpha", 0), ("gamma", boundary)]
