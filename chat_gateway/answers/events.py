@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from shared import JSONObject, MessageStatus
+from shared import JSONObject, MessageStatus, storable_text
 from shared.resources import ToolCall
 
 
@@ -61,6 +61,14 @@ class StreamEvent:
     usage: dict[str, int] = field(default_factory=dict)
     tool_calls: Sequence[ToolCall] = ()
     logprobs: list[JSONObject] | None = None
+    model: str | None = None  # on a delta: the model that wrote it, when another wrote the text before it
+
+
+def describe(exc: BaseException) -> str:
+    """The error an answer ends with: storable, since an upstream's message with a NUL in it, refused by
+    persistence, would end the answer without the text it had not saved yet."""
+    message = str(exc) or exc.__class__.__name__
+    return storable_text(f"{exc.__class__.__name__}: {message}"[:2000])
 
 
 def final_event(

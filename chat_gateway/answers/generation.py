@@ -5,7 +5,8 @@ its ``AnswerWriter`` (chat_gateway/answers/writer.py), in batches, and reaches l
 answer log (chat_gateway/answers/log.py), or in persistence when there is none (``AnswerText``). An
 interrupted upstream stream is continued from the text so far (chat_gateway/answers/prompt.py's ``Continuation``),
 under ``retry.upstream``, before the answer is declared failed. Before its first word, a failure moves it to its
-route's next upstream at once (chat_gateway/upstreams/route.py).
+route's next upstream at once (chat_gateway/upstreams/route.py); after it, once the retries are spent, the answer
+goes on on the next from its saved text, each model's part recorded (chat_gateway/answers/parts.py).
 """
 
 import asyncio
@@ -18,11 +19,12 @@ from typing import Any, cast
 from openai import AsyncStream
 from openai.types.chat import ChatCompletionMessageParam
 
-from chat_gateway.answers.events import Outcome, StreamEvent, final_event
+from chat_gateway.answers.events import Outcome, StreamEvent, describe, final_event
 from chat_gateway.answers.lease import Lease
-from chat_gateway.answers.log import AnswerLog, LogError, LogWriter
+from chat_gateway.answers.log import AnswerLog, LogWriter
+from chat_gateway.answers.parts import AnswerParts
 from chat_gateway.answers.prompt import Continuation, build_messages, load_history
-from chat_gateway.answers.text import AnswerText
+from chat_gateway.answers.text import AnswerText, listeners_ran
 from chat_gateway.answers.tool_calls import ToolCallAssembler
 from chat_gateway.answers.writer import AnswerWriter, StopReason
 from chat_gateway.clients import retry
@@ -32,7 +34,7 @@ from chat_gateway.clients.upstream import Usage, discard, options_to_continue, r
 from chat_gateway.config import Settings
 from chat_gateway.metrics import ACTIVE_GENERATIONS, UPSTREAM_ERRORS
 from chat_gateway.upstreams.route import Route
-from shared import Conflict, JSONObject, MessageStatus, NotFound, storable_text
+from shared import Conflict, JSONObject, MessageStatus, NotFound
 from shared.contract import AnswerFinish, MessageDetail
 from shared.resources import ToolCall
 
@@ -44,20 +46,6 @@ NOT_OURS: frozenset[StopReason] = frozenset({"lease_lost", "deleted"})
 # A lease this short is as good as released: crash recovery picks the answer up at its next scan.
 RELEASED_LEASE_SECONDS = 0.001
 UNSAVED = "persistence unreachable: the answer is left to crash recovery"
-
-
-async def _let_listeners_run() -> None:
-    """Let the listeners send the text they were given before this task reads on: a listener wakes two loop
-    iterations after ``AnswerText.notify`` (the future's callback, then its task): both are given."""
-    for _ in range(2):
-        await asyncio.sleep(0)
-
-
-def describe(exc: BaseException) -> str:
-    """The error an answer ends with: storable, since an upstream's message with a NUL in it, refused by
-    persistence, would end the answer without the text it had not saved yet."""
-    message = str(exc) or exc.__class__.__name__
-    return storable_text(f"{exc.__class__.__name__}: {message}"[:2000])
 
 
 class Generation:
@@ -97,6 +85,7 @@ class Generation:
         self.finish_reason: str | None = None
         self.model_used: str | None = None
         self.usage = Usage()
+        self.parts = AnswerParts(answer, len(answer.content))
         self.done = asyncio.Event()
 
         self.writer = AnswerWriter(
@@ -106,8 +95,8 @@ class Generation:
             settings=settings,
             stop=self.stop,
             lease=lease or Lease(settings.instance_id, settings.lease_seconds),
+            parts=self.parts,
         )
-        self._log = log
         self._taken_over = taken_over
         self.log_writer = None if log is None else self._log_writer(log)
         self._stop_reason: StopReason | None = None
@@ -162,12 +151,15 @@ class Generation:
         relayed = 0 if offset == 0 else None  # how many of the logprobs this listener has had
         while True:
             if (durable := self.buffer.durable) > offset:
+                model = None
+                if self.parts.several:  # a delta is one model's text, and names it when it is the first of its part
+                    model, durable = self.parts.model_at(offset), self.parts.next_boundary(offset, durable)
                 text, offset = self.buffer.text[offset:durable], durable
                 if self.logprobs and relayed is not None:
                     logprobs, relayed = self.logprobs[relayed:], len(self.logprobs)
-                    yield StreamEvent("delta", offset, text=text, logprobs=logprobs)
+                    yield StreamEvent("delta", offset, text=text, logprobs=logprobs, model=model)
                     continue
-                yield StreamEvent("delta", offset, text=text)
+                yield StreamEvent("delta", offset, text=text, model=model)
                 continue
             if self.done.is_set():
                 yield self._final_event(offset)
@@ -244,35 +236,21 @@ class Generation:
             self._on_finish(self)
 
     async def _take_logged(self) -> None:
-        """A claimed answer: go on from the text the answer log holds, when it holds more than persistence (its
-        gateway showed it and died before saving it), and save it at once."""
-        if self._log is None or self.log_writer is None or not self._taken_over:
+        """A claimed answer: go on from the text the answer log holds, when it holds more than persistence, and
+        save it at once."""
+        if self.log_writer is None or not self._taken_over:
             return
         stored = self.buffer.text
-        try:
-            take = retry.answer_log(self.settings)
-            text: str = await take(self._log.take, self.message_id, self.log_writer.owner, stored)
-        except LogError as exc:
-            # Its clients may have been shown text that only the log holds: said, and gone on without it.
-            logger.error(
-                "answer %s: the answer log is unreachable, continued from the saved text: %s", self.message_id, exc
-            )
-            self.log_writer.working = False
+        if (text := await self.log_writer.take(stored, self.settings)) is None:
             return
         if len(text) > len(stored):
-            logger.info("answer %s: %d characters taken from the answer log", self.message_id, len(text) - len(stored))
             self.writer.wake()
         self.buffer.restart_from(text, len(text))
-        self.log_writer.restart_at(text)
+        self.parts.run_start = len(text)
 
     async def _forget_logged(self) -> None:
-        """Ended, and all of it stored: the log's copy is no longer needed."""
-        if self._log is None or self.status is None or self.writer.saved < len(self.text):
-            return
-        try:
-            await self._log.forget(self.message_id)
-        except LogError as exc:  # it expires on its own
-            logger.info("answer %s: its log not forgotten: %s", self.message_id, exc)
+        if self.log_writer is not None and self.status is not None and self.writer.saved >= len(self.text):
+            await self.log_writer.forget()
 
     async def _generate(self) -> None:
         await self._take_logged()
@@ -283,11 +261,20 @@ class Generation:
                 self.persistence, self.answer.session_id, self.answer, self.settings.history_budget_chars
             )
             self.prompt = build_messages(history)
+        while True:
+            try:
+                return await self._attempts(self.prompt)
+            except Exception as exc:
+                # Mid-answer, this candidate's retries spent: the next goes on from the text so far, with its own.
+                if not self.text or not self.route.move_on(exc):
+                    raise
+
+    async def _attempts(self, prompt: list[ChatCompletionMessageParam]) -> None:
         async for attempt in retry.upstream(self.settings):
             with attempt:
                 while True:  # before the first word, on the route's candidates in turn
                     try:
-                        await self._stream_once(self.prompt)
+                        await self._stream_once(prompt)
                         break
                     except Exception as exc:
                         self.route.failed(exc)
@@ -308,6 +295,8 @@ class Generation:
         else:
             stream = await self.route.open_continuing(partial, prompt, options)
         self.model = self.route.current.model
+        if self.parts.begin(self.model, len(partial), self.usage.totals, self.model_used):
+            self.model_used = None  # the new part's upstream names its model
         join = Continuation(partial, self.route.current.upstream.continuation)
         async for chunk in read_chunks(stream):
             if chunk.usage:
@@ -343,7 +332,7 @@ class Generation:
         """
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.buffer.changed(), timeout=self.settings.flush_interval_seconds)
-        await _let_listeners_run()
+        await listeners_ran()
 
     @property
     def saved_length(self) -> int:
@@ -359,7 +348,12 @@ class Generation:
             fields["finish_reason"] = self.finish_reason
         if self.usage.totals:
             fields["usage"] = self.usage.totals
-        if (model := self.model_used or self.model) != self.answer.model:
+        model = self.model_used or self.model
+        self.parts.close(self.model_used)
+        if self.parts.several:  # the answer's model is its first part's; each part's usage goes under its own
+            fields["parts"] = self.parts.stored(self.usage.totals, len(self.text))
+            model = self.parts.parts[0].reported or self.parts.parts[0].model
+        if model != self.answer.model:
             fields["model"] = model
         if self.tool_calls and status == MessageStatus.COMPLETE:
             fields["tool_calls"] = self.tool_calls

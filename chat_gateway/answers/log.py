@@ -25,6 +25,8 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from chat_gateway.answers.text import AnswerText
+from chat_gateway.clients import retry
+from chat_gateway.config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +166,31 @@ class LogWriter:
     def restart_at(self, text: str) -> None:
         """The log holds ``text`` now (``AnswerLog.take``)."""
         self._bytes = len(text.encode())
+
+    async def take(self, stored: str, settings: Settings) -> str | None:
+        """A claimed answer: become its writer, and return the text to go on from (the log may hold more of it
+        than persistence: its gateway showed it and died before saving it); None when the log is unreachable."""
+        try:
+            take = retry.answer_log(settings)
+            text: str = await take(self.log.take, self.message_id, self.owner, stored)
+        except LogError as exc:
+            # Its clients may have been shown text that only the log holds: said, and gone on without it.
+            logger.error(
+                "answer %s: the answer log is unreachable, continued from the saved text: %s", self.message_id, exc
+            )
+            self.working = False
+            return None
+        if len(text) > len(stored):
+            logger.info("answer %s: %d characters taken from the answer log", self.message_id, len(text) - len(stored))
+        self.restart_at(text)
+        return text
+
+    async def forget(self) -> None:
+        """Ended, and all of it stored: the log's copy is no longer needed."""
+        try:
+            await self.log.forget(self.message_id)
+        except LogError as exc:  # it expires on its own
+            logger.info("answer %s: its log not forgotten: %s", self.message_id, exc)
 
     def close(self) -> None:
         """Stop after the append in flight, if any."""

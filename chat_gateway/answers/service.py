@@ -282,7 +282,7 @@ class Answers:
         account: TurnAccount | None = None,
     ) -> MessageDetail:
         """Claim the answer (Conflict when another gateway holds it) and generate it here; returns it claimed."""
-        route = self._require_route(model or answer.model, stored=True)
+        route = self._require_route(model or self.upstreams.resumed_on(answer), stored=True)
         self._claiming.add(answer.id)
         try:
             if account is not None and account.has_budget:

@@ -53,3 +53,10 @@ class AnswerText:
             self._changed = asyncio.get_running_loop().create_future()
         # Shielded: a listener that goes away must not cancel the future the others wait on.
         await asyncio.shield(self._changed)
+
+
+async def listeners_ran() -> None:
+    """Let the listeners send the text they were given before the caller reads on: a listener wakes two loop
+    iterations after ``AnswerText.notify`` (the future's callback, then its task): both are given."""
+    for _ in range(2):
+        await asyncio.sleep(0)

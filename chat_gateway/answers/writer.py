@@ -3,6 +3,9 @@
 One writer per answer, so offsets never race. It saves the text in batches (every ``flush_interval_seconds``,
 or sooner once ``flush_bytes`` are waiting), renews the lease while the upstream is silent, and fences the
 relay: past the lease's deadline no text is shown before persistence confirms the lease is still ours.
+
+An answer another model goes on with mid-answer (chat_gateway/answers/parts.py) reaches persistence part by part:
+the text before the boundary first, then an append that names the new model, once, where its part begins.
 """
 
 import asyncio
@@ -14,6 +17,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from chat_gateway.answers.lease import Lease
+from chat_gateway.answers.parts import AnswerParts
 from chat_gateway.answers.text import AnswerText
 from chat_gateway.clients import retry
 from chat_gateway.clients.persistence import AnswerStore, PersistenceError
@@ -42,8 +46,10 @@ class AnswerWriter:
         settings: Settings,
         stop: Callable[[StopReason], None],
         lease: Lease,
+        parts: AnswerParts | None = None,
     ) -> None:
         self.message_id = message_id
+        self.parts = parts
         self.buffer = buffer
         self.persistence = persistence
         self.settings = settings
@@ -107,7 +113,23 @@ class AnswerWriter:
         return bool(await retry.last_save(self.settings)(self._save_all, lease_seconds, finish))
 
     async def _save_all(self, lease_seconds: float | None, finish: AnswerFinish | None) -> bool:
+        while self._part_end(self._end_to_save()) < self._end_to_save():  # each part's text before the next's
+            if not await self._write():
+                return False
         return await self._write(lease_seconds, finish) and self.saved == self._end_to_save()
+
+    def _part_end(self, end: int) -> int:
+        """Where the unsaved text up to ``end`` stops being the same part's: an append holds one part's text."""
+        if self.parts is None or not self.parts.several:
+            return end
+        return self.parts.next_boundary(self.saved, end)
+
+    def _model_to_name(self, end: int) -> str | None:
+        """The model that writes from where persistence's copy ends, when its part begins there (named once: an
+        append that names it costs persistence more)."""
+        if self.parts is None or not self.parts.several or end <= self.saved:
+            return None
+        return self.parts.model_at(self.saved)
 
     def _end_to_save(self) -> int:
         return self.saved if self.refused is not None else len(self._text())
@@ -117,7 +139,10 @@ class AnswerWriter:
 
         False when persistence is unreachable.
         """
-        end = self._end_to_save()
+        end = self._part_end(self._end_to_save())
+        if end < self._end_to_save():  # the rest is another model's: written next, and the answer ended after it
+            finish, lease_seconds = None, None
+            self._flush_now.set()
         sent = time.monotonic()
         try:
             saved = await self.persistence.append(
@@ -127,6 +152,7 @@ class AnswerWriter:
                 owner=self.lease.owner,
                 lease_seconds=lease_seconds or self.lease.seconds,
                 finish=finish,
+                model=self._model_to_name(end),
             )
             self.buffer.mark_saved(saved)
         except ServiceUnavailable as exc:

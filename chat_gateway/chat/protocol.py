@@ -9,6 +9,7 @@ from shared.identity import UserId
 from shared.resources import (
     TOOL_CALL_ID_MAX_LENGTH,
     TOOL_NAME_MAX_LENGTH,
+    AnswerPart,
     ContentPart,
     Context,
     ToolCall,
@@ -148,6 +149,9 @@ class ChatResponse(ReadModel):
     message_id: uuid.UUID
     status: MessageStatus
     tool_calls: list[ToolCall] | None = Field(default=None, description="The calls the answer asks for, if any.")
+    answer_parts: list[AnswerPart] | None = Field(
+        default=None, description="Which model wrote which part, when another model finished it (null: one did)."
+    )
 
     @classmethod
     def of(cls, answer: MessageDetail) -> "ChatResponse":
@@ -157,4 +161,5 @@ class ChatResponse(ReadModel):
             message_id=answer.id,
             status=answer.status,
             tool_calls=answer.tool_calls,
+            answer_parts=answer.answer_parts,
         )

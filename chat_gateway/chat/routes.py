@@ -38,7 +38,9 @@ async def _events(answers: Answers, answer: MessageDetail, offset: int) -> Async
     yield ServerSentEvent(event="start", data=json.dumps(start), id=str(offset))
     async for event in answers.follow(answer.id, offset):
         if event.kind == "delta":
-            yield ServerSentEvent(event="delta", data=json.dumps({"text": event.text}), id=str(event.offset))
+            # ``model``: on the first delta another model wrote, the answer gone on on it mid-answer.
+            delta = {"text": event.text} if event.model is None else {"text": event.text, "model": event.model}
+            yield ServerSentEvent(event="delta", data=json.dumps(delta), id=str(event.offset))
         elif event.kind == "done":
             # Each call whole, once stored, at the offsets after the text (StreamEvent).
             first = event.offset - len(event.tool_calls) + 1

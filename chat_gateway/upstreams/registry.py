@@ -18,6 +18,7 @@ from chat_gateway.upstreams.config import DEFAULT, ConfigError, UpstreamConfig, 
 from chat_gateway.upstreams.route import Candidate, Route
 from chat_gateway.upstreams.upstream import Upstream, UpstreamHealth
 from shared import ErrorCode, JSONObject, NotFound
+from shared.contract import MessageDetail
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +123,15 @@ class Upstreams:
                 code=ErrorCode.MODEL_NOT_FOUND,
             )
         return Route(model, candidates)
+
+    def serves(self, model: str) -> bool:
+        return bool(self._serving(self.aliases.get(model, model)))
+
+    def resumed_on(self, answer: MessageDetail) -> str | None:
+        """The model an answer goes on with: the one that wrote its last part (another model took over
+        mid-answer) while it is served, else its own."""
+        last = answer.answer_parts[-1].model if answer.answer_parts else None
+        return last if last is not None and self.serves(last) else answer.model
 
     def _serving(self, model: str) -> list[Candidate]:
         return [

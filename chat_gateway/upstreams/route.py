@@ -3,7 +3,8 @@
 The first is the asked model's first upstream; then its other upstreams (another deployment of the same model),
 in the file's order; then each fallback model's. Before the first word, a passing failure (429, 5xx, a
 connection that fails, a timeout) moves the chat to the next at once (``fall_back``); once words were sent, the
-answer stays where it is, retried under ``retry.upstream``. A candidate whose breaker is open is skipped.
+answer stays where it is, retried under ``retry.upstream``, and once those retries are spent it goes on on the next
+(``move_on``), from its saved text. A candidate whose breaker is open is skipped.
 """
 
 import asyncio
@@ -140,6 +141,24 @@ class Route:
         FALLBACKS.inc()
         if self.current.upstream is failed and (asked := retry_after_seconds(exc)) is not None:
             await asyncio.sleep(min(asked, MAX_RETRY_AFTER_SECONDS))  # it said when it can take another
+        return True
+
+    def move_on(self, exc: BaseException) -> bool:
+        """Mid-answer, the current candidate's retries spent on a passing failure: whether the answer goes on on
+        the next candidate (from its saved text, in that upstream's way of continuing). Past the last, it fails."""
+        if not is_transient(exc) or isinstance(exc, CoolingDown):
+            return False
+        failed = self.current
+        if not self._advance():
+            return False
+        logger.warning(
+            "%s on %s failed mid-answer (%r): the answer goes on on %s",
+            failed.model,
+            failed.upstream.name,
+            exc,
+            self.describe(),
+        )
+        FALLBACKS.inc()
         return True
 
     def _advance(self) -> bool:

@@ -305,6 +305,7 @@ class FakeStore:
         owner: str,
         lease_seconds: float,
         finish: AnswerFinish | None = None,
+        model: str | None = None,
     ) -> int:
         raise NotImplementedError
 

@@ -248,8 +248,12 @@ class ChunkFormat:
 
     def __init__(self, message_id: uuid.UUID, model: str, include_usage: bool) -> None:
         self.base = {"id": completion_id(message_id), "object": "chat.completion.chunk", "created": int(time.time())}
-        self.base["model"] = model
         self.include_usage = include_usage
+        self.written_by(model)
+
+    def written_by(self, model: str) -> None:
+        """The chunks from here on are ``model``'s (the answer went on on another model mid-answer)."""
+        self.base["model"] = model
         # A text chunk is an empty one rendered around its content: building and encoding the whole dict
         # for every chunk cost a tenth of the relay's CPU (docs/benchmarks.md).
         self._head, _, self._tail = self.chunk({"content": "\0"}).rpartition(json.dumps("\0"))
@@ -295,7 +299,15 @@ def completion(answer: MessageDetail, model: str, logprobs: list[JSONObject] | N
             }
         ],
         "usage": answer.usage,
-    }
+    } | _parts(answer)
+
+
+def _parts(answer: MessageDetail) -> dict[str, Any]:
+    """An answer several models wrote names the first as its ``model``, and all in ``answer_parts`` (ours: OpenAI's
+    clients keep a field they do not know)."""
+    if not answer.answer_parts:
+        return {}
+    return {"answer_parts": [{"model": part.model, "offset": part.offset} for part in answer.answer_parts]}
 
 
 def _message(answer: MessageDetail) -> dict[str, Any]:

@@ -67,6 +67,8 @@ async def chunks(answers: Answers, message_id: uuid.UUID, model: str, include_us
     event: StreamEvent
     async for event in answers.follow(message_id, 0):
         if event.kind == "delta":
+            if event.model is not None:  # another model goes on with the answer: its chunks name it
+                render.written_by(event.model)
             yield render.text(event.text, event.logprobs)
         elif event.kind == "done":  # its chunks in one write
             calls = [render.tool_call(index, call) for index, call in enumerate(event.tool_calls)]

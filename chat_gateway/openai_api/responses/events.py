@@ -77,6 +77,7 @@ class ResponseEvents:
         self.message_open = False
         self._held = ""  # text received and not sent yet: the word being written
         self._logprobs: list[JSONObject] = []  # those of the text received, for the next delta sent
+        self._model: str | None = None  # the model the next delta sent names (live only, as logprobs)
         kind = "response.output_text.delta"
         self._delta_head = f'event: {kind}\ndata: {{"type": "{kind}", "sequence_number": '
         item = f'"item_id": "{message_item_id(answer.id.hex)}", "output_index": 0, "content_index": 0, "logprobs": []'
@@ -112,13 +113,17 @@ class ResponseEvents:
                 3, "response.content_part.added", item_id=item["id"], output_index=0, content_index=0, part=part
             )
 
-    def text(self, delta: str, offset: int, logprobs: list[JSONObject] | None = None) -> Iterator[str]:
+    def text(
+        self, delta: str, offset: int, logprobs: list[JSONObject] | None = None, model: str | None = None
+    ) -> Iterator[str]:
         """Text that ends at ``offset`` in the answer: sent word by word, each with the whitespace after it
         (``CUT_AFTER``), so that however it arrived (an upstream's chunks, a replay's one read) it is cut alike.
-        Its ``logprobs`` (live only: they are not stored) go with the next delta sent.
+        Its ``logprobs`` (live only: they are not stored) go with the next delta sent, and so does ``model``, the
+        model that wrote it when another wrote the text before it (the first delta with its text names it).
         """
         yield from self._open_message()
         self._logprobs += logprobs or []
+        self._model = model or self._model
         self._held += delta
         self._received = offset
         start = offset - len(self._held)
@@ -133,13 +138,15 @@ class ResponseEvents:
         whole event for every delta cost a third more CPU per chunk than a Chat Completions stream's."""
         if (sequence := BEFORE_TEXT + end) > self.after:
             self.last = sequence
-            if self._logprobs:
+            if self._logprobs or self._model is not None:
                 item = {"item_id": message_item_id(self.answer.id.hex), "output_index": 0, "content_index": 0}
                 kind = "response.output_text.delta"
+                named = {} if self._model is None else {"model": self._model}
                 yield sse(
                     {"type": kind, "sequence_number": sequence, **item, "logprobs": self._logprobs, "delta": text}
+                    | named
                 )
-                self._logprobs = []
+                self._logprobs, self._model = [], None
                 return
             yield self._delta_head + str(sequence) + self._delta_middle + json.dumps(text) + "}\n\n"
 

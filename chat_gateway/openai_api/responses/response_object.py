@@ -1,6 +1,7 @@
 """A response's object (``response``), rendered from its answer as stored: what any gateway returns for it, and
 what its stream's first and last events hold."""
 
+import json
 import time
 
 from chat_gateway.openai_api.ids import conversation_id, response_id
@@ -18,6 +19,27 @@ def _status(answer: MessageDetail) -> str:
     if answer.status == MessageStatus.FAILED:
         return "cancelled" if answer.error == CANCELLED else "failed"
     return "incomplete" if answer.finish_reason in ("length", "content_filter") else "completed"
+
+
+# OpenAI's limits on a response's metadata, which its clients may check: 16 keys, values of 512 characters.
+METADATA_KEYS = 16
+METADATA_VALUE_LENGTH = 512
+PARTS_KEY = "answer_parts"
+
+
+def metadata(answer: MessageDetail) -> JSONObject:
+    """The client's metadata, and, when several models wrote the answer (one failed mid-answer), which wrote which
+    part under ``answer_parts``: ``[[model, offset], ...]`` as JSON, as many parts as 512 characters hold (all of
+    them: GET /chat/messages/{id}). Left out when the client's metadata has that key, or no room for another."""
+    own: JSONObject = (answer.response or {}).get("metadata") or {}
+    if not answer.answer_parts or PARTS_KEY in own or len(own) >= METADATA_KEYS:
+        return own
+    parts = [[part.model, part.offset] for part in answer.answer_parts]
+    value = json.dumps(parts, separators=(",", ":"))
+    while len(value) > METADATA_VALUE_LENGTH:
+        parts.pop()
+        value = json.dumps(parts, separators=(",", ":"))
+    return own | {PARTS_KEY: value}
 
 
 def _usage(usage: JSONObject | None) -> JSONObject | None:
@@ -57,7 +79,7 @@ def response_object(answer: MessageDetail, model: str, *, snapshot: bool = False
         "error": error,
         "incomplete_details": incomplete,
         "instructions": response.get("instructions"),
-        "metadata": response.get("metadata") or {},
+        "metadata": metadata(answer),
         "previous_response_id": response.get("previous_response_id"),
         "conversation": {"id": conversation_id(answer.session_id)},
         "parallel_tool_calls": response.get("parallel_tool_calls")

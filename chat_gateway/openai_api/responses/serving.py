@@ -158,11 +158,13 @@ async def _events(answers: Answers, answer: MessageDetail, model: str, starting_
     text: list[str] | None = [] if offset == 0 else None  # the whole text, when this stream has it all
     async for event in answers.follow(answer.id, offset):
         if event.kind == "delta":
+            if event.model is not None:  # several models wrote it: its end is read as stored, with its parts
+                text = None
             if text is not None:
                 text.append(event.text)
             # A delta's events in one write: sent one by one, each went down the middleware and into the socket
             # on its own, and cost a Responses stream half as much CPU again per chunk as a Chat Completions one.
-            if rendered := "".join(render.text(event.text, event.offset, event.logprobs)):
+            if rendered := "".join(render.text(event.text, event.offset, event.logprobs, event.model)):
                 yield rendered
         elif event.kind == "done" or event.status is not None:
             yield "".join(render.end(await _as_ended(answers, answer, event, text)))

@@ -1,6 +1,8 @@
 import contextlib
+import signal
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
@@ -8,7 +10,9 @@ from fastapi import FastAPI
 from chat_gateway.clients.upstream import open_client
 from chat_gateway.upstreams.config import UpstreamConfig
 from chat_gateway.upstreams.upstream import Upstream
+from testing.processes import Service
 from testing.upstream import create_fake_openai, reset
+from tests.chat_gateway.conftest import gateway_env
 from tests.conftest import serve
 
 NOWHERE = "http://127.0.0.1:1/v1"  # nothing listens there: its connection fails at once
@@ -29,6 +33,19 @@ class Fake:
 
     def models_asked(self) -> list[str]:
         return [request["model"] for request in self.app.state.requests]
+
+
+@contextlib.contextmanager
+def routed_gateway(tmp: Path, persistence: Service, upstreams: str, **env: str) -> Iterator[Service]:
+    """A gateway process whose upstreams file is ``upstreams`` (the fakes' URLs in it), its default model alpha."""
+    path = tmp / "upstreams.toml"
+    path.write_text(upstreams)
+    settings = gateway_env(tmp, persistence.url, None, UPSTREAMS_FILE=str(path), OPENAI_MODEL="alpha") | env
+    service = Service.uvicorn("chat_gateway.main:create_app", settings, tmp / "gateway.log").start()
+    try:
+        yield service
+    finally:
+        service.kill(signal.SIGTERM)
 
 
 @pytest.fixture(scope="module")

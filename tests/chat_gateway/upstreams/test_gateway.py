@@ -1,6 +1,5 @@
 """The gateway with an upstreams file: three fake upstreams behind one gateway, on both databases."""
 
-import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +10,7 @@ import pytest
 from testing.processes import Service
 from testing.upstream import TEXT, Plan
 from tests.chat_gateway.conftest import gateway_env, read_finished
-from tests.chat_gateway.upstreams.conftest import Fake
+from tests.chat_gateway.upstreams.conftest import Fake, routed_gateway
 
 pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
 
@@ -78,12 +77,8 @@ def routed(tmp_path_factory: pytest.TempPathFactory, persistence: Service, _fake
     tmp = tmp_path_factory.mktemp("routed")
     a, b, c = _fakes
     c.app.state.models = ["gamma"]  # what c serves, as its /v1/models says at start-up
-    path = tmp / "upstreams.toml"
-    path.write_text(UPSTREAMS.format(a=a.url, b=b.url, c=c.url))
-    env = gateway_env(tmp, persistence.url, None, UPSTREAMS_FILE=str(path), OPENAI_MODEL="alpha")
-    service = Service.uvicorn("chat_gateway.main:create_app", env, tmp / "gateway.log").start()
-    yield service
-    service.kill(signal.SIGTERM)
+    with routed_gateway(tmp, persistence, UPSTREAMS.format(a=a.url, b=b.url, c=c.url)) as service:
+        yield service
 
 
 @pytest.fixture
