@@ -4,6 +4,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi import FastAPI
 
@@ -71,3 +72,9 @@ async def clients_closed(_fakes: list[Fake]) -> AsyncIterator[None]:
         for upstream in fake.made:
             await upstream.client.close()
         fake.made.clear()
+
+
+@pytest.fixture
+def store(process_store: httpx.Client) -> httpx.Client:
+    """What the routed gateways' persistence process stored: these gateways are processes of their own."""
+    return process_store
