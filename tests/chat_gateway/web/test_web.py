@@ -60,7 +60,7 @@ INTERACTIVE = "form, input, button, select, textarea, label, [id], [name]"
 # Everything the page may ask for: its own files and the /chat API's routes, one segment where an id goes.
 PAGE_ROUTES = re.compile(
     r"/|/ui/[\w./-]+|/chat|/chat/search|/chat/sessions(/[^/]+(/messages|/favorite|/export)?)?"
-    r"|/chat/messages/[^/]+/(stream|cancel|resume)"
+    r"|/chat/messages/[^/]+/(stream|cancel|resume)|/v1/models"
 )
 
 
