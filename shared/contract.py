@@ -311,6 +311,10 @@ class MessageText(ReadModel):
     tool_calls: list[ToolCall] | None = Field(
         default=None, description="Stored with the answer's end, whole: they follow the text (offsets after it)."
     )
+    model: str | None = None
+    answer_parts: list[AnswerPart] | None = Field(
+        default=None, description="Which model wrote which part, when several did: a follower names each."
+    )
 
 
 class ConversationFind(InputModel):

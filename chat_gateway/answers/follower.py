@@ -5,10 +5,11 @@ replies that wait for an answer's end all read it this way."""
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 
 from chat_gateway.answers.events import StreamEvent, final_event
 from chat_gateway.answers.generation import Generation
+from chat_gateway.answers.parts import model_at, next_boundary
 from chat_gateway.clients.persistence import PersistenceClient
 from chat_gateway.config import Settings
 from shared import DomainError, ErrorCode, MessageStatus, OffsetMismatch, ServiceUnavailable
@@ -23,6 +24,17 @@ def _diverged_at(stored: MessageText, unconfirmed: str) -> int | None:
     text = stored.text
     same = next((i for i, (a, b) in enumerate(zip(text, unconfirmed, strict=False)) if a != b), None)
     return None if same is None else stored.offset + same
+
+
+def _deltas(stored: MessageText, offset: int) -> Iterator[StreamEvent]:
+    """The stored text from ``offset`` on, cut where a part begins: the first delta of a part another model wrote
+    names it, as a generation's own listeners are told (``Generation.events``), from the parts stored with it."""
+    parts = stored.answer_parts or []
+    while offset < stored.length:
+        end = next_boundary(parts, offset, stored.length)
+        text = stored.text[offset - stored.offset : end - stored.offset]
+        yield StreamEvent("delta", end, text=text, model=model_at(parts, offset, stored.model))
+        offset = end
 
 
 def _ended(offset: int, stored: MessageText) -> StreamEvent:
@@ -73,8 +85,7 @@ class Follower:
                 read_from, version = exc.length, None
                 continue
             except DomainError as exc:
-                # The stream ends with an error instead of breaking off; the answer may well go on, and a
-                # client can reattach to it (no status: nobody here knows how it ends).
+                # Ends with an error, not broken off: the answer may go on (no status), a client can reattach.
                 yield StreamEvent("error", offset, error=f"lost track of the answer: {exc.detail}")
                 return
             if stored is not None and unconfirmed:
@@ -90,7 +101,8 @@ class Follower:
             if stored is not None:  # None: unchanged since the last poll
                 version, read_from = stored.version, stored.length
                 if stored.length > offset:
-                    yield StreamEvent("delta", stored.length, text=stored.text[offset - stored.offset :])
+                    for delta in _deltas(stored, offset):
+                        yield delta
                     offset = stored.length
                 if stored.status in TERMINAL:
                     yield _ended(offset, stored)

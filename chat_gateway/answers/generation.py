@@ -29,7 +29,7 @@ from chat_gateway.answers.tool_calls import ToolCallAssembler
 from chat_gateway.answers.writer import AnswerWriter, StopReason
 from chat_gateway.clients import retry
 from chat_gateway.clients.persistence import AnswerStore, PersistenceError
-from chat_gateway.clients.retry import StreamInterrupted, error_kind
+from chat_gateway.clients.retry import StreamInterrupted, Unavailable, error_kind
 from chat_gateway.clients.upstream import Usage, discard, options_to_continue, read_chunks
 from chat_gateway.config import Settings
 from chat_gateway.metrics import ACTIVE_GENERATIONS, UPSTREAM_ERRORS
@@ -83,7 +83,6 @@ class Generation:
         self.outcome = Outcome.GENERATING
         self.error: str | None = None
         self.finish_reason: str | None = None
-        self.model_used: str | None = None
         self.usage = Usage()
         self.parts = AnswerParts(answer, len(answer.content))
         self.done = asyncio.Event()
@@ -152,7 +151,7 @@ class Generation:
         while True:
             if (durable := self.buffer.durable) > offset:
                 model = None
-                if self.parts.several:  # a delta is one model's text, and names it when it is the first of its part
+                if self.parts.renamed:  # a delta is one model's text, and names it when it is the first of its part
                     model, durable = self.parts.model_at(offset), self.parts.next_boundary(offset, durable)
                 text, offset = self.buffer.text[offset:durable], durable
                 if self.logprobs and relayed is not None:
@@ -264,6 +263,9 @@ class Generation:
         while True:
             try:
                 return await self._attempts(self.prompt)
+            except Unavailable as exc:  # no upstream can take it now: it waits for one, within its deadline
+                if not await self.route.wait(exc, self.settings.retry_max_seconds):
+                    raise
             except Exception as exc:
                 # Mid-answer, this candidate's retries spent: the next goes on from the text so far, with its own.
                 if not self.text or not self.route.move_on(exc):
@@ -295,14 +297,11 @@ class Generation:
         else:
             stream = await self.route.open_continuing(partial, prompt, options)
         self.model = self.route.current.model
-        if self.parts.begin(self.model, len(partial), self.usage.totals, self.model_used):
-            self.model_used = None  # the new part's upstream names its model
+        self.parts.begin(self.model, len(partial), self.usage.totals)
         join = Continuation(partial, self.route.current.upstream.continuation)
         async for chunk in read_chunks(stream):
             if chunk.usage:
                 self.usage.add(chunk.usage)
-            if chunk.model:
-                self.model_used = chunk.model
             if chunk.tool_calls:
                 calls.feed(chunk.tool_calls)
             if chunk.logprobs:
@@ -320,6 +319,7 @@ class Generation:
             self._emit(text)
         if finish_reason is None:
             raise StreamInterrupted("the upstream stream ended before the answer was finished")
+        self.route.finished()
         self.finish_reason = finish_reason
         self.tool_calls = calls.calls(self.message_id.hex)
 
@@ -348,11 +348,10 @@ class Generation:
             fields["finish_reason"] = self.finish_reason
         if self.usage.totals:
             fields["usage"] = self.usage.totals
-        model = self.model_used or self.model
-        self.parts.close(self.model_used)
-        if self.parts.several:  # the answer's model is its first part's; each part's usage goes under its own
+        # The answer's model is its first part's, as configured (parts.py); each part's usage goes under its own.
+        model = self.parts.model or self.model
+        if self.parts.several:
             fields["parts"] = self.parts.stored(self.usage.totals, len(self.text))
-            model = self.parts.parts[0].reported or self.parts.parts[0].model
         if model != self.answer.model:
             fields["model"] = model
         if self.tool_calls and status == MessageStatus.COMPLETE:

@@ -127,7 +127,7 @@ class AnswerWriter:
     def _model_to_name(self, end: int) -> str | None:
         """The model that writes from where persistence's copy ends, when its part begins there (named once: an
         append that names it costs persistence more)."""
-        if self.parts is None or not self.parts.several or end <= self.saved:
+        if self.parts is None or not self.parts.renamed or end <= self.saved:
             return None
         return self.parts.model_at(self.saved)
 

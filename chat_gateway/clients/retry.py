@@ -7,7 +7,8 @@
 | ``turn_settle`` | storing a turn whose fate is unknown (persistence unreachable) | TURN_SETTLE_SECONDS |
 | ``last_save`` | an answer's last write (persistence unreachable or behind) | RETRY_MAX_SECONDS |
 
-Every write to persistence carries an id or an offset, so retrying one never doubles it.
+Every write to persistence carries an id or an offset, so retrying one never doubles it. ``Unavailable`` (no upstream
+can take a stream now) is not retried at once: the answer waits for an upstream (``Route.wait``).
 """
 
 import email.utils
@@ -46,6 +47,16 @@ class Transient(Exception):
 
 class StreamInterrupted(Transient):
     """The upstream ended the stream before the answer was finished."""
+
+
+class Unavailable(Transient):
+    """No upstream can take a stream now (every one cooling down after failures, or full): the answer waits for
+    one (``retry_in`` seconds at least) within its deadline, rather than spending its retries at once
+    (chat_gateway/answers/generation.py)."""
+
+    def __init__(self, message: str, retry_in: float) -> None:
+        super().__init__(message)
+        self.retry_in = retry_in
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -117,7 +128,7 @@ def upstream(settings: Settings) -> AsyncRetrying:
         before_sleep=_log_upstream_retry,
         stop=stop_after_attempt(settings.retry_attempts) | stop_after_delay(settings.retry_max_seconds),
         wait=wait_retry_after(backoff, cap=settings.retry_max_wait),
-        retry=retry_if_exception(is_transient),
+        retry=retry_if_exception(lambda exc: is_transient(exc) and not isinstance(exc, Unavailable)),
         reraise=True,
     )
 

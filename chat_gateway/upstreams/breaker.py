@@ -7,6 +7,10 @@
 | ``open`` | a request once the cool-down has passed | ``half_open``: that request is the probe |
 | ``half_open`` | the probe succeeds | ``closed`` |
 | ``half_open`` | the probe fails | ``open``, for another cool-down |
+| ``half_open`` | the probe ends undecided (its answer cancelled) | ``open``, its cool-down over: the next probes |
+
+A success is a stream that finished, a failure one that could not open or broke off before its end (route.py):
+an upstream whose every stream opens and then dies is failing, however fast it opens them.
 
 Skipped: every request while ``open`` (cool-down running), and every one but the probe while ``half_open``.
 
@@ -67,6 +71,12 @@ class Breaker:
     def succeeded(self) -> None:
         if self.state != BreakerState.CLOSED or self.failures:
             self._to(BreakerState.CLOSED)
+
+    def undecided(self) -> None:
+        """The probe's stream ended neither finished nor failed by the upstream: another request probes at once."""
+        if self.state == BreakerState.HALF_OPEN:
+            self._to(BreakerState.OPEN)
+            self._opened_at -= self.cooldown_seconds
 
     def failed(self) -> None:
         self.failures += 1

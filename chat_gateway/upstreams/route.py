@@ -4,11 +4,14 @@ The first is the asked model's first upstream; then its other upstreams (another
 in the file's order; then each fallback model's. Before the first word, a passing failure (429, 5xx, a
 connection that fails, a timeout) moves the chat to the next at once (``fall_back``); once words were sent, the
 answer stays where it is, retried under ``retry.upstream``, and once those retries are spent it goes on on the next
-(``move_on``), from its saved text. A candidate whose breaker is open is skipped.
+(``move_on``), from its saved text. A candidate whose breaker is open is skipped; when every one is (or every one is
+full), a new chat is refused at once (``admit``: 503 or 429, with Retry-After) and an answer under way waits for the
+first to take it again (``Unavailable``, waited for by chat_gateway/answers/generation.py).
 """
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -18,23 +21,32 @@ from openai import AsyncStream
 from openai.types.chat import ChatCompletionMessageParam
 
 from chat_gateway.answers.prompt import Continuation
-from chat_gateway.clients.retry import Transient, is_transient, retry_after_seconds
+from chat_gateway.clients.retry import Unavailable, is_transient, retry_after_seconds
 from chat_gateway.clients.upstream import open_stream
 from chat_gateway.metrics import FALLBACKS
 from chat_gateway.upstreams.breaker import BreakerState
 from chat_gateway.upstreams.limits import LimitReached
 from chat_gateway.upstreams.upstream import Upstream
+from shared import ErrorCode, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 
 # The most a chat waits for an upstream's Retry-After before asking the same upstream for another model.
 MAX_RETRY_AFTER_SECONDS = 5.0
 
+# How often an answer that no upstream can take asks again when none says when it may (a probe is running, or
+# every one is full).
+UNAVAILABLE_POLL_SECONDS = 0.25
+
 Request = tuple[list[ChatCompletionMessageParam], Mapping[str, Any]]
 
 
-class CoolingDown(Transient):
-    """Every candidate's breaker is open: retried (``retry.upstream``) until one lets a probe through."""
+class CoolingDown(Unavailable):
+    """Every candidate's breaker is open: the answer waits for the earliest probe (``retry_in``)."""
+
+
+class AllBusy(Unavailable):
+    """Every candidate left is at its concurrency limit, its queue full or its wait over: the answer waits."""
 
 
 @dataclass(frozen=True)
@@ -52,32 +64,47 @@ class Route:
         self.candidates = candidates
         self._at = 0
         self._held: Upstream | None = None  # whose limit this route holds a place in
-        self._streaming = False  # a stream of ``current`` opened: its failure is the upstream's
+        self._streaming = False  # a stream of ``current`` opened, not yet finished nor failed
+        self._waiting_since: float | None = None  # when it first waited for an upstream (``wait``)
 
     @property
     def current(self) -> Candidate:
         return self.candidates[self._at]
 
     def admit(self) -> None:
-        """Refuse (429, Retry-After) a chat that no candidate has room for, before anything is stored."""
+        """Refuse a chat no candidate can take, before anything is stored: 503 while every one cools down after
+        failures, 429 while every one is full; each with Retry-After."""
+        if all(candidate.upstream.breaker.skips() for candidate in self.candidates):
+            retry_after = max(1, math.ceil(self.retry_in()))
+            raise ServiceUnavailable(
+                f"every upstream of {self.model!r} is cooling down after failures; retry in {retry_after} s",
+                code=ErrorCode.UPSTREAM_COOLING_DOWN,
+                headers={"Retry-After": str(retry_after)},
+            )
         limits = [candidate.upstream.limit for candidate in self.candidates]
         if not any(limit.has_room() for limit in limits):
             raise limits[0].refusal()
+
+    def retry_in(self) -> float:
+        """Seconds until the first of the candidates' breakers lets a probe through."""
+        return min(candidate.upstream.breaker.retry_in() for candidate in self.candidates)
 
     async def open(self, request: Callable[[Candidate], Request]) -> AsyncStream[object]:
         """Open a stream on the current candidate, or on the next one its breaker (or limit) lets through;
         ``request`` gives the messages and options a candidate is sent."""
         self.release()
+        busy = None
         while True:
             candidate = self.current
             upstream = candidate.upstream
             if not upstream.breaker.skips():  # known before waiting for a place in its queue
                 try:
                     await upstream.limit.acquire()
-                except LimitReached:
+                except LimitReached as exc:
+                    busy = exc
                     if self._advance():
                         continue
-                    raise
+                    break
                 if upstream.breaker.allow():  # False only if another request became its probe meanwhile
                     self._held = upstream
                     upstream.streams_changed()
@@ -86,8 +113,10 @@ class Route:
             if not self._advance():
                 break
         self._at = 0  # the next attempt starts again from the first
-        retry_in = min(candidate.upstream.breaker.retry_in() for candidate in self.candidates)
-        raise CoolingDown(f"every upstream of {self.model!r} is cooling down ({retry_in:.0f} s to the next probe)")
+        if busy is not None:  # the last had no place for it: places come free as streams end
+            raise AllBusy(f"every upstream of {self.model!r} that is not cooling down is full ({busy})", 0.0)
+        retry_in = self.retry_in()
+        raise CoolingDown(f"every upstream of {self.model!r} is cooling down ({retry_in:.0f} s to its probe)", retry_in)
 
     async def open_new(
         self, messages: list[ChatCompletionMessageParam], options: Mapping[str, Any]
@@ -122,16 +151,23 @@ class Route:
         self._streaming = True
         return stream
 
+    def finished(self) -> None:
+        """The stream of the current candidate reached its end: the one success its breaker counts."""
+        if self._streaming:
+            self.current.upstream.succeeded()
+        self._streaming = False
+
     def failed(self, exc: BaseException) -> None:
-        """An attempt ended with ``exc``: a failure of the upstream's, when its stream was open and it passes."""
+        """An attempt ended with ``exc``: a failure of the upstream's, when its stream was open and it passes
+        (one that opened and broke off before its end included)."""
         if self._streaming and is_transient(exc):
             self.current.upstream.failed()
-        self._streaming = False
+            self._streaming = False
 
     async def fall_back(self, exc: BaseException) -> bool:
         """Before the first word: whether the chat moved to its next candidate after ``exc`` (a passing failure).
         Past the last, the next attempt starts again from the first."""
-        if not is_transient(exc) or isinstance(exc, CoolingDown):
+        if not is_transient(exc) or isinstance(exc, Unavailable):
             return False
         failed = self.current.upstream
         if not self._advance():
@@ -146,7 +182,7 @@ class Route:
     def move_on(self, exc: BaseException) -> bool:
         """Mid-answer, the current candidate's retries spent on a passing failure: whether the answer goes on on
         the next candidate (from its saved text, in that upstream's way of continuing). Past the last, it fails."""
-        if not is_transient(exc) or isinstance(exc, CoolingDown):
+        if not is_transient(exc) or isinstance(exc, Unavailable):
             return False
         failed = self.current
         if not self._advance():
@@ -161,6 +197,18 @@ class Route:
         FALLBACKS.inc()
         return True
 
+    async def wait(self, exc: Unavailable, budget_seconds: float) -> bool:
+        """No candidate could take the answer (``exc``): whether it waited for the first that may, within
+        ``budget_seconds`` of its first such wait (the answer's deadline: it fails past it)."""
+        now = time.monotonic()
+        self._waiting_since = self._waiting_since or now
+        wait = max(exc.retry_in, UNAVAILABLE_POLL_SECONDS)  # a probe may be running: asked again shortly
+        if now + wait - self._waiting_since > budget_seconds:
+            return False
+        logger.warning("%s: waiting %.1f s for an upstream of %r", exc, wait, self.model)
+        await asyncio.sleep(wait)
+        return True
+
     def _advance(self) -> bool:
         if self._at + 1 < len(self.candidates):
             self._at += 1
@@ -169,6 +217,9 @@ class Route:
 
     def release(self) -> None:
         """Give back the place in the limit held for the last stream (at its end, or before the next)."""
+        if self._streaming:  # it ended neither finished nor failed by the upstream (cancelled, refused)
+            self.current.upstream.breaker.undecided()
+            self._streaming = False
         if self._held is not None:
             self._held.limit.release()
             self._held.streams_changed()

@@ -90,16 +90,20 @@ class Upstream:
         self.listed = [model for model in data or [] if isinstance(model, dict) and isinstance(model.get("id"), str)]
 
     def opened(self, seconds: float) -> None:
-        """A stream's request answered with its headers, after ``seconds``."""
-        self.breaker.succeeded()
+        """A stream's request answered with its headers, after ``seconds``: not yet a success (``succeeded``)."""
         self.latency = seconds if self.latency is None else self.latency + WEIGHT * (seconds - self.latency)
+        self._latency.observe(seconds)
+
+    def succeeded(self) -> None:
+        """A stream finished."""
+        self.breaker.succeeded()
         self.error_rate -= WEIGHT * self.error_rate
         self._ok.inc()
-        self._latency.observe(seconds)
         self._breaker_open.set(0)
 
     def failed(self) -> None:
-        """A stream's request (or the stream) failed as a passing failure of the upstream would."""
+        """A stream's request failed, or the stream broke off before its end, as a passing failure of the upstream
+        would."""
         self.breaker.failed()
         self.error_rate += WEIGHT * (1 - self.error_rate)
         self._errors.inc()

@@ -12,13 +12,15 @@ from shared.resources import MAX_ANSWER_PARTS
 Parts = list[dict[str, Any]]
 
 
-def after_append(parts: Parts | None, model: str | None, writer: str, offset: int) -> Parts | None:
-    """The parts once ``writer`` writes from ``offset`` on (the answer's length): ``parts`` themselves when
-    ``writer`` wrote the last part already, None when the answer's own ``model`` is its only writer again."""
+def after_append(parts: Parts | None, model: str | None, writer: str, offset: int) -> tuple[Parts | None, str | None]:
+    """The parts and the answer's model once ``writer`` writes from ``offset`` on (the answer's length): ``parts``
+    themselves when ``writer`` wrote the last part already, None when one model is its only writer again: its own,
+    or ``writer``, which then is the answer's model (the one asked for wrote nothing: a fallback took it before the
+    first word)."""
     own = [{"model": model, "offset": 0, "usage": None}] if model is not None else []
     current = list(parts or own)
     if current and current[-1]["model"] == writer:
-        return parts
+        return parts, model
     # A part that ends where it began wrote nothing: the new one takes its place.
     while current and current[-1]["offset"] >= offset:
         current.pop()
@@ -26,4 +28,6 @@ def after_append(parts: Parts | None, model: str | None, writer: str, offset: in
         if len(current) >= MAX_ANSWER_PARTS:  # refused with its text: its transaction is rolled back
             raise Conflict(f"an answer has at most {MAX_ANSWER_PARTS} parts", parts=len(current))
         current.append({"model": writer, "offset": offset, "usage": None})
-    return None if current == own else current
+    if len(current) == 1 and current[0]["offset"] == 0:
+        return None, writer
+    return (None if current == own else current), model

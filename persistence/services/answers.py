@@ -141,9 +141,11 @@ def append_text(db: Session, message_id: uuid.UUID, data: AppendRequest, *, leas
     if row is None:
         raise _refusal_of_append(db, message_id, data)
     if by_model and data.model is not None:  # (by_model says so; mypy cannot tell)
-        new_parts = answer_parts.after_append(row.answer_parts, row.model, data.model, data.offset)
-        if new_parts != row.answer_parts:
-            _set_parts(db, message_id, new_parts)
+        new_parts, model = answer_parts.after_append(row.answer_parts, row.model, data.model, data.offset)
+        if (new_parts, model) != (row.answer_parts, row.model):
+            _set_parts(db, message_id, new_parts, model)
+        if model != row.model:
+            usage.rename(db, message_id, model)
     if parts is not None:
         usage.settle_parts(db, message_id, parts, row.length)
     elif finish:
@@ -164,9 +166,9 @@ def _finish_columns(data: AppendRequest) -> dict[str, Any]:
     return finish
 
 
-def _set_parts(db: Session, message_id: uuid.UUID, parts: list[dict[str, Any]] | None) -> None:
+def _set_parts(db: Session, message_id: uuid.UUID, parts: list[dict[str, Any]] | None, model: str | None) -> None:
     # The append's UPDATE holds the row until the transaction ends: nobody changed the parts in between.
-    db.execute(update(TABLE).where(TABLE.c.id == message_id).values(answer_parts=parts))
+    db.execute(update(TABLE).where(TABLE.c.id == message_id).values(answer_parts=parts, model=model))
 
 
 def _refusal_of_append(db: Session, message_id: uuid.UUID, data: AppendRequest) -> DomainError:

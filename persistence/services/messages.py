@@ -143,7 +143,7 @@ def read_text(db: Session, message_id: uuid.UUID, offset: int) -> MessageText:
 def _text_statement() -> Select[Any]:
     content = TABLE.c.content
     text = func.substr(content, bindparam("start")).label("text")
-    names = ("id", "version", "status", "error", "finish_reason", "usage", "tool_calls")
+    names = ("id", "version", "status", "error", "finish_reason", "usage", "tool_calls", "model", "answer_parts")
     columns = (TABLE.c[name] for name in names)
     return select(text, func.length(content).label("length"), *columns).where(TABLE.c.id == bindparam("id"))
 

@@ -166,6 +166,11 @@ def settle(db: Session, message_id: uuid.UUID, usage: dict[str, Any] | None, len
     db.execute(update(UsageRecord).where(UsageRecord.message_id == message_id, UsageRecord.pending).values(values))
 
 
+def rename(db: Session, message_id: uuid.UUID, model: str | None) -> None:
+    """The answer's model changed (a fallback wrote it from its first word): its tokens count under it."""
+    db.execute(update(UsageRecord).where(UsageRecord.message_id == message_id).values(model=model))
+
+
 def _figures(usage: dict[str, Any] | None) -> dict[str, int] | None:
     """The upstream's token counts in ``usage``, None when it gives no total (nor both the prompt's and the
     completion's)."""

@@ -136,10 +136,11 @@ def test_a_finish_without_parts_is_one_models_as_before(client: TestClient) -> N
     append(client, answer, 0, "abc", owner="g1", model="b")
     ended = append(client, answer, 3, "d", owner="g1", finish={"status": "complete", "usage": FIGURES})
     assert ended.status_code == 200
-    assert _parts(client, answer) == [("b", 0)]  # "b" wrote all of it, not the turn's model
+    assert _parts(client, answer) is None  # "b" wrote all of it, not the turn's model: it is the answer's model
+    assert client.get(f"/messages/{answer}").json()["model"] == "b"
     rows = _by_model(client, "bea")
-    assert list(rows) == ["a"]
-    assert rows["a"]["total_tokens"] == 15
+    assert list(rows) == ["b"]  # and its tokens are b's
+    assert rows["b"]["total_tokens"] == 15
 
 
 def test_a_run_without_parts_stays_its_records_model(client: TestClient) -> None:
@@ -195,7 +196,7 @@ def test_parts_out_of_order_or_past_the_end_are_a_422(
     [
         (None, "a", "a", 5, None),
         (None, "a", "b", 5, [("a", 0), ("b", 5)]),
-        (None, "a", "b", 0, [("b", 0)]),  # "a" wrote nothing
+        (None, "a", "b", 0, None),  # "a" wrote nothing: "b" is the answer's model (below)
         (None, None, "b", 5, [("b", 5)]),
         ([("a", 0), ("b", 5)], "a", "b", 9, [("a", 0), ("b", 5)]),
         ([("a", 0), ("b", 5)], "a", "a", 5, None),  # "b" wrote nothing: "a" goes on alone
@@ -211,5 +212,6 @@ def test_which_part_an_append_begins(
     expected: list[tuple[str, int]] | None,
 ) -> None:
     stored = None if parts is None else [{"model": m, "offset": o, "usage": None} for m, o in parts]
-    after = after_append(stored, model, writer, offset)
+    after, named = after_append(stored, model, writer, offset)
     assert (None if after is None else [(part["model"], part["offset"]) for part in after]) == expected
+    assert named == (writer if offset == 0 else model)

@@ -283,8 +283,8 @@ def _logprobs(tokens: list[JSONObject] | None) -> JSONObject | None:
 
 
 def completion(answer: MessageDetail, model: str, logprobs: list[JSONObject] | None = None) -> dict[str, Any]:
-    """A whole answer as a ``chat.completion``, naming ``model`` as a stream of it does (the model asked for:
-    a stream names it before the upstream has said which it is)."""
+    """A whole answer as a ``chat.completion``, naming ``model``: as the answer is stored, the model asked for (an
+    alias resolved), never the name its upstream reported (chat_gateway/answers/parts.py)."""
     return {
         "id": completion_id(answer.id),
         "object": "chat.completion",

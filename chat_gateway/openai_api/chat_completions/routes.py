@@ -25,7 +25,8 @@ SESSION_HEADER = "X-Session-Id"
 
 
 async def _respond(answers: Answers, body: CompletionRequest, answer: MessageDetail) -> Response:
-    model = body.model or answers.settings.openai_model
+    # The model as the answer is stored: the one asked for, an alias resolved (chat_gateway/answers/parts.py).
+    model = answer.model or body.model or answers.settings.openai_model
     headers = {SESSION_HEADER: str(answer.session_id)}
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -34,7 +35,7 @@ async def _respond(answers: Answers, body: CompletionRequest, answer: MessageDet
     final, logprobs = await completions.whole(answers, answer)
     if final.status == MessageStatus.FAILED:
         return JSONResponse(answer_failed(final.error), status_code=502, headers=headers)
-    return JSONResponse(completion(final, model, logprobs), headers=headers)
+    return JSONResponse(completion(final, final.model or model, logprobs), headers=headers)
 
 
 @router.post("/chat/completions", response_model=None)

@@ -165,7 +165,7 @@ class ResponseEvents:
             sequence, index = BEFORE_TEXT + len(text) + 4, 1
         for position, call in enumerate(calls):
             yield from self._call(stored, sequence + 4 * position, index + position, position, call)
-        final = response_object(stored, self.model)
+        final = response_object(stored, stored.model or self.model)  # its first part's (a fallback's, maybe)
         kind = {"completed": "response.completed", "incomplete": "response.incomplete"}.get(final["status"])
         yield from self._event(sequence + 4 * len(calls), kind or "response.failed", response=final)
 

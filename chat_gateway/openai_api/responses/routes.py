@@ -49,7 +49,7 @@ async def create_response(
     final = await responses.wait(answers, answer)
     if not body.store:
         await responses.forget(answers, answer)
-    return JSONResponse(response_object(final, model))
+    return JSONResponse(response_object(final, final.model or model))
 
 
 @router.post("/responses/input_tokens", response_model=InputTokenCountResponse)

@@ -106,7 +106,8 @@ async def create(
         response=response,
     )
     answer = await start(answers, caller, completion, new, how, idempotency_key)
-    return answer.model_copy(update={"response": response}), model  # a turn's answer comes back without it
+    # Named as the answer is stored: the model asked for, an alias resolved (chat_gateway/answers/parts.py).
+    return answer.model_copy(update={"response": response}), answer.model or model  # a turn's answer: without it
 
 
 def _before_its_turn(history: list[OpenAIMessage], new: list[OpenAIMessage]) -> list[OpenAIMessage]:

@@ -337,10 +337,11 @@ async def test_text_no_database_could_store_is_made_storable_before_anyone_sees_
 
 
 async def test_odd_chunks_are_skipped_and_labels_too_long_for_their_columns_clipped(upstream_url: str) -> None:
-    """Refused by persistence, a model name or finish reason would have failed the answer and lost its text."""
+    """Refused by persistence, a finish reason would have failed the answer and lost its text (the name an
+    upstream reports for its model is not stored: the configured one is, chat_gateway/answers/parts.py)."""
     generation, store, received = await _relayed(upstream_url.replace("/v1", "/shapes/v1"))
     assert (received, "".join(store.appended), generation.status) == ("kept ", "kept ", MessageStatus.COMPLETE)
-    assert (generation.model_used, generation.finish_reason) == ("m" * 200, "x" * 64)
+    assert generation.finish_reason == "x" * 64
 
 
 @pytest.mark.parametrize(

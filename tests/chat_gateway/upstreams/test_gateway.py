@@ -1,6 +1,8 @@
 """The gateway with an upstreams file: three fake upstreams behind one gateway, on both databases."""
 
+import json
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +22,7 @@ name = "a"
 base_url = "{a}"
 models = ["alpha", "shared"]
 continuation = "exact"
+failure_threshold = 1000  # the tests script its failures: never skipped for them
 
 [[upstreams]]
 name = "b"
@@ -192,19 +195,48 @@ def test_past_an_upstreams_concurrency_limit_a_chat_is_refused_with_retry_after(
     assert refused.json()["error"]["code"] == "upstream_busy"
 
 
-def test_an_answer_whose_model_no_upstream_serves_is_resumed_with_the_default(
+def test_an_answer_is_stored_under_its_configured_model_and_resumed_on_it(
     gateway: Service, fakes: list[Fake], store: httpx.Client
 ) -> None:
-    """Stored under the name the upstream answered with ("fake-model", which no upstream lists), it still resumes."""
+    """Its upstream calls itself "fake-model", which no upstream lists: the answer is stored as alpha all the same,
+    and resumed on alpha."""
     a = fakes[0]
     a.app.state.plans.extend([Plan(drop_after=3)] * 4)  # every attempt broken off: the answer fails
     failed = httpx.post(f"{gateway.url}/chat", json={"message": "hi", "model": "alpha"}, timeout=30).json()
     stored = read_finished(store, failed["message_id"])
-    assert (stored["status"], stored["model"]) == ("failed", "fake-model")
+    assert (stored["status"], stored["model"]) == ("failed", "alpha")
     resumed = httpx.post(f"{gateway.url}/chat/messages/{failed['message_id']}/resume", timeout=30)
     assert resumed.status_code == 200, resumed.text
     assert read_finished(store, failed["message_id"])["content"] == TEXT
     assert a.models_asked() == ["alpha"] * 5
+
+
+def _streamed_models(response: httpx.Response) -> set[str]:
+    lines = [line.removeprefix("data: ") for line in response.text.splitlines() if line.startswith("data: {")]
+    return {json.loads(line)["model"] for line in lines}
+
+
+def test_every_view_of_an_answer_names_the_configured_model_never_the_upstreams_own(
+    gateway: Service, store: httpx.Client
+) -> None:
+    """Asked for by its alias ("fast"), each answer is beta's, as configured, though b calls itself "fake-model":
+    in Chat Completions (chunks and whole), Responses, the stored message and the ledger (GET /usage)."""
+    user = f"names-{uuid.uuid4().hex[:8]}"
+    question = [{"role": "user", "content": "Where is Lyon?"}]
+    asked = {"model": "fast", "messages": question, "user": user}
+    streamed = httpx.post(f"{gateway.url}/v1/chat/completions", json=asked | {"stream": True}, timeout=30)
+    whole = httpx.post(f"{gateway.url}/v1/chat/completions", json=asked, timeout=30).json()
+    respond = {"model": "fast", "input": "hi", "user": user}
+    response = httpx.post(f"{gateway.url}/v1/responses", json=respond, timeout=30).json()
+    chat = httpx.post(f"{gateway.url}/chat", json={"message": "hi", "model": "fast", "user_id": user}, timeout=30)
+    assert _streamed_models(streamed) == {"beta"}
+    assert (whole["model"], response["model"]) == ("beta", "beta")
+    response_id = str(uuid.UUID(hex=response["id"].removeprefix("resp_")))
+    ids = [whole["id"].removeprefix("chatcmpl-"), response_id, chat.json()["message_id"]]
+    assert {read_finished(store, message_id)["model"] for message_id in ids} == {"beta"}
+    rows = store.get("/usage", params={"user_id": user}).json()["rows"]
+    assert {row["model"] for row in rows} == {"beta"}
+    assert sum(row["answers"] for row in rows) == 4
 
 
 def test_a_fallback_to_a_model_no_upstream_discovered_stops_start_up_naming_it(

@@ -25,6 +25,7 @@ name = "a"
 base_url = "{a}"
 models = ["alpha", "tools"]
 continuation = "exact"
+failure_threshold = 1000  # its streams break off in every test: never skipped for it
 
 [[upstreams]]
 name = "flaky"
@@ -33,6 +34,14 @@ models = ["fragile"]
 continuation = "exact"
 failure_threshold = 1
 cooldown_seconds = 1
+
+[[upstreams]]
+name = "lonely"
+base_url = "{a}"
+models = ["solo"]
+continuation = "exact"
+failure_threshold = 1
+cooldown_seconds = 2
 
 [[upstreams]]
 name = "c"
@@ -122,6 +131,25 @@ def test_sse_says_when_the_model_changed_and_shows_the_stored_answer(
     assert [delta["model"] for _, delta in named] == ["gamma"]
     before = "".join(delta["text"] for delta in deltas[: named[0][0]])
     assert before == stored["content"][: stored["answer_parts"][1]["offset"]]  # the first delta of gamma's part
+
+
+def test_a_client_following_the_stored_answer_is_told_each_parts_model(
+    gateway: Service, fakes: list[Fake], store: httpx.Client
+) -> None:
+    """Reattached once the answer ended, the client follows it through persistence, not the generation that wrote
+    it: its deltas are cut at the stored boundary, and the first of gamma's part names gamma, as a live one does."""
+    user = _broken(fakes, "follower")
+    message_id, _, _ = _chat_sse(gateway, user)
+    stored = _check_stored(store, message_id, fakes, user)
+    boundary = stored["answer_parts"][1]["offset"]
+    for offset in (0, 1):
+        url = f"{gateway.url}/chat/messages/{message_id}/stream"
+        with httpx.stream("GET", url, params={"offset": offset}, timeout=30) as response:
+            deltas = [event.data for event in sse_events(response) if event.event == "delta"]
+        assert "".join(delta["text"] for delta in deltas) == stored["content"][offset:]
+        named = [index for index, delta in enumerate(deltas) if "model" in delta]
+        assert [deltas[index]["model"] for index in named] == ["gamma"]
+        assert len("".join(delta["text"] for delta in deltas[: named[0]])) == boundary - offset
 
 
 def test_json_answer_carries_its_parts(gateway: Service, fakes: list[Fake], store: httpx.Client) -> None:
@@ -214,9 +242,9 @@ def test_a_tool_call_cut_off_is_asked_again_whole_on_the_next_model(
     assert [tool["id"] for tool in stored["tool_calls"]] == ["call_c"]
 
 
-def _flaky(gateway: Service) -> str:
+def _state(gateway: Service, name: str = "flaky") -> str:
     upstreams = httpx.get(f"{gateway.url}/health/ready", timeout=30).json()["upstreams"]
-    state: str = next(upstream["state"] for upstream in upstreams if upstream["name"] == "flaky")
+    state: str = next(upstream["state"] for upstream in upstreams if upstream["name"] == name)
     return state
 
 
@@ -235,7 +263,7 @@ def test_a_breaker_opened_mid_answer_sends_the_rest_on_and_closes_after_a_probe(
         ("gamma", len(_sent(a))),
     ]
     assert stored["content"] == _sent(a) + _sent(c) == first.json()["choices"][0]["message"]["content"]
-    assert _flaky(gateway) == "open"
+    assert _state(gateway) == "open"
     skipped = _completion(gateway, "breaker", stream=False, model="fragile").json()
     assert "answer_parts" not in skipped
     assert len(a.app.state.exchanges) == 1  # c alone answered it
@@ -243,7 +271,35 @@ def test_a_breaker_opened_mid_answer_sends_the_rest_on_and_closes_after_a_probe(
     probed = _completion(gateway, "breaker", stream=False, model="fragile").json()
     assert "answer_parts" not in probed
     assert len(a.app.state.exchanges) == 2  # the probe, answered whole
-    assert _flaky(gateway) == "closed"
+    assert _state(gateway) == "closed"
+
+
+def test_an_answer_whose_every_upstream_cools_down_waits_for_the_probe_and_a_new_chat_is_refused(
+    gateway: Service, fakes: list[Fake], store: httpx.Client
+) -> None:
+    """lonely's stream breaks off mid-answer and opens its breaker (threshold 1), and solo has no fallback: the answer
+    waits for the probe and finishes on it; meanwhile a new chat of solo is refused at once, 503 with Retry-After."""
+    a = fakes[0]
+    a.app.state.plans.append(Plan(drop_after=3))
+    user = f"cool-{uuid.uuid4().hex[:8]}"
+    body = {"message": QUESTION, "stream": True, "model": "solo", "user_id": user}
+    with httpx.stream("POST", f"{gateway.url}/chat", json=body, timeout=30) as response:
+        events = sse_events(response)
+        message_id = next(events).data["message_id"]
+        wait_for(lambda: _state(gateway, "lonely") == "open")
+        refused = _completion(gateway, user, stream=False, model="solo")
+        rest = list(events)
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["error"]["code"] == "upstream_cooling_down"
+    assert refused.headers["retry-after"] in ("1", "2")
+    assert rest[-1].event == "done", rest[-1]
+    stored = read_finished(store, message_id)
+    assert stored["status"] == "complete"
+    assert "".join(event.data["text"] for event in rest if event.event == "delta") == stored["content"] == _sent(a)
+    assert (stored["model"], "answer_parts" in stored) == ("solo", False)
+    assert len(a.app.state.exchanges) == 2  # the broken stream, then the probe that continued it
+    assert a.app.state.exchanges[1].partial == a.app.state.exchanges[0].sent
+    assert _state(gateway, "lonely") == "closed"
 
 
 def test_an_answer_every_model_broke_off_resumes_on_its_last_parts_model(

@@ -4,10 +4,11 @@ import time
 import openai
 import pytest
 
-from chat_gateway.upstreams.breaker import BreakerState
-from chat_gateway.upstreams.route import Candidate, CoolingDown, Route
+from chat_gateway.clients.retry import StreamInterrupted
+from chat_gateway.upstreams.breaker import Breaker, BreakerState
+from chat_gateway.upstreams.route import UNAVAILABLE_POLL_SECONDS, AllBusy, Candidate, CoolingDown, Route
 from chat_gateway.upstreams.upstream import Upstream
-from shared import ErrorCode, TooManyRequests
+from shared import ErrorCode, ServiceUnavailable, TooManyRequests
 from testing.upstream import Plan
 from tests.chat_gateway.upstreams.conftest import NOWHERE, Fake
 
@@ -30,7 +31,9 @@ async def _open_falling_back(route: Route) -> None:
             if not await route.fall_back(exc):
                 raise
             continue
-        await stream.close()
+        async for _ in stream:  # read to its end: a finished stream is the success a breaker counts
+            pass
+        route.finished()
         route.release()
         return
 
@@ -134,3 +137,104 @@ async def test_a_full_limit_refuses_a_chat_with_retry_after_and_the_next_candida
     other.release()
     holder.release()
     assert busy.limit.in_use == 0
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _with_clock(upstream: Upstream, clock: _Clock) -> Upstream:
+    upstream.breaker = Breaker(upstream.config.failure_threshold, upstream.config.cooldown_seconds, clock)
+    return upstream
+
+
+async def test_streams_that_open_and_then_break_off_open_the_breaker(fakes: list[Fake]) -> None:
+    """Each stream opens at once and dies mid-answer: failures in a row, however fast the upstream opens them."""
+    a, b, _ = fakes
+    clock = _Clock()
+    dying = _with_clock(a.upstream("a", ["m"], failure_threshold=2, cooldown_seconds=10), clock)
+    for _ in range(2):
+        route = Route("m", [Candidate(dying, "m")])
+        await (await route.open(_request)).close()
+        assert dying.breaker.state == BreakerState.CLOSED  # opened: not a success yet
+        route.failed(StreamInterrupted("broke off"))
+        route.release()
+    assert dying.breaker.state == BreakerState.OPEN
+    route = Route("m", [Candidate(dying, "m"), Candidate(b.upstream("b", ["m"]), "m")])
+    await _open_falling_back(route)
+    assert route.describe() == "m on b"  # skipped while it cools down
+
+
+async def test_a_probe_closes_the_breaker_only_once_its_stream_finished(fakes: list[Fake]) -> None:
+    a, b, _ = fakes
+    clock = _Clock()
+    flaky = _with_clock(a.upstream("a", ["m"], failure_threshold=1, cooldown_seconds=10), clock)
+    spare = b.upstream("b", ["m"])
+    flaky.failed()
+    clock.now += 10
+    probe = Route("m", [Candidate(flaky, "m")])
+    stream = await probe.open(_request)
+    assert flaky.breaker.state == BreakerState.HALF_OPEN  # opened, but the stream may yet break off
+    other = Route("m", [Candidate(flaky, "m"), Candidate(spare, "m")])
+    await _open_falling_back(other)
+    assert other.describe() == "m on b"  # one probe at a time
+    async for _ in stream:
+        pass
+    probe.finished()
+    probe.release()
+    assert flaky.health().state == BreakerState.CLOSED
+
+
+async def test_a_probe_that_breaks_off_opens_it_again_and_one_left_undecided_lets_the_next_probe(
+    fakes: list[Fake],
+) -> None:
+    a, _, _ = fakes
+    clock = _Clock()
+    flaky = _with_clock(a.upstream("a", ["m"], failure_threshold=1, cooldown_seconds=10), clock)
+    flaky.failed()
+    clock.now += 10
+    broken = Route("m", [Candidate(flaky, "m")])
+    await (await broken.open(_request)).close()
+    broken.failed(StreamInterrupted("broke off"))
+    broken.release()
+    assert (flaky.breaker.state, flaky.breaker.retry_in()) == (BreakerState.OPEN, 10)
+    clock.now += 10
+    cancelled = Route("m", [Candidate(flaky, "m")])
+    await (await cancelled.open(_request)).close()
+    cancelled.release()  # its answer was cancelled: no verdict on the upstream
+    assert (flaky.breaker.state, flaky.breaker.retry_in()) == (BreakerState.OPEN, 0)
+    await _open_falling_back(Route("m", [Candidate(flaky, "m")]))  # the next request probes at once
+    assert flaky.breaker.state == BreakerState.CLOSED
+
+
+async def test_a_chat_every_candidate_of_which_cools_down_is_refused_with_the_wait_to_the_first_probe(
+    fakes: list[Fake],
+) -> None:
+    a, b, _ = fakes
+    clock = _Clock()
+    first = _with_clock(a.upstream("a", ["m"], failure_threshold=1, cooldown_seconds=10), clock)
+    second = _with_clock(b.upstream("b", ["m"], failure_threshold=1, cooldown_seconds=10), clock)
+    route = Route("m", [Candidate(first, "m"), Candidate(second, "m")])
+    first.failed()
+    route.admit()  # b takes it
+    clock.now += 5.5
+    second.failed()
+    with pytest.raises(ServiceUnavailable) as refused:
+        route.admit()
+    assert refused.value.code == ErrorCode.UPSTREAM_COOLING_DOWN
+    assert refused.value.headers == {"Retry-After": "5"}  # a's probe, in 4.5 s
+    with pytest.raises(CoolingDown) as cooling:
+        await route.open(_request)
+    assert cooling.value.retry_in == 4.5
+
+
+async def test_an_answer_no_candidate_can_take_waits_within_its_budget(fakes: list[Fake]) -> None:
+    route = Route("m", [Candidate(fakes[0].upstream("a", ["m"]), "m")])
+    assert not await route.wait(CoolingDown("cooling", 30), budget_seconds=10)  # past its deadline: it fails
+    began = time.monotonic()
+    assert await route.wait(AllBusy("full", 0), budget_seconds=10)  # asked again shortly
+    assert time.monotonic() - began >= UNAVAILABLE_POLL_SECONDS
