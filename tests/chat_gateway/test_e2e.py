@@ -893,14 +893,16 @@ def test_session_routes_relay_persistence_shapes(gateway: LocalService, store: h
     assert listed == {"$ref": "#/components/schemas/Page_SessionRead_"}
 
 
-def test_an_upstream_model_name_too_long_to_store_is_clipped_not_a_failed_answer(
+def test_an_answer_is_stored_under_the_model_asked_whatever_name_its_upstream_reports(
     gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
+    """Not under the upstream's own name (here too long to store, even): the one the model is asked by (README,
+    "Upstreams and fallbacks")."""
     fake_openai.state.chunks = replace(fake_openai.state.chunks, model="m" * 300)
     reply = httpx.post(f"{gateway.url}/chat", json={"message": "hi"}, timeout=30)
     assert reply.status_code == 200, reply.text
     stored = read_finished(store, reply.json()["message_id"])
-    assert (stored["status"], stored["content"], stored["model"]) == ("complete", TEXT, "m" * 200)
+    assert (stored["status"], stored["content"], stored["model"]) == ("complete", TEXT, "fake-model")
 
 
 def test_one_message_is_read_through_the_gateway_without_its_prompt(gateway: LocalService, store: httpx.Client) -> None:

@@ -152,6 +152,13 @@ def _with_clock(upstream: Upstream, clock: _Clock) -> Upstream:
     return upstream
 
 
+def _cooling(fake: Fake, name: str, clock: _Clock) -> Upstream:
+    """An upstream whose breaker one failure opened, for 10 s of ``clock``."""
+    upstream = _with_clock(fake.upstream(name, ["m"], failure_threshold=1, cooldown_seconds=10), clock)
+    upstream.failed()
+    return upstream
+
+
 async def test_streams_that_open_and_then_break_off_open_the_breaker(fakes: list[Fake]) -> None:
     """Each stream opens at once and dies mid-answer: failures in a row, however fast the upstream opens them."""
     a, b, _ = fakes
@@ -194,8 +201,7 @@ async def test_a_probe_that_breaks_off_opens_it_again_and_one_left_undecided_let
 ) -> None:
     a, _, _ = fakes
     clock = _Clock()
-    flaky = _with_clock(a.upstream("a", ["m"], failure_threshold=1, cooldown_seconds=10), clock)
-    flaky.failed()
+    flaky = _cooling(a, "a", clock)
     clock.now += 10
     broken = Route("m", [Candidate(flaky, "m")])
     await (await broken.open(_request)).close()
@@ -216,13 +222,11 @@ async def test_a_chat_every_candidate_of_which_cools_down_is_refused_with_the_wa
 ) -> None:
     a, b, _ = fakes
     clock = _Clock()
-    first = _with_clock(a.upstream("a", ["m"], failure_threshold=1, cooldown_seconds=10), clock)
-    second = _with_clock(b.upstream("b", ["m"], failure_threshold=1, cooldown_seconds=10), clock)
-    route = Route("m", [Candidate(first, "m"), Candidate(second, "m")])
-    first.failed()
+    first = _cooling(a, "a", clock)
+    route = Route("m", [Candidate(first, "m"), Candidate(b.upstream("b", ["m"]), "m")])
     route.admit()  # b takes it
     clock.now += 5.5
-    second.failed()
+    route.candidates[1].upstream.breaker = _cooling(b, "b", clock).breaker
     with pytest.raises(ServiceUnavailable) as refused:
         route.admit()
     assert refused.value.code == ErrorCode.UPSTREAM_COOLING_DOWN

@@ -16,26 +16,9 @@ from testing.processes import Service
 from testing.upstream import Plan
 from tests.chat_gateway.conftest import Event, read_finished, read_message, sse_events, wait_for
 from tests.chat_gateway.upstreams.conftest import Fake, routed_gateway
+from tests.chat_gateway.upstreams.test_midanswer import BROKEN, QUESTION, UPSTREAMS, _sent
 
 pytestmark = pytest.mark.slow  # starts and kills processes: left out of `make test-fast`
-
-UPSTREAMS = """
-[[upstreams]]
-name = "a"
-base_url = "{a}"
-models = ["alpha"]
-continuation = "exact"
-
-[[upstreams]]
-name = "c"
-base_url = "{c}"
-models = ["gamma"]
-continuation = "exact"
-
-[fallbacks]
-alpha = ["gamma"]
-"""
-QUESTION = "Where is Lyon?"
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +35,7 @@ def sampling(request: pytest.FixtureRequest, fakes: list[Fake]) -> bool:
 
 @contextlib.contextmanager
 def _gateways(tmp: Path, persistence: Service, fakes: list[Fake]) -> Iterator[tuple[Service, Service]]:
-    """Two gateways with the same upstreams file: a's two attempts at an answer spent, it goes on on c."""
+    """Two gateways with test_midanswer's upstreams file: a's two attempts at an answer spent, it goes on on c."""
     a, _, c = fakes
     upstreams = UPSTREAMS.format(a=a.url, c=c.url)
     (tmp / "first").mkdir()
@@ -62,10 +45,6 @@ def _gateways(tmp: Path, persistence: Service, fakes: list[Fake]) -> Iterator[tu
         routed_gateway(tmp / "second", persistence, upstreams, RETRY_ATTEMPTS="2") as second,
     ):
         yield first, second
-
-
-def _sent(fake: Fake) -> str:
-    return "".join(exchange.sent for exchange in fake.app.state.exchanges)
 
 
 def _until_cut(events: Iterator[Event]) -> tuple[str, int]:
@@ -83,7 +62,7 @@ def test_a_gateway_killed_after_the_switch_is_finished_by_another_on_the_last_pa
     tmp_path: Path, persistence: Service, fakes: list[Fake], process_store: httpx.Client
 ) -> None:
     a, _, c = fakes
-    a.app.state.plans.extend([Plan(drop_after=3), Plan(drop_after=3)])
+    a.app.state.plans.extend(BROKEN)
     # c writes three words of its part, then its retry holds the answer on the first gateway until it is killed.
     c.app.state.plans.extend([Plan(drop_after=3), Plan(stall=60)])
     user = f"takeover-{uuid.uuid4().hex[:8]}"
