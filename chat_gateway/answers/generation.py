@@ -267,8 +267,14 @@ class Generation:
                 if not await self.route.wait(exc, self.settings.retry_max_seconds):
                     raise
             except Exception as exc:
-                # Mid-answer, this candidate's retries spent: the next goes on from the text so far, with its own.
-                if not self.text or not self.route.move_on(exc):
+                # Mid-answer, this candidate's retries spent: the next goes on from the text so far, with its own;
+                # past the last, every one cooling down, it waits for the first probe.
+                if not self.text:
+                    raise
+                if self.route.move_on(exc):
+                    continue
+                cooling = self.route.cooling(exc)
+                if cooling is None or not await self.route.wait(cooling, self.settings.retry_max_seconds):
                     raise
 
     async def _attempts(self, prompt: list[ChatCompletionMessageParam]) -> None:

@@ -197,6 +197,14 @@ class Route:
         FALLBACKS.inc()
         return True
 
+    def cooling(self, exc: BaseException) -> CoolingDown | None:
+        """Past the last candidate after a passing failure (``move_on`` said no): when every candidate's breaker is
+        open, the wait for the first probe (the route starts again from the first); else None."""
+        if not is_transient(exc) or not all(candidate.upstream.breaker.skips() for candidate in self.candidates):
+            return None
+        self._at = 0
+        return CoolingDown(f"every upstream of {self.model!r} failed and is cooling down", self.retry_in())
+
     async def wait(self, exc: Unavailable, budget_seconds: float) -> bool:
         """No candidate could take the answer (``exc``): whether it waited for the first that may, within
         ``budget_seconds`` of its first such wait (the answer's deadline: it fails past it)."""

@@ -40,7 +40,7 @@ name = "lonely"
 base_url = "{a}"
 models = ["solo"]
 continuation = "exact"
-failure_threshold = 1
+failure_threshold = 2
 cooldown_seconds = 2
 
 [[upstreams]]
@@ -277,10 +277,11 @@ def test_a_breaker_opened_mid_answer_sends_the_rest_on_and_closes_after_a_probe(
 def test_an_answer_whose_every_upstream_cools_down_waits_for_the_probe_and_a_new_chat_is_refused(
     gateway: Service, fakes: list[Fake], store: httpx.Client
 ) -> None:
-    """lonely's stream breaks off mid-answer and opens its breaker (threshold 1), and solo has no fallback: the answer
-    waits for the probe and finishes on it; meanwhile a new chat of solo is refused at once, 503 with Retry-After."""
+    """lonely's stream breaks off mid-answer, its retry fails too and opens its breaker (threshold 2), and solo has
+    no fallback: its retries spent, the answer waits for the probe and finishes on it; meanwhile a new chat of solo is
+    refused at once, 503 with Retry-After."""
     a = fakes[0]
-    a.app.state.plans.append(Plan(drop_after=3))
+    a.app.state.plans.extend([Plan(drop_after=3), Plan(status=503)])
     user = f"cool-{uuid.uuid4().hex[:8]}"
     body = {"message": QUESTION, "stream": True, "model": "solo", "user_id": user}
     with httpx.stream("POST", f"{gateway.url}/chat", json=body, timeout=30) as response:
@@ -297,8 +298,8 @@ def test_an_answer_whose_every_upstream_cools_down_waits_for_the_probe_and_a_new
     assert stored["status"] == "complete"
     assert "".join(event.data["text"] for event in rest if event.event == "delta") == stored["content"] == _sent(a)
     assert (stored["model"], "answer_parts" in stored) == ("solo", False)
-    assert len(a.app.state.exchanges) == 2  # the broken stream, then the probe that continued it
-    assert a.app.state.exchanges[1].partial == a.app.state.exchanges[0].sent
+    assert len(a.app.state.exchanges) == 3  # the broken stream, its retry, then the probe that continued it
+    assert a.app.state.exchanges[2].partial == a.app.state.exchanges[0].sent
     assert _state(gateway, "lonely") == "closed"
 
 

@@ -242,3 +242,17 @@ async def test_an_answer_no_candidate_can_take_waits_within_its_budget(fakes: li
     began = time.monotonic()
     assert await route.wait(AllBusy("full", 0), budget_seconds=10)  # asked again shortly
     assert time.monotonic() - began >= UNAVAILABLE_POLL_SECONDS
+
+
+async def test_past_the_last_candidate_an_answer_waits_only_while_every_breaker_is_open(fakes: list[Fake]) -> None:
+    a, b, _ = fakes
+    clock = _Clock()
+    route = Route("m", [Candidate(_cooling(a, "a", clock), "m"), Candidate(b.upstream("b", ["m"]), "m")])
+    broke = StreamInterrupted("broke off")
+    assert route.cooling(broke) is None  # b is not cooling down: the answer fails
+    clock.now += 3
+    route.candidates[1].upstream.breaker = _cooling(b, "b", clock).breaker
+    cooling = route.cooling(broke)
+    assert cooling is not None
+    assert (cooling.retry_in, route.describe()) == (7, "m on a")  # a's probe first
+    assert route.cooling(ValueError("not passing")) is None
