@@ -19,7 +19,7 @@ from chat_gateway.config import Settings
 from chat_gateway.metrics import TOKENS
 from shared import storable_text
 from shared.identity import CHARS_PER_TOKEN
-from shared.resources import FINISH_REASON_MAX_LENGTH, MODEL_MAX_LENGTH
+from shared.resources import FINISH_REASON_MAX_LENGTH
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,6 @@ logger = logging.getLogger(__name__)
 class Chunk:
     text: str = ""
     finish_reason: str | None = None
-    model: str | None = None
     usage: dict[str, Any] | None = None
     tool_calls: list[Any] | None = None  # the deltas of calls, as sent: whole only at the end (answers/tool_calls.py)
     logprobs: list[Any] | None = None  # the text's tokens' logprobs, when asked for: relayed, never stored
@@ -116,7 +115,7 @@ def options_to_continue(options: Mapping[str, Any], partial: str) -> dict[str, A
 
 
 def _label(value: object, max_length: int) -> str | None:
-    """A model name or finish reason as a column holds it: an odd one from the upstream is stored clipped,
+    """A finish reason as a column holds it: an odd one from the upstream is stored clipped,
     since refusing it would fail the answer it came with."""
     return storable_text(value[:max_length]) if isinstance(value, str) and value else None
 
@@ -128,17 +127,14 @@ async def read_chunks(stream: AsyncStream[object]) -> AsyncGenerator[Chunk, None
     stored: a NUL or a broken surrogate from the model would otherwise have every save of the answer refused.
     """
     held = ""  # a high surrogate whose other half may open the next chunk (a pair split by a UTF-16 server)
-    named: object = None  # the model the last chunk named, and its label: every chunk names the same one
-    model = None
     tokens = 0  # text chunks not yet counted into TOKENS: its lock for every chunk cost the relay CPU
     try:
         async for event in stream:
             if not isinstance(event, dict):
                 continue
             usage = event.get("usage")
-            if (name := event.get("model")) != named:
-                named, model = name, _label(name, MODEL_MAX_LENGTH)
-            chunk = Chunk(model=model, usage=usage if isinstance(usage, dict) else None)
+            # The model the chunk names is not read: an answer is the configured model's (answers/parts.py).
+            chunk = Chunk(usage=usage if isinstance(usage, dict) else None)
             choices = event.get("choices")
             if choices and isinstance(choices, list) and isinstance(choice := choices[0], dict):
                 content = None
