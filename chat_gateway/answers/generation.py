@@ -202,6 +202,8 @@ class Generation:
         try:
             self._upstream = asyncio.create_task(self._generate())
             await self._upstream
+            if self._upstream.cancelling():  # stopped, but something it awaited swallowed the cancel: it still holds
+                raise asyncio.CancelledError
             status, error = MessageStatus.COMPLETE, None
         except asyncio.CancelledError:
             reason = self._stop_reason or "shutdown"
@@ -336,8 +338,11 @@ class Generation:
         made durable in one write) before anyone is sent its first words. Waited for a save interval at most:
         with its stores unreachable, the answer is read on and kept here.
         """
+        # Not asyncio.wait_for: on Python 3.11 it swallows a cancel that comes once what it waits for is done (the
+        # first save returned), so a cancel at that moment was lost and the answer generated to its end.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.buffer.changed(), timeout=self.settings.flush_interval_seconds)
+            async with asyncio.timeout(self.settings.flush_interval_seconds):
+                await self.buffer.changed()
         await listeners_ran()
 
     @property

@@ -8,6 +8,9 @@ over, and no text is relayed before a renewal confirms the lease (``AnswerWriter
 
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from shared.contract import MessageDetail
 
 
 @dataclass
@@ -27,3 +30,8 @@ class Lease:
     def lapsed(self) -> bool:
         """Whether it may no longer be ours."""
         return time.monotonic() >= self.deadline
+
+
+def lease_is_live(answer: MessageDetail) -> bool:
+    """Whether the answer's lease, as stored, still runs (whoever holds it)."""
+    return answer.lease_expires_at is not None and answer.lease_expires_at > datetime.now(UTC)

@@ -6,7 +6,6 @@ import functools
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
-from datetime import UTC, datetime
 from typing import Any
 
 from cachetools import TTLCache
@@ -16,7 +15,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from chat_gateway.answers.events import StreamEvent
 from chat_gateway.answers.follower import TERMINAL, Follower
 from chat_gateway.answers.generation import Generation
-from chat_gateway.answers.lease import Lease
+from chat_gateway.answers.lease import Lease, lease_is_live
 from chat_gateway.answers.log import AnswerLog
 from chat_gateway.answers.plan import ChatPlan
 from chat_gateway.answers.turns import ChatIds, build_turn, chat_ids, over_budget, resume_account, turn_refused
@@ -36,6 +35,7 @@ from shared import (
     MessageRole,
     MessageStatus,
     OffsetMismatch,
+    PreconditionFailed,
     ServiceUnavailable,
 )
 from shared.contract import MessageDetail, MessageUpdate, TurnCreate
@@ -52,10 +52,6 @@ NO_UPSTREAM = (
 
 def failed_update(error: str) -> MessageUpdate:
     return MessageUpdate(status=MessageStatus.FAILED, error=error)
-
-
-def _lease_is_live(message: MessageDetail) -> bool:
-    return message.lease_expires_at is not None and message.lease_expires_at > datetime.now(UTC)
 
 
 class Answers:
@@ -235,7 +231,7 @@ class Answers:
         if answer.status == MessageStatus.PENDING:
             return True
         return answer.status == MessageStatus.IN_PROGRESS and (
-            not _lease_is_live(answer) or answer.lease_owner == self.settings.instance_id
+            not lease_is_live(answer) or answer.lease_owner == self.settings.instance_id
         )
 
     async def take_over(
@@ -258,9 +254,12 @@ class Answers:
         if answer.role != MessageRole.ASSISTANT or self.busy_here(answer):
             return answer
         if self._orphaned(answer) or unstarted or (failed and resume_failed is not None):
-            with contextlib.suppress(Conflict):  # another gateway won the claim: follow it through persistence
+            # Another gateway won the claim, or it changed since it was read (a scan saw it orphaned, then it was
+            # cancelled: not generated again). Its clients follow it through persistence.
+            with contextlib.suppress(Conflict, PreconditionFailed):
                 account = resume_failed if failed and not unstarted else None
-                return await self._claim_and_start(answer, model=model, prompt=prompt, account=account)
+                seen = answer.version
+                return await self._claim_and_start(answer, model=model, prompt=prompt, account=account, if_match=seen)
         return answer
 
     async def _resume_here(self, answer: MessageDetail, account: TurnAccount) -> None:
@@ -280,8 +279,10 @@ class Answers:
         model: str | None = None,
         prompt: list[ChatCompletionMessageParam] | None = None,
         account: TurnAccount | None = None,
+        if_match: int | None = None,
     ) -> MessageDetail:
-        """Claim the answer (Conflict when another gateway holds it) and generate it here; returns it claimed."""
+        """Claim the answer (Conflict when another gateway holds it; with ``if_match``, PreconditionFailed once it is
+        no longer at that version) and generate it here; returns it claimed."""
         route = self._require_route(model or self.upstreams.resumed_on(answer), stored=True)
         self._claiming.add(answer.id)
         try:
@@ -294,7 +295,7 @@ class Answers:
                         raise over_budget(exc) from exc
                     raise
             lease = self._lease()
-            claimed = await self.persistence.messages.claim(answer.id, lease.owner, lease.seconds)
+            claimed = await self.persistence.messages.claim(answer.id, lease.owner, lease.seconds, if_match=if_match)
         finally:
             self._claiming.discard(answer.id)
         self._start(claimed, route, prompt=prompt, lease=lease, taken_over=True)

@@ -332,9 +332,15 @@ class Messages(_Resource):
             raise
         return result.length
 
-    async def claim(self, message_id: uuid.UUID, owner: str, lease_seconds: float) -> MessageDetail:
+    async def claim(
+        self, message_id: uuid.UUID, owner: str, lease_seconds: float, *, if_match: int | None = None
+    ) -> MessageDetail:
+        """Take the answer's lease; with ``if_match``, only while it is still at that version (else
+        PreconditionFailed)."""
         body = ClaimRequest(owner=owner, lease_seconds=lease_seconds)
-        return await self._request("POST", f"/messages/{message_id}/claim", cast_to=MessageDetail, body=body)
+        headers = {"If-Match": f'"{if_match}"'} if if_match is not None else None
+        path = f"/messages/{message_id}/claim"
+        return await self._request("POST", path, cast_to=MessageDetail, body=body, headers=headers)
 
     async def stale(self, owner: str, limit: int = 50) -> builtins.list[MessageDetail]:
         """Orphaned answers, and those ``owner`` holds (taken back by a gateway restarted under its name)."""

@@ -50,7 +50,8 @@ class Limit:
         else:
             self.waiting += 1
             try:
-                await asyncio.wait_for(self._places.acquire(), self.wait_seconds)
+                async with asyncio.timeout(self.wait_seconds):  # not wait_for: on 3.11 it can swallow a cancel
+                    await self._places.acquire()
             except TimeoutError:
                 raise LimitReached(f"no place at the upstream {self.name!r} within {self.wait_seconds:g} s") from None
             finally:

@@ -186,8 +186,16 @@ async def update_message(
 
 @router.post("/messages/{message_id}/claim")
 async def claim_message(
-    message_id: uuid.UUID, body: ClaimRequest, db: DbDep, settings: SettingsDep, response: Response
+    message_id: uuid.UUID,
+    body: ClaimRequest,
+    db: DbDep,
+    settings: SettingsDep,
+    if_match: IfMatchDep,
+    response: Response,
 ) -> MessageDetail:
-    """Take the lease to generate an answer (returned with its prompt); 409 while another owner holds a live lease."""
-    message = await db.run_autocommit(answers.claim_message, message_id, body, lease_seconds=settings.lease_seconds)
+    """Take the lease to generate an answer (returned with its prompt); 409 while another owner holds a live lease.
+    With If-Match, only while the answer is still at that version (412 otherwise)."""
+    message = await db.run_autocommit(
+        answers.claim_message, message_id, body, if_match=if_match, lease_seconds=settings.lease_seconds
+    )
     return _with_etag(message, response)

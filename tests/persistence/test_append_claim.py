@@ -155,6 +155,20 @@ def test_claim_of_failed_message_resumes_it(client: TestClient) -> None:
     assert (body["status"], body["error"], body["content"], body["attempts"]) == ("in_progress", None, "partial", 2)
 
 
+def test_a_claim_with_if_match_takes_only_the_answer_as_its_claimer_saw_it(client: TestClient) -> None:
+    """A scan for orphans saw it in progress; it was cancelled before the scan's claim: not generated again."""
+    answer = claim(client, new_answer(client)["id"], owner="dead").json()
+    seen = answer["version"]
+    client.patch(f"/messages/{answer['id']}", json={"status": "failed", "error": "cancelled"})
+    refused = client.post(f"/messages/{answer['id']}/claim", json={"owner": "g2"}, headers={"If-Match": f'"{seen}"'})
+    assert (refused.status_code, refused.json()["version"]) == (412, seen + 1)
+    stored = client.get(f"/messages/{answer['id']}").json()
+    assert (stored["status"], stored["error"], stored["attempts"]) == ("failed", "cancelled", 1)
+    now = stored["version"]
+    taken = client.post(f"/messages/{answer['id']}/claim", json={"owner": "g2"}, headers={"If-Match": f'"{now}"'})
+    assert (taken.status_code, taken.json()["status"], taken.json()["attempts"]) == (200, "in_progress", 2)
+
+
 def test_claim_of_complete_or_user_message_is_409(client: TestClient) -> None:
     session = new_session(client)
     question = new_message(client, session["id"])

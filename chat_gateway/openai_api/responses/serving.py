@@ -192,7 +192,13 @@ async def cancel(answers: Answers, message_id: uuid.UUID, scope: str | None) -> 
         raise BadRequest("only background responses can be cancelled", code=ErrorCode.INVALID_VALUE)
     if answer.status in (MessageStatus.COMPLETE, MessageStatus.FAILED):
         return answer
-    return await answers.cancel(answer.id, scope)
+    try:
+        return await answers.cancel(answer.id, scope)
+    except Conflict:  # it completed since it was read, here or on the gateway generating it: as it ended
+        ended = await answers.persistence.messages.get(answer.id)
+        if ended.status != MessageStatus.COMPLETE:
+            raise
+        return ended
 
 
 async def delete(answers: Answers, message_id: uuid.UUID, scope: str | None) -> None:

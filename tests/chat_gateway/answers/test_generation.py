@@ -315,6 +315,43 @@ async def test_an_answer_deleted_while_generated_stops_generating(upstream_url: 
     assert (events[-1].kind, events[-1].error) == ("error", "the answer was deleted (with its session)")
 
 
+class _Finishes(_Store):
+    """Persistence that takes every append, and notes how the answer ended."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.finish: AnswerFinish | None = None
+
+    async def append(self, message_id: uuid.UUID, offset: int, text: str, **kwargs: Any) -> int:
+        self.finish = kwargs.get("finish") or self.finish
+        return await super().append(message_id, offset, text)
+
+
+@pytest.mark.parametrize("path", ["/v1", "/slow/v1"], ids=["unpaced", "paced"])
+async def test_a_cancel_that_comes_as_the_first_words_are_saved_stops_the_answer(
+    upstream_url: str, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The interleaving a cancelled background response was seen to lose, replayed: the cancel comes once the
+    first save has returned, before the generation, which waited for it, reads on. (Python 3.11's
+    asyncio.wait_for returned what it waited for and dropped the cancel: the answer was generated to its end.)"""
+    store = _Finishes()
+    settings = Settings(api_key=SecretStr("k"), openai_api_key=SecretStr("sk"))
+    generation = _generation(settings, store, upstream_url.replace("/v1", path))
+    saved = generation.buffer.changed
+
+    async def saved_then_cancelled() -> None:
+        await saved()
+        generation.stop("cancelled")
+
+    monkeypatch.setattr(generation.buffer, "changed", saved_then_cancelled)
+    generation.start()
+    await generation.done.wait()
+    assert (generation.status, generation.error) == (MessageStatus.FAILED, "cancelled")
+    assert store.finish is not None
+    assert (store.finish.status, store.finish.error) == (MessageStatus.FAILED, "cancelled")
+    assert 0 < len("".join(store.appended)) < len("".join(WORDS))
+
+
 async def test_an_answer_whose_token_limit_was_spent_before_it_broke_off_ends_there() -> None:
     """Resuming 40 characters (about 10 tokens) of an answer limited to 8 tokens: nothing is asked of the model."""
     settings = Settings(api_key=SecretStr("k"), openai_api_key=SecretStr("sk"), retry_attempts=1)
