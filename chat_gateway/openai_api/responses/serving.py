@@ -170,7 +170,8 @@ async def _events(answers: Answers, answer: MessageDetail, model: str, starting_
         elif event.kind == "done" or event.status is not None:
             yield "".join(render.end(await _as_ended(answers, answer, event, text)))
         else:  # lost track of it (persistence unreachable): it may go on; resuming from here follows it again
-            yield sse({"type": "error", "sequence_number": render.last, "code": "unavailable", "message": event.error})
+            lost = {"code": "unavailable", "message": event.error, "param": None}  # the SDK's ResponseErrorEvent
+            yield sse({"type": "error", "sequence_number": render.last, **lost})
 
 
 async def _as_ended(
