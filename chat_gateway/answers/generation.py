@@ -10,7 +10,6 @@ goes on on the next from its saved text, each model's part recorded (chat_gatewa
 """
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -338,11 +337,7 @@ class Generation:
         made durable in one write) before anyone is sent its first words. Waited for a save interval at most:
         with its stores unreachable, the answer is read on and kept here.
         """
-        # Not asyncio.wait_for: on Python 3.11 it swallows a cancel that comes once what it waits for is done (the
-        # first save returned), so a cancel at that moment was lost and the answer generated to its end.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.settings.flush_interval_seconds):
-                await self.buffer.changed()
+        await self.buffer.changed_within(self.settings.flush_interval_seconds)
         await listeners_ran()
 
     @property

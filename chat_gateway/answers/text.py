@@ -7,6 +7,7 @@ the answer as it will be stored, however the gateway that showed it ends.
 """
 
 import asyncio
+import contextlib
 
 
 class AnswerText:
@@ -53,6 +54,16 @@ class AnswerText:
             self._changed = asyncio.get_running_loop().create_future()
         # Shielded: a listener that goes away must not cancel the future the others wait on.
         await asyncio.shield(self._changed)
+
+    async def changed_within(self, seconds: float) -> None:
+        """``changed``, waited for ``seconds`` at most.
+
+        With asyncio.timeout, not asyncio.wait_for: on Python 3.11, wait_for drops a cancel that comes once what it
+        waits for is done, and a background response cancelled as its first words were saved went on to its end.
+        """
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self.changed()
 
 
 async def listeners_ran() -> None:
