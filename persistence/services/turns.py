@@ -2,7 +2,9 @@
 together, the answer claimed, before the answer is generated.
 
 One INSERT stores them all (and, on PostgreSQL, opens the session in the same statement): the first word of
-an answer waits on one round trip.
+an answer waits on one round trip. On PostgreSQL a turn without budgets is one statement whole
+(turn_statements.py): its session, its messages, its usage record, and the check for inputs its client added
+itself (``follows_added``), which sends it down the longer path below only when there are some.
 """
 
 import contextlib
@@ -56,13 +58,9 @@ def start_turn(
     # INSERT finds it (the key is unique) at no cost to the turns that are new.
     if budgeted and data.answer.request_key is not None and (prior := _retried(db, data, now)) is not None:
         return Stored(_turn(_inputs_of(db, prior, len(data.inputs)), prior), created=False)
-    dialect = db.get_bind().dialect.name
-    if (
-        dialect == "postgresql"
-        and not budgeted
-        and (whole := _in_one_statement(db, session_id, data, now, lease_seconds))
-    ):
+    if not budgeted and (whole := _in_one_statement(db, session_id, data, now, lease_seconds)):
         return whole
+    dialect = db.get_bind().dialect.name
     session_id, data = _after_added(db, session_id, data)
     params, opened = _open_session(db, session_id, data, dialect, now)
     inputs, answer = _turn_rows(session_id, data, now, lease_seconds)
@@ -99,9 +97,9 @@ def _in_one_statement(
     """A turn without budgets on PostgreSQL, new, in one statement (``whole_turn_statement``): its session, its
     messages and its usage record. None when it stored nothing: it may go after inputs its client added, its
     session is another user's, or its messages exist (a replay, a conflict); ``start_turn``'s statements tell which.
-    Without an account (no usage to record) there is no statement to save.
+    Not on SQLite (no INSERT inside WITH), nor without an account (no usage to record: no statement to save).
     """
-    if data.account is None:
+    if data.account is None or db.get_bind().dialect.name != "postgresql":
         return None
     inputs, answer = _turn_rows(session_id, data, now, lease_seconds)
     params = turn_rows_params("postgresql", [*inputs, answer])
