@@ -1,7 +1,8 @@
 """Chat sessions: every query on the sessions table lives here, but for the RAG API's offset pages (rag.py).
 
 The ``..._row`` functions return the ORM object, for the other services that build on them (rag.py, legacy.py,
-transfer.py); ``open_session_*`` are the statement a turn opens its session with (turns.py)."""
+transfer.py); ``open_session_*`` are the statement a turn opens its session with (turns.py,
+turn_statements.py)."""
 
 import functools
 import uuid

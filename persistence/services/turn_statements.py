@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic_core import to_json
 from sqlalchemy import (
+    CTE,
     CompoundSelect,
     Insert,
     Select,
@@ -87,7 +88,7 @@ def whole_turn_statement(*, opens_session: bool, exclusive: bool, unless_added: 
     return stmt if opened is None else stmt.add_cte(opened)
 
 
-def _own(opened: Any) -> ColumnElement[bool]:
+def _own(opened: CTE) -> ColumnElement[bool]:
     """Only into a session this turn opened or its user's own: a session id taken by another user stores nothing
     (the same statement cannot see the CTE's row in the table, hence both tests)."""
     return or_(
