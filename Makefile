@@ -150,7 +150,7 @@ bench: bench-deps bench-alternative
 
 bench-compare: bench-deps
 	@test -n "$(BEFORE)" || { echo "BEFORE=DIR: the checkout to compare with (git worktree add /tmp/before b4ec1f3)"; exit 2; }
-	$(BIN)/python -m bench.compare --code $(BEFORE) --answer-log $(BENCH_ANSWER_LOG) --rounds $(BENCH_ROUNDS)
+	$(BIN)/python -m bench.compare --code $(BEFORE) --answer-log $(BENCH_ANSWER_LOG) --rounds $(BENCH_ROUNDS) $(if $(BENCH_BEFORE_LOG),--before-log)
 
 bench-quick: bench-deps
 	set -e; for b in $(BENCHMARKS); do $(BIN)/python -m bench.$$b --quick; done

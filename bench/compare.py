@@ -3,7 +3,8 @@
 Each side runs its own persistence (on a database of its own) and its own gateways, from its own tree, against
 the same two fake upstreams: this tree's with the answer log (as compose runs it) and, for what showing only
 durable text costs without one, this tree without the log; the other tree as it is (the code before issue 37
-knows no answer log). Their rounds alternate, the side that goes first turning each round, so that the
+knows no answer log; ``--before-log`` runs it with the log too, to compare two trees that both have it). Their
+rounds alternate, the side that goes first turning each round, so that the
 machine's drift lands on all of them alike. Each round measures, per side:
 
 - the added time to first chunk at concurrency 1 (through the gateway minus straight from the upstream),
@@ -14,7 +15,7 @@ Then the writes to persistence per 1,000 tokens, unpaced and at 50 tokens/s (ben
 the table, each figure against the issue's target.
 
     git worktree add /tmp/before b4ec1f3
-    python -m bench.compare --code /tmp/before [--rounds 6] [--quick] [--answer-log URL|compose]
+    python -m bench.compare --code /tmp/before [--rounds 6] [--quick] [--answer-log URL|compose] [--before-log]
 """
 
 import argparse
@@ -186,12 +187,15 @@ def main(argv: list[str] | None = None) -> list[Side]:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--quick", action="store_true", help="a few streams each: checks the harness only")
     parser.add_argument("--answer-log", default=BENCH_REDIS_URL, metavar="URL|compose")
+    parser.add_argument(
+        "--before-log", action="store_true", help="the other tree with the answer log too (one that knows it)"
+    )
     parser.add_argument("--database-url", default=os.environ.get("TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL))
     args = parser.parse_args(argv)
     sizes = Sizes(2, 3, 2, 4) if args.quick else Sizes(args.rounds, 20, 8, 20)
     with scratch_directory() as tmp, answer_log_at(tmp, args.answer_log) as log:
         assert log is not None
-        before = Side("before", str(Path(args.code).resolve()), None)
+        before = Side("before", str(Path(args.code).resolve()), log if args.before_log else None)
         sides = [Side("answer log", HERE, log), Side("no log", HERE, None)]
         for side in (before, *sides):
             side.commit = commit_of(side.code)

@@ -1,8 +1,8 @@
 """The messages table below the read models, as the services that read and write it share it: its columns and
 their order, a new row's values, a replay told apart, and the message itself as an ORM object (read, last,
 locked, changed). Every query on the messages table lives in the services that use these: messages.py (its
-CRUD), turns.py (a question and its answer stored together), answers.py (the life of an answer),
-conversations.py, and the two APIs kept for older clients (legacy.py, rag.py).
+CRUD), turns.py and turn_statements.py (a question and its answer stored together), answers.py (the life of an
+answer), conversations.py, and the two APIs kept for older clients (legacy.py, rag.py).
 """
 
 import uuid

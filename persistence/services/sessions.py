@@ -1,7 +1,8 @@
 """Chat sessions: every query on the sessions table lives here, but for the RAG API's offset pages (rag.py).
 
 The ``..._row`` functions return the ORM object, for the other services that build on them (rag.py, legacy.py,
-transfer.py); ``open_session_*`` are the statement a turn opens its session with (turns.py)."""
+transfer.py); ``open_session_*`` are the statement a turn opens its session with (turns.py,
+turn_statements.py)."""
 
 import functools
 import uuid
@@ -11,6 +12,7 @@ from typing import Any
 from sqlalchemy import Insert, Select, bindparam, delete, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from persistence.db import as_dicts, insert_on_conflict
 from persistence.models import ChatSession
@@ -149,15 +151,19 @@ def set_favorite_row(db: Session, session_id: uuid.UUID, is_favorite: bool | Non
 
 
 @functools.cache
-def open_session_statement(dialect: str) -> Insert:
-    """Create a session unless its id exists (its messages mark the activity, see migration 0003).
+def open_session_statement(dialect: str, where: tuple[ColumnElement[bool], ...] = ()) -> Insert:
+    """Create a session unless its id exists (its messages mark the activity, see migration 0003), and only
+    when ``where`` holds.
 
     Parameters from ``open_session_params``.
     """
     columns = ("id", "user_id", "title", "is_favorite", "metadata", "created_at", "updated_at")
-    stmt = insert_on_conflict(dialect, _TABLE).values(
-        {name: bindparam(f"session_{name}", type_=_TABLE.c[name].type) for name in columns}
-    )
+    values = [bindparam(f"session_{name}", type_=_TABLE.c[name].type) for name in columns]
+    stmt = insert_on_conflict(dialect, _TABLE)
+    if where:
+        stmt = stmt.from_select(columns, select(*values).where(*where))
+    else:
+        stmt = stmt.values(dict(zip(columns, values, strict=True)))
     return stmt.on_conflict_do_nothing(index_elements=[_TABLE.c.id])
 
 

@@ -2,44 +2,32 @@
 together, the answer claimed, before the answer is generated.
 
 One INSERT stores them all (and, on PostgreSQL, opens the session in the same statement): the first word of
-an answer waits on one round trip.
+an answer waits on one round trip. On PostgreSQL a turn without budgets is one statement whole
+(turn_statements.py): its session, its messages, its usage record, and the check for inputs its client added
+itself (``follows_added``), which sends it down the longer path below only when there are some.
 """
 
 import contextlib
-import functools
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic_core import to_json
 from sqlalchemy import (
-    CompoundSelect,
-    Insert,
-    Select,
-    Text,
-    bindparam,
-    cast,
     delete,
-    exists,
-    func,
-    insert,
-    literal_column,
-    or_,
     select,
-    union_all,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from persistence.models import ChatSession, Message, utcnow
 from persistence.services import Stored, usage
 from persistence.services.conversations import whole_conversation
-from persistence.services.message_rows import TABLE, new_row, same_request, tool_columns
+from persistence.services.message_rows import new_row, same_request, tool_columns
 from persistence.services.sessions import open_session_params, open_session_statement, session_exists
 from persistence.services.sessions import owner_of as session_owner
+from persistence.services.turn_statements import turn_rows_params, turn_statement, whole_turn_statement
 from shared import (
     CANCELLED,
     Conflict,
@@ -70,11 +58,13 @@ def start_turn(
     # INSERT finds it (the key is unique) at no cost to the turns that are new.
     if budgeted and data.answer.request_key is not None and (prior := _retried(db, data, now)) is not None:
         return Stored(_turn(_inputs_of(db, prior, len(data.inputs)), prior), created=False)
-    session_id, data = _after_added(db, session_id, data)
+    if not budgeted and (whole := _in_one_statement(db, session_id, data, now, lease_seconds)):
+        return whole
     dialect = db.get_bind().dialect.name
+    session_id, data = _after_added(db, session_id, data)
     params, opened = _open_session(db, session_id, data, dialect, now)
     inputs, answer = _turn_rows(session_id, data, now, lease_seconds)
-    params |= _rows_params(dialect, [*inputs, answer])
+    params |= turn_rows_params(dialect, [*inputs, answer])
     opens_in_statement = dialect == "postgresql" and data.session is not None
     exclusive = data.session is not None and data.session.exclusive
     stmt = turn_statement(dialect, len(inputs), opens_session=opens_in_statement, exclusive=exclusive)
@@ -101,11 +91,46 @@ def start_turn(
     return Stored(_turn(inputs, answer), created=True)
 
 
+def _in_one_statement(
+    db: Session, session_id: uuid.UUID, data: TurnCreate, now: datetime, lease_seconds: float
+) -> Stored[TurnRead] | None:
+    """A turn without budgets on PostgreSQL, new, in one statement (``whole_turn_statement``): its session, its
+    messages and its usage record. None when it stored nothing: it may go after inputs its client added, its
+    session is another user's, or its messages exist (a replay, a conflict); ``start_turn``'s statements tell which.
+    Not on SQLite (no INSERT inside WITH), nor without an account (no usage to record: no statement to save).
+    """
+    if data.account is None or db.get_bind().dialect.name != "postgresql":
+        return None
+    inputs, answer = _turn_rows(session_id, data, now, lease_seconds)
+    params = turn_rows_params("postgresql", [*inputs, answer])
+    params |= usage.record_params(answer["id"], answer["model"], data.account, now)
+    if data.session is not None:
+        params |= open_session_params(session_id, data.session.user_id, data.session.title, now)
+    if added := _added_under(data):
+        params |= {"added_key": added[0], "added_user_id": added[1]}
+    exclusive = data.session is not None and data.session.exclusive
+    stmt = whole_turn_statement(
+        opens_session=data.session is not None, exclusive=exclusive, unless_added=added is not None
+    )
+    try:
+        stored = db.execute(stmt, params).all()
+    except IntegrityError:
+        return None
+    return Stored(_turn(inputs, answer), created=True) if stored else None
+
+
+def _added_under(data: TurnCreate) -> tuple[str, str] | None:
+    """The key and the user a turn that ``follows_added`` looks for its inputs under, when it does."""
+    if data.follows_added and data.account is not None and data.answer.conversation_key is not None:
+        return data.answer.conversation_key, data.account.user_id
+    return None
+
+
 def _after_added(db: Session, session_id: uuid.UUID, data: TurnCreate) -> tuple[uuid.UUID, TurnCreate]:
     """Where the turn goes: the session it names, or, when its client added the inputs to a session itself and then
     asked for the answer (``follows_added``), after them."""
-    if data.follows_added and data.account is not None and data.answer.conversation_key is not None:
-        holding = whole_conversation(db, data.answer.conversation_key, data.account.user_id)
+    if added := _added_under(data):
+        holding = whole_conversation(db, *added)
         if holding is not None:
             return holding, data.model_copy(update={"session": None, "inputs": []})
     return session_id, data
@@ -245,65 +270,6 @@ def _turn(inputs: Sequence[dict[str, Any] | Message], answer: dict[str, Any] | M
     return TurnRead(
         inputs=[MessageRead.model_validate(row) for row in inputs], answer=MessageRead.model_validate(answer)
     )
-
-
-@functools.cache
-def turn_statement(dialect: str, inputs: int, *, opens_session: bool, exclusive: bool = False) -> Insert:
-    """A turn's messages in one INSERT, so all are stored or none and no transaction is needed.
-
-    With ``opens_session`` (PostgreSQL) the session is created in the same statement, in a CTE: one round
-    trip and one commit instead of two before the first word of an answer. With ``exclusive``, only into a
-    session the statement created or its user's own, and the ids stored are returned (none: refused).
-    """
-    rows = _rows(dialect, inputs)
-    if not opens_session:
-        return insert(TABLE).from_select(list(TABLE.c), rows)
-    sessions = ChatSession.__table__
-    if not exclusive:
-        return insert(TABLE).from_select(list(TABLE.c), rows).add_cte(open_session_statement(dialect).cte("opened"))
-    opened = open_session_statement(dialect).returning(sessions.c.id).cte("opened")
-    # Only into a session this turn opened or its user's own: a session id taken by another user stores nothing
-    # (the same statement cannot see the CTE's row in the table, hence both tests).
-    own = or_(
-        exists(select(opened.c.id)),
-        exists(
-            select(sessions.c.id).where(
-                sessions.c.id == bindparam("session_id"), sessions.c.user_id == bindparam("session_user_id")
-            )
-        ),
-    )
-    stmt = insert(TABLE).from_select(list(TABLE.c), select(rows.subquery()).where(own)).add_cte(opened)
-    return stmt.returning(TABLE.c.id)  # what was stored: nothing, when refused
-
-
-def _rows(dialect: str, count: int) -> Select[Any] | CompoundSelect[Any]:
-    """The turn's rows as a SELECT of every column, from ``_rows_params``.
-
-    On PostgreSQL, all of them are one JSON parameter, turned into rows of the table's type by
-    jsonb_populate_recordset: a statement of a few parameters and one text, whatever the number of rows.
-    psycopg parses a statement anew on every execution, before the first word of every answer, once it has more
-    than 50 parameters or 4,096 bytes (MAX_CACHED_STATEMENT_PARAMS and _LENGTH); a question's turn as one
-    parameter per column had 63. SQLite (whose driver caches statements by their text alone) gets them as
-    SELECT ... UNION ALL SELECT ..., one parameter per column, rows r0, r1...: a multi-row VALUES would be
-    compiled anew for every request.
-    """
-    if dialect == "postgresql":
-        given = cast(bindparam("turn_rows", type_=Text()), JSONB)
-        records = func.jsonb_populate_recordset(literal_column(f"NULL::{TABLE.name}"), given)
-        # Its columns by name, not a column list, which would rename them in the table's order in the database.
-        source = records.table_valued(*(column.name for column in TABLE.c)).alias("turn")
-        return select(*(source.c[column.name] for column in TABLE.c))
-    rows = [
-        select(*(bindparam(f"r{row}_{column.name}", type_=column.type) for column in TABLE.c))
-        for row in range(count + 1)
-    ]
-    return union_all(*rows)
-
-
-def _rows_params(dialect: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    if dialect == "postgresql":  # ids and times as the ISO text PostgreSQL reads into their columns
-        return {"turn_rows": to_json(rows).decode()}
-    return {f"r{row}_{name}": value for row, values in enumerate(rows) for name, value in values.items()}
 
 
 def _stored_turn(

@@ -13,7 +13,22 @@ from collections import defaultdict
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Date, Text, case, cast, delete, distinct, func, literal, or_, select, text, union_all, update
+from sqlalchemy import (
+    Date,
+    Text,
+    bindparam,
+    case,
+    cast,
+    delete,
+    distinct,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
@@ -109,16 +124,39 @@ def _new_record(
     db: Session, message_id: uuid.UUID, model: str | None, account: TurnAccount, now: datetime
 ) -> postgresql.Insert | sqlite.Insert:
     """The INSERT of an answer's record, reserving its tokens (token counts start at the table's 0)."""
-    values = {
-        "message_id": message_id,
-        "user_id": account.user_id,
-        "model": model,
-        "created_at": now,
-        "pending": True,
-        "reserved_tokens": account.reserve_tokens,
-        "reserved_prompt_tokens": account.prompt_tokens,
-    }
+    values = _record_values(message_id, model, account, now)
     return insert_on_conflict(db.get_bind().dialect.name, _TABLE).values(values)
+
+
+# Token counts too: inside a larger statement (record_statement), a column's default is not filled in.
+_RECORDED = (
+    "message_id",
+    "user_id",
+    "model",
+    "created_at",
+    "pending",
+    "reserved_tokens",
+    "reserved_prompt_tokens",
+    *_TOKENS,
+)
+
+
+def _record_values(message_id: uuid.UUID, model: str | None, account: TurnAccount, now: datetime) -> dict[str, Any]:
+    reserved = (account.reserve_tokens, account.prompt_tokens)
+    values = (message_id, account.user_id, model, now, True, *reserved, *(0 for _ in _TOKENS))
+    return dict(zip(_RECORDED, values, strict=True))
+
+
+def record_statement(dialect: str, when: ColumnElement[bool]) -> postgresql.Insert | sqlite.Insert:
+    """``open_record``'s INSERT without budgets, made only ``when`` holds, as a part of a larger statement (a turn's:
+    turn_statements.py); parameters from ``record_params``."""
+    values = select(*(bindparam(f"record_{name}", type_=_TABLE.c[name].type) for name in _RECORDED)).where(when)
+    stmt = insert_on_conflict(dialect, _TABLE).from_select(_RECORDED, values)
+    return stmt.on_conflict_do_nothing(index_elements=["message_id"])
+
+
+def record_params(message_id: uuid.UUID, model: str | None, account: TurnAccount, now: datetime) -> dict[str, Any]:
+    return {f"record_{name}": value for name, value in _record_values(message_id, model, account, now).items()}
 
 
 def _lock_user(db: Session, user_id: str) -> None:

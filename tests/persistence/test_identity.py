@@ -157,13 +157,15 @@ def test_limits_of_users_named_with_slashes_and_totals_without_a_total(client: T
     assert client.get("/usage", params={"user_id": "frank"}).json()["total_tokens"] == 7
 
 
-def test_a_session_id_taken_by_another_user_stores_no_turn(client: TestClient) -> None:
+@pytest.mark.parametrize("account", [{}, {"account": {"user_id": "alice"}}])  # with one: in one statement
+def test_a_session_id_taken_by_another_user_stores_no_turn(client: TestClient, account: dict[str, Any]) -> None:
     session_id = random_id()
     assert _turn(client, session_id, session={"user_id": "bob", "title": "bob's"}).status_code == 201
-    refused = _turn(client, session_id, session={"user_id": "alice", "title": "alice's", "exclusive": True})
+    refused = _turn(client, session_id, session={"user_id": "alice", "title": "alice's", "exclusive": True}, **account)
     assert refused.status_code == 404
     assert refused.json()["detail"] == f"session {session_id} not found"
     assert len(client.get(f"/sessions/{session_id}/messages").json()["items"]) == 2
+    assert client.get("/usage", params={"user_id": "alice"}).json()["by_day"] == []  # no record either
     # Its own user's next turn goes in.
     assert _turn(client, session_id, session={"user_id": "bob", "title": "t", "exclusive": True}).status_code == 201
 

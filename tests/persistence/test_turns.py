@@ -4,11 +4,13 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from psycopg._queries import MAX_CACHED_STATEMENT_LENGTH, MAX_CACHED_STATEMENT_PARAMS
 from sqlalchemy.dialects import postgresql
 
-from persistence.services.turns import turn_statement
+from persistence.services.turn_statements import turn_statement, whole_turn_statement
 from shared.contract import MAX_TOOL_CALLS
 from tests.persistence.conftest import append, new_answer, new_session, random_id
 from tests.persistence.test_concurrency import _race
@@ -260,3 +262,38 @@ def test_a_turn_s_statement_stays_in_psycopg_s_statement_cache(
     compiled = statement.compile(dialect=postgresql.psycopg.dialect())
     assert len(str(compiled).encode()) <= MAX_CACHED_STATEMENT_LENGTH
     assert len(compiled.params) <= MAX_CACHED_STATEMENT_PARAMS
+
+
+@pytest.mark.parametrize("unless_added", [False, True])
+@pytest.mark.parametrize("exclusive", [False, True])
+@pytest.mark.parametrize("opens_session", [False, True])
+def test_a_whole_turn_s_statement_stays_in_psycopg_s_statement_cache(
+    opens_session: bool, exclusive: bool, unless_added: bool
+) -> None:
+    statement = whole_turn_statement(opens_session=opens_session, exclusive=exclusive, unless_added=unless_added)
+    compiled = statement.compile(dialect=postgresql.psycopg.dialect())
+    assert len(str(compiled).encode()) <= MAX_CACHED_STATEMENT_LENGTH
+    assert len(compiled.params) <= MAX_CACHED_STATEMENT_PARAMS
+
+
+def test_an_openai_clients_new_chat_is_one_statement_on_postgresql(client: TestClient, app: FastAPI) -> None:
+    """What a gateway sends for a /v1 request naming no session: its session, its question and answer, its usage
+    record, and the lookup of inputs its client may have added under its key (none), in one round trip."""
+    body = turn_body(session={"user_id": "u9", "title": "Lyon"}, account={"user_id": "u9"}, follows_added=True)
+    body["answer"] |= {"conversation_key": "a" * 64, "request_key": "b" * 64}
+    sent: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        sent.append(statement)
+
+    sa.event.listen(app.state.engine, "before_cursor_execute", record)
+    try:
+        response = client.post(f"/sessions/{random_id()}/turns", json=body)
+    finally:
+        sa.event.remove(app.state.engine, "before_cursor_execute", record)
+    assert response.status_code == 201, response.text
+    if app.state.engine.dialect.name == "postgresql":
+        assert len(sent) == 1, "\n\n".join(sent)
+    usage = client.get("/usage", params={"user_id": "u9"}).json()
+    assert [day["answers"] for day in usage["by_day"]] == [1]  # its record, reserved
+    assert client.get(f"/sessions/{response.json()['answer']['session_id']}").json()["user_id"] == "u9"
