@@ -103,9 +103,12 @@ test: lint bench-deps clients browser
 browser:
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 
-# The edit loop: unit and in-process API tests on SQLite (no processes started, no PostgreSQL): every gateway route.
+# The edit loop: unit and in-process API tests on SQLite (no processes started, no PostgreSQL), and a failure if a
+# gateway route went unexercised (testing/route_coverage.py). In 4 processes (pytest-xdist): the tests mostly wait
+# on sockets and threads, so 4 on 2 cores beat 2; TEST_WORKERS=0 runs them in this one.
+TEST_WORKERS ?= 4
 test-fast: install
-	$(BIN)/pytest -q -m "not slow" -k "not postgresql"
+	$(BIN)/pytest -q -n $(TEST_WORKERS) -m "not slow" -k "not postgresql" --routes-covered
 
 # Benchmarks (never part of `make test`); results and commands in docs/benchmarks.md.
 bench-deps: install
