@@ -16,6 +16,9 @@ from testing.databases import DEFAULT_TEST_DATABASE_URL, temporary_database
 
 DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/15"
 
+# `pytest --routes-covered` (make test-fast): the run fails if a gateway route went unexercised.
+pytest_plugins = ["testing.route_coverage"]
+
 
 def unreachable(message: str) -> NoReturn:
     """A service some tests need is down: they skip, or fail under CI=true."""

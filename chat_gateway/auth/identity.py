@@ -13,6 +13,7 @@ import hashlib
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,6 +143,7 @@ class Authenticator:
         persistence: PersistenceClient,
         limiter: RateLimiter,
         tokens: TokenVerifier | None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.persistence = persistence
@@ -155,12 +157,12 @@ class Authenticator:
         self._default_rate = parse(settings.rate_limit) if settings.rate_limit else None
         ttl = settings.key_cache_seconds
         # Key digest -> identity; user id -> limits. Expiring: a revoked or expired key, or a changed limit, takes
-        # effect within KEY_CACHE_SECONDS.
-        self._keys: TTLCache[str, KeyIdentity] | None = TTLCache(CACHED_LOOKUPS, ttl) if ttl else None
+        # effect within KEY_CACHE_SECONDS (on ``clock``: a test's, to age the entries without waiting).
+        self._keys: TTLCache[str, KeyIdentity] | None = TTLCache(CACHED_LOOKUPS, ttl, clock) if ttl else None
         # Digests of keys persistence refused: the same made-up key sent again costs no lookup. Apart from the
         # identities, so a flood of made-up keys never evicts the valid ones.
-        self._refused: TTLCache[str, bool] | None = TTLCache(CACHED_LOOKUPS, ttl) if ttl else None
-        self._limits: TTLCache[str, Limits] | None = TTLCache(CACHED_LOOKUPS, ttl) if ttl else None
+        self._refused: TTLCache[str, bool] | None = TTLCache(CACHED_LOOKUPS, ttl, clock) if ttl else None
+        self._limits: TTLCache[str, Limits] | None = TTLCache(CACHED_LOOKUPS, ttl, clock) if ttl else None
         self._failure_rate = parse(settings.auth_failure_limit) if settings.auth_failure_limit else None
         # Address -> when its failure window ends (epoch seconds): refused before any work until then. Kept
         # here, so the check costs no round trip to the limiter's store on every request.

@@ -21,10 +21,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI, Response
 from openai import OpenAI
 
+from chat_gateway.auth.identity import Authenticator
 from shared.identity import DEFAULT_USER, RESERVED_USERS
 from testing.processes import Service
 from testing.upstream import TEXT, Plan
-from tests.chat_gateway.auth.test_jwt import JWKS, Key
+from tests.chat_gateway.auth.test_jwt import JWKS, Clock, Key
 from tests.chat_gateway.conftest import LocalService, gateway_env, local_gateway, sse_events, wait_for
 from tests.conftest import redis_url_or_skip, serve
 
@@ -493,8 +494,18 @@ def _chat_message_id(client: httpx.Client, session_id: str) -> str:
     return str(items[-1]["id"])
 
 
+@pytest.fixture
+def cache_clock(gateway: LocalService) -> Iterator[Clock]:
+    """The gateway's cached keys and limits on a clock the test moves on: KEY_CACHE_SECONDS pass without waiting."""
+    clock = Clock()
+    auth: Authenticator = gateway.app.state.auth
+    gateway.app.state.auth = Authenticator(auth.settings, auth.persistence, auth.limiter, auth.tokens, clock)
+    yield clock
+    gateway.app.state.auth = auth
+
+
 def test_a_failed_answer_resumed_by_its_user_fits_in_their_budget(
-    gateway: LocalService, admin: httpx.Client, fake_openai: FastAPI
+    gateway: LocalService, admin: httpx.Client, fake_openai: FastAPI, cache_clock: Clock
 ) -> None:
     user_id = _new_user()
     key = _user_key(admin, user_id)  # the user's limits apply: the key has none of its own
@@ -508,12 +519,12 @@ def test_a_failed_answer_resumed_by_its_user_fits_in_their_budget(
             next(e for e in events if e.event == "delta")  # some text is spent: the day's one token is used up
             assert as_user.post(f"/chat/messages/{message_id}/cancel").json()["status"] == "failed"
         admin.put(f"/admin/users/{user_id}/limits", json={"tokens_per_day": 1})
-        time.sleep(0.4)  # the gateway's cached limits (KEY_CACHE_SECONDS) run out
+        cache_clock.now += 0.5  # the gateway's cached limits (KEY_CACHE_SECONDS: 0.3) run out
         refused = as_user.post(f"/chat/messages/{message_id}/resume")
         assert refused.status_code == 429, refused.text
         assert refused.json()["code"] == "budget_exceeded"
         admin.put(f"/admin/users/{user_id}/limits", json={})
-        time.sleep(0.4)
+        cache_clock.now += 0.5
         assert as_user.post(f"/chat/messages/{message_id}/resume").json()["status"] == "complete"
     report = admin.get("/usage", params={"user_id": user_id}).json()
     assert report["rows"][0]["pending_answers"] == 0
