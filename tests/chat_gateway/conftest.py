@@ -233,6 +233,20 @@ def sse_events(response: httpx.Response) -> Iterator[Event]:
             data.append(line[5:].strip())
 
 
+@contextmanager
+def streaming_chat(
+    gateway: LocalService | Service, deltas: int = 1, **fields: object
+) -> Iterator[tuple[str, Iterator[Event]]]:
+    """A streamed chat, once its first ``deltas`` deltas have arrived: its answer's id and the rest of the events."""
+    body = {"message": "hi", "stream": True, **fields}
+    with httpx.stream("POST", f"{gateway.url}/chat", json=body, timeout=30) as response:
+        events = sse_events(response)
+        message_id = next(events).data["message_id"]
+        for _ in range(deltas):
+            next(e for e in events if e.event == "delta")
+        yield message_id, events
+
+
 def wait_for(predicate: Any, timeout: float = 20.0, interval: float = 0.05) -> Any:
     deadline = time.monotonic() + timeout
     while True:

@@ -1,24 +1,14 @@
 """End to end: the persistence service and the gateway as real processes, a fake upstream on 127.0.0.1.
 
-Every scenario asserts the final stored answer exactly.
+Every scenario asserts the final stored answer exactly. What the upstream does is in test_e2e_upstream.py,
+gateways and persistence that die, stop or pause in test_e2e_recovery.py.
 """
 
-import contextlib
-import itertools
 import json
-import math
-import random
-import re
-import signal
-import socket
 import threading
-import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,32 +19,17 @@ from fastapi import FastAPI
 
 from testing.chunks import tokens
 from testing.processes import Service
-from testing.upstream import MODEL, TEXT, Plan
+from testing.upstream import TEXT, Plan
 from tests.chat_gateway.conftest import (
-    Event,
     LocalService,
-    gateway_env,
     local_gateway,
     read_finished,
     read_message,
     sse_events,
+    streaming_chat,
     wait_for,
 )
 from tests.conftest import redis_url_or_skip
-
-
-@contextmanager
-def streaming_chat(
-    gateway: LocalService | Service, deltas: int = 1, **fields: object
-) -> Iterator[tuple[str, Iterator[Event]]]:
-    """A streamed chat, once its first ``deltas`` deltas have arrived: its answer's id and the rest of the events."""
-    body = {"message": "hi", "stream": True, **fields}
-    with httpx.stream("POST", f"{gateway.url}/chat", json=body, timeout=30) as response:
-        events = sse_events(response)
-        message_id = next(events).data["message_id"]
-        for _ in range(deltas):
-            next(e for e in events if e.event == "delta")
-        yield message_id, events
 
 
 def test_json_chat_stores_question_and_answer(gateway: LocalService, store: httpx.Client, fake_openai: FastAPI) -> None:
@@ -133,110 +108,6 @@ def test_disconnect_then_reattach_with_last_event_id(
     assert "".join(e.data["text"] for e in replay if e.event == "delta") == TEXT[10:]
 
 
-def test_upstream_drop_is_continued_without_repeating_text(
-    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
-) -> None:
-    drop_at = random.randint(1, len(tokens(TEXT)) - 8)
-    fake_openai.state.plans.extend([Plan(drop_after=drop_at), Plan(drop_after=3)])  # dropped twice
-    body = httpx.post(f"{gateway.url}/chat", json={"message": "hi"}, timeout=30).json()
-    assert body["response"] == TEXT
-    assert read_message(store, body["message_id"])["content"] == TEXT
-    requests = fake_openai.state.requests
-    assert len(requests) == 3, (drop_at, [r["messages"][-1] for r in requests])
-    partial = requests[2]["messages"][-1]
-    assert partial["role"] == "assistant"
-    assert TEXT.startswith(partial["content"])
-    assert partial["content"]
-    assert requests[2]["messages"][:-1] == requests[0]["messages"]  # asked as the answer was, nothing added
-
-
-TABLE = "| city | river |\n|---|---|\n" + "| Lyon | Rhone |\n" * 6
-
-
-@pytest.mark.parametrize("drop_after", [1, 5, 14, 20])
-def test_an_answer_of_identical_rows_survives_a_drop_whole_with_an_exact_upstream(
-    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI, drop_after: int
-) -> None:
-    """Unpaced: the join cuts nothing, so a repeated row is never taken for a repeat of the upstream's."""
-    fake_openai.state.text = TABLE
-    fake_openai.state.plans.append(Plan(drop_after=drop_after))
-    body = httpx.post(f"{gateway.url}/chat", json={"message": "a table"}, timeout=30).json()
-    assert (body["status"], body["response"]) == ("complete", TABLE)
-    assert read_message(store, body["message_id"])["content"] == TABLE
-    assert len(fake_openai.state.requests) == 2
-
-
-@pytest.mark.parametrize(("text", "brackets"), [(TEXT, False), (TABLE, False), (TEXT, True)])
-def test_a_restarting_upstream_repeats_the_words_it_is_asked_for_and_only_they_are_cut(
-    tmp_path: Path,
-    persistence_app: LocalService,
-    store: httpx.Client,
-    fake_openai: FastAPI,
-    fake_openai_url: str,
-    text: str,
-    brackets: bool,
-) -> None:
-    """``brackets``: the model repeats them too, "[[...]]" (issue 37): the repeat goes with them."""
-    fake_openai.state.text = text
-    restart = Plan(restart=True, echo_brackets=brackets)
-    fake_openai.state.plans.extend([Plan(drop_after=9), replace(restart, drop_after=4), restart])
-    settings = {"UPSTREAM_CONTINUATION": "restart"}
-    with local_gateway(tmp_path, persistence_app, fake_openai_url, **settings) as restarting:
-        body = httpx.post(f"{restarting.url}/chat", json={"message": "hi"}, timeout=30).json()
-    assert body["response"] == text
-    assert read_message(store, body["message_id"])["content"] == text
-    instruction = str(fake_openai.state.requests[1]["messages"][-2]["content"])
-    assert "[[" in instruction
-
-
-def test_a_vllm_upstream_is_known_at_start_up_and_continues_the_answer_with_its_flags(
-    tmp_path: Path,
-    persistence_app: LocalService,
-    store: httpx.Client,
-    fake_openai: FastAPI,
-    fake_openai_url: str,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """Asked without continue_final_message, the fake vLLM (as vLLM does) starts a new answer after the cut text:
-    only the flags the gateway chose at start-up, from /version and its models, make the join whole."""
-    fake_openai.state.server, fake_openai.state.models = "vllm", [MODEL]
-    fake_openai.state.plans.extend([Plan(drop_after=9), Plan(drop_after=4)])
-    with local_gateway(tmp_path, persistence_app, fake_openai_url) as vllm:  # UPSTREAM_CONTINUATION: auto
-        body = httpx.post(f"{vllm.url}/chat", json={"message": "hi"}, timeout=30).json()
-    assert (body["status"], body["response"]) == ("complete", TEXT)
-    assert read_message(store, body["message_id"])["content"] == TEXT
-    first, *continued = fake_openai.state.requests
-    assert "continue_final_message" not in first
-    assert len(continued) == 2
-    for request in continued:
-        assert (request["continue_final_message"], request["add_generation_prompt"]) == (True, False)
-        assert request["messages"][-1]["role"] == "assistant"
-    said = [record.getMessage() for record in caplog.records]
-    assert said.count("upstream default continuation vllm: vLLM 0.0.0-fake at /version") == 1
-
-
-def test_rate_limit_with_retry_after_is_retried(
-    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
-) -> None:
-    fake_openai.state.plans.extend([Plan(status=429, retry_after="1"), Plan(status=503)])
-    body = httpx.post(f"{gateway.url}/chat", json={"message": "hi"}, timeout=30).json()
-    assert body["response"] == TEXT
-    assert len(fake_openai.state.requests) == 3
-
-
-def test_client_error_is_not_retried_and_fails_the_answer(
-    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
-) -> None:
-    fake_openai.state.plans.append(Plan(status=400))
-    response = httpx.post(f"{gateway.url}/chat", json={"message": "hi"}, timeout=30)
-    assert response.status_code == 502
-    body = response.json()
-    assert (body["code"], body["partial"]) == ("answer_failed", "")
-    assert "400" in body["error"]
-    assert len(fake_openai.state.requests) == 1
-    assert read_message(store, body["message_id"])["status"] == "failed"
-
-
 def test_resume_after_failure_continues_the_partial_answer(
     gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
 ) -> None:
@@ -256,17 +127,6 @@ def test_resume_after_failure_continues_the_partial_answer(
     assert (final["content"], final["status"], final["attempts"]) == (TEXT, "complete", 2)
     again = httpx.post(f"{gateway.url}/chat/messages/{failed['message_id']}/resume", timeout=30)
     assert again.status_code == 409
-
-
-def test_an_upstream_error_message_with_a_nul_is_stored_with_the_partial_answer(
-    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
-) -> None:
-    """The error is stored as text can be (U+FFFD), not refused, which lost the partial answer with it."""
-    fake_openai.state.plans.extend([Plan(drop_after=6), Plan(status=401, message="bad\x00key")])
-    failed = httpx.post(f"{gateway.url}/chat", json={"message": "hi"}, timeout=30).json()
-    stored = read_message(store, failed["message_id"])
-    assert (stored["status"], stored["content"]) == ("failed", "".join(tokens(TEXT)[:6]))
-    assert "bad\ufffdkey" in stored["error"]
 
 
 def test_two_concurrent_resumes_start_one_generation(
@@ -344,180 +204,6 @@ def test_idempotent_retry_attaches_to_the_same_answer(
     assert other.status_code == 409
 
 
-@pytest.mark.slow  # kills a gateway process
-def test_gateway_killed_mid_stream_is_recovered_by_the_next_one(
-    gateway_process: Service, process_store: httpx.Client, fake_openai: FastAPI
-) -> None:
-    fake_openai.state.plans.extend([Plan(delay=0.05), Plan(delay=0.01)])
-    options = {"temperature": 0.3, "seed": 11}
-    with streaming_chat(gateway_process, deltas=8, options=options) as (message_id, _):
-        wait_for(lambda: read_message(process_store, message_id)["content"])
-        gateway_process.kill(signal.SIGKILL)
-    assert read_message(process_store, message_id)["status"] == "in_progress"
-    gateway_process.start()  # a new instance: it finds the orphan once its lease expires
-    final = read_finished(process_store, message_id)
-    assert (final["content"], final["status"], final["attempts"]) == (TEXT, "complete", 2)
-    recovery = fake_openai.state.requests[-1]
-    assert recovery["messages"][-1]["role"] == "assistant"  # a continuation, with the answer's options
-    assert (recovery["temperature"], recovery["seed"]) == (0.3, 11)
-
-
-@pytest.mark.slow  # kills a gateway process
-def test_a_gateway_restarted_under_the_same_instance_id_takes_its_answers_back_at_once(
-    tmp_path: Path, persistence: Service, process_store: httpx.Client, fake_openai: FastAPI, fake_openai_url: str
-) -> None:
-    """Its leases are long and its scans rare: it does not wait for either to take back what it held."""
-    fake_openai.state.plans.extend([Plan(delay=0.05), Plan()])
-    settings = {"INSTANCE_ID": "gateway-a", "LEASE_SECONDS": "600", "RECOVERY_INTERVAL_SECONDS": "600"}
-    env = gateway_env(tmp_path, persistence.url, fake_openai_url, **settings)
-    gateway = Service.uvicorn("chat_gateway.main:create_app", env, tmp_path / "a.log").start()
-    try:
-        with streaming_chat(gateway, deltas=8) as (message_id, _):
-            wait_for(lambda: read_message(process_store, message_id)["content"])
-            gateway.kill(signal.SIGKILL)
-        restarted = time.monotonic()
-        gateway.start()
-        final = read_finished(process_store, message_id)
-    finally:
-        gateway.kill(signal.SIGTERM)
-    assert time.monotonic() - restarted < 10
-    assert (final["content"], final["status"]) == (TEXT, "complete")
-    assert fake_openai.state.requests[-1]["messages"][-1]["role"] == "assistant"  # continued, not regenerated
-
-
-@pytest.mark.slow  # kills a gateway process
-def test_an_openai_call_whose_gateway_died_is_continued_from_the_clients_own_prompt(
-    gateway_process: Service, process_store: httpx.Client, fake_openai: FastAPI
-) -> None:
-    """The session's stored history holds only the new turn; the recovering gateway uses what the client sent."""
-    fake_openai.state.plans.extend([Plan(delay=0.05), Plan(delay=0.01)])
-    messages = [
-        {"role": "system", "content": "Answer like a guidebook."},
-        {"role": "user", "content": "Where is Lyon?"},
-        {"role": "assistant", "content": "In France."},
-        {"role": "user", "content": "Tell me more."},
-    ]
-    body = {"model": "fake-model", "stream": True, "messages": messages, "temperature": 0.5}
-    with httpx.stream("POST", f"{gateway_process.url}/v1/chat/completions", json=body, timeout=30) as response:
-        lines = (line for line in response.iter_lines() if line.startswith("data: {"))
-        message_id = uuid.UUID(json.loads(next(lines)[6:])["id"].removeprefix("chatcmpl-"))
-        for _ in range(8):
-            next(lines)
-        wait_for(lambda: read_message(process_store, str(message_id))["content"])
-        gateway_process.kill(signal.SIGKILL)
-    gateway_process.start()
-    final = read_finished(process_store, str(message_id))
-    assert (final["content"], final["status"], final["attempts"]) == (TEXT, "complete", 2)
-    recovery = fake_openai.state.requests[-1]
-    assert recovery["messages"][:4] == messages
-    assert [m["role"] for m in recovery["messages"][4:]] == ["assistant"]  # continue this partial answer
-    assert recovery["temperature"] == 0.5
-    stored = process_store.get(f"/sessions/{final['session_id']}/messages").json()["items"]
-    assert [(m["role"], m["content"]) for m in stored] == [("user", "Tell me more."), ("assistant", TEXT)]
-
-
-@pytest.mark.slow  # kills the persistence process
-def test_persistence_restarted_mid_stream_loses_nothing(
-    gateway_process: Service, persistence: Service, process_store: httpx.Client, fake_openai: FastAPI
-) -> None:
-    fake_openai.state.plans.append(Plan(delay=0.03))
-    text, restarter = "", threading.Timer(0.5, persistence.start)
-    with httpx.stream(
-        "POST", f"{gateway_process.url}/chat", json={"message": "hi", "stream": True}, timeout=60
-    ) as response:
-        events = sse_events(response)
-        message_id = next(events).data["message_id"]
-        for event in events:
-            if event.event == "delta":
-                text += event.data["text"]
-                if len(text) > 30 and not restarter.is_alive() and not restarter.finished.is_set():
-                    persistence.kill(signal.SIGKILL)
-                    restarter.start()  # the client's stream goes on while persistence is down
-            elif event.event in ("done", "error"):
-                assert event.event == "done", event.data
-    restarter.join()
-    assert text == TEXT
-    assert read_finished(process_store, message_id)["content"] == TEXT
-
-
-def test_without_upstream_key_chat_is_503_with_how_to(tmp_path: Path, persistence_app: LocalService) -> None:
-    with local_gateway(tmp_path, persistence_app, None) as service:
-        response = httpx.post(f"{service.url}/chat", json={"message": "hi"}, timeout=30)
-        assert response.status_code == 503
-        assert "OPENAI_API_KEY" in response.json()["detail"]
-        assert httpx.get(f"{service.url}/health/ready").status_code == 200
-
-
-@contextmanager
-def _hanging_up_server(after: float) -> Iterator[str]:
-    """A server that takes every connection and closes it ``after`` seconds later without answering."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            with contextlib.suppress(OSError):
-                connection, _ = listener.accept()
-                threading.Timer(after, connection.close).start()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        stop.set()
-        listener.close()
-
-
-def test_an_openai_call_is_sent_upstream_while_its_turn_is_stored_and_dropped_if_storing_fails(
-    tmp_path: Path, fake_openai: FastAPI, fake_openai_url: str
-) -> None:
-    """Persistence hangs up on every request: the turn cannot be stored, so no answer may be given."""
-    fake, upstream = fake_openai, fake_openai_url
-    fake.state.plans.append(Plan(delay=0.05))  # a long answer: still streaming when dropped
-    body = {"model": "fake-model", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-    with _hanging_up_server(after=0.3) as broken:
-        settings = {"API_BASE_URL": broken, "PERSISTENCE_RETRY_ATTEMPTS": "2", "TURN_SETTLE_SECONDS": "1"}
-        with local_gateway(tmp_path, None, upstream, **settings) as service:
-            response = httpx.post(f"{service.url}/v1/chat/completions", json=body, timeout=30)
-            assert response.status_code == 503, response.text
-            assert response.json()["error"]["code"] == "persistence_unavailable"
-            assert len(fake.state.requests) == 1  # sent at once, not after the turn was stored
-            wait_for(lambda: fake.state.open_streams == 0)  # and abandoned
-            # With an Idempotency-Key the turn may be a retry of a stored one: nothing goes out before it is known.
-            headers = {"Idempotency-Key": "k1"}
-            retry = httpx.post(f"{service.url}/v1/chat/completions", json=body, headers=headers, timeout=30)
-            assert retry.status_code == 503
-            assert len(fake.state.requests) == 1
-
-
-def test_lease_is_renewed_while_the_upstream_is_silent(
-    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
-) -> None:
-    fake_openai.state.plans.append(Plan(stall=4.0))  # far longer than the 1.5 s lease
-    with ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(httpx.post, f"{gateway.url}/chat", json={"message": "hi"}, timeout=30)
-        answer_id = wait_for(lambda: _in_progress(store))
-        for _ in range(15):
-            assert answer_id not in {m["id"] for m in store.get("/messages/stale").json()}
-            threading.Event().wait(0.2)
-        body = pending.result().json()
-    final = read_message(store, body["message_id"])
-    assert (final["content"], final["attempts"]) == (TEXT, 1)
-    assert len(fake_openai.state.requests) == 1
-
-
-def _in_progress(store: httpx.Client) -> str | None:
-    sessions = store.get("/sessions", params={"limit": 1}).json()["items"]
-    if not sessions:
-        return None
-    last = store.get(f"/sessions/{sessions[0]['id']}/messages/last", params={"role": "assistant"})
-    if last.status_code != 200 or last.json()["status"] != "in_progress":
-        return None
-    message_id: str = last.json()["id"]
-    return message_id
-
-
 def test_partial_text_is_written_in_batches_with_an_answer_log(
     tmp_path: Path, persistence_app: LocalService, store: httpx.Client, fake_openai: FastAPI, fake_openai_url: str
 ) -> None:
@@ -540,187 +226,6 @@ def test_without_an_answer_log_each_write_follows_the_last(
     final = read_message(store, body["message_id"])
     assert (final["content"], final["status"]) == (TEXT, "complete")
     assert 1 <= final["version"] - 3 <= len(tokens(TEXT))
-
-
-@pytest.mark.slow  # stops a gateway process
-def test_stopped_gateway_finishes_answers_within_its_grace_period(
-    gateway_process: Service, process_store: httpx.Client, fake_openai: FastAPI
-) -> None:
-    fake_openai.state.plans.append(Plan(delay=0.03))
-    with streaming_chat(gateway_process) as (message_id, _):
-        gateway_process.kill(signal.SIGTERM)  # returns once the process has exited
-    final = read_message(process_store, message_id)
-    assert (final["content"], final["status"], final["attempts"]) == (TEXT, "complete", 1)
-
-
-@pytest.mark.slow  # stops a gateway process
-def test_stopped_gateway_releases_what_outlives_the_grace_period(
-    tmp_path: Path, gateway_process: Service, persistence: Service, process_store: httpx.Client, fake_openai: FastAPI
-) -> None:
-    gateway_process.kill(signal.SIGTERM)
-    gateway_process.env["SHUTDOWN_GRACE_SECONDS"] = "0.3"
-    gateway_process.start()
-    fake_openai.state.plans.extend([Plan(delay=0.1), Plan()])
-    with streaming_chat(gateway_process) as (message_id, _):
-        gateway_process.kill(signal.SIGTERM)
-    released = read_message(process_store, message_id)
-    assert released["status"] == "in_progress"
-    assert released["content"]
-    assert message_id in {m["id"] for m in process_store.get("/messages/stale").json()}  # no wait for the lease
-    upstream = gateway_process.env["OPENAI_BASE_URL"].removesuffix("/v1")
-    env = gateway_env(tmp_path, persistence.url, upstream)
-    other = Service.uvicorn("chat_gateway.main:create_app", env, tmp_path / "other.log").start()
-    try:
-        final = read_finished(process_store, message_id)
-    finally:
-        other.kill(signal.SIGTERM)
-    assert (final["content"], final["status"], final["attempts"]) == (TEXT, "complete", 2)
-
-
-@pytest.mark.slow  # kills a gateway process
-def test_recovery_can_mark_orphans_failed_instead(
-    tmp_path: Path, gateway_process: Service, persistence: Service, process_store: httpx.Client, fake_openai: FastAPI
-) -> None:
-    fake_openai.state.plans.append(Plan(delay=0.05))
-    with streaming_chat(gateway_process) as (message_id, _):
-        wait_for(lambda: read_message(process_store, message_id)["content"])
-        gateway_process.kill(signal.SIGKILL)
-    gateway_process.env["RECOVERY_MODE"] = "fail"
-    gateway_process.start()
-    final = read_finished(process_store, message_id)
-    assert final["status"] == "failed"
-    assert final["error"].startswith("abandoned")
-    assert final["content"]
-    assert TEXT.startswith(final["content"])
-
-
-def test_reattach_through_another_gateway_follows_the_answer(
-    tmp_path: Path,
-    gateway: LocalService,
-    persistence_app: LocalService,
-    store: httpx.Client,
-    fake_openai: FastAPI,
-    fake_openai_url: str,
-) -> None:
-    fake_openai.state.plans.append(Plan(delay=0.03))
-    with (
-        local_gateway(tmp_path, persistence_app, fake_openai_url) as other,
-        streaming_chat(gateway, deltas=2) as (message_id, _),
-    ):
-        url = f"{other.url}/chat/messages/{message_id}/stream"
-        with httpx.stream("GET", url, params={"offset": 0}, timeout=30) as response:
-            events = list(sse_events(response))
-    assert "".join(e.data["text"] for e in events if e.event == "delta") == TEXT
-    assert events[-1].event == "done"
-    final = read_message(store, message_id)
-    assert (final["content"], final["lease_owner"], final["attempts"]) == (TEXT, None, 1)
-
-
-def test_reattach_through_another_gateway_from_text_not_yet_saved_waits_for_it(
-    tmp_path: Path,
-    gateway: LocalService,
-    persistence_app: LocalService,
-    store: httpx.Client,
-    fake_openai: FastAPI,
-    fake_openai_url: str,
-) -> None:
-    """The client saw text the first gateway had logged but not yet saved to persistence (which it does every
-    30 s): the other gateway waits for that text to be saved, then goes on from the client's offset, instead of
-    ending the stream in error."""
-    fake_openai.state.plans.append(Plan(delay=0.03))
-    late = {"ANSWER_LOG_URL": redis_url_or_skip(), "FLUSH_INTERVAL_SECONDS": "30", "FLUSH_BYTES": "100000"}
-    with (
-        local_gateway(tmp_path, persistence_app, fake_openai_url, **late) as saving_late,
-        streaming_chat(saving_late, deltas=12) as (message_id, first),
-    ):
-        seen = int(next(e for e in first if e.event == "delta").id or 0)
-        assert len(read_message(store, message_id)["content"]) < seen
-        url = f"{gateway.url}/chat/messages/{message_id}/stream"
-        with httpx.stream("GET", url, headers={"last-event-id": str(seen)}, timeout=30) as response:
-            assert response.status_code == 200
-            events = list(sse_events(response))
-    assert "".join(e.data["text"] for e in events if e.event == "delta") == TEXT[seen:]
-    assert events[-1].event == "done"
-    # Past the end of an answer that has ended: refused before any stream starts.
-    past = httpx.get(f"{gateway.url}/chat/messages/{message_id}/stream", params={"offset": len(TEXT) + 1}, timeout=30)
-    assert (past.status_code, past.json()["code"], past.json()["length"]) == (409, "offset_mismatch", len(TEXT))
-    beyond_any_answer = httpx.get(url, headers={"last-event-id": str(2**31)}, timeout=30)
-    assert beyond_any_answer.status_code == 422, beyond_any_answer.text
-
-
-def test_a_forged_last_event_id_past_the_end_is_answered_alike_by_every_gateway(
-    tmp_path: Path,
-    gateway: LocalService,
-    persistence_app: LocalService,
-    store: httpx.Client,
-    fake_openai: FastAPI,
-    fake_openai_url: str,
-) -> None:
-    """While the answer runs: followed until it ends, then an error (never done); once ended: a 409 up front."""
-    fake_openai.state.plans.append(Plan(delay=0.02))
-    forged = {"last-event-id": str(2**30)}
-
-    def ending(through: LocalService, message_id: str) -> tuple[str, dict]:
-        url = f"{through.url}/chat/messages/{message_id}/stream"
-        with httpx.stream("GET", url, headers=forged, timeout=30) as response:
-            assert response.status_code == 200
-            events = list(sse_events(response))
-        assert [e.event for e in events if e.event != "start"] == [events[-1].event]  # no text, just the ending
-        return events[-1].event, events[-1].data
-
-    with local_gateway(tmp_path, persistence_app, fake_openai_url) as other:
-        with streaming_chat(gateway) as (message_id, _), ThreadPoolExecutor(2) as pool:
-            endings = list(pool.map(ending, (gateway, other), (message_id, message_id)))
-        for through in (gateway, other):
-            refused = httpx.get(f"{through.url}/chat/messages/{message_id}/stream", headers=forged, timeout=30)
-            assert (refused.status_code, refused.json()["code"]) == (409, "offset_mismatch")
-    expected = {"status": "complete", "error": f"the answer ended at {len(TEXT)}, before offset {2**30}"}
-    assert endings == [("error", expected), ("error", expected)]
-    assert read_finished(store, message_id)["content"] == TEXT
-
-
-@pytest.mark.slow  # pauses a gateway process
-def test_a_gateway_paused_past_its_lease_never_shows_its_client_text_that_is_not_the_answer(
-    tmp_path: Path, gateway_process: Service, persistence: Service, process_store: httpx.Client, fake_openai: FastAPI
-) -> None:
-    """Frozen (SIGSTOP) longer than its lease, the gateway loses the answer to another, which ends it its own
-    way; woken, it relays nothing unconfirmed: its client sees the stored answer, or a prefix of it and where to
-    reattach from, and reattaching from there gives exactly the rest."""
-    ending = " -- and then the other gateway ended it its own way."
-    fake_openai.state.plans.extend([Plan(delay=0.05), Plan(continue_with=ending)])
-    env = gateway_env(tmp_path, persistence.url, gateway_process.env["OPENAI_BASE_URL"].removesuffix("/v1"))
-    other = Service.uvicorn("chat_gateway.main:create_app", env, tmp_path / "other.log").start()
-    assert gateway_process.process is not None
-    seen: list[str] = []
-    try:
-        body = {"message": "hi", "stream": True}
-        with httpx.stream("POST", f"{gateway_process.url}/chat", json=body, timeout=30) as response:
-            events = sse_events(response)
-            message_id = next(events).data["message_id"]
-            seen += [e.data["text"] for e in itertools.islice((e for e in events if e.event == "delta"), 5)]
-            gateway_process.process.send_signal(signal.SIGSTOP)
-            try:
-                stored = read_finished(process_store, message_id)["content"]
-            finally:
-                gateway_process.process.send_signal(signal.SIGCONT)
-            rest = list(events)
-    finally:
-        other.kill(signal.SIGTERM)
-    assert stored.endswith(ending)
-    client_text = "".join(seen + [e.data["text"] for e in rest if e.event == "delta"])
-    if rest[-1].event == "done":
-        assert client_text == stored
-        return
-    assert rest[-1].event == "error"
-    reattach = re.search(r"reattach from (\d+)", rest[-1].data["error"])
-    assert reattach is not None, rest[-1].data
-    at = int(reattach.group(1))
-    assert client_text[:at] == stored[:at]
-    with httpx.stream(
-        "GET", f"{gateway_process.url}/chat/messages/{message_id}/stream", params={"offset": at}
-    ) as response:
-        tail = "".join(e.data["text"] for e in sse_events(response) if e.event == "delta")
-    assert client_text[:at] + tail == stored
 
 
 @pytest.mark.slow  # reads the persistence process's log
@@ -785,53 +290,6 @@ def test_the_openai_sdk_works_by_changing_only_base_url(
     assert [model.id for model in client.models.list()] == ["fake-model"]
 
 
-def test_generation_options_reach_the_model_and_hold_for_the_whole_answer(
-    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
-) -> None:
-    fake_openai.state.plans.append(Plan(drop_after=10))  # then continued, with what is left of max_tokens
-    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="any", max_retries=0)
-    options = {"temperature": 0.1, "max_tokens": 20, "stop": ["\n\n"], "seed": 7}
-    completion = client.chat.completions.create(
-        model="fake-model",
-        messages=[{"role": "user", "content": "hi"}],
-        store=True,
-        temperature=0.1,
-        max_tokens=20,
-        stop=["\n\n"],
-        seed=7,
-    )
-    first, continued = fake_openai.state.requests
-    assert {key: first.get(key) for key in [*options, "store"]} == options | {"store": None}
-    partial = continued["messages"][-1]["content"]
-    assert partial == "".join(tokens(TEXT)[:10])
-    assert continued["max_tokens"] == 20 - math.ceil(len(partial) / 4)
-    assert {key: continued[key] for key in ("temperature", "stop", "seed")} == {
-        "temperature": 0.1,
-        "stop": ["\n\n"],
-        "seed": 7,
-    }
-    answer_text = "".join(tokens(TEXT)[: 10 + continued["max_tokens"]])
-    assert (completion.choices[0].message.content, completion.choices[0].finish_reason) == (answer_text, "length")
-    stored = read_message(store, completion.id.removeprefix("chatcmpl-"))
-    assert (stored["content"], stored["finish_reason"], stored["options"]) == (answer_text, "length", options)
-
-
-def test_openai_errors_come_back_in_openai_shape(gateway: LocalService, fake_openai: FastAPI) -> None:
-    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="any", max_retries=0)
-    with pytest.raises(openai.BadRequestError) as info:
-        client.chat.completions.create(model="m", messages=[{"role": "assistant", "content": "prefill"}])
-    assert info.value.status_code == 400
-    assert "last message must be a user message" in info.value.message
-    with pytest.raises(openai.BadRequestError):
-        client.chat.completions.create(model="m", messages=[])
-    fake_openai.state.plans.append(Plan(status=401))
-    with pytest.raises(openai.APIStatusError) as failed:
-        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
-    assert failed.value.status_code == 502
-    assert isinstance(failed.value.body, dict)
-    assert failed.value.body["type"] == "api_error"
-
-
 def test_a_value_persistence_refuses_is_the_clients_4xx_through_the_gateway(
     gateway: LocalService, store: httpx.Client
 ) -> None:
@@ -843,18 +301,6 @@ def test_a_value_persistence_refuses_is_the_clients_4xx_through_the_gateway(
     found = httpx.get(f"{gateway.url}/chat/search", params={"q": "a\x00b"}, timeout=30)
     assert found.status_code == 422, found.text
     assert store.get(f"/sessions/{session_id}").json()["title"] == "Kept"
-
-
-def test_a_nul_from_the_model_is_stored_as_u_fffd_not_refused_for_ever(
-    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
-) -> None:
-    """It was: every save refused, the answer left in progress, and crash recovery paying to generate it again."""
-    fake_openai.state.text = "Hello \x00 world \U0001f600 again."
-    reply = httpx.post(f"{gateway.url}/chat", json={"message": "hi"}, timeout=30)
-    assert reply.status_code == 200, reply.text
-    assert reply.json()["response"] == "Hello \ufffd world \U0001f600 again."
-    stored = read_finished(store, reply.json()["message_id"])
-    assert (stored["status"], stored["content"]) == ("complete", "Hello \ufffd world \U0001f600 again.")
 
 
 def test_session_routes_relay_persistence_shapes(gateway: LocalService, store: httpx.Client) -> None:
@@ -891,18 +337,6 @@ def test_session_routes_relay_persistence_shapes(gateway: LocalService, store: h
     paths = httpx.get(f"{gateway.url}/openapi.json", timeout=30).json()["paths"]
     listed = paths["/chat/sessions"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     assert listed == {"$ref": "#/components/schemas/Page_SessionRead_"}
-
-
-def test_an_answer_is_stored_under_the_model_asked_whatever_name_its_upstream_reports(
-    gateway: LocalService, store: httpx.Client, fake_openai: FastAPI
-) -> None:
-    """Not under the upstream's own name (here too long to store, even): the one the model is asked by (README,
-    "Upstreams and fallbacks")."""
-    fake_openai.state.chunks = replace(fake_openai.state.chunks, model="m" * 300)
-    reply = httpx.post(f"{gateway.url}/chat", json={"message": "hi"}, timeout=30)
-    assert reply.status_code == 200, reply.text
-    stored = read_finished(store, reply.json()["message_id"])
-    assert (stored["status"], stored["content"], stored["model"]) == ("complete", TEXT, "fake-model")
 
 
 def test_one_message_is_read_through_the_gateway_without_its_prompt(gateway: LocalService, store: httpx.Client) -> None:
