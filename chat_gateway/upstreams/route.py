@@ -74,7 +74,7 @@ class Route:
     def admit(self) -> None:
         """Refuse a chat no candidate can take, before anything is stored: 503 while every one cools down after
         failures, 429 while every one is full; each with Retry-After."""
-        if all(candidate.upstream.breaker.skips() for candidate in self.candidates):
+        if self._all_cooling_down():
             retry_after = max(1, math.ceil(self.retry_in()))
             raise ServiceUnavailable(
                 f"every upstream of {self.model!r} is cooling down after failures; retry in {retry_after} s",
@@ -84,6 +84,9 @@ class Route:
         limits = [candidate.upstream.limit for candidate in self.candidates]
         if not any(limit.has_room() for limit in limits):
             raise limits[0].refusal()
+
+    def _all_cooling_down(self) -> bool:
+        return all(candidate.upstream.breaker.skips() for candidate in self.candidates)
 
     def retry_in(self) -> float:
         """Seconds until the first of the candidates' breakers lets a probe through."""
@@ -200,7 +203,7 @@ class Route:
     def cooling(self, exc: BaseException) -> CoolingDown | None:
         """Past the last candidate after a passing failure (``move_on`` said no): when every candidate's breaker is
         open, the wait for the first probe (the route starts again from the first); else None."""
-        if not is_transient(exc) or not all(candidate.upstream.breaker.skips() for candidate in self.candidates):
+        if not is_transient(exc) or not self._all_cooling_down():
             return None
         self._at = 0
         return CoolingDown(f"every upstream of {self.model!r} failed and is cooling down", self.retry_in())
