@@ -229,7 +229,7 @@ class Route:
     def release(self) -> None:
         """Give back the place in the limit held for the last stream (at its end, or before the next)."""
         if self._streaming:  # it ended neither finished nor failed by the upstream (cancelled, refused)
-            self.current.upstream.breaker.undecided()
+            self.current.upstream.undecided()
             self._streaming = False
         if self._held is not None:
             self._held.limit.release()

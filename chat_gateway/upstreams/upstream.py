@@ -101,6 +101,12 @@ class Upstream:
         self._ok.inc()
         self._breaker_open.set(0)
 
+    def undecided(self) -> None:
+        """A stream ended neither finished nor failed by the upstream (its answer cancelled, or refused): no verdict,
+        but a probe left so lets the next request probe at once, which the gauge says."""
+        self.breaker.undecided()
+        self._breaker_open.set(int(self.breaker.skips()))
+
     def failed(self) -> None:
         """A stream's request failed, or the stream broke off before its end, as a passing failure of the upstream
         would."""

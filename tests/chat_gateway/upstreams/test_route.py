@@ -3,6 +3,7 @@ import time
 
 import openai
 import pytest
+from prometheus_client import REGISTRY
 
 from chat_gateway.clients.retry import StreamInterrupted
 from chat_gateway.upstreams.breaker import Breaker, BreakerState
@@ -208,11 +209,13 @@ async def test_a_probe_that_breaks_off_opens_it_again_and_one_left_undecided_let
     broken.failed(StreamInterrupted("broke off"))
     broken.release()
     assert (flaky.breaker.state, flaky.breaker.retry_in()) == (BreakerState.OPEN, 10)
+    assert REGISTRY.get_sample_value("chat_upstream_breaker_open", {"upstream": "a"}) == 1
     clock.now += 10
     cancelled = Route("m", [Candidate(flaky, "m")])
     await (await cancelled.open(_request)).close()
     cancelled.release()  # its answer was cancelled: no verdict on the upstream
     assert (flaky.breaker.state, flaky.breaker.retry_in()) == (BreakerState.OPEN, 0)
+    assert REGISTRY.get_sample_value("chat_upstream_breaker_open", {"upstream": "a"}) == 0  # it skips it no more
     await _open_falling_back(Route("m", [Candidate(flaky, "m")]))  # the next request probes at once
     assert flaky.breaker.state == BreakerState.CLOSED
 
