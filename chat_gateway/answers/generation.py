@@ -15,12 +15,12 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
-from openai import AsyncStream
 from openai.types.chat import ChatCompletionMessageParam
 
 from chat_gateway.answers.events import Outcome, StreamEvent, describe, final_event
 from chat_gateway.answers.lease import Lease
-from chat_gateway.answers.log import AnswerLog, LogWriter
+from chat_gateway.answers.log import AnswerLog, LogWriter, log_owner
+from chat_gateway.answers.opening import Opening
 from chat_gateway.answers.parts import AnswerParts
 from chat_gateway.answers.prompt import Continuation, build_messages, load_history
 from chat_gateway.answers.text import AnswerText, listeners_ran
@@ -29,7 +29,7 @@ from chat_gateway.answers.writer import AnswerWriter, StopReason
 from chat_gateway.clients import retry
 from chat_gateway.clients.persistence import AnswerStore, PersistenceError
 from chat_gateway.clients.retry import StreamInterrupted, Unavailable, error_kind
-from chat_gateway.clients.upstream import Usage, discard, options_to_continue, read_chunks
+from chat_gateway.clients.upstream import Usage, options_to_continue, read_chunks
 from chat_gateway.config import Settings
 from chat_gateway.metrics import ACTIVE_GENERATIONS, UPSTREAM_ERRORS
 from chat_gateway.upstreams.route import Route
@@ -61,7 +61,7 @@ class Generation:
         persistence: AnswerStore,
         on_finish: Callable[["Generation"], None],
         prompt: list[ChatCompletionMessageParam] | None = None,
-        opening: "asyncio.Task[AsyncStream[object]] | None" = None,
+        opening: Opening | None = None,
         lease: Lease | None = None,
         log: AnswerLog | None = None,
         taken_over: bool = False,
@@ -69,6 +69,7 @@ class Generation:
         self.answer = answer
         self.prompt = prompt  # known up front (a client's own, or a new chat's); else built from the history
         self._opening = opening  # the first attempt's stream, requested with ``prompt`` while the turn was stored
+        self._logged_ahead = ""  # its first text, logged while the turn was stored: durable once added
         self.message_id: uuid.UUID = answer.id
         self.route = route
         self.model = route.model
@@ -104,13 +105,10 @@ class Generation:
     def _log_writer(self, log: AnswerLog) -> LogWriter:
         """The answer log's writer: it makes text durable before it is shown. Without one (no log, or it became
         unreachable), persistence does: each save as soon as the one before returned."""
-        # One owner per claim: a claim moves the answer's version on, even by a gateway restarted under the same
-        # INSTANCE_ID.
-        owner = f"{self.writer.lease.owner}:{self.answer.version}"
         return LogWriter(
             log,
             self.message_id,
-            owner,
+            log_owner(self.writer.lease.owner, self.answer.version),
             self.buffer,
             on_fenced=lambda: self.stop("lease_lost"),
             on_unreachable=self.writer.wake,
@@ -136,8 +134,7 @@ class Generation:
 
     def stop(self, reason: StopReason) -> None:
         """End the generation early; the first reason given wins."""
-        if self._stop_reason is None:
-            self._stop_reason = reason
+        self._stop_reason = self._stop_reason or reason
         if self._upstream is not None and not self._upstream.done():
             self._upstream.cancel()
 
@@ -183,7 +180,10 @@ class Generation:
         if not text:
             return
         self.buffer.add(text)
-        if self.log_writer is not None and self.log_writer.working:
+        if text == self._logged_ahead and self.log_writer is not None:  # the first, logged already: shown at once
+            self._logged_ahead = ""
+            self.log_writer.logged_ahead(text)
+        elif self.log_writer is not None and self.log_writer.working:
             self.log_writer.wake()
             if len(self.text) - self.writer.saved >= self.settings.flush_bytes:
                 self.writer.wake()
@@ -214,7 +214,7 @@ class Generation:
             status, error = MessageStatus.FAILED, describe(exc)
         finally:
             if self._opening is not None:  # stopped before the first attempt began
-                await discard(self._opening)
+                await self._opening.close()
             self.route.release()
             self.writer.close()
             if self.log_writer is not None:
@@ -298,15 +298,16 @@ class Generation:
             return
         calls = ToolCallAssembler()  # an attempt's calls: one cut off is asked for again, whole
         finish_reason = None
-        if self._opening is not None:
+        if self._opening is not None:  # a new answer: its partial text is empty
             opening, self._opening = self._opening, None
-            stream = await opening
+            chunks = await opening.chunks()
+            self._logged_ahead = opening.logged
         else:
-            stream = await self.route.open_continuing(partial, prompt, options)
+            chunks = read_chunks(await self.route.open_continuing(partial, prompt, options))
         self.model = self.route.current.model
         self.parts.begin(self.model, len(partial), self.usage.totals)
         join = Continuation(partial, self.route.current.upstream.continuation)
-        async for chunk in read_chunks(stream):
+        async for chunk in chunks:
             if chunk.usage:
                 self.usage.add(chunk.usage)
             if chunk.tool_calls:
@@ -335,9 +336,10 @@ class Generation:
 
         Chunks already buffered are read without a pause, so a fast upstream's whole answer could be read (and
         made durable in one write) before anyone is sent its first words. Waited for a save interval at most:
-        with its stores unreachable, the answer is read on and kept here.
+        with its stores unreachable, the answer is read on and kept here. Words logged ahead are durable already.
         """
-        await self.buffer.changed_within(self.settings.flush_interval_seconds)
+        if self.buffer.durable < len(self.text):
+            await self.buffer.changed_within(self.settings.flush_interval_seconds)
         await listeners_ran()
 
     @property
