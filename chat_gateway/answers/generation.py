@@ -69,7 +69,7 @@ class Generation:
         self.answer = answer
         self.prompt = prompt  # known up front (a client's own, or a new chat's); else built from the history
         self._opening = opening  # the first attempt's stream, requested with ``prompt`` while the turn was stored
-        self._logged_ahead = ""  # its first text, logged while the turn was stored: durable once added
+        self._logged_ahead = ""  # its first text, logged while the turn was stored: durable, its chunk still to come
         self.message_id: uuid.UUID = answer.id
         self.route = route
         self.model = route.model
@@ -98,6 +98,9 @@ class Generation:
         )
         self._taken_over = taken_over
         self.log_writer = None if log is None else self._log_writer(log)
+        if opening is not None and opening.logged and self.log_writer is not None:  # shown as soon as one listens
+            self._logged_ahead = opening.logged
+            self.log_writer.logged_ahead(opening.logged)
         self._stop_reason: StopReason | None = None
         self._upstream: asyncio.Task[None] | None = None
         self.task: asyncio.Task[None] | None = None
@@ -179,11 +182,13 @@ class Generation:
     def _emit(self, text: str) -> None:
         if not text:
             return
-        self.buffer.add(text)
         if text == self._logged_ahead and self.log_writer is not None:  # the first, logged already: shown at once
             self._logged_ahead = ""
-            self.log_writer.logged_ahead(text)
-        elif self.log_writer is not None and self.log_writer.working:
+            if not self.text:  # else added with the generation, as its turn came back
+                self.log_writer.logged_ahead(text)
+            return
+        self.buffer.add(text)
+        if self.log_writer is not None and self.log_writer.working:
             self.log_writer.wake()
             if len(self.text) - self.writer.saved >= self.settings.flush_bytes:
                 self.writer.wake()
@@ -291,18 +296,18 @@ class Generation:
                             raise
 
     async def _stream_once(self, prompt: list[ChatCompletionMessageParam]) -> None:
-        partial = self.text
-        options = options_to_continue(self.answer.options or {}, partial)
-        if options is None:  # the answer's token limit was reached before it broke off
-            self.finish_reason = "length"
-            return
         calls = ToolCallAssembler()  # an attempt's calls: one cut off is asked for again, whole
         finish_reason = None
-        if self._opening is not None:  # a new answer: its partial text is empty
+        if self._opening is not None:  # a new answer's first stream: nothing to continue (its first text may be here)
             opening, self._opening = self._opening, None
-            chunks = await opening.chunks()
+            partial, chunks = "", await opening.chunks()
             self._logged_ahead = opening.logged
         else:
+            partial = self.text
+            options = options_to_continue(self.answer.options or {}, partial)
+            if options is None:  # the answer's token limit was reached before it broke off
+                self.finish_reason = "length"
+                return
             chunks = read_chunks(await self.route.open_continuing(partial, prompt, options))
         self.model = self.route.current.model
         self.parts.begin(self.model, len(partial), self.usage.totals)
@@ -314,7 +319,7 @@ class Generation:
                 calls.feed(chunk.tool_calls)
             if chunk.logprobs:
                 self.logprobs += chunk.logprobs
-            sent_before = bool(self.text)
+            sent_before = bool(self.text) and not self._logged_ahead
             if text := join.feed(chunk.text):
                 if self.writer.lease.lapsed():  # checked here: awaiting fence() for every chunk would cost the relay
                     await self.writer.fence()
@@ -341,11 +346,6 @@ class Generation:
         if self.buffer.durable < len(self.text):
             await self.buffer.changed_within(self.settings.flush_interval_seconds)
         await listeners_ran()
-
-    @property
-    def saved_length(self) -> int:
-        """How much of ``text`` persistence is known to hold."""
-        return self.writer.saved
 
     def _finish_fields(self, status: MessageStatus, error: str | None) -> AnswerFinish:
         # Unset fields stay as stored: a claim cleared the last attempt's error, and only completes set a reason.

@@ -175,7 +175,8 @@ class LogWriter:
         self._bytes = len(text.encode())
 
     def logged_ahead(self, text: str) -> None:
-        """The log holds ``text``, the whole of the buffer's so far, already (``Opening``)."""
+        """Add ``text``, which the log holds already (``Opening``), to the empty buffer."""
+        self.buffer.add(text)
         self.restart_at(text)
         self.buffer.mark_logged(len(text))
 

@@ -135,6 +135,7 @@ async def test_the_first_text_is_logged_while_the_turn_is_stored_and_shown_once_
         generation = answers.generating(answer.id)
         assert generation is not None
         first, not_generating = seen_while_storing[0]
+        assert generation.buffer.durable == len(first)  # before the generation has read a chunk: shown at once
         assert first  # logged while the turn was stored,
         assert not_generating  # by no generation: nobody is shown it
         relayed = "".join([event.text async for event in generation.events(0)])
@@ -324,3 +325,29 @@ async def test_an_answer_stored_at_another_version_is_not_generated_from_the_ope
     unlogged = Opening(opens, None, uuid.uuid4(), "gw")
     assert await unlogged.fits(stored_message(version=3))
     await unlogged.close()
+
+
+async def test_a_first_text_logged_only_after_its_turn_came_back_is_shown_once_logged(
+    persistence_app: LocalService,
+    sampling: FastAPI,
+    fake_openai_url: str,
+    log: AnswerLog,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with _answers(persistence_app.url, fake_openai_url, log) as answers:
+        append, turn_back = log.append, asyncio.Event()
+
+        async def append_after_the_turn(message_id: uuid.UUID, owner: str, logged_bytes: int, text: str) -> int:
+            await turn_back.wait()
+            return await append(message_id, owner, logged_bytes, text)
+
+        monkeypatch.setattr(log, "append", append_after_the_turn)
+        answer = await answers.start_chat(ChatPlan(ChatRequest(message="Hi")), idempotency_key=None)
+        generation = answers.generating(answer.id)
+        assert generation is not None
+        assert generation.buffer.durable == 0  # nothing durable yet: nothing shown
+        turn_back.set()
+        relayed = "".join([event.text async for event in generation.events(0)])
+        stored = await answers.persistence.messages.get(answer.id)
+    assert (stored.status, stored.content) == (MessageStatus.COMPLETE, relayed)
+    assert len(sampling.state.requests) == 1
