@@ -35,13 +35,6 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-async def log() -> AsyncIterator[AnswerLog]:
-    answer_log = connect(redis_url_or_skip(), timeout_seconds=2)
-    yield answer_log
-    await answer_log.close()
-
-
-@pytest.fixture
 def sampling(fake_openai: FastAPI) -> FastAPI:
     fake_openai.state.sample = True  # new words on every request: text shown and not stored would differ
     return fake_openai
@@ -88,6 +81,12 @@ async def _answers(persistence_url: str, upstream_url: str, log: AnswerLog, **se
         await upstreams.close()
 
 
+@pytest.fixture
+async def answers(persistence_app: LocalService, fake_openai_url: str, log: AnswerLog) -> AsyncIterator[Answers]:
+    async with _answers(persistence_app.url, fake_openai_url, log) as answers:
+        yield answers
+
+
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 async def test_a_new_answer_is_stored_at_the_version_its_text_is_logged_ahead_under(
     database: str, tmp_path: Path, fake_openai_url: str, log: AnswerLog
@@ -108,38 +107,33 @@ async def test_a_new_answer_is_stored_at_the_version_its_text_is_logged_ahead_un
 
 
 async def test_the_first_text_is_logged_while_the_turn_is_stored_and_shown_once_both_are(
-    persistence_app: LocalService,
-    sampling: FastAPI,
-    fake_openai_url: str,
-    log: AnswerLog,
-    monkeypatch: pytest.MonkeyPatch,
+    answers: Answers, sampling: FastAPI, log: AnswerLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with _answers(persistence_app.url, fake_openai_url, log) as answers:
-        store = answers.persistence.messages.start_turn
-        seen_while_storing: list[tuple[str, bool]] = []
+    store = answers.persistence.messages.start_turn
+    seen_while_storing: list[tuple[str, bool]] = []
 
-        async def stored_once_the_log_holds_text(
-            session_id: uuid.UUID, turn: TurnCreate, scope: str | None = None
-        ) -> tuple[MessageDetail, bool]:
-            answer_id = turn.answer.id
-            assert answer_id is not None
-            await _until(lambda: _logged_text(answer_id))
-            seen_while_storing.append((await _logged(log, answer_id), answers.generating(answer_id) is None))
-            return await store(session_id, turn, scope)
+    async def stored_once_the_log_holds_text(
+        session_id: uuid.UUID, turn: TurnCreate, scope: str | None = None
+    ) -> tuple[MessageDetail, bool]:
+        answer_id = turn.answer.id
+        assert answer_id is not None
+        await _until(lambda: _logged_text(answer_id))
+        seen_while_storing.append((await _logged(log, answer_id), answers.generating(answer_id) is None))
+        return await store(session_id, turn, scope)
 
-        async def _logged_text(answer_id: uuid.UUID) -> bool:
-            return bool(await _logged(log, answer_id))
+    async def _logged_text(answer_id: uuid.UUID) -> bool:
+        return bool(await _logged(log, answer_id))
 
-        monkeypatch.setattr(answers.persistence.messages, "start_turn", stored_once_the_log_holds_text)
-        answer = await answers.start_chat(ChatPlan(ChatRequest(message="Hi")), idempotency_key=None)
-        generation = answers.generating(answer.id)
-        assert generation is not None
-        first, not_generating = seen_while_storing[0]
-        assert generation.buffer.durable == len(first)  # before the generation has read a chunk: shown at once
-        assert first  # logged while the turn was stored,
-        assert not_generating  # by no generation: nobody is shown it
-        relayed = "".join([event.text async for event in generation.events(0)])
-        stored = await answers.persistence.messages.get(answer.id)
+    monkeypatch.setattr(answers.persistence.messages, "start_turn", stored_once_the_log_holds_text)
+    answer = await answers.start_chat(ChatPlan(ChatRequest(message="Hi")), idempotency_key=None)
+    generation = answers.generating(answer.id)
+    assert generation is not None
+    first, not_generating = seen_while_storing[0]
+    assert generation.buffer.durable == len(first)  # before the generation has read a chunk: shown at once
+    assert first  # logged while the turn was stored,
+    assert not_generating  # by no generation: nobody is shown it
+    relayed = "".join([event.text async for event in generation.events(0)])
+    stored = await answers.persistence.messages.get(answer.id)
     assert relayed.startswith(first)
     assert (stored.status, stored.content) == (MessageStatus.COMPLETE, relayed)
     assert len(sampling.state.requests) == 1  # the stream opened beside the turn served it
@@ -328,26 +322,21 @@ async def test_an_answer_stored_at_another_version_is_not_generated_from_the_ope
 
 
 async def test_a_first_text_logged_only_after_its_turn_came_back_is_shown_once_logged(
-    persistence_app: LocalService,
-    sampling: FastAPI,
-    fake_openai_url: str,
-    log: AnswerLog,
-    monkeypatch: pytest.MonkeyPatch,
+    answers: Answers, sampling: FastAPI, log: AnswerLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with _answers(persistence_app.url, fake_openai_url, log) as answers:
-        append, turn_back = log.append, asyncio.Event()
+    append, turn_back = log.append, asyncio.Event()
 
-        async def append_after_the_turn(message_id: uuid.UUID, owner: str, logged_bytes: int, text: str) -> int:
-            await turn_back.wait()
-            return await append(message_id, owner, logged_bytes, text)
+    async def append_after_the_turn(message_id: uuid.UUID, owner: str, logged_bytes: int, text: str) -> int:
+        await turn_back.wait()
+        return await append(message_id, owner, logged_bytes, text)
 
-        monkeypatch.setattr(log, "append", append_after_the_turn)
-        answer = await answers.start_chat(ChatPlan(ChatRequest(message="Hi")), idempotency_key=None)
-        generation = answers.generating(answer.id)
-        assert generation is not None
-        assert generation.buffer.durable == 0  # nothing durable yet: nothing shown
-        turn_back.set()
-        relayed = "".join([event.text async for event in generation.events(0)])
-        stored = await answers.persistence.messages.get(answer.id)
+    monkeypatch.setattr(log, "append", append_after_the_turn)
+    answer = await answers.start_chat(ChatPlan(ChatRequest(message="Hi")), idempotency_key=None)
+    generation = answers.generating(answer.id)
+    assert generation is not None
+    assert generation.buffer.durable == 0  # nothing durable yet: nothing shown
+    turn_back.set()
+    relayed = "".join([event.text async for event in generation.events(0)])
+    stored = await answers.persistence.messages.get(answer.id)
     assert (stored.status, stored.content) == (MessageStatus.COMPLETE, relayed)
     assert len(sampling.state.requests) == 1
