@@ -97,18 +97,15 @@ class Generation:
             parts=self.parts,
         )
         self._taken_over = taken_over
-        self.log_writer = None if log is None else self._log_writer(log)
-        if opening is not None and opening.logged and self.log_writer is not None:  # shown as soon as one listens
-            self._logged_ahead = opening.logged
-            self.log_writer.logged_ahead(opening.logged)
+        self.log_writer = None if log is None else self._log_writer(log, opening)
         self._stop_reason: StopReason | None = None
         self._upstream: asyncio.Task[None] | None = None
         self.task: asyncio.Task[None] | None = None
 
-    def _log_writer(self, log: AnswerLog) -> LogWriter:
-        """The answer log's writer: it makes text durable before it is shown. Without one (no log, or it became
-        unreachable), persistence does: each save as soon as the one before returned."""
-        return LogWriter(
+    def _log_writer(self, log: AnswerLog, opening: Opening | None) -> LogWriter:
+        """The answer log's writer: it makes text durable before it is shown (without one, persistence does), from
+        the first text ``opening`` logged while the turn was stored, if any: shown as soon as one listens."""
+        writer = LogWriter(
             log,
             self.message_id,
             log_owner(self.writer.lease.owner, self.answer.version),
@@ -116,6 +113,10 @@ class Generation:
             on_fenced=lambda: self.stop("lease_lost"),
             on_unreachable=self.writer.wake,
         )
+        if opening is not None and opening.logged:
+            self._logged_ahead = opening.logged
+            writer.logged_ahead(opening.logged)
+        return writer
 
     @property
     def text(self) -> str:

@@ -97,6 +97,8 @@ class Opening:
         """Abandon the stream: cancel its request, or close it."""
         self._task.cancel()
         await asyncio.wait([self._task])
+        if not self._task.cancelled():
+            self._task.exception()  # a failed opening's error is the generation's to raise, or nobody's: seen
         if self._chunks is not None:
             await self._chunks.aclose()
         elif self._stream is not None:
