@@ -76,9 +76,9 @@ class Follower:
                     offset = event.offset
                 else:
                     return
-                if offset > generation.saved_length:
-                    unconfirmed = generation.text[generation.saved_length : offset]
-                    read_from, version = generation.saved_length, None
+                if offset > generation.buffer.saved:
+                    unconfirmed = generation.text[generation.buffer.saved : offset]
+                    read_from, version = generation.buffer.saved, None
             try:
                 stored = await self.persistence.messages.poll_text(message_id, read_from, version)
             except OffsetMismatch as exc:  # the text the client saw is not saved yet: wait for it

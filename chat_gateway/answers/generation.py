@@ -15,12 +15,12 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
-from openai import AsyncStream
 from openai.types.chat import ChatCompletionMessageParam
 
 from chat_gateway.answers.events import Outcome, StreamEvent, describe, final_event
 from chat_gateway.answers.lease import Lease
-from chat_gateway.answers.log import AnswerLog, LogWriter
+from chat_gateway.answers.log import AnswerLog, LogWriter, log_owner
+from chat_gateway.answers.opening import Opening
 from chat_gateway.answers.parts import AnswerParts
 from chat_gateway.answers.prompt import Continuation, build_messages, load_history
 from chat_gateway.answers.text import AnswerText, listeners_ran
@@ -29,7 +29,7 @@ from chat_gateway.answers.writer import AnswerWriter, StopReason
 from chat_gateway.clients import retry
 from chat_gateway.clients.persistence import AnswerStore, PersistenceError
 from chat_gateway.clients.retry import StreamInterrupted, Unavailable, error_kind
-from chat_gateway.clients.upstream import Usage, discard, options_to_continue, read_chunks
+from chat_gateway.clients.upstream import Usage, options_to_continue, read_chunks
 from chat_gateway.config import Settings
 from chat_gateway.metrics import ACTIVE_GENERATIONS, UPSTREAM_ERRORS
 from chat_gateway.upstreams.route import Route
@@ -61,7 +61,7 @@ class Generation:
         persistence: AnswerStore,
         on_finish: Callable[["Generation"], None],
         prompt: list[ChatCompletionMessageParam] | None = None,
-        opening: "asyncio.Task[AsyncStream[object]] | None" = None,
+        opening: Opening | None = None,
         lease: Lease | None = None,
         log: AnswerLog | None = None,
         taken_over: bool = False,
@@ -69,6 +69,7 @@ class Generation:
         self.answer = answer
         self.prompt = prompt  # known up front (a client's own, or a new chat's); else built from the history
         self._opening = opening  # the first attempt's stream, requested with ``prompt`` while the turn was stored
+        self._logged_ahead = ""  # its first text, logged while the turn was stored: durable, its chunk still to come
         self.message_id: uuid.UUID = answer.id
         self.route = route
         self.model = route.model
@@ -96,25 +97,26 @@ class Generation:
             parts=self.parts,
         )
         self._taken_over = taken_over
-        self.log_writer = None if log is None else self._log_writer(log)
+        self.log_writer = None if log is None else self._log_writer(log, opening)
         self._stop_reason: StopReason | None = None
         self._upstream: asyncio.Task[None] | None = None
         self.task: asyncio.Task[None] | None = None
 
-    def _log_writer(self, log: AnswerLog) -> LogWriter:
-        """The answer log's writer: it makes text durable before it is shown. Without one (no log, or it became
-        unreachable), persistence does: each save as soon as the one before returned."""
-        # One owner per claim: a claim moves the answer's version on, even by a gateway restarted under the same
-        # INSTANCE_ID.
-        owner = f"{self.writer.lease.owner}:{self.answer.version}"
-        return LogWriter(
+    def _log_writer(self, log: AnswerLog, opening: Opening | None) -> LogWriter:
+        """The answer log's writer: it makes text durable before it is shown (without one, persistence does), from
+        the first text ``opening`` logged while the turn was stored, if any: shown as soon as one listens."""
+        writer = LogWriter(
             log,
             self.message_id,
-            owner,
+            log_owner(self.writer.lease.owner, self.answer.version),
             self.buffer,
             on_fenced=lambda: self.stop("lease_lost"),
             on_unreachable=self.writer.wake,
         )
+        if opening is not None and opening.logged:
+            self._logged_ahead = opening.logged
+            writer.logged_ahead(opening.logged)
+        return writer
 
     @property
     def text(self) -> str:
@@ -136,8 +138,7 @@ class Generation:
 
     def stop(self, reason: StopReason) -> None:
         """End the generation early; the first reason given wins."""
-        if self._stop_reason is None:
-            self._stop_reason = reason
+        self._stop_reason = self._stop_reason or reason
         if self._upstream is not None and not self._upstream.done():
             self._upstream.cancel()
 
@@ -182,6 +183,11 @@ class Generation:
     def _emit(self, text: str) -> None:
         if not text:
             return
+        if text == self._logged_ahead and self.log_writer is not None:  # the first, logged already: shown at once
+            self._logged_ahead = ""
+            if not self.text:  # else added with the generation, as its turn came back
+                self.log_writer.logged_ahead(text)
+            return
         self.buffer.add(text)
         if self.log_writer is not None and self.log_writer.working:
             self.log_writer.wake()
@@ -214,7 +220,7 @@ class Generation:
             status, error = MessageStatus.FAILED, describe(exc)
         finally:
             if self._opening is not None:  # stopped before the first attempt began
-                await discard(self._opening)
+                await self._opening.close()
             self.route.release()
             self.writer.close()
             if self.log_writer is not None:
@@ -291,29 +297,30 @@ class Generation:
                             raise
 
     async def _stream_once(self, prompt: list[ChatCompletionMessageParam]) -> None:
-        partial = self.text
-        options = options_to_continue(self.answer.options or {}, partial)
-        if options is None:  # the answer's token limit was reached before it broke off
-            self.finish_reason = "length"
-            return
         calls = ToolCallAssembler()  # an attempt's calls: one cut off is asked for again, whole
         finish_reason = None
-        if self._opening is not None:
+        if self._opening is not None:  # a new answer's first stream: nothing to continue (its first text may be here)
             opening, self._opening = self._opening, None
-            stream = await opening
+            partial, chunks = "", await opening.chunks()
+            self._logged_ahead = opening.logged
         else:
-            stream = await self.route.open_continuing(partial, prompt, options)
+            partial = self.text
+            options = options_to_continue(self.answer.options or {}, partial)
+            if options is None:  # the answer's token limit was reached before it broke off
+                self.finish_reason = "length"
+                return
+            chunks = read_chunks(await self.route.open_continuing(partial, prompt, options))
         self.model = self.route.current.model
         self.parts.begin(self.model, len(partial), self.usage.totals)
         join = Continuation(partial, self.route.current.upstream.continuation)
-        async for chunk in read_chunks(stream):
+        async for chunk in chunks:
             if chunk.usage:
                 self.usage.add(chunk.usage)
             if chunk.tool_calls:
                 calls.feed(chunk.tool_calls)
             if chunk.logprobs:
                 self.logprobs += chunk.logprobs
-            sent_before = bool(self.text)
+            sent_before = bool(self.text) and not self._logged_ahead
             if text := join.feed(chunk.text):
                 if self.writer.lease.lapsed():  # checked here: awaiting fence() for every chunk would cost the relay
                     await self.writer.fence()
@@ -335,15 +342,11 @@ class Generation:
 
         Chunks already buffered are read without a pause, so a fast upstream's whole answer could be read (and
         made durable in one write) before anyone is sent its first words. Waited for a save interval at most:
-        with its stores unreachable, the answer is read on and kept here.
+        with its stores unreachable, the answer is read on and kept here. Words logged ahead are durable already.
         """
-        await self.buffer.changed_within(self.settings.flush_interval_seconds)
+        if self.buffer.durable < len(self.text):
+            await self.buffer.changed_within(self.settings.flush_interval_seconds)
         await listeners_ran()
-
-    @property
-    def saved_length(self) -> int:
-        """How much of ``text`` persistence is known to hold."""
-        return self.writer.saved
 
     def _finish_fields(self, status: MessageStatus, error: str | None) -> AnswerFinish:
         # Unset fields stay as stored: a claim cleared the last attempt's error, and only completes set a reason.

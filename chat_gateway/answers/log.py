@@ -76,6 +76,13 @@ return length
 
 ENDED = "ended"
 
+
+def log_owner(instance_id: str, version: int) -> str:
+    """The log's owner for a claim of an answer: one per claim, since a claim moves the answer's version on, even by
+    a gateway restarted under the same INSTANCE_ID."""
+    return f"{instance_id}:{version}"
+
+
 LogError = RedisError  # the log unreachable, or an error of its own: the generation goes on without it
 
 
@@ -166,6 +173,12 @@ class LogWriter:
     def restart_at(self, text: str) -> None:
         """The log holds ``text`` now (``AnswerLog.take``)."""
         self._bytes = len(text.encode())
+
+    def logged_ahead(self, text: str) -> None:
+        """Add ``text``, which the log holds already (``Opening``), to the empty buffer."""
+        self.buffer.add(text)
+        self.restart_at(text)
+        self.buffer.mark_logged(len(text))
 
     async def take(self, stored: str, settings: Settings) -> str | None:
         """A claimed answer: become its writer, and return the text to go on from (the log may hold more of it

@@ -5,11 +5,9 @@ import contextlib
 import functools
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any
+from collections.abc import AsyncIterator
 
 from cachetools import TTLCache
-from openai import AsyncStream
 from openai.types.chat import ChatCompletionMessageParam
 
 from chat_gateway.answers.events import StreamEvent
@@ -17,12 +15,12 @@ from chat_gateway.answers.follower import TERMINAL, Follower
 from chat_gateway.answers.generation import Generation
 from chat_gateway.answers.lease import Lease, lease_is_live
 from chat_gateway.answers.log import AnswerLog
+from chat_gateway.answers.opening import Opening, Opens
 from chat_gateway.answers.plan import ChatPlan
 from chat_gateway.answers.turns import ChatIds, build_turn, chat_ids, over_budget, resume_account, turn_refused
 from chat_gateway.auth.identity import ANYONE, Caller
 from chat_gateway.clients import retry
 from chat_gateway.clients.persistence import PersistenceClient
-from chat_gateway.clients.upstream import discard
 from chat_gateway.config import Settings
 from chat_gateway.metrics import RESUMES
 from chat_gateway.upstreams.registry import Upstreams
@@ -116,19 +114,18 @@ class Answers:
             raise
         prompt = plan.known_prompt
         if created:
-            self._start(answer, route, prompt=prompt, opening=opening, lease=lease)
+            taken = opening is not None and not await opening.fits(answer)  # then it takes over what the log holds
+            self._start(answer, route, prompt=prompt, opening=None if taken else opening, lease=lease, taken_over=taken)
             return answer
         # A retry: attach to the answer, or take it over if its generator is gone (or never began); the same
         # request resent once its answer failed resumes it, within the budgets.
         if opening is not None:
-            await discard(opening)
+            await opening.discard()
         route.release()
         retried = account if plan.request_key is not None else None
         return await self.take_over(answer, model=model, prompt=prompt, take_unstarted=True, resume_failed=retried)
 
-    def _opens_early(
-        self, plan: ChatPlan, ids: ChatIds, account: TurnAccount, route: Route
-    ) -> Callable[[], Coroutine[Any, Any, AsyncStream[object]]] | None:
+    def _opens_early(self, plan: ChatPlan, ids: ChatIds, account: TurnAccount, route: Route) -> Opens | None:
         """The upstream request to send while the turn is stored, if it is sent then (None: once it is)."""
         prompt = plan.known_prompt
         # Sent before the turn is stored only where nothing but a failure refuses it: not past a budget, nor
@@ -149,14 +146,14 @@ class Answers:
         session_id: uuid.UUID,
         turn: TurnCreate,
         scope: str | None,
-        opens: Callable[[], Coroutine[Any, Any, AsyncStream[object]]] | None,
-    ) -> tuple[MessageDetail, bool, "asyncio.Task[AsyncStream[object]] | None"]:
+        opens: Opens | None,
+    ) -> tuple[MessageDetail, bool, Opening | None]:
         """Store the turn: its answer as stored, whether this request created it, and the upstream stream
-        ``opens`` began beside it (None without one), which nobody reads before the turn is stored."""
+        ``opens`` began beside it (None without one), which nobody is shown before the turn is stored."""
         answer_id = turn.answer.id
         assert answer_id is not None  # chat_ids gives every turn its ids
         storing = asyncio.ensure_future(self.persistence.messages.start_turn(session_id, turn, scope))
-        opening: asyncio.Task[AsyncStream[object]] | None = None
+        opening: Opening | None = None
         # Until it is started here: a concurrent retry (same Idempotency-Key) that finds the turn stored and
         # claimed by this gateway must follow it, not take it too.
         self._starting[answer_id] = self._starting.get(answer_id, 0) + 1
@@ -166,12 +163,12 @@ class Answers:
                 # ~0.7 ms of CPU building the upstream one. The turn is the longer wait before the first word
                 # (docs/benchmarks.md, section 3).
                 await asyncio.sleep(0)
-                opening = asyncio.create_task(opens())
-            answer, created = await self._stored(storing, session_id, turn, scope)
+                opening = Opening(opens, self.log, answer_id, self.settings.instance_id)
+            answer, created = await self._stored(storing, session_id, turn, scope, opening)
         except BaseException as exc:
             storing.cancel()
             if opening is not None:
-                await discard(opening)
+                await opening.discard()
             if isinstance(exc, Conflict):
                 raise turn_refused(exc) from exc
             raise
@@ -186,13 +183,17 @@ class Answers:
         session_id: uuid.UUID,
         turn: TurnCreate,
         scope: str | None,
+        opening: Opening | None,
     ) -> tuple[MessageDetail, bool]:
         """The turn as ``storing`` stored it, or as storing it again finds it when its reply was lost."""
         try:
             return await storing
         except ServiceUnavailable:
             # The turn may have been stored, its answer claimed by this gateway, and only the reply lost.
-            # The client hears nothing before its fate is known.
+            # The client hears nothing before its fate is known. Its first text logged ahead is forgotten first:
+            # crash recovery would read it as shown, and generate an answer this gateway may yet say failed.
+            if opening is not None:
+                await opening.withdraw()
             answer, created = await self._settle_turn(session_id, turn, scope)
             # Stored by the attempt whose reply was lost: this gateway's own, still to begin.
             return answer, created or (
@@ -311,7 +312,7 @@ class Answers:
         route: Route,
         *,
         prompt: list[ChatCompletionMessageParam] | None,
-        opening: "asyncio.Task[AsyncStream[object]] | None" = None,
+        opening: Opening | None = None,
         lease: Lease | None = None,
         taken_over: bool = False,
     ) -> None:

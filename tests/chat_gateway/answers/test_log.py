@@ -5,7 +5,6 @@ only durable text, whichever store makes it so."""
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -14,16 +13,8 @@ from pydantic import SecretStr
 from chat_gateway.answers.log import AnswerLog, LogError, LogFenced, LogWriter, connect
 from chat_gateway.answers.text import AnswerText
 from chat_gateway.config import Settings
-from tests.conftest import redis_url_or_skip
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def log() -> AsyncIterator[AnswerLog]:
-    answer_log = connect(redis_url_or_skip(), timeout_seconds=2)
-    yield answer_log
-    await answer_log.close()
 
 
 async def test_an_append_is_taken_only_from_its_owner_at_the_end_of_the_logged_text(log: AnswerLog) -> None:
