@@ -69,7 +69,6 @@ M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 
 UNREACHABLE = "the persistence service is unreachable: retry shortly"
-_JSON_BODY = {"Content-Type": "application/json"}
 
 
 class AnswerStore(Protocol):
@@ -116,6 +115,7 @@ class PersistenceClient:
 
     def __init__(self, http: httpx.AsyncClient, *, attempts: int, initial_wait: float, max_wait: float) -> None:
         self.http = http
+        self._base = str(http.base_url).rstrip("/")
         self._attempts = attempts
         self._initial_wait = initial_wait
         self._max_wait = max_wait
@@ -137,10 +137,9 @@ class PersistenceClient:
         """``_send``'s reply validated into ``cast_to``: a model, or a ``TypeAdapter`` for a list."""
         response = await self._send(method, path, **options)
         # Parsed and validated in one pass by pydantic-core: json.loads, then validating its dicts, cost twice it.
-        content = response.content
         if isinstance(cast_to, TypeAdapter):
-            return cast_to.validate_json(content) if content else cast_to.validate_python(None)
-        return cast_to.model_validate_json(content) if content else cast_to.model_validate(None)
+            return cast_to.validate_json(response.content) if response.content else cast_to.validate_python(None)
+        return cast_to.model_validate_json(response.content) if response.content else cast_to.model_validate(None)
 
     async def _send(
         self,
@@ -163,8 +162,9 @@ class PersistenceClient:
         json, content = body, None
         if isinstance(body, BaseModel):  # serialised by pydantic-core, not dumped to dicts for json.dumps
             json, content = None, body.model_dump_json(exclude_unset=True)
-            headers = (headers or {}) | _JSON_BODY
-        send = partial(self.http.request, method, path, params=params, content=content, json=json, headers=headers)
+            headers = (headers or {}) | {"Content-Type": "application/json"}
+        url = self._base + path  # whole: httpx parsed a path, then the base URL joined with it, again
+        send = partial(self.http.request, method, url, params=params, content=content, json=json, headers=headers)
         if not retried:
             response = await send()
             raise_for(response)

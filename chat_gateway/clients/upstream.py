@@ -93,7 +93,9 @@ async def open_stream(
         "stream": True,
         "stream_options": {"include_usage": True},
     }
-    return await client.post("/chat/completions", cast_to=object, body=body, stream=True, stream_cls=_Chunks)
+    # The URL whole: a path is parsed, then the base URL joined with it parsed again, for every stream.
+    url = f"{client.base_url}chat/completions"
+    return await client.post(url, cast_to=object, body=body, stream=True, stream_cls=_Chunks)
 
 
 TOKEN_LIMITS = ("max_tokens", "max_completion_tokens")
