@@ -1,6 +1,7 @@
 """The LLM side: opening a stream, reading its chunks, continuing an interrupted one (retried as ``retry.upstream``)."""
 
 import asyncio
+import json
 import logging
 import math
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
@@ -62,7 +63,7 @@ class _Chunks(AsyncStream[object]):
                     if response.http_version == "HTTP/1.1":  # read to its end, so its connection is reused
                         await drain_response_async(response)
                     break
-                data = from_json(sse.data)  # pydantic-core's parser: a third of json.loads's CPU per chunk
+                data = _parsed(sse.data)
                 if isinstance(data, dict) and (error := data.get("error")):
                     message = error.get("message") if isinstance(error, dict) else None
                     if not message or not isinstance(message, str):
@@ -71,6 +72,15 @@ class _Chunks(AsyncStream[object]):
                 yield data
         finally:
             await response.aclose()
+
+
+def _parsed(data: str) -> object:
+    """A chunk's JSON, by pydantic-core's parser (a third of json.loads's CPU), or by json.loads when it refuses
+    what json.loads takes: an escaped lone surrogate, half of a pair a UTF-16 server split (``read_chunks``)."""
+    try:
+        return from_json(data)
+    except ValueError:
+        return json.loads(data)
 
 
 async def open_stream(
