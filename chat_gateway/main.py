@@ -21,6 +21,7 @@ from chat_gateway.auth.identity import Authenticator
 from chat_gateway.chat import accounts, sessions
 from chat_gateway.chat import routes as chat
 from chat_gateway.clients.persistence import PersistenceClient
+from chat_gateway.clients.persistence_http import PersistenceHttp
 from chat_gateway.config import Settings, uvicorn_host
 from chat_gateway.deps import get_caller
 from chat_gateway.openai_api.catalog import ModelCatalog
@@ -59,7 +60,7 @@ def _log_identity_mode(settings: Settings) -> None:
 
 def _persistence_client(settings: Settings, transport: httpx.AsyncBaseTransport | None) -> PersistenceClient:
     """``transport``: what the calls go through when not the network (``create_app``'s)."""
-    http = httpx.AsyncClient(
+    http = PersistenceHttp(
         base_url=settings.api_base_url,
         headers={"x-api-key": split_keys(settings.api_key)[0]},
         timeout=httpx.Timeout(30.0, connect=5.0),

@@ -341,5 +341,11 @@ class TurnRead(ReadModel):
     answer: MessageRead
 
 
+class TurnStarted(ReadModel):
+    """What the gateway reads of a ``TurnRead``: its answer, as it reads every message."""
+
+    answer: MessageDetail
+
+
 class Health(ReadModel):
     status: str

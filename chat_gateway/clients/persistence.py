@@ -9,6 +9,7 @@ import builtins
 import logging
 import uuid
 from collections.abc import Mapping
+from functools import partial
 from typing import Any, Protocol, TypedDict, TypeVar, Unpack, overload
 from urllib.parse import quote
 
@@ -47,6 +48,7 @@ from shared.contract import (
     SessionRename,
     SessionUpdate,
     TurnCreate,
+    TurnStarted,
 )
 from shared.identity import (
     ON_BEHALF_OF,
@@ -113,6 +115,7 @@ class PersistenceClient:
 
     def __init__(self, http: httpx.AsyncClient, *, attempts: int, initial_wait: float, max_wait: float) -> None:
         self.http = http
+        self._base = str(http.base_url).rstrip("/")
         self._attempts = attempts
         self._initial_wait = initial_wait
         self._max_wait = max_wait
@@ -133,10 +136,10 @@ class PersistenceClient:
     ) -> Any:
         """``_send``'s reply validated into ``cast_to``: a model, or a ``TypeAdapter`` for a list."""
         response = await self._send(method, path, **options)
-        data = response.json() if response.content else None
+        # Parsed and validated in one pass by pydantic-core: json.loads, then validating its dicts, cost twice it.
         if isinstance(cast_to, TypeAdapter):
-            return cast_to.validate_python(data)
-        return cast_to.model_validate(data)
+            return cast_to.validate_json(response.content) if response.content else cast_to.validate_python(None)
+        return cast_to.model_validate_json(response.content) if response.content else cast_to.model_validate(None)
 
     async def _send(
         self,
@@ -156,15 +159,20 @@ class PersistenceClient:
         """
         if on_behalf_of is not None:
             headers = (headers or {}) | {ON_BEHALF_OF: quote(on_behalf_of, safe="")}
-        json = body.model_dump(mode="json", exclude_unset=True) if isinstance(body, BaseModel) else body
+        json, content = body, None
+        if isinstance(body, BaseModel):  # serialised by pydantic-core, not dumped to dicts for json.dumps
+            json, content = None, body.model_dump_json(exclude_unset=True)
+            headers = (headers or {}) | {"Content-Type": "application/json"}
+        url = self._base + path  # whole: httpx parsed a path, then the base URL joined with it, again
+        send = partial(self.http.request, method, url, params=params, content=content, json=json, headers=headers)
         if not retried:
-            response = await self.http.request(method, path, params=params, json=json, headers=headers)
+            response = await send()
             raise_for(response)
             return response
         try:
             async for attempt in retry.persistence(self._attempts, self._initial_wait, self._max_wait):
                 with attempt:
-                    response = await self.http.request(method, path, params=params, json=json, headers=headers)
+                    response = await send()
                     # A 429 too: persistence's own rate limit (RATE_LIMIT) is a wait, not a refusal.
                     if response.status_code >= 500 or response.status_code == 429:
                         raise PersistenceBusy(response)
@@ -288,14 +296,14 @@ class Messages(_Resource):
         """The answer's text from ``offset`` on, or None while it is still at ``version`` (then no body is sent)."""
         headers = {"If-None-Match": f'"{version}"'} if version is not None else None
         response = await self._send("GET", f"/messages/{message_id}/text", params={"offset": offset}, headers=headers)
-        return None if response.status_code == 304 else MessageText.model_validate(response.json())
+        return None if response.status_code == 304 else MessageText.model_validate_json(response.content)
 
     async def start_turn(
         self, session_id: uuid.UUID, body: TurnCreate, scope: str | None = None
     ) -> tuple[MessageDetail, bool]:
         """Store a question and its answer; returns the answer and whether the turn is new (else a replay)."""
         response = await self._send("POST", f"/sessions/{session_id}/turns", body=body, on_behalf_of=scope)
-        return MessageDetail.model_validate(response.json()["answer"]), response.status_code == 201
+        return TurnStarted.model_validate_json(response.content).answer, response.status_code == 201
 
     async def append(
         self,

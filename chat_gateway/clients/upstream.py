@@ -14,6 +14,7 @@ from httpx_aiohttp.httpx2.transport import AiohttpResponseStream, AiohttpTranspo
 from openai import DEFAULT_CONNECTION_LIMITS, APIError, AsyncOpenAI, AsyncStream, DefaultAioHttpClient
 from openai._streaming_cleanup import drain_response_async
 from openai.types.chat import ChatCompletionMessageParam
+from pydantic_core import from_json
 
 from chat_gateway.config import Settings
 from chat_gateway.metrics import TOKENS
@@ -62,7 +63,7 @@ class _Chunks(AsyncStream[object]):
                     if response.http_version == "HTTP/1.1":  # read to its end, so its connection is reused
                         await drain_response_async(response)
                     break
-                data = json.loads(sse.data)
+                data = _parsed(sse.data)
                 if isinstance(data, dict) and (error := data.get("error")):
                     message = error.get("message") if isinstance(error, dict) else None
                     if not message or not isinstance(message, str):
@@ -71,6 +72,15 @@ class _Chunks(AsyncStream[object]):
                 yield data
         finally:
             await response.aclose()
+
+
+def _parsed(data: str) -> object:
+    """A chunk's JSON, by pydantic-core's parser (a third of json.loads's CPU), or by json.loads when it refuses
+    what json.loads takes: an escaped lone surrogate, half of a pair a UTF-16 server split (``read_chunks``)."""
+    try:
+        return from_json(data)
+    except ValueError:
+        return json.loads(data)
 
 
 async def open_stream(
@@ -93,7 +103,9 @@ async def open_stream(
         "stream": True,
         "stream_options": {"include_usage": True},
     }
-    return await client.post("/chat/completions", cast_to=object, body=body, stream=True, stream_cls=_Chunks)
+    # The URL whole: a path is parsed, then the base URL joined with it parsed again, for every stream.
+    url = f"{client.base_url}chat/completions"
+    return await client.post(url, cast_to=object, body=body, stream=True, stream_cls=_Chunks)
 
 
 TOKEN_LIMITS = ("max_tokens", "max_completion_tokens")
