@@ -116,7 +116,8 @@ browser:
 # gateway route went unexercised (testing/route_coverage.py). In 4 processes (pytest-xdist), each taking whole
 # modules (--dist loadscope: a module's fixtures are set up once, and its tests run in order as they do alone): the
 # tests mostly wait on sockets and threads, so 4 on 2 cores finish first on a quiet machine. On a busy one, fewer
-# (TEST_WORKERS=2) starve the tests' short leases (1.5 s) less; TEST_WORKERS=0 runs them in this process.
+# (TEST_WORKERS=2) starve the tests' short leases (1.5 s) less and finish first (docs/test-speed.md); TEST_WORKERS=0
+# runs them in this process.
 TEST_WORKERS ?= 4
 test-fast: install
 	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadscope -m "not slow" -k "not postgresql" --routes-covered
