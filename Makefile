@@ -98,7 +98,7 @@ lint: install
 # bench-deps: the tests run `make bench-quick` in miniature (tests/bench), which needs wrk and pgbench.
 # TEST_FULL_WORKERS=3: in two runs, every test not marked serial in 3 processes (pytest-xdist, whole modules each, as
 # test-fast), then the serial ones alone (the benchmarks, the chaos run in miniature, tests with a time limit of
-# their own). Not the default: its one trial on a busy machine failed 3 tests and 16 set-ups (docs/test-speed.md).
+# their own). Not the default: its one trial on a busy machine failed 4 tests and 16 set-ups (docs/test-speed.md).
 TEST_FULL_WORKERS ?= 0
 test: lint bench-deps clients browser
 ifeq ($(TEST_FULL_WORKERS),0)
