@@ -80,6 +80,7 @@ class Service:
             except httpx.TransportError:
                 pass
             if self.process.poll() is not None or time.monotonic() > deadline:
+                self.kill()  # one that never answered would otherwise outlive the run, holding its port
                 raise RuntimeError(f"{self.name} did not start:\n{self.output()[-3000:]}")
             time.sleep(0.05)
 

@@ -16,7 +16,7 @@ import pytest
 from bench.common import RESULTS
 from tests.conftest import postgres_url_or_skip, reachable_redis
 
-pytestmark = pytest.mark.slow  # starts processes: left out of `make test-fast`
+pytestmark = [pytest.mark.slow, pytest.mark.serial]  # starts processes: left out of `make test-fast`
 
 ROOT = Path(__file__).parents[2]
 

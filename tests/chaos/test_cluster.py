@@ -18,7 +18,7 @@ from chaos.cluster import Pair
 from persistence.db import create_db_engine
 from testing.ports import free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 
 @pytest.fixture

@@ -102,6 +102,7 @@ def test_an_upstream_in_an_outage_refuses_every_request_and_cuts_its_streams() -
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # its targets are the run's own: make test runs it alone
 def test_sixty_seconds_of_chaos_meet_every_target(tmp_path: Path) -> None:
     if not (shutil.which("initdb") or glob.glob("/usr/lib/postgresql/*/bin/initdb")):
         if os.environ.get("CI") == "true":

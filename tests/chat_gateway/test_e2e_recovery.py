@@ -49,6 +49,7 @@ def test_gateway_killed_mid_stream_is_recovered_by_the_next_one(
 
 
 @pytest.mark.slow  # kills a gateway process
+@pytest.mark.serial  # a time limit of its own: make test runs it alone
 def test_a_gateway_restarted_under_the_same_instance_id_takes_its_answers_back_at_once(
     tmp_path: Path, persistence: Service, process_store: httpx.Client, fake_openai: FastAPI, fake_openai_url: str
 ) -> None:

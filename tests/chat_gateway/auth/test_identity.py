@@ -658,6 +658,7 @@ def _raw_request(url: str, headers: bytes) -> tuple[bytes, float]:
     return answer.split(b"\r\n", 1)[0], elapsed
 
 
+@pytest.mark.serial  # a time limit of its own: make test runs it alone
 def test_huge_headers_and_credentials_are_refused_at_once_and_stall_nobody(
     gateway: LocalService, idp: tuple[JWKS, Key]
 ) -> None:

@@ -87,6 +87,7 @@ async def test_an_upstream_down_at_start_up_gets_restart_at_once() -> None:
     assert choice == ContinuationChoice("restart", expected)
 
 
+@pytest.mark.serial  # a time limit of its own: make test runs it alone
 async def test_an_upstream_that_does_not_answer_holds_start_up_no_longer_than_the_probe_time() -> None:
     async def hang(request: httpx.Request) -> httpx.Response:
         await asyncio.sleep(30)
@@ -125,6 +126,7 @@ async def test_the_choice_is_said_in_one_info_line(caplog: pytest.LogCaptureFixt
     assert said == ["upstream default continuation vllm: vLLM 0.0.0-fake at /version"]
 
 
+@pytest.mark.serial  # a time limit of its own: make test runs it alone
 def test_the_gateway_decides_once_at_start_up_and_keeps_it() -> None:
     """Nothing listens at the upstream's address: start-up goes on at once, with restart, kept for every answer."""
     settings = _settings("http://127.0.0.1:1/v1", api_base_url="http://127.0.0.1:1", recovery_interval_seconds=3600)

@@ -141,6 +141,7 @@ def test_an_unknown_model_is_a_404_in_openais_shape_listing_the_models(gateway: 
 
 
 @pytest.mark.parametrize("failure", [Plan(status=503), Plan(status=429, retry_after="30"), Plan(stall=3)])
+@pytest.mark.serial  # a time limit of its own: make test runs it alone
 def test_before_the_first_word_a_failure_moves_the_chat_to_the_next_upstream(
     gateway: Service, fakes: list[Fake], failure: Plan
 ) -> None:

@@ -48,6 +48,7 @@ async def _open_falling_back(route: Route) -> None:
         (None, "connection"),
     ],
 )
+@pytest.mark.serial  # a time limit of its own: make test runs it alone
 async def test_before_the_first_word_a_passing_failure_moves_to_the_next_at_once(
     fakes: list[Fake], plan: Plan | None, failure: str
 ) -> None:
@@ -82,6 +83,7 @@ async def test_past_the_last_candidate_the_error_is_raised_and_the_route_starts_
     assert route.current.upstream.name == "a"
 
 
+@pytest.mark.serial  # a time limit of its own: make test runs it alone
 async def test_retry_after_is_respected_only_when_the_next_is_the_same_upstream(fakes: list[Fake]) -> None:
     a, b, _ = fakes
     same = a.upstream("a", ["m", "n"])

@@ -97,8 +97,24 @@ def _gateway(tmp_path: Path, persistence: Service, upstream: str, **extra: str) 
     service.kill(signal.SIGTERM)
 
 
+@pytest.fixture(scope="module")
+def _shared_gateway(
+    tmp_path_factory: pytest.TempPathFactory, persistence: Service, _fake_openai_server: tuple[FastAPI, str]
+) -> Iterator[Service]:
+    yield from _gateway(tmp_path_factory.mktemp("gateway"), persistence, _fake_openai_server[1])
+
+
 @pytest.fixture
-def web_gateway(
+def web_gateway(_shared_gateway: Service, persistence: Service, fake_openai: FastAPI) -> Service:
+    """The module's gateway process, every chat forgotten: a process start (seconds) per test saved where the
+    test kills nothing and needs no model list of its own (``own_web_gateway`` for one that does: the gateway
+    reads the upstream's models once)."""
+    _forget_every_chat(persistence)
+    return _shared_gateway
+
+
+@pytest.fixture
+def own_web_gateway(
     tmp_path: Path, persistence: Service, _fake_openai_server: tuple[FastAPI, str], fake_openai: FastAPI
 ) -> Iterator[Service]:
     yield from _gateway(tmp_path, persistence, _fake_openai_server[1])
@@ -292,18 +308,18 @@ def test_one_answer_streams_in_two_tabs(
 
 @pytest.mark.parametrize("sample", [False, True], ids=["same words", "sampled"])
 def test_a_gateway_restart_mid_answer_shows_reconnecting_then_the_rest(
-    page: Page, web_gateway: Service, process_store: httpx.Client, fake_openai: FastAPI, sample: bool
+    page: Page, own_web_gateway: Service, process_store: httpx.Client, fake_openai: FastAPI, sample: bool
 ) -> None:
     """With a model that samples, the words the dead gateway showed are the stored answer's: the page shows it."""
     fake_openai.state.sample = sample
     fake_openai.state.plans.append(Plan(delay=0.1))
-    page.goto(web_gateway.url)
+    page.goto(own_web_gateway.url)
     send(page, "Tell me about Lyon")
     expect(page.locator("article.assistant .body")).not_to_be_empty(timeout=20_000)
     message_id = last_answer_id(page)
-    web_gateway.kill(signal.SIGKILL)
+    own_web_gateway.kill(signal.SIGKILL)
     expect(page.locator("#status")).to_contain_text("Reconnecting")
-    web_gateway.start()  # same port: its recovery takes the answer over once the dead one's lease expires
+    own_web_gateway.start()  # same port: its recovery takes the answer over once the dead one's lease expires
     complete(page, timeout=60_000)
     expect(page.locator("#status")).to_be_hidden()
     message = read_message(process_store, message_id)
@@ -550,9 +566,9 @@ def test_an_address_s_hash_never_leads_the_page_outside_its_routes(
     console.problems = [p for p in console.problems if not re.search(r"status of (404|422)", p)]
 
 
-def test_a_model_is_picked_from_the_gateways_list(page: Page, web_gateway: Service, fake_openai: FastAPI) -> None:
+def test_a_model_is_picked_from_the_gateways_list(page: Page, own_web_gateway: Service, fake_openai: FastAPI) -> None:
     fake_openai.state.models = ["fake-model", "other-model"]
-    page.goto(web_gateway.url)
+    page.goto(own_web_gateway.url)
     expect(page.locator("#model option")).to_have_text(["Default model", "fake-model (fake)", "other-model (fake)"])
     page.locator("#model").select_option("other-model")
     send(page, "Which model?")
